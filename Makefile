@@ -1,0 +1,51 @@
+# petcd — the two set-up commands are `make run` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+APT_STAMP := $(VENV)/.etcd-stamp
+
+.PHONY: run test test-long lint typecheck proto bench clean install etcd
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's etcd-server / etcd-client (3.4): the reference for the differential tests.
+etcd: $(APT_STAMP)
+
+$(APT_STAMP): | $(STAMP)
+	@if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q etcd-server etcd-client; \
+	fi
+	touch $(APT_STAMP)
+
+run: $(STAMP)
+	$(BIN)/petcd --name default --data-dir default.petcd
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+proto: $(STAMP)
+	$(BIN)/python scripts/genproto.py
+
+test: $(STAMP) $(APT_STAMP) lint
+	$(BIN)/pytest -m "not long" -q
+
+test-long: $(STAMP) $(APT_STAMP)
+	$(BIN)/pytest -m long -q
+
+bench: $(STAMP) $(APT_STAMP)
+	$(MAKE) -C bench all
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

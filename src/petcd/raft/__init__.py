@@ -1,0 +1,41 @@
+"""petcd.raft: the Raft consensus core, sans-I/O."""
+
+from petcd.raft.types import (
+    NONE_ID,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    MemberId,
+    Message,
+    MessageType,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMetadata,
+    SoftState,
+    Term,
+)
+
+__all__ = [
+    "NONE_ID",
+    "ConfChange",
+    "ConfChangeType",
+    "ConfState",
+    "Entry",
+    "EntryType",
+    "HardState",
+    "Index",
+    "MemberId",
+    "Message",
+    "MessageType",
+    "ReadState",
+    "Role",
+    "Snapshot",
+    "SnapshotMetadata",
+    "SoftState",
+    "Term",
+]
