@@ -1,0 +1,68 @@
+"""Named errors of the member (``petcd.server``).
+
+Theory of operation
+-------------------
+Expected outcomes of the member's work are exceptions named here; ``petcd.grpc`` is the only
+place that turns them into gRPC status codes and etcd's messages, so each class documents the
+etcd error it stands for. Invariant violations are assertions, never one of these.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base class of every expected error raised by ``petcd.server``."""
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigError(ServerError):
+    """The configuration (flags, environment, config file) is invalid; etcd exits with 1."""
+
+
+class FlagError(ConfigError):
+    """A command-line flag is unknown or malformed; etcd prints usage and exits with 2."""
+
+
+class UnsupportedFeatureError(ConfigError):
+    """A flag names a feature petcd does not implement yet (TLS, auth options ...)."""
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class RequestError(ServerError):
+    """A client request failed; nothing was changed."""
+
+
+class NoLeaderError(RequestError):
+    """etcd: ``etcdserver: no leader`` (UNAVAILABLE)."""
+
+
+class RequestTimeoutError(RequestError):
+    """etcd: ``etcdserver: request timed out`` (UNAVAILABLE)."""
+
+
+class StoppedError(RequestError):
+    """etcd: ``etcdserver: server stopped`` (UNAVAILABLE)."""
+
+
+class TooManyOpsError(RequestError):
+    """etcd: ``etcdserver: too many operations in txn request`` (INVALID_ARGUMENT)."""
+
+
+class RequestTooLargeError(RequestError):
+    """etcd: ``etcdserver: request is too large`` (INVALID_ARGUMENT)."""
+
+
+class EmptyKeyError(RequestError):
+    """etcd: ``etcdserver: key is not provided`` (INVALID_ARGUMENT)."""
+
+
+class DuplicateKeyError(RequestError):
+    """etcd: ``etcdserver: duplicate key given in txn request`` (INVALID_ARGUMENT)."""
+
+
+class NoSpaceError(RequestError):
+    """etcd: ``etcdserver: mvcc: database space exceeded`` (RESOURCE_EXHAUSTED)."""

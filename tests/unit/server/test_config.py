@@ -1,0 +1,269 @@
+"""petcd.server.config: etcd's flags, ETCD_* environment and --config-file, as etcd 3.5 has them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from petcd.server.config import (
+    Action,
+    CompactionMode,
+    Url,
+    parse,
+    parse_duration_seconds,
+)
+from petcd.server.errors import ConfigError, FlagError, UnsupportedFeatureError
+from petcd.server.flags import FLAGS, usage
+
+
+def run(argv: list[str], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    parsed = parse(argv, env or {})
+    assert parsed.action is Action.RUN
+    assert parsed.config is not None
+    return parsed.config, parsed.warnings
+
+
+def test_defaults_match_etcd() -> None:
+    cfg, warnings = run([])
+    assert cfg.name == "default"
+    assert cfg.data_dir == "default.etcd"
+    assert cfg.listen_client_urls == (Url("http", "localhost", 2379),)
+    assert cfg.advertise_client_urls == (Url("http", "localhost", 2379),)
+    assert cfg.listen_peer_urls == (Url("http", "localhost", 2380),)
+    assert cfg.snapshot_count == 100000
+    assert cfg.heartbeat_interval_ms == 100
+    assert cfg.election_timeout_ms == 1000
+    assert cfg.election_ticks == 10
+    assert cfg.max_request_bytes == 1572864
+    assert cfg.max_txn_ops == 128
+    assert cfg.auto_compaction_mode is CompactionMode.PERIODIC
+    assert cfg.auto_compaction_retention_seconds == 0
+    assert cfg.initial_cluster_token == "etcd-cluster"
+    assert cfg.initial_cluster == (("default", (Url("http", "localhost", 2380),)),)
+    assert cfg.wal_path == "default.etcd/member/wal"
+    assert cfg.backend_path == "default.etcd/member/snap/db"
+    assert warnings == ()
+
+
+def test_make_run_command_line() -> None:
+    cfg, _ = run(["--name", "default", "--data-dir", "default.petcd"])
+    assert cfg.data_dir == "default.petcd"
+    assert cfg.listen_client_urls[0].bind_host == "127.0.0.1"
+    assert cfg.listen_client_urls[0].port == 2379
+
+
+def test_data_dir_defaults_to_name_dot_etcd() -> None:
+    cfg, _ = run(["--name=n1"])
+    assert cfg.data_dir == "n1.etcd"
+    assert cfg.initial_cluster == (("n1", (Url("http", "localhost", 2380),)),)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--snapshot-count", "7"],
+        ["--snapshot-count=7"],
+        ["-snapshot-count", "7"],
+        ["-snapshot-count=7"],
+    ],
+)
+def test_go_flag_syntaxes(argv: list[str]) -> None:
+    cfg, _ = run(argv)
+    assert cfg.snapshot_count == 7
+
+
+def test_last_occurrence_wins() -> None:
+    cfg, _ = run(["--max-txn-ops", "3", "--max-txn-ops", "9"])
+    assert cfg.max_txn_ops == 9
+
+
+def test_bool_flags_follow_go_rules() -> None:
+    cfg, _ = run(["--experimental-initial-corrupt-check"])
+    assert cfg.experimental_initial_corrupt_check is True
+    cfg, _ = run(["--strict-reconfig-check=false"])
+    assert cfg.strict_reconfig_check is False
+    # A bool flag never consumes the next argument: "false" is then a stray argument.
+    with pytest.raises(ConfigError, match="'false' is not a valid flag"):
+        parse(["--strict-reconfig-check", "false"], {})
+    with pytest.raises(FlagError, match='invalid boolean value "maybe" for -pre-vote'):
+        parse(["--pre-vote=maybe"], {})
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    with pytest.raises(FlagError, match="flag provided but not defined: -bogus"):
+        parse(["--bogus"], {})
+
+
+def test_missing_value_and_bad_number() -> None:
+    with pytest.raises(FlagError, match="flag needs an argument: -name"):
+        parse(["--name"], {})
+    with pytest.raises(FlagError, match='invalid value "ten" for flag -snapshot-count'):
+        parse(["--snapshot-count", "ten"], {})
+
+
+def test_help_and_version_actions() -> None:
+    assert parse(["--help"], {}).action is Action.HELP
+    assert parse(["-h"], {}).action is Action.HELP
+    assert parse(["--version"], {}).action is Action.VERSION
+
+
+def test_env_vars_fill_unset_flags_and_flags_win() -> None:
+    env = {"ETCD_DATA_DIR": "/tmp/from-env", "ETCD_NAME": "envname", "ETCD_MAX_TXN_OPS": "5"}
+    cfg, warnings = run(["--name", "flagname"], env)
+    assert cfg.name == "flagname"
+    assert cfg.data_dir == "/tmp/from-env"
+    assert cfg.max_txn_ops == 5
+    assert any("shadowed by corresponding flag ETCD_NAME" in w for w in warnings)
+
+
+def test_unrecognized_env_var_is_warned_and_ignored() -> None:
+    cfg, warnings = run([], {"ETCD_NO_SUCH_THING": "1", "ETCDCTL_API": "3", "HOME": "/"})
+    assert cfg.name == "default"
+    assert warnings == ("unrecognized environment variable ETCD_NO_SUCH_THING=1",)
+
+
+def test_bad_env_value_is_an_error() -> None:
+    with pytest.raises(ConfigError, match='invalid value "x" for ETCD_SNAPSHOT_COUNT'):
+        parse([], {"ETCD_SNAPSHOT_COUNT": "x"})
+
+
+def test_listen_client_urls_requires_advertise_client_urls() -> None:
+    with pytest.raises(ConfigError, match="--advertise-client-urls is required"):
+        parse(["--listen-client-urls", "http://127.0.0.1:3000"], {})
+    cfg, _ = run(
+        [
+            "--listen-client-urls=http://127.0.0.1:3000,http://127.0.0.1:3001",
+            "--advertise-client-urls=http://127.0.0.1:3000",
+        ]
+    )
+    assert [u.port for u in cfg.listen_client_urls] == [3000, 3001]
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(FlagError, match="URL scheme must be http, https, unix, or unixs"):
+        parse(["--listen-peer-urls", "ftp://127.0.0.1:1"], {})
+    with pytest.raises(FlagError, match='does not have the form "host:port"'):
+        parse(["--listen-peer-urls", "http://127.0.0.1"], {})
+    with pytest.raises(UnsupportedFeatureError, match="TLS"):
+        parse(["--listen-peer-urls", "https://127.0.0.1:1"], {})
+
+
+def test_election_timeout_rules() -> None:
+    with pytest.raises(ConfigError, match=r"should be at least as 5 times as --heartbeat-interval"):
+        parse(["--heartbeat-interval", "100", "--election-timeout", "400"], {})
+    with pytest.raises(ConfigError, match="is too long"):
+        parse(["--heartbeat-interval", "100", "--election-timeout", "60000"], {})
+    cfg, _ = run(["--heartbeat-interval", "10", "--election-timeout", "100"])
+    assert cfg.election_ticks == 10
+
+
+def test_initial_cluster_must_contain_this_member() -> None:
+    with pytest.raises(ConfigError, match="couldn't find local name 'x'"):
+        parse(["--name", "x", "--initial-cluster", "y=http://127.0.0.1:2380"], {})
+    with pytest.raises(ConfigError, match="missing from --initial-advertise-peer-urls"):
+        parse(["--initial-cluster", "default=http://127.0.0.1:9999"], {})
+    cfg, _ = run(
+        [
+            "--name=a",
+            "--initial-advertise-peer-urls=http://127.0.0.1:1",
+            "--initial-cluster=a=http://127.0.0.1:1,b=http://127.0.0.1:2",
+        ]
+    )
+    assert [n for n, _ in cfg.initial_cluster] == ["a", "b"]
+
+
+def test_unsupported_feature_flags_only_at_default() -> None:
+    run(["--client-cert-auth=false", "--auth-token=simple"])
+    with pytest.raises(UnsupportedFeatureError, match=r"--cert-file=/x\.pem"):
+        parse(["--cert-file", "/x.pem"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--auto-tls"):
+        parse(["--auto-tls"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--auth-token=jwt"):
+        parse(["--auth-token", "jwt"], {})
+
+
+def test_ignored_tuning_flags_are_recorded() -> None:
+    cfg, warnings = run(["--backend-batch-limit", "5", "--metrics", "extensive"])
+    assert dict(cfg.ignored) == {"backend-batch-limit": "5", "metrics": "extensive"}
+    assert len(warnings) == 2
+
+
+def test_invalid_choices() -> None:
+    with pytest.raises(ConfigError, match="initial-cluster-state"):
+        parse(["--initial-cluster-state", "old"], {})
+    with pytest.raises(ConfigError, match="unknown auto-compaction-mode"):
+        parse(["--auto-compaction-mode", "sometimes"], {})
+    with pytest.raises(ConfigError, match="log-level"):
+        parse(["--log-level", "loud"], {})
+
+
+def test_auto_compaction_retention() -> None:
+    cfg, _ = run(["--auto-compaction-retention", "2"])
+    assert cfg.auto_compaction_retention_seconds == 7200
+    cfg, _ = run(["--auto-compaction-retention", "30m"])
+    assert cfg.auto_compaction_retention_seconds == 1800
+    cfg, _ = run(["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"])
+    assert cfg.auto_compaction_retention_revisions == 1000
+    assert cfg.auto_compaction_retention_seconds == 0
+    with pytest.raises(ConfigError, match="CompactionRetention"):
+        parse(["--auto-compaction-retention", "soon"], {})
+
+
+def test_go_durations() -> None:
+    assert parse_duration_seconds("1h30m") == 5400
+    assert parse_duration_seconds("100ms") == pytest.approx(0.1)
+    assert parse_duration_seconds("0") == 0
+    with pytest.raises(ValueError):
+        parse_duration_seconds("5")
+
+
+def test_config_file_overrides_flags_and_env(tmp_path: Path) -> None:
+    path = tmp_path / "etcd.yaml"
+    path.write_text(
+        "name: 'from-file'\n"
+        "data-dir: /var/lib/x\n"
+        "snapshot-count: 42\n"
+        "listen-client-urls: http://127.0.0.1:4001,http://127.0.0.1:4002\n"
+        "advertise-client-urls: http://127.0.0.1:4001\n"
+        "initial-advertise-peer-urls: http://127.0.0.1:4380\n"
+        "initial-cluster: from-file=http://127.0.0.1:4380\n"
+        "log-outputs: [stderr]\n"
+        "strict-reconfig-check: false\n"
+        "client-transport-security:\n"
+        "  client-cert-auth: false\n"
+        "unknown-key: ignored\n"
+    )
+    env = {"ETCD_NAME": "envname", "ETCD_MAX_TXN_OPS": "5"}
+    cfg, _ = run(["--config-file", str(path), "--name", "flagname"], env)
+    assert cfg.name == "from-file"
+    assert cfg.data_dir == "/var/lib/x"
+    assert cfg.snapshot_count == 42
+    assert cfg.max_txn_ops == 128  # env ignored
+    assert [u.port for u in cfg.listen_client_urls] == [4001, 4002]
+    assert cfg.log_outputs == ("stderr",)
+    assert cfg.strict_reconfig_check is False
+    assert cfg.config_file == str(path)
+
+
+def test_config_file_from_env_and_nested_tls_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "etcd.yaml"
+    path.write_text("client-transport-security:\n  cert-file: /c.pem\n")
+    with pytest.raises(UnsupportedFeatureError, match="cert-file"):
+        parse([], {"ETCD_CONFIG_FILE": str(path)})
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        parse(["--config-file", str(tmp_path / "missing.yaml")], {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("snapshot-count: many\n")
+    with pytest.raises(ConfigError, match="snapshot-count"):
+        parse(["--config-file", str(bad)], {})
+
+
+def test_usage_lists_every_flag() -> None:
+    text = usage()
+    for spec in FLAGS:
+        assert f"--{spec.name}" in text
+    assert "--data-dir '${name}.etcd'" in text
