@@ -1,0 +1,445 @@
+// Command loadgen is petcd's load generator: it drives an etcd v3 endpoint (real etcd,
+// petcd, or the bare transport in bench/bare_server.py) through etcd's own Go client, so
+// that the process under test, not the load, is what gets measured.
+//
+// Theory of operation. Flags follow the conventions of etcd's benchmark tool: --conns
+// client connections are opened and --clients goroutines share them round-robin; each
+// goroutine issues requests back to back (closed loop) until --total requests have been
+// issued in all. Every request's latency is recorded; at the end the requests per second
+// (total / wall time of the timed phase), the mean and the p50/p90/p99/max latencies are
+// printed, as text or, with --json, as one JSON object on stdout. Before the timed phase
+// every connection sends one serializable Range, so connection set-up is not timed.
+//
+// Workloads (first argument):
+//
+//	put       Put key=value; keys drawn from [0, --key-space-size) at random, or in
+//	          order with --sequential-keys.
+//	range     Range on one key drawn the same way; --consistency l (linearizable, the
+//	          default) or s (serializable).
+//	txn-put   Txn with no compare and --txn-ops Put operations in its success branch.
+//	watch     --streams gRPC watch streams, --watchers-per-stream watchers on each, all on
+//	          one key; one writer puts --total values in a row, each value carrying its
+//	          send time. Reports events delivered per second and the put-to-delivery
+//	          delay (p50/p90/p99), measured on the same clock.
+//	load      Put --total distinct keys 0..total-1 (sequential), as a store filler for the
+//	          memory and start-up test.
+//
+// A key is the decimal key number, zero-padded to --key-size bytes.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
+)
+
+type options struct {
+	workload          string
+	endpoints         []string
+	clients           int
+	conns             int
+	total             int
+	keySize           int
+	valSize           int
+	keySpaceSize      int
+	sequentialKeys    bool
+	consistency       string
+	txnOps            int
+	streams           int
+	watchersPerStream int
+	jsonOut           bool
+	timeout           time.Duration
+}
+
+// Result is what one run reports. Latency fields are milliseconds. For the watch workload
+// the latency fields describe the put-to-delivery delay and Events / EventsPerS are set.
+type Result struct {
+	Workload    string  `json:"workload"`
+	Endpoints   string  `json:"endpoints"`
+	Clients     int     `json:"clients"`
+	Conns       int     `json:"conns"`
+	Total       int     `json:"total"`
+	Errors      int     `json:"errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	RequestsPS  float64 `json:"requests_per_s"`
+	AvgMs       float64 `json:"avg_ms"`
+	P50Ms       float64 `json:"p50_ms"`
+	P90Ms       float64 `json:"p90_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	Events      int     `json:"events,omitempty"`
+	EventsMiss  int     `json:"events_missing,omitempty"`
+	EventsPerS  float64 `json:"events_per_s,omitempty"`
+	Watchers    int     `json:"watchers,omitempty"`
+	Consistency string  `json:"consistency,omitempty"`
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
+		return errors.New("usage: loadgen put|range|txn-put|watch|load [flags]")
+	}
+	o := options{workload: args[0]}
+	fs := flag.NewFlagSet(o.workload, flag.ContinueOnError)
+	endpoints := fs.String("endpoints", "127.0.0.1:2379", "comma-separated gRPC endpoints")
+	fs.IntVar(&o.clients, "clients", 1, "concurrent request goroutines")
+	fs.IntVar(&o.conns, "conns", 1, "client connections, shared round-robin by the goroutines")
+	fs.IntVar(&o.total, "total", 10000, "requests (puts for watch and load) in all")
+	fs.IntVar(&o.keySize, "key-size", 8, "key size in bytes")
+	fs.IntVar(&o.valSize, "val-size", 8, "value size in bytes")
+	fs.IntVar(&o.keySpaceSize, "key-space-size", 1, "distinct keys drawn from")
+	fs.BoolVar(&o.sequentialKeys, "sequential-keys", false, "keys in order instead of at random")
+	fs.StringVar(&o.consistency, "consistency", "l", "range consistency: l or s")
+	fs.IntVar(&o.txnOps, "txn-ops", 1, "puts per txn (txn-put)")
+	fs.IntVar(&o.streams, "streams", 10, "watch streams (watch)")
+	fs.IntVar(&o.watchersPerStream, "watchers-per-stream", 10, "watchers per stream (watch)")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON object")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	o.endpoints = strings.Split(*endpoints, ",")
+	if err := o.validate(); err != nil {
+		return err
+	}
+	var res *Result
+	var err error
+	switch o.workload {
+	case "watch":
+		res, err = runWatch(o)
+	default:
+		res, err = runRequests(o)
+	}
+	if err != nil {
+		return err
+	}
+	return report(o, res)
+}
+
+func (o *options) validate() error {
+	switch o.workload {
+	case "put", "range", "txn-put", "watch":
+	case "load":
+		o.sequentialKeys = true
+		o.keySpaceSize = o.total
+	default:
+		return fmt.Errorf("unknown workload %q", o.workload)
+	}
+	if o.clients < 1 || o.conns < 1 || o.total < 1 || o.keySpaceSize < 1 || o.txnOps < 1 {
+		return errors.New("--clients, --conns, --total, --key-space-size, --txn-ops must be >= 1")
+	}
+	if o.consistency != "l" && o.consistency != "s" {
+		return errors.New("--consistency must be l or s")
+	}
+	if digits := len(strconv.Itoa(o.keySpaceSize - 1)); digits > o.keySize {
+		return fmt.Errorf("--key-size %d cannot hold %d distinct keys", o.keySize, o.keySpaceSize)
+	}
+	if o.workload == "watch" && o.valSize < 8 {
+		o.valSize = 8 // the send time travels in the first 8 bytes
+	}
+	return nil
+}
+
+// makeKey renders key number n zero-padded to size bytes.
+func makeKey(n, size int) string {
+	s := strconv.Itoa(n)
+	if len(s) >= size {
+		return s
+	}
+	return strings.Repeat("0", size-len(s)) + s
+}
+
+func newClients(o options) ([]*clientv3.Client, error) {
+	clis := make([]*clientv3.Client, 0, o.conns)
+	for range o.conns {
+		c, err := clientv3.New(clientv3.Config{
+			Endpoints:          o.endpoints,
+			DialTimeout:        10 * time.Second,
+			Logger:             zap.NewNop(),
+			MaxCallSendMsgSize: 64 << 20,
+			MaxCallRecvMsgSize: 64 << 20,
+		})
+		if err != nil {
+			closeAll(clis)
+			return nil, fmt.Errorf("connect %v: %w", o.endpoints, err)
+		}
+		clis = append(clis, c)
+	}
+	// One untimed request per connection so that the timed phase starts connected.
+	for _, c := range clis {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Get(ctx, "\x00loadgen-warmup", clientv3.WithSerializable())
+		cancel()
+		if err != nil {
+			closeAll(clis)
+			return nil, fmt.Errorf("warm-up request to %v: %w", o.endpoints, err)
+		}
+	}
+	return clis, nil
+}
+
+func closeAll(clis []*clientv3.Client) {
+	for _, c := range clis {
+		_ = c.Close()
+	}
+}
+
+func runRequests(o options) (*Result, error) {
+	clis, err := newClients(o)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(clis)
+	value := string(randomBytes(o.valSize))
+	var next atomic.Int64 // index of the next request to issue
+	var nerr atomic.Int64
+	var firstErr atomic.Value
+	lat := make([][]time.Duration, o.clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range o.clients {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			cli := clis[w%len(clis)]
+			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			mine := make([]time.Duration, 0, o.total/o.clients+1)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= o.total {
+					break
+				}
+				k := i % o.keySpaceSize
+				if !o.sequentialKeys {
+					k = rng.IntN(o.keySpaceSize)
+				}
+				t0 := time.Now()
+				err := doRequest(o, cli, makeKey(k, o.keySize), value)
+				mine = append(mine, time.Since(t0))
+				if err != nil {
+					if nerr.Add(1) == 1 {
+						firstErr.Store(err.Error())
+					}
+				}
+			}
+			lat[w] = mine
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	res := summarize(all, elapsed)
+	res.Workload, res.Total, res.Errors = o.workload, o.total, int(nerr.Load())
+	if s, ok := firstErr.Load().(string); ok {
+		res.FirstError = s
+	}
+	if o.workload == "range" {
+		res.Consistency = o.consistency
+	}
+	return res, nil
+}
+
+func doRequest(o options, cli *clientv3.Client, key, value string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	var err error
+	switch o.workload {
+	case "put", "load":
+		_, err = cli.Put(ctx, key, value)
+	case "range":
+		if o.consistency == "s" {
+			_, err = cli.Get(ctx, key, clientv3.WithSerializable())
+		} else {
+			_, err = cli.Get(ctx, key)
+		}
+	case "txn-put":
+		ops := make([]clientv3.Op, o.txnOps)
+		for j := range ops {
+			k := key
+			if j > 0 {
+				k = fmt.Sprintf("%s-%d", key, j)
+			}
+			ops[j] = clientv3.OpPut(k, value)
+		}
+		_, err = cli.Txn(ctx).Then(ops...).Commit()
+	}
+	return err
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// summarize turns latencies into rates and percentiles (nearest-rank).
+func summarize(lat []time.Duration, elapsed time.Duration) *Result {
+	r := &Result{Seconds: elapsed.Seconds()}
+	if len(lat) == 0 {
+		return r
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	r.RequestsPS = float64(len(lat)) / elapsed.Seconds()
+	r.AvgMs = ms(sum / time.Duration(len(lat)))
+	r.P50Ms = ms(percentile(lat, 50))
+	r.P90Ms = ms(percentile(lat, 90))
+	r.P99Ms = ms(percentile(lat, 99))
+	r.MaxMs = ms(lat[len(lat)-1])
+	return r
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted (ascending) samples.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(p/100*float64(len(sorted))+0.999999) - 1
+	rank = max(0, min(rank, len(sorted)-1))
+	return sorted[rank]
+}
+
+func runWatch(o options) (*Result, error) {
+	clis, err := newClients(o)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(clis)
+	key := makeKey(0, o.keySize)
+	nw := o.streams * o.watchersPerStream
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	delays := make([][]time.Duration, nw)
+	var wg sync.WaitGroup
+	var lastEvent atomic.Int64 // UnixNano of the latest delivery seen by any watcher
+	for s := range o.streams {
+		cli := clis[s%len(clis)]
+		// clientv3 multiplexes watchers with equal metadata onto one gRPC stream; a
+		// distinct metadata value per stream gives each its own.
+		sctx := metadata.AppendToOutgoingContext(ctx, "loadgen-stream", strconv.Itoa(s))
+		for m := range o.watchersPerStream {
+			idx := s*o.watchersPerStream + m
+			wch := cli.Watch(sctx, key, clientv3.WithCreatedNotify())
+			first, ok := <-wch
+			if !ok || !first.Created {
+				return nil, fmt.Errorf("watcher %d was not created: %v", idx, first.Err())
+			}
+			wg.Add(1)
+			go func(idx int, wch clientv3.WatchChan) {
+				defer wg.Done()
+				mine := make([]time.Duration, 0, o.total)
+				for resp := range wch {
+					now := time.Now()
+					for _, ev := range resp.Events {
+						if len(ev.Kv.Value) >= 8 {
+							sent := int64(binary.BigEndian.Uint64(ev.Kv.Value[:8]))
+							mine = append(mine, now.Sub(time.Unix(0, sent)))
+						}
+					}
+					lastEvent.Store(now.UnixNano())
+					if len(mine) >= o.total {
+						break
+					}
+				}
+				delays[idx] = mine
+			}(idx, wch)
+		}
+	}
+	value := randomBytes(o.valSize)
+	writer := clis[0]
+	var nerr int
+	var firstErr string
+	start := time.Now()
+	for range o.total {
+		binary.BigEndian.PutUint64(value[:8], uint64(time.Now().UnixNano()))
+		pctx, pcancel := context.WithTimeout(context.Background(), o.timeout)
+		_, err := writer.Put(pctx, key, string(value))
+		pcancel()
+		if err != nil {
+			if nerr++; nerr == 1 {
+				firstErr = err.Error()
+			}
+		}
+	}
+	putsDone := time.Now()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cancel() // give up on the stragglers; what is missing is reported
+		<-done
+	}
+	end := time.Unix(0, lastEvent.Load())
+	if end.Before(putsDone) {
+		end = putsDone
+	}
+	var all []time.Duration
+	for _, d := range delays {
+		all = append(all, d...)
+	}
+	res := summarize(all, end.Sub(start))
+	res.Workload, res.Total, res.Errors, res.FirstError = "watch", o.total, nerr, firstErr
+	res.Watchers = nw
+	res.Events = len(all)
+	res.EventsMiss = nw*(o.total-nerr) - len(all)
+	res.EventsPerS = res.RequestsPS
+	res.RequestsPS = float64(o.total) / putsDone.Sub(start).Seconds()
+	return res, nil
+}
+
+func report(o options, r *Result) error {
+	r.Endpoints = strings.Join(o.endpoints, ",")
+	r.Clients, r.Conns = o.clients, o.conns
+	if o.jsonOut {
+		return json.NewEncoder(os.Stdout).Encode(r)
+	}
+	fmt.Printf("workload %s: %d requests, %d errors, %.2fs\n", r.Workload, r.Total, r.Errors,
+		r.Seconds)
+	if r.Workload == "watch" {
+		fmt.Printf("  watchers %d  events %d (missing %d)  events/s %.1f  puts/s %.1f\n",
+			r.Watchers, r.Events, r.EventsMiss, r.EventsPerS, r.RequestsPS)
+		fmt.Printf("  delivery delay ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
+			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
+	} else {
+		fmt.Printf("  requests/s %.1f\n", r.RequestsPS)
+		fmt.Printf("  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
+			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
+	}
+	if r.FirstError != "" {
+		fmt.Printf("  first error: %s\n", r.FirstError)
+	}
+	return nil
+}
