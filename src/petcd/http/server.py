@@ -1,0 +1,99 @@
+"""HTTP/1 endpoints of a member: /health, /livez, /readyz, /version, /metrics.
+
+Theory of operation
+-------------------
+etcd serves these next to gRPC on its client port (it multiplexes HTTP/1 and HTTP/2 on one
+listener) and, when asked, on ``--listen-client-http-urls`` and ``--listen-metrics-urls``.
+petcd's gRPC server (``grpc.aio``, C-core) owns its listening sockets, so it cannot share a
+port with an HTTP/1 server; petcd therefore serves these endpoints only on
+``--listen-client-http-urls`` (all of them) and ``--listen-metrics-urls`` (all of them, as etcd
+does), never on a gRPC client port. ``docs/server.md`` says so.
+
+The answers follow etcd 3.5:
+
+- ``GET /health``: ``{"health":"true","reason":""}`` with 200 when the member has a leader,
+  no alarm and can read (a linearizable read; ``?serializable=true`` makes it a local read);
+  otherwise ``{"health":"false","reason":"RAFT NO LEADER"}`` (or another reason) with 503.
+- ``GET /livez``: ``ok`` while the process serves; ``GET /readyz``: ``ok`` when a read
+  succeeds, 503 and the failed check otherwise.
+- ``GET /version``: ``{"etcdserver":"3.5.x","etcdcluster":"3.5.0"}``.
+- ``GET /metrics``: the Prometheus text format of the member's registry.
+
+The member is reached through the ``HealthSource`` protocol; this module knows nothing else of
+it. It is an aiohttp adapter: all I/O is aiohttp's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from aiohttp import web
+
+from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
+
+_CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HealthSource(Protocol):
+    async def check_health(self, serializable: bool) -> str:
+        """Return ``""`` when healthy, else etcd's reason text (``"RAFT NO LEADER"`` ...)."""
+        ...
+
+    def render_metrics(self) -> bytes: ...
+
+
+def make_app(source: HealthSource) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        serializable = request.query.get("serializable", "false") == "true"
+        reason = await source.check_health(serializable)
+        body = json.dumps({"health": "false" if reason else "true", "reason": reason})
+        return web.Response(
+            text=body, status=503 if reason else 200, content_type="application/json"
+        )
+
+    def probe(serializable: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            reason = await source.check_health(serializable)
+            if reason:
+                return web.Response(text=f"[-]{reason}\n", status=503)
+            return web.Response(text="ok")
+
+        return handler
+
+    async def livez(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def version(request: web.Request) -> web.Response:
+        body = json.dumps({"etcdserver": ETCD_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION})
+        return web.Response(text=body, content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=source.render_metrics(), headers={"Content-Type": _CONTENT_TYPE_METRICS}
+        )
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", probe(serializable=False))
+    app.router.add_get("/version", version)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class HttpServer:
+    """The HTTP endpoints on a set of (host, port) listeners."""
+
+    def __init__(self, source: HealthSource, listeners: Sequence[tuple[str, int]]) -> None:
+        self._runner = web.AppRunner(make_app(source), access_log=None)
+        self._listeners = tuple(listeners)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        for host, port in self._listeners:
+            await web.TCPSite(self._runner, host, port).start()
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

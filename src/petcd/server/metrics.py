@@ -1,0 +1,128 @@
+"""The member's Prometheus metrics, under etcd's metric names.
+
+Theory of operation
+-------------------
+Dashboards and alerts written for etcd look for ``etcd_server_has_leader``,
+``etcd_server_proposals_committed_total``, ``etcd_disk_wal_fsync_duration_seconds`` and so on;
+petcd exports the same names, with etcd's help texts in spirit and the same labels, for what it
+measures. ``ServerMetrics`` owns one ``CollectorRegistry`` per member (not the process-global
+default registry), so that several members in one test process do not collide; ``petcd.http``
+serves ``render()`` on ``/metrics``.
+
+The member updates the metrics from its event loop; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
+
+_DISK_BUCKETS = tuple(0.001 * 2**i for i in range(14))  # 1 ms .. 8 s, as etcd's
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        r = CollectorRegistry(auto_describe=True)
+        self.registry = r
+        self.has_leader = Gauge(
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            registry=r,
+        )
+        self.is_leader = Gauge(
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            registry=r,
+        )
+        self.leader_changes = Counter(
+            "etcd_server_leader_changes_seen", "The number of leader changes seen.", registry=r
+        )
+        self.proposals_committed = Gauge(
+            "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed.",
+            registry=r,
+        )
+        self.proposals_applied = Gauge(
+            "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied.",
+            registry=r,
+        )
+        self.proposals_pending = Gauge(
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit.",
+            registry=r,
+        )
+        self.proposals_failed = Counter(
+            "etcd_server_proposals_failed", "The total number of failed proposals seen.", registry=r
+        )
+        self.slow_read_indexes = Counter(
+            "etcd_server_slow_read_indexes",
+            "The total number of pending read indexes not in sync with leader's or timed out "
+            "read index requests.",
+            registry=r,
+        )
+        self.server_id = Gauge(
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            ["server_id"],
+            registry=r,
+        )
+        self.server_version = Gauge(
+            "etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            ["server_version"],
+            registry=r,
+        )
+        self.server_version.labels(ETCD_VERSION).set(1)
+        self.cluster_version = Gauge(
+            "etcd_cluster_version",
+            "Which version is running. 1 for 'cluster_version' label with current cluster version",
+            ["cluster_version"],
+            registry=r,
+        )
+        self.cluster_version.labels(ETCD_CLUSTER_VERSION).set(1)
+        self.go_info = Gauge(
+            "petcd_python_info", "Python runtime version.", ["version"], registry=r
+        )
+        self.go_info.labels(platform.python_version()).set(1)
+        self.wal_fsync_seconds = Histogram(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            buckets=_DISK_BUCKETS,
+            registry=r,
+        )
+        self.backend_commit_seconds = Histogram(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            buckets=_DISK_BUCKETS,
+            registry=r,
+        )
+        self.db_total_size_bytes = Gauge(
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            registry=r,
+        )
+        self.db_in_use_bytes = Gauge(
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes.",
+            registry=r,
+        )
+        self.snapshot_save_seconds = Histogram(
+            "etcd_debugging_snap_save_total_duration_seconds",
+            "The total latency distributions of save called by snapshot.",
+            buckets=_DISK_BUCKETS,
+            registry=r,
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return bytes(generate_latest(self.registry))
