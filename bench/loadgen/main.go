@@ -5,7 +5,7 @@
 // Theory of operation. Flags follow the conventions of etcd's benchmark tool: --conns
 // client connections are opened and --clients goroutines share them round-robin; each
 // goroutine issues requests back to back (closed loop) until --total requests have been
-// issued in all. Every request's latency is recorded; at the end the requests per second
+// issued in all, or until --duration has passed. Every request's latency is recorded; at the end the requests per second
 // (total / wall time of the timed phase), the mean and the p50/p90/p99/max latencies are
 // printed, as text or, with --json, as one JSON object on stdout. Before the timed phase
 // every connection sends one serializable Range, so connection set-up is not timed.
@@ -64,6 +64,7 @@ type options struct {
 	streams           int
 	watchersPerStream int
 	jsonOut           bool
+	duration          time.Duration
 	timeout           time.Duration
 }
 
@@ -118,6 +119,8 @@ func run(args []string) error {
 	fs.IntVar(&o.watchersPerStream, "watchers-per-stream", 10, "watchers per stream (watch)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON object")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.DurationVar(&o.duration, "duration", 0,
+		"stop issuing requests after this long even if --total is not reached (0: no limit)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -229,7 +232,7 @@ func runRequests(o options) (*Result, error) {
 			mine := make([]time.Duration, 0, o.total/o.clients+1)
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= o.total {
+				if i >= o.total || (o.duration > 0 && time.Since(start) >= o.duration) {
 					break
 				}
 				k := i % o.keySpaceSize
@@ -255,7 +258,7 @@ func runRequests(o options) (*Result, error) {
 		all = append(all, l...)
 	}
 	res := summarize(all, elapsed)
-	res.Workload, res.Total, res.Errors = o.workload, o.total, int(nerr.Load())
+	res.Workload, res.Total, res.Errors = o.workload, len(all), int(nerr.Load())
 	if s, ok := firstErr.Load().(string); ok {
 		res.FirstError = s
 	}
@@ -342,6 +345,7 @@ func runWatch(o options) (*Result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	delays := make([][]time.Duration, nw)
+	var got atomic.Int64 // events delivered, all watchers together
 	var wg sync.WaitGroup
 	var lastEvent atomic.Int64 // UnixNano of the latest delivery seen by any watcher
 	for s := range o.streams {
@@ -369,9 +373,7 @@ func runWatch(o options) (*Result, error) {
 						}
 					}
 					lastEvent.Store(now.UnixNano())
-					if len(mine) >= o.total {
-						break
-					}
+					got.Add(int64(len(resp.Events)))
 				}
 				delays[idx] = mine
 			}(idx, wch)
@@ -382,7 +384,8 @@ func runWatch(o options) (*Result, error) {
 	var nerr int
 	var firstErr string
 	start := time.Now()
-	for range o.total {
+	puts := 0
+	for ; puts < o.total && (o.duration <= 0 || time.Since(start) < o.duration); puts++ {
 		binary.BigEndian.PutUint64(value[:8], uint64(time.Now().UnixNano()))
 		pctx, pcancel := context.WithTimeout(context.Background(), o.timeout)
 		_, err := writer.Put(pctx, key, string(value))
@@ -394,14 +397,13 @@ func runWatch(o options) (*Result, error) {
 		}
 	}
 	putsDone := time.Now()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cancel() // give up on the stragglers; what is missing is reported
-		<-done
+	// Wait for every watcher to see every put, 30 s at most; what is missing is reported.
+	want := int64(nw * (puts - nerr))
+	for deadline := putsDone.Add(30 * time.Second); got.Load() < want && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
+	cancel()
+	wg.Wait()
 	end := time.Unix(0, lastEvent.Load())
 	if end.Before(putsDone) {
 		end = putsDone
@@ -411,12 +413,12 @@ func runWatch(o options) (*Result, error) {
 		all = append(all, d...)
 	}
 	res := summarize(all, end.Sub(start))
-	res.Workload, res.Total, res.Errors, res.FirstError = "watch", o.total, nerr, firstErr
+	res.Workload, res.Total, res.Errors, res.FirstError = "watch", puts, nerr, firstErr
 	res.Watchers = nw
 	res.Events = len(all)
-	res.EventsMiss = nw*(o.total-nerr) - len(all)
+	res.EventsMiss = nw*(puts-nerr) - len(all)
 	res.EventsPerS = res.RequestsPS
-	res.RequestsPS = float64(o.total) / putsDone.Sub(start).Seconds()
+	res.RequestsPS = float64(puts) / putsDone.Sub(start).Seconds()
 	return res, nil
 }
 

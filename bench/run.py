@@ -1,0 +1,627 @@
+"""petcd's benchmark orchestrator: real etcd, petcd and the bare transport, in one run.
+
+Theory of operation. Machines are shared and noisy, so a figure means something only as a
+ratio against real etcd measured on the same machine in the same run. This script starts,
+one after the other on free loopback ports, the targets
+
+* ``etcd``  Debian's ``/usr/bin/etcd`` (data in a temporary directory),
+* ``petcd`` ``.venv/bin/petcd`` with the same flags (reported as n/a, with the reason, when
+  it does not start or does not serve),
+* ``bare``  ``bench/bare_server.py``: grpc.aio answering Put/Range/Txn with an empty
+  response, the floor of any petcd on grpcio,
+
+keeps them running side by side (idle while another is measured), and runs every chosen
+workload against every target with ``bench/bin/loadgen``, interleaved so that drift of
+the machine hits all targets alike: round 1 = (w1: etcd petcd bare) (w2: etcd petcd bare)
+..., then round 2 the same, and so on. Each measurement stops after ``--total`` requests or
+``--seconds`` seconds, whichever comes first. The table gives, per workload, the mean over
+rounds of each target's rate (requests/s; events delivered/s for watch), the ratios
+petcd/etcd, petcd/bare and bare/etcd, and p50/p99 latency (ms; put-to-delivery delay for
+watch). Everything, raw per-round results included, is written as JSON under
+``bench/results/``.
+
+``--scale`` is a separate mode: for etcd and petcd in turn, load ``--scale-keys`` keys,
+then record the load rate, the server's RSS, the data directory's size on disk, and after
+a restart the time until it serves a linearizable read, and the RSS again.
+
+Every process this script starts is stopped by pid (SIGTERM, then SIGKILL of its own
+process group after a grace period) in a ``finally``, whatever happens. A timing never
+fails anything: this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+LOADGEN = BENCH_DIR / "bin" / "loadgen"
+RESULTS_DIR = BENCH_DIR / "results"
+TARGETS = ("etcd", "petcd", "bare")
+
+# The issue's standard load: 8-byte keys, 256-byte values, 100 clients over 10 connections.
+_STD = ["--key-size", "8", "--val-size", "256", "--key-space-size", "100000"]
+_MANY = ["--clients", "100", "--conns", "10"]
+_ONE = ["--clients", "1", "--conns", "1"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    loadgen_args: tuple[str, ...]
+    description: str
+    total_scale: float = 1.0  # fraction of --total this workload issues
+    bare_supported: bool = True
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("put", ("put", *_MANY, *_STD), "Put, 100 clients / 10 conns"),
+        Workload("put-1c", ("put", *_ONE, *_STD), "Put, 1 client", total_scale=0.2),
+        Workload(
+            "range-l",
+            ("range", *_MANY, *_STD, "--consistency", "l"),
+            "linearizable Range of one key, 100 clients / 10 conns",
+        ),
+        Workload(
+            "range-s",
+            ("range", *_MANY, *_STD, "--consistency", "s"),
+            "serializable Range of one key, 100 clients / 10 conns",
+        ),
+        Workload("txn-put", ("txn-put", *_MANY, *_STD), "Txn with one Put, 100 clients / 10 conns"),
+        Workload(
+            "watch",
+            (
+                "watch",
+                "--conns",
+                "10",
+                "--streams",
+                "10",
+                "--watchers-per-stream",
+                "10",
+                "--key-size",
+                "8",
+                "--val-size",
+                "256",
+            ),
+            "10 streams x 10 watchers on one key, 1 writer: events/s, put-to-delivery delay",
+            total_scale=0.1,
+            bare_supported=False,
+        ),
+    )
+}
+DEFAULT_WORKLOADS = ("put", "put-1c", "range-l", "range-s", "txn-put", "watch")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and its descendants."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of ``root`` and its live descendants."""
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Server:
+    """One target process: started in its own process group, stopped by pid."""
+
+    def __init__(self, name: str, argv: list[str], client_port: int, log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.client_port = client_port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s = 0.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, ready_timeout_s: float) -> None:
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO_DIR,
+            )
+        deadline = t0 + ready_timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}: {self.tail_log()}"
+                )
+            ok, last = probe(self.endpoint)
+            if ok:
+                self.startup_s = time.monotonic() - t0
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not serving after {ready_timeout_s:.0f}s: {last}")
+
+    def tail_log(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])[-600:]
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Anything it left behind in the process group it was started in.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def probe(endpoint: str) -> tuple[bool, str]:
+    """Does ``endpoint`` answer a linearizable Range (that is, has it a leader)?"""
+    host, port = endpoint.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            pass
+    except OSError as e:
+        return False, str(e)
+    try:
+        done = subprocess.run(
+            [str(LOADGEN), "range", "--endpoints", endpoint, "--total", "1", "--timeout", "2s"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "probe timed out"
+    return done.returncode == 0, (done.stderr or done.stdout).strip()[-300:]
+
+
+def etcd_argv(name: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return [
+        "--name",
+        name,
+        "--data-dir",
+        str(data_dir),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"{name}={peer}",
+    ]
+
+
+def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Path) -> Server:
+    port = free_port()
+    logf = work / f"{target}.log"
+    if target == "etcd":
+        argv = [args.etcd, *etcd_argv("bench", data_dir, port, free_port())]
+        argv += ["--quota-backend-bytes", str(8 << 30)]
+    elif target == "petcd":
+        argv = [args.petcd, *etcd_argv("bench", data_dir, port, free_port())]
+        argv += ["--quota-backend-bytes", str(8 << 30)]
+    else:
+        argv = [args.python, str(BENCH_DIR / "bare_server.py"), "--listen", f"127.0.0.1:{port}"]
+        argv += ["--procs", str(args.bare_procs)]
+        if args.bare_uvloop:
+            argv.append("--uvloop")
+    return Server(target, argv, port, logf)
+
+
+def run_loadgen(endpoint: str, wl: Workload, total: int, seconds: float) -> dict[str, Any]:
+    argv = [str(LOADGEN), *wl.loadgen_args, "--endpoints", endpoint, "--json"]
+    argv += ["--total", str(total), "--duration", f"{seconds}s", "--timeout", "10s"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {done.stderr.strip()[-500:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def rate_of(result: dict[str, Any]) -> float:
+    key = "events_per_s" if result["workload"] == "watch" else "requests_per_s"
+    return float(result.get(key, 0.0))
+
+
+def git_commit() -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def version_of(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+
+
+def machine_info() -> dict[str, Any]:
+    load1, load5, _ = os.getloadavg()
+    return {
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(load1, 2), round(load5, 2)],
+    }
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="petcd-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            log(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def fmt_rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}x"
+
+
+def fmt_ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def summarize(
+    runs: list[dict[str, Any]], workloads: Sequence[str], targets: Sequence[str]
+) -> list[dict[str, Any]]:
+    table = []
+    for w in workloads:
+        row: dict[str, Any] = {"workload": w, "description": WORKLOADS[w].description}
+        for t in targets:
+            mine = [r for r in runs if r["workload"] == w and r["target"] == t and "result" in r]
+            if not mine:
+                row[t] = None
+                continue
+            res = [r["result"] for r in mine]
+            row[t] = {
+                "rate": statistics.fmean(rate_of(r) for r in res),
+                "rates": [round(rate_of(r), 1) for r in res],
+                "p50_ms": statistics.fmean(r["p50_ms"] for r in res),
+                "p99_ms": statistics.fmean(r["p99_ms"] for r in res),
+                "errors": sum(r["errors"] for r in res),
+                "cpu_ms_per_request": statistics.fmean(r["cpu_ms_per_request"] for r in mine),
+            }
+
+        def rate(t: str, row: dict[str, Any] = row) -> float | None:
+            cell = row.get(t)
+            return None if cell is None else float(cell["rate"])
+
+        for a, b in (("petcd", "etcd"), ("petcd", "bare"), ("bare", "etcd")):
+            ra, rb = rate(a), rate(b)
+            row[f"{a}/{b}"] = None if ra is None or not rb else round(ra / rb, 3)
+        table.append(row)
+    return table
+
+
+def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
+    head = ["workload", *[f"{t}/s" for t in targets], "petcd/etcd", "petcd/bare", "bare/etcd"]
+    head += [f"p50 {t}" for t in targets] + [f"p99 {t}" for t in targets]
+    rows = [head]
+    for row in table:
+
+        def cell(t: str, key: str, row: dict[str, Any] = row) -> float | None:
+            c = row.get(t)
+            return None if c is None else float(c[key])
+
+        line = [row["workload"], *[fmt_rate(cell(t, "rate")) for t in targets]]
+        for a, b in (("petcd", "etcd"), ("petcd", "bare"), ("bare", "etcd")):
+            line.append(fmt_ratio(cell(a, "rate"), cell(b, "rate")))
+        line += [fmt_ms(cell(t, "p50_ms")) for t in targets]
+        line += [fmt_ms(cell(t, "p99_ms")) for t in targets]
+        rows.append(line)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for i, r in enumerate(rows):
+        cells = zip(r, widths, strict=True)
+        print("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(cells)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print("rates: requests/s (watch: events delivered/s); p50/p99 in ms (watch: delivery delay)")
+
+
+def results_path(label: str, suffix: str = "") -> Path:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    return RESULTS_DIR / f"{stamp}-{safe}{suffix}.json"
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise SystemExit(f"unknown workload {w!r}; known: {', '.join(WORKLOADS)}")
+    for t in targets:
+        if t not in TARGETS:
+            raise SystemExit(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
+    info = machine_info()
+    report: dict[str, Any] = {
+        "kind": "matrix",
+        "label": args.label,
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "petcd_commit": git_commit(),
+        "etcd_version": version_of([args.etcd]),
+        "settings": {
+            "rounds": args.rounds,
+            "total": args.total,
+            "seconds": args.seconds,
+            "bare_procs": args.bare_procs,
+            "bare_uvloop": args.bare_uvloop,
+            "workloads": {w: " ".join(WORKLOADS[w].loadgen_args) for w in workloads},
+        },
+        "targets": {},
+        "runs": [],
+    }
+    servers: dict[str, Server] = {}
+    with workdir(args.keep) as work:
+        try:
+            for t in targets:
+                srv = make_server(t, args, work, work / f"{t}.data")
+                log(f"starting {t}: {' '.join(srv.argv)}")
+                try:
+                    srv.start(args.start_timeout)
+                except (RuntimeError, OSError) as e:
+                    log(f"  {t} is n/a: {e}")
+                    report["targets"][t] = {"available": False, "reason": str(e)}
+                    srv.stop()
+                    continue
+                servers[t] = srv
+                report["targets"][t] = {
+                    "available": True,
+                    "argv": srv.argv,
+                    "startup_s": round(srv.startup_s, 3),
+                }
+                log(f"  {t} serving on {srv.endpoint} after {srv.startup_s:.2f}s")
+            plan = [
+                (r, w, t)
+                for r in range(1, args.rounds + 1)
+                for w in workloads
+                for t in targets
+                if t in servers and (t != "bare" or WORKLOADS[w].bare_supported)
+            ]
+            for n, (rnd, w, t) in enumerate(plan, 1):
+                wl, srv = WORKLOADS[w], servers[t]
+                total = max(1, int(args.total * wl.total_scale))
+                entry: dict[str, Any] = {"round": rnd, "workload": w, "target": t}
+                assert srv.proc is not None
+                cpu0 = cpu_seconds(srv.proc.pid)
+                try:
+                    res = run_loadgen(srv.endpoint, wl, total, args.seconds)
+                except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+                    entry["error"] = str(e)
+                    log(f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} FAILED: {e}")
+                else:
+                    cpu = cpu_seconds(srv.proc.pid) - cpu0
+                    reqs = max(1, int(res["total"]))
+                    entry["result"] = res
+                    entry["server_cpu_s"] = round(cpu, 3)
+                    entry["cpu_ms_per_request"] = round(cpu * 1000 / reqs, 4)
+                    errs = f"  errors {res['errors']}" if res["errors"] else ""
+                    log(
+                        f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} {rate_of(res):>10,.0f}/s"
+                        f"  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms"
+                        f"  server cpu {cpu:.1f}s{errs}"
+                    )
+                report["runs"].append(entry)
+                if srv.proc.poll() is not None:
+                    log(f"  {t} died: {srv.tail_log()}")
+                    del servers[t]
+                    report["targets"][t]["died"] = srv.tail_log()
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    report["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    report["table"] = summarize(report["runs"], workloads, targets)
+    print()
+    print_table(report["table"], targets)
+    for t, st in report["targets"].items():
+        if not st["available"]:
+            print(f"{t}: n/a ({st['reason'][:200]})")
+    out = Path(args.out) if args.out else results_path(args.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwritten {out.relative_to(REPO_DIR) if out.is_relative_to(REPO_DIR) else out}")
+    return 0
+
+
+def run_scale(args: argparse.Namespace) -> int:
+    targets = [t for t in args.targets.split(",") if t in ("etcd", "petcd")]
+    report: dict[str, Any] = {
+        "kind": "scale",
+        "label": args.label,
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "petcd_commit": git_commit(),
+        "etcd_version": version_of([args.etcd]),
+        "settings": {"keys": args.scale_keys, "val_size": args.scale_val_size},
+        "targets": {},
+    }
+    load = Workload(
+        "load",
+        ("load", *_MANY, "--key-size", "8", "--val-size", str(args.scale_val_size)),
+        "load N keys",
+    )
+    with workdir(args.keep) as work:
+        for t in targets:
+            data = work / f"{t}.data"
+            srv = make_server(t, args, work, data)
+            st: dict[str, Any] = {}
+            report["targets"][t] = st
+            try:
+                log(f"starting {t}")
+                srv.start(args.start_timeout)
+                assert srv.proc is not None
+                st["empty_startup_s"] = round(srv.startup_s, 3)
+                st["empty_rss_bytes"] = rss_bytes(srv.proc.pid)
+                log(f"  loading {args.scale_keys:,} keys into {t}")
+                res = run_loadgen(srv.endpoint, load, args.scale_keys, 3600)
+                st["load"] = res
+                st["loaded_rss_bytes"] = rss_bytes(srv.proc.pid)
+                log(
+                    f"  {res['requests_per_s']:,.0f} puts/s, errors {res['errors']}, "
+                    f"RSS {st['loaded_rss_bytes'] / 2**20:,.0f} MiB"
+                )
+                srv.stop()
+                st["disk_bytes"] = dir_bytes(data)
+                log(f"  data dir {st['disk_bytes'] / 2**20:,.0f} MiB; restarting")
+                srv.start(args.start_timeout + 600)
+                assert srv.proc is not None
+                st["loaded_startup_s"] = round(srv.startup_s, 3)
+                st["restarted_rss_bytes"] = rss_bytes(srv.proc.pid)
+                log(
+                    f"  serving again after {srv.startup_s:.2f}s, "
+                    f"RSS {st['restarted_rss_bytes'] / 2**20:,.0f} MiB"
+                )
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                st["error"] = str(e)
+                log(f"  {t}: n/a: {e}")
+            finally:
+                srv.stop()
+    report["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    mib = 2**20
+    print(f"\nscale: {args.scale_keys:,} keys of 8 bytes, values of {args.scale_val_size} bytes")
+    head = ["target", "puts/s", "RSS MiB", "disk MiB", "start-up s", "RSS after restart MiB"]
+    print("  ".join(head))
+    for t, st in report["targets"].items():
+        if "error" in st:
+            print(f"{t}  n/a ({st['error'][:200]})")
+            continue
+        print(
+            f"{t}  {st['load']['requests_per_s']:,.0f}  {st['loaded_rss_bytes'] / mib:,.0f}  "
+            f"{st['disk_bytes'] / mib:,.0f}  {st['loaded_startup_s']:.2f}  "
+            f"{st['restarted_rss_bytes'] / mib:,.0f}"
+        )
+    out = Path(args.out) if args.out else results_path(args.label, "-scale")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwritten {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Benchmark real etcd, petcd and the bare grpc.aio transport in one run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS), help=", ".join(WORKLOADS))
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--rounds", type=int, default=2, help="times each (workload, target) runs")
+    p.add_argument("--total", type=int, default=30000, help="requests per measurement (max)")
+    p.add_argument("--seconds", type=float, default=4.0, help="time per measurement (max)")
+    p.add_argument("--label", default=socket.gethostname(), help="names the results file")
+    p.add_argument("--out", help="results file (default bench/results/<date>-<label>.json)")
+    p.add_argument("--etcd", default=shutil.which("etcd") or "/usr/bin/etcd")
+    p.add_argument("--petcd", default=str(REPO_DIR / ".venv" / "bin" / "petcd"))
+    p.add_argument("--python", default=sys.executable, help="runs bare_server.py")
+    p.add_argument("--bare-procs", type=int, default=1, help="bare server processes")
+    p.add_argument("--bare-uvloop", action="store_true")
+    p.add_argument("--start-timeout", type=float, default=30.0, help="seconds to start serving")
+    p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    p.add_argument("--scale", action="store_true", help="memory/start-up/disk with many keys")
+    p.add_argument("--scale-keys", type=int, default=1_000_000)
+    p.add_argument("--scale-val-size", type=int, default=256)
+    args = p.parse_args(argv)
+    if not LOADGEN.exists():
+        raise SystemExit(f"{LOADGEN} missing: build it with `make -C bench loadgen`")
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
+    return run_scale(args) if args.scale else run_matrix(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
