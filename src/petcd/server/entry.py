@@ -1,0 +1,348 @@
+"""The binary encoding of client requests in raft entries (an on-disk format).
+
+Theory of operation
+-------------------
+Every write a client asks for travels through raft as the ``data`` of one normal entry, is
+written to the WAL and replayed after a restart, possibly by a newer petcd. So this encoding
+is a file format: it is specified in ``docs/enhancements/0003-entry-format.md`` and never
+changes incompatibly; a new request kind gets a new kind number.
+
+An entry's data::
+
+    +---------+------+------------------+------------------------+
+    | version | kind | request id       | body (by kind)          |
+    | 1 byte  | 1 B  | uvarint          |                        |
+    +---------+------+------------------+------------------------+
+
+``version`` is ``FORMAT_VERSION`` (1). ``request id`` ties the committed entry back to the
+waiting client on the member that proposed it (0: nobody waits). Integers are LEB128 varints:
+``uvarint`` for values that are never negative, zig-zag ``svarint`` for int64 fields (lease,
+revisions, limits). ``bytes`` is a uvarint length then the raw bytes. Booleans of one message
+share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order). Bodies:
+
+- PUT (1): flags(prev_kv, ignore_value, ignore_lease), key, value, svarint lease.
+- DELETE_RANGE (2): flags(prev_kv), key, range_end.
+- TXN (3): uvarint n, n compares; uvarint n, n success ops; uvarint n, n failure ops.
+  A compare: uvarint result, uvarint target, key, range_end, then the target's value:
+  svarint for VERSION/CREATE/MOD/LEASE, bytes for VALUE.
+  An op: a tag byte (1 range, 2 put, 3 delete-range, 4 txn) then that request's body.
+  A range body: flags(serializable, keys_only, count_only), key, range_end, svarint limit,
+  svarint revision, uvarint sort_order, uvarint sort_target, svarint min_mod_revision,
+  svarint max_mod_revision, svarint min_create_revision, svarint max_create_revision.
+- COMPACTION (4): flags(physical), svarint revision.
+
+Decoding rejects anything malformed with ``EntryFormatError``: a member that cannot read its
+own log must stop, not guess. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from petcd.mvcc.requests import (
+    CompactionRequest,
+    Compare,
+    CompareTarget,
+    DeleteRangeRequest,
+    PutRequest,
+    RangeRequest,
+    RequestOp,
+    TxnRequest,
+)
+from petcd.server.errors import ServerError
+
+FORMAT_VERSION = 1
+
+
+class EntryFormatError(ServerError):
+    """An entry's data does not follow the format: the log is corrupt or from the future."""
+
+
+class Kind(enum.IntEnum):
+    PUT = 1
+    DELETE_RANGE = 2
+    TXN = 3
+    COMPACTION = 4
+
+
+_OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN = 1, 2, 3, 4
+
+EntryRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedEntry:
+    request_id: int
+    request: EntryRequest
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def _uvarint(out: bytearray, n: int) -> None:
+    assert n >= 0, n
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _svarint(out: bytearray, n: int) -> None:
+    assert -(1 << 63) <= n < (1 << 63), n
+    _uvarint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
+
+
+def _bytes(out: bytearray, b: bytes) -> None:
+    _uvarint(out, len(b))
+    out += b
+
+
+def _flags(out: bytearray, *bits: bool) -> None:
+    out.append(sum(1 << i for i, bit in enumerate(bits) if bit))
+
+
+def _put(out: bytearray, r: PutRequest) -> None:
+    _flags(out, r.prev_kv, r.ignore_value, r.ignore_lease)
+    _bytes(out, r.key)
+    _bytes(out, r.value)
+    _svarint(out, r.lease)
+
+
+def _delete(out: bytearray, r: DeleteRangeRequest) -> None:
+    _flags(out, r.prev_kv)
+    _bytes(out, r.key)
+    _bytes(out, r.range_end)
+
+
+def _range(out: bytearray, r: RangeRequest) -> None:
+    _flags(out, r.serializable, r.keys_only, r.count_only)
+    _bytes(out, r.key)
+    _bytes(out, r.range_end)
+    _svarint(out, r.limit)
+    _svarint(out, r.revision)
+    _uvarint(out, int(r.sort_order))
+    _uvarint(out, int(r.sort_target))
+    _svarint(out, r.min_mod_revision)
+    _svarint(out, r.max_mod_revision)
+    _svarint(out, r.min_create_revision)
+    _svarint(out, r.max_create_revision)
+
+
+def _compare(out: bytearray, c: Compare) -> None:
+    _uvarint(out, int(c.result))
+    _uvarint(out, int(c.target))
+    _bytes(out, c.key)
+    _bytes(out, c.range_end)
+    target = c.target
+    if target == CompareTarget.VERSION:
+        _svarint(out, c.version)
+    elif target == CompareTarget.CREATE:
+        _svarint(out, c.create_revision)
+    elif target == CompareTarget.MOD:
+        _svarint(out, c.mod_revision)
+    elif target == CompareTarget.LEASE:
+        _svarint(out, c.lease)
+    else:
+        _bytes(out, c.value)
+
+
+def _op(out: bytearray, op: RequestOp) -> None:
+    if op.request_range is not None:
+        out.append(_OP_RANGE)
+        _range(out, op.request_range)
+    elif op.request_put is not None:
+        out.append(_OP_PUT)
+        _put(out, op.request_put)
+    elif op.request_delete_range is not None:
+        out.append(_OP_DELETE)
+        _delete(out, op.request_delete_range)
+    else:
+        assert op.request_txn is not None, "a RequestOp with no request"
+        out.append(_OP_TXN)
+        _txn(out, op.request_txn)
+
+
+def _txn(out: bytearray, r: TxnRequest) -> None:
+    _uvarint(out, len(r.compare))
+    for c in r.compare:
+        _compare(out, c)
+    for ops in (r.success, r.failure):
+        _uvarint(out, len(ops))
+        for op in ops:
+            _op(out, op)
+
+
+def encode(request_id: int, request: EntryRequest) -> bytes:
+    """The entry data for ``request``, proposed by a client waiting under ``request_id``."""
+    out = bytearray((FORMAT_VERSION,))
+    if isinstance(request, PutRequest):
+        out.append(Kind.PUT)
+        _uvarint(out, request_id)
+        _put(out, request)
+    elif isinstance(request, DeleteRangeRequest):
+        out.append(Kind.DELETE_RANGE)
+        _uvarint(out, request_id)
+        _delete(out, request)
+    elif isinstance(request, TxnRequest):
+        out.append(Kind.TXN)
+        _uvarint(out, request_id)
+        _txn(out, request)
+    else:
+        out.append(Kind.COMPACTION)
+        _uvarint(out, request_id)
+        _flags(out, request.physical)
+        _svarint(out, request.revision)
+    return bytes(out)
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data = data
+        self.pos = pos
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise EntryFormatError("entry data is truncated")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def uvarint(self) -> int:
+        n = shift = 0
+        while True:
+            b = self.byte()
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise EntryFormatError("varint too long")
+
+    def svarint(self) -> int:
+        u = self.uvarint()
+        return (u >> 1) ^ -(u & 1)
+
+    def bytes_(self) -> bytes:
+        n = self.uvarint()
+        end = self.pos + n
+        if end > len(self.data):
+            raise EntryFormatError("entry data is truncated")
+        b = self.data[self.pos : end]
+        self.pos = end
+        return b
+
+    def flags(self, count: int) -> tuple[bool, ...]:
+        f = self.byte()
+        if f >> count:
+            raise EntryFormatError(f"unknown flag bits {f:#x}")
+        return tuple(bool(f >> i & 1) for i in range(count))
+
+
+def _read_put(r: _Reader) -> PutRequest:
+    prev_kv, ignore_value, ignore_lease = r.flags(3)
+    key = r.bytes_()
+    value = r.bytes_()
+    return PutRequest(key, value, r.svarint(), prev_kv, ignore_value, ignore_lease)
+
+
+def _read_delete(r: _Reader) -> DeleteRangeRequest:
+    (prev_kv,) = r.flags(1)
+    key = r.bytes_()
+    return DeleteRangeRequest(key, r.bytes_(), prev_kv)
+
+
+def _read_range(r: _Reader) -> RangeRequest:
+    serializable, keys_only, count_only = r.flags(3)
+    key = r.bytes_()
+    range_end = r.bytes_()
+    limit = r.svarint()
+    revision = r.svarint()
+    sort_order = r.uvarint()
+    sort_target = r.uvarint()
+    return RangeRequest(
+        key,
+        range_end,
+        limit,
+        revision,
+        sort_order,
+        sort_target,
+        serializable,
+        keys_only,
+        count_only,
+        r.svarint(),
+        r.svarint(),
+        r.svarint(),
+        r.svarint(),
+    )
+
+
+def _read_compare(r: _Reader) -> Compare:
+    result = r.uvarint()
+    target = r.uvarint()
+    key = r.bytes_()
+    range_end = r.bytes_()
+    if target == CompareTarget.VERSION:
+        return Compare(result, target, key, range_end, version=r.svarint())
+    if target == CompareTarget.CREATE:
+        return Compare(result, target, key, range_end, create_revision=r.svarint())
+    if target == CompareTarget.MOD:
+        return Compare(result, target, key, range_end, mod_revision=r.svarint())
+    if target == CompareTarget.LEASE:
+        return Compare(result, target, key, range_end, lease=r.svarint())
+    if target == CompareTarget.VALUE:
+        return Compare(result, target, key, range_end, value=r.bytes_())
+    raise EntryFormatError(f"unknown compare target {target}")
+
+
+def _read_op(r: _Reader, depth: int) -> RequestOp:
+    tag = r.byte()
+    if tag == _OP_RANGE:
+        return RequestOp(request_range=_read_range(r))
+    if tag == _OP_PUT:
+        return RequestOp(request_put=_read_put(r))
+    if tag == _OP_DELETE:
+        return RequestOp(request_delete_range=_read_delete(r))
+    if tag == _OP_TXN:
+        return RequestOp(request_txn=_read_txn(r, depth + 1))
+    raise EntryFormatError(f"unknown txn op tag {tag}")
+
+
+def _read_txn(r: _Reader, depth: int = 0) -> TxnRequest:
+    if depth > 64:
+        raise EntryFormatError("txn nested too deeply")
+    compares = tuple(_read_compare(r) for _ in range(r.uvarint()))
+    success = tuple(_read_op(r, depth) for _ in range(r.uvarint()))
+    failure = tuple(_read_op(r, depth) for _ in range(r.uvarint()))
+    return TxnRequest(compares, success, failure)
+
+
+def decode(data: bytes) -> DecodedEntry:
+    """The request in an entry's data; raises ``EntryFormatError`` if it is malformed."""
+    if len(data) < 2:
+        raise EntryFormatError("entry data is truncated")
+    if data[0] != FORMAT_VERSION:
+        raise EntryFormatError(f"unknown entry format version {data[0]}")
+    kind = data[1]
+    r = _Reader(data, 2)
+    request_id = r.uvarint()
+    request: EntryRequest
+    if kind == Kind.PUT:
+        request = _read_put(r)
+    elif kind == Kind.DELETE_RANGE:
+        request = _read_delete(r)
+    elif kind == Kind.TXN:
+        request = _read_txn(r)
+    elif kind == Kind.COMPACTION:
+        (physical,) = r.flags(1)
+        request = CompactionRequest(r.svarint(), physical)
+    else:
+        raise EntryFormatError(f"unknown entry kind {kind}")
+    if r.pos != len(data):
+        raise EntryFormatError(f"{len(data) - r.pos} trailing bytes after the request")
+    return DecodedEntry(request_id, request)
