@@ -49,13 +49,14 @@ def compares(draw: st.DrawFn) -> Compare:
     key, end = draw(keys), draw(keys)
     if target is CompareTarget.VALUE:
         return Compare(result, target, key, end, value=draw(keys))
-    field = {
-        CompareTarget.VERSION: "version",
-        CompareTarget.CREATE: "create_revision",
-        CompareTarget.MOD: "mod_revision",
-        CompareTarget.LEASE: "lease",
-    }[target]
-    return Compare(result, target, key, end, **{field: draw(i64)})
+    n = draw(i64)
+    if target is CompareTarget.VERSION:
+        return Compare(result, target, key, end, version=n)
+    if target is CompareTarget.CREATE:
+        return Compare(result, target, key, end, create_revision=n)
+    if target is CompareTarget.MOD:
+        return Compare(result, target, key, end, mod_revision=n)
+    return Compare(result, target, key, end, lease=n)
 
 
 def ops(txns: st.SearchStrategy[TxnRequest]) -> st.SearchStrategy[RequestOp]:
