@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from petcd.raft import (
     ConfChangeType,
@@ -35,8 +36,8 @@ def ids(*xs: int) -> list[MemberId]:
     return [MemberId(x) for x in xs]
 
 
-def make_config(id_: int, seed: int = 0, **kw: object) -> Config:
-    return Config(MemberId(id_), rand=random.Random(seed * 1000 + id_), **kw)  # type: ignore[arg-type]
+def make_config(id_: int, seed: int = 0, **kw: Any) -> Config:
+    return Config(MemberId(id_), rand=random.Random(seed * 1000 + id_), **kw)
 
 
 class Member:
@@ -66,7 +67,7 @@ class Cluster:
         seed: int = 0,
         config: Callable[[int], Config] | None = None,
         learners: Iterable[int] = (),
-        **kw: object,
+        **kw: Any,
     ) -> None:
         self.ids = sorted(members)
         self.learner_ids = sorted(learners)
@@ -197,3 +198,44 @@ class Cluster:
 def kinds(msgs: Iterable[Message]) -> list[tuple[MessageType, int, int, int]]:
     """A compact view of messages: (type, from, to, term)."""
     return [(m.type, m.from_, m.to, m.term) for m in msgs]
+
+
+def log_storage(
+    voters: Iterable[int],
+    terms: Iterable[int],
+    term: int | None = None,
+    vote: int = 0,
+    commit: int = 1,
+    learners: Iterable[int] = (),
+) -> MemoryStorage:
+    """A storage whose log is a snapshot at (index 1, term 1) holding the configuration,
+    followed by one entry per element of ``terms`` (indexes 2, 3, ...)."""
+    from petcd.raft import ConfState, HardState, Snapshot, SnapshotMetadata, Term
+
+    cs = ConfState(frozenset(ids(*voters)), frozenset(ids(*learners)))
+    st = MemoryStorage()
+    st.apply_snapshot(Snapshot(SnapshotMetadata(Index(1), Term(1), cs)))
+    ts = list(terms)
+    st.append([Entry(Term(t), Index(i), data=b"") for i, t in enumerate(ts, start=2)])
+    hs_term = term if term is not None else max([1, *ts])
+    st.set_hard_state(HardState(Term(hs_term), MemberId(vote), Index(commit)))
+    return st
+
+
+def log_terms(member: Member) -> list[int]:
+    log = member.node.raft.raft_log
+    return [log.term(Index(i)) for i in range(log.first_index(), log.last_index() + 1)]
+
+
+def custom(
+    logs: dict[int, list[int]], seed: int = 0, learners: Iterable[int] = (), **kw: Any
+) -> Cluster:
+    """A cluster whose members start from the given logs (see ``log_storage``)."""
+    c = Cluster([], seed=seed, **kw)
+    voters = sorted(logs)
+    for i, terms in logs.items():
+        c.add_member(i, log_storage(voters, terms, learners=learners))
+    for i in learners:
+        c.add_member(i, log_storage(voters, [], learners=learners))
+    c.ids = voters
+    return c
