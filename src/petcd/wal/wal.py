@@ -1,0 +1,575 @@
+"""The write-ahead log: durable Raft entries, hard states and snapshot markers.
+
+Theory of operation
+-------------------
+The format and the recovery rules are specified in docs/enhancements/0001-wal-format.md; this
+module implements them. A WAL is a directory of segment files ``%016x-%016x.wal`` (sequence,
+first index); the last one is open for appending.
+
+Writing is split in two so that a server can keep its event loop busy while the disk works::
+
+    event loop:   save() save() save()        save() save()            save()
+                        \\                          \\
+    worker:              sync: swap, pwrite, fdatasync   sync: swap, pwrite, fdatasync
+
+``save`` and ``save_snapshot`` only encode records into the pending buffer under ``_mu`` (a
+short lock). ``sync`` holds ``_sync_mu`` for its whole run (one sync at a time), swaps the pending
+buffer for an empty one under ``_mu``, writes it with one ``pwrite`` and calls ``fdatasync`` once.
+Whatever was saved while a sync ran goes out with the next one (group commit). When ``sync``
+returns, everything saved before it was called is durable: either this call wrote it, or an
+earlier sync that took it finished its fdatasync before this call got ``_sync_mu``.
+
+Invariants
+----------
+- Every named segment starts with whole, fsynced opening records (created as ``*.tmp``, fsynced,
+  renamed, directory fsynced). Every segment but the last was fdatasynced to its end before the
+  next one was created.
+- ``_written_*`` describe what is in the files; ``_saved_*`` also include the pending buffer.
+  Segment opening records use ``_written_*`` only, so a cut never makes unsynced state durable.
+- After a failed write or fdatasync the WAL is unusable (``WalFatalError``), because the file
+  may no longer match what was acknowledged.
+- This module never truncates a record that a sync acknowledged: damage that is not a torn tail
+  of the last segment is an error naming the file and offset.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from petcd.raft.types import Entry, HardState, Index, SnapshotMetadata
+from petcd.wal import record
+from petcd.wal.errors import (
+    WalAppendError,
+    WalClosedError,
+    WalCorruptError,
+    WalEntriesMissingError,
+    WalError,
+    WalExistsError,
+    WalFatalError,
+    WalNotFoundError,
+    WalSnapshotMismatchError,
+    WalSnapshotNotFoundError,
+)
+from petcd.wal.fileutil import StrPath, fsync_dir, preallocate, pwrite_all
+from petcd.wal.record import RecordType, SegmentHeader
+
+DEFAULT_SEGMENT_SIZE_BYTES = 64 * 1024 * 1024
+_SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+_TMP_SUFFIX = ".tmp"
+
+
+def segment_name(seq: int, first_index: int) -> str:
+    """The file name of a segment: ``%016x-%016x.wal`` (sequence, first index)."""
+    return f"{seq:016x}-{first_index:016x}.wal"
+
+
+@dataclass(frozen=True, slots=True)
+class WalState:
+    """What a WAL holds, as read at open.
+
+    ``entries`` are those with index greater than the snapshot the caller named, contiguous
+    from that index + 1. ``snapshot`` is the latest snapshot marker (index 0 if none);
+    ``snapshots`` are all markers still in the log, oldest first.
+    """
+
+    metadata: bytes
+    hard_state: HardState
+    entries: tuple[Entry, ...]
+    snapshot: SnapshotMetadata
+    snapshots: tuple[SnapshotMetadata, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    path: str
+    seq: int
+    first_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    state: WalState
+    segments: list[_Segment]
+    tail_end: int  # where the last segment's records end: the append offset
+    garbage_end: int  # one past the torn bytes after tail_end (== tail_end if none)
+    opening_end: int  # offset after the last segment's SEGMENT record
+    last_index: int  # last entry index written, raised by snapshot markers
+    hard_state: HardState
+    snapshot: SnapshotMetadata
+
+
+def _list_segments(dirpath: StrPath) -> list[_Segment]:
+    try:
+        names = os.listdir(dirpath)
+    except FileNotFoundError:
+        return []
+    segments = []
+    for name in names:
+        m = _SEGMENT_RE.match(name)
+        if m:
+            path = os.path.join(os.fspath(dirpath), name)
+            segments.append(_Segment(path, int(m.group(1), 16), int(m.group(2), 16)))
+    segments.sort(key=lambda s: s.seq)
+    for prev, cur in itertools.pairwise(segments):
+        if cur.seq != prev.seq + 1:
+            raise WalCorruptError(cur.path, 0, f"segment sequence gap after {prev.seq:016x}")
+    return segments
+
+
+def exists(dirpath: StrPath) -> bool:
+    """Whether ``dirpath`` holds at least one WAL segment."""
+    return bool(_list_segments(dirpath))
+
+
+def _scan(
+    dirpath: StrPath, snapshot: SnapshotMetadata | None, *, want_entries: bool = True
+) -> _Scan:
+    segments = _list_segments(dirpath)
+    if not segments:
+        raise WalNotFoundError(f"wal: no segment in {os.fspath(dirpath)}")
+    after = snapshot.index if snapshot is not None else 0
+    entries: list[Entry] = []
+    hard_state = HardState()
+    latest = SnapshotMetadata()
+    markers: list[SnapshotMetadata] = []
+    matched = after == 0
+    last_index = 0
+    metadata: bytes | None = None
+    tail_end = garbage_end = opening_end = 0
+    for k, seg in enumerate(segments):
+        with open(seg.path, "rb") as f:
+            data = f.read()
+        try:
+            records, stop = record.decode_records(data)
+        except record.BadBodyError as exc:
+            raise WalCorruptError(seg.path, exc.offset, str(exc)) from exc
+        if not records or records[0][0] != RecordType.SEGMENT:
+            raise WalCorruptError(seg.path, 0, "segment does not start with a segment header")
+        header = records[0][2]
+        assert isinstance(header, SegmentHeader)
+        if header.seq != seg.seq or header.first_index != seg.first_index:
+            raise WalCorruptError(seg.path, 0, "segment header does not match the file name")
+        if metadata is None:
+            metadata = header.metadata
+        elif header.metadata != metadata:
+            raise WalCorruptError(seg.path, 0, "segment metadata differs from the first segment")
+        for rtype, pos, value in records[1:]:
+            if rtype == RecordType.ENTRY:
+                assert isinstance(value, Entry)
+                i = value.index
+                last_index = i
+                if not want_entries:
+                    continue
+                if i <= after:
+                    # A rewrite at or below the snapshot supersedes every later entry.
+                    entries.clear()
+                    continue
+                slot = i - after - 1
+                n = len(entries)
+                if slot < n:
+                    del entries[slot:]
+                elif slot > n:
+                    raise WalEntriesMissingError(
+                        f"wal: entry {i} in {seg.path} at offset {pos} does not follow "
+                        f"index {after + n}"
+                    )
+                entries.append(value)
+            elif rtype == RecordType.HARD_STATE:
+                assert isinstance(value, HardState)
+                hard_state = value
+            elif rtype == RecordType.SNAPSHOT:
+                assert isinstance(value, SnapshotMetadata)
+                markers.append(value)
+                latest = value
+                last_index = max(last_index, value.index)
+                if snapshot is not None and value.index == after:
+                    if value.term != snapshot.term:
+                        raise WalSnapshotMismatchError(
+                            f"wal: snapshot marker at index {after} has term {value.term}, "
+                            f"the snapshot has term {snapshot.term}"
+                        )
+                    matched = True
+            else:
+                raise WalCorruptError(seg.path, pos, "segment header inside a segment")
+        is_last = k == len(segments) - 1
+        end = record.nonzero_end(data, stop)
+        if end > stop:
+            if not is_last:
+                raise WalCorruptError(
+                    seg.path, stop, "damaged record in a segment that is not last"
+                )
+            for p in range(stop + record.ALIGN, end, record.ALIGN):
+                if record.valid_record_at(data, p):
+                    raise WalCorruptError(
+                        seg.path, stop, f"damaged record followed by a valid record at offset {p}"
+                    )
+        if is_last:
+            tail_end, garbage_end = stop, end
+            opening_end = records[1][1] if len(records) > 1 else stop
+    if not matched:
+        raise WalSnapshotNotFoundError(f"wal: no snapshot marker at index {after}")
+    assert metadata is not None
+    state = WalState(
+        metadata=metadata,
+        hard_state=hard_state,
+        entries=tuple(entries),
+        snapshot=latest,
+        snapshots=tuple(markers),
+    )
+    return _Scan(
+        state=state,
+        segments=segments,
+        tail_end=tail_end,
+        garbage_end=garbage_end,
+        opening_end=opening_end,
+        last_index=last_index,
+        hard_state=hard_state,
+        snapshot=latest,
+    )
+
+
+def read_all(dirpath: StrPath, snapshot: SnapshotMetadata | None = None) -> WalState:
+    """Read a WAL without changing it (for offline tools and checks).
+
+    ``snapshot`` is the snapshot the caller restored its state machine from (None: none); the
+    entries after its index are returned. Raises ``WalNotFoundError``, ``WalCorruptError``,
+    ``WalSnapshotNotFoundError``, ``WalSnapshotMismatchError``, ``WalEntriesMissingError``.
+    """
+    return _scan(dirpath, snapshot).state
+
+
+def snapshot_markers(dirpath: StrPath) -> tuple[SnapshotMetadata, ...]:
+    """The snapshot markers in the WAL, oldest first: the snapshots a restart may use."""
+    if not exists(dirpath):
+        return ()
+    return _scan(dirpath, None, want_entries=False).state.snapshots
+
+
+def _remove_tmp_files(dirpath: StrPath) -> None:
+    for name in os.listdir(dirpath):
+        if name.endswith(".wal" + _TMP_SUFFIX):
+            os.remove(os.path.join(os.fspath(dirpath), name))
+
+
+def _lock_dir(dirpath: StrPath) -> int:
+    fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WalError(f"wal: {os.fspath(dirpath)} is in use by another process") from None
+    return fd
+
+
+class WAL:
+    """An open write-ahead log; see the module docstring. Create with ``create`` or ``open``."""
+
+    def __init__(
+        self,
+        dirpath: StrPath,
+        *,
+        lock_fd: int,
+        metadata: bytes,
+        segment_size_bytes: int,
+        last_index: int,
+        hard_state: HardState,
+        snapshot: SnapshotMetadata,
+    ) -> None:
+        # Use WAL.create or WAL.open.
+        if segment_size_bytes <= 0:
+            raise ValueError("segment_size_bytes must be positive")
+        self._dir = os.fspath(dirpath)
+        self._lock_fd = lock_fd
+        self._metadata = metadata
+        self._segment_size_bytes = segment_size_bytes
+        self._mu = threading.Lock()
+        self._sync_mu = threading.Lock()
+        # Guarded by _mu.
+        self._pending = bytearray()
+        self._saved_last_index = last_index
+        self._saved_hard_state = hard_state
+        self._saved_snapshot = snapshot
+        self._closed = False
+        # Guarded by _sync_mu.
+        self._fd = -1
+        self._segments: list[_Segment] = []
+        self._offset = 0
+        self._opening_end = 0
+        self._written_last_index = last_index
+        self._written_hard_state = hard_state
+        self._written_snapshot = snapshot
+        self._failed: BaseException | None = None
+        self._sync_count = 0
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        dirpath: StrPath,
+        metadata: bytes = b"",
+        *,
+        segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES,
+    ) -> WAL:
+        """Create a new, empty WAL in ``dirpath`` (made if missing). ``metadata`` is opaque
+        caller data stored in every segment (the server puts the member and cluster ids there)."""
+        os.makedirs(dirpath, exist_ok=True)
+        parent = os.path.dirname(os.path.abspath(os.fspath(dirpath)))
+        fsync_dir(parent)
+        if exists(dirpath):
+            raise WalExistsError(f"wal: {os.fspath(dirpath)} already holds a WAL")
+        lock_fd = _lock_dir(dirpath)
+        try:
+            _remove_tmp_files(dirpath)
+            wal = cls(
+                dirpath,
+                lock_fd=lock_fd,
+                metadata=metadata,
+                segment_size_bytes=segment_size_bytes,
+                last_index=0,
+                hard_state=HardState(),
+                snapshot=SnapshotMetadata(),
+            )
+            wal._start_segment(seq=0, first_index=0)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return wal
+
+    @classmethod
+    def open(
+        cls,
+        dirpath: StrPath,
+        snapshot: SnapshotMetadata | None = None,
+        *,
+        segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES,
+    ) -> tuple[WAL, WalState]:
+        """Open an existing WAL for appending, after reading it (see ``read_all``).
+
+        A torn tail of the last segment is overwritten with zeros (and fsynced) so that new
+        records follow the last whole record.
+        """
+        if not exists(dirpath):
+            raise WalNotFoundError(f"wal: no segment in {os.fspath(dirpath)}")
+        lock_fd = _lock_dir(dirpath)
+        try:
+            _remove_tmp_files(dirpath)
+            scan = _scan(dirpath, snapshot)
+            wal = cls(
+                dirpath,
+                lock_fd=lock_fd,
+                metadata=scan.state.metadata,
+                segment_size_bytes=segment_size_bytes,
+                last_index=scan.last_index,
+                hard_state=scan.hard_state,
+                snapshot=scan.snapshot,
+            )
+            last = scan.segments[-1]
+            fd = os.open(last.path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                if scan.garbage_end > scan.tail_end:
+                    pwrite_all(fd, bytes(scan.garbage_end - scan.tail_end), scan.tail_end)
+                    os.fsync(fd)
+                if os.fstat(fd).st_size < segment_size_bytes:
+                    preallocate(fd, segment_size_bytes)
+            except BaseException:
+                os.close(fd)
+                raise
+            wal._fd = fd
+            wal._segments = list(scan.segments)
+            wal._offset = scan.tail_end
+            wal._opening_end = scan.opening_end
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return wal, scan.state
+
+    # -- appending -----------------------------------------------------------------------
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry] = ()) -> None:
+        """Buffer ``entries`` then ``hard_state`` (None: unchanged); cheap, no I/O.
+
+        An entry whose index is at or below the last saved index replaces the log from that
+        index on (a new leader's conflicting entries). Durable once ``sync`` returns.
+        """
+        with self._mu:
+            self._check_open()
+            if entries:
+                first = entries[0].index
+                last = entries[-1].index
+                if first < 1 or first > self._saved_last_index + 1:
+                    raise WalAppendError(
+                        f"wal: entry {first} cannot follow index {self._saved_last_index}"
+                    )
+                if last - first != len(entries) - 1:
+                    raise WalAppendError("wal: entries in one save must be contiguous")
+                record.append_entries(self._pending, entries)
+                self._saved_last_index = last
+            if hard_state is not None:
+                record.append_hard_state(self._pending, hard_state)
+                self._saved_hard_state = hard_state
+
+    def save_snapshot(self, metadata: SnapshotMetadata) -> None:
+        """Buffer a snapshot marker; durable once ``sync`` returns."""
+        with self._mu:
+            self._check_open()
+            record.append_snapshot(self._pending, metadata)
+            self._saved_snapshot = metadata
+            self._saved_last_index = max(self._saved_last_index, metadata.index)
+
+    def sync(self) -> None:
+        """Write everything saved so far with one pwrite and make it durable with one fdatasync.
+
+        Safe to call from a worker thread while other threads keep calling ``save``.
+        """
+        with self._sync_mu:
+            with self._mu:
+                self._check_open()
+                self._check_not_failed()
+                buf = self._pending
+                if not buf:
+                    return
+                self._pending = bytearray()
+                last_index = self._saved_last_index
+                hard_state = self._saved_hard_state
+                snapshot = self._saved_snapshot
+            self._write_durably(buf)
+            self._written_last_index = last_index
+            self._written_hard_state = hard_state
+            self._written_snapshot = snapshot
+
+    def release_to(self, index: Index) -> None:
+        """Delete the segments whose entries all precede ``index`` (never the one holding it).
+
+        ``index`` must not exceed the latest durable snapshot marker: the entries after the
+        snapshot must stay.
+        """
+        with self._sync_mu:
+            self._check_open()
+            self._check_not_failed()
+            if index > self._written_snapshot.index:
+                raise WalAppendError(
+                    f"wal: release_to({index}) beyond the durable snapshot marker "
+                    f"{self._written_snapshot.index}"
+                )
+            keep_from = 0
+            for k, seg in enumerate(self._segments):
+                if seg.first_index > index:
+                    break
+                keep_from = k
+            if keep_from == 0:
+                return
+            try:
+                for seg in self._segments[:keep_from]:
+                    os.remove(seg.path)
+                fsync_dir(self._dir)
+            except OSError as exc:
+                self._failed = exc
+                raise WalFatalError(f"wal: releasing segments failed: {exc}") from exc
+            del self._segments[:keep_from]
+
+    def close(self) -> None:
+        """Sync what is pending (unless the WAL failed) and close the files."""
+        with self._sync_mu:
+            with self._mu:
+                if self._closed:
+                    return
+                buf = self._pending
+                self._pending = bytearray()
+                self._closed = True
+            try:
+                if buf and self._failed is None:
+                    self._write_durably(buf)
+            finally:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> WAL:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- introspection -------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> bytes:
+        return self._metadata
+
+    @property
+    def sync_count(self) -> int:
+        """How many fdatasync calls ``sync`` has made (one per non-empty batch)."""
+        return self._sync_count
+
+    def segment_names(self) -> list[str]:
+        """The names of the live segment files, oldest first."""
+        with self._sync_mu:
+            return [os.path.basename(s.path) for s in self._segments]
+
+    # -- internals (caller holds _sync_mu) -------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WalClosedError("wal: closed")
+
+    def _check_not_failed(self) -> None:
+        if self._failed is not None:
+            raise WalFatalError(f"wal: unusable after an earlier failure: {self._failed}")
+
+    def _write_durably(self, buf: bytearray) -> None:
+        try:
+            if (
+                self._offset > self._opening_end
+                and self._offset + len(buf) > self._segment_size_bytes
+            ):
+                self._cut()
+            pwrite_all(self._fd, buf, self._offset)
+            self._offset += len(buf)
+            os.fdatasync(self._fd)
+            self._sync_count += 1
+        except OSError as exc:
+            self._failed = exc
+            raise WalFatalError(f"wal: write or fdatasync failed: {exc}") from exc
+
+    def _cut(self) -> None:
+        """Start the next segment; the current one was fdatasynced by the previous sync."""
+        last = self._segments[-1]
+        old_fd = self._fd
+        self._start_segment(seq=last.seq + 1, first_index=self._written_last_index + 1)
+        os.close(old_fd)
+
+    def _start_segment(self, *, seq: int, first_index: int) -> None:
+        name = segment_name(seq, first_index)
+        path = os.path.join(self._dir, name)
+        tmp = path + _TMP_SUFFIX
+        buf = bytearray()
+        record.append_segment_header(
+            buf, SegmentHeader(seq=seq, first_index=Index(first_index), metadata=self._metadata)
+        )
+        if self._written_hard_state != HardState():
+            record.append_hard_state(buf, self._written_hard_state)
+        if self._written_snapshot.index != 0:
+            record.append_snapshot(buf, self._written_snapshot)
+        opening_end = len(buf)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            preallocate(fd, self._segment_size_bytes)
+            pwrite_all(fd, buf, 0)
+            os.fsync(fd)
+            os.rename(tmp, path)
+            fsync_dir(self._dir)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._segments.append(_Segment(path, seq, first_index))
+        self._offset = len(buf)
+        self._opening_end = opening_end
