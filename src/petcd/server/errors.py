@@ -1,5 +1,8 @@
 """Named errors of the member (``petcd.server``).
 
+Request validation errors that etcd's mvcc layer also raises (empty key, too many txn ops,
+duplicate txn keys ...) are ``petcd.mvcc.errors`` classes; they are not repeated here.
+
 Theory of operation
 -------------------
 Expected outcomes of the member's work are exceptions named here; ``petcd.grpc`` is the only
@@ -48,20 +51,8 @@ class StoppedError(RequestError):
     """etcd: ``etcdserver: server stopped`` (UNAVAILABLE)."""
 
 
-class TooManyOpsError(RequestError):
-    """etcd: ``etcdserver: too many operations in txn request`` (INVALID_ARGUMENT)."""
-
-
 class RequestTooLargeError(RequestError):
     """etcd: ``etcdserver: request is too large`` (INVALID_ARGUMENT)."""
-
-
-class EmptyKeyError(RequestError):
-    """etcd: ``etcdserver: key is not provided`` (INVALID_ARGUMENT)."""
-
-
-class DuplicateKeyError(RequestError):
-    """etcd: ``etcdserver: duplicate key given in txn request`` (INVALID_ARGUMENT)."""
 
 
 class NoSpaceError(RequestError):

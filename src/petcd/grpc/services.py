@@ -1,0 +1,172 @@
+"""etcd's KV and Maintenance gRPC services over a member (grpc.aio).
+
+Theory of operation
+-------------------
+Each handler decodes the protobuf request into a ``petcd.mvcc.requests`` dataclass
+(``petcd.grpc.convert``), awaits the member, and encodes the response. The member is reached
+only through the ``KVMember`` protocol, so the transport stays replaceable (another front end
+can drive the same member). Failures are mapped by ``petcd.grpc.status.status_for`` to etcd's
+code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
+
+Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact) and
+``etcdserverpb.Maintenance.Status``. The other Maintenance methods answer ``UNIMPLEMENTED``
+(grpc's default for a servicer method that is not overridden).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+import grpc
+
+from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.grpc import convert
+from petcd.grpc.status import is_expected, status_for
+from petcd.mvcc.requests import (
+    CompactionRequest,
+    CompactionResponse,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    ResponseHeader,
+    TxnRequest,
+    TxnResponse,
+)
+from petcd.server.log import Logger
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    """What Maintenance.Status reports (etcd's StatusResponse fields)."""
+
+    header: ResponseHeader
+    version: str
+    db_size: int
+    leader: int
+    raft_index: int
+    raft_term: int
+    raft_applied_index: int
+    errors: tuple[str, ...]
+    db_size_in_use: int
+    is_learner: bool
+
+
+class KVMember(Protocol):
+    async def range(self, req: RangeRequest) -> RangeResponse: ...
+
+    async def put(self, req: PutRequest) -> PutResponse: ...
+
+    async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
+
+    async def txn(self, req: TxnRequest) -> TxnResponse: ...
+
+    async def compact(self, req: CompactionRequest) -> CompactionResponse: ...
+
+    def status(self) -> StatusInfo: ...
+
+
+async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
+    code, message = status_for(exc)
+    if not is_expected(exc) and log is not None:
+        log.error("unexpected error in gRPC handler", method=method, error=repr(exc))
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class KVService(rpc_pb2_grpc.KVServicer):
+    def __init__(self, member: KVMember, log: Logger | None = None) -> None:
+        self._member = member
+        self._log = log
+
+    async def Range(self, request: Any, context: Any) -> Any:
+        try:
+            resp = await self._member.range(convert.range_request(request))
+            return convert.range_response_pb(resp)
+        except Exception as e:
+            await _abort(context, e, self._log, "Range")
+
+    async def Put(self, request: Any, context: Any) -> Any:
+        try:
+            resp = await self._member.put(convert.put_request(request))
+            return convert.put_response_pb(resp)
+        except Exception as e:
+            await _abort(context, e, self._log, "Put")
+
+    async def DeleteRange(self, request: Any, context: Any) -> Any:
+        try:
+            resp = await self._member.delete_range(convert.delete_range_request(request))
+            return convert.delete_range_response_pb(resp)
+        except Exception as e:
+            await _abort(context, e, self._log, "DeleteRange")
+
+    async def Txn(self, request: Any, context: Any) -> Any:
+        try:
+            resp = await self._member.txn(convert.txn_request(request))
+            return convert.txn_response_pb(resp)
+        except Exception as e:
+            await _abort(context, e, self._log, "Txn")
+
+    async def Compact(self, request: Any, context: Any) -> Any:
+        try:
+            resp = await self._member.compact(convert.compaction_request(request))
+            return rpc_pb2.CompactionResponse(header=convert.header_pb(resp.header))
+        except Exception as e:
+            await _abort(context, e, self._log, "Compact")
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, member: KVMember, log: Logger | None = None) -> None:
+        self._member = member
+        self._log = log
+
+    async def Status(self, request: Any, context: Any) -> Any:
+        try:
+            s = self._member.status()
+            return rpc_pb2.StatusResponse(
+                header=convert.header_pb(s.header),
+                version=s.version,
+                dbSize=s.db_size,
+                leader=s.leader,
+                raftIndex=s.raft_index,
+                raftTerm=s.raft_term,
+                raftAppliedIndex=s.raft_applied_index,
+                errors=list(s.errors),
+                dbSizeInUse=s.db_size_in_use,
+                isLearner=s.is_learner,
+            )
+        except Exception as e:
+            await _abort(context, e, self._log, "Status")
+
+
+# etcd: grpcOverheadBytes, the room a request message may take beyond --max-request-bytes.
+GRPC_OVERHEAD_BYTES = 512 * 1024
+_MAX_SEND_BYTES = 2**31 - 1
+
+
+def make_server(
+    member: KVMember, listeners: list[tuple[str, int]], max_request_bytes: int, log: Logger
+) -> Any:
+    """A grpc.aio server with the KV and Maintenance services bound to ``listeners``.
+
+    Raises ``OSError`` if a listener cannot be bound.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
+            ("grpc.max_send_message_length", _MAX_SEND_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(  # type: ignore[no-untyped-call]
+        MaintenanceService(member, log), server
+    )
+    for host, port in listeners:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen on {address}")
+    return server
