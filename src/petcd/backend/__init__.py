@@ -1,1 +1,43 @@
-"""petcd.backend."""
+"""petcd.backend: the transactional store under mvcc, lease, auth and membership (LMDB)."""
+
+from petcd.backend.backend import (
+    ALARM,
+    AUTH,
+    AUTH_ROLES,
+    AUTH_USERS,
+    BUCKETS,
+    CLUSTER,
+    KEY,
+    LEASE,
+    MEMBERS,
+    MEMBERS_REMOVED,
+    META,
+    Backend,
+    read_consistent_index,
+)
+from petcd.backend.errors import (
+    BackendClosedError,
+    BackendError,
+    DatabaseSpaceExceededError,
+    UnknownBucketError,
+)
+
+__all__ = [
+    "ALARM",
+    "AUTH",
+    "AUTH_ROLES",
+    "AUTH_USERS",
+    "BUCKETS",
+    "CLUSTER",
+    "KEY",
+    "LEASE",
+    "MEMBERS",
+    "MEMBERS_REMOVED",
+    "META",
+    "Backend",
+    "BackendClosedError",
+    "BackendError",
+    "DatabaseSpaceExceededError",
+    "UnknownBucketError",
+    "read_consistent_index",
+]

@@ -1,0 +1,514 @@
+"""The LMDB backend: named buckets, batched commits, the consistent index.
+
+Theory of operation
+-------------------
+One LMDB file (``path``, opened with ``subdir=False``; LMDB's lock file is ``path + "-lock"``)
+holds named sub-databases, the "buckets" of etcd's bbolt backend (``key``, ``meta``, ``lease``,
+``auth``, ...). The layout and encodings are described in
+``docs/enhancements/0002-backend-layout.md``.
+
+Writes (``put``/``delete``) do not touch LMDB: they go to an in-memory overlay, one ``dict``
+per bucket, where ``None`` marks a deletion. ``commit()`` writes the whole overlay in ONE LMDB
+write transaction and empties it::
+
+    put/delete ──► overlay {bucket: {key: value | None}} ──commit()──► LMDB (one txn)
+    get/range  ──► overlay, then a read txn over the last committed state
+
+So reads see the writes of the uncommitted batch (read-your-writes, like etcd's buffered
+read transaction) and a batch becomes durable atomically. ``maybe_commit()`` commits when
+the batch holds ``batch_limit`` writes or is ``batch_interval_ms`` old (measured on the
+injected ``clock``). It is called by the state machine only at an apply boundary: a commit
+must never separate data from the consistent index that covers it. The server also calls it
+from a timer so that an idle batch does not wait for the next write.
+
+Crash consistency: LMDB is opened with ``sync=True, metasync=False``. The LMDB documentation
+says that ``MDB_NOMETASYNC`` keeps atomicity, consistency and isolation and may only lose the
+last committed transaction on a system crash, while ``MDB_NOSYNC`` may corrupt the file on a
+system crash unless the file system preserves write order. A lost batch is harmless: the
+consistent index (``set_consistent_index``) is written in the same transaction as the data,
+so after any crash the file says exactly which raft entries it reflects and the server
+replays the WAL from there. A process crash (SIGKILL) loses only the uncommitted overlay.
+
+Threads: every method takes an internal lock, so a commit may run in a worker thread while
+the event loop waits. The LMDB write transaction lives only inside ``commit()`` (LMDB binds a
+write transaction to the thread that began it). ``copy_to`` copies from its own read
+transaction, so writers are not blocked while a snapshot streams out.
+
+Invariants
+----------
+- The overlay is empty after ``commit()`` returns normally.
+- ``consistent_index()`` never decreases through ``set_consistent_index``.
+- Keys of every bucket are at most ``max_key_size()`` (511) bytes: LMDB's limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import lmdb
+
+from petcd.backend.errors import (
+    BackendClosedError,
+    DatabaseSpaceExceededError,
+    UnknownBucketError,
+)
+from petcd.raft.types import Index, Term
+
+KEY = "key"
+META = "meta"
+LEASE = "lease"
+AUTH = "auth"
+AUTH_USERS = "authUsers"
+AUTH_ROLES = "authRoles"
+MEMBERS = "members"
+MEMBERS_REMOVED = "members_removed"
+CLUSTER = "cluster"
+ALARM = "alarm"
+BUCKETS: tuple[str, ...] = (
+    KEY,
+    META,
+    LEASE,
+    AUTH,
+    AUTH_USERS,
+    AUTH_ROLES,
+    MEMBERS,
+    MEMBERS_REMOVED,
+    CLUSTER,
+    ALARM,
+)
+
+CONSISTENT_INDEX_KEY = b"consistent_index"
+_CI = struct.Struct(">QQ")
+
+MAP_SIZE_BYTES_DEFAULT = 8 * 1024 * 1024 * 1024
+_MAX_DBS = 16
+
+
+def _open_env(path: str, map_size_bytes: int) -> lmdb.Environment:
+    return lmdb.open(
+        path,
+        subdir=False,
+        map_size=map_size_bytes,
+        max_dbs=_MAX_DBS,
+        sync=True,
+        metasync=False,
+        readahead=False,
+        writemap=False,
+        lock=True,
+    )
+
+
+def read_consistent_index(path: str) -> tuple[Index, Term]:
+    """The consistent index stored in a closed backend file (for example a snapshot's db)."""
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
+    try:
+        try:
+            db = env.open_db(META.encode(), create=False)
+        except lmdb.NotFoundError:
+            return Index(0), Term(0)
+        with env.begin(db=db) as txn:
+            raw = txn.get(CONSISTENT_INDEX_KEY)
+        if raw is None:
+            return Index(0), Term(0)
+        index, term = _CI.unpack(raw)
+        return Index(index), Term(term)
+    finally:
+        env.close()
+
+
+class Backend:
+    """LMDB with named buckets and a batched, read-your-writes write path."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
+        batch_interval_ms: int = 100,
+        batch_limit: int = 10000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert batch_interval_ms >= 0 and batch_limit >= 1
+        self.path = path
+        self._map_size_bytes = map_size_bytes
+        self._batch_interval_s = batch_interval_ms / 1000.0
+        self._batch_limit = batch_limit
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._env: lmdb.Environment | None = None
+        self._dbs: dict[str, Any] = {}
+        self._rtxn: Any = None
+        self._overlay: dict[str, dict[bytes, bytes | None]] = {b: {} for b in BUCKETS}
+        self._pending = 0
+        self._batch_started = 0.0
+        self._ci: tuple[Index, Term] = (Index(0), Term(0))
+        self.commits = 0
+        self._open()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        env = _open_env(self.path, self._map_size_bytes)
+        with env.begin(write=True) as txn:
+            self._dbs = {b: env.open_db(b.encode(), txn=txn) for b in BUCKETS}
+        self._env = env
+        raw = self.get(META, CONSISTENT_INDEX_KEY)
+        if raw is None:
+            self._ci = (Index(0), Term(0))
+        else:
+            index, term = _CI.unpack(raw)
+            self._ci = (Index(index), Term(term))
+
+    def _close_env(self) -> None:
+        if self._rtxn is not None:
+            self._rtxn.abort()
+            self._rtxn = None
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def close(self) -> None:
+        """Commit the pending batch and close the file. Idempotent."""
+        with self._lock:
+            if self._env is None:
+                return
+            self._commit_locked()
+            self._env.sync(True)
+            self._close_env()
+
+    @property
+    def closed(self) -> bool:
+        return self._env is None
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_env(self) -> lmdb.Environment:
+        env = self._env
+        if env is None:
+            raise BackendClosedError()
+        return env
+
+    def _db(self, bucket: str) -> Any:
+        try:
+            return self._dbs[bucket]
+        except KeyError:
+            raise UnknownBucketError(bucket) from None
+
+    def _reader(self) -> Any:
+        txn = self._rtxn
+        if txn is None:
+            txn = self._require_env().begin(buffers=False)
+            self._rtxn = txn
+        return txn
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(self, bucket: str, key: bytes, value: bytes) -> None:
+        with self._lock:
+            overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
+            if self._pending == 0:
+                self._batch_started = self._clock()
+            overlay[key] = value
+            self._pending += 1
+
+    def delete(self, bucket: str, key: bytes) -> None:
+        with self._lock:
+            overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
+            if self._pending == 0:
+                self._batch_started = self._clock()
+            overlay[key] = None
+            self._pending += 1
+
+    def _unknown(self, bucket: str) -> dict[bytes, bytes | None]:
+        raise UnknownBucketError(bucket)
+
+    def set_consistent_index(self, index: Index, term: Term) -> None:
+        """Record the last applied raft entry in the current batch (with the data it covers)."""
+        with self._lock:
+            assert index >= self._ci[0], (index, self._ci)
+            self._ci = (index, term)
+            self.put(META, CONSISTENT_INDEX_KEY, _CI.pack(index, term))
+
+    def consistent_index(self) -> tuple[Index, Term]:
+        """The last applied raft (index, term), including the uncommitted batch."""
+        return self._ci
+
+    @property
+    def pending_writes(self) -> int:
+        return self._pending
+
+    def maybe_commit(self) -> bool:
+        """Commit if the batch is full or old enough. Call only at an apply boundary."""
+        with self._lock:
+            if self._pending == 0:
+                return False
+            if (
+                self._pending >= self._batch_limit
+                or self._clock() - self._batch_started >= self._batch_interval_s
+            ):
+                self._commit_locked()
+                return True
+            return False
+
+    def commit(self) -> None:
+        """Write the pending batch in one LMDB transaction (a force commit)."""
+        with self._lock:
+            self._commit_locked()
+
+    def _commit_locked(self) -> None:
+        env = self._require_env()
+        if self._pending == 0:
+            return
+        if self._rtxn is not None:
+            # A live reader would pin the pages this commit frees.
+            self._rtxn.abort()
+            self._rtxn = None
+        try:
+            with env.begin(write=True) as txn:
+                for bucket, overlay in self._overlay.items():
+                    if not overlay:
+                        continue
+                    db = self._dbs[bucket]
+                    puts = [(k, v) for k, v in sorted(overlay.items()) if v is not None]
+                    if puts:
+                        cursor = txn.cursor(db=db)
+                        cursor.putmulti(puts, append=False)
+                    if len(puts) != len(overlay):
+                        for k, v in overlay.items():
+                            if v is None:
+                                txn.delete(k, db=db)
+        except lmdb.MapFullError:
+            raise DatabaseSpaceExceededError() from None
+        for overlay in self._overlay.values():
+            overlay.clear()
+        self._pending = 0
+        self.commits += 1
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, bucket: str, key: bytes) -> bytes | None:
+        with self._lock:
+            overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
+            if key in overlay:
+                return overlay[key]
+            result: bytes | None = self._reader().get(key, db=self._dbs[bucket])
+            return result
+
+    def range(
+        self, bucket: str, start: bytes, end: bytes | None = None, limit: int = 0
+    ) -> list[tuple[bytes, bytes]]:
+        """Items with ``start <= key < end`` (``end=None``: to the end), in key order.
+
+        ``limit > 0`` caps the number of items returned.
+        """
+        with self._lock:
+            db = self._db(bucket)
+            overlay = self._overlay[bucket]
+            changed = sorted(
+                (k, v) for k, v in overlay.items() if k >= start and (end is None or k < end)
+            )
+            out: list[tuple[bytes, bytes]] = []
+            cursor: Any = self._reader().cursor(db=db)
+            on_disk = cursor.set_range(start)
+            ci = 0
+            while True:
+                if limit > 0 and len(out) >= limit:
+                    break
+                disk_key: bytes | None = None
+                if on_disk:
+                    disk_key = cursor.key()
+                    if end is not None and disk_key >= end:
+                        on_disk = False
+                        disk_key = None
+                if ci < len(changed) and (disk_key is None or changed[ci][0] <= disk_key):
+                    k, v = changed[ci]
+                    ci += 1
+                    if disk_key == k:
+                        on_disk = cursor.next()
+                    if v is not None:
+                        out.append((k, v))
+                    continue
+                if disk_key is None:
+                    break
+                out.append((disk_key, cursor.value()))
+                on_disk = cursor.next()
+            return out
+
+    def iterate(
+        self, bucket: str, start: bytes = b"", end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Iterate over a snapshot of a bucket (batch included) without holding the lock.
+
+        For long scans (rebuilding the key index at start). Writes made after the call are not
+        seen.
+        """
+        with self._lock:
+            env = self._require_env()
+            db = self._db(bucket)
+            changed = sorted(
+                (k, v)
+                for k, v in self._overlay[bucket].items()
+                if k >= start and (end is None or k < end)
+            )
+            txn: Any = env.begin(db=db, buffers=False)
+        return self._merge(txn, changed, start, end)
+
+    @staticmethod
+    def _merge(
+        txn: Any,
+        changed: list[tuple[bytes, bytes | None]],
+        start: bytes,
+        end: bytes | None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            cursor = txn.cursor()
+            positioned = cursor.set_range(start)
+            changed_keys = [k for k, _ in changed]
+            ci = 0
+            if positioned:
+                for k, v in cursor.iternext(keys=True, values=True):
+                    if end is not None and k >= end:
+                        break
+                    while ci < len(changed) and changed[ci][0] < k:
+                        ck, cv = changed[ci]
+                        ci += 1
+                        if cv is not None:
+                            yield ck, cv
+                    if ci < len(changed) and changed[ci][0] == k:
+                        ck, cv = changed[ci]
+                        ci += 1
+                        if cv is not None:
+                            yield ck, cv
+                        continue
+                    yield k, v
+            else:
+                ci = bisect.bisect_left(changed_keys, start)
+            for ck, cv in changed[ci:]:
+                if cv is not None:
+                    yield ck, cv
+        finally:
+            txn.abort()
+
+    def count(self, bucket: str) -> int:
+        """Number of committed + pending items in a bucket (pending deletions subtracted)."""
+        with self._lock:
+            db = self._db(bucket)
+            reader = self._reader()
+            n: int = reader.stat(db)["entries"]
+            for k, v in self._overlay[bucket].items():
+                on_disk = reader.get(k, db=db) is not None
+                if v is None and on_disk:
+                    n -= 1
+                elif v is not None and not on_disk:
+                    n += 1
+            return n
+
+    # -- whole-file operations ---------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        """Size of the database file (etcd's dbSize)."""
+        with self._lock:
+            self._require_env()
+            return os.path.getsize(self.path)
+
+    def size_in_use_bytes(self) -> int:
+        """Bytes of the pages in use by data (etcd's dbSizeInUse): file size minus free pages."""
+        with self._lock:
+            env = self._require_env()
+            main = env.stat()
+            psize: int = main["psize"]
+            pages = 2 + main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+            with env.begin() as txn:
+                for db in self._dbs.values():
+                    st = txn.stat(db)
+                    pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            return pages * psize
+
+    def copy_to(self, fileobj: IO[bytes]) -> tuple[Index, Term]:
+        """Write a consistent, compacted copy of the committed database to ``fileobj``.
+
+        The pending batch is committed first. Returns the consistent index the copy holds.
+        Writers are not blocked while the copy is written.
+        """
+        with self._lock:
+            self._commit_locked()
+            env = self._require_env()
+            txn = env.begin()
+            ci = self._ci
+        try:
+            fileobj.flush()
+            env.copyfd(fileobj.fileno(), compact=True, txn=txn)
+        finally:
+            txn.abort()
+        return ci
+
+    def defrag(self) -> None:
+        """Rewrite the file compactly (etcd's defrag): copy, swap, reopen."""
+        with self._lock:
+            self._commit_locked()
+            env = self._require_env()
+            tmp = self.path + ".defrag"
+            with open(tmp, "wb") as f:
+                env.copyfd(f.fileno(), compact=True)
+                f.flush()
+                os.fsync(f.fileno())
+            self._close_env()
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path)
+            self._open()
+
+    def replace_with(self, snapshot_db_path: str) -> tuple[Index, Term]:
+        """Replace the whole database by a copy of ``snapshot_db_path`` (a received snapshot).
+
+        The pending batch is discarded. Returns the consistent index of the new database.
+        """
+        with self._lock:
+            self._require_env()
+            for overlay in self._overlay.values():
+                overlay.clear()
+            self._pending = 0
+            self._close_env()
+            _install_copy(snapshot_db_path, self.path)
+            self._open()
+            return self._ci
+
+    @classmethod
+    def restore_from(cls, path: str, snapshot_db_path: str, **options: Any) -> Backend:
+        """Install a copy of ``snapshot_db_path`` at ``path`` (not open) and open it."""
+        _install_copy(snapshot_db_path, path)
+        return cls(path, **options)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _install_copy(source: str, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".restore"
+    with open(source, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    lock_path = path + "-lock"
+    if os.path.exists(lock_path):
+        os.remove(lock_path)
+    _fsync_dir(path)

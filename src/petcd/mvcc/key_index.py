@@ -1,0 +1,252 @@
+"""The in-memory key index: for every key, its revisions; keys kept in sorted order.
+
+Theory of operation
+-------------------
+etcd keeps, for each key, a ``keyIndex`` of generations (a generation runs from a creation to
+the tombstone that ends it). petcd stores the same information flat, to keep memory per key
+small: one ``list[int]`` of revisions in increasing order, where a revision ``(main, sub)`` is
+packed as ``main << 32 | sub`` and a tombstone (a deletion) is stored negated::
+
+    key "foo": put@2  put@5  del@7   put@9          -> [2<<32, 5<<32, -(7<<32), 9<<32]
+               '--- generation 1 ---' '- gen 2 -...'
+
+The key is live at main revision ``r`` iff the last entry with ``main <= r`` exists and is
+positive; that entry is the revision to load from the backend. Version and create revision
+are not kept here: they are in the stored KeyValue.
+
+Compaction at ``R`` (etcd's ``keyIndex.compact``): let ``p`` be the last entry with
+``main <= R``. If it is a tombstone, everything up to and including it is dropped (the
+generation ended at or before R); otherwise everything before it is dropped and ``p`` is
+"kept" (returned in the keep set: the backend must not delete it). A key whose list becomes
+empty leaves the index. ``keep(R)`` computes the same set without changing anything.
+
+Keys are ordered by ``SortedKeys``, a list of sorted chunks (bisect on the chunk maxima, then
+inside one chunk), so that inserting a new key costs O(sqrt-ish) instead of the O(n) of one
+big list, and a range is a walk from one bisect.
+
+Invariants
+----------
+- every revision list is non-empty and strictly increasing in ``abs()``;
+- ``SortedKeys`` holds exactly the keys of the revision dict.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+
+SUB_BITS = 32
+SUB_MASK = (1 << SUB_BITS) - 1
+
+
+def pack_rev(main: int, sub: int) -> int:
+    return (main << SUB_BITS) | sub
+
+
+def rev_main(rev: int) -> int:
+    return abs(rev) >> SUB_BITS
+
+
+class SortedKeys:
+    """A sorted set of byte strings as a list of sorted chunks."""
+
+    __slots__ = ("_chunks", "_load", "_maxes", "_size")
+
+    def __init__(self, sorted_keys: Iterable[bytes] = (), load: int = 512) -> None:
+        self._load = load
+        keys = list(sorted_keys)
+        self._chunks: list[list[bytes]] = [keys[i : i + load] for i in range(0, len(keys), load)]
+        self._maxes: list[bytes] = [c[-1] for c in self._chunks]
+        self._size = len(keys)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, key: bytes) -> None:
+        """Insert a key that is not present."""
+        maxes = self._maxes
+        self._size += 1
+        if not maxes:
+            self._chunks.append([key])
+            maxes.append(key)
+            return
+        i = bisect.bisect_left(maxes, key)
+        if i == len(maxes):
+            i -= 1
+            chunk = self._chunks[i]
+            chunk.append(key)
+            maxes[i] = key
+        else:
+            chunk = self._chunks[i]
+            bisect.insort(chunk, key)
+        if len(chunk) > 2 * self._load:
+            half = len(chunk) // 2
+            self._chunks[i : i + 1] = [chunk[:half], chunk[half:]]
+            maxes[i : i + 1] = [chunk[half - 1], chunk[-1]]
+
+    def remove(self, key: bytes) -> None:
+        """Remove a key that is present."""
+        i = bisect.bisect_left(self._maxes, key)
+        chunk = self._chunks[i]
+        j = bisect.bisect_left(chunk, key)
+        assert chunk[j] == key
+        del chunk[j]
+        self._size -= 1
+        if not chunk:
+            del self._chunks[i]
+            del self._maxes[i]
+        elif j == len(chunk):
+            self._maxes[i] = chunk[-1]
+
+    def irange(self, start: bytes, end: bytes | None) -> Iterator[bytes]:
+        """Keys with ``start <= key < end`` (``end=None``: unbounded), ascending."""
+        i = bisect.bisect_left(self._maxes, start)
+        if i == len(self._maxes):
+            return
+        j = bisect.bisect_left(self._chunks[i], start)
+        for chunk in self._chunks[i:]:
+            if end is not None and chunk[-1] >= end:
+                for k in chunk[j:] if j else chunk:
+                    if k >= end:
+                        return
+                    yield k
+                return
+            yield from (chunk[j:] if j else chunk)
+            j = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            yield from chunk
+
+
+class KeyIndex:
+    """Revisions per key (see the module docstring)."""
+
+    __slots__ = ("_keys", "_revs")
+
+    def __init__(self) -> None:
+        self._revs: dict[bytes, list[int]] = {}
+        self._keys = SortedKeys()
+
+    @classmethod
+    def from_revisions(cls, revs: dict[bytes, list[int]]) -> KeyIndex:
+        """Build from ``{key: revisions}`` (each list increasing in abs, as read from disk)."""
+        index = cls()
+        index._revs = revs
+        index._keys = SortedKeys(sorted(revs))
+        return index
+
+    def __len__(self) -> int:
+        return len(self._revs)
+
+    def put(self, key: bytes, rev: int) -> None:
+        revs = self._revs.get(key)
+        if revs is None:
+            self._revs[key] = [rev]
+            self._keys.add(key)
+        else:
+            assert abs(revs[-1]) < rev
+            revs.append(rev)
+
+    def tombstone(self, key: bytes, rev: int) -> None:
+        revs = self._revs[key]
+        assert revs[-1] > 0 and revs[-1] < rev
+        revs.append(-rev)
+
+    def latest(self, key: bytes) -> int | None:
+        """The revision of the live key now, or None if absent or deleted."""
+        revs = self._revs.get(key)
+        if revs is None:
+            return None
+        last = revs[-1]
+        return last if last > 0 else None
+
+    def get(self, key: bytes, at_main: int) -> int | None:
+        """The revision of the key as of main revision ``at_main``, or None if not live."""
+        revs = self._revs.get(key)
+        if revs is None:
+            return None
+        return _at(revs, at_main)
+
+    def revisions(
+        self, key: bytes, end: bytes | None, at_main: int, limit: int = 0
+    ) -> tuple[list[tuple[bytes, int]], int]:
+        """Live (key, revision) pairs at ``at_main`` for ``key <= k < end``, and their count.
+
+        ``limit > 0`` caps the list (the count is still the total, as etcd's).
+        """
+        out: list[tuple[bytes, int]] = []
+        total = 0
+        all_revs = self._revs
+        for k in self._keys.irange(key, end):
+            revs = all_revs[k]
+            last = revs[-1]
+            if abs(last) >> SUB_BITS <= at_main:
+                r: int | None = last if last > 0 else None
+            else:
+                r = _at(revs, at_main)
+            if r is None:
+                continue
+            total += 1
+            if limit <= 0 or len(out) < limit:
+                out.append((k, r))
+        return out, total
+
+    def live_keys(self, key: bytes, end: bytes | None) -> list[tuple[bytes, int]]:
+        """Keys live now in ``[key, end)`` with their latest revision."""
+        out = []
+        all_revs = self._revs
+        for k in self._keys.irange(key, end):
+            last = all_revs[k][-1]
+            if last > 0:
+                out.append((k, last))
+        return out
+
+    def compact(self, at_main: int) -> set[int]:
+        """Drop what compaction at ``at_main`` removes; return the revisions <= it kept."""
+        keep: set[int] = set()
+        bound = (at_main + 1) << SUB_BITS
+        emptied = []
+        for k, revs in self._revs.items():
+            if abs(revs[0]) >= bound:
+                continue
+            p = bisect.bisect_left(revs, bound, key=abs) - 1
+            r = revs[p]
+            if r < 0:
+                del revs[: p + 1]
+                if not revs:
+                    emptied.append(k)
+            else:
+                if p:
+                    del revs[:p]
+                keep.add(r)
+        for k in emptied:
+            del self._revs[k]
+            self._keys.remove(k)
+        return keep
+
+    def keep(self, at_main: int) -> set[int]:
+        """The revisions that ``compact(at_main)`` would keep (nothing is changed)."""
+        keep: set[int] = set()
+        bound = (at_main + 1) << SUB_BITS
+        for revs in self._revs.values():
+            if abs(revs[0]) >= bound:
+                continue
+            r = revs[bisect.bisect_left(revs, bound, key=abs) - 1]
+            if r > 0:
+                keep.add(r)
+        return keep
+
+    def items(self) -> Iterator[tuple[bytes, list[int]]]:
+        """(key, revisions) in key order (the lists are the index's own: do not mutate)."""
+        revs = self._revs
+        for k in self._keys:
+            yield k, revs[k]
+
+
+def _at(revs: list[int], at_main: int) -> int | None:
+    p = bisect.bisect_left(revs, (at_main + 1) << SUB_BITS, key=abs)
+    if p == 0:
+        return None
+    r = revs[p - 1]
+    return r if r > 0 else None

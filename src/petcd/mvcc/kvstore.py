@@ -1,0 +1,782 @@
+"""The MVCC key-value store: etcd's revisions, ranges, writes, transactions and compaction.
+
+Theory of operation
+-------------------
+State: the backend's ``key`` bucket holds every revision of every key (one record per
+revision, keyed by the revision so that history is ordered), the in-memory ``KeyIndex`` maps
+each key to its revisions, and ``current_revision`` is the main revision of the last write.
+
+A write request (Put, DeleteRange, Txn) is applied as one *write transaction*: it begins at
+``current_revision`` (``begin``); every change it makes gets revision ``(begin + 1, sub)`` with
+``sub`` counting the changes 0, 1, 2, ...; when it ends, ``current_revision`` becomes
+``begin + 1`` if anything changed and stays ``begin`` otherwise (a delete that deletes nothing
+and a read-only txn do not advance it). Reads inside the transaction see its earlier writes.
+
+Validation before change: ``validate_request`` (the checks etcd does in its gRPC layer:
+empty keys, ignore_value/ignore_lease misuse, too many ops, duplicate keys in a txn, sort
+options) and the state checks etcd does in its applier (ignore_value on a missing key, lease
+existence, the revisions of ranges inside a txn) all run before the first change. A request
+that fails changes nothing; its raft entry is still recorded as applied (the consistent index
+is written in every case), exactly as etcd does.
+
+Transactions follow etcd 3.5's applier: the compare results of the whole txn tree along the
+chosen branches are computed first, against the state before the txn (``_compare_path``),
+then the state checks run along that path, then the ops execute in order. A nested txn's
+response header is empty (revision 0), as in etcd.
+
+Compaction at R: the index drops what R makes unreachable at once (reads below R fail with
+CompactedError from then on); the backend records are deleted later in small steps by
+``compaction_step`` so that a big compaction never stalls writes. ``meta`` holds
+``scheduledCompactRev``/``finishedCompactRev``; a compaction interrupted by a restart is
+resumed on open.
+
+What this module never does: I/O other than through the Backend, asyncio, threads, clocks.
+It is not thread-safe: the server calls it from one thread at a time.
+
+Invariants
+----------
+- ``compact_revision <= current_revision`` (``-1`` before the first compaction, as etcd).
+- Every revision in the index has its record in the ``key`` bucket.
+- The consistent index is set after every applied request, in the same backend batch.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from petcd.backend import KEY, META, Backend
+from petcd.mvcc import crc32c
+from petcd.mvcc.errors import (
+    CompactedError,
+    DuplicateKeyError,
+    EmptyKeyError,
+    FutureRevisionError,
+    InvalidSortOptionError,
+    KeyNotFoundError,
+    LeaseNotFoundError,
+    LeaseProvidedError,
+    MvccError,
+    TooManyOpsError,
+    ValueProvidedError,
+)
+from petcd.mvcc.key_index import SUB_BITS, SUB_MASK, KeyIndex
+from petcd.mvcc.requests import (
+    CompactionResponse,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    HashKVResult,
+    KeyValue,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    RequestOp,
+    ResponseHeader,
+    ResponseOp,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    TxnResponse,
+    WriteRequest,
+    WriteResponse,
+)
+from petcd.raft.types import Index, Term
+
+MAX_TXN_OPS_DEFAULT = 128
+SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
+FINISHED_COMPACT_KEY = b"finishedCompactRev"
+
+_HDR = struct.Struct(">qqqqq")  # create_revision, mod_revision, version, lease, len(key)
+_HDR_SIZE = _HDR.size
+_REVKEY = struct.Struct(">QcQ")
+_Q = struct.Struct(">q")
+_SORT_ORDERS = frozenset(int(v) for v in SortOrder)
+_SORT_TARGETS = frozenset(int(v) for v in SortTarget)
+
+
+class LeaseHook(Protocol):
+    """What the store needs from the lessor (petcd.lease): existence and key attachment."""
+
+    def lease_exists(self, lease_id: int) -> bool: ...
+
+    def attach(self, lease_id: int, key: bytes) -> None: ...
+
+    def detach(self, lease_id: int, key: bytes) -> None: ...
+
+
+def encode_kv(kv: KeyValue) -> bytes:
+    key = kv.key
+    return (
+        _HDR.pack(kv.create_revision, kv.mod_revision, kv.version, kv.lease, len(key))
+        + key
+        + kv.value
+    )
+
+
+def decode_kv(raw: bytes) -> KeyValue:
+    create, mod, version, lease, n = _HDR.unpack_from(raw)
+    end = _HDR_SIZE + n
+    return KeyValue(raw[_HDR_SIZE:end], create, mod, version, raw[end:], lease)
+
+
+def rev_key(rev: int) -> bytes:
+    """The backend key of a packed revision (negative = tombstone: a trailing ``t``)."""
+    if rev < 0:
+        r = -rev
+        return _REVKEY.pack(r >> SUB_BITS, b"_", r & SUB_MASK) + b"t"
+    return _REVKEY.pack(rev >> SUB_BITS, b"_", rev & SUB_MASK)
+
+
+def parse_rev_key(k: bytes) -> int:
+    main, _, sub = _REVKEY.unpack_from(k)
+    rev: int = (main << SUB_BITS) | sub
+    return -rev if len(k) > 17 else rev
+
+
+def _interval(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None, bool]:
+    """etcd's range_end convention -> (start, end or None for unbounded, single key?)."""
+    if not range_end:
+        return key, None, True
+    if range_end == b"\x00":
+        return key, None, False
+    return key, range_end, False
+
+
+# -- request validation (etcd's gRPC-layer checks) ------------------------------------------
+
+
+def validate_request(
+    req: RangeRequest | WriteRequest, max_txn_ops: int = MAX_TXN_OPS_DEFAULT
+) -> None:
+    """Raise the MvccError etcd's gRPC layer returns for a malformed request, else nothing.
+
+    Safe to call before proposing (it looks at the request only); ``apply`` calls it too.
+    """
+    if isinstance(req, RangeRequest):
+        _check_range(req)
+    elif isinstance(req, PutRequest):
+        _check_put(req)
+    elif isinstance(req, DeleteRangeRequest):
+        if not req.key:
+            raise EmptyKeyError()
+    elif isinstance(req, TxnRequest):
+        _check_txn(req, max_txn_ops)
+        _check_intervals(req.success)
+        _check_intervals(req.failure)
+    else:  # pragma: no cover - typing makes this unreachable
+        raise TypeError(f"not an mvcc request: {req!r}")
+
+
+def _check_range(r: RangeRequest) -> None:
+    if not r.key:
+        raise EmptyKeyError()
+    if r.sort_order not in _SORT_ORDERS or r.sort_target not in _SORT_TARGETS:
+        raise InvalidSortOptionError()
+
+
+def _check_put(p: PutRequest) -> None:
+    if not p.key:
+        raise EmptyKeyError()
+    if p.ignore_value and p.value:
+        raise ValueProvidedError()
+    if p.ignore_lease and p.lease:
+        raise LeaseProvidedError()
+
+
+def _check_txn(t: TxnRequest, max_txn_ops: int) -> None:
+    opc = max(len(t.compare), len(t.success), len(t.failure))
+    if opc > max_txn_ops:
+        raise TooManyOpsError()
+    for c in t.compare:
+        if not c.key:
+            raise EmptyKeyError()
+    for op in (*t.success, *t.failure):
+        _check_op(op, max_txn_ops - opc)
+
+
+def _check_op(op: RequestOp, max_txn_ops: int) -> None:
+    if op.request_range is not None:
+        _check_range(op.request_range)
+    elif op.request_put is not None:
+        _check_put(op.request_put)
+    elif op.request_delete_range is not None:
+        if not op.request_delete_range.key:
+            raise EmptyKeyError()
+    elif op.request_txn is not None:
+        _check_txn(op.request_txn, max_txn_ops)
+    else:
+        raise KeyNotFoundError()  # an empty op: etcd answers ErrGRPCKeyNotFound
+
+
+def _del_hits(dels: list[tuple[bytes, bytes | None]], k: bytes) -> bool:
+    # etcd's interval tree of "string affine" intervals: a delete [key, range_end) or the
+    # point [key, key+"\x00"); a put at k collides iff begin <= k < end. An end of "\x00"
+    # (all keys >= key) gives an interval that contains nothing: etcd does not special-case it.
+    for begin, end in dels:
+        if end is None:
+            if begin == k:
+                return True
+        elif begin <= k < end:
+            return True
+    return False
+
+
+def _check_intervals(
+    ops: Sequence[RequestOp],
+) -> tuple[set[bytes], list[tuple[bytes, bytes | None]]]:
+    """etcd's checkIntervals: a txn level may not put a key twice or put into a delete."""
+    dels: list[tuple[bytes, bytes | None]] = []
+    for op in ops:
+        d = op.request_delete_range
+        if d is not None:
+            dels.append((d.key, d.range_end if d.range_end else None))
+    puts: set[bytes] = set()
+    for op in ops:
+        t = op.request_txn
+        if t is None:
+            continue
+        puts_then, dels_then = _check_intervals(t.success)
+        puts_else, dels_else = _check_intervals(t.failure)
+        for k in puts_then:
+            if k in puts or _del_hits(dels, k):
+                raise DuplicateKeyError()
+            puts.add(k)
+        for k in puts_else:
+            if (k in puts and k not in puts_then) or _del_hits(dels, k):
+                raise DuplicateKeyError()
+            puts.add(k)
+        dels.extend(dels_then)
+        dels.extend(dels_else)
+    for op in ops:
+        p = op.request_put
+        if p is None:
+            continue
+        if p.key in puts or _del_hits(dels, p.key):
+            raise DuplicateKeyError()
+        puts.add(p.key)
+    return puts, dels
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class _WriteTxn:
+    __slots__ = ("begin", "changes")
+
+    def __init__(self, begin: int) -> None:
+        self.begin = begin
+        self.changes: list[KeyValue] = []
+
+    def view(self) -> int:
+        return self.begin + 1 if self.changes else self.begin
+
+
+class _Compaction:
+    __slots__ = ("keep", "position", "revision")
+
+    def __init__(self, revision: int, keep: set[int]) -> None:
+        self.revision = revision
+        self.keep = keep
+        self.position = b""
+
+
+def _sort_key(target: int) -> Callable[[KeyValue], bytes | int]:
+    if target == SortTarget.KEY:
+        return lambda kv: kv.key
+    if target == SortTarget.VERSION:
+        return lambda kv: kv.version
+    if target == SortTarget.CREATE:
+        return lambda kv: kv.create_revision
+    if target == SortTarget.MOD:
+        return lambda kv: kv.mod_revision
+    return lambda kv: kv.value
+
+
+def _compare_kv(c: Compare, kv: KeyValue) -> bool:
+    target = c.target
+    result: int
+    if target == CompareTarget.VALUE:
+        a, b = kv.value, c.value
+        result = (a > b) - (a < b)
+    else:
+        if target == CompareTarget.CREATE:
+            x, y = kv.create_revision, c.create_revision
+        elif target == CompareTarget.MOD:
+            x, y = kv.mod_revision, c.mod_revision
+        elif target == CompareTarget.VERSION:
+            x, y = kv.version, c.version
+        elif target == CompareTarget.LEASE:
+            x, y = kv.lease, c.lease
+        else:
+            x = y = 0
+        result = (x > y) - (x < y)
+    r = c.result
+    if r == CompareResult.EQUAL:
+        return result == 0
+    if r == CompareResult.NOT_EQUAL:
+        return result != 0
+    if r == CompareResult.GREATER:
+        return result > 0
+    if r == CompareResult.LESS:
+        return result < 0
+    return True
+
+
+class KVStore:
+    """etcd's mvcc store over a Backend (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        lessor: LeaseHook | None = None,
+        max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
+    ) -> None:
+        self._backend = backend
+        self._lessor = lessor
+        self._max_txn_ops = max_txn_ops
+        self._index = KeyIndex()
+        self._current_rev = 1
+        self._compact_rev = -1
+        self._compaction: _Compaction | None = None
+        self._restore()
+
+    # -- open ----------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        backend = self._backend
+        revs: dict[bytes, list[int]] = {}
+        leases: dict[bytes, int] = {}
+        track_leases = self._lessor is not None
+        max_main = 0
+        hdr_unpack = _HDR.unpack_from
+        rev_unpack = _REVKEY.unpack_from
+        for k, v in backend.iterate(KEY):
+            main, _, sub = rev_unpack(k)
+            rev = (main << SUB_BITS) | sub
+            _, _, _, lease, n = hdr_unpack(v)
+            key = v[_HDR_SIZE : _HDR_SIZE + n]
+            if len(k) > 17:
+                rev = -rev
+                if track_leases:
+                    leases.pop(key, None)
+            elif track_leases:
+                if lease:
+                    leases[key] = lease
+                else:
+                    leases.pop(key, None)
+            lst = revs.get(key)
+            if lst is None:
+                revs[key] = [rev]
+            else:
+                lst.append(rev)
+            max_main = main
+        self._index = KeyIndex.from_revisions(revs)
+        scheduled = backend.get(META, SCHEDULED_COMPACT_KEY)
+        finished = backend.get(META, FINISHED_COMPACT_KEY)
+        self._compact_rev = _Q.unpack(scheduled)[0] if scheduled is not None else -1
+        self._current_rev = max(1, max_main, self._compact_rev)
+        self._compaction = None
+        if self._compact_rev > 0:
+            keep = self._index.compact(self._compact_rev)
+            if finished is None or _Q.unpack(finished)[0] != self._compact_rev:
+                self._compaction = _Compaction(self._compact_rev, keep)
+        if self._lessor is not None:
+            for key, lease in leases.items():
+                self._lessor.attach(lease, key)
+
+    def reload(self) -> None:
+        """Rebuild the in-memory state from the backend (after ``Backend.replace_with``)."""
+        self._restore()
+
+    # -- accessors -----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def current_revision(self) -> int:
+        return self._current_rev
+
+    @property
+    def compact_revision(self) -> int:
+        """The last compaction's revision; -1 if never compacted (etcd's compactMainRev)."""
+        return self._compact_rev
+
+    def consistent_index(self) -> tuple[Index, Term]:
+        return self._backend.consistent_index()
+
+    def key_count(self) -> int:
+        """Keys in the index (live or with history), for metrics."""
+        return len(self._index)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _load(self, rev: int) -> KeyValue:
+        raw = self._backend.get(KEY, rev_key(rev))
+        assert raw is not None, f"revision {rev >> SUB_BITS}:{rev & SUB_MASK} not in backend"
+        return decode_kv(raw)
+
+    def range(self, req: RangeRequest) -> RangeResponse:
+        """A Range at the current revision or a past one (``req.revision``)."""
+        _check_range(req)
+        return self._range(req, self._current_rev)
+
+    def _range(self, r: RangeRequest, cur: int) -> RangeResponse:
+        rev = r.revision
+        if rev > cur:
+            raise FutureRevisionError()
+        if rev <= 0:
+            rev = cur
+        if rev < self._compact_rev:
+            raise CompactedError(self._compact_rev)
+        sort_order = r.sort_order
+        sort_target = r.sort_target
+        filtered = bool(
+            r.min_mod_revision
+            or r.max_mod_revision
+            or r.min_create_revision
+            or r.max_create_revision
+        )
+        limit = r.limit
+        if sort_order != SortOrder.NONE or filtered:
+            limit = 0
+        if limit > 0:
+            limit += 1
+        start, end, single = _interval(r.key, r.range_end)
+        if single:
+            got = self._index.get(start, rev)
+            pairs = [(start, got)] if got is not None else []
+            total = len(pairs)
+        else:
+            pairs, total = self._index.revisions(start, end, rev, limit)
+        if r.count_only:
+            return RangeResponse(ResponseHeader(revision=cur), (), False, total)
+        load = self._load
+        kvs = [load(p) for _, p in pairs]
+        if filtered:
+            if r.max_mod_revision:
+                kvs = [kv for kv in kvs if kv.mod_revision <= r.max_mod_revision]
+            if r.min_mod_revision:
+                kvs = [kv for kv in kvs if kv.mod_revision >= r.min_mod_revision]
+            if r.max_create_revision:
+                kvs = [kv for kv in kvs if kv.create_revision <= r.max_create_revision]
+            if r.min_create_revision:
+                kvs = [kv for kv in kvs if kv.create_revision >= r.min_create_revision]
+        if sort_target != SortTarget.KEY and sort_order == SortOrder.NONE:
+            sort_order = SortOrder.ASCEND
+        elif sort_target == SortTarget.KEY and sort_order == SortOrder.ASCEND:
+            sort_order = SortOrder.NONE
+        if sort_order != SortOrder.NONE:
+            kvs.sort(key=_sort_key(sort_target), reverse=sort_order == SortOrder.DESCEND)
+        more = False
+        if r.limit > 0 and len(kvs) > r.limit:
+            del kvs[r.limit :]
+            more = True
+        if r.keys_only:
+            kvs = [
+                KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
+                for kv in kvs
+            ]
+        return RangeResponse(ResponseHeader(revision=cur), tuple(kvs), more, total)
+
+    def _live(self, key: bytes, range_end: bytes) -> list[tuple[bytes, int]]:
+        start, end, single = _interval(key, range_end)
+        if single:
+            got = self._index.latest(start)
+            return [(start, got)] if got is not None else []
+        return self._index.live_keys(start, end)
+
+    def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
+        """One key at the current (or a past) revision; a convenience over ``range``."""
+        resp = self.range(RangeRequest(key=key, revision=revision))
+        return resp.kvs[0] if resp.kvs else None
+
+    # -- writes --------------------------------------------------------------------------
+
+    def apply(
+        self, req: WriteRequest, *, index: Index, term: Term, commit: bool = True
+    ) -> WriteResponse:
+        """Apply one committed write; record (index, term) as applied in the same batch.
+
+        Raises an MvccError (after recording the index) if the request fails; nothing else
+        changed then. ``commit=False`` leaves the batch-commit decision to the caller (for an
+        entry that also changes leases: call ``backend.maybe_commit()`` after it).
+        """
+        try:
+            return self._apply(req)
+        finally:
+            self._backend.set_consistent_index(index, term)
+            if commit:
+                self._backend.maybe_commit()
+
+    def apply_many(
+        self, items: Sequence[tuple[WriteRequest, Index, Term]]
+    ) -> list[WriteResponse | MvccError]:
+        """Apply a batch of committed writes in order; a failure is returned in its slot."""
+        out: list[WriteResponse | MvccError] = []
+        backend = self._backend
+        try:
+            for req, index, term in items:
+                try:
+                    out.append(self._apply(req))
+                except MvccError as e:
+                    out.append(e)
+                backend.set_consistent_index(index, term)
+        finally:
+            backend.maybe_commit()
+        return out
+
+    def _apply(self, req: WriteRequest) -> WriteResponse:
+        validate_request(req, self._max_txn_ops)
+        tx = _WriteTxn(self._current_rev)
+        resp: WriteResponse
+        if isinstance(req, PutRequest):
+            prev = self._check_put(req)
+            resp = self._put(tx, req, prev)
+        elif isinstance(req, DeleteRangeRequest):
+            resp = self._delete(tx, req)
+        else:
+            resp = self._txn_top(tx, req)
+        self._end(tx)
+        return resp
+
+    def _end(self, tx: _WriteTxn) -> None:
+        if tx.changes:
+            self._current_rev = tx.begin + 1
+            self._notify(self._current_rev, tx.changes)
+
+    def _notify(self, revision: int, changes: list[KeyValue]) -> None:
+        """Hook for the watchable store: the changes of one write txn, in order."""
+
+    def _check_put(self, p: PutRequest) -> KeyValue | None:
+        prev: KeyValue | None = None
+        if p.ignore_value or p.ignore_lease or p.prev_kv:
+            latest = self._index.latest(p.key)
+            if latest is not None:
+                prev = self._load(latest)
+        if (p.ignore_value or p.ignore_lease) and prev is None:
+            raise KeyNotFoundError()
+        if (
+            not p.ignore_lease
+            and p.lease
+            and self._lessor is not None
+            and not self._lessor.lease_exists(p.lease)
+        ):
+            raise LeaseNotFoundError()
+        return prev
+
+    def _put(self, tx: _WriteTxn, p: PutRequest, prev: KeyValue | None) -> PutResponse:
+        key = p.key
+        main = tx.begin + 1
+        rev = (main << SUB_BITS) | len(tx.changes)
+        index = self._index
+        old: KeyValue | None = prev
+        if old is None:
+            latest = index.latest(key)
+            if latest is not None:
+                old = self._load(latest)
+        value = p.value
+        lease = p.lease
+        if old is not None:
+            if p.ignore_value:
+                value = old.value
+            if p.ignore_lease:
+                lease = old.lease
+            kv = KeyValue(key, old.create_revision, main, old.version + 1, value, lease)
+        else:
+            kv = KeyValue(key, main, main, 1, value, lease)
+        self._backend.put(KEY, rev_key(rev), encode_kv(kv))
+        index.put(key, rev)
+        lessor = self._lessor
+        if lessor is not None:
+            if old is not None and old.lease:
+                lessor.detach(old.lease, key)
+            if lease:
+                lessor.attach(lease, key)
+        tx.changes.append(kv)
+        return PutResponse(ResponseHeader(revision=main), prev if p.prev_kv else None)
+
+    def _delete(self, tx: _WriteTxn, d: DeleteRangeRequest) -> DeleteRangeResponse:
+        targets = self._live(d.key, d.range_end)
+        need_kvs = d.prev_kv or self._lessor is not None
+        olds = [self._load(r) for _, r in targets] if need_kvs else []
+        main = tx.begin + 1
+        backend = self._backend
+        index = self._index
+        lessor = self._lessor
+        for i, (key, _) in enumerate(targets):
+            rev = (main << SUB_BITS) | len(tx.changes)
+            tomb = KeyValue(key, 0, main, 0, b"", 0)
+            backend.put(KEY, rev_key(-rev), encode_kv(tomb))
+            index.tombstone(key, rev)
+            if lessor is not None and olds[i].lease:
+                lessor.detach(olds[i].lease, key)
+            tx.changes.append(tomb)
+        return DeleteRangeResponse(
+            ResponseHeader(revision=tx.view()),
+            len(targets),
+            tuple(olds) if d.prev_kv else (),
+        )
+
+    # -- txn -----------------------------------------------------------------------------
+
+    def _compare(self, c: Compare, cur: int) -> bool:
+        start, end, single = _interval(c.key, c.range_end)
+        if single:
+            got = self._index.get(start, cur)
+            revs = [got] if got is not None else []
+        else:
+            revs = [r for _, r in self._index.revisions(start, end, cur)[0]]
+        if not revs:
+            if c.target == CompareTarget.VALUE:
+                return False
+            return _compare_kv(c, KeyValue(b""))
+        return all(_compare_kv(c, self._load(r)) for r in revs)
+
+    def _compare_path(self, t: TxnRequest, cur: int) -> list[bool]:
+        ok = all(self._compare(c, cur) for c in t.compare)
+        path = [ok]
+        for op in t.success if ok else t.failure:
+            if op.request_txn is not None:
+                path.extend(self._compare_path(op.request_txn, cur))
+        return path
+
+    def _check_path(self, t: TxnRequest, path: list[bool], pos: int, write: bool) -> int:
+        """etcd's checkRequests along the chosen branches; returns the next path position."""
+        ok = path[pos]
+        pos += 1
+        for op in t.success if ok else t.failure:
+            if op.request_txn is not None:
+                pos = self._check_path(op.request_txn, path, pos, write)
+            elif op.request_range is not None:
+                r = op.request_range
+                if r.revision != 0:
+                    if r.revision > self._current_rev:
+                        raise FutureRevisionError()
+                    if r.revision < self._compact_rev:
+                        raise CompactedError(self._compact_rev)
+            elif op.request_put is not None and write:
+                self._check_put(op.request_put)
+        return pos
+
+    def _txn_top(self, tx: _WriteTxn, t: TxnRequest) -> TxnResponse:
+        path = self._compare_path(t, tx.begin)
+        self._check_path(t, path, 0, _is_write(t))
+        resp, _ = self._txn(tx, t, path, 0)
+        return TxnResponse(ResponseHeader(revision=tx.view()), resp.succeeded, resp.responses)
+
+    def _txn(
+        self, tx: _WriteTxn, t: TxnRequest, path: list[bool], pos: int
+    ) -> tuple[TxnResponse, int]:
+        ok = path[pos]
+        pos += 1
+        responses: list[ResponseOp] = []
+        for op in t.success if ok else t.failure:
+            if op.request_range is not None:
+                rr = self._range(op.request_range, tx.view())
+                responses.append(ResponseOp(response_range=rr))
+            elif op.request_put is not None:
+                p = op.request_put
+                prev = None
+                if p.prev_kv or p.ignore_value or p.ignore_lease:
+                    latest = self._index.latest(p.key)
+                    prev = self._load(latest) if latest is not None else None
+                responses.append(ResponseOp(response_put=self._put(tx, p, prev)))
+            elif op.request_delete_range is not None:
+                dr = self._delete(tx, op.request_delete_range)
+                responses.append(ResponseOp(response_delete_range=dr))
+            else:
+                assert op.request_txn is not None
+                nested, pos = self._txn(tx, op.request_txn, path, pos)
+                responses.append(ResponseOp(response_txn=nested))
+        return TxnResponse(ResponseHeader(), ok, tuple(responses)), pos
+
+    # -- compaction ----------------------------------------------------------------------
+
+    def compact(self, revision: int, *, index: Index, term: Term) -> CompactionResponse:
+        """Compact at ``revision``: history below it becomes unreadable at once.
+
+        The backend records are deleted by later ``compaction_step`` calls; for a "physical"
+        compaction the caller repeats ``compaction_step`` until it returns False.
+        """
+        try:
+            if revision <= self._compact_rev:
+                raise CompactedError(self._compact_rev)
+            if revision > self._current_rev:
+                raise FutureRevisionError()
+            keep = self._index.compact(revision)
+            self._compact_rev = revision
+            self._backend.put(META, SCHEDULED_COMPACT_KEY, _Q.pack(revision))
+            self._compaction = _Compaction(revision, keep)
+            self._on_compacted(revision)
+            return CompactionResponse(ResponseHeader(revision=self._current_rev))
+        finally:
+            self._backend.set_consistent_index(index, term)
+            self._backend.maybe_commit()
+
+    def _on_compacted(self, revision: int) -> None:
+        """Hook for the watchable store."""
+
+    @property
+    def compaction_pending(self) -> bool:
+        return self._compaction is not None
+
+    def compaction_step(self, max_keys: int = 1000) -> bool:
+        """Delete up to ``max_keys`` compacted records; True while more work remains."""
+        job = self._compaction
+        if job is None:
+            return False
+        backend = self._backend
+        end = _REVKEY.pack(job.revision + 1, b"_", 0)
+        items = backend.range(KEY, job.position, end, limit=max_keys)
+        keep = job.keep
+        for k, _ in items:
+            rev = parse_rev_key(k)
+            if rev not in keep:
+                backend.delete(KEY, k)
+        if len(items) < max_keys:
+            backend.put(META, FINISHED_COMPACT_KEY, _Q.pack(job.revision))
+            self._compaction = None
+        else:
+            job.position = items[-1][0] + b"\x00"
+        backend.maybe_commit()
+        return self._compaction is not None
+
+    # -- hash ----------------------------------------------------------------------------
+
+    def hash_kv(self, revision: int = 0) -> HashKVResult:
+        """etcd's HashKV: crc32c over the key bucket up to ``revision`` (0 = current)."""
+        compact, current = self._compact_rev, self._current_rev
+        if 0 < revision <= compact:
+            raise CompactedError(compact)
+        if revision > current:
+            raise FutureRevisionError()
+        if revision <= 0:
+            revision = current
+        keep = self._index.keep(revision)
+        upper = _REVKEY.pack(revision + 1, b"_", 0)
+        lower = (compact + 1) << SUB_BITS
+        h = crc32c.update(0, KEY.encode())
+        for k, v in self._backend.iterate(KEY, b"", upper):
+            rev = parse_rev_key(k)
+            if abs(rev) < lower and keep and rev not in keep:
+                continue
+            h = crc32c.update(h, k)
+            h = crc32c.update(h, v)
+        return HashKVResult(hash=h, compact_revision=compact, hash_revision=revision)
+
+
+def _is_write(t: TxnRequest) -> bool:
+    for op in (*t.success, *t.failure):
+        if op.request_put is not None or op.request_delete_range is not None:
+            return True
+        if op.request_txn is not None and _is_write(op.request_txn):
+            return True
+    return False

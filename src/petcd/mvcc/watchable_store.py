@@ -1,0 +1,376 @@
+"""The watchable store: KVStore plus watchers fed from every applied write and from history.
+
+Theory of operation
+-------------------
+This is etcd's ``watchableStore``. A ``Watcher`` watches one key or a key range from a start
+revision and delivers ``WatchResponse`` values to a ``WatchSink`` that the caller provides.
+``sink.send(response)`` must not block: it returns False when the sink's bounded buffer is
+full (like a non-blocking send on a buffered Go channel). The server adapts a sink to its
+gRPC stream; no asyncio here.
+
+Every watcher is in exactly one group::
+
+    synced    up to date; fed directly by each write txn (all events of one txn in ONE
+              response, with that txn's revision)
+    unsynced  behind (start revision <= current, or just recovered); caught up from the
+              backend's history by sync(), in bounded batches, then moved to synced
+    victim    a send failed (slow consumer); holds the responses not yet accepted; sync()
+              retries them and then moves the watcher to unsynced (or synced)
+
+``sync()`` is what etcd runs every 100 ms in two goroutines (syncWatchersLoop and
+syncVictimsLoop); here the server calls it from its loop (for example every 100 ms, and
+soon after a watch is created with an old start revision). A watcher whose next revision
+(``min_rev``) was compacted away is sent one response with ``compact_revision`` set and is
+removed (cancelled), as etcd does.
+
+Invariants
+----------
+- A watcher never receives an event twice nor skips one: ``min_rev`` is the next revision it
+  needs; every send that is accepted advances it past the revisions the send covered.
+- Events of one revision are never split across responses.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from petcd.backend import KEY, Backend
+from petcd.mvcc.kvstore import (
+    _HDR_SIZE,
+    _REVKEY,
+    MAX_TXN_OPS_DEFAULT,
+    KVStore,
+    LeaseHook,
+    _interval,
+    decode_kv,
+)
+from petcd.mvcc.requests import Event, EventType, KeyValue, WatchFilterType, WatchResponse
+
+
+class WatchSink(Protocol):
+    def send(self, response: WatchResponse) -> bool:
+        """Accept a response without blocking; False if the buffer is full."""
+        ...
+
+
+class QueueSink:
+    """A bounded FIFO sink (etcd's watch channel, 128 responses deep by default)."""
+
+    def __init__(self, capacity: int = 128) -> None:
+        assert capacity >= 1
+        self.capacity = capacity
+        self._items: collections.deque[WatchResponse] = collections.deque()
+
+    def send(self, response: WatchResponse) -> bool:
+        if len(self._items) >= self.capacity:
+            return False
+        self._items.append(response)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self) -> WatchResponse:
+        return self._items.popleft()
+
+    def drain(self) -> list[WatchResponse]:
+        out = list(self._items)
+        self._items.clear()
+        return out
+
+
+class WatcherState(enum.Enum):
+    SYNCED = "synced"
+    UNSYNCED = "unsynced"
+    VICTIM = "victim"
+    CANCELLED = "cancelled"
+
+
+@dataclass(eq=False, slots=True)
+class Watcher:
+    """A registered watch. Identity matters (eq=False); fields other than state are fixed."""
+
+    watch_id: int
+    key: bytes
+    range_end: bytes
+    sink: WatchSink
+    prev_kv: bool
+    filters: frozenset[int]
+    min_rev: int
+    state: WatcherState = WatcherState.UNSYNCED
+    pending: list[WatchResponse] = field(default_factory=list)
+    _start: bytes = b""
+    _end: bytes | None = None
+    _single: bool = True
+
+    def matches(self, key: bytes) -> bool:
+        if self._single:
+            return key == self._start
+        return key >= self._start and (self._end is None or key < self._end)
+
+    def wants(self, ev: Event) -> bool:
+        if ev.type == EventType.PUT:
+            return WatchFilterType.NOPUT not in self.filters
+        return WatchFilterType.NODELETE not in self.filters
+
+
+class WatchableStore(KVStore):
+    """KVStore with watchers (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        lessor: LeaseHook | None = None,
+        max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
+        catch_up_records_max: int = 10000,
+        watchers_per_sync_max: int = 512,
+    ) -> None:
+        self._watch_ids = itertools.count(1)
+        self._synced_keys: dict[bytes, set[Watcher]] = {}
+        self._synced_ranges: set[Watcher] = set()
+        self._unsynced: dict[Watcher, None] = {}
+        self._victims: dict[Watcher, None] = {}
+        self._catch_up_records_max = catch_up_records_max
+        self._watchers_per_sync_max = watchers_per_sync_max
+        super().__init__(backend, lessor=lessor, max_txn_ops=max_txn_ops)
+
+    # -- registration --------------------------------------------------------------------
+
+    def watch(
+        self,
+        key: bytes,
+        range_end: bytes = b"",
+        start_rev: int = 0,
+        *,
+        sink: WatchSink,
+        prev_kv: bool = False,
+        filters: Iterable[int] = (),
+        watch_id: int | None = None,
+    ) -> Watcher:
+        """Watch ``key`` (or ``[key, range_end)``, etcd conventions) from ``start_rev``.
+
+        ``start_rev == 0``: from the next write. A start revision <= current makes the
+        watcher unsynced: call ``sync()`` to deliver the history.
+        """
+        start, end, single = _interval(key, range_end)
+        current = self.current_revision
+        w = Watcher(
+            watch_id=next(self._watch_ids) if watch_id is None else watch_id,
+            key=key,
+            range_end=range_end,
+            sink=sink,
+            prev_kv=prev_kv,
+            filters=frozenset(int(f) for f in filters),
+            min_rev=start_rev,
+            _start=start,
+            _end=end,
+            _single=single,
+        )
+        if start_rev == 0 or start_rev > current:
+            w.min_rev = max(current + 1, start_rev)
+            self._add_synced(w)
+        else:
+            w.state = WatcherState.UNSYNCED
+            self._unsynced[w] = None
+        return w
+
+    def cancel(self, watcher: Watcher) -> bool:
+        """Remove a watcher; False if it was not registered (already cancelled)."""
+        state = watcher.state
+        if state == WatcherState.SYNCED:
+            self._remove_synced(watcher)
+        elif state == WatcherState.UNSYNCED:
+            del self._unsynced[watcher]
+        elif state == WatcherState.VICTIM:
+            del self._victims[watcher]
+        else:
+            return False
+        watcher.state = WatcherState.CANCELLED
+        watcher.pending.clear()
+        return True
+
+    def _add_synced(self, w: Watcher) -> None:
+        w.state = WatcherState.SYNCED
+        if w._single:
+            self._synced_keys.setdefault(w._start, set()).add(w)
+        else:
+            self._synced_ranges.add(w)
+
+    def _remove_synced(self, w: Watcher) -> None:
+        if w._single:
+            group = self._synced_keys[w._start]
+            group.discard(w)
+            if not group:
+                del self._synced_keys[w._start]
+        else:
+            self._synced_ranges.discard(w)
+
+    def watcher_counts(self) -> tuple[int, int, int]:
+        """(synced, unsynced, victims), for metrics and tests."""
+        synced = sum(len(g) for g in self._synced_keys.values()) + len(self._synced_ranges)
+        return synced, len(self._unsynced), len(self._victims)
+
+    @property
+    def has_pending_sync(self) -> bool:
+        """True if sync() has work (unsynced watchers or victims)."""
+        return bool(self._unsynced or self._victims)
+
+    # -- live notification ---------------------------------------------------------------
+
+    def _prev_kv(self, key: bytes, before_main: int) -> KeyValue | None:
+        at = before_main - 1
+        if at < self.compact_revision or at <= 0:
+            return None
+        rev = self._index.get(key, at)
+        return self._load(rev) if rev is not None else None
+
+    def _notify(self, revision: int, changes: list[KeyValue]) -> None:
+        if not self._synced_keys and not self._synced_ranges:
+            return
+        batches: dict[Watcher, list[Event]] = {}
+        prevs: dict[bytes, KeyValue | None] = {}
+        ranges = self._synced_ranges
+        for kv in changes:
+            ev = Event(EventType.PUT if kv.create_revision else EventType.DELETE, kv)
+            ws = self._synced_keys.get(kv.key)
+            targets: Iterable[Watcher] = ws if ws is not None else ()
+            if ranges:
+                targets = itertools.chain(targets, (w for w in ranges if w.matches(kv.key)))
+            for w in targets:
+                if revision < w.min_rev or not w.wants(ev):
+                    continue
+                out = ev
+                if w.prev_kv:
+                    if kv.key not in prevs:
+                        prevs[kv.key] = self._prev_kv(kv.key, revision)
+                    out = Event(ev.type, kv, prevs[kv.key])
+                batches.setdefault(w, []).append(out)
+        for w, evs in batches.items():
+            resp = WatchResponse(w.watch_id, tuple(evs), revision)
+            w.min_rev = revision + 1
+            if not w.sink.send(resp):
+                self._remove_synced(w)
+                w.state = WatcherState.VICTIM
+                w.pending.append(resp)
+                self._victims[w] = None
+
+    # -- catching up ---------------------------------------------------------------------
+
+    def sync(self) -> bool:
+        """Retry victims, then catch up a batch of unsynced watchers. True if work remains."""
+        self._sync_victims()
+        if self._unsynced:
+            self._sync_unsynced()
+        return self.has_pending_sync
+
+    def _sync_victims(self) -> None:
+        for w in list(self._victims):
+            while w.pending:
+                if not w.sink.send(w.pending[0]):
+                    break
+                w.pending.pop(0)
+            if w.pending:
+                continue
+            del self._victims[w]
+            if w.min_rev <= self.current_revision:
+                w.state = WatcherState.UNSYNCED
+                self._unsynced[w] = None
+            else:
+                self._add_synced(w)
+
+    def _sync_unsynced(self) -> None:
+        compact = self.compact_revision
+        current = self.current_revision
+        chosen: list[Watcher] = []
+        for w in list(self._unsynced):
+            if len(chosen) >= self._watchers_per_sync_max:
+                break
+            if w.min_rev < compact:
+                if w.sink.send(WatchResponse(w.watch_id, (), current, compact)):
+                    del self._unsynced[w]
+                    w.state = WatcherState.CANCELLED
+                continue
+            if w.min_rev > current:
+                del self._unsynced[w]
+                self._add_synced(w)
+                continue
+            chosen.append(w)
+        if not chosen:
+            return
+        min_rev = min(w.min_rev for w in chosen)
+        records, upto = self._history(min_rev, current)
+        events: list[tuple[int, Event]] = []
+        for k, v in records:
+            main = _REVKEY.unpack_from(k)[0]
+            if len(k) > 17:
+                n = int.from_bytes(v[32:40], "big")
+                kv = KeyValue(v[_HDR_SIZE : _HDR_SIZE + n], 0, main, 0, b"", 0)
+                events.append((main, Event(EventType.DELETE, kv)))
+            else:
+                events.append((main, Event(EventType.PUT, decode_kv(v))))
+        prevs: dict[tuple[bytes, int], KeyValue | None] = {}
+        for w in chosen:
+            evs: list[Event] = []
+            for main, ev in events:
+                if main < w.min_rev or not w.matches(ev.kv.key) or not w.wants(ev):
+                    continue
+                if w.prev_kv:
+                    pk = (ev.kv.key, main)
+                    if pk not in prevs:
+                        prevs[pk] = self._prev_kv(ev.kv.key, main)
+                    ev = Event(ev.type, ev.kv, prevs[pk])
+                evs.append(ev)
+            w.min_rev = upto + 1
+            if evs:
+                resp = WatchResponse(w.watch_id, tuple(evs), upto)
+                if not w.sink.send(resp):
+                    del self._unsynced[w]
+                    w.state = WatcherState.VICTIM
+                    w.pending.append(resp)
+                    self._victims[w] = None
+                    continue
+            if upto >= current:
+                del self._unsynced[w]
+                self._add_synced(w)
+
+    def _history(self, min_rev: int, current: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """Records of revisions ``min_rev..`` (whole revisions only) and the last one covered."""
+        backend = self._backend
+        start = _REVKEY.pack(min_rev, b"_", 0)
+        end = _REVKEY.pack(current + 1, b"_", 0)
+        limit = self._catch_up_records_max
+        records = backend.range(KEY, start, end, limit=limit)
+        if len(records) < limit:
+            return records, current
+        last_main: int = _REVKEY.unpack_from(records[-1][0])[0]
+        first_main: int = _REVKEY.unpack_from(records[0][0])[0]
+        if first_main == last_main:
+            # One revision larger than the batch: deliver it whole.
+            whole = backend.range(KEY, start, _REVKEY.pack(last_main + 1, b"_", 0))
+            return whole, last_main
+        cut = _REVKEY.pack(last_main, b"_", 0)
+        return [r for r in records if r[0] < cut], last_main - 1
+
+    def _restore(self) -> None:
+        super()._restore()
+        # After a reload every synced watcher must re-check against the new history.
+        if getattr(self, "_synced_keys", None) is None:
+            return
+        for group in list(self._synced_keys.values()):
+            for w in list(group):
+                self._remove_synced(w)
+                w.state = WatcherState.UNSYNCED
+                self._unsynced[w] = None
+        for w in list(self._synced_ranges):
+            self._remove_synced(w)
+            w.state = WatcherState.UNSYNCED
+            self._unsynced[w] = None
+
+
+__all__ = ["QueueSink", "WatchSink", "WatchableStore", "Watcher", "WatcherState"]
