@@ -48,7 +48,3 @@ class ProposalDroppedError(RaftError):
 
 class StepLocalMsgError(RaftError):
     """A local-only message type (``HUP``, ``BEAT``, ...) arrived through ``RawNode.step``."""
-
-
-class StepPeerNotFoundError(RaftError):
-    """A response message arrived from a member that is not in the configuration."""

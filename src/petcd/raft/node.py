@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from petcd.raft import confchange
 from petcd.raft.config import Config
-from petcd.raft.errors import ProposalDroppedError, StepLocalMsgError, StepPeerNotFoundError
+from petcd.raft.errors import ProposalDroppedError, StepLocalMsgError
 from petcd.raft.progress import ProgressStatus
 from petcd.raft.raft import Raft
 from petcd.raft.storage import Storage
@@ -157,14 +157,15 @@ class RawNode:
     def step(self, m: Message) -> None:
         """Process a message from a peer.
 
-        Local-only message types raise ``StepLocalMsgError``; responses from unknown members
-        raise ``StepPeerNotFoundError``. A proposal forwarded by a peer that cannot be handled
-        here is dropped silently (its proposer times out and retries).
+        Local-only message types raise ``StepLocalMsgError``. A response from a member that is
+        not in the configuration (one just removed, say) is stale and ignored. A proposal or
+        read request forwarded by a peer that cannot be handled here is dropped silently (its
+        sender times out and retries).
         """
         if m.type in _LOCAL_TYPES:
             raise StepLocalMsgError(f"{m.type.name} is a local message")
         if m.type in _RESPONSE_TYPES and m.from_ not in self.raft.prs:
-            raise StepPeerNotFoundError(f"response from unknown member {m.from_}")
+            return
         try:
             self.raft.step(m)
         except ProposalDroppedError:
