@@ -38,6 +38,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -68,7 +69,7 @@ class Workload:
     loadgen_args: tuple[str, ...]
     description: str
     total_scale: float = 1.0  # fraction of --total this workload issues
-    bare_supported: bool = True
+    needs_full_server: bool = False  # not run against bare and --extra targets
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -104,7 +105,7 @@ WORKLOADS: dict[str, Workload] = {
             ),
             "10 streams x 10 watchers on one key, 1 writer: events/s, put-to-delivery delay",
             total_scale=0.1,
-            bare_supported=False,
+            needs_full_server=True,
         ),
     )
 }
@@ -283,6 +284,12 @@ def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Pat
     elif target == "petcd":
         argv = [args.petcd, *etcd_argv("bench", data_dir, port, free_port())]
         argv += ["--quota-backend-bytes", str(8 << 30)]
+    elif target in args.extra_targets:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            a.replace("{port}", str(port)).replace("{dir}", str(data_dir))
+            for a in shlex.split(args.extra_targets[target])
+        ]
     else:
         argv = [args.python, str(BENCH_DIR / "bare_server.py"), "--listen", f"127.0.0.1:{port}"]
         argv += ["--procs", str(args.bare_procs)]
@@ -381,15 +388,23 @@ def summarize(
             cell = row.get(t)
             return None if cell is None else float(cell["rate"])
 
-        for a, b in (("petcd", "etcd"), ("petcd", "bare"), ("bare", "etcd")):
+        for a, b in ratio_pairs(targets):
             ra, rb = rate(a), rate(b)
             row[f"{a}/{b}"] = None if ra is None or not rb else round(ra / rb, 3)
         table.append(row)
     return table
 
 
+def ratio_pairs(targets: Sequence[str]) -> list[tuple[str, str]]:
+    """petcd/etcd, petcd/bare, then every other target against etcd."""
+    pairs = [("petcd", "etcd"), ("petcd", "bare")]
+    pairs += [(t, "etcd") for t in targets if t not in ("etcd", "petcd")]
+    return [(a, b) for a, b in pairs if a in targets and b in targets]
+
+
 def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
-    head = ["workload", *[f"{t}/s" for t in targets], "petcd/etcd", "petcd/bare", "bare/etcd"]
+    pairs = ratio_pairs(targets)
+    head = ["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs]]
     head += [f"p50 {t}" for t in targets] + [f"p99 {t}" for t in targets]
     rows = [head]
     for row in table:
@@ -399,7 +414,7 @@ def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
             return None if c is None else float(c[key])
 
         line = [row["workload"], *[fmt_rate(cell(t, "rate")) for t in targets]]
-        for a, b in (("petcd", "etcd"), ("petcd", "bare"), ("bare", "etcd")):
+        for a, b in pairs:
             line.append(fmt_ratio(cell(a, "rate"), cell(b, "rate")))
         line += [fmt_ms(cell(t, "p50_ms")) for t in targets]
         line += [fmt_ms(cell(t, "p99_ms")) for t in targets]
@@ -425,8 +440,9 @@ def run_matrix(args: argparse.Namespace) -> int:
     for w in workloads:
         if w not in WORKLOADS:
             raise SystemExit(f"unknown workload {w!r}; known: {', '.join(WORKLOADS)}")
+    targets += [t for t in args.extra_targets if t not in targets]
     for t in targets:
-        if t not in TARGETS:
+        if t not in TARGETS and t not in args.extra_targets:
             raise SystemExit(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
     info = machine_info()
     report: dict[str, Any] = {
@@ -443,6 +459,7 @@ def run_matrix(args: argparse.Namespace) -> int:
             "bare_procs": args.bare_procs,
             "bare_uvloop": args.bare_uvloop,
             "workloads": {w: " ".join(WORKLOADS[w].loadgen_args) for w in workloads},
+            "extra_targets": args.extra_targets,
         },
         "targets": {},
         "runs": [],
@@ -472,7 +489,7 @@ def run_matrix(args: argparse.Namespace) -> int:
                 for r in range(1, args.rounds + 1)
                 for w in workloads
                 for t in targets
-                if t in servers and (t != "bare" or WORKLOADS[w].bare_supported)
+                if t in servers and (t in ("etcd", "petcd") or not WORKLOADS[w].needs_full_server)
             ]
             for n, (rnd, w, t) in enumerate(plan, 1):
                 wl, srv = WORKLOADS[w], servers[t]
@@ -611,11 +628,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bare-procs", type=int, default=1, help="bare server processes")
     p.add_argument("--bare-uvloop", action="store_true")
     p.add_argument("--start-timeout", type=float, default=30.0, help="seconds to start serving")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="another target: COMMAND serves etcd's KV API on {port} (data under {dir}); "
+        "run like bare (no watch)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     p.add_argument("--scale", action="store_true", help="memory/start-up/disk with many keys")
     p.add_argument("--scale-keys", type=int, default=1_000_000)
     p.add_argument("--scale-val-size", type=int, default=256)
     args = p.parse_args(argv)
+    args.extra_targets = {}
+    for spec in args.extra:
+        name, sep, command = spec.partition("=")
+        if not sep or not name or name in TARGETS:
+            p.error(f"--extra wants NAME=COMMAND with a new NAME, got {spec!r}")
+        args.extra_targets[name] = command
     if not LOADGEN.exists():
         raise SystemExit(f"{LOADGEN} missing: build it with `make -C bench loadgen`")
     if args.rounds < 1:
