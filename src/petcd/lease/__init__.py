@@ -16,10 +16,12 @@ from petcd.lease.errors import (
 )
 from petcd.lease.lessor import Clock, Lessor, LessorConfig
 from petcd.lease.store import (
+    BucketedBackend,
     BucketLeaseStore,
     LeaseBucket,
     LeaseStore,
     MemoryLeaseStore,
+    NamedBucket,
     decode_lease_key,
     decode_lease_record,
     encode_lease_key,
@@ -54,6 +56,7 @@ __all__ = [
     "NO_LEASE",
     "REVOKE_LIMIT_PER_TICK",
     "BucketLeaseStore",
+    "BucketedBackend",
     "Clock",
     "LeaseBucket",
     "LeaseCheckpoint",
@@ -71,6 +74,7 @@ __all__ = [
     "LessorConfig",
     "LessorConfigError",
     "MemoryLeaseStore",
+    "NamedBucket",
     "NotPrimaryError",
     "TimeToLive",
     "decode_lease_key",

@@ -8,8 +8,10 @@ the server must drive each from the right place:
 Replicated half -- called while a committed raft entry is applied, on every member, in log
 order. It must give the same result everywhere, so it never reads the clock to decide
 anything: ``grant``, ``revoke``, ``checkpoint``, ``attach``, ``detach``, ``detach_key``, and
-the readers ``lookup``, ``leases``, ``keys``, ``lease_of``. It persists through ``LeaseStore``
-(see ``petcd.lease.store``), inside the apply transaction.
+the readers ``lease_exists``, ``lookup``, ``leases``, ``keys``, ``lease_of``. The lessor
+satisfies ``petcd.mvcc``'s ``LeaseHook`` (``lease_exists``, ``attach``, ``detach``), so mvcc
+keeps the attachments up to date itself as puts and deletes are applied. It persists through
+``LeaseStore`` (see ``petcd.lease.store``), inside the apply transaction.
 
 Leader half -- only meaningful on the primary lessor (the raft leader's): ``promote`` /
 ``demote`` follow leadership, ``renew`` (keep-alive) and ``time_to_live`` read and move
@@ -240,9 +242,9 @@ class Lessor:
     def revoke(self, lease_id: LeaseId) -> list[bytes]:
         """Apply a ``LeaseRevoke``: forget the lease; returns its keys in byte order.
 
-        The caller deletes those keys through mvcc, in the same backend transaction and in
-        that order (so every member computes the same hash). Their attachments are already
-        gone when this returns, so mvcc's ``detach_key`` on them is a no-op.
+        The caller deletes those keys through mvcc, in the same backend transaction, in one
+        revision, in that order (so every member computes the same hash). Their attachments
+        are already gone when this returns, so mvcc's ``detach`` on them is a no-op.
         """
         lease = self._leases.pop(lease_id, None)
         if lease is None:
@@ -270,27 +272,30 @@ class Lessor:
         if self._primary:
             self._schedule_checkpoint(lease, self._clock())
 
-    def attach(self, lease_id: LeaseId, key: bytes) -> None:
+    def attach(self, lease_id: int, key: bytes) -> None:
         """A put of ``key`` with ``lease_id`` was applied; a previous lease of the key lets go.
 
-        Also used at start to re-attach every leased key found in mvcc.
+        Also used at start to re-attach every leased key found in mvcc. (Ids are typed ``int``
+        here so that the lessor satisfies mvcc's ``LeaseHook`` as it is.)
         """
-        lease = self._leases.get(lease_id)
+        lease = self._leases.get(LeaseId(lease_id))
         if lease is None:
             raise LeaseNotFoundError(lease_id)
         old = self._key_lease.get(key)
-        if old is not None and old != lease_id:
+        if old is not None and old != lease.id:
             self._leases[old].keys.discard(key)
         lease.keys.add(key)
-        self._key_lease[key] = lease_id
+        self._key_lease[key] = lease.id
 
-    def detach(self, lease_id: LeaseId, key: bytes) -> None:
-        """etcd's ``Detach``: ``key`` no longer belongs to ``lease_id`` (no-op if it did not)."""
-        lease = self._leases.get(lease_id)
-        if lease is None:
-            raise LeaseNotFoundError(lease_id)
+    def detach(self, lease_id: int, key: bytes) -> None:
+        """``key`` (deleted or overwritten) no longer belongs to ``lease_id``.
+
+        A no-op if it did not, or if the lease is gone: after ``revoke`` mvcc deletes the
+        lease's keys and detaches them from the revoked lease (etcd's ``Detach`` returns
+        ErrLeaseNotFound there, which its mvcc only logs).
+        """
         if self._key_lease.get(key) == lease_id:
-            lease.keys.discard(key)
+            self._leases[LeaseId(lease_id)].keys.discard(key)
             del self._key_lease[key]
 
     def detach_key(self, key: bytes) -> LeaseId:
@@ -302,6 +307,10 @@ class Lessor:
         if lease_id != NO_LEASE:
             self._leases[lease_id].keys.discard(key)
         return lease_id
+
+    def lease_exists(self, lease_id: int) -> bool:
+        """For mvcc's check before a put with a lease (``LeaseHook``)."""
+        return lease_id in self._leases
 
     def lookup(self, lease_id: LeaseId) -> LeaseInfo | None:
         lease = self._leases.get(lease_id)

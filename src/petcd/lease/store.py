@@ -23,6 +23,11 @@ encoding, the same as etcd's:
     key   00 00 00 00 00 00 00 10
     value 08 10 10 3c             (fields with value 0 are omitted, as proto3 does)
 
+``NamedBucket(backend, "lease")`` turns a backend with named buckets (``put(bucket, key,
+value)``, ``delete(bucket, key)``, ``iterate(bucket)``: ``petcd.backend.Backend``) into a
+``LeaseBucket``, so the server's whole adapter is
+``BucketLeaseStore(NamedBucket(backend, petcd.backend.LEASE))``.
+
 ``MemoryLeaseStore`` keeps records in a dict, for tests and for tools that need no disk.
 """
 
@@ -121,6 +126,35 @@ def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             return value & _INT64_MASK, pos
     raise LeaseDecodeError("varint longer than 10 bytes in lease record")
+
+
+class BucketedBackend(Protocol):
+    """A store of named byte buckets (what ``petcd.backend.Backend`` offers)."""
+
+    def put(self, bucket: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, bucket: str, key: bytes) -> None: ...
+
+    def iterate(self, bucket: str) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+class NamedBucket:
+    """One bucket of a ``BucketedBackend``, as a ``LeaseBucket``."""
+
+    __slots__ = ("_backend", "_name")
+
+    def __init__(self, backend: BucketedBackend, name: str) -> None:
+        self._backend = backend
+        self._name = name
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._backend.put(self._name, key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._backend.delete(self._name, key)
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]:
+        return self._backend.iterate(self._name)
 
 
 class BucketLeaseStore:
