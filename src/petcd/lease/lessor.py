@@ -34,6 +34,10 @@ applying the checkpoint records it on every member, and the next ``promote`` sta
 countdown from it. A renew clears it again (a checkpoint of 0), so a lease costs at most two
 raft entries per interval.
 
+What it never does: I/O other than through its ``LeaseStore``, threads, sleeps, global
+randomness. It is not thread-safe: the server calls it from one thread at a time (if applies
+run in a worker thread, leader-side calls must be serialised with them).
+
 Invariants
 ----------
 - ``_key_lease[k] == id``  iff  ``k in _leases[id].keys``.
