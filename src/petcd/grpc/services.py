@@ -15,7 +15,6 @@ Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -32,27 +31,11 @@ from petcd.mvcc.requests import (
     PutResponse,
     RangeRequest,
     RangeResponse,
-    ResponseHeader,
     TxnRequest,
     TxnResponse,
 )
 from petcd.server.log import Logger
-
-
-@dataclass(frozen=True, slots=True)
-class StatusInfo:
-    """What Maintenance.Status reports (etcd's StatusResponse fields)."""
-
-    header: ResponseHeader
-    version: str
-    db_size: int
-    leader: int
-    raft_index: int
-    raft_term: int
-    raft_applied_index: int
-    errors: tuple[str, ...]
-    db_size_in_use: int
-    is_learner: bool
+from petcd.server.member import StatusInfo
 
 
 class KVMember(Protocol):

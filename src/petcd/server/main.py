@@ -1,0 +1,202 @@
+"""``petcd``: the server program, a drop-in for ``etcd``.
+
+Theory of operation
+-------------------
+``main()`` parses etcd's flags, environment and config file (``petcd.server.config``), then:
+
+- ``--help``: the usage text on stdout, exit 0; ``--version``: etcd's version lines, exit 0;
+- a flag error: the message and the usage on stderr, exit 2 (Go's flag package, as etcd);
+- a configuration error: one fatal JSON log line, exit 1 (etcd's ``lg.Fatal``);
+- otherwise: run a member until SIGTERM or SIGINT.
+
+Running: one asyncio event loop (uvloop when available) holds the member (``petcd.server
+.member``), the gRPC server (``petcd.grpc``) on ``--listen-client-urls`` and the HTTP endpoints
+(``petcd.http``) on ``--listen-client-http-urls`` and ``--listen-metrics-urls``. On SIGTERM or
+SIGINT it stops accepting requests, lets the member finish its round, flushes the backend and
+closes the WAL, then dies of the same signal with the default handler, as etcd does. A fatal
+member error (failed fsync, corrupt log) logs and exits with 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION, __version__
+from petcd.server.config import Action, Config, parse
+from petcd.server.errors import ConfigError, FlagError
+from petcd.server.flags import usage
+from petcd.server.log import Logger, open_outputs
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "AMD64": "amd64", "arm64": "arm64"}
+
+
+def version_text() -> str:
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    return (
+        f"etcd Version: {ETCD_VERSION}\n"
+        "Git SHA: Not provided (petcd)\n"
+        f"Go Version: python{platform.python_version()}\n"
+        f"Go OS/Arch: {sys.platform}/{arch}\n"
+        f"petcd Version: {__version__}\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parsed = parse(args, os.environ)
+    except FlagError as e:
+        sys.stderr.write(f"{e}\n{usage()}\n")
+        return 2
+    except ConfigError as e:
+        Logger("info").fatal("failed to verify flags", error=str(e))
+        return 1
+    if parsed.action is Action.HELP:
+        sys.stdout.write(usage() + "\n")
+        return 0
+    if parsed.action is Action.VERSION:
+        sys.stdout.write(version_text())
+        return 0
+    cfg = parsed.config
+    assert cfg is not None
+    log = Logger(cfg.log_level, open_outputs(cfg.log_outputs))
+    log.info("Running: ", args=[sys.argv[0] if argv is None else "petcd", *args])
+    for w in parsed.warnings:
+        log.warn(w)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    received: list[int] = []
+    try:
+        code = int(runner(_serve(cfg, log, received)))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+    if received and code == 0:
+        sig = received[0]
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    return code
+
+
+async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
+    from petcd.grpc.services import make_server
+    from petcd.http.server import HttpServer
+    from petcd.server.member import Member
+
+    log.info(
+        "starting an etcd server",
+        etcd_version=ETCD_VERSION,
+        petcd_version=__version__,
+        python_version=platform.python_version(),
+        name=cfg.name,
+        data_dir=cfg.data_dir,
+        wal_dir=cfg.wal_dir,
+        snapshot_count=cfg.snapshot_count,
+        heartbeat_interval=f"{cfg.heartbeat_interval_ms}ms",
+        election_timeout=f"{cfg.election_timeout_ms}ms",
+        listen_client_urls=[str(u) for u in cfg.listen_client_urls],
+        advertise_client_urls=[str(u) for u in cfg.advertise_client_urls],
+        initial_cluster=",".join(f"{n}={','.join(map(str, us))}" for n, us in cfg.initial_cluster),
+        initial_cluster_state=cfg.initial_cluster_state,
+        initial_cluster_token=cfg.initial_cluster_token,
+        quota_backend_bytes=cfg.quota_backend_bytes_effective,
+        max_request_bytes=cfg.max_request_bytes,
+        max_txn_ops=cfg.max_txn_ops,
+        auto_compaction_mode=cfg.auto_compaction_mode.value,
+        auto_compaction_retention=cfg.auto_compaction_retention,
+    )
+    for name, value in cfg.ignored:
+        log.warn("flag accepted and ignored by petcd", flag=name, value=value)
+    try:
+        member = Member.open(cfg, log)
+    except Exception as e:
+        log.fatal("failed to start the member", error=str(e))
+        return 1
+    await member.start()
+    log.info(
+        "configuring client listeners",
+        listen_client_urls=[str(u) for u in cfg.listen_client_urls],
+    )
+    listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
+    try:
+        grpc_server = make_server(member, listeners, cfg.max_request_bytes, log)
+    except (OSError, RuntimeError) as e:
+        log.fatal("failed to listen on client urls", error=str(e))
+        await member.stop()
+        return 1
+    http_urls = [*cfg.listen_client_http_urls, *cfg.listen_metrics_urls]
+    http = HttpServer(member, [(u.bind_host, u.port) for u in http_urls]) if http_urls else None
+    try:
+        await grpc_server.start()
+        if http is not None:
+            await http.start()
+    except OSError as e:
+        log.fatal("failed to listen", error=str(e))
+        await grpc_server.stop(None)
+        await member.stop()
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+
+        def on_signal(s: int = sig) -> None:
+            received.append(s)
+            stop.set()
+
+        loop.add_signal_handler(sig, on_signal)
+
+    ready = asyncio.create_task(member.wait_ready())
+    failed = asyncio.create_task(member.wait_stopped())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({ready, failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if ready in done:
+        log.info("enabled capabilities for version", cluster_version=ETCD_CLUSTER_VERSION[:3])
+        log.info("ready to serve client requests")
+        for u in cfg.listen_client_urls:
+            log.warn(
+                "serving client traffic insecurely; this is strongly discouraged!",
+                address=f"{u.bind_host}:{u.port}",
+            )
+        for u in http_urls:
+            log.info("serving HTTP endpoints (health, version, metrics)", address=str(u))
+        done, _ = await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if member.fatal_error is not None:
+        log.fatal("member failed", error=repr(member.fatal_error))
+        code = 1
+    else:
+        name = signal.Signals(received[0]).name if received else "stop"
+        log.info(
+            "received signal; shutting down",
+            signal={"SIGTERM": "terminated", "SIGINT": "interrupt"}.get(name, name),
+        )
+    log.info(
+        "closing etcd server",
+        name=cfg.name,
+        data_dir=cfg.data_dir,
+        advertise_client_urls=[str(u) for u in cfg.advertise_client_urls],
+    )
+    for t in (ready, failed, stopping):
+        t.cancel()
+    await grpc_server.stop(1.0)
+    if http is not None:
+        await http.stop()
+    with contextlib.suppress(Exception):
+        await member.stop()
+    log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

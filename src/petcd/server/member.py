@@ -1,0 +1,827 @@
+"""The member: raft + WAL + snapshots + MVCC, driven by one asyncio event loop.
+
+Theory of operation
+-------------------
+One ``Member`` owns this process's share of the cluster: the raft core (``petcd.raft``), its
+log storage (``MemoryStorage``, made durable by ``petcd.wal``), the snapshot files
+(``petcd.snap``) and the state machine (``petcd.mvcc.KVStore`` over ``petcd.backend``). The
+gRPC layer hands it decoded requests (``petcd.mvcc.requests``) and awaits decoded responses.
+
+Data dir (as etcd's)::
+
+    <data-dir>/member/wal/       WAL segments (or --wal-dir)
+    <data-dir>/member/snap/      snapshot files  <term>-<index>.snap
+    <data-dir>/member/snap/db    the backend (LMDB)
+
+The Ready loop (``_run``) wakes on a proposal, a read, a tick or a stop, then repeats while the
+core has something ready, in etcd's fixed order:
+
+1. propose everything queued since the last round as ONE batch (``propose_many``: one append,
+   one fsync for all requests that arrived together) and issue one ``read_index`` for all
+   linearizable reads that arrived together;
+2. ``rd = node.ready()``; persist ``rd.snapshot`` marker, ``rd.hard_state`` and ``rd.entries``
+   to the WAL, with one ``fdatasync`` in a worker thread when ``rd.must_sync`` (new proposals
+   keep queueing meanwhile: group commit); append them to ``MemoryStorage``;
+3. send ``rd.messages`` (a single-member cluster has none: petcd has no peer transport yet);
+4. apply ``rd.committed_entries`` to the KVStore in one backend batch (conf changes also go to
+   ``node.apply_conf_change``); resolve the futures of the requests this member proposed;
+5. ``node.advance(rd)``; resolve read rounds whose index is now applied; maybe snapshot.
+
+Linearizable reads use ReadIndex: reads that arrive together share one ``read_index`` request
+(a "round"); when its ``ReadState`` arrives and ``applied >= index`` they read locally.
+Serializable reads read locally at once.
+
+Restart: the backend records the last applied (index, term) with the data ("consistent
+index"). At open the member picks the newest WAL snapshot marker not beyond it, reads the WAL
+from there, and replays committed entries; entries at or below the consistent index are not
+applied again (conf changes are, to rebuild raft's configuration). Nothing applied twice.
+
+Snapshot: when ``applied - last_snapshot_index > --snapshot-count``, the backend is committed,
+a snapshot file (metadata only: the backend file is the state) and a WAL marker are written,
+``MemoryStorage`` keeps the last ``--experimental-snapshot-catchup-entries`` entries, and WAL
+segments before the marker are released.
+
+Everything runs on the event loop thread except WAL ``sync`` and backend commits, which run in
+worker threads (they do not touch the KVStore's in-memory state). A failed fsync is fatal: the
+member logs it and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from petcd import ETCD_VERSION
+from petcd.backend import MEMBERS, Backend
+from petcd.mvcc.errors import MvccError
+from petcd.mvcc.kvstore import KVStore, validate_request
+from petcd.mvcc.requests import (
+    CompactionRequest,
+    CompactionResponse,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    ResponseHeader,
+    TxnRequest,
+    TxnResponse,
+)
+from petcd.raft import confchange
+from petcd.raft.config import Config as RaftConfig
+from petcd.raft.errors import ProposalDroppedError
+from petcd.raft.node import RawNode, Ready
+from petcd.raft.storage import MemoryStorage
+from petcd.raft.types import (
+    NONE_ID,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    MemberId,
+    Role,
+    Snapshot,
+    SnapshotMetadata,
+    Term,
+)
+from petcd.server import entry as entry_codec
+from petcd.server.compactor import Compactor
+from petcd.server.config import Config
+from petcd.server.errors import (
+    ConfigError,
+    NoLeaderError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    StoppedError,
+)
+from petcd.server.ids import RequestIdGenerator, cluster_id, format_id, member_id
+from petcd.server.log import Logger
+from petcd.server.metrics import ServerMetrics
+from petcd.snap import Snapshotter
+from petcd.wal import WAL, snapshot_markers
+from petcd.wal import exists as wal_exists
+
+_WAL_META = struct.Struct(">QQ")  # member id, cluster id
+_T = TypeVar("_T")
+
+
+class FatalError(Exception):
+    """The member cannot continue (a failed fsync, a corrupt log); the process must exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A cluster member as the conf-change context carries it (JSON)."""
+
+    id: MemberId
+    name: str
+    peer_urls: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return json.dumps({"name": self.name, "peerURLs": list(self.peer_urls)}).encode()
+
+    @classmethod
+    def decode(cls, id_: MemberId, data: bytes) -> MemberInfo:
+        if not data:
+            return cls(id_, "", ())
+        obj = json.loads(data)
+        return cls(id_, str(obj.get("name", "")), tuple(obj.get("peerURLs", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    """What Maintenance.Status reports (etcd's StatusResponse fields)."""
+
+    header: ResponseHeader
+    version: str
+    db_size: int
+    leader: int
+    raft_index: int
+    raft_term: int
+    raft_applied_index: int
+    errors: tuple[str, ...]
+    db_size_in_use: int
+    is_learner: bool
+
+
+@dataclass(slots=True)
+class _ReadRound:
+    waiters: list[asyncio.Future[None]]
+    index: int = -1  # the read index once the ReadState arrived
+
+
+class Member:
+    """One cluster member. Create with ``Member.open(cfg, log)``, then ``await start()``."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        log: Logger,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: random.Random | None = None,
+        compactor: Compactor | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.metrics = ServerMetrics()
+        self._clock = clock
+        self._rand = rand if rand is not None else random.Random(os.urandom(16))
+        self._compactor = compactor if compactor is not None else Compactor.from_config(cfg)
+        self.request_timeout_s = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
+        # Set by open():
+        self.id = MemberId(0)
+        self.cluster_id = 0
+        self._wal: WAL
+        self._snapshotter: Snapshotter
+        self._backend: Backend
+        self.kv: KVStore
+        self._storage: MemoryStorage
+        self.node: RawNode
+        self._ids: RequestIdGenerator
+        self._applied = Index(0)
+        self._snapshot_index = Index(0)
+        self._consistent_index = Index(0)
+        # Runtime state (event loop):
+        self._proposals: list[tuple[entry_codec.EntryRequest, asyncio.Future[Any]]] = []
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._reads: list[asyncio.Future[None]] = []
+        self._rounds: dict[bytes, _ReadRound] = {}
+        self._round_seq = 0
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop_task: asyncio.Task[None] | None = None
+        self._commit_due = False
+        self._want_campaign = False
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._fatal: BaseException | None = None
+        self._lead = NONE_ID
+        self._ready_to_serve: asyncio.Event | None = None
+        self._leader_ready_term = Term(0)
+
+    # -- open / bootstrap / restart ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, cfg: Config, log: Logger, **kwargs: Any) -> Member:
+        """Open (or create) the data dir and build the raft node; no tasks started yet."""
+        m = cls(cfg, log, **kwargs)
+        m._open()
+        return m
+
+    def _open(self) -> None:
+        cfg, log = self.cfg, self.log
+        os.makedirs(cfg.snap_path, mode=0o700, exist_ok=True)
+        self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
+        self._backend = Backend(cfg.backend_path)
+        log.info("opened backend db", path=cfg.backend_path)
+        self.kv = KVStore(self._backend, max_txn_ops=cfg.max_txn_ops)
+        ci, _ = self._backend.consistent_index()
+        self._consistent_index = ci
+        if wal_exists(cfg.wal_path):
+            storage, applied = self._restart(ci)
+        else:
+            storage, applied = self._bootstrap()
+        self._storage = storage
+        self._applied = applied
+        self._snapshot_index = applied
+        raft_cfg = RaftConfig(
+            self.id,
+            rand=self._rand,
+            election_ticks=cfg.election_ticks,
+            heartbeat_ticks=1,
+            applied=applied,
+            max_size_per_msg_bytes=1024 * 1024,
+            max_inflight_msgs=512,
+            check_quorum=True,
+            pre_vote=cfg.pre_vote,
+        )
+        self.node = RawNode(raft_cfg, storage)
+        self._ids = RequestIdGenerator(self.id, int(self._clock() * 1000))
+        self.metrics.server_id.labels(format_id(self.id)).set(1)
+        voters = storage.initial_state()[1].voters
+        if voters - {self.id}:
+            raise ConfigError(
+                "petcd cannot run a multi-member cluster yet (no peer transport); "
+                f"this cluster has {len(voters)} voters"
+            )
+
+    def _bootstrap(self) -> tuple[MemoryStorage, Index]:
+        cfg, log = self.cfg, self.log
+        if cfg.initial_cluster_state != "new":
+            raise ConfigError(
+                "--initial-cluster-state=existing needs a running cluster to join, "
+                "which petcd cannot do yet (no peer transport)"
+            )
+        if len(cfg.initial_cluster) > 1:
+            raise ConfigError(
+                "petcd cannot run a multi-member cluster yet (no peer transport); "
+                f"--initial-cluster names {len(cfg.initial_cluster)} members"
+            )
+        token = cfg.initial_cluster_token
+        members = [
+            MemberInfo(member_id([str(u) for u in urls], token), name, tuple(map(str, urls)))
+            for name, urls in cfg.initial_cluster
+        ]
+        by_name = {m.name: m for m in members}
+        self.id = by_name[cfg.name].id
+        self.cluster_id = cluster_id([m.id for m in members])
+        log.info(
+            "starting local member",
+            local_member_id=format_id(self.id),
+            cluster_id=format_id(self.cluster_id),
+        )
+        storage = MemoryStorage.bootstrap(
+            [m.id for m in members], {m.id: m.encode() for m in members}
+        )
+        hs, _ = storage.initial_state()
+        ents = storage.entries(Index(1), Index(storage.last_index() + 1))
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.wal_path)), mode=0o700, exist_ok=True)
+        self._wal = WAL.create(cfg.wal_path, _WAL_META.pack(self.id, self.cluster_id))
+        self._wal.save(hs, ents)
+        self._wal.sync()
+        return storage, Index(0)
+
+    def _restart(self, ci: Index) -> tuple[MemoryStorage, Index]:
+        cfg, log = self.cfg, self.log
+        if cfg.initial_cluster_state == "new" and len(cfg.initial_cluster) > 0:
+            log.info(
+                "the data dir holds a member; ignoring --initial-cluster* flags",
+                data_dir=cfg.data_dir,
+            )
+        markers = [m for m in snapshot_markers(cfg.wal_path) if m.index <= ci]
+        marker = markers[-1] if markers else None
+        wal, state = WAL.open(cfg.wal_path, marker)
+        self._wal = wal
+        mid, cid = _WAL_META.unpack(state.metadata)
+        self.id, self.cluster_id = MemberId(mid), cid
+        storage = MemoryStorage()
+        applied = Index(0)
+        conf = ConfState()
+        if marker is not None and marker.index > 0:
+            storage.apply_snapshot(Snapshot(marker))
+            applied = marker.index
+            conf = marker.conf_state
+        hs = state.hard_state
+        if hs.commit < ci:
+            raise FatalError(
+                f"the backend applied index {ci} beyond the WAL's commit index {hs.commit}; "
+                "the WAL is missing acknowledged entries"
+            )
+        storage.set_hard_state(hs)
+        if state.entries:
+            storage.append(state.entries)
+        # Raft's configuration: the snapshot's, plus committed conf changes after it.
+        voters = set(conf.voters)
+        for e in state.entries:
+            if e.index > hs.commit:
+                break
+            if e.type == EntryType.CONF_CHANGE:
+                cc = confchange.decode(e.data)
+                if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.UPDATE_NODE):
+                    voters.add(cc.node_id)
+                elif cc.type == ConfChangeType.REMOVE_NODE:
+                    voters.discard(cc.node_id)
+        storage.set_conf_state(ConfState(voters=frozenset(voters), learners=conf.learners))
+        log.info(
+            "restarting local member",
+            cluster_id=format_id(self.cluster_id),
+            local_member_id=format_id(self.id),
+            commit_index=hs.commit,
+            consistent_index=ci,
+            snapshot_index=applied,
+            wal_entries=len(state.entries),
+        )
+        return storage, applied
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the Ready loop and the timers; returns at once."""
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._ready_to_serve = asyncio.Event()
+        self.log.info(
+            "starting etcd server",
+            local_member_id=format_id(self.id),
+            local_server_version=ETCD_VERSION,
+            cluster_id=format_id(self.cluster_id),
+        )
+        self._loop_task = asyncio.create_task(self._run(), name="petcd-ready-loop")
+        self._tasks = [
+            asyncio.create_task(self._ticker(), name="petcd-ticker"),
+            asyncio.create_task(self._commit_timer(), name="petcd-backend-commit-timer"),
+        ]
+        if self._compactor.enabled:
+            self._tasks.append(asyncio.create_task(self._auto_compact(), name="petcd-compactor"))
+        # A single-voter cluster elects itself as soon as its log is applied (raft refuses to
+        # campaign with unapplied conf changes); etcd fast-forwards election ticks instead.
+        self._want_campaign = self.node.status().conf_state.voters == {self.id}
+        self._kick()
+
+    async def wait_ready(self) -> None:
+        """Return once this member has a leader and applied all entries of its term so far."""
+        assert self._ready_to_serve is not None
+        await self._ready_to_serve.wait()
+
+    async def stop(self) -> None:
+        """Stop: fail waiting requests, flush the backend, close the WAL. Idempotent."""
+        if self._stopping:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        # The Ready loop finishes the round it is in (persist, apply, advance), then exits.
+        self._kick()
+        if self._loop_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._loop_task
+        err = StoppedError()
+        for fut in [*self._waiters.values(), *(f for _, f in self._proposals), *self._reads]:
+            if not fut.done():
+                fut.set_exception(err)
+        for rnd in self._rounds.values():
+            for fut in rnd.waiters:
+                if not fut.done():
+                    fut.set_exception(err)
+        self._waiters.clear()
+        self._proposals.clear()
+        self._reads.clear()
+        self._rounds.clear()
+        if self._fatal is None:
+            await asyncio.to_thread(self._backend.commit)
+        self._backend.close()
+        self._wal.close()
+        assert self._stopped is not None
+        self._stopped.set()
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        return self._fatal
+
+    async def wait_stopped(self) -> None:
+        """Return when the Ready loop has ended (after ``stop`` or on a fatal error)."""
+        assert self._loop_task is not None
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(self._loop_task)
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _ticker(self) -> None:
+        interval = self.cfg.heartbeat_interval_ms / 1000.0
+        while True:
+            await asyncio.sleep(interval)
+            self.node.tick()
+            self._kick()
+
+    async def _commit_timer(self) -> None:
+        # The backend commits at apply boundaries when its batch is old enough; this timer
+        # wakes the Ready loop so that an idle batch is committed too. Only the Ready loop
+        # touches the backend's batch: a commit must never fall between an entry's data and
+        # its consistent index.
+        while True:
+            await asyncio.sleep(0.1)
+            if self._backend.pending_writes:
+                self._commit_due = True
+                self._kick()
+
+    async def _maybe_commit_backend(self) -> None:
+        self._commit_due = False
+        if self._backend.pending_writes:
+            started = time.monotonic()
+            if await self._in_thread(self._backend.maybe_commit):
+                self.metrics.backend_commit_seconds.observe(time.monotonic() - started)
+
+    async def _in_thread(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.to_thread(fn)
+
+    # -- the Ready loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                self._flush_inputs()
+                while self.node.has_ready() and not self._stopping:
+                    rd = self.node.ready()
+                    await self._handle_ready(rd)
+                    self._flush_inputs()
+                if self._commit_due:
+                    await self._maybe_commit_backend()
+                if self._want_campaign and self._applied >= self._storage.initial_state()[0].commit:
+                    self._want_campaign = False
+                    if self._lead == NONE_ID:
+                        self.node.campaign()
+                        self._kick()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._fatal = e
+            self.log.fatal("member stopped on a fatal error", error=repr(e))
+            fail = StoppedError()
+            for fut in list(self._waiters.values()):
+                if not fut.done():
+                    fut.set_exception(fail)
+            raise
+
+    def _flush_inputs(self) -> None:
+        if self._proposals:
+            batch, self._proposals = self._proposals, []
+            datas: list[bytes] = []
+            ids: list[int] = []
+            for req, fut in batch:
+                if fut.done():
+                    continue
+                rid = self._ids.next()
+                data = entry_codec.encode(rid, req)
+                if len(data) > self.cfg.max_request_bytes:
+                    fut.set_exception(RequestTooLargeError())
+                    continue
+                datas.append(data)
+                ids.append(rid)
+                self._waiters[rid] = fut
+            if datas:
+                try:
+                    self.node.propose_many(datas)
+                    self.metrics.proposals_pending.inc(len(datas))
+                except ProposalDroppedError:
+                    self.metrics.proposals_failed.inc(len(datas))
+                    for rid in ids:
+                        fut = self._waiters.pop(rid)
+                        if not fut.done():
+                            fut.set_exception(NoLeaderError())
+        if self._reads:
+            waiters, self._reads = self._reads, []
+            self._round_seq += 1
+            ctx = self._round_seq.to_bytes(8, "big")
+            try:
+                self.node.read_index(ctx)
+            except ProposalDroppedError:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(NoLeaderError())
+                return
+            self._rounds[ctx] = _ReadRound(waiters)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        # 1. persist
+        if rd.snapshot is not None and not rd.snapshot.is_empty:
+            raise FatalError("installing a snapshot from a leader is not supported yet")
+        if rd.hard_state is not None or rd.entries:
+            self._wal.save(rd.hard_state, rd.entries)
+        if rd.must_sync:
+            started = time.monotonic()
+            await self._in_thread(self._wal.sync)
+            self.metrics.wal_fsync_seconds.observe(time.monotonic() - started)
+        if rd.entries:
+            self._storage.append(rd.entries)
+        if rd.hard_state is not None:
+            self._storage.set_hard_state(rd.hard_state)
+        # 2. send: a single-member cluster has nobody to send to.
+        # 3. apply
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        # 4. advance
+        self.node.advance(rd)
+        for rs in rd.read_states:
+            rnd = self._rounds.get(rs.request_ctx)
+            if rnd is not None:
+                rnd.index = rs.index
+        self._resolve_reads()
+        if rd.committed_entries:
+            await self._after_apply()
+
+    def _on_soft_state(self, lead: MemberId, role: Role) -> None:
+        if lead != self._lead:
+            if lead != NONE_ID:
+                self.log.info(
+                    f"raft.node: {format_id(self.id)} elected leader {format_id(lead)} at term "
+                    f"{self.node.status().term}",
+                )
+                self.metrics.leader_changes.inc()
+            else:
+                self.log.info(
+                    f"raft.node: {format_id(self.id)} lost leader {format_id(self._lead)}"
+                )
+            self._lead = lead
+            # Reads waiting on the old leader's answer will never get one: ask again.
+            for rnd in self._rounds.values():
+                self._reads.extend(f for f in rnd.waiters if not f.done())
+            self._rounds.clear()
+            self._compactor.reset()
+            if self._reads:
+                self._kick()
+        self.metrics.has_leader.set(1 if lead != NONE_ID else 0)
+        self.metrics.is_leader.set(1 if role is Role.LEADER else 0)
+
+    def _apply(self, entries: tuple[Entry, ...]) -> None:
+        backend = self._backend
+        term = self._term()
+        for e in entries:
+            assert e.index == self._applied + 1, (e.index, self._applied)
+            if e.type == EntryType.CONF_CHANGE:
+                cc = confchange.decode(e.data)
+                self.node.apply_conf_change(cc)
+                if e.index > self._consistent_index:
+                    if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.UPDATE_NODE):
+                        info = MemberInfo.decode(cc.node_id, cc.context)
+                        backend.put(MEMBERS, int(cc.node_id).to_bytes(8, "big"), info.encode())
+                        self.log.info(
+                            "added member",
+                            added_peer_id=format_id(cc.node_id),
+                            added_peer_peer_urls=list(info.peer_urls),
+                        )
+                    elif cc.type == ConfChangeType.REMOVE_NODE:
+                        backend.delete(MEMBERS, int(cc.node_id).to_bytes(8, "big"))
+                    backend.set_consistent_index(e.index, e.term)
+            elif e.index <= self._consistent_index:
+                pass  # applied before a restart
+            elif not e.data:
+                backend.set_consistent_index(e.index, e.term)
+            else:
+                self._apply_request(e, term)
+            self._applied = e.index
+        self.metrics.proposals_applied.set(self._applied)
+        self.metrics.proposals_committed.set(self.node.status().commit)
+        self._consistent_index = max(self._consistent_index, self._applied)
+        if (
+            self._ready_to_serve is not None
+            and not self._ready_to_serve.is_set()
+            and self._lead != NONE_ID
+            and entries[-1].term == term
+        ):
+            self._ready_to_serve.set()
+
+    def _apply_request(self, e: Entry, term: Term) -> None:
+        decoded = entry_codec.decode(e.data)
+        req = decoded.request
+        result: Any
+        try:
+            if isinstance(req, CompactionRequest):
+                result = self.kv.compact(req.revision, index=e.index, term=e.term)
+                self._compactor.compacted(req.revision)
+                if req.physical:
+                    while self.kv.compaction_step():
+                        pass
+            else:
+                result = self.kv.apply(req, index=e.index, term=e.term, commit=False)
+        except MvccError as err:
+            result = err
+        fut = self._waiters.pop(decoded.request_id, None)
+        if fut is not None:
+            self.metrics.proposals_pending.dec()
+            if fut.done():
+                return
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(self._with_header(result, term))
+
+    async def _after_apply(self) -> None:
+        if self.kv.compaction_pending:
+            self.kv.compaction_step()
+        await self._maybe_commit_backend()
+        if self._applied - self._snapshot_index > self.cfg.snapshot_count:
+            await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        index = self._applied
+        term = self._storage.term(index)
+        conf = self.node.status().conf_state
+        started = time.monotonic()
+        await self._in_thread(self._backend.commit)
+        meta = SnapshotMetadata(index, term, conf)
+        await self._in_thread(lambda: self._snapshotter.save_bytes(meta, b""))
+        self._wal.save_snapshot(meta)
+        await self._in_thread(self._wal.sync)
+        self._storage.create_snapshot(index, conf, b"")
+        compact_to = index - self.cfg.experimental_snapshot_catchup_entries
+        if compact_to > self._storage.first_index():
+            self._storage.compact(Index(compact_to))
+        await self._in_thread(lambda: self._wal.release_to(index))
+        self._snapshot_index = index
+        self.metrics.snapshot_save_seconds.observe(time.monotonic() - started)
+        self.log.info(
+            "saved snapshot", snapshot_index=index, snapshot_term=term, compacted_to=compact_to
+        )
+
+    def _resolve_reads(self) -> None:
+        if not self._rounds:
+            return
+        done = [ctx for ctx, r in self._rounds.items() if 0 <= r.index <= self._applied]
+        for ctx in done:
+            for fut in self._rounds.pop(ctx).waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _term(self) -> Term:
+        return self.node.raft.term
+
+    def _header(self, revision: int, term: int | None = None) -> ResponseHeader:
+        return ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.id,
+            revision=revision,
+            raft_term=term if term is not None else self._term(),
+        )
+
+    def _with_header(self, resp: Any, term: int) -> Any:
+        return dataclasses.replace(resp, header=self._header(resp.header.revision, term))
+
+    async def _propose(self, req: entry_codec.EntryRequest) -> Any:
+        if self._stopping:
+            raise StoppedError()
+        if self._fatal is not None:
+            raise StoppedError()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals.append((req, fut))
+        self._kick()
+        try:
+            return await asyncio.wait_for(fut, self.request_timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError() from None
+
+    async def _read_barrier(self) -> None:
+        if self._stopping or self._fatal is not None:
+            raise StoppedError()
+        if self._lead == NONE_ID:
+            raise NoLeaderError()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reads.append(fut)
+        self._kick()
+        try:
+            await asyncio.wait_for(fut, self.request_timeout_s)
+        except TimeoutError:
+            self.metrics.slow_read_indexes.inc()
+            raise RequestTimeoutError() from None
+
+    async def range(self, req: RangeRequest) -> RangeResponse:
+        validate_request(req, self.cfg.max_txn_ops)
+        if not req.serializable:
+            await self._read_barrier()
+        resp = self.kv.range(req)
+        return dataclasses.replace(resp, header=self._header(resp.header.revision))
+
+    async def put(self, req: PutRequest) -> PutResponse:
+        validate_request(req, self.cfg.max_txn_ops)
+        result: PutResponse = await self._propose(req)
+        return result
+
+    async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+        validate_request(req, self.cfg.max_txn_ops)
+        result: DeleteRangeResponse = await self._propose(req)
+        return result
+
+    async def txn(self, req: TxnRequest) -> TxnResponse:
+        validate_request(req, self.cfg.max_txn_ops)
+        result: TxnResponse = await self._propose(req)
+        return result
+
+    async def compact(self, req: CompactionRequest) -> CompactionResponse:
+        result: CompactionResponse = await self._propose(req)
+        return result
+
+    def status(self) -> StatusInfo:
+        st = self.node.status()
+        return StatusInfo(
+            header=self._header(self.kv.current_revision, st.term),
+            version=ETCD_VERSION,
+            db_size=self._backend.size_bytes(),
+            leader=st.lead,
+            raft_index=st.commit,
+            raft_term=st.term,
+            raft_applied_index=self._applied,
+            errors=(),
+            db_size_in_use=self._backend.size_in_use_bytes(),
+            is_learner=False,
+        )
+
+    # -- health and metrics (petcd.http) ------------------------------------------------------
+
+    async def check_health(self, serializable: bool) -> str:
+        if self._fatal is not None or self._stopping:
+            return "SERVER STOPPED"
+        if self._lead == NONE_ID:
+            return "RAFT NO LEADER"
+        try:
+            await self.range(RangeRequest(key=b"health", serializable=serializable))
+        except Exception:
+            return "QGET ERROR" if not serializable else "RANGE ERROR"
+        return ""
+
+    def render_metrics(self) -> bytes:
+        self.metrics.db_total_size_bytes.set(self._backend.size_bytes())
+        self.metrics.db_in_use_bytes.set(self._backend.size_in_use_bytes())
+        return self.metrics.render()
+
+    # -- auto compaction --------------------------------------------------------------------------
+
+    async def _auto_compact(self) -> None:
+        loop = asyncio.get_running_loop()
+        c = self._compactor
+        self.log.info(
+            "starting auto compaction",
+            mode=c.mode.value,
+            retention=self.cfg.auto_compaction_retention,
+        )
+        while True:
+            await asyncio.sleep(c.interval_s)
+            if self.node.status().role is not Role.LEADER:
+                c.reset()
+                continue
+            rev = c.observe(loop.time(), self.kv.current_revision)
+            if rev is None or rev <= self.kv.compact_revision:
+                continue
+            self.log.info(f"starting auto {c.mode.value} compaction", revision=rev)
+            try:
+                await self._propose(CompactionRequest(rev))
+                self.log.info(f"completed auto {c.mode.value} compaction", revision=rev)
+            except Exception as e:
+                self.log.warn(f"failed auto {c.mode.value} compaction", revision=rev, error=str(e))
+
+    # -- test helpers ------------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> Index:
+        return self._applied
+
+    @property
+    def hard_state(self) -> HardState:
+        return self.node.status().hard_state
+
+    @property
+    def leader(self) -> MemberId:
+        return self._lead
+
+    @property
+    def wal(self) -> WAL:
+        return self._wal
+
+    @property
+    def term(self) -> Term:
+        return self.node.status().term
