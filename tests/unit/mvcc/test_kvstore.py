@@ -1,0 +1,497 @@
+"""Unit tests of KVStore: one test per etcd rule and error."""
+
+from __future__ import annotations
+
+import pytest
+
+from petcd.mvcc import (
+    CompactedError,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DuplicateKeyError,
+    EmptyKeyError,
+    FutureRevisionError,
+    InvalidSortOptionError,
+    KeyNotFoundError,
+    KeyValue,
+    KVStore,
+    LeaseNotFoundError,
+    LeaseProvidedError,
+    MvccError,
+    PutRequest,
+    RangeRequest,
+    RequestOp,
+    SortOrder,
+    SortTarget,
+    TooManyOpsError,
+    TxnRequest,
+    ValueProvidedError,
+    validate_request,
+)
+from petcd.raft.types import Index, Term
+from tests.unit.mvcc.conftest import Harness
+
+
+def put(key: bytes, value: bytes = b"v", **kw: object) -> RequestOp:
+    return RequestOp(request_put=PutRequest(key, value, **kw))  # type: ignore[arg-type]
+
+
+def delete(key: bytes, end: bytes = b"") -> RequestOp:
+    return RequestOp(request_delete_range=DeleteRangeRequest(key, end))
+
+
+def get(key: bytes, end: bytes = b"", **kw: object) -> RequestOp:
+    return RequestOp(request_range=RangeRequest(key, end, **kw))  # type: ignore[arg-type]
+
+
+def txn(
+    *ops: RequestOp, compare: tuple[Compare, ...] = (), failure: tuple[RequestOp, ...] = ()
+) -> TxnRequest:
+    return TxnRequest(compare, ops, failure)
+
+
+def keys(h: Harness, key: bytes = b"\x00", end: bytes = b"\x00", rev: int = 0) -> list[bytes]:
+    return [kv.key for kv in h.store.range(RangeRequest(key, end, revision=rev)).kvs]
+
+
+def snapshot(h: Harness) -> tuple[int, list[KeyValue]]:
+    s = h.store
+    return s.current_revision, list(s.range(RangeRequest(b"\x00", b"\x00")).kvs)
+
+
+# -- revisions -----------------------------------------------------------------------------
+
+
+def test_revision_starts_at_1_and_first_put_is_2(h: Harness) -> None:
+    assert h.store.current_revision == 1
+    resp = h.apply(PutRequest(b"a", b"1"))
+    assert resp.header.revision == 2
+    assert h.store.get(b"a") == KeyValue(b"a", 2, 2, 1, b"1", 0)
+
+
+def test_version_counts_puts_and_delete_resets_generation(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"1"))
+    h.apply(PutRequest(b"a", b"2"))
+    assert h.store.get(b"a") == KeyValue(b"a", 2, 3, 2, b"2", 0)
+    h.apply(DeleteRangeRequest(b"a"))
+    assert h.store.get(b"a") is None
+    h.apply(PutRequest(b"a", b"3"))
+    assert h.store.get(b"a") == KeyValue(b"a", 5, 5, 1, b"3", 0)
+    assert h.store.get(b"a", revision=3) == KeyValue(b"a", 2, 3, 2, b"2", 0)
+    assert h.store.get(b"a", revision=4) is None
+
+
+def test_delete_of_nothing_does_not_advance_revision(h: Harness) -> None:
+    h.apply(PutRequest(b"a"))
+    resp = h.apply(DeleteRangeRequest(b"zz"))
+    assert resp.deleted == 0 and resp.header.revision == 2
+    assert h.store.current_revision == 2
+
+
+def test_read_only_txn_does_not_advance_revision(h: Harness) -> None:
+    h.apply(PutRequest(b"a"))
+    resp = h.apply(txn(get(b"a")))
+    assert resp.header.revision == 2 and h.store.current_revision == 2
+    assert resp.responses[0].response_range is not None
+    assert resp.responses[0].response_range.kvs[0].key == b"a"
+
+
+def test_txn_changes_share_main_revision_with_increasing_sub(h: Harness) -> None:
+    h.apply(PutRequest(b"c"))
+    resp = h.apply(txn(put(b"a"), put(b"b"), delete(b"c"), get(b"a", b"\x00")))
+    assert resp.header.revision == 3
+    assert [kv.mod_revision for kv in h.store.range(RangeRequest(b"a", b"c")).kvs] == [3, 3]
+    # the read inside the txn saw the txn's own writes
+    rr = resp.responses[3].response_range
+    assert rr is not None and [kv.key for kv in rr.kvs] == [b"a", b"b"]
+    assert rr.header.revision == 3
+    # sub revisions ordered the events: a(3,0) b(3,1) c-tombstone(3,2)
+    hist = h.backend.range("key", b"")
+    assert [k[:17][-1] for k, _ in hist[-3:]] == [0, 1, 2]
+    assert hist[-1][0].endswith(b"t")
+
+
+def test_delete_range_prev_kvs_and_count(h: Harness) -> None:
+    for k in (b"a", b"b", b"c"):
+        h.apply(PutRequest(k, k))
+    resp = h.apply(DeleteRangeRequest(b"a", b"c", prev_kv=True))
+    assert resp.deleted == 2
+    assert [kv.value for kv in resp.prev_kvs] == [b"a", b"b"]
+    assert keys(h) == [b"c"]
+
+
+# -- range ---------------------------------------------------------------------------------
+
+
+def test_range_end_conventions(h: Harness) -> None:
+    for k in (b"a", b"b", b"ba", b"c"):
+        h.apply(PutRequest(k))
+    assert keys(h, b"b", b"") == [b"b"]
+    assert keys(h, b"b", b"\x00") == [b"b", b"ba", b"c"]
+    assert keys(h, b"\x00", b"\x00") == [b"a", b"b", b"ba", b"c"]
+    assert keys(h, b"b", b"c") == [b"b", b"ba"]
+    assert keys(h, b"c", b"b") == []
+
+
+def test_range_limit_more_and_count(h: Harness) -> None:
+    for k in (b"a", b"b", b"c"):
+        h.apply(PutRequest(k))
+    r = h.store.range(RangeRequest(b"a", b"\x00", limit=2))
+    assert [kv.key for kv in r.kvs] == [b"a", b"b"] and r.more and r.count == 3
+    r = h.store.range(RangeRequest(b"a", b"\x00", limit=3))
+    assert not r.more and r.count == 3
+    r = h.store.range(RangeRequest(b"a", b"\x00", count_only=True))
+    assert r.kvs == () and r.count == 3
+    r = h.store.range(RangeRequest(b"a", b"\x00", keys_only=True))
+    assert all(kv.value == b"" for kv in r.kvs) and r.kvs[0].version == 1
+
+
+def test_range_sort_and_filters(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"3"))  # rev 2
+    h.apply(PutRequest(b"b", b"1"))  # rev 3
+    h.apply(PutRequest(b"c", b"2"))  # rev 4
+    h.apply(PutRequest(b"a", b"4"))  # rev 5
+    by = lambda **kw: [  # noqa: E731
+        kv.key
+        for kv in h.store.range(RangeRequest(b"a", b"\x00", **kw)).kvs  # type: ignore[arg-type]
+    ]
+    assert by(sort_target=SortTarget.VALUE) == [b"b", b"c", b"a"]  # NONE + VALUE -> ASCEND
+    assert by(sort_order=SortOrder.DESCEND) == [b"c", b"b", b"a"]
+    assert by(sort_order=SortOrder.DESCEND, sort_target=SortTarget.MOD) == [b"a", b"c", b"b"]
+    assert by(sort_order=SortOrder.ASCEND, sort_target=SortTarget.CREATE) == [b"a", b"b", b"c"]
+    assert by(min_mod_revision=4) == [b"a", b"c"]
+    assert by(max_mod_revision=3) == [b"b"]
+    assert by(min_create_revision=3) == [b"b", b"c"]
+    assert by(max_create_revision=2) == [b"a"]
+    r = h.store.range(
+        RangeRequest(b"a", b"\x00", limit=1, sort_order=SortOrder.DESCEND, min_mod_revision=3)
+    )
+    # sorting and filters fetch everything, then cut: count is the unfiltered total
+    assert [kv.key for kv in r.kvs] == [b"c"] and r.more and r.count == 3
+
+
+def test_range_past_revision_future_and_compacted(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"1"))
+    h.apply(PutRequest(b"a", b"2"))
+    h.apply(PutRequest(b"a", b"3"))
+    r = h.store.range(RangeRequest(b"a", revision=2))
+    assert r.kvs[0].value == b"1" and r.header.revision == 4
+    with pytest.raises(FutureRevisionError) as fut:
+        h.store.range(RangeRequest(b"a", revision=5))
+    assert str(fut.value) == "etcdserver: mvcc: required revision is a future revision"
+    h.compact(3)
+    with pytest.raises(CompactedError) as comp:
+        h.store.range(RangeRequest(b"a", revision=2))
+    assert str(comp.value) == "etcdserver: mvcc: required revision has been compacted"
+    assert h.store.range(RangeRequest(b"a", revision=3)).kvs[0].value == b"2"
+
+
+def test_range_validation(h: Harness) -> None:
+    with pytest.raises(EmptyKeyError) as e:
+        h.store.range(RangeRequest(b""))
+    assert str(e.value) == "etcdserver: key is not provided"
+    with pytest.raises(InvalidSortOptionError):
+        h.store.range(RangeRequest(b"a", sort_order=7))
+    with pytest.raises(InvalidSortOptionError):
+        h.store.range(RangeRequest(b"a", sort_target=9))
+
+
+# -- put options ---------------------------------------------------------------------------
+
+
+def test_put_prev_kv_ignore_value_ignore_lease(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"1", lease=7))
+    resp = h.apply(PutRequest(b"a", b"2", prev_kv=True, ignore_lease=True))
+    assert resp.prev_kv == KeyValue(b"a", 2, 2, 1, b"1", 7)
+    assert h.store.get(b"a") == KeyValue(b"a", 2, 3, 2, b"2", 7)
+    h.apply(PutRequest(b"a", ignore_value=True, lease=9))
+    assert h.store.get(b"a") == KeyValue(b"a", 2, 4, 3, b"2", 9)
+
+
+def test_ignore_value_on_missing_key_is_key_not_found_and_changes_nothing(h: Harness) -> None:
+    before = snapshot(h)
+    with pytest.raises(KeyNotFoundError) as e:
+        h.apply(PutRequest(b"zz", ignore_value=True))
+    assert str(e.value) == "etcdserver: key not found"
+    with pytest.raises(KeyNotFoundError):
+        h.apply(PutRequest(b"zz", ignore_lease=True))
+    assert snapshot(h) == before
+    assert h.store.consistent_index() == (2, 1)  # the entries were still applied
+
+
+def test_put_validation_errors(h: Harness) -> None:
+    with pytest.raises(EmptyKeyError):
+        h.apply(PutRequest(b""))
+    with pytest.raises(ValueProvidedError) as e1:
+        h.apply(PutRequest(b"a", b"x", ignore_value=True))
+    assert str(e1.value) == "etcdserver: value is provided"
+    with pytest.raises(LeaseProvidedError) as e2:
+        h.apply(PutRequest(b"a", lease=5, ignore_lease=True))
+    assert str(e2.value) == "etcdserver: lease is provided"
+    with pytest.raises(EmptyKeyError):
+        h.apply(DeleteRangeRequest(b""))
+    assert h.store.current_revision == 1
+
+
+class FakeLessor:
+    def __init__(self, leases: set[int]) -> None:
+        self.leases = {lid: set() for lid in leases}  # type: dict[int, set[bytes]]
+
+    def lease_exists(self, lease_id: int) -> bool:
+        return lease_id in self.leases
+
+    def attach(self, lease_id: int, key: bytes) -> None:
+        self.leases[lease_id].add(key)
+
+    def detach(self, lease_id: int, key: bytes) -> None:
+        self.leases[lease_id].discard(key)
+
+
+def test_lease_attach_detach_and_not_found(h: Harness) -> None:
+    lessor = FakeLessor({5, 6})
+    store = KVStore(h.backend, lessor=lessor)
+    store.apply(PutRequest(b"a", lease=5), index=Index(1), term=Term(1))
+    store.apply(PutRequest(b"b", lease=5), index=Index(2), term=Term(1))
+    assert lessor.leases[5] == {b"a", b"b"}
+    store.apply(PutRequest(b"a", lease=6), index=Index(3), term=Term(1))
+    assert lessor.leases == {5: {b"b"}, 6: {b"a"}}
+    store.apply(DeleteRangeRequest(b"b"), index=Index(4), term=Term(1))
+    assert lessor.leases[5] == set()
+    with pytest.raises(LeaseNotFoundError) as e:
+        store.apply(PutRequest(b"c", lease=99), index=Index(5), term=Term(1))
+    assert str(e.value) == "etcdserver: requested lease not found"
+    with pytest.raises(LeaseNotFoundError):
+        store.apply(txn(put(b"d"), put(b"c", lease=99)), index=Index(6), term=Term(1))
+    assert store.get(b"d") is None and store.current_revision == 5
+    # a restart re-attaches live keys to their leases
+    relessor = FakeLessor({5, 6})
+    KVStore(h.backend, lessor=relessor)
+    assert relessor.leases == {5: set(), 6: {b"a"}}
+
+
+# -- txn -----------------------------------------------------------------------------------
+
+
+def cmp(
+    target: CompareTarget, result: CompareResult, key: bytes, end: bytes = b"", **kw: object
+) -> Compare:
+    return Compare(result, target, key, end, **kw)  # type: ignore[arg-type]
+
+
+def test_txn_compares(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"x"))  # rev 2
+    h.apply(PutRequest(b"b", b"y", lease=3))  # rev 3
+    T, R = CompareTarget, CompareResult
+    cases = [
+        (cmp(T.VALUE, R.EQUAL, b"a", value=b"x"), True),
+        (cmp(T.VALUE, R.GREATER, b"a", value=b"w"), True),
+        (cmp(T.VALUE, R.LESS, b"a", value=b"w"), False),
+        (cmp(T.VALUE, R.NOT_EQUAL, b"a", value=b"x"), False),
+        (cmp(T.VERSION, R.EQUAL, b"a", version=1), True),
+        (cmp(T.CREATE, R.EQUAL, b"a", create_revision=2), True),
+        (cmp(T.MOD, R.LESS, b"a", mod_revision=3), True),
+        (cmp(T.LEASE, R.EQUAL, b"b", lease=3), True),
+        # missing key: compares against an empty KeyValue, except VALUE which always fails
+        (cmp(T.CREATE, R.EQUAL, b"zz", create_revision=0), True),
+        (cmp(T.VERSION, R.EQUAL, b"zz", version=0), True),
+        (cmp(T.VALUE, R.EQUAL, b"zz", value=b""), False),
+        (cmp(T.VALUE, R.NOT_EQUAL, b"zz", value=b"q"), False),
+        # over a range: every key must satisfy
+        (cmp(T.VERSION, R.EQUAL, b"a", b"c", version=1), True),
+        (cmp(T.MOD, R.EQUAL, b"a", b"c", mod_revision=2), False),
+        (cmp(T.MOD, R.GREATER, b"a", b"\x00", mod_revision=1), True),
+    ]
+    for c, expected in cases:
+        resp = h.apply(TxnRequest((c,), (get(b"a"),), (get(b"b"),)))
+        assert resp.succeeded is expected, c
+        chosen = resp.responses[0].response_range
+        assert chosen is not None and chosen.kvs[0].key == (b"a" if expected else b"b")
+
+
+def test_txn_failure_branch_and_nested_txn(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"1"))
+    inner = TxnRequest(
+        (cmp(CompareTarget.VALUE, CompareResult.EQUAL, b"a", value=b"1"),),
+        (put(b"x", b"inner-ok"),),
+        (put(b"x", b"inner-fail"),),
+    )
+    outer = TxnRequest(
+        (cmp(CompareTarget.VERSION, CompareResult.EQUAL, b"a", version=5),),
+        (put(b"never"),),
+        (put(b"a", b"2"), RequestOp(request_txn=inner)),
+    )
+    resp = h.apply(outer)
+    assert not resp.succeeded and resp.header.revision == 3
+    nested = resp.responses[1].response_txn
+    # nested compares were evaluated against the state before the txn (a == "1"), as etcd
+    assert nested is not None and nested.succeeded and nested.header.revision == 0
+    assert h.store.get(b"x") is not None and h.store.get(b"x").value == b"inner-ok"  # type: ignore[union-attr]
+    assert h.store.get(b"never") is None
+
+
+def test_duplicate_keys_in_txn(h: Harness) -> None:
+    bad = [
+        txn(put(b"a"), put(b"a")),
+        txn(delete(b"a", b"c"), put(b"b")),
+        txn(put(b"b"), delete(b"b")),
+        txn(put(b"a"), RequestOp(request_txn=txn(put(b"a")))),
+        txn(delete(b"a", b"z"), RequestOp(request_txn=txn(put(b"m")))),
+        txn(RequestOp(request_txn=txn(put(b"a"))), RequestOp(request_txn=txn(put(b"a")))),
+        txn(
+            RequestOp(request_txn=TxnRequest((), (), (put(b"a"),))),
+            RequestOp(request_txn=txn(put(b"a"))),
+        ),
+        txn(RequestOp(request_txn=txn(delete(b"q"))), put(b"q")),
+    ]
+    for req in bad:
+        with pytest.raises(DuplicateKeyError) as e:
+            h.apply(req)
+        assert str(e.value) == "etcdserver: duplicate key given in txn request"
+    ok = [
+        txn(delete(b"a", b"c"), delete(b"b")),  # overlapping deletes are fine
+        txn(put(b"a"), failure=(put(b"a"),)),  # then/else are exclusive
+        TxnRequest((), (RequestOp(request_txn=TxnRequest((), (put(b"k"),), (put(b"k"),))),)),
+        txn(delete(b"a", b"\x00"), put(b"b")),  # etcd does not treat "\0" as open-ended here
+    ]
+    for req in ok:
+        validate_request(req)
+    assert h.store.current_revision == 1
+
+
+def test_too_many_ops_and_empty_keys_in_txn(h: Harness) -> None:
+    with pytest.raises(TooManyOpsError) as e:
+        validate_request(txn(*(put(bytes([65 + i % 26, i])) for i in range(129))))
+    assert str(e.value) == "etcdserver: too many operations in txn request"
+    with pytest.raises(EmptyKeyError):
+        validate_request(TxnRequest((cmp(CompareTarget.VERSION, CompareResult.EQUAL, b""),)))
+    with pytest.raises(EmptyKeyError):
+        validate_request(txn(RequestOp(request_txn=txn(get(b"")))))
+    with pytest.raises(KeyNotFoundError):
+        validate_request(txn(RequestOp()))
+
+
+def test_txn_range_revision_checked_before_any_write(h: Harness) -> None:
+    h.apply(PutRequest(b"a"))
+    before = snapshot(h)
+    with pytest.raises(FutureRevisionError):
+        h.apply(txn(put(b"b"), get(b"a", revision=3)))
+    assert snapshot(h) == before
+    h.apply(PutRequest(b"a"))
+    h.compact(3)
+    with pytest.raises(CompactedError):
+        h.apply(txn(put(b"b"), get(b"a", revision=2)))
+    assert h.store.get(b"b") is None
+
+
+def test_bad_input_in_batch_changes_nothing_and_consumes_its_index(h: Harness) -> None:
+    out = h.store.apply_many(
+        [
+            (PutRequest(b"a", b"1"), Index(1), Term(1)),
+            (PutRequest(b"a", b"x", ignore_value=True), Index(2), Term(1)),
+            (txn(put(b"b"), put(b"b")), Index(3), Term(1)),
+            (PutRequest(b"b", b"2"), Index(4), Term(2)),
+        ]
+    )
+    assert [type(o).__name__ for o in out] == [
+        "PutResponse",
+        "ValueProvidedError",
+        "DuplicateKeyError",
+        "PutResponse",
+    ]
+    assert isinstance(out[1], MvccError)
+    assert h.store.current_revision == 3
+    assert h.store.consistent_index() == (4, 2)
+
+
+# -- compaction ----------------------------------------------------------------------------
+
+
+def test_compaction_rules(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"1"))  # 2
+    h.apply(PutRequest(b"a", b"2"))  # 3
+    h.apply(PutRequest(b"d", b"1"))  # 4
+    h.apply(DeleteRangeRequest(b"d"))  # 5
+    h.apply(PutRequest(b"e", b"1"))  # 6
+    with pytest.raises(FutureRevisionError):
+        h.compact(7)
+    h.compact(5)
+    with pytest.raises(CompactedError):
+        h.compact(5)
+    with pytest.raises(CompactedError):
+        h.compact(4)
+    assert h.store.compact_revision == 5
+    while h.store.compaction_step(1):
+        pass
+    # the latest version of every live key is kept; the tombstone at 5 and older revisions go
+    revs = [k[:8] for k, _ in h.backend.range("key", b"")]
+    assert [int.from_bytes(r, "big") for r in revs] == [3, 6]
+    assert keys(h, rev=5) == [b"a"]
+    assert h.store.get(b"a", revision=5) == KeyValue(b"a", 2, 3, 2, b"2", 0)
+    # reopen: the compaction is remembered, reads below it still fail
+    store = h.reopen()
+    assert store.compact_revision == 5 and store.current_revision == 6
+    with pytest.raises(CompactedError):
+        store.range(RangeRequest(b"a", revision=4))
+
+
+def test_compaction_at_current_revision_keeps_current_revision(h: Harness) -> None:
+    h.apply(PutRequest(b"a"))
+    h.apply(DeleteRangeRequest(b"a"))
+    h.compact(3)
+    while h.store.compaction_step():
+        pass
+    assert h.backend.range("key", b"") == []
+    store = h.reopen()
+    assert store.current_revision == 3
+    assert store.apply(PutRequest(b"b"), index=Index(99), term=Term(1)).header.revision == 4
+
+
+def test_interrupted_compaction_resumes_after_reopen(h: Harness) -> None:
+    for i in range(20):
+        h.apply(PutRequest(b"k", str(i).encode()))
+    h.compact(20)
+    h.store.compaction_step(5)
+    h.backend.commit()
+    store = h.reopen()
+    assert store.compaction_pending
+    while store.compaction_step(5):
+        pass
+    assert len(h.backend.range("key", b"")) == 2  # rev 20 (kept) and 21
+
+
+def test_hash_kv(h: Harness, tmp_path: object) -> None:
+    h.apply(PutRequest(b"a", b"1"))
+    h.apply(PutRequest(b"b", b"2"))
+    h1 = h.store.hash_kv()
+    assert h1.hash_revision == 3 and h1.compact_revision == -1
+    assert h.store.hash_kv(3) == h1
+    assert h.store.hash_kv(2).hash != h1.hash
+    h.apply(PutRequest(b"c", b"3"))
+    assert h.store.hash_kv(3) == h1  # later writes do not change the hash at 3
+    with pytest.raises(FutureRevisionError):
+        h.store.hash_kv(9)
+    h.compact(3)
+    with pytest.raises(CompactedError):
+        h.store.hash_kv(3)
+    before = h.store.hash_kv(4)
+    while h.store.compaction_step(1):
+        pass
+    assert h.store.hash_kv(4) == before  # physical compaction progress does not matter
+    assert h.reopen().hash_kv(4) == before
+
+
+def test_reopen_restores_everything(h: Harness) -> None:
+    h.apply(PutRequest(b"a", b"1"))
+    h.apply(txn(put(b"b"), put(b"c")))
+    h.apply(DeleteRangeRequest(b"b"))
+    before = [snapshot(h)] + [
+        list(h.store.range(RangeRequest(b"\x00", b"\x00", revision=r)).kvs) for r in range(1, 5)
+    ]
+    store = h.reopen()
+    after = [snapshot(h)] + [
+        list(store.range(RangeRequest(b"\x00", b"\x00", revision=r)).kvs) for r in range(1, 5)
+    ]
+    assert before == after
+    assert store.consistent_index() == (3, 1)
