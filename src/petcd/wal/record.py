@@ -57,8 +57,8 @@ _U32 = struct.Struct("<I")
 # Everything of an entry record after the crc, up to the data: len, type, pad, reserved, term,
 # index, entry type.
 _ENTRY_AFTER_CRC = struct.Struct("<IBBHQQB")
-_ENTRY_FIELDS = struct.Struct("<QQB")
-_ENTRY_FIXED = _ENTRY_FIELDS.size  # 17
+_ENTRY_RECORD = struct.Struct("<IIBBHQQB")  # the whole fixed part of an entry record
+_ENTRY_FIXED = _ENTRY_RECORD.size - 12  # 17: term, index, entry type
 _HARD_STATE = struct.Struct("<QQQ")
 _SNAP_FIXED = struct.Struct("<QQII")
 _SEGMENT_FIXED = struct.Struct("<4sIQQ")
@@ -195,29 +195,34 @@ def decode_records(data: bytes, start: int = 0) -> tuple[list[Record], int]:
     size = len(data)
     pos = start
     unpack_frame = _FRAME.unpack_from
-    unpack_entry = _ENTRY_FIELDS.unpack_from
+    # Most records are entries: one unpack reads the frame and the entry's fixed fields.
+    unpack_entry = _ENTRY_RECORD.unpack_from
+    entry_record_size = _ENTRY_RECORD.size
     crc32 = zlib.crc32
     entry_types = _ENTRY_TYPES
     append = out.append
+    max_type = _MAX_TYPE
+    entry = RecordType.ENTRY
     with memoryview(data) as mv:
         while pos + HEADER_SIZE <= size:
-            crc, n, rtype, pad, reserved = unpack_frame(data, pos)
-            if rtype == 0 or rtype > _MAX_TYPE or reserved != 0 or pad != _pad_for(n):
+            if pos + entry_record_size <= size:
+                crc, n, rtype, pad, reserved, term, index, etype = unpack_entry(data, pos)
+            else:
+                crc, n, rtype, pad, reserved = unpack_frame(data, pos)
+            if rtype == 0 or rtype > max_type or reserved != 0 or pad != -(HEADER_SIZE + n) % 8:
                 break
             end = pos + HEADER_SIZE + n
             if end + pad > size or crc32(mv[pos + 4 : end]) != crc:
                 break
-            body_at = pos + HEADER_SIZE
-            if rtype == RecordType.ENTRY:
+            if rtype == entry:
                 if n < _ENTRY_FIXED:
                     raise BadBodyError(pos, "entry record too short")
-                term, index, etype = unpack_entry(data, body_at)
                 et = entry_types.get(etype)
                 if et is None:
                     raise BadBodyError(pos, f"unknown entry type {etype}")
-                append((rtype, pos, Entry(term, index, et, data[body_at + _ENTRY_FIXED : end])))
+                append((rtype, pos, Entry(term, index, et, data[pos + entry_record_size : end])))
             else:
-                append((rtype, pos, _decode_other(rtype, data[body_at:end], pos)))
+                append((rtype, pos, _decode_other(rtype, data[pos + HEADER_SIZE : end], pos)))
             pos = end + pad
     return out, pos
 
