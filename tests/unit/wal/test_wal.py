@@ -684,3 +684,55 @@ def test_wal_matches_a_model_log(
     state = read_all(d, snapshot)
     assert state.entries == tuple(log[snapshot.index :])
     assert state.snapshot == snapshot
+
+
+# -- more recovery cases -----------------------------------------------------------------
+
+
+def test_a_hole_in_the_tail_followed_by_whole_records_is_reported_not_cut(tmp_path: Path) -> None:
+    # After a power cut the disk may hold later pages of a batch but not an earlier one. The
+    # WAL cannot tell that from damage to acknowledged data, so it refuses to guess.
+    w = WAL.create(tmp_path, segment_size_bytes=1 << 16)
+    w.save(hs(1), [ent(1)])
+    w.sync()
+    start = w._offset
+    w.save(hs(1), [ent(i, data=b"h" * 500) for i in range(2, 12)])
+    w.sync()
+    w.close()
+    path = segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[start : start + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError) as info:
+        read_all(tmp_path)
+    assert info.value.offset == start
+
+
+def test_a_segment_without_its_header_is_an_error(tmp_path: Path) -> None:
+    WAL.create(tmp_path, segment_size_bytes=SEG).close()
+    path = segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[0:64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError) as info:
+        read_all(tmp_path)
+    assert info.value.offset == 0 and info.value.path == str(path)
+
+
+def test_reopen_right_after_a_cut_appends_to_the_new_segment(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    i = 0
+    while len(segments(tmp_path)) < 2:
+        i += 1
+        w.save(hs(1, i), [ent(i, data=b"c" * 300)])
+        w.sync()
+    w.close()
+    names = [p.name for p in segments(tmp_path)]
+    assert names[1] == segment_name(1, i)  # the batch that did not fit went to the new file
+    w, state = WAL.open(tmp_path, segment_size_bytes=SEG)
+    assert len(state.entries) == i
+    w.save(hs(1, i + 1), [ent(i + 1)])
+    w.close()
+    assert [p.name for p in segments(tmp_path)] == names
+    assert read_all(tmp_path).entries[-1] == ent(i + 1)
+    assert read_all(tmp_path).hard_state == hs(1, i + 1)
