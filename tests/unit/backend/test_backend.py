@@ -1,0 +1,181 @@
+"""Unit tests of petcd.backend: buckets, batching, read-your-writes, whole-file operations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from petcd.backend import (
+    AUTH,
+    KEY,
+    LEASE,
+    META,
+    Backend,
+    BackendClosedError,
+    UnknownBucketError,
+    read_consistent_index,
+)
+from petcd.raft.types import Index, Term
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_backend(tmp_path: Path, **kw: object) -> Backend:
+    return Backend(str(tmp_path / "member" / "snap" / "db"), **kw)  # type: ignore[arg-type]
+
+
+def test_reads_see_uncommitted_writes_and_commit_persists(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    b.put(KEY, b"k1", b"v1")
+    b.put(LEASE, b"l1", b"x")
+    assert b.get(KEY, b"k1") == b"v1" and b.get(KEY, b"k2") is None
+    assert b.commits == 0 and b.pending_writes == 2
+    b.commit()
+    b.delete(KEY, b"k1")
+    assert b.get(KEY, b"k1") is None  # the pending deletion hides the committed value
+    b.close()
+    b = open_backend(tmp_path)
+    assert b.get(KEY, b"k1") is None and b.get(LEASE, b"l1") == b"x"
+    b.close()
+
+
+def test_uncommitted_batch_is_lost_without_commit(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    b.put(KEY, b"a", b"1")
+    b.commit()
+    b.put(KEY, b"b", b"2")
+    # simulate a crash: drop the environment without committing the overlay
+    b._close_env()
+    b = open_backend(tmp_path)
+    assert b.get(KEY, b"a") == b"1" and b.get(KEY, b"b") is None
+    b.close()
+
+
+def test_range_merges_batch_with_committed_state(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    for k in (b"a", b"c", b"e", b"g"):
+        b.put(KEY, k, k.upper())
+    b.commit()
+    b.put(KEY, b"b", b"B")
+    b.put(KEY, b"c", b"C2")
+    b.delete(KEY, b"e")
+    b.put(KEY, b"h", b"H")
+    want = [(b"a", b"A"), (b"b", b"B"), (b"c", b"C2"), (b"g", b"G"), (b"h", b"H")]
+    assert b.range(KEY, b"") == want
+    assert list(b.iterate(KEY)) == want
+    assert b.range(KEY, b"b", b"g") == want[1:3]
+    assert list(b.iterate(KEY, b"b", b"g")) == want[1:3]
+    assert b.range(KEY, b"", limit=2) == want[:2]
+    assert b.range(KEY, b"zz") == [] and list(b.iterate(KEY, b"zz")) == []
+    assert b.count(KEY) == 5
+    b.close()
+
+
+def test_iterate_is_a_snapshot(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    for i in range(10):
+        b.put(KEY, b"%02d" % i, b"x")
+    b.commit()
+    it = b.iterate(KEY)
+    first = next(it)
+    b.put(KEY, b"99", b"new")
+    b.delete(KEY, b"05")
+    b.commit()
+    rest = list(it)
+    assert [k for k, _ in [first, *rest]] == [b"%02d" % i for i in range(10)]
+    b.close()
+
+
+def test_batch_commits_at_limit_or_interval_only_when_asked(tmp_path: Path) -> None:
+    clock = FakeClock()
+    b = open_backend(tmp_path, batch_limit=3, batch_interval_ms=100, clock=clock)
+    b.put(KEY, b"a", b"1")
+    b.put(KEY, b"b", b"1")
+    assert not b.maybe_commit()
+    b.put(KEY, b"c", b"1")  # 3 writes: full, but nothing commits until an apply boundary
+    assert b.commits == 0
+    assert b.maybe_commit() and b.commits == 1 and b.pending_writes == 0
+    b.put(KEY, b"d", b"1")
+    clock.now += 0.099
+    assert not b.maybe_commit()
+    clock.now += 0.001
+    assert b.maybe_commit() and b.commits == 2
+    assert not b.maybe_commit()  # nothing pending: no empty commits
+    b.close()
+
+
+def test_consistent_index_travels_with_the_batch(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    assert b.consistent_index() == (0, 0)
+    b.put(KEY, b"a", b"1")
+    b.set_consistent_index(Index(7), Term(2))
+    assert b.consistent_index() == (7, 2)
+    b.commit()
+    b.put(KEY, b"b", b"1")
+    b.set_consistent_index(Index(8), Term(2))
+    b._close_env()  # crash before the second batch commits
+    b = open_backend(tmp_path)
+    assert b.consistent_index() == (7, 2) and b.get(KEY, b"b") is None
+    b.close()
+    assert read_consistent_index(b.path) == (7, 2)
+
+
+def test_copy_to_restore_from_and_replace_with(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    b.put(KEY, b"a", b"1")
+    b.set_consistent_index(Index(3), Term(1))
+    snap = tmp_path / "snap.db"
+    with open(snap, "wb") as f:
+        assert b.copy_to(f) == (3, 1)  # the pending batch is committed first
+    b.put(KEY, b"a", b"2")
+    b.set_consistent_index(Index(4), Term(1))
+    assert b.replace_with(str(snap)) == (3, 1)
+    assert b.get(KEY, b"a") == b"1" and b.consistent_index() == (3, 1)
+    b.close()
+    other = Backend.restore_from(str(tmp_path / "other" / "db"), str(snap))
+    assert other.get(KEY, b"a") == b"1" and other.consistent_index() == (3, 1)
+    other.close()
+    assert read_consistent_index(str(snap)) == (3, 1)
+
+
+def test_sizes_and_defrag(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    value = b"x" * 1000
+    for i in range(3000):
+        b.put(KEY, i.to_bytes(8, "big"), value)
+    b.commit()
+    for i in range(3000):
+        if i % 10:
+            b.delete(KEY, i.to_bytes(8, "big"))
+    b.commit()
+    size = b.size_bytes()
+    assert size == os.path.getsize(b.path)
+    in_use = b.size_in_use_bytes()
+    assert 0 < in_use < size / 2
+    b.defrag()
+    assert b.size_bytes() < size / 2
+    assert b.count(KEY) == 300 and b.get(KEY, (10).to_bytes(8, "big")) == value
+    b.close()
+
+
+def test_unknown_bucket_and_closed(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    with pytest.raises(UnknownBucketError):
+        b.put("nope", b"a", b"b")
+    with pytest.raises(UnknownBucketError):
+        b.get("nope", b"a")
+    assert {META, AUTH} <= set(b._dbs)
+    b.close()
+    b.close()  # idempotent
+    with pytest.raises(BackendClosedError):
+        b.commit()
+    with pytest.raises(BackendClosedError):
+        b.size_bytes()

@@ -1,0 +1,168 @@
+"""Unit tests of the watchable store: synced delivery, catch-up, victims, compaction cancel."""
+
+from __future__ import annotations
+
+from petcd.mvcc import (
+    DeleteRangeRequest,
+    Event,
+    EventType,
+    KeyValue,
+    PutRequest,
+    QueueSink,
+    RequestOp,
+    TxnRequest,
+    WatcherState,
+    WatchFilterType,
+    WatchResponse,
+)
+from tests.unit.mvcc.conftest import Harness
+
+
+def flat(responses: list[WatchResponse]) -> list[tuple[int, bytes, int]]:
+    """(type, key, mod_revision) of every event delivered, in order."""
+    return [(int(e.type), e.kv.key, e.kv.mod_revision) for r in responses for e in r.events]
+
+
+def test_synced_watcher_gets_each_txn_in_one_response(h: Harness) -> None:
+    sink = QueueSink()
+    w = h.store.watch(b"a", b"c", sink=sink)
+    assert w.state is WatcherState.SYNCED
+    h.apply(PutRequest(b"a", b"1"))
+    h.apply(PutRequest(b"zz", b"not watched"))
+    h.apply(
+        TxnRequest(
+            success=(
+                RequestOp(request_put=PutRequest(b"b", b"2")),
+                RequestOp(request_put=PutRequest(b"q", b"x")),
+                RequestOp(request_delete_range=DeleteRangeRequest(b"a")),
+            )
+        )
+    )
+    got = sink.drain()
+    assert [r.revision for r in got] == [2, 4]
+    assert got[1].events == (
+        Event(EventType.PUT, KeyValue(b"b", 4, 4, 1, b"2", 0)),
+        Event(EventType.DELETE, KeyValue(b"a", 0, 4, 0, b"", 0)),
+    )
+    assert all(r.watch_id == w.watch_id for r in got)
+
+
+def test_single_key_watch_prefix_watch_and_filters(h: Harness) -> None:
+    one, pre, noput, nodel = QueueSink(), QueueSink(), QueueSink(), QueueSink()
+    h.store.watch(b"k", sink=one)
+    h.store.watch(b"k", b"\x00", sink=pre)
+    h.store.watch(b"k", b"l", sink=noput, filters=[WatchFilterType.NOPUT])
+    h.store.watch(b"k", b"l", sink=nodel, filters=[WatchFilterType.NODELETE])
+    h.apply(PutRequest(b"k"))
+    h.apply(PutRequest(b"k2"))
+    h.apply(DeleteRangeRequest(b"k", b"l"))
+    assert flat(one.drain()) == [(0, b"k", 2), (1, b"k", 4)]
+    assert flat(pre.drain()) == [(0, b"k", 2), (0, b"k2", 3), (1, b"k", 4), (1, b"k2", 4)]
+    assert flat(noput.drain()) == [(1, b"k", 4), (1, b"k2", 4)]
+    assert flat(nodel.drain()) == [(0, b"k", 2), (0, b"k2", 3)]
+
+
+def test_prev_kv_on_live_and_historical_events(h: Harness) -> None:
+    live = QueueSink()
+    h.store.watch(b"a", sink=live, prev_kv=True)
+    h.apply(PutRequest(b"a", b"1"))
+    h.apply(PutRequest(b"a", b"2"))
+    h.apply(DeleteRangeRequest(b"a"))
+    evs = [e for r in live.drain() for e in r.events]
+    assert [e.prev_kv.value if e.prev_kv else None for e in evs] == [None, b"1", b"2"]
+    hist = QueueSink()
+    h.store.watch(b"a", start_rev=1, sink=hist, prev_kv=True)
+    h.store.sync()
+    assert [e.prev_kv.value if e.prev_kv else None for r in hist.drain() for e in r.events] == [
+        None,
+        b"1",
+        b"2",
+    ]
+
+
+def test_unsynced_watcher_catches_up_then_gets_live_events(h: Harness) -> None:
+    for i in range(5):
+        h.apply(PutRequest(b"a", str(i).encode()))  # revs 2..6
+    sink = QueueSink()
+    w = h.store.watch(b"a", start_rev=4, sink=sink)
+    assert w.state is WatcherState.UNSYNCED
+    h.apply(PutRequest(b"a", b"live-before-sync"))  # rev 7: not sent to unsynced watchers
+    assert len(sink) == 0
+    assert not h.store.sync()
+    assert w.state is WatcherState.SYNCED
+    h.apply(PutRequest(b"a", b"live"))  # rev 8
+    assert flat(sink.drain()) == [(0, b"a", r) for r in (4, 5, 6, 7, 8)]
+
+
+def test_catch_up_in_batches_never_splits_a_revision(h: Harness) -> None:
+    h.store._catch_up_records_max = 4  # a small batch to exercise the cut
+    for i in range(3):
+        ops = tuple(RequestOp(request_put=PutRequest(bytes([97 + j]), b"%d" % i)) for j in range(3))
+        h.apply(TxnRequest(success=ops))  # revs 2, 3, 4, three events each
+    sink = QueueSink()
+    h.store.watch(b"a", b"z", start_rev=2, sink=sink)
+    rounds = 0
+    while h.store.sync():
+        rounds += 1
+    got = sink.drain()
+    assert rounds >= 1
+    assert all(len({e.kv.mod_revision for e in r.events}) >= 1 for r in got)
+    for r in got:
+        counts: dict[int, int] = {}
+        for e in r.events:
+            counts[e.kv.mod_revision] = counts.get(e.kv.mod_revision, 0) + 1
+        assert all(c == 3 for c in counts.values()), counts  # whole revisions only
+    assert [m for _, _, m in flat(got)] == [2, 2, 2, 3, 3, 3, 4, 4, 4]
+
+
+def test_slow_watcher_becomes_victim_then_catches_up_without_loss(h: Harness) -> None:
+    sink = QueueSink(capacity=2)
+    w = h.store.watch(b"a", sink=sink)
+    for i in range(6):
+        h.apply(PutRequest(b"a", str(i).encode()))  # revs 2..7
+    assert w.state is WatcherState.VICTIM
+    got = sink.drain()  # the consumer reads what fit
+    h.store.sync()  # the victim's pending response goes out; it is now behind: unsynced
+    got += sink.drain()
+    while h.store.sync():
+        got += sink.drain()
+    got += sink.drain()
+    assert w.state is WatcherState.SYNCED
+    h.apply(PutRequest(b"a", b"after"))
+    got += sink.drain()
+    assert [m for _, _, m in flat(got)] == [2, 3, 4, 5, 6, 7, 8]
+
+
+def test_compacted_start_revision_cancels_with_compact_revision(h: Harness) -> None:
+    for i in range(4):
+        h.apply(PutRequest(b"a", str(i).encode()))  # revs 2..5
+    h.compact(4)
+    sink = QueueSink()
+    w = h.store.watch(b"a", start_rev=2, sink=sink)
+    h.store.sync()
+    (resp,) = sink.drain()
+    assert resp.compact_revision == 4 and resp.events == ()
+    assert w.state is WatcherState.CANCELLED
+    assert h.store.watcher_counts() == (0, 0, 0)
+    ok = QueueSink()
+    h.store.watch(b"a", start_rev=4, sink=ok)
+    h.store.sync()
+    assert [m for _, _, m in flat(ok.drain())] == [4, 5]
+
+
+def test_cancel_stops_delivery(h: Harness) -> None:
+    sink = QueueSink()
+    w = h.store.watch(b"a", sink=sink)
+    assert h.store.cancel(w)
+    assert not h.store.cancel(w)
+    h.apply(PutRequest(b"a"))
+    assert len(sink) == 0
+
+
+def test_future_start_revision_waits_for_it(h: Harness) -> None:
+    sink = QueueSink()
+    h.store.watch(b"a", start_rev=4, sink=sink)
+    h.apply(PutRequest(b"a"))  # 2
+    h.apply(PutRequest(b"a"))  # 3
+    h.apply(PutRequest(b"a"))  # 4
+    assert [m for _, _, m in flat(sink.drain())] == [4]
