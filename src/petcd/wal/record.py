@@ -9,11 +9,14 @@ A record is a 12-byte frame header, a body and zero padding up to a multiple of 
     +--------+--------+------+-----+----------+---------------+-------+
     0        4        8      9     10         12              12+len  (multiple of 8)
 
-``crc`` is ``zlib.crc32`` of bytes ``[4, 12 + len)``. Type 0 never occurs, so zeroed
-(preallocated) space is never mistaken for a record.
+``crc`` is ``zlib.crc32`` of bytes ``[4, 12 + len)``, started from the record's offset in its
+segment file (mod 2**32) instead of 0: a record is valid only where it was written, so bytes
+that look like a record anywhere else (a WAL file stored as a value, stale data) never are.
+Type 0 never occurs, so zeroed (preallocated) space is never mistaken for a record.
 
-The encoders append to a caller-owned ``bytearray`` (one buffer per batch, written with one
-``os.pwrite``); the decoder walks a whole segment held in memory and stops at the first offset
+The encoders append to a ``RecordBuffer`` (one per batch, written with one ``os.pwrite``),
+which computes the CRCs in ``seal`` once the batch's file offset is known; the decoder walks a
+whole segment held in memory (offsets in ``data`` are file offsets) and stops at the first offset
 where no valid record starts, leaving the decision "torn tail or corruption" to the caller
 (``petcd.wal.wal``), which knows whether the segment is the last one. Nothing here does I/O.
 """
@@ -63,6 +66,7 @@ _HARD_STATE = struct.Struct("<QQQ")
 _SNAP_FIXED = struct.Struct("<QQII")
 _SEGMENT_FIXED = struct.Struct("<4sIQQ")
 _PADS = tuple(bytes(n) for n in range(ALIGN))
+_MASK32 = 0xFFFFFFFF
 _ENTRY_TYPES = {int(t): t for t in EntryType}
 
 
@@ -80,39 +84,76 @@ def _pad_for(body_len: int) -> int:
     return -(HEADER_SIZE + body_len) % ALIGN
 
 
-def _append(buf: bytearray, rtype: RecordType, body: bytes) -> None:
-    n = len(body)
-    pad = _pad_for(n)
-    after_crc = _FRAME.pack(0, n, rtype, pad, 0)[4:]
-    crc = zlib.crc32(body, zlib.crc32(after_crc))
-    buf += _U32.pack(crc)
-    buf += after_crc
-    buf += body
-    if pad:
-        buf += _PADS[pad]
+class RecordBuffer:
+    """Records laid out in memory, CRCs filled in by ``seal`` once the file offset is known.
 
+    The CRC of a record starts from its offset in the segment file (see the format), and the
+    offset of a batch is only known when ``sync`` writes it (a cut may move it to a new file),
+    so the encoders write a zero CRC and remember where each record starts; ``seal`` computes
+    them all. This also keeps the CRC work off the thread that calls ``save``.
+    """
 
-def append_entries(buf: bytearray, entries: Iterable[Entry]) -> None:
-    """Append one ``ENTRY`` record per entry (the hot path: two packs and two crc32 calls)."""
-    pack_head = _ENTRY_AFTER_CRC.pack
-    pack_crc = _U32.pack
-    crc32 = zlib.crc32
-    pads = _PADS
-    entry_type = RecordType.ENTRY
-    for e in entries:
-        data = e.data
-        n = _ENTRY_FIXED + len(data)
-        pad = -(HEADER_SIZE + n) % ALIGN
-        head = pack_head(n, entry_type, pad, 0, e.term, e.index, e.type)
-        buf += pack_crc(crc32(data, crc32(head)))
-        buf += head
-        buf += data
+    __slots__ = ("buf", "starts")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.starts: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.buf)
+
+    def _add(self, rtype: RecordType, body: bytes) -> None:
+        buf = self.buf
+        n = len(body)
+        pad = _pad_for(n)
+        self.starts.append(len(buf))
+        buf += _FRAME.pack(0, n, rtype, pad, 0)
+        buf += body
         if pad:
-            buf += pads[pad]
+            buf += _PADS[pad]
 
+    def add_entries(self, entries: Iterable[Entry]) -> None:
+        """One ``ENTRY`` record per entry (the hot path: one pack per entry)."""
+        buf = self.buf
+        starts = self.starts
+        pack_head = _ENTRY_RECORD.pack
+        pads = _PADS
+        entry_type = RecordType.ENTRY
+        for e in entries:
+            data = e.data
+            n = _ENTRY_FIXED + len(data)
+            pad = -(HEADER_SIZE + n) % ALIGN
+            starts.append(len(buf))
+            buf += pack_head(0, n, entry_type, pad, 0, e.term, e.index, e.type)
+            buf += data
+            if pad:
+                buf += pads[pad]
 
-def append_hard_state(buf: bytearray, hs: HardState) -> None:
-    _append(buf, RecordType.HARD_STATE, _HARD_STATE.pack(hs.term, hs.vote, hs.commit))
+    def add_hard_state(self, hs: HardState) -> None:
+        self._add(RecordType.HARD_STATE, _HARD_STATE.pack(hs.term, hs.vote, hs.commit))
+
+    def add_snapshot(self, meta: SnapshotMetadata) -> None:
+        self._add(RecordType.SNAPSHOT, encode_snapshot_metadata(meta))
+
+    def add_segment_header(self, header: SegmentHeader) -> None:
+        body = (
+            _SEGMENT_FIXED.pack(SEGMENT_MAGIC, header.version, header.seq, header.first_index)
+            + header.metadata
+        )
+        self._add(RecordType.SEGMENT, body)
+
+    def seal(self, file_offset: int) -> bytearray:
+        """Fill in every CRC for the buffer being written at ``file_offset``; returns the bytes."""
+        buf = self.buf
+        crc32 = zlib.crc32
+        unpack_len = _U32.unpack_from
+        pack_crc = _U32.pack_into
+        with memoryview(buf) as mv:
+            for start in self.starts:
+                (n,) = unpack_len(buf, start + 4)
+                at = file_offset + start
+                pack_crc(buf, start, crc32(mv[start + 4 : start + HEADER_SIZE + n], at & _MASK32))
+        return buf
 
 
 def encode_snapshot_metadata(meta: SnapshotMetadata) -> bytes:
@@ -140,18 +181,6 @@ def decode_snapshot_metadata(body: bytes | memoryview) -> SnapshotMetadata:
     return SnapshotMetadata(index=Index(index), term=Term(term), conf_state=conf)
 
 
-def append_snapshot(buf: bytearray, meta: SnapshotMetadata) -> None:
-    _append(buf, RecordType.SNAPSHOT, encode_snapshot_metadata(meta))
-
-
-def append_segment_header(buf: bytearray, header: SegmentHeader) -> None:
-    body = (
-        _SEGMENT_FIXED.pack(SEGMENT_MAGIC, header.version, header.seq, header.first_index)
-        + header.metadata
-    )
-    _append(buf, RecordType.SEGMENT, body)
-
-
 Record = tuple[int, int, "Entry | HardState | SnapshotMetadata | SegmentHeader"]
 """A decoded record: (record type, offset of the record in its segment, value)."""
 
@@ -165,7 +194,7 @@ def _frame_ok(data: bytes, mv: memoryview, pos: int, size: int) -> int:
         return -1
     if pos + HEADER_SIZE + n + pad > size:
         return -1
-    if zlib.crc32(mv[pos + 4 : pos + HEADER_SIZE + n]) != crc:
+    if zlib.crc32(mv[pos + 4 : pos + HEADER_SIZE + n], pos & _MASK32) != crc:
         return -1
     return int(n)
 
@@ -202,6 +231,7 @@ def decode_records(data: bytes, start: int = 0) -> tuple[list[Record], int]:
     entry_types = _ENTRY_TYPES
     append = out.append
     max_type = _MAX_TYPE
+    mask32 = _MASK32
     entry = RecordType.ENTRY
     with memoryview(data) as mv:
         while pos + HEADER_SIZE <= size:
@@ -212,7 +242,7 @@ def decode_records(data: bytes, start: int = 0) -> tuple[list[Record], int]:
             if rtype == 0 or rtype > max_type or reserved != 0 or pad != -(HEADER_SIZE + n) % 8:
                 break
             end = pos + HEADER_SIZE + n
-            if end + pad > size or crc32(mv[pos + 4 : end]) != crc:
+            if end + pad > size or crc32(mv[pos + 4 : end], pos & mask32) != crc:
                 break
             if rtype == entry:
                 if n < _ENTRY_FIXED:

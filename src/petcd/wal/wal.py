@@ -57,7 +57,7 @@ from petcd.wal.errors import (
     WalSnapshotNotFoundError,
 )
 from petcd.wal.fileutil import StrPath, fsync_dir, preallocate, pwrite_all
-from petcd.wal.record import RecordType, SegmentHeader
+from petcd.wal.record import RecordBuffer, RecordType, SegmentHeader
 
 DEFAULT_SEGMENT_SIZE_BYTES = 64 * 1024 * 1024
 _SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
@@ -291,7 +291,7 @@ class WAL:
         self._mu = threading.Lock()
         self._sync_mu = threading.Lock()
         # Guarded by _mu.
-        self._pending = bytearray()
+        self._pending = RecordBuffer()
         self._saved_last_index = last_index
         self._saved_hard_state = hard_state
         self._saved_snapshot = snapshot
@@ -409,17 +409,17 @@ class WAL:
                     )
                 if last - first != len(entries) - 1:
                     raise WalAppendError("wal: entries in one save must be contiguous")
-                record.append_entries(self._pending, entries)
+                self._pending.add_entries(entries)
                 self._saved_last_index = last
             if hard_state is not None:
-                record.append_hard_state(self._pending, hard_state)
+                self._pending.add_hard_state(hard_state)
                 self._saved_hard_state = hard_state
 
     def save_snapshot(self, metadata: SnapshotMetadata) -> None:
         """Buffer a snapshot marker; durable once ``sync`` returns."""
         with self._mu:
             self._check_open()
-            record.append_snapshot(self._pending, metadata)
+            self._pending.add_snapshot(metadata)
             self._saved_snapshot = metadata
             self._saved_last_index = max(self._saved_last_index, metadata.index)
 
@@ -435,7 +435,7 @@ class WAL:
                 buf = self._pending
                 if not buf:
                     return
-                self._pending = bytearray()
+                self._pending = RecordBuffer()
                 last_index = self._saved_last_index
                 hard_state = self._saved_hard_state
                 snapshot = self._saved_snapshot
@@ -481,7 +481,7 @@ class WAL:
                 if self._closed:
                     return
                 buf = self._pending
-                self._pending = bytearray()
+                self._pending = RecordBuffer()
                 self._closed = True
             try:
                 if buf and self._failed is None:
@@ -524,14 +524,14 @@ class WAL:
         if self._failed is not None:
             raise WalFatalError(f"wal: unusable after an earlier failure: {self._failed}")
 
-    def _write_durably(self, buf: bytearray) -> None:
+    def _write_durably(self, buf: RecordBuffer) -> None:
         try:
             if (
                 self._offset > self._opening_end
                 and self._offset + len(buf) > self._segment_size_bytes
             ):
                 self._cut()
-            pwrite_all(self._fd, buf, self._offset)
+            pwrite_all(self._fd, buf.seal(self._offset), self._offset)
             self._offset += len(buf)
             os.fdatasync(self._fd)
             self._sync_count += 1
@@ -550,19 +550,19 @@ class WAL:
         name = segment_name(seq, first_index)
         path = os.path.join(self._dir, name)
         tmp = path + _TMP_SUFFIX
-        buf = bytearray()
-        record.append_segment_header(
-            buf, SegmentHeader(seq=seq, first_index=Index(first_index), metadata=self._metadata)
+        buf = RecordBuffer()
+        buf.add_segment_header(
+            SegmentHeader(seq=seq, first_index=Index(first_index), metadata=self._metadata)
         )
         if self._written_hard_state != HardState():
-            record.append_hard_state(buf, self._written_hard_state)
+            buf.add_hard_state(self._written_hard_state)
         if self._written_snapshot.index != 0:
-            record.append_snapshot(buf, self._written_snapshot)
+            buf.add_snapshot(self._written_snapshot)
         opening_end = len(buf)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             preallocate(fd, self._segment_size_bytes)
-            pwrite_all(fd, buf, 0)
+            pwrite_all(fd, buf.seal(0), 0)
             os.fsync(fd)
             os.rename(tmp, path)
             fsync_dir(self._dir)

@@ -67,37 +67,49 @@ def segments(d: Path) -> list[Path]:
 
 
 def test_every_record_type_round_trips_and_is_8_byte_aligned() -> None:
-    buf = bytearray()
+    rb = record.RecordBuffer()
     header = record.SegmentHeader(seq=7, first_index=Index(42), metadata=b"\x00meta\xff")
-    record.append_segment_header(buf, header)
+    rb.add_segment_header(header)
     entries = [
         ent(1, data=b""),
         ent(2, data=b"x"),
         Entry(Term(3), Index(3), EntryType.CONF_CHANGE, b"cc" * 100),
     ]
-    record.append_entries(buf, entries)
-    record.append_hard_state(buf, hs(3, 2, 9))
+    rb.add_entries(entries)
+    rb.add_hard_state(hs(3, 2, 9))
     meta = SnapshotMetadata(
         Index(5),
         Term(2),
         ConfState(frozenset({MemberId(1), MemberId(2**63)}), frozenset({MemberId(3)})),
     )
-    record.append_snapshot(buf, meta)
+    rb.add_snapshot(meta)
+    buf = bytes(rb.seal(0))
     assert len(buf) % 8 == 0
-    records, stop = record.decode_records(bytes(buf) + bytes(64))
+    records, stop = record.decode_records(buf + bytes(64))
     assert stop == len(buf)
     assert [r[2] for r in records] == [header, *entries, hs(3, 2, 9), meta]
     assert all(offset % 8 == 0 for _, offset, _ in records)
 
 
+def test_a_record_is_valid_only_at_the_offset_it_was_sealed_for() -> None:
+    rb = record.RecordBuffer()
+    rb.add_entries([ent(1), ent(2)])
+    at_0 = bytes(rb.seal(0))
+    assert len(record.decode_records(at_0)[0]) == 2
+    # The same bytes 64 bytes further on (say, inside another entry's data) are no record.
+    moved = bytes(64) + at_0
+    assert not record.valid_record_at(moved, 64)
+    assert record.decode_records(moved, 64) == ([], 64)
+    # Sealed for offset 64, they are.
+    assert len(record.decode_records(bytes(64) + bytes(rb.seal(64)), 64)[0]) == 2
+
+
 def test_a_flipped_bit_anywhere_in_a_record_stops_decoding_at_that_record() -> None:
-    buf = bytearray()
-    record.append_entries(buf, [ent(1), ent(2)])
-    records_len = len(buf)
-    one = bytearray()
-    record.append_entries(one, [ent(1)])
-    first_len = len(one)
-    for i in range(first_len, records_len):
+    rb = record.RecordBuffer()
+    rb.add_entries([ent(1), ent(2)])
+    buf = bytes(rb.seal(0))
+    first_len = rb.starts[1]
+    for i in range(first_len, len(buf)):
         damaged = bytearray(buf)
         damaged[i] ^= 0x10
         records, stop = record.decode_records(bytes(damaged))
@@ -218,14 +230,15 @@ def _two_batches(d: Path) -> tuple[Path, int, list[int]]:
     w.save(hs(1, 1), [ent(1), ent(2)])
     w.sync()
     b_start = w._offset
-    ends = []  # where each record's CRC-covered bytes end (the zero padding may be missing)
-    off = b_start
-    for e in (ent(3, 2), ent(4, 2)):
-        one = bytearray()
-        record.append_entries(one, [e])
-        ends.append(off + record.HEADER_SIZE + 17 + len(e.data))
-        off += len(one)
-    ends.append(off + record.HEADER_SIZE + 24)
+    rb = record.RecordBuffer()
+    rb.add_entries([ent(3, 2), ent(4, 2)])
+    rb.add_hard_state(hs(2, 4))
+    # where each record's CRC-covered bytes end (the zero padding may be missing)
+    ends = [
+        b_start + s + record.HEADER_SIZE + 17 + len(e.data)
+        for s, e in zip(rb.starts, (ent(3, 2), ent(4, 2)), strict=False)
+    ]
+    ends.append(b_start + rb.starts[2] + record.HEADER_SIZE + 24)
     w.save(hs(2, 4), [ent(3, 2), ent(4, 2)])
     w.sync()
     w.close()
@@ -736,3 +749,28 @@ def test_reopen_right_after_a_cut_appends_to_the_new_segment(tmp_path: Path) -> 
     assert [p.name for p in segments(tmp_path)] == names
     assert read_all(tmp_path).entries[-1] == ent(i + 1)
     assert read_all(tmp_path).hard_state == hs(1, i + 1)
+
+
+def test_a_torn_batch_carrying_a_copy_of_a_wal_file_is_still_a_torn_tail(tmp_path: Path) -> None:
+    # A value holding a WAL file (records at 8-aligned places of the torn bytes) must not be
+    # taken for valid data after damage: records are bound to the offset they were written at.
+    src = tmp_path / "src"
+    w = WAL.create(src, segment_size_bytes=SEG)
+    w.save(hs(1), [ent(i) for i in range(1, 20)])
+    w.close()
+    wal_bytes = segments(src)[0].read_bytes()[:2048]
+    d = tmp_path / "d"
+    w = WAL.create(d, segment_size_bytes=1 << 16)
+    w.save(hs(1), [ent(1)])
+    w.sync()
+    start = w._offset
+    # 3 bytes of prefix put the copied records on 8-byte boundaries of the file
+    w.save(None, [ent(2, data=b"pfx" + wal_bytes)])
+    w.sync()
+    w.close()
+    path = segments(d)[0]
+    data = bytearray(path.read_bytes())
+    assert (start + record.HEADER_SIZE + 17 + 3) % 8 == 0
+    data[start : start + 8] = bytes(8)  # the batch's first bytes never reached the disk
+    path.write_bytes(bytes(data))
+    assert read_all(d).entries == (ent(1),)
