@@ -14,7 +14,7 @@ keeps them running side by side (idle while another is measured), and runs every
 workload against every target with ``bench/bin/loadgen``, interleaved so that drift of
 the machine hits all targets alike: round 1 = (w1: etcd petcd bare) (w2: etcd petcd bare)
 ..., then round 2 the same, and so on. Each measurement stops after ``--total`` requests or
-``--seconds`` seconds, whichever comes first. The table gives, per workload, the mean over
+``--seconds`` seconds, whichever comes first. The table gives, per workload, the median over
 rounds of each target's rate (requests/s; events delivered/s for watch), the ratios
 petcd/etcd, petcd/bare and bare/etcd, and p50/p99 latency (ms; put-to-delivery delay for
 watch). Everything, raw per-round results included, is written as JSON under
@@ -376,12 +376,12 @@ def summarize(
                 continue
             res = [r["result"] for r in mine]
             row[t] = {
-                "rate": statistics.fmean(rate_of(r) for r in res),
+                "rate": statistics.median(rate_of(r) for r in res),
                 "rates": [round(rate_of(r), 1) for r in res],
-                "p50_ms": statistics.fmean(r["p50_ms"] for r in res),
-                "p99_ms": statistics.fmean(r["p99_ms"] for r in res),
+                "p50_ms": statistics.median(r["p50_ms"] for r in res),
+                "p99_ms": statistics.median(r["p99_ms"] for r in res),
                 "errors": sum(r["errors"] for r in res),
-                "cpu_ms_per_request": statistics.fmean(r["cpu_ms_per_request"] for r in mine),
+                "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in mine),
             }
 
         def rate(t: str, row: dict[str, Any] = row) -> float | None:
@@ -402,11 +402,20 @@ def ratio_pairs(targets: Sequence[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in targets and b in targets]
 
 
+def print_rows(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        cells = zip(r, widths, strict=True)
+        print("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(cells)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
+    """Two tables: rates and ratios, then latencies."""
     pairs = ratio_pairs(targets)
-    head = ["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs]]
-    head += [f"p50 {t}" for t in targets] + [f"p99 {t}" for t in targets]
-    rows = [head]
+    rates = [["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs]]]
+    lats = [["workload", *[f"p50 {t}" for t in targets], *[f"p99 {t}" for t in targets]]]
     for row in table:
 
         def cell(t: str, key: str, row: dict[str, Any] = row) -> float | None:
@@ -414,18 +423,15 @@ def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
             return None if c is None else float(c[key])
 
         line = [row["workload"], *[fmt_rate(cell(t, "rate")) for t in targets]]
-        for a, b in pairs:
-            line.append(fmt_ratio(cell(a, "rate"), cell(b, "rate")))
-        line += [fmt_ms(cell(t, "p50_ms")) for t in targets]
-        line += [fmt_ms(cell(t, "p99_ms")) for t in targets]
-        rows.append(line)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for i, r in enumerate(rows):
-        cells = zip(r, widths, strict=True)
-        print("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(cells)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print("rates: requests/s (watch: events delivered/s); p50/p99 in ms (watch: delivery delay)")
+        line += [fmt_ratio(cell(a, "rate"), cell(b, "rate")) for a, b in pairs]
+        rates.append(line)
+        lat = [row["workload"], *[fmt_ms(cell(t, "p50_ms")) for t in targets]]
+        lat += [fmt_ms(cell(t, "p99_ms")) for t in targets]
+        lats.append(lat)
+    print_rows(rates)
+    print("rates: median over rounds of requests/s (watch: events delivered/s)\n")
+    print_rows(lats)
+    print("latency: median over rounds, ms (watch: put-to-delivery delay)")
 
 
 def results_path(label: str, suffix: str = "") -> Path:
@@ -495,6 +501,7 @@ def run_matrix(args: argparse.Namespace) -> int:
                 wl, srv = WORKLOADS[w], servers[t]
                 total = max(1, int(args.total * wl.total_scale))
                 entry: dict[str, Any] = {"round": rnd, "workload": w, "target": t}
+                entry["loadavg1_before"] = round(os.getloadavg()[0], 2)
                 assert srv.proc is not None
                 cpu0 = cpu_seconds(srv.proc.pid)
                 try:

@@ -6,7 +6,8 @@ registers that eventfd with an asyncio loop; on wake-up it takes the whole queue
 call and plays the member: Puts get consecutive revisions in a dict-based store, Ranges of
 one key are answered from it. With ``--fsync FILE`` the batch's Put records are appended
 to FILE and fdatasync'ed in a worker thread before the Puts are answered (one fsync per
-batch: the group commit petcd's WAL does); requests that arrive meanwhile form the next
+batch: the group commit petcd's WAL does; the file is preallocated as etcd's WAL segments
+are); requests that arrive meanwhile form the next
 batch. It stores nothing durable beyond that file and implements no raft: it measures
 what a native transport plus a batch-shaped Python member costs, nothing more.
 """
@@ -28,8 +29,11 @@ import native_frontend
 PUT = 1
 
 
-def write_and_sync(fd: int, data: bytes) -> None:
-    os.write(fd, data)
+WAL_PREALLOC_BYTES = 1 << 30
+
+
+def write_and_sync(fd: int, data: bytes, offset: int) -> None:
+    os.pwrite(fd, data, offset)
     os.fdatasync(fd)
 
 
@@ -44,7 +48,13 @@ async def member(fe: native_frontend.FrontEnd, fsync_path: str | None) -> None:
         wake.set()
 
     loop.add_reader(efd, on_readable)
-    wal = os.open(fsync_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if fsync_path else -1
+    wal = os.open(fsync_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if fsync_path else -1
+    if wal >= 0:
+        # Preallocated, as etcd's WAL segments are, so that fdatasync rarely has file-size
+        # metadata to write. A prototype: it does not roll over past this size.
+        os.posix_fallocate(wal, 0, WAL_PREALLOC_BYTES)
+        os.fsync(wal)
+    wal_offset = 0
     store: dict[bytes, tuple[bytes, int, int, int]] = {}
     revision = 1
     pack = struct.Struct(">QII").pack
@@ -90,7 +100,10 @@ async def member(fe: native_frontend.FrontEnd, fsync_path: str | None) -> None:
             fe.respond_range(range_ids, revision, range_kvs)
         if put_ids:
             if wal >= 0:
-                await loop.run_in_executor(None, write_and_sync, wal, b"".join(records))
+                data = b"".join(records)
+                assert wal_offset + len(data) <= WAL_PREALLOC_BYTES, "prototype WAL is full"
+                await loop.run_in_executor(None, write_and_sync, wal, data, wal_offset)
+                wal_offset += len(data)
             fe.respond_put(put_ids, put_revs)
     print(f"batches {batches} requests {requests}", file=sys.stderr, flush=True)
 
