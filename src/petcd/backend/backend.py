@@ -149,6 +149,7 @@ class Backend:
         self._pending = 0
         self._batch_started = 0.0
         self._ci: tuple[Index, Term] = (Index(0), Term(0))
+        self._ci_dirty = False
         self.commits = 0
         self._open()
 
@@ -219,7 +220,7 @@ class Backend:
     def put(self, bucket: str, key: bytes, value: bytes) -> None:
         with self._lock:
             overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
-            if self._pending == 0:
+            if self._pending == 0 and not self._ci_dirty:
                 self._batch_started = self._clock()
             overlay[key] = value
             self._pending += 1
@@ -227,7 +228,7 @@ class Backend:
     def delete(self, bucket: str, key: bytes) -> None:
         with self._lock:
             overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
-            if self._pending == 0:
+            if self._pending == 0 and not self._ci_dirty:
                 self._batch_started = self._clock()
             overlay[key] = None
             self._pending += 1
@@ -236,11 +237,17 @@ class Backend:
         raise UnknownBucketError(bucket)
 
     def set_consistent_index(self, index: Index, term: Term) -> None:
-        """Record the last applied raft entry in the current batch (with the data it covers)."""
+        """Record the last applied raft entry in the current batch (with the data it covers).
+
+        The value is written into ``meta`` by the commit that writes the batch, so it costs
+        nothing per call and is always in the same LMDB transaction as the data.
+        """
         with self._lock:
             assert index >= self._ci[0], (index, self._ci)
+            if not self._ci_dirty and self._pending == 0:
+                self._batch_started = self._clock()
             self._ci = (index, term)
-            self.put(META, CONSISTENT_INDEX_KEY, _CI.pack(index, term))
+            self._ci_dirty = True
 
     def consistent_index(self) -> tuple[Index, Term]:
         """The last applied raft (index, term), including the uncommitted batch."""
@@ -248,12 +255,13 @@ class Backend:
 
     @property
     def pending_writes(self) -> int:
+        """Writes in the uncommitted batch (the consistent index is not counted)."""
         return self._pending
 
     def maybe_commit(self) -> bool:
         """Commit if the batch is full or old enough. Call only at an apply boundary."""
         with self._lock:
-            if self._pending == 0:
+            if self._pending == 0 and not self._ci_dirty:
                 return False
             if (
                 self._pending >= self._batch_limit
@@ -270,8 +278,10 @@ class Backend:
 
     def _commit_locked(self) -> None:
         env = self._require_env()
-        if self._pending == 0:
+        if self._pending == 0 and not self._ci_dirty:
             return
+        if self._ci_dirty:
+            self._overlay[META][CONSISTENT_INDEX_KEY] = _CI.pack(*self._ci)
         if self._rtxn is not None:
             # A live reader would pin the pages this commit frees.
             self._rtxn.abort()
@@ -295,6 +305,7 @@ class Backend:
         for overlay in self._overlay.values():
             overlay.clear()
         self._pending = 0
+        self._ci_dirty = False
         self.commits += 1
 
     # -- reads -------------------------------------------------------------------------------
@@ -480,6 +491,7 @@ class Backend:
             for overlay in self._overlay.values():
                 overlay.clear()
             self._pending = 0
+            self._ci_dirty = False
             self._close_env()
             _install_copy(snapshot_db_path, self.path)
             self._open()

@@ -344,6 +344,7 @@ class KVStore:
         self._current_rev = 1
         self._compact_rev = -1
         self._compaction: _Compaction | None = None
+        self._hdr = ResponseHeader(revision=0)
         self._restore()
 
     # -- open ----------------------------------------------------------------------------
@@ -423,8 +424,30 @@ class KVStore:
         assert raw is not None, f"revision {rev >> SUB_BITS}:{rev & SUB_MASK} not in backend"
         return decode_kv(raw)
 
+    def _header(self, revision: int) -> ResponseHeader:
+        # Headers are frozen: share one per revision instead of building one per response.
+        hdr = self._hdr
+        if hdr.revision != revision:
+            hdr = self._hdr = ResponseHeader(revision=revision)
+        return hdr
+
     def range(self, req: RangeRequest) -> RangeResponse:
         """A Range at the current revision or a past one (``req.revision``)."""
+        if (
+            not req.range_end
+            and req.key
+            and req.revision == 0
+            and req.sort_order == 0
+            and req.sort_target == 0
+            and not (req.keys_only or req.count_only or req.min_mod_revision)
+            and not (req.max_mod_revision or req.min_create_revision or req.max_create_revision)
+        ):
+            # The common single-key read at the current revision.
+            latest = self._index.latest(req.key)
+            hdr = self._header(self._current_rev)
+            if latest is None:
+                return RangeResponse(hdr, (), False, 0)
+            return RangeResponse(hdr, (self._load(latest),), False, 1)
         _check_range(req)
         return self._range(req, self._current_rev)
 
@@ -457,7 +480,7 @@ class KVStore:
         else:
             pairs, total = self._index.revisions(start, end, rev, limit)
         if r.count_only:
-            return RangeResponse(ResponseHeader(revision=cur), (), False, total)
+            return RangeResponse(self._header(cur), (), False, total)
         load = self._load
         kvs = [load(p) for _, p in pairs]
         if filtered:
@@ -484,7 +507,7 @@ class KVStore:
                 KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
                 for kv in kvs
             ]
-        return RangeResponse(ResponseHeader(revision=cur), tuple(kvs), more, total)
+        return RangeResponse(self._header(cur), tuple(kvs), more, total)
 
     def _live(self, key: bytes, range_end: bytes) -> list[tuple[bytes, int]]:
         start, end, single = _interval(key, range_end)
@@ -601,7 +624,7 @@ class KVStore:
             if lease:
                 lessor.attach(lease, key)
         tx.changes.append(kv)
-        return PutResponse(ResponseHeader(revision=main), prev if p.prev_kv else None)
+        return PutResponse(self._header(main), prev if p.prev_kv else None)
 
     def _delete(self, tx: _WriteTxn, d: DeleteRangeRequest) -> DeleteRangeResponse:
         targets = self._live(d.key, d.range_end)
@@ -620,7 +643,7 @@ class KVStore:
                 lessor.detach(olds[i].lease, key)
             tx.changes.append(tomb)
         return DeleteRangeResponse(
-            ResponseHeader(revision=tx.view()),
+            self._header(tx.view()),
             len(targets),
             tuple(olds) if d.prev_kv else (),
         )
@@ -670,7 +693,7 @@ class KVStore:
         path = self._compare_path(t, tx.begin)
         self._check_path(t, path, 0, _is_write(t))
         resp, _ = self._txn(tx, t, path, 0)
-        return TxnResponse(ResponseHeader(revision=tx.view()), resp.succeeded, resp.responses)
+        return TxnResponse(self._header(tx.view()), resp.succeeded, resp.responses)
 
     def _txn(
         self, tx: _WriteTxn, t: TxnRequest, path: list[bool], pos: int
@@ -716,7 +739,7 @@ class KVStore:
             self._backend.put(META, SCHEDULED_COMPACT_KEY, _Q.pack(revision))
             self._compaction = _Compaction(revision, keep)
             self._on_compacted(revision)
-            return CompactionResponse(ResponseHeader(revision=self._current_rev))
+            return CompactionResponse(self._header(self._current_rev))
         finally:
             self._backend.set_consistent_index(index, term)
             self._backend.maybe_commit()
