@@ -12,9 +12,11 @@ Writing is split in two so that a server can keep its event loop busy while the 
                         \\                          \\
     worker:              sync: swap, pwrite, fdatasync   sync: swap, pwrite, fdatasync
 
-``save`` and ``save_snapshot`` only encode records into the pending buffer under ``_mu`` (a
+``save`` and ``save_snapshot`` only lay records out in the pending buffer under ``_mu`` (a
 short lock). ``sync`` holds ``_sync_mu`` for its whole run (one sync at a time), swaps the pending
-buffer for an empty one under ``_mu``, writes it with one ``pwrite`` and calls ``fdatasync`` once.
+buffer for an empty one under ``_mu``, cuts a new segment if the batch does not fit, fills in the
+records' CRCs (bound to their file offsets), writes the batch with one ``pwrite`` and calls
+``fdatasync`` once.
 Whatever was saved while a sync ran goes out with the next one (group commit). When ``sync``
 returns, everything saved before it was called is durable: either this call wrote it, or an
 earlier sync that took it finished its fdatasync before this call got ``_sync_mu``.
