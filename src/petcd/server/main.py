@@ -90,7 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     from petcd.grpc.services import make_server
-    from petcd.http.server import HttpServer
     from petcd.server.member import Member
 
     log.info(
@@ -135,7 +134,11 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await member.stop()
         return 1
     http_urls = [*cfg.listen_client_http_urls, *cfg.listen_metrics_urls]
-    http = HttpServer(member, [(u.bind_host, u.port) for u in http_urls]) if http_urls else None
+    http: Any = None
+    if http_urls:
+        from petcd.http.server import HttpServer  # aiohttp costs 0.4 s to import: only if used
+
+        http = HttpServer(member, [(u.bind_host, u.port) for u in http_urls])
     try:
         await grpc_server.start()
         if http is not None:
