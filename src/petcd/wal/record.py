@@ -102,6 +102,15 @@ class RecordBuffer:
     def __len__(self) -> int:
         return len(self.buf)
 
+    def mark(self) -> tuple[int, int]:
+        """A point to ``rollback`` to."""
+        return len(self.buf), len(self.starts)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Drop everything added since ``mark``."""
+        del self.buf[mark[0] :]
+        del self.starts[mark[1] :]
+
     def _add(self, rtype: RecordType, body: bytes) -> None:
         buf = self.buf
         n = len(body)

@@ -411,17 +411,34 @@ class WAL:
                     )
                 if last - first != len(entries) - 1:
                     raise WalAppendError("wal: entries in one save must be contiguous")
-                self._pending.add_entries(entries)
-                self._saved_last_index = last
+            pending = self._pending
+            mark = pending.mark()
+            try:
+                # A bad value (data that is not bytes, a negative term) fails half-way through
+                # a record: take the whole save back so that the buffer stays well-formed.
+                if entries:
+                    pending.add_entries(entries)
+                if hard_state is not None:
+                    pending.add_hard_state(hard_state)
+            except BaseException:
+                pending.rollback(mark)
+                raise
+            if entries:
+                self._saved_last_index = entries[-1].index
             if hard_state is not None:
-                self._pending.add_hard_state(hard_state)
                 self._saved_hard_state = hard_state
 
     def save_snapshot(self, metadata: SnapshotMetadata) -> None:
         """Buffer a snapshot marker; durable once ``sync`` returns."""
         with self._mu:
             self._check_open()
-            self._pending.add_snapshot(metadata)
+            pending = self._pending
+            mark = pending.mark()
+            try:
+                pending.add_snapshot(metadata)
+            except BaseException:
+                pending.rollback(mark)
+                raise
             self._saved_snapshot = metadata
             self._saved_last_index = max(self._saved_last_index, metadata.index)
 

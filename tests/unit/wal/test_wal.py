@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import threading
 from pathlib import Path
 
@@ -774,3 +775,19 @@ def test_a_torn_batch_carrying_a_copy_of_a_wal_file_is_still_a_torn_tail(tmp_pat
     data[start : start + 8] = bytes(8)  # the batch's first bytes never reached the disk
     path.write_bytes(bytes(data))
     assert read_all(d).entries == (ent(1),)
+
+
+def test_a_save_that_fails_half_way_leaves_nothing_behind(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    w.save(hs(1), [ent(1)])
+    bad = Entry(Term(1), Index(3), EntryType.NORMAL, "not bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        w.save(hs(1, 2), [ent(2), bad])
+    with pytest.raises(struct.error):
+        w.save_snapshot(SnapshotMetadata(Index(1), Term(-1)))
+    w.save(hs(1, 2), [ent(2)])  # the failed saves changed nothing: index 2 still follows 1
+    w.close()
+    state = read_all(tmp_path)
+    assert state.entries == (ent(1), ent(2))
+    assert state.hard_state == hs(1, 2)
+    assert state.snapshots == ()
