@@ -7,6 +7,9 @@
 //!
 //! * mode "echo": answers at once with an empty response, never touching Python (the
 //!   native floor), or
+//! * mode "raw": like "python" below, but the request message is handed over undecoded
+//!   and Python sends back encoded response messages (`respond_raw`): decoding and
+//!   encoding then happen in Python with the generated protobuf classes, or
 //! * mode "python": appends the decoded request to a queue shared with Python and signals
 //!   an eventfd if the queue was empty. The Python side (an asyncio loop with the eventfd
 //!   registered as a reader) takes the whole queue in one call (`take`), does the member's
@@ -112,6 +115,7 @@ struct Shared {
     next_id: AtomicU64,
     eventfd: i32,
     echo: bool,
+    raw: bool,
     header: ResponseHeader,
 }
 
@@ -186,7 +190,9 @@ async fn handle(req: Request<RecvStream>, respond: SendResponse<Bytes>, shared: 
     if shared.echo {
         return finish(respond, 0, Some(Bytes::new()));
     }
-    let (key, value) = if kind == KIND_PUT {
+    let (key, value) = if shared.raw {
+        (msg, Bytes::new()) // Python decodes the message itself
+    } else if kind == KIND_PUT {
         match PutRequest::decode(msg) {
             Ok(r) => (r.key, r.value),
             Err(_) => return finish(respond, 13, None), // INTERNAL
@@ -252,6 +258,7 @@ impl FrontEnd {
             next_id: AtomicU64::new(1),
             eventfd: efd,
             echo: mode == "echo",
+            raw: mode == "raw",
             header: ResponseHeader { cluster_id, member_id, revision: 0, raft_term },
         });
         let rt = if threads <= 1 {
@@ -285,6 +292,7 @@ impl FrontEnd {
     }
 
     /// Everything queued, as columns: (ids, kinds, keys, values); kinds 1=Put 2=Range.
+    /// In mode "raw", keys holds each undecoded request message and values are empty.
     #[allow(clippy::type_complexity)]
     fn take<'py>(
         &self,
@@ -321,6 +329,16 @@ impl FrontEnd {
                 }
             }
         })
+    }
+
+    /// Answer requests with response messages Python encoded itself (mode "raw").
+    fn respond_raw(&self, ids: Vec<u64>, messages: Vec<Vec<u8>>) {
+        let mut waiting = self.shared.waiting.lock().unwrap();
+        for (id, m) in ids.into_iter().zip(messages) {
+            if let Some(tx) = waiting.remove(&id) {
+                let _ = tx.send(Bytes::from(m));
+            }
+        }
     }
 
     /// Answer single-key Ranges at `revision`: per id None (no such key) or
