@@ -1,0 +1,87 @@
+"""Unit tests of the in-memory key index and its sorted key list."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from petcd.mvcc.key_index import KeyIndex, SortedKeys, pack_rev
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.booleans(), st.binary(min_size=1, max_size=2)), max_size=300),
+    start=st.binary(max_size=2),
+    end=st.one_of(st.none(), st.binary(max_size=2)),
+)
+def test_sorted_keys_behaves_like_a_sorted_set(
+    ops: list[tuple[bool, bytes]], start: bytes, end: bytes | None
+) -> None:
+    keys = SortedKeys(load=4)  # tiny chunks: splits and chunk removal happen often
+    model: set[bytes] = set()
+    for add, k in ops:
+        if add and k not in model:
+            keys.add(k)
+            model.add(k)
+        elif not add and k in model:
+            keys.remove(k)
+            model.discard(k)
+    assert list(keys) == sorted(model) and len(keys) == len(model)
+    want = [k for k in sorted(model) if k >= start and (end is None or k < end)]
+    assert list(keys.irange(start, end)) == want
+
+
+def r(main: int, sub: int = 0) -> int:
+    return pack_rev(main, sub)
+
+
+def test_get_across_generations() -> None:
+    ki = KeyIndex()
+    ki.put(b"k", r(2))
+    ki.put(b"k", r(4, 1))
+    ki.tombstone(b"k", r(6))
+    ki.put(b"k", r(8))
+    assert [ki.get(b"k", m) for m in range(1, 10)] == [
+        None,
+        r(2),
+        r(2),
+        r(4, 1),
+        r(4, 1),
+        None,
+        None,
+        r(8),
+        r(8),
+    ]
+    assert ki.latest(b"k") == r(8)
+    assert ki.get(b"other", 9) is None
+
+
+def test_compact_drops_ended_generations_and_keeps_latest_at_or_below() -> None:
+    ki = KeyIndex()
+    ki.put(b"a", r(2))
+    ki.put(b"a", r(3))
+    ki.tombstone(b"a", r(4))  # a's generation ends at 4
+    ki.put(b"b", r(5))
+    ki.put(b"b", r(7))
+    ki.put(b"c", r(9))
+    assert ki.keep(6) == {r(5)}
+    assert ki.keep(4) == set()  # a tombstone is never kept
+    keep = ki.compact(6)
+    assert keep == {r(5)}
+    assert ki.get(b"a", 6) is None and len(ki) == 2  # a left the index entirely
+    assert [k for k, _ in ki.items()] == [b"b", b"c"]
+    assert ki.get(b"b", 6) == r(5) and ki.get(b"b", 7) == r(7)
+    ki.tombstone(b"b", r(10))
+    assert ki.compact(10) == {r(9)}
+    assert [k for k, _ in ki.items()] == [b"c"]
+
+
+def test_revisions_counts_all_and_limits_list() -> None:
+    ki = KeyIndex()
+    for i, k in enumerate([b"a", b"b", b"c", b"d"]):
+        ki.put(k, r(i + 2))
+    ki.tombstone(b"b", r(6))
+    pairs, total = ki.revisions(b"a", None, 6, limit=2)
+    assert pairs == [(b"a", r(2)), (b"c", r(4))] and total == 3
+    pairs, total = ki.revisions(b"a", b"c", 5)
+    assert pairs == [(b"a", r(2)), (b"b", r(3))] and total == 2
