@@ -12,12 +12,22 @@ from petcd.api.etcdserverpb import rpc_pb2
 from petcd.server.ids import cluster_id, member_id
 from tests.integration.petcd_proc import PetcdProcess, etcdctl, kv_stub, maintenance_stub
 
+QUOTA_BYTES = 3 * 1024 * 1024
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PetcdProcess]:
     base = tmp_path_factory.mktemp("kv")
     p = PetcdProcess(
-        base / "data", extra_args=["--max-txn-ops", "4", "--max-request-bytes", "4096"]
+        base / "data",
+        extra_args=[
+            "--max-txn-ops",
+            "4",
+            "--max-request-bytes",
+            "4096",
+            "--quota-backend-bytes",
+            str(QUOTA_BYTES),
+        ],
     )
     p.start()
     yield p
@@ -199,3 +209,28 @@ def test_many_concurrent_writes_all_land(kv: Any) -> None:
     assert len(set(revs)) == 200  # one revision each
     got = kv.Range(rpc_pb2.RangeRequest(key=b"conc/", range_end=b"conc0", count_only=True))
     assert got.count == 200
+
+
+def test_zz_quota_backend_bytes(kv: Any) -> None:
+    # Runs last in this module: it fills the backend up to --quota-backend-bytes.
+    value = b"q" * 3500
+    code = None
+    for batch in range(QUOTA_BYTES // (3500 * 50) + 20):
+        futures = [
+            kv.Put.future(rpc_pb2.PutRequest(key=b"quota/%d/%d" % (batch, i), value=value))
+            for i in range(50)
+        ]
+        for f in futures:
+            try:
+                f.result()
+            except grpc.RpcError as e:
+                code = _code_and_message(e)
+        if code is not None:
+            break
+    assert code == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "etcdserver: mvcc: database space exceeded",
+    )
+    # Reads and deletes still work.
+    assert kv.Range(rpc_pb2.RangeRequest(key=b"quota/0/0")).kvs[0].value == value
+    kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"quota/", range_end=b"quota0"))

@@ -102,6 +102,7 @@ from petcd.server.config import Config
 from petcd.server.errors import (
     ConfigError,
     NoLeaderError,
+    NoSpaceError,
     RequestTimeoutError,
     RequestTooLargeError,
     StoppedError,
@@ -205,6 +206,10 @@ class Member:
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_due = False
         self._want_campaign = False
+        # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
+        # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
+        self._quota_bytes = cfg.quota_backend_bytes_effective
+        self._db_size_bytes = 0
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._fatal: BaseException | None = None
@@ -230,6 +235,7 @@ class Member:
         self.kv = KVStore(self._backend, max_txn_ops=cfg.max_txn_ops)
         ci, _ = self._backend.consistent_index()
         self._consistent_index = ci
+        self._db_size_bytes = self._backend.size_bytes()
         if wal_exists(cfg.wal_path):
             storage, applied = self._restart(ci)
         else:
@@ -450,6 +456,7 @@ class Member:
             started = time.monotonic()
             if await self._in_thread(self._backend.maybe_commit):
                 self.metrics.backend_commit_seconds.observe(time.monotonic() - started)
+                self._db_size_bytes = self._backend.size_bytes()
 
     async def _in_thread(self, fn: Callable[[], _T]) -> _T:
         return await asyncio.to_thread(fn)
@@ -497,6 +504,13 @@ class Member:
                 data = entry_codec.encode(rid, req)
                 if len(data) > self.cfg.max_request_bytes:
                     fut.set_exception(RequestTooLargeError())
+                    continue
+                if (
+                    self._quota_bytes > 0
+                    and isinstance(req, PutRequest | TxnRequest)
+                    and self._db_size_bytes + len(data) > self._quota_bytes
+                ):
+                    fut.set_exception(NoSpaceError())
                     continue
                 datas.append(data)
                 ids.append(rid)
