@@ -146,6 +146,10 @@ class Backend:
         self._dbs: dict[str, Any] = {}
         self._rtxn: Any = None
         self._overlay: dict[str, dict[bytes, bytes | None]] = {b: {} for b in BUCKETS}
+        # The batch being written by a commit in progress (readable until it is on disk).
+        self._committing: dict[str, dict[bytes, bytes | None]] | None = None
+        # Serializes commits and whole-file operations; taken before _lock, never after.
+        self._commit_mutex = threading.Lock()
         self._pending = 0
         self._batch_started = 0.0
         self._ci: tuple[Index, Term] = (Index(0), Term(0))
@@ -162,6 +166,8 @@ class Backend:
         with env.begin(write=True) as txn:
             self._dbs = {b: env.open_db(b.encode(), txn=txn) for b in BUCKETS}
         self._env = env
+        if self._ci_dirty:
+            return  # a newer index waits in the batch (defrag reopens with writes pending)
         raw = self.get(META, CONSISTENT_INDEX_KEY)
         if raw is None:
             self._ci = (Index(0), Term(0))
@@ -179,12 +185,14 @@ class Backend:
 
     def close(self) -> None:
         """Commit the pending batch and close the file. Idempotent."""
-        with self._lock:
+        with self._commit_mutex:
             if self._env is None:
                 return
-            self._commit_locked()
-            self._env.sync(True)
-            self._close_env()
+            self._commit_serialized()
+            with self._lock:
+                assert self._env is not None
+                self._env.sync(True)
+                self._close_env()
 
     @property
     def closed(self) -> bool:
@@ -255,40 +263,53 @@ class Backend:
 
     @property
     def pending_writes(self) -> int:
-        """Writes in the uncommitted batch (the consistent index is not counted)."""
-        return self._pending
+        """Writes in the uncommitted batch (a changed consistent index counts as one)."""
+        return self._pending + (1 if self._ci_dirty else 0)
 
     def maybe_commit(self) -> bool:
         """Commit if the batch is full or old enough. Call only at an apply boundary."""
         with self._lock:
             if self._pending == 0 and not self._ci_dirty:
                 return False
-            if (
+            due = (
                 self._pending >= self._batch_limit
                 or self._clock() - self._batch_started >= self._batch_interval_s
-            ):
-                self._commit_locked()
-                return True
-            return False
+            )
+        if due:
+            self.commit()
+        return due
 
     def commit(self) -> None:
-        """Write the pending batch in one LMDB transaction (a force commit)."""
-        with self._lock:
-            self._commit_locked()
+        """Write the pending batch in one LMDB transaction (a force commit).
 
-    def _commit_locked(self) -> None:
-        env = self._require_env()
-        if self._pending == 0 and not self._ci_dirty:
-            return
-        if self._ci_dirty:
-            self._overlay[META][CONSISTENT_INDEX_KEY] = _CI.pack(*self._ci)
-        if self._rtxn is not None:
-            # A live reader would pin the pages this commit frees.
-            self._rtxn.abort()
-            self._rtxn = None
+        The batch is detached under the lock and written without it: other threads keep
+        reading (they see the batch being committed) and writing (into a new batch) while
+        the LMDB transaction and its fsync run.
+        """
+        with self._commit_mutex:
+            self._commit_serialized()
+
+    def _commit_serialized(self) -> None:
+        with self._lock:
+            env = self._require_env()
+            if self._pending == 0 and not self._ci_dirty:
+                return
+            ci_dirty = self._ci_dirty
+            if ci_dirty:
+                self._overlay[META][CONSISTENT_INDEX_KEY] = _CI.pack(*self._ci)
+            batch = self._overlay
+            pending = self._pending
+            self._committing = batch
+            self._overlay = {b: {} for b in BUCKETS}
+            self._pending = 0
+            self._ci_dirty = False
+            if self._rtxn is not None:
+                # A live reader would pin the pages this commit frees.
+                self._rtxn.abort()
+                self._rtxn = None
         try:
             with env.begin(write=True) as txn:
-                for bucket, overlay in self._overlay.items():
+                for bucket, overlay in batch.items():
                     if not overlay:
                         continue
                     db = self._dbs[bucket]
@@ -300,13 +321,24 @@ class Backend:
                         for k, v in overlay.items():
                             if v is None:
                                 txn.delete(k, db=db)
-        except lmdb.MapFullError:
-            raise DatabaseSpaceExceededError() from None
-        for overlay in self._overlay.values():
-            overlay.clear()
-        self._pending = 0
-        self._ci_dirty = False
-        self.commits += 1
+        except BaseException as e:
+            with self._lock:
+                # Put the batch back, under the writes that arrived meanwhile.
+                for bucket, overlay in batch.items():
+                    overlay.update(self._overlay[bucket])
+                self._overlay = batch
+                self._committing = None
+                self._pending += pending
+                self._ci_dirty = self._ci_dirty or ci_dirty
+            if isinstance(e, lmdb.MapFullError):
+                raise DatabaseSpaceExceededError() from None
+            raise
+        with self._lock:
+            self._committing = None
+            if self._rtxn is not None:
+                self._rtxn.abort()
+                self._rtxn = None
+            self.commits += 1
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -315,8 +347,25 @@ class Backend:
             overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
             if key in overlay:
                 return overlay[key]
+            committing = self._committing
+            if committing is not None and key in committing[bucket]:
+                return committing[bucket][key]
             result: bytes | None = self._reader().get(key, db=self._dbs[bucket])
             return result
+
+    def _changed(
+        self, bucket: str, start: bytes, end: bytes | None
+    ) -> list[tuple[bytes, bytes | None]]:
+        # Uncommitted changes in [start, end), newest layer winning, in key order.
+        layers = [self._overlay[bucket]]
+        if self._committing is not None:
+            layers.insert(0, self._committing[bucket])
+        merged: dict[bytes, bytes | None] = {}
+        for layer in layers:
+            for k, v in layer.items():
+                if k >= start and (end is None or k < end):
+                    merged[k] = v
+        return sorted(merged.items())
 
     def range(
         self, bucket: str, start: bytes, end: bytes | None = None, limit: int = 0
@@ -327,10 +376,7 @@ class Backend:
         """
         with self._lock:
             db = self._db(bucket)
-            overlay = self._overlay[bucket]
-            changed = sorted(
-                (k, v) for k, v in overlay.items() if k >= start and (end is None or k < end)
-            )
+            changed = self._changed(bucket, start, end)
             out: list[tuple[bytes, bytes]] = []
             cursor: Any = self._reader().cursor(db=db)
             on_disk = cursor.set_range(start)
@@ -369,11 +415,7 @@ class Backend:
         with self._lock:
             env = self._require_env()
             db = self._db(bucket)
-            changed = sorted(
-                (k, v)
-                for k, v in self._overlay[bucket].items()
-                if k >= start and (end is None or k < end)
-            )
+            changed = self._changed(bucket, start, end)
             txn: Any = env.begin(db=db, buffers=False)
         return self._merge(txn, changed, start, end)
 
@@ -419,7 +461,7 @@ class Backend:
             db = self._db(bucket)
             reader = self._reader()
             n: int = reader.stat(db)["entries"]
-            for k, v in self._overlay[bucket].items():
+            for k, v in self._changed(bucket, b"", None):
                 on_disk = reader.get(k, db=db) is not None
                 if v is None and on_disk:
                     n -= 1
@@ -454,11 +496,14 @@ class Backend:
         The pending batch is committed first. Returns the consistent index the copy holds.
         Writers are not blocked while the copy is written.
         """
-        with self._lock:
-            self._commit_locked()
-            env = self._require_env()
-            txn = env.begin()
-            ci = self._ci
+        with self._commit_mutex:
+            self._commit_serialized()
+            with self._lock:
+                env = self._require_env()
+                txn = env.begin()
+                raw = txn.get(CONSISTENT_INDEX_KEY, db=self._dbs[META])
+        index, term = _CI.unpack(raw) if raw is not None else (0, 0)
+        ci = (Index(index), Term(term))
         try:
             fileobj.flush()
             env.copyfd(fileobj.fileno(), compact=True, txn=txn)
@@ -468,8 +513,8 @@ class Backend:
 
     def defrag(self) -> None:
         """Rewrite the file compactly (etcd's defrag): copy, swap, reopen."""
-        with self._lock:
-            self._commit_locked()
+        with self._commit_mutex, self._lock:
+            self._commit_serialized()
             env = self._require_env()
             tmp = self.path + ".defrag"
             with open(tmp, "wb") as f:
@@ -486,7 +531,7 @@ class Backend:
 
         The pending batch is discarded. Returns the consistent index of the new database.
         """
-        with self._lock:
+        with self._commit_mutex, self._lock:
             self._require_env()
             for overlay in self._overlay.values():
                 overlay.clear()

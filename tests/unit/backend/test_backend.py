@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,91 @@ def test_unknown_bucket_and_closed(tmp_path: Path) -> None:
         b.commit()
     with pytest.raises(BackendClosedError):
         b.size_bytes()
+
+
+class _PausingEnv:
+    """Wraps the LMDB environment so that a write transaction waits before committing."""
+
+    def __init__(self, env: object) -> None:
+        self._env = env
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def begin(self, *args: object, **kw: object) -> object:
+        txn = self._env.begin(*args, **kw)  # type: ignore[attr-defined]
+        if not kw.get("write"):
+            return txn
+        outer = self
+
+        class Paused:
+            def __enter__(self) -> object:
+                outer.started.set()
+                return txn.__enter__()
+
+            def __exit__(self, *exc: object) -> object:
+                assert outer.release.wait(timeout=30)
+                return txn.__exit__(*exc)
+
+        return Paused()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._env, name)
+
+
+def test_reads_and_writes_proceed_while_a_commit_runs_in_another_thread(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    b.put(KEY, b"old", b"1")
+    b.commit()
+    b.put(KEY, b"a", b"in-flight")
+    b.delete(KEY, b"old")
+    b.set_consistent_index(Index(5), Term(1))
+    pausing = _PausingEnv(b._env)
+    b._env = pausing  # type: ignore[assignment]
+    committer = threading.Thread(target=b.commit)
+    committer.start()
+    assert pausing.started.wait(timeout=30)
+    # the commit is inside its LMDB transaction: this thread is not blocked
+    assert b.get(KEY, b"a") == b"in-flight" and b.get(KEY, b"old") is None
+    b.put(KEY, b"b", b"next-batch")
+    b.put(KEY, b"a", b"overwritten")
+    assert b.range(KEY, b"") == [(b"a", b"overwritten"), (b"b", b"next-batch")]
+    assert b.pending_writes == 2
+    pausing.release.set()
+    committer.join()
+    b._env = pausing._env  # type: ignore[assignment]
+    assert b.commits == 2 and b.pending_writes == 2
+    assert b.range(KEY, b"") == [(b"a", b"overwritten"), (b"b", b"next-batch")]
+    b._close_env()  # crash: the second batch is lost, the first (with index 5) is on disk
+    b = open_backend(tmp_path)
+    assert b.range(KEY, b"") == [(b"a", b"in-flight")]
+    assert b.consistent_index() == (5, 1)
+    b.close()
+
+
+def test_copy_to_from_another_thread_is_consistent(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    for i in range(2000):
+        b.put(KEY, i.to_bytes(4, "big"), b"x" * 100)
+    b.set_consistent_index(Index(1999), Term(1))
+    snap = tmp_path / "snap.db"
+    result: list[tuple[int, int]] = []
+
+    def copy() -> None:
+        with open(snap, "wb") as f:
+            result.append(b.copy_to(f))
+
+    t = threading.Thread(target=copy)
+    t.start()
+    for i in range(2000, 2100):
+        b.put(KEY, i.to_bytes(4, "big"), b"y")
+        b.set_consistent_index(Index(i), Term(1))
+        b.commit()
+    t.join()
+    b.close()
+    copy_ci = result[0]
+    restored = Backend.restore_from(str(tmp_path / "r" / "db"), str(snap))
+    n = restored.count(KEY)
+    # the copy holds exactly the state of the consistent index it reports (keys 0..index)
+    assert n == copy_ci[0] + 1 and n >= 2000
+    assert restored.consistent_index() == copy_ci
+    restored.close()
