@@ -29,10 +29,14 @@ consistent index (``set_consistent_index``) is written in the same transaction a
 so after any crash the file says exactly which raft entries it reflects and the server
 replays the WAL from there. A process crash (SIGKILL) loses only the uncommitted overlay.
 
-Threads: every method takes an internal lock, so a commit may run in a worker thread while
-the event loop waits. The LMDB write transaction lives only inside ``commit()`` (LMDB binds a
-write transaction to the thread that began it). ``copy_to`` copies from its own read
-transaction, so writers are not blocked while a snapshot streams out.
+Threads: every method takes an internal lock for its in-memory work. ``commit()`` detaches
+the batch under the lock and writes it WITHOUT the lock, so a commit (with its fsync) may run
+in a worker thread while the event loop keeps reading (the detached batch stays readable
+until it is on disk) and writing (into a fresh batch). Commits and whole-file operations are
+serialized by a second mutex, always taken before the lock. The LMDB write transaction lives
+only inside the commit (LMDB binds a write transaction to the thread that began it).
+``copy_to`` copies from its own read transaction, so writers are not blocked while a
+snapshot streams out.
 
 Invariants
 ----------

@@ -495,3 +495,14 @@ def test_reopen_restores_everything(h: Harness) -> None:
     ]
     assert before == after
     assert store.consistent_index() == (3, 1)
+
+
+def test_put_then_delete_from_key_in_one_txn_deletes_both(h: Harness) -> None:
+    # Checked against etcd 3.4: the "\0" range end does not collide with the put (no
+    # duplicate-key error) and the delete, running after the put, removes it too.
+    h.apply(PutRequest(b"a", b"1"))
+    resp = h.apply(txn(put(b"b", b"x"), delete(b"a", b"\x00")))
+    dr = resp.responses[1].response_delete_range
+    assert dr is not None and dr.deleted == 2 and dr.header.revision == 3
+    assert keys(h) == [] and h.store.current_revision == 3
+    assert h.reopen().range(RangeRequest(b"\x00", b"\x00")).kvs == ()
