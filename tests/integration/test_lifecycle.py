@@ -58,6 +58,7 @@ def test_sigterm_is_a_graceful_shutdown(tmp_path: Path) -> None:
         assert status == -signal.SIGTERM  # like etcd: handlers run, then the signal kills it
         msgs = [r["msg"] for r in p.log_records()]
         for expected in (
+            "published local member to cluster through raft",
             "ready to serve client requests",
             "received signal; shutting down",
             "closing etcd server",

@@ -30,6 +30,8 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
   svarint revision, uvarint sort_order, uvarint sort_target, svarint min_mod_revision,
   svarint max_mod_revision, svarint min_create_revision, svarint max_create_revision.
 - COMPACTION (4): flags(physical), svarint revision.
+- MEMBER_ATTRIBUTES (5): uvarint member id, bytes name, uvarint n, n client URLs as bytes
+  (etcd's ClusterMemberAttrSetRequest: what a member publishes about itself at start).
 
 Decoding rejects anything malformed with ``EntryFormatError``: a member that cannot read its
 own log must stop, not guess. Nothing here performs I/O.
@@ -64,11 +66,21 @@ class Kind(enum.IntEnum):
     DELETE_RANGE = 2
     TXN = 3
     COMPACTION = 4
+    MEMBER_ATTRIBUTES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAttributes:
+    """A member's name and client URLs, published through raft when it starts."""
+
+    member_id: int
+    name: str
+    client_urls: tuple[str, ...] = ()
 
 
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN = 1, 2, 3, 4
 
-EntryRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
+EntryRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | MemberAttributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +200,19 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
         out.append(Kind.TXN)
         _uvarint(out, request_id)
         _txn(out, request)
-    else:
+    elif isinstance(request, CompactionRequest):
         out.append(Kind.COMPACTION)
         _uvarint(out, request_id)
         _flags(out, request.physical)
         _svarint(out, request.revision)
+    else:
+        out.append(Kind.MEMBER_ATTRIBUTES)
+        _uvarint(out, request_id)
+        _uvarint(out, request.member_id)
+        _bytes(out, request.name.encode())
+        _uvarint(out, len(request.client_urls))
+        for url in request.client_urls:
+            _bytes(out, url.encode())
     return bytes(out)
 
 
@@ -341,6 +361,14 @@ def decode(data: bytes) -> DecodedEntry:
     elif kind == Kind.COMPACTION:
         (physical,) = r.flags(1)
         request = CompactionRequest(r.svarint(), physical)
+    elif kind == Kind.MEMBER_ATTRIBUTES:
+        mid = r.uvarint()
+        try:
+            name = r.bytes_().decode()
+            urls = tuple(r.bytes_().decode() for _ in range(r.uvarint()))
+        except UnicodeDecodeError:
+            raise EntryFormatError("member attributes are not UTF-8") from None
+        request = MemberAttributes(mid, name, urls)
     else:
         raise EntryFormatError(f"unknown entry kind {kind}")
     if r.pos != len(data):

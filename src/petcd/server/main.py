@@ -164,6 +164,10 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({ready, failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if ready in done:
+        try:
+            await member.publish()
+        except Exception as e:
+            log.warn("failed to publish local member to cluster through raft", error=str(e))
         log.info("enabled capabilities for version", cluster_version=ETCD_CLUSTER_VERSION[:3])
         log.info("ready to serve client requests")
         for u in cfg.listen_client_urls:

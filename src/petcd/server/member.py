@@ -634,7 +634,10 @@ class Member:
         req = decoded.request
         result: Any
         try:
-            if isinstance(req, CompactionRequest):
+            if isinstance(req, entry_codec.MemberAttributes):
+                result = self._apply_member_attributes(req)
+                self._backend.set_consistent_index(e.index, e.term)
+            elif isinstance(req, CompactionRequest):
                 result = self.kv.compact(req.revision, index=e.index, term=e.term)
                 self._compactor.compacted(req.revision)
                 if req.physical:
@@ -651,8 +654,33 @@ class Member:
                 return
             if isinstance(result, Exception):
                 fut.set_exception(result)
+            elif isinstance(result, MemberInfo):
+                fut.set_result(result)
             else:
                 fut.set_result(self._with_header(result, term))
+
+    def _apply_member_attributes(self, attrs: entry_codec.MemberAttributes) -> MemberInfo:
+        key = int(attrs.member_id).to_bytes(8, "big")
+        raw = self._backend.get(MEMBERS, key)
+        record = json.loads(raw) if raw else {}
+        record["name"] = attrs.name
+        record["clientURLs"] = list(attrs.client_urls)
+        self._backend.put(MEMBERS, key, json.dumps(record).encode())
+        return MemberInfo.decode(MemberId(attrs.member_id), json.dumps(record).encode())
+
+    async def publish(self) -> None:
+        """Publish this member's name and client URLs through raft (etcd's publishV3)."""
+        attrs = entry_codec.MemberAttributes(
+            self.id, self.cfg.name, tuple(str(u) for u in self.cfg.advertise_client_urls)
+        )
+        await self._propose(attrs)
+        self.log.info(
+            "published local member to cluster through raft",
+            local_member_id=format_id(self.id),
+            local_member_attributes={"name": attrs.name, "client-urls": list(attrs.client_urls)},
+            cluster_id=format_id(self.cluster_id),
+            publish_timeout=f"{self.request_timeout_s:g}s",
+        )
 
     async def _after_apply(self) -> None:
         if self.kv.compaction_pending:

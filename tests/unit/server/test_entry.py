@@ -17,7 +17,7 @@ from petcd.mvcc.requests import (
     RequestOp,
     TxnRequest,
 )
-from petcd.server.entry import EntryFormatError, decode, encode
+from petcd.server.entry import EntryFormatError, MemberAttributes, decode, encode
 
 i64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
 keys = st.binary(max_size=20)
@@ -79,10 +79,16 @@ txns = st.recursive(
     max_leaves=8,
 )
 compactions = st.builds(CompactionRequest, i64, st.booleans())
-requests = st.one_of(puts, deletes, txns, compactions)
+attributes = st.builds(
+    MemberAttributes,
+    st.integers(0, (1 << 64) - 1),
+    st.text(max_size=10),
+    st.lists(st.text(max_size=20), max_size=3).map(tuple),
+)
+requests = st.one_of(puts, deletes, txns, compactions, attributes)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, (1 << 64) - 1), requests)
 def test_roundtrip(request_id: int, request: object) -> None:
     data = encode(request_id, request)  # type: ignore[arg-type]
@@ -98,7 +104,7 @@ def test_known_bytes_are_stable() -> None:
     assert encode(0, CompactionRequest(5, physical=True)).hex() == "0104000" + "10a"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(requests)
 def test_every_truncation_is_rejected(request: object) -> None:
     data = encode(7, request)  # type: ignore[arg-type]
