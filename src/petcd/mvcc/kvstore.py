@@ -628,25 +628,48 @@ class KVStore:
 
     def _delete(self, tx: _WriteTxn, d: DeleteRangeRequest) -> DeleteRangeResponse:
         targets = self._live(d.key, d.range_end)
-        need_kvs = d.prev_kv or self._lessor is not None
-        olds = [self._load(r) for _, r in targets] if need_kvs else []
-        main = tx.begin + 1
-        backend = self._backend
-        index = self._index
-        lessor = self._lessor
-        for i, (key, _) in enumerate(targets):
-            rev = (main << SUB_BITS) | len(tx.changes)
-            tomb = KeyValue(key, 0, main, 0, b"", 0)
-            backend.put(KEY, rev_key(-rev), encode_kv(tomb))
-            index.tombstone(key, rev)
-            if lessor is not None and olds[i].lease:
-                lessor.detach(olds[i].lease, key)
-            tx.changes.append(tomb)
+        olds = [self._load(r) for _, r in targets] if d.prev_kv else []
+        for key, latest in targets:
+            self._tombstone(tx, key, latest)
         return DeleteRangeResponse(
             self._header(tx.view()),
             len(targets),
-            tuple(olds) if d.prev_kv else (),
+            tuple(olds),
         )
+
+    def delete_keys(
+        self, keys: Sequence[bytes], *, index: Index, term: Term, commit: bool = True
+    ) -> int:
+        """Delete these keys, in this order, in ONE write txn (one revision); record the index.
+
+        This is what etcd's lease revoke does with the keys attached to the lease. Keys that
+        are not live are skipped. Returns how many were deleted; watchers get one response.
+        """
+        try:
+            tx = _WriteTxn(self._current_rev)
+            index_ = self._index
+            for key in keys:
+                latest = index_.latest(key)
+                if latest is not None:
+                    self._tombstone(tx, key, latest)
+            self._end(tx)
+            return len(tx.changes)
+        finally:
+            self._backend.set_consistent_index(index, term)
+            if commit:
+                self._backend.maybe_commit()
+
+    def _tombstone(self, tx: _WriteTxn, key: bytes, latest: int) -> None:
+        main = tx.begin + 1
+        rev = (main << SUB_BITS) | len(tx.changes)
+        tomb = KeyValue(key, 0, main, 0, b"", 0)
+        self._backend.put(KEY, rev_key(-rev), encode_kv(tomb))
+        self._index.tombstone(key, rev)
+        if self._lessor is not None:
+            lease = self._load(latest).lease
+            if lease:
+                self._lessor.detach(lease, key)
+        tx.changes.append(tomb)
 
     # -- txn -----------------------------------------------------------------------------
 

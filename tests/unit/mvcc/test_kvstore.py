@@ -506,3 +506,19 @@ def test_put_then_delete_from_key_in_one_txn_deletes_both(h: Harness) -> None:
     assert dr is not None and dr.deleted == 2 and dr.header.revision == 3
     assert keys(h) == [] and h.store.current_revision == 3
     assert h.reopen().range(RangeRequest(b"\x00", b"\x00")).kvs == ()
+
+
+def test_delete_keys_is_one_revision_and_one_watch_response(h: Harness) -> None:
+    from petcd.mvcc import QueueSink
+
+    for k in (b"a", b"b", b"c"):
+        h.apply(PutRequest(k))
+    sink = QueueSink()
+    h.store.watch(b"\x00", b"\x00", sink=sink)
+    n = h.store.delete_keys([b"c", b"zz", b"a"], index=Index(10), term=Term(2))
+    assert n == 2 and h.store.current_revision == 5
+    assert keys(h) == [b"b"] and h.store.consistent_index() == (10, 2)
+    (resp,) = sink.drain()
+    assert resp.revision == 5 and [e.kv.key for e in resp.events] == [b"c", b"a"]
+    assert h.store.delete_keys([b"zz"], index=Index(11), term=Term(2)) == 0
+    assert h.store.current_revision == 5
