@@ -222,12 +222,15 @@ class BadBodyError(ValueError):
         self.offset = offset
 
 
-def decode_records(data: bytes, start: int = 0) -> tuple[list[Record], int]:
+def decode_records(
+    data: bytes, start: int = 0, *, with_entries: bool = True
+) -> tuple[list[Record], int]:
     """Decode the valid records from ``start`` on.
 
     Returns the records and the offset at which decoding stopped (no valid record starts
     there, or the end of ``data``). Raises ``BadBodyError`` for a record whose CRC matches but
-    whose body is malformed: that is never a torn write.
+    whose body is malformed: that is never a torn write. With ``with_entries=False`` entry
+    records are checked but left out of the result (a cheaper scan for the other records).
     """
     out: list[Record] = []
     size = len(data)
@@ -254,6 +257,9 @@ def decode_records(data: bytes, start: int = 0) -> tuple[list[Record], int]:
             if end + pad > size or crc32(mv[pos + 4 : end], pos & mask32) != crc:
                 break
             if rtype == entry:
+                if not with_entries:
+                    pos = end + pad
+                    continue
                 if n < _ENTRY_FIXED:
                     raise BadBodyError(pos, "entry record too short")
                 et = entry_types.get(etype)

@@ -132,6 +132,8 @@ def exists(dirpath: StrPath) -> bool:
 def _scan(
     dirpath: StrPath, snapshot: SnapshotMetadata | None, *, want_entries: bool = True
 ) -> _Scan:
+    # want_entries=False skips entry records (checked, not decoded): the result's entries
+    # and last_index are then meaningless; used to list the snapshot markers cheaply.
     segments = _list_segments(dirpath)
     if not segments:
         raise WalNotFoundError(f"wal: no segment in {os.fspath(dirpath)}")
@@ -148,7 +150,7 @@ def _scan(
         with open(seg.path, "rb") as f:
             data = f.read()
         try:
-            records, stop = record.decode_records(data)
+            records, stop = record.decode_records(data, with_entries=want_entries)
         except record.BadBodyError as exc:
             raise WalCorruptError(seg.path, exc.offset, str(exc)) from exc
         if not records or records[0][0] != RecordType.SEGMENT:
@@ -166,8 +168,6 @@ def _scan(
                 assert isinstance(value, Entry)
                 i = value.index
                 last_index = i
-                if not want_entries:
-                    continue
                 if i <= after:
                     # A rewrite at or below the snapshot supersedes every later entry.
                     entries.clear()
