@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from petcd import ETCD_VERSION
@@ -72,3 +73,21 @@ def test_config_file_and_env(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "member" / "snap" / "db").exists()
     finally:
         p.stop()
+
+
+def test_client_port_in_use_exits_1_without_creating_a_data_dir(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        url = f"http://127.0.0.1:{busy.getsockname()[1]}"
+        out = run_petcd(
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+        )
+    assert out.returncode == 1
+    assert "failed to listen on client urls" in out.stderr
+    assert not (tmp_path / "data").exists()

@@ -116,12 +116,8 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     )
     for name, value in cfg.ignored:
         log.warn("flag accepted and ignored by petcd", flag=name, value=value)
-    try:
-        member = Member.open(cfg, log)
-    except Exception as e:
-        log.fatal("failed to start the member", error=str(e))
-        return 1
-    await member.start()
+    # Listeners first, as etcd: a port in use must not leave a freshly created data dir.
+    member = Member(cfg, log)
     log.info(
         "configuring client listeners",
         listen_client_urls=[str(u) for u in cfg.listen_client_urls],
@@ -131,8 +127,14 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         grpc_server = make_server(member, listeners, cfg.max_request_bytes, log)
     except (OSError, RuntimeError) as e:
         log.fatal("failed to listen on client urls", error=str(e))
-        await member.stop()
         return 1
+    try:
+        member.open_data()
+    except Exception as e:
+        log.fatal("failed to start the member", error=str(e))
+        await grpc_server.stop(None)
+        return 1
+    await member.start()
     http_urls = [*cfg.listen_client_http_urls, *cfg.listen_metrics_urls]
     http: Any = None
     if http_urls:

@@ -223,10 +223,11 @@ class Member:
     def open(cls, cfg: Config, log: Logger, **kwargs: Any) -> Member:
         """Open (or create) the data dir and build the raft node; no tasks started yet."""
         m = cls(cfg, log, **kwargs)
-        m._open()
+        m.open_data()
         return m
 
-    def _open(self) -> None:
+    def open_data(self) -> None:
+        """Open (or create) the data dir and build the raft node."""
         cfg, log = self.cfg, self.log
         os.makedirs(cfg.snap_path, mode=0o700, exist_ok=True)
         self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
