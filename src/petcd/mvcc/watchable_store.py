@@ -316,6 +316,8 @@ class WatchableStore(KVStore):
                 events.append((main, Event(EventType.PUT, decode_kv(v))))
         prevs: dict[tuple[bytes, int], KeyValue | None] = {}
         for w in chosen:
+            if w.min_rev > upto:
+                continue  # this batch ended before the watcher's next revision
             evs: list[Event] = []
             for main, ev in events:
                 if main < w.min_rev or not w.matches(ev.kv.key) or not w.wants(ev):

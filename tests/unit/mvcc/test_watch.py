@@ -166,3 +166,27 @@ def test_future_start_revision_waits_for_it(h: Harness) -> None:
     h.apply(PutRequest(b"a"))  # 3
     h.apply(PutRequest(b"a"))  # 4
     assert [m for _, _, m in flat(sink.drain())] == [4]
+
+
+def test_catch_up_batch_that_ends_early_leaves_a_further_watcher_alone(h: Harness) -> None:
+    # Regression: a batch cut at revision 3 for an old watcher moved a recovering victim
+    # (next revision 5) back to 4, so it received revision 4 twice.
+    h.store._catch_up_records_max = 3
+    h.apply(PutRequest(b"a", b"1"))  # 2
+    fast = QueueSink(capacity=1)
+    h.store.watch(b"a", sink=fast)
+    for _ in range(3):
+        h.apply(PutRequest(b"a", b"x"))  # 3, 4 (victim), 5
+    slow = QueueSink(capacity=1)
+    h.store.watch(b"a", start_rev=1, sink=slow)
+    got_fast: list[WatchResponse] = []
+    got_slow: list[WatchResponse] = []
+    for _ in range(10):
+        got_fast += fast.drain()
+        got_slow += slow.drain()
+        if not h.store.sync():
+            break
+    got_fast += fast.drain()
+    got_slow += slow.drain()
+    assert [m for _, _, m in flat(got_fast)] == [3, 4, 5]
+    assert [m for _, _, m in flat(got_slow)] == [2, 3, 4, 5]
