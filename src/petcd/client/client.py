@@ -1,0 +1,334 @@
+"""A small synchronous etcd v3 client over grpcio.
+
+Theory of operation: :class:`Client` holds one gRPC channel per endpoint,
+opened lazily. A call goes to the current endpoint; if the endpoint is
+unreachable (``UNAVAILABLE`` before the server answered), the client moves to
+the next endpoint and retries, once per endpoint, the way etcd's Go client
+balances over its endpoint list. Calls wait for the connection to become ready
+(``wait_for_ready``) for at most ``command_timeout_s``; the timeout covers the
+whole call, as ``--command-timeout`` does for etcdctl. Every response is the
+protobuf message of the etcd v3 API (``petcd.api.etcdserverpb.rpc_pb2``),
+unchanged, so callers see exactly what the server sent: header, revisions and
+all. Errors are raised as :mod:`petcd.client.errors` types.
+
+The client never retries a call the server has already answered with an error,
+and never retries a write after a timeout: a write may have been applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.client.errors import ClientError, UnavailableError, from_rpc_error
+
+T = TypeVar("T")
+
+DEFAULT_DIAL_TIMEOUT_S = 2.0
+DEFAULT_COMMAND_TIMEOUT_S = 5.0
+# etcd's default --max-request-bytes is 1.5 MiB; responses may be much larger.
+MAX_RECEIVE_BYTES = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Client-side TLS material (PEM file paths); all optional."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+
+def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
+    """Return (host:port, is_tls) for an etcd endpoint such as ``http://h:2379``."""
+    if endpoint.startswith("https://"):
+        return endpoint.removeprefix("https://").rstrip("/"), True
+    if endpoint.startswith("http://"):
+        return endpoint.removeprefix("http://").rstrip("/"), False
+    return endpoint.rstrip("/"), False
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The range end that selects every key starting with ``prefix``.
+
+    Increment the last byte that is not 0xff and drop what follows; a prefix of
+    only 0xff bytes (or an empty one) selects every key from it (``b"\\0"``).
+    """
+    end = bytearray(prefix)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\x00"
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
+        # The generated stubs are untyped; their methods are typed through _call.
+        self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
+        self.maintenance: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
+        self.cluster: Any = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
+
+
+class Client:
+    """A synchronous etcd v3 client (KV, Maintenance, Cluster).
+
+    >>> with Client(["127.0.0.1:2379"]) as client:  # doctest: +SKIP
+    ...     client.put(b"k", b"v")
+    ...     client.get(b"k").kvs[0].value
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        dial_timeout_s: float = DEFAULT_DIAL_TIMEOUT_S,
+        command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+        *,
+        tls: TLSConfig | None = None,
+        insecure_transport: bool = True,
+        keepalive_time_s: float = 2.0,
+        keepalive_timeout_s: float = 6.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        self.endpoints = list(endpoints)
+        self.dial_timeout_s = dial_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self._tls = tls
+        self._insecure_transport = insecure_transport
+        self._options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        self._stubs: dict[str, _Stubs] = {}
+        self._current = 0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _channel_for(self, endpoint: str) -> _Stubs:
+        with self._lock:
+            stubs = self._stubs.get(endpoint)
+            if stubs is None:
+                target, is_tls = normalize_endpoint(endpoint)
+                if is_tls or self._tls is not None or not self._insecure_transport:
+                    channel = grpc.secure_channel(target, self._credentials(), self._options)
+                else:
+                    channel = grpc.insecure_channel(target, self._options)
+                stubs = _Stubs(channel)
+                self._stubs[endpoint] = stubs
+            return stubs
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        tls = self._tls or TLSConfig()
+
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(tls.ca_file),
+            private_key=read(tls.key_file),
+            certificate_chain=read(tls.cert_file),
+        )
+
+    def _call(
+        self,
+        pick: Callable[[_Stubs], Callable[..., T]],
+        request: Any,
+        *,
+        endpoint: str | None = None,
+        timeout_s: float | None = None,
+    ) -> T:
+        timeout = self.command_timeout_s if timeout_s is None else timeout_s
+        if endpoint is not None:
+            order = [endpoint]
+        else:
+            start = self._current
+            order = [
+                self.endpoints[(start + i) % len(self.endpoints)]
+                for i in range(len(self.endpoints))
+            ]
+        last: ClientError | None = None
+        for i, ep in enumerate(order):
+            method = pick(self._channel_for(ep))
+            try:
+                # With several endpoints, do not let one dead endpoint eat the whole budget.
+                wait = len(order) == 1 or i == len(order) - 1
+                result: T = method(request, timeout=timeout, wait_for_ready=wait)
+            except grpc.RpcError as exc:
+                err = from_rpc_error(exc)
+                if isinstance(err, UnavailableError) and i + 1 < len(order):
+                    last = err
+                    continue
+                raise err from None
+            if endpoint is None and ep != self.endpoints[self._current]:
+                self._current = self.endpoints.index(ep)
+            return result
+        assert last is not None
+        raise last
+
+    def close(self) -> None:
+        with self._lock:
+            for stubs in self._stubs.values():
+                stubs.channel.close()
+            self._stubs.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ KV
+
+    def range(self, request: rpc_pb2.RangeRequest, *, timeout_s: float | None = None) -> Any:
+        """Send a prepared RangeRequest; returns the RangeResponse."""
+        return self._call(lambda s: s.kv.Range, request, timeout_s=timeout_s)
+
+    def get(
+        self,
+        key: bytes,
+        range_end: bytes = b"",
+        *,
+        prefix: bool = False,
+        from_key: bool = False,
+        revision: int = 0,
+        limit: int = 0,
+        sort_order: int = 0,
+        sort_target: int = 0,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Read one key, ``[key, range_end)``, a prefix or everything from ``key``."""
+        if prefix:
+            range_end = prefix_range_end(key)
+        elif from_key:
+            range_end = b"\x00"
+        request = rpc_pb2.RangeRequest(
+            key=key,
+            range_end=range_end,
+            revision=revision,
+            limit=limit,
+            sort_order=cast(Any, sort_order),
+            sort_target=cast(Any, sort_target),
+            serializable=serializable,
+            keys_only=keys_only,
+            count_only=count_only,
+            min_mod_revision=min_mod_revision,
+            max_mod_revision=max_mod_revision,
+            min_create_revision=min_create_revision,
+            max_create_revision=max_create_revision,
+        )
+        return self.range(request, timeout_s=timeout_s)
+
+    def put(
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        lease: int = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Write one key; returns the PutResponse."""
+        request = rpc_pb2.PutRequest(
+            key=key,
+            value=value,
+            lease=lease,
+            prev_kv=prev_kv,
+            ignore_value=ignore_value,
+            ignore_lease=ignore_lease,
+        )
+        return self._call(lambda s: s.kv.Put, request, timeout_s=timeout_s)
+
+    def delete(
+        self,
+        key: bytes,
+        range_end: bytes = b"",
+        *,
+        prefix: bool = False,
+        from_key: bool = False,
+        prev_kv: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Delete one key or a range; returns the DeleteRangeResponse."""
+        if prefix:
+            range_end = prefix_range_end(key)
+        elif from_key:
+            range_end = b"\x00"
+        request = rpc_pb2.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv)
+        return self._call(lambda s: s.kv.DeleteRange, request, timeout_s=timeout_s)
+
+    def txn(
+        self,
+        compare: Sequence[Any] = (),
+        success: Sequence[Any] = (),
+        failure: Sequence[Any] = (),
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Run a transaction of Compare / RequestOp messages; returns the TxnResponse."""
+        request = rpc_pb2.TxnRequest(compare=compare, success=success, failure=failure)
+        return self._call(lambda s: s.kv.Txn, request, timeout_s=timeout_s)
+
+    def compact(
+        self, revision: int, *, physical: bool = False, timeout_s: float | None = None
+    ) -> Any:
+        """Compact the history up to ``revision``; returns the CompactionResponse."""
+        request = rpc_pb2.CompactionRequest(revision=revision, physical=physical)
+        return self._call(lambda s: s.kv.Compact, request, timeout_s=timeout_s)
+
+    # ------------------------------------------------------------ Maintenance / Cluster
+
+    def status(self, endpoint: str | None = None, *, timeout_s: float | None = None) -> Any:
+        """Status of one endpoint (default: the current one); returns the StatusResponse."""
+        return self._call(
+            lambda s: s.maintenance.Status,
+            rpc_pb2.StatusRequest(),
+            endpoint=endpoint,
+            timeout_s=timeout_s,
+        )
+
+    def hash_kv(
+        self, revision: int = 0, endpoint: str | None = None, *, timeout_s: float | None = None
+    ) -> Any:
+        """The KV history hash of one endpoint up to ``revision`` (0: all); HashKVResponse."""
+        return self._call(
+            lambda s: s.maintenance.HashKV,
+            rpc_pb2.HashKVRequest(revision=revision),
+            endpoint=endpoint,
+            timeout_s=timeout_s,
+        )
+
+    def alarm_list(self, endpoint: str | None = None, *, timeout_s: float | None = None) -> Any:
+        """The active alarms; returns the AlarmResponse."""
+        request = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET)
+        return self._call(
+            lambda s: s.maintenance.Alarm, request, endpoint=endpoint, timeout_s=timeout_s
+        )
+
+    def member_list(self, *, linearizable: bool = False, timeout_s: float | None = None) -> Any:
+        """The cluster's members; returns the MemberListResponse."""
+        request = rpc_pb2.MemberListRequest(linearizable=linearizable)
+        return self._call(lambda s: s.cluster.MemberList, request, timeout_s=timeout_s)
