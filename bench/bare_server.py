@@ -14,6 +14,8 @@ Options:
   re-executes this file once per child (no fork after grpc is loaded), prints ``ready``
   once every child has bound, and stops the children by pid when it gets SIGTERM/SIGINT.
 * ``--uvloop`` runs the asyncio loop on uvloop.
+* ``--sync N`` serves with grpcio's synchronous server and a pool of N threads instead of
+  ``grpc.aio`` (for comparison; petcd uses grpc.aio).
 * ``--codec raw`` skips protobuf: requests are taken as bytes and the empty response is
   sent as zero bytes (an empty message is zero bytes on the wire). The difference between
   ``pb`` and ``raw`` is what protobuf decoding costs on this path.
@@ -48,17 +50,23 @@ async def _raw_empty(_request: bytes, _context: Any) -> bytes:
     return b""
 
 
-def _raw_handlers() -> Any:
+def _raw_handlers(sync: bool = False) -> Any:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _raw_empty, request_deserializer=_identity, response_serializer=_identity
+            _sync_raw_empty if sync else _raw_empty,
+            request_deserializer=_identity,
+            response_serializer=_identity,
         )
         for name in ("Put", "Range", "Txn")
     }
     return grpc.method_handlers_generic_handler(_KV_SERVICE, handlers)
 
 
-def _add_pb_servicer(server: Any) -> None:
+def _sync_raw_empty(_request: bytes, _context: Any) -> bytes:
+    return b""
+
+
+def _add_pb_servicer(server: Any, sync: bool = False) -> None:
     from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
     put_response = rpc_pb2.PutResponse
@@ -75,7 +83,18 @@ def _add_pb_servicer(server: Any) -> None:
         async def Txn(self, request: Any, context: Any) -> Any:
             return txn_response()
 
-    rpc_pb2_grpc.add_KVServicer_to_server(BareKV(), server)  # type: ignore[no-untyped-call]
+    class SyncBareKV(rpc_pb2_grpc.KVServicer):
+        def Put(self, request: Any, context: Any) -> Any:
+            return put_response()
+
+        def Range(self, request: Any, context: Any) -> Any:
+            return range_response()
+
+        def Txn(self, request: Any, context: Any) -> Any:
+            return txn_response()
+
+    servicer = SyncBareKV() if sync else BareKV()
+    rpc_pb2_grpc.add_KVServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
 
 async def serve(listen: str, codec: str, reuse_port: bool, ready: Callable[[], None]) -> None:
@@ -101,7 +120,31 @@ async def serve(listen: str, codec: str, reuse_port: bool, ready: Callable[[], N
         await server.stop(grace=None)
 
 
+def _serve_sync(args: argparse.Namespace) -> None:
+    """grpcio's synchronous server: a thread pool, handlers run under the GIL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    options = [
+        ("grpc.so_reuseport", 1 if args.procs > 1 else 0),
+        ("grpc.max_receive_message_length", 8 << 20),
+    ]
+    server = grpc.server(ThreadPoolExecutor(max_workers=args.sync), options=options)
+    if args.codec == "raw":
+        server.add_generic_rpc_handlers((_raw_handlers(sync=True),))
+    else:
+        _add_pb_servicer(server, sync=True)
+    if server.add_insecure_port(args.listen) == 0:
+        raise SystemExit(f"bare_server: cannot bind {args.listen}")
+    server.start()
+    signal.signal(signal.SIGTERM, lambda _s, _f: server.stop(None))
+    print("ready", flush=True)
+    server.wait_for_termination()
+
+
 def _run_child(args: argparse.Namespace) -> None:
+    if args.sync:
+        _serve_sync(args)
+        return
     if args.uvloop:
         import uvloop
 
@@ -174,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=1, help="processes sharing the port")
     parser.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")
     parser.add_argument("--codec", choices=("pb", "raw"), default="pb")
+    parser.add_argument("--sync", type=int, default=0, metavar="THREADS", help="sync server")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.procs < 1:
