@@ -5,7 +5,7 @@ Theory of operation
 A record is a 12-byte frame header, a body and zero padding up to a multiple of 8 bytes::
 
     +--------+--------+------+-----+----------+---------------+-------+
-    | crc u32| len u32| type | pad | reserved | body (len)    | zeros |
+    | crc u32| len u32| type | pad | flags    | body (len)    | zeros |
     +--------+--------+------+-----+----------+---------------+-------+
     0        4        8      9     10         12              12+len  (multiple of 8)
 
@@ -55,9 +55,10 @@ class RecordType(enum.IntEnum):
 
 _MAX_TYPE = max(RecordType)
 
-_FRAME = struct.Struct("<IIBBH")  # crc, len, type, pad, reserved
+_FRAME = struct.Struct("<IIBBH")  # crc, len, type, pad, flags
+_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-# Everything of an entry record after the crc, up to the data: len, type, pad, reserved, term,
+# Everything of an entry record after the crc, up to the data: len, type, pad, flags, term,
 # index, entry type.
 _ENTRY_AFTER_CRC = struct.Struct("<IBBHQQB")
 _ENTRY_RECORD = struct.Struct("<IIBBHQQB")  # the whole fixed part of an entry record
@@ -67,6 +68,9 @@ _SNAP_FIXED = struct.Struct("<QQII")
 _SEGMENT_FIXED = struct.Struct("<4sIQQ")
 _PADS = tuple(bytes(n) for n in range(ALIGN))
 _MASK32 = 0xFFFFFFFF
+FLAG_BATCH_START = 1
+"""Set on the first record of every write (one ``sync`` batch, or a segment's opening records)."""
+_KNOWN_FLAGS = FLAG_BATCH_START
 _ENTRY_TYPES = {int(t): t for t in EntryType}
 
 
@@ -152,11 +156,14 @@ class RecordBuffer:
         self._add(RecordType.SEGMENT, body)
 
     def seal(self, file_offset: int) -> bytearray:
-        """Fill in every CRC for the buffer being written at ``file_offset``; returns the bytes."""
+        """Mark the first record as a batch start and fill in every CRC for the buffer being
+        written at ``file_offset``; returns the bytes."""
         buf = self.buf
         crc32 = zlib.crc32
         unpack_len = _U32.unpack_from
         pack_crc = _U32.pack_into
+        if self.starts:
+            _U16.pack_into(buf, self.starts[0] + 10, FLAG_BATCH_START)
         with memoryview(buf) as mv:
             for start in self.starts:
                 (n,) = unpack_len(buf, start + 4)
@@ -194,24 +201,25 @@ Record = tuple[int, int, "Entry | HardState | SnapshotMetadata | SegmentHeader"]
 """A decoded record: (record type, offset of the record in its segment, value)."""
 
 
-def _frame_ok(data: bytes, mv: memoryview, pos: int, size: int) -> int:
-    """The body length of a valid record at ``pos``, or -1 if none starts there."""
+def record_flags_at(data: bytes, pos: int) -> int:
+    """The flags of the whole, CRC-valid record starting at ``pos``; -1 if none starts there."""
+    size = len(data)
     if pos + HEADER_SIZE > size:
         return -1
-    crc, n, rtype, pad, reserved = _FRAME.unpack_from(data, pos)
-    if rtype == 0 or rtype > _MAX_TYPE or reserved != 0 or pad != _pad_for(n):
+    crc, n, rtype, pad, flags = _FRAME.unpack_from(data, pos)
+    if rtype == 0 or rtype > _MAX_TYPE or flags & ~_KNOWN_FLAGS or pad != _pad_for(n):
         return -1
     if pos + HEADER_SIZE + n + pad > size:
         return -1
-    if zlib.crc32(mv[pos + 4 : pos + HEADER_SIZE + n], pos & _MASK32) != crc:
-        return -1
-    return int(n)
+    with memoryview(data) as mv:
+        if zlib.crc32(mv[pos + 4 : pos + HEADER_SIZE + n], pos & _MASK32) != crc:
+            return -1
+    return int(flags)
 
 
 def valid_record_at(data: bytes, pos: int) -> bool:
     """Whether a whole record with a matching CRC starts at ``pos``."""
-    with memoryview(data) as mv:
-        return _frame_ok(data, mv, pos, len(data)) >= 0
+    return record_flags_at(data, pos) >= 0
 
 
 class BadBodyError(ValueError):
@@ -243,15 +251,16 @@ def decode_records(
     entry_types = _ENTRY_TYPES
     append = out.append
     max_type = _MAX_TYPE
+    known = _KNOWN_FLAGS
     mask32 = _MASK32
     entry = RecordType.ENTRY
     with memoryview(data) as mv:
         while pos + HEADER_SIZE <= size:
             if pos + entry_record_size <= size:
-                crc, n, rtype, pad, reserved, term, index, etype = unpack_entry(data, pos)
+                crc, n, rtype, pad, flags, term, index, etype = unpack_entry(data, pos)
             else:
-                crc, n, rtype, pad, reserved = unpack_frame(data, pos)
-            if rtype == 0 or rtype > max_type or reserved != 0 or pad != -(HEADER_SIZE + n) % 8:
+                crc, n, rtype, pad, flags = unpack_frame(data, pos)
+            if rtype == 0 or rtype > max_type or flags & ~known or pad != -(HEADER_SIZE + n) % 8:
                 break
             end = pos + HEADER_SIZE + n
             if end + pad > size or crc32(mv[pos + 4 : end], pos & mask32) != crc:

@@ -9,8 +9,9 @@ Protocol (one line each, flushed before the action it announces):
     S                                   sync() returned: every line before it is acknowledged
 
 The parent kills this process with SIGKILL at random moments. With ``--torn-per-mille N`` the
-child also kills itself, with probability N/1000 per sync, in the middle of the batch's pwrite
-after writing a random prefix of it: a torn write at a random byte, deterministically.
+child also kills itself, with probability N/1000 per write, in the middle of the batch's pwrite
+after writing a random prefix of it (a torn write at a random byte), or all of it but a hole (a
+power cut that persisted the batch's pages out of order), deterministically.
 """
 
 from __future__ import annotations
@@ -67,8 +68,17 @@ def main() -> None:
 
         def torn_pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
             if rng.randrange(1000) < args.torn_per_mille:
-                cut = rng.randrange(len(data) + 1)
-                real_pwrite_all(fd, memoryview(data)[:cut], offset)
+                mv = memoryview(data)
+                cut = rng.randrange(len(mv) + 1)
+                if rng.random() < 0.5:
+                    # A torn write: a prefix of the batch reached the file.
+                    real_pwrite_all(fd, mv[:cut], offset)
+                else:
+                    # A power cut persisting pages out of order: all of the batch but a hole
+                    # (the file was zero-filled there) reached the disk.
+                    end = min(len(mv), cut + rng.choice((1, 512, 4096, 20000)))
+                    real_pwrite_all(fd, mv[:cut], offset)
+                    real_pwrite_all(fd, mv[end:], offset + end)
                 os.kill(os.getpid(), signal.SIGKILL)
             real_pwrite_all(fd, data, offset)
 

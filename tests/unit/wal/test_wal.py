@@ -331,6 +331,8 @@ def test_damaged_length_field_in_the_middle_is_an_error(tmp_path: Path) -> None:
     w = WAL.create(tmp_path, segment_size_bytes=SEG)
     w.save(hs(1), [ent(1), ent(2), ent(3)])
     w.sync()
+    w.save(hs(1), [ent(4)])  # a later write: the first one was acknowledged
+    w.sync()
     w.close()
     path = segments(tmp_path)[0]
     records, _ = record.decode_records(path.read_bytes())
@@ -703,9 +705,11 @@ def test_wal_matches_a_model_log(
 # -- more recovery cases -----------------------------------------------------------------
 
 
-def test_a_hole_in_the_tail_followed_by_whole_records_is_reported_not_cut(tmp_path: Path) -> None:
-    # After a power cut the disk may hold later pages of a batch but not an earlier one. The
-    # WAL cannot tell that from damage to acknowledged data, so it refuses to guess.
+def test_a_hole_in_the_last_write_is_a_torn_tail_even_with_whole_records_after_it(
+    tmp_path: Path,
+) -> None:
+    # After a power cut the disk may hold later pages of the last (unsynced) write but not an
+    # earlier one. No later write follows, so nothing after the hole was acknowledged.
     w = WAL.create(tmp_path, segment_size_bytes=1 << 16)
     w.save(hs(1), [ent(1)])
     w.sync()
@@ -715,11 +719,35 @@ def test_a_hole_in_the_tail_followed_by_whole_records_is_reported_not_cut(tmp_pa
     w.close()
     path = segments(tmp_path)[0]
     data = bytearray(path.read_bytes())
-    data[start : start + 512] = bytes(512)
+    data[start + 512 : start + 1024] = bytes(512)  # inside entries 2 and 3 (536 bytes each)
+    path.write_bytes(bytes(data))
+    assert record.valid_record_at(bytes(data), start + 1072)  # entry 4 survived the cut
+    assert read_all(tmp_path).entries == (ent(1),)
+    w, state = WAL.open(tmp_path, segment_size_bytes=1 << 16)
+    assert state.entries == (ent(1),)
+    w.save(hs(1), [ent(2)])
+    w.close()
+    assert read_all(tmp_path).entries == (ent(1), ent(2))
+
+
+def test_a_hole_in_an_earlier_write_is_reported_not_cut(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=1 << 16)
+    w.save(hs(1), [ent(1)])
+    w.sync()
+    start = w._offset
+    w.save(hs(1), [ent(i, data=b"h" * 500) for i in range(2, 12)])
+    w.sync()
+    w.save(hs(1), [ent(12)])
+    w.sync()
+    w.close()
+    path = segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[start + 512 : start + 1024] = bytes(512)
     path.write_bytes(bytes(data))
     with pytest.raises(WalCorruptError) as info:
         read_all(tmp_path)
-    assert info.value.offset == start
+    assert info.value.offset == start  # entry 2, damaged by the hole
+    assert info.value.path == str(path)
 
 
 def test_a_segment_without_its_header_is_an_error(tmp_path: Path) -> None:
