@@ -44,6 +44,31 @@ keys = st.sampled_from(KEYS)
 values = st.binary(max_size=3)
 ends = st.sampled_from([b"", b"\x00", b"b", b"c", b"e", b"a"])
 
+cmp_tuples = st.tuples(
+    keys,
+    st.sampled_from([CompareTarget.VERSION, CompareTarget.CREATE, CompareTarget.VALUE]),
+    st.sampled_from(list(CompareResult)),
+    st.integers(0, 4),
+    values,
+)
+leaf_ops = st.one_of(
+    st.tuples(st.just("put"), keys, values),
+    st.tuples(st.just("del"), keys, ends),
+    st.tuples(st.just("get"), keys, ends),
+)
+nested_txns = st.recursive(
+    st.tuples(
+        st.just("txn"), cmp_tuples, st.lists(leaf_ops, max_size=2), st.lists(leaf_ops, max_size=2)
+    ),
+    lambda inner: st.tuples(
+        st.just("txn"),
+        cmp_tuples,
+        st.lists(st.one_of(leaf_ops, inner), max_size=3),
+        st.lists(st.one_of(leaf_ops, inner), max_size=3),
+    ),
+    max_leaves=6,
+)
+
 
 def in_range(k: bytes, key: bytes, end: bytes) -> bool:
     if not end:
@@ -280,6 +305,25 @@ class StoreMachine(RuleBasedStateMachine):
             self.model.states[rev] = work
         assert got.header.revision == self.model.current  # type: ignore[attr-defined]
 
+    @rule(t=nested_txns)
+    def nested_txn(self, t: tuple) -> None:  # type: ignore[type-arg]
+        req = _to_txn(t)
+        before = self.model.state()
+        got = self._both(req)
+        if isinstance(got, DuplicateKeyError):
+            assert self.model.state() == before
+            return
+        assert not isinstance(got, MvccError), got
+        path = _model_path(t, before)
+        work = dict(before)
+        rev = self.model.current + 1
+        changed, tree = _model_run(self.model, t, work, rev, iter(path))
+        if changed:
+            self.model.current = rev
+            self.model.states[rev] = work
+        assert _shape(got) == tree  # type: ignore[arg-type]
+        assert got.header.revision == self.model.current  # type: ignore[attr-defined]
+
     @rule(data=st.data())
     def compact(self, data: st.DataObject) -> None:
         rev = data.draw(st.integers(0, self.model.current + 1))
@@ -381,6 +425,94 @@ class StoreMachine(RuleBasedStateMachine):
             st_ = self.model.states[rev]
             assert list(resp.kvs) == [st_[k] for k in sorted(st_)]
         assert self.store.hash_kv() == self.twin.hash_kv()
+
+
+# -- nested transactions ---------------------------------------------------------------------
+
+
+def _to_op(op: tuple) -> RequestOp:  # type: ignore[type-arg]
+    kind = op[0]
+    if kind == "put":
+        return RequestOp(request_put=PutRequest(op[1], op[2]))
+    if kind == "del":
+        return RequestOp(request_delete_range=DeleteRangeRequest(op[1], op[2]))
+    if kind == "get":
+        return RequestOp(request_range=RangeRequest(op[1], op[2]))
+    return RequestOp(request_txn=_to_txn(op))
+
+
+def _to_txn(t: tuple) -> TxnRequest:  # type: ignore[type-arg]
+    _, (ckey, target, result, operand, cvalue), then_ops, else_ops = t
+    cmp = Compare(result, target, ckey, version=operand, create_revision=operand, value=cvalue)
+    return TxnRequest(
+        (cmp,), tuple(_to_op(o) for o in then_ops), tuple(_to_op(o) for o in else_ops)
+    )
+
+
+def _model_compare(state: dict[bytes, KeyValue], c: tuple) -> bool:  # type: ignore[type-arg]
+    ckey, target, result, operand, cvalue = c
+    kv = state.get(ckey)
+    if kv is None:
+        if target == CompareTarget.VALUE:
+            return False
+        return _cmp(result, 0, operand)
+    if target == CompareTarget.VALUE:
+        return _cmp(result, kv.value, cvalue)
+    actual = kv.version if target == CompareTarget.VERSION else kv.create_revision
+    return _cmp(result, actual, operand)
+
+
+def _model_path(t: tuple, state: dict[bytes, KeyValue]) -> list[bool]:  # type: ignore[type-arg]
+    ok = _model_compare(state, t[1])
+    out = [ok]
+    for op in t[2] if ok else t[3]:
+        if op[0] == "txn":
+            out.extend(_model_path(op, state))
+    return out
+
+
+def _model_run(
+    model: Model,
+    t: tuple,
+    work: dict[bytes, KeyValue],
+    rev: int,
+    path: object,  # type: ignore[type-arg]
+) -> tuple[bool, tuple]:  # type: ignore[type-arg]
+    ok = next(path)  # type: ignore[call-overload]
+    changed = False
+    shapes = []
+    for op in t[2] if ok else t[3]:
+        kind = op[0]
+        if kind == "put":
+            changed |= model.apply_ops(work, rev, [("put", op[1], op[2])])
+            shapes.append(("put",))
+        elif kind == "del":
+            n = sum(1 for k in work if in_range(k, op[1], op[2]))
+            changed |= model.apply_ops(work, rev, [("del", op[1], op[2])])
+            shapes.append(("del", n))
+        elif kind == "get":
+            shapes.append(
+                ("get", tuple(work[k] for k in sorted(work) if in_range(k, op[1], op[2])))
+            )
+        else:
+            sub_changed, sub = _model_run(model, op, work, rev, path)
+            changed |= sub_changed
+            shapes.append(sub)
+    return changed, ("txn", ok, tuple(shapes))
+
+
+def _shape(resp: object) -> tuple:  # type: ignore[type-arg]
+    out = []
+    for r in resp.responses:  # type: ignore[attr-defined]
+        if r.response_put is not None:
+            out.append(("put",))
+        elif r.response_delete_range is not None:
+            out.append(("del", r.response_delete_range.deleted))
+        elif r.response_range is not None:
+            out.append(("get", r.response_range.kvs))
+        else:
+            out.append(_shape(r.response_txn))
+    return ("txn", resp.succeeded, tuple(out))  # type: ignore[attr-defined]
 
 
 def _cmp(result: CompareResult, a: int | bytes, b: int | bytes) -> bool:
