@@ -351,7 +351,7 @@ class KVStore:
 
     def _restore(self) -> None:
         backend = self._backend
-        revs: dict[bytes, list[int]] = {}
+        revs: dict[bytes, int | list[int]] = {}
         leases: dict[bytes, int] = {}
         track_leases = self._lessor is not None
         max_main = 0
@@ -373,9 +373,11 @@ class KVStore:
                     leases.pop(key, None)
             lst = revs.get(key)
             if lst is None:
-                revs[key] = [rev]
+                revs[key] = rev
+            elif type(lst) is int:
+                revs[key] = [lst, rev]
             else:
-                lst.append(rev)
+                lst.append(rev)  # type: ignore[union-attr]
             max_main = main
         self._index = KeyIndex.from_revisions(revs)
         scheduled = backend.get(META, SCHEDULED_COMPACT_KEY)

@@ -85,3 +85,47 @@ def test_revisions_counts_all_and_limits_list() -> None:
     assert pairs == [(b"a", r(2)), (b"c", r(4))] and total == 3
     pairs, total = ki.revisions(b"a", b"c", 5)
     assert pairs == [(b"a", r(2)), (b"b", r(3))] and total == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["put", "del", "compact"]), st.sampled_from([b"a", b"b", b"c"])),
+        max_size=40,
+    )
+)
+def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]]) -> None:
+    ki = KeyIndex()
+    model: dict[bytes, list[int]] = {}  # full history, never compacted
+    compacted = 0
+    main = 1
+    for kind, key in ops:
+        live = key in model and model[key][-1] > 0
+        if kind == "put":
+            main += 1
+            ki.put(key, r(main))
+            model.setdefault(key, []).append(r(main))
+        elif kind == "del" and live:
+            main += 1
+            ki.tombstone(key, r(main))
+            model[key].append(-r(main))
+        elif kind == "compact":
+            keep = ki.compact(main)
+            compacted = main
+            expected_keep = set()
+            for revs in model.values():
+                at = [x for x in revs if abs(x) >> 32 <= main]
+                if at and at[-1] > 0:
+                    expected_keep.add(at[-1])
+            assert keep == expected_keep
+        for at_main in range(max(compacted, 1), main + 1):
+            for k, revs in model.items():
+                at = [x for x in revs if abs(x) >> 32 <= at_main]
+                want = at[-1] if at and at[-1] > 0 else None
+                assert ki.get(k, at_main) == want
+            pairs, total = ki.revisions(b"a", None, at_main)
+            assert [p for _, p in pairs] == [
+                ki.get(k, at_main) for k in sorted(model) if ki.get(k, at_main) is not None
+            ]
+            assert total == len(pairs)
+        assert ki.keep(main) == {rv for rv in (ki.latest(k) for k in model) if rv is not None}
