@@ -225,12 +225,20 @@ def test_global_flags_and_environment(differ: Differ) -> None:
     differ.check("get", "g/k", "--hex", "-w", "json")
     differ.check("get", "g/k", "--dial-timeout=3s", "--command-timeout", "10s")
     differ.check("get", "g/k", "--dial-timeout=xyz", drop_stdout_lines=(b"--count-only[=false]",))
-    differ.check("get", "g/k", "--insecure-transport=false", "--insecure-skip-tls-verify")
+    differ.check(
+        "get",
+        "g/k",
+        "--insecure-transport=false",
+        "--insecure-skip-tls-verify",
+        "--command-timeout=1s",
+    )
     differ.check("get", "g/k", "-wjson")
     differ.check("get", "g/k", "--write-out=yaml")
     differ.check("--write-out", "fields", "get", "g/k")
     differ.check("ge", "g/k")
     differ.check("bogus")
+    differ.check("gett", "g/k")
+    differ.check("g", "g/k")
     ref, tgt = differ.run_both("get", "g/k", env={"ETCDCTL_ENDPOINTS": "127.0.0.1:1"})
     assert ref.code == tgt.code == 1  # the flag shadows the variable: fatal in both
     ref, tgt = differ.run_both("get", "g/k", "--debug")

@@ -9,7 +9,9 @@ balances over its endpoint list. Calls wait for the connection to become ready
 whole call, as ``--command-timeout`` does for etcdctl. Every response is the
 protobuf message of the etcd v3 API (``petcd.api.etcdserverpb.rpc_pb2``),
 unchanged, so callers see exactly what the server sent: header, revisions and
-all. Errors are raised as :mod:`petcd.client.errors` types.
+all. Errors are raised as :mod:`petcd.client.errors` types. With a user name,
+the client authenticates on its first call and sends the token as the ``token``
+metadata on every call, renewing it once if the server says it is invalid.
 
 The client never retries a call the server has already answered with an error,
 and never retries a write after a timeout: a write may have been applied.
@@ -25,7 +27,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from petcd.client.errors import ClientError, UnavailableError, from_rpc_error
+from petcd.client.errors import ClientError, EtcdServerError, UnavailableError, from_rpc_error
 
 T = TypeVar("T")
 
@@ -74,6 +76,7 @@ class _Stubs:
         # The generated stubs are untyped; their methods are typed through _call.
         self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
         self.maintenance: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
+        self.auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
         self.cluster: Any = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
 
 
@@ -95,6 +98,8 @@ class Client:
         insecure_transport: bool = True,
         keepalive_time_s: float = 2.0,
         keepalive_timeout_s: float = 6.0,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
@@ -110,6 +115,9 @@ class Client:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
+        self._username = username
+        self._password = password or ""
+        self._token: str | None = None
         self._stubs: dict[str, _Stubs] = {}
         self._current = 0
         self._lock = threading.Lock()
@@ -144,6 +152,17 @@ class Client:
             certificate_chain=read(tls.cert_file),
         )
 
+    def authenticate(self, *, timeout_s: float | None = None) -> str:
+        """Get a token for the configured user (done on the first call otherwise)."""
+        assert self._username is not None, "no user configured"
+        request = rpc_pb2.AuthenticateRequest(name=self._username, password=self._password)
+        self._token = None
+        resp: Any = self._call(
+            lambda s: s.auth.Authenticate, request, timeout_s=timeout_s, authenticated=False
+        )
+        self._token = str(resp.token)
+        return self._token
+
     def _call(
         self,
         pick: Callable[[_Stubs], Callable[..., T]],
@@ -151,8 +170,29 @@ class Client:
         *,
         endpoint: str | None = None,
         timeout_s: float | None = None,
+        authenticated: bool = True,
+    ) -> T:
+        if authenticated and self._username is not None:
+            if self._token is None:
+                self.authenticate(timeout_s=timeout_s)
+            try:
+                return self._call_once(pick, request, endpoint, timeout_s)
+            except EtcdServerError as exc:
+                # Simple tokens expire (--auth-token-ttl); get a new one and retry once.
+                if exc.message != "etcdserver: invalid auth token":
+                    raise
+                self.authenticate(timeout_s=timeout_s)
+        return self._call_once(pick, request, endpoint, timeout_s)
+
+    def _call_once(
+        self,
+        pick: Callable[[_Stubs], Callable[..., T]],
+        request: Any,
+        endpoint: str | None,
+        timeout_s: float | None,
     ) -> T:
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
+        metadata = (("token", self._token),) if self._token is not None else None
         if endpoint is not None:
             order = [endpoint]
         else:
@@ -167,7 +207,7 @@ class Client:
             try:
                 # With several endpoints, do not let one dead endpoint eat the whole budget.
                 wait = len(order) == 1 or i == len(order) - 1
-                result: T = method(request, timeout=timeout, wait_for_ready=wait)
+                result: T = method(request, timeout=timeout, wait_for_ready=wait, metadata=metadata)
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc)
                 if isinstance(err, UnavailableError) and i + 1 < len(order):

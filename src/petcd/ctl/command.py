@@ -197,6 +197,31 @@ class Command:
         return matches[0] if len(matches) == 1 and name else None
 
 
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance, case-insensitive (cobra's ``ld(s, t, true)``)."""
+    a, b = a.lower(), b.lower()
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            cur = min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+            prev, row[j] = row[j], cur
+    return row[len(b)]
+
+
+def suggestions_for(command: Command, typed: str) -> list[str]:
+    """cobra's SuggestionsFor: close or prefix-matching available subcommands."""
+    out = []
+    for sub in command.subcommands:
+        available = sub.name != "help" and (sub.runnable or bool(sub.subcommands))
+        if not available:
+            continue
+        close = levenshtein(typed, sub.name) <= 2
+        if close or sub.name.lower().startswith(typed.lower()):
+            out.append(sub.name)
+    return out
+
+
 # ---------------------------------------------------------------- parsing
 
 

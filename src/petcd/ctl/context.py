@@ -21,9 +21,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from petcd.client import Client, TLSConfig
+from petcd.client import Client, ClientError, TLSConfig
 from petcd.ctl.command import Command, Flag, FlagKind, format_flag_value
-from petcd.ctl.errors import EXIT_BAD_FEATURE, EXIT_ERROR, ExitError, SilentExit
+from petcd.ctl.errors import (
+    EXIT_BAD_CONNECTION,
+    EXIT_BAD_FEATURE,
+    EXIT_ERROR,
+    ExitError,
+    SilentExit,
+)
 
 ENV_PREFIX = "ETCDCTL"
 
@@ -128,6 +134,8 @@ def default_client_factory(config: ClientConfig) -> Client:
         insecure_transport=config.insecure_transport,
         keepalive_time_s=config.keepalive_time_s,
         keepalive_timeout_s=config.keepalive_timeout_s,
+        username=config.user or None,
+        password=config.password,
     )
 
 
@@ -238,7 +246,7 @@ class Invocation:
                 cert_file=self.values["cert"] or None,
                 key_file=self.values["key"] or None,
             )
-        user, _, password = str(self.values["user"]).partition(":")
+        user, password = self.auth_config()
         config = ClientConfig(
             endpoints=tuple(self.endpoints()),
             dial_timeout_s=float(self.values["dial-timeout"]),
@@ -248,15 +256,42 @@ class Invocation:
             insecure_transport=bool(self.values["insecure-transport"]),
             tls=tls,
             user=user,
-            password=password or str(self.values["password"]),
+            password=password,
         )
         self.output_format()
         return config
 
+    def auth_config(self) -> tuple[str, str]:
+        """etcdctl's authCfgFromCmd: ``--user name[:password]`` and ``--password``."""
+        user = str(self.values["user"])
+        password = str(self.values["password"])
+        if not user:
+            return "", ""
+        if password:
+            return user, password
+        name, colon, inline = user.partition(":")
+        if colon:
+            return name, inline
+        self.out("Password: ")
+        self.stdout.flush()
+        if self.stdin.isatty():
+            import getpass
+
+            return name, getpass.getpass("")
+        return name, os.fsdecode(self.stdin.readline()).rstrip("\r\n")
+
     def client(self) -> Client:
-        """etcdctl's mustClientFromCmd."""
+        """etcdctl's mustClientFromCmd: a failed login exits 2, as clientv3.New does."""
         if self._client is None:
-            self._client = self.client_factory(self.client_config())
+            config = self.client_config()
+            client = self.client_factory(config)
+            if config.user:
+                try:
+                    client.authenticate()
+                except ClientError as exc:
+                    client.close()
+                    raise ExitError(EXIT_BAD_CONNECTION, str(exc)) from None
+            self._client = client
         return self._client
 
     def close(self) -> None:

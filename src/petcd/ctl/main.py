@@ -20,7 +20,7 @@ from typing import IO
 
 from petcd.client import Client
 from petcd.ctl import endpoint, kv, version
-from petcd.ctl.command import Command, Parsed, resolve, usage
+from petcd.ctl.command import Command, Parsed, resolve, suggestions_for, usage
 from petcd.ctl.context import GLOBAL_FLAGS, ClientConfig, Invocation, default_client_factory
 from petcd.ctl.errors import EXIT_ERROR, ExitError, FlagError, SilentExit
 
@@ -76,6 +76,9 @@ def run(
     command = parsed.command
     if parsed.unknown_command is not None:
         message = f'unknown command "{parsed.unknown_command}" for "{CLI_NAME}"'
+        suggestions = suggestions_for(root, parsed.unknown_command)
+        if suggestions:
+            message += "\n\nDid you mean this?\n" + "".join(f"\t{s}\n" for s in suggestions)
         error(message)
         stderr.write(f"Run '{CLI_NAME} --help' for usage.\n".encode())
         error(message)

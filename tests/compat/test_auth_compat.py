@@ -1,0 +1,35 @@
+"""Authentication flags (``--user``, ``--password``) against an auth-enabled server."""
+
+from __future__ import annotations
+
+from tests.compat.harness import Differ, run_ctl
+from tests.compat.servers import ETCDCTL_BIN
+
+
+def _setup_both(differ: Differ, *args: str) -> None:
+    for server in (differ.reference, differ.target):
+        result = run_ctl(ETCDCTL_BIN, server, args)
+        assert result.code == 0, result
+
+
+def test_user_and_password_flags(differ: Differ) -> None:
+    differ.check("put", "secret", "s3")
+    _setup_both(differ, "user", "add", "root:rootpw")
+    _setup_both(differ, "user", "add", "alice:alicepw")
+    _setup_both(differ, "role", "add", "reader")
+    _setup_both(differ, "role", "grant-permission", "reader", "read", "secret")
+    _setup_both(differ, "user", "grant-role", "alice", "reader")
+    _setup_both(differ, "auth", "enable")
+    try:
+        differ.check("get", "secret")
+        differ.check("get", "secret", "--user", "root:rootpw")
+        differ.check("get", "secret", "--user", "root", "--password", "rootpw", "-w", "json")
+        differ.check("get", "secret", "--user", "root:wrong")
+        differ.check("get", "secret", "--user", "alice:alicepw")
+        differ.check("put", "secret", "x", "--user", "alice:alicepw")
+        differ.check("put", "secret", "x", "--user=root:rootpw")
+        differ.check("get", "secret", env={"ETCDCTL_USER": "alice:alicepw"})
+        differ.check("endpoint", "health", "--user", "root:rootpw", "-w", "json")
+    finally:
+        _setup_both(differ, "auth", "disable", "--user", "root:rootpw")
+    differ.check("get", "secret")
