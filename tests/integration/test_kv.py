@@ -211,6 +211,32 @@ def test_many_concurrent_writes_all_land(kv: Any) -> None:
     assert got.count == 200
 
 
+def test_put_with_unknown_lease_is_refused(kv: Any) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        kv.Put(rpc_pb2.PutRequest(key=b"leased", value=b"v", lease=1234))
+    assert _code_and_message(e.value) == (
+        grpc.StatusCode.NOT_FOUND,
+        "etcdserver: requested lease not found",
+    )
+
+
+def test_member_list_hash_kv_and_alarms(server: PetcdProcess) -> None:
+    out = etcdctl(server.endpoint, "member", "list")
+    assert out.returncode == 0, out.stderr
+    mid = member_id([f"http://127.0.0.1:{server.peer_port}"], "petcd-itest")
+    assert out.stdout == (
+        f"{mid:x}, started, itest, http://127.0.0.1:{server.peer_port}, "
+        f"http://127.0.0.1:{server.client_port}, false\n"
+    )
+    with server.channel() as ch:
+        m = maintenance_stub(ch)
+        h1 = m.HashKV(rpc_pb2.HashKVRequest())
+        h2 = m.HashKV(rpc_pb2.HashKVRequest(revision=h1.header.revision))
+        assert h1.hash == h2.hash and h1.hash_revision == h1.header.revision
+        assert not m.Alarm(rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET)).alarms
+    assert etcdctl(server.endpoint, "endpoint", "health").returncode == 0
+
+
 def test_zz_quota_backend_bytes(kv: Any) -> None:
     # Runs last in this module: it fills the backend up to --quota-backend-bytes.
     value = b"q" * 3500

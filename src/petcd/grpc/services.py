@@ -8,9 +8,10 @@ only through the ``KVMember`` protocol, so the transport stays replaceable (anot
 can drive the same member). Failures are mapped by ``petcd.grpc.status.status_for`` to etcd's
 code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
 
-Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact) and
-``etcdserverpb.Maintenance.Status``. The other Maintenance methods answer ``UNIMPLEMENTED``
-(grpc's default for a servicer method that is not overridden).
+Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
+``etcdserverpb.Maintenance`` Status, HashKV and Alarm (GET; petcd raises no alarms yet) and
+``etcdserverpb.Cluster.MemberList``. Every other method answers ``UNIMPLEMENTED`` (grpc's
+default for a servicer method that is not overridden).
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from petcd.mvcc.requests import (
     CompactionResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    HashKVResult,
     PutRequest,
     PutResponse,
     RangeRequest,
     RangeResponse,
+    ResponseHeader,
     TxnRequest,
     TxnResponse,
 )
 from petcd.server.log import Logger
-from petcd.server.member import StatusInfo
+from petcd.server.member import MemberInfo, StatusInfo
 
 
 class KVMember(Protocol):
@@ -50,6 +53,12 @@ class KVMember(Protocol):
     async def compact(self, req: CompactionRequest) -> CompactionResponse: ...
 
     def status(self) -> StatusInfo: ...
+
+    def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
+
+    def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]: ...
+
+    async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]: ...
 
 
 async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
@@ -124,6 +133,60 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         except Exception as e:
             await _abort(context, e, self._log, "Status")
 
+    async def HashKV(self, request: Any, context: Any) -> Any:
+        try:
+            header, result = await self._member.hash_kv(request.revision)
+            return rpc_pb2.HashKVResponse(
+                header=convert.header_pb(header),
+                hash=result.hash,
+                compact_revision=result.compact_revision,
+                hash_revision=result.hash_revision,
+            )
+        except Exception as e:
+            await _abort(context, e, self._log, "HashKV")
+
+    async def Alarm(self, request: Any, context: Any) -> Any:
+        try:
+            if request.action == rpc_pb2.AlarmRequest.ACTIVATE:
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED, "petcd: activating alarms is not supported"
+                )
+            header, alarms = self._member.alarms()
+            return rpc_pb2.AlarmResponse(
+                header=convert.header_pb(header),
+                alarms=[
+                    rpc_pb2.AlarmMember(memberID=m, alarm=a)  # type: ignore[arg-type]
+                    for m, a in alarms
+                ],
+            )
+        except Exception as e:
+            await _abort(context, e, self._log, "Alarm")
+
+
+class ClusterService(rpc_pb2_grpc.ClusterServicer):
+    def __init__(self, member: KVMember, log: Logger | None = None) -> None:
+        self._member = member
+        self._log = log
+
+    async def MemberList(self, request: Any, context: Any) -> Any:
+        try:
+            header, members = self._member.members()
+            return rpc_pb2.MemberListResponse(
+                header=convert.header_pb(header),
+                members=[
+                    rpc_pb2.Member(
+                        ID=m.id,
+                        name=m.name,
+                        peerURLs=list(m.peer_urls),
+                        clientURLs=list(m.client_urls),
+                        isLearner=m.is_learner,
+                    )
+                    for m in members
+                ],
+            )
+        except Exception as e:
+            await _abort(context, e, self._log, "MemberList")
+
 
 # etcd: grpcOverheadBytes, the room a request message may take beyond --max-request-bytes.
 GRPC_OVERHEAD_BYTES = 512 * 1024
@@ -145,6 +208,9 @@ def make_server(
         ]
     )
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_ClusterServicer_to_server(  # type: ignore[no-untyped-call]
+        ClusterService(member, log), server
+    )
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(  # type: ignore[no-untyped-call]
         MaintenanceService(member, log), server
     )

@@ -69,6 +69,7 @@ from petcd.mvcc.requests import (
     CompactionResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    HashKVResult,
     PutRequest,
     PutResponse,
     RangeRequest,
@@ -124,21 +125,45 @@ class FatalError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
-    """A cluster member as the conf-change context carries it (JSON)."""
+    """A cluster member: the JSON of its conf-change context and of its ``members`` record."""
 
     id: MemberId
     name: str
     peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...] = ()
+    is_learner: bool = False
 
     def encode(self) -> bytes:
-        return json.dumps({"name": self.name, "peerURLs": list(self.peer_urls)}).encode()
+        obj: dict[str, Any] = {"name": self.name, "peerURLs": list(self.peer_urls)}
+        if self.client_urls:
+            obj["clientURLs"] = list(self.client_urls)
+        return json.dumps(obj).encode()
 
     @classmethod
     def decode(cls, id_: MemberId, data: bytes) -> MemberInfo:
         if not data:
             return cls(id_, "", ())
         obj = json.loads(data)
-        return cls(id_, str(obj.get("name", "")), tuple(obj.get("peerURLs", ())))
+        return cls(
+            id_,
+            str(obj.get("name", "")),
+            tuple(obj.get("peerURLs", ())),
+            tuple(obj.get("clientURLs", ())),
+        )
+
+
+class _NoLeases:
+    """The lease hook of the KVStore while petcd has no lease service: no lease exists, so a
+    put with a lease fails with etcd's ``requested lease not found``."""
+
+    def lease_exists(self, lease_id: int) -> bool:
+        return False
+
+    def attach(self, lease_id: int, key: bytes) -> None:
+        pass  # only at restore, for keys a future petcd with leases may have written
+
+    def detach(self, lease_id: int, key: bytes) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +258,13 @@ class Member:
         self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
         self._backend = Backend(cfg.backend_path)
         log.info("opened backend db", path=cfg.backend_path)
-        self.kv = KVStore(self._backend, max_txn_ops=cfg.max_txn_ops)
+        self.kv = KVStore(self._backend, lessor=_NoLeases(), max_txn_ops=cfg.max_txn_ops)
+        self._members = {
+            MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
+                MemberId(int.from_bytes(k, "big")), v
+            )
+            for k, v in self._backend.iterate(MEMBERS)
+        }
         ci, _ = self._backend.consistent_index()
         self._consistent_index = ci
         self._db_size_bytes = self._backend.size_bytes()
@@ -604,6 +635,7 @@ class Member:
                     if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.UPDATE_NODE):
                         info = MemberInfo.decode(cc.node_id, cc.context)
                         backend.put(MEMBERS, int(cc.node_id).to_bytes(8, "big"), info.encode())
+                        self._members[cc.node_id] = info
                         self.log.info(
                             "added member",
                             added_peer_id=format_id(cc.node_id),
@@ -611,6 +643,7 @@ class Member:
                         )
                     elif cc.type == ConfChangeType.REMOVE_NODE:
                         backend.delete(MEMBERS, int(cc.node_id).to_bytes(8, "big"))
+                        self._members.pop(cc.node_id, None)
                     backend.set_consistent_index(e.index, e.term)
             elif e.index <= self._consistent_index:
                 pass  # applied before a restart
@@ -667,7 +700,9 @@ class Member:
         record["name"] = attrs.name
         record["clientURLs"] = list(attrs.client_urls)
         self._backend.put(MEMBERS, key, json.dumps(record).encode())
-        return MemberInfo.decode(MemberId(attrs.member_id), json.dumps(record).encode())
+        info = MemberInfo.decode(MemberId(attrs.member_id), json.dumps(record).encode())
+        self._members[info.id] = info
+        return info
 
     async def publish(self) -> None:
         """Publish this member's name and client URLs through raft (etcd's publishV3)."""
@@ -803,6 +838,20 @@ class Member:
             db_size_in_use=self._backend.size_in_use_bytes(),
             is_learner=False,
         )
+
+    def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
+        """The cluster's members (Cluster.MemberList), by id."""
+        members = tuple(self._members[k] for k in sorted(self._members))
+        return self._header(self.kv.current_revision), members
+
+    def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]:
+        """Active alarms as (member id, alarm type); petcd raises none yet."""
+        return self._header(self.kv.current_revision), ()
+
+    async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]:
+        """etcd's HashKV at ``revision`` (0: current), over the applied state."""
+        result = self.kv.hash_kv(revision)
+        return self._header(self.kv.current_revision), result
 
     # -- health and metrics (petcd.http) ------------------------------------------------------
 
