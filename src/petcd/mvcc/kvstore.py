@@ -748,7 +748,9 @@ class KVStore:
 
     # -- compaction ----------------------------------------------------------------------
 
-    def compact(self, revision: int, *, index: Index, term: Term) -> CompactionResponse:
+    def compact(
+        self, revision: int, *, index: Index, term: Term, commit: bool = True
+    ) -> CompactionResponse:
         """Compact at ``revision``: history below it becomes unreadable at once.
 
         The backend records are deleted by later ``compaction_step`` calls; for a "physical"
@@ -767,7 +769,8 @@ class KVStore:
             return CompactionResponse(self._header(self._current_rev))
         finally:
             self._backend.set_consistent_index(index, term)
-            self._backend.maybe_commit()
+            if commit:
+                self._backend.maybe_commit()
 
     def _on_compacted(self, revision: int) -> None:
         """Hook for the watchable store."""
@@ -776,8 +779,12 @@ class KVStore:
     def compaction_pending(self) -> bool:
         return self._compaction is not None
 
-    def compaction_step(self, max_keys: int = 1000) -> bool:
-        """Delete up to ``max_keys`` compacted records; True while more work remains."""
+    def compaction_step(self, max_keys: int = 1000, *, commit: bool = True) -> bool:
+        """Delete up to ``max_keys`` compacted records; True while more work remains.
+
+        Call it between applies (never inside an entry's apply). ``commit=False`` leaves the
+        batch-commit decision to the caller.
+        """
         job = self._compaction
         if job is None:
             return False
@@ -794,7 +801,8 @@ class KVStore:
             self._compaction = None
         else:
             job.position = items[-1][0] + b"\x00"
-        backend.maybe_commit()
+        if commit:
+            backend.maybe_commit()
         return self._compaction is not None
 
     # -- hash ----------------------------------------------------------------------------
