@@ -374,7 +374,6 @@ class Lessor:
         """
         assert extend_seconds >= 0
         self._primary = True
-        self._pending_clears.clear()
         now = self._clock()
         for lease in self._leases.values():
             self._start_countdown(lease, now, extend_seconds)

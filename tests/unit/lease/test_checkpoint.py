@@ -183,3 +183,31 @@ def test_unpersisted_checkpoints_are_lost_on_restart(clock: FakeClock) -> None:
     after = Lessor(store, clock, cfg)
     after.promote(0.0)
     assert after.remaining_seconds(L1) == 600
+
+
+def test_a_pending_clear_survives_a_new_promotion(
+    make_lessor: MakeLessor, clock: FakeClock
+) -> None:
+    # Found by the model test: promote used to drop clears queued by renew, leaving the stale
+    # checkpoint in place for the next leader change.
+    lessor = make_lessor(checkpoint_enabled=True, checkpoint_interval_seconds=60.0)
+    lessor.grant(L1, 600)
+    lessor.promote(0.0)
+    clock.advance(100)
+    apply([lessor], lessor.due_checkpoints(10))
+    lessor.renew(L1)
+    lessor.promote(0.0)  # e.g. re-elected before the clear was proposed
+    assert lessor.due_checkpoints(10) == [LeaseCheckpoint(L1, 0)]
+
+
+def test_demote_drops_pending_clears(make_lessor: MakeLessor, clock: FakeClock) -> None:
+    lessor = make_lessor(checkpoint_enabled=True, checkpoint_interval_seconds=60.0)
+    lessor.grant(L1, 600)
+    lessor.promote(0.0)
+    clock.advance(100)
+    apply([lessor], lessor.due_checkpoints(10))
+    lessor.renew(L1)
+    lessor.demote()  # a follower proposes nothing; the new leader renews and clears itself
+    assert not lessor.has_pending_checkpoints()
+    lessor.promote(0.0)
+    assert lessor.due_checkpoints(10) == []

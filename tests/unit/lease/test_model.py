@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -12,6 +14,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from petcd.lease import (
@@ -32,6 +35,14 @@ IDS = st.integers(min_value=1, max_value=4).map(LeaseId)
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"])
 RETRY = 3.0
 MIN_TTL = 2
+INTERVAL = 4.0  # leases with a TTL above 4 s are checkpointed
+CONFIG = LessorConfig(
+    min_ttl_seconds=MIN_TTL,
+    expired_retry_interval_seconds=RETRY,
+    checkpoint_enabled=True,
+    checkpoint_interval_seconds=INTERVAL,
+    checkpoint_persist=True,
+)
 
 
 @dataclass
@@ -41,6 +52,8 @@ class ModelLease:
     expiry: float | None = None
     # When expired_leases last handed it out (None: not since its countdown last started).
     handed_out_at: float | None = None
+    remaining: int = 0  # the last applied checkpoint (0: none)
+    clear_pending: bool = False  # renewed while checkpointed: a clear must come out
 
 
 class LessorMachine(RuleBasedStateMachine):
@@ -48,11 +61,7 @@ class LessorMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = FakeClock(0.0)
         self.store = MemoryLeaseStore()
-        self.lessor = Lessor(
-            self.store,
-            self.clock,
-            LessorConfig(min_ttl_seconds=MIN_TTL, expired_retry_interval_seconds=RETRY),
-        )
+        self.lessor = Lessor(self.store, self.clock, CONFIG)
         self.model: dict[LeaseId, ModelLease] = {}
         self.primary = False
 
@@ -64,10 +73,11 @@ class LessorMachine(RuleBasedStateMachine):
             self.promote(0.0)
 
     def _start(self, lease: ModelLease, extend: float = 0.0) -> None:
-        lease.expiry = self.clock.now + extend + lease.ttl
+        countdown = lease.remaining if lease.remaining > 0 else lease.ttl
+        lease.expiry = self.clock.now + extend + countdown
         lease.handed_out_at = None
 
-    @rule(lease_id=IDS, ttl=st.integers(min_value=-1, max_value=8))
+    @rule(lease_id=IDS, ttl=st.integers(min_value=-1, max_value=8) | st.integers(9, 40))
     def grant(self, lease_id: LeaseId, ttl: int) -> None:
         if lease_id in self.model:
             try:
@@ -123,13 +133,21 @@ class LessorMachine(RuleBasedStateMachine):
         for lease in self.model.values():
             self._start(lease, extend)
 
-    @rule()
+    @rule(lead_again=st.booleans())
+    def leader_change(self, lead_again: bool) -> None:
+        """Leadership is lost; maybe this member wins the next election after a while."""
+        self.demote()
+        self.advance(1.0)
+        if lead_again:
+            self.promote(1.0)
+
     def demote(self) -> None:
         self.lessor.demote()
         self.primary = False
         for lease in self.model.values():
             lease.expiry = None
             lease.handed_out_at = None
+            lease.clear_pending = False
 
     @rule(lease_id=IDS)
     def renew(self, lease_id: LeaseId) -> None:
@@ -148,7 +166,10 @@ class LessorMachine(RuleBasedStateMachine):
             return
         assert self.primary and lease is not None and ttl == lease.ttl
         assert lease.expiry is not None and lease.expiry > self.clock.now
-        self._start(lease)
+        lease.expiry = self.clock.now + lease.ttl  # the full TTL, checkpoint or not
+        lease.handed_out_at = None
+        if lease.remaining > 0:
+            lease.clear_pending = True
 
     @rule(limit=st.integers(min_value=0, max_value=5))
     def expired(self, limit: int) -> None:
@@ -178,6 +199,48 @@ class LessorMachine(RuleBasedStateMachine):
         self.advance(seconds)
         self.expired(3)
 
+    @rule(seconds=st.sampled_from([0.0, 2.0, 4.0]), limit=st.integers(min_value=1, max_value=3))
+    def checkpoints(self, seconds: float, limit: int) -> None:
+        """Time passes; the leader proposes due checkpoints; they commit and apply at once."""
+        self.advance(seconds)
+        now = self.clock.now
+        clears_before = {i for i, le in self.model.items() if le.clear_pending}
+        got = self.lessor.due_checkpoints(limit)
+        assert len(got) <= limit
+        if not self.primary:
+            assert got == []
+        for cp in got:
+            lease = self.model[cp.id]
+            event("checkpoint" if cp.remaining_ttl_seconds else "checkpoint clear")
+            if cp.remaining_ttl_seconds == 0:
+                assert lease.clear_pending
+                lease.clear_pending = False
+            else:
+                assert lease.expiry is not None and now < lease.expiry
+                assert cp.remaining_ttl_seconds == math.ceil(lease.expiry - now)
+                assert cp.remaining_ttl_seconds < lease.ttl
+            self.lessor.checkpoint(cp.id, cp.remaining_ttl_seconds)
+            lease.remaining = cp.remaining_ttl_seconds
+        # Clears queued by renewals come out first, up to the limit.
+        clears = [cp.id for cp in got if cp.remaining_ttl_seconds == 0]
+        if self.primary:
+            assert len(clears) == min(limit, len(clears_before))
+            assert clears == [cp.id for cp in got[: len(clears)]]
+
+    @rule(lead_again=st.booleans())
+    def restart(self, lead_again: bool) -> None:
+        """The member restarts: leases from the store, keys re-attached from mvcc."""
+        self.lessor = Lessor(self.store, self.clock, CONFIG)
+        self.primary = False
+        for lease_id, lease in self.model.items():
+            lease.expiry = None
+            lease.handed_out_at = None
+            lease.clear_pending = False
+            for key in sorted(lease.keys):
+                self.lessor.attach(lease_id, key)
+        if lead_again:
+            self.promote(1.0)
+
     @precondition(lambda self: self.primary)
     @rule(lease_id=IDS)
     def time_to_live(self, lease_id: LeaseId) -> None:
@@ -202,6 +265,9 @@ class LessorMachine(RuleBasedStateMachine):
         assert {r.id: r.ttl_seconds for r in self.store.records.values()} == {
             i: le.ttl for i, le in self.model.items()
         }
+        for info in self.lessor.leases():
+            assert info.remaining_ttl_seconds == self.model[info.id].remaining
+            assert self.store.records[info.id].remaining_ttl_seconds == info.remaining_ttl_seconds
         for lease_id, lease in self.model.items():
             assert self.lessor.keys(lease_id) == sorted(lease.keys)
             for key in lease.keys:
@@ -210,4 +276,12 @@ class LessorMachine(RuleBasedStateMachine):
 
 
 TestLessorModel = LessorMachine.TestCase
-TestLessorModel.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestLessorModel.settings = settings(max_examples=75, stateful_step_count=50, deadline=None)
+
+
+@pytest.mark.long
+def test_lessor_model_long() -> None:
+    run_state_machine_as_test(
+        LessorMachine,
+        settings=settings(max_examples=2000, stateful_step_count=100, deadline=None),
+    )
