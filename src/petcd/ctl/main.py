@@ -14,6 +14,7 @@ prints the message, the command's usage on stdout, and the message again
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
@@ -121,6 +122,10 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``petcdctl``)."""
+    # Die on SIGPIPE and SIGINT the way a Go program does (exit by signal, no
+    # traceback): `petcdctl get "" --prefix | head -1` must end quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     args = sys.argv[1:] if argv is None else list(argv)
     code = run(
         args,
