@@ -696,13 +696,20 @@ class KVStore:
                 path.extend(self._compare_path(op.request_txn, cur))
         return path
 
-    def _check_path(self, t: TxnRequest, path: list[bool], pos: int, write: bool) -> int:
-        """etcd's checkRequests along the chosen branches; returns the next path position."""
+    def _check_path(self, t: TxnRequest, path: list[bool], pos: int, puts: bool) -> int:
+        """etcd's checkRequests along the chosen branches; returns the next path position.
+
+        etcd makes two passes over the whole tree: first the puts (only if the txn writes),
+        then the ranges, so a bad put wins over a bad range revision wherever they are.
+        """
         ok = path[pos]
         pos += 1
         for op in t.success if ok else t.failure:
             if op.request_txn is not None:
-                pos = self._check_path(op.request_txn, path, pos, write)
+                pos = self._check_path(op.request_txn, path, pos, puts)
+            elif puts:
+                if op.request_put is not None:
+                    self._check_put(op.request_put)
             elif op.request_range is not None:
                 r = op.request_range
                 if r.revision != 0:
@@ -710,13 +717,13 @@ class KVStore:
                         raise FutureRevisionError()
                     if r.revision < self._compact_rev:
                         raise CompactedError(self._compact_rev)
-            elif op.request_put is not None and write:
-                self._check_put(op.request_put)
         return pos
 
     def _txn_top(self, tx: _WriteTxn, t: TxnRequest) -> TxnResponse:
         path = self._compare_path(t, tx.begin)
-        self._check_path(t, path, 0, _is_write(t))
+        if _is_write(t):
+            self._check_path(t, path, 0, puts=True)
+        self._check_path(t, path, 0, puts=False)
         resp, _ = self._txn(tx, t, path, 0)
         return TxnResponse(self._header(tx.view()), resp.succeeded, resp.responses)
 

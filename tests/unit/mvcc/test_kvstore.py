@@ -522,3 +522,19 @@ def test_delete_keys_is_one_revision_and_one_watch_response(h: Harness) -> None:
     assert resp.revision == 5 and [e.kv.key for e in resp.events] == [b"c", b"a"]
     assert h.store.delete_keys([b"zz"], index=Index(11), term=Term(2)) == 0
     assert h.store.current_revision == 5
+
+
+def test_txn_checks_every_put_before_any_range_revision(h: Harness) -> None:
+    # Found by a differential run against etcd 3.4: etcd checks all puts of the chosen
+    # branches first, then all range revisions, so the put's error wins even when the bad
+    # range comes first (and sits in an outer txn).
+    h.apply(PutRequest(b"a"))
+    req = txn(
+        get(b"a", revision=99),
+        RequestOp(request_txn=txn(put(b"missing", b"", ignore_value=True))),
+    )
+    with pytest.raises(KeyNotFoundError):
+        h.apply(req)
+    with pytest.raises(FutureRevisionError):
+        h.apply(txn(get(b"a", revision=99), put(b"fine")))
+    assert h.store.current_revision == 2
