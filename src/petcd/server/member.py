@@ -231,6 +231,7 @@ class Member:
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_due = False
         self._want_campaign = False
+        self._conf_voters: frozenset[MemberId] = frozenset()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
         # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
         self._quota_bytes = cfg.quota_backend_bytes_effective
@@ -287,6 +288,7 @@ class Member:
             pre_vote=cfg.pre_vote,
         )
         self.node = RawNode(raft_cfg, storage)
+        self._conf_voters = storage.initial_state()[1].voters
         self._ids = RequestIdGenerator(self.id, int(self._clock() * 1000))
         self.metrics.server_id.labels(format_id(self.id)).set(1)
         voters = storage.initial_state()[1].voters
@@ -623,6 +625,10 @@ class Member:
         self.metrics.has_leader.set(1 if lead != NONE_ID else 0)
         self.metrics.is_leader.set(1 if role is Role.LEADER else 0)
 
+    @property
+    def _single_voter(self) -> bool:
+        return self._conf_voters == frozenset((self.id,))
+
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         backend = self._backend
         term = self._term()
@@ -630,7 +636,7 @@ class Member:
             assert e.index == self._applied + 1, (e.index, self._applied)
             if e.type == EntryType.CONF_CHANGE:
                 cc = confchange.decode(e.data)
-                self.node.apply_conf_change(cc)
+                self._conf_voters = self.node.apply_conf_change(cc).voters
                 if e.index > self._consistent_index:
                     if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.UPDATE_NODE):
                         info = MemberInfo.decode(cc.node_id, cc.context)
@@ -790,8 +796,18 @@ class Member:
         if self._lead == NONE_ID:
             raise NoLeaderError()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reads.append(fut)
-        self._kick()
+        raft = self.node.raft
+        if self._lead == self.id and raft.role is Role.LEADER and self._single_voter:
+            # The only voter is the leader for sure, and its commit index is the read index
+            # (what read_index would answer at once): read when applied has caught up.
+            index = raft.raft_log.committed
+            if self._applied >= index:
+                return
+            self._round_seq += 1
+            self._rounds[self._round_seq.to_bytes(8, "big")] = _ReadRound([fut], index)
+        else:
+            self._reads.append(fut)
+            self._kick()
         try:
             await asyncio.wait_for(fut, self.request_timeout_s)
         except TimeoutError:
