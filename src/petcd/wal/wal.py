@@ -143,6 +143,8 @@ def _scan(
     latest = SnapshotMetadata()
     markers: list[SnapshotMetadata] = []
     matched = after == 0
+    # The term of the log's entry at index `after`, as far as read (None: not in the log).
+    term_at_after: int | None = None
     last_index = 0
     metadata: bytes | None = None
     tail_end = garbage_end = opening_end = 0
@@ -171,6 +173,7 @@ def _scan(
                 if i <= after:
                     # A rewrite at or below the snapshot supersedes every later entry.
                     entries.clear()
+                    term_at_after = value.term if i == after else None
                     continue
                 slot = i - after - 1
                 n = len(entries)
@@ -190,13 +193,28 @@ def _scan(
                 markers.append(value)
                 latest = value
                 last_index = max(last_index, value.index)
-                if snapshot is not None and value.index == after:
-                    if value.term != snapshot.term:
+                # A marker whose entry is not in the log with its term records a snapshot
+                # *installed* from the leader: as in Raft, it replaces the whole log, so the
+                # entries read after its index are stale. A marker of a local snapshot matches
+                # its entry and changes nothing.
+                i, term = value.index, value.term
+                if i == after:
+                    if snapshot is not None and term != snapshot.term:
                         raise WalSnapshotMismatchError(
-                            f"wal: snapshot marker at index {after} has term {value.term}, "
+                            f"wal: snapshot marker at index {after} has term {term}, "
                             f"the snapshot has term {snapshot.term}"
                         )
                     matched = True
+                    if term_at_after != term:
+                        entries.clear()
+                    term_at_after = term
+                elif i > after and want_entries:
+                    slot = i - after - 1
+                    if slot >= len(entries) or entries[slot].term != term:
+                        raise WalEntriesMissingError(
+                            f"wal: the log was replaced by the snapshot at index {i} term {term} "
+                            f"({seg.path} offset {pos}); read it with that snapshot, not {after}"
+                        )
             else:
                 raise WalCorruptError(seg.path, pos, "segment header inside a segment")
         is_last = k == len(segments) - 1

@@ -819,3 +819,45 @@ def test_a_save_that_fails_half_way_leaves_nothing_behind(tmp_path: Path) -> Non
     assert state.entries == (ent(1), ent(2))
     assert state.hard_state == hs(1, 2)
     assert state.snapshots == ()
+
+
+def test_an_installed_snapshot_replaces_the_log_it_does_not_match(tmp_path: Path) -> None:
+    # A follower with a stale tail (term 1) installs the leader's snapshot at 8 (term 3) and
+    # crashes before the leader's next entries arrive: the stale entries 9 and 10 must not come
+    # back after the snapshot (as in Raft, an installed snapshot replaces the whole log).
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    w.save(hs(1), [ent(i) for i in range(1, 11)])
+    w.save_snapshot(snap(8, term=3))
+    w.save(hs(3, 8), [])
+    w.sync()
+    state = read_all(tmp_path, snap(8, term=3))
+    assert state.entries == ()
+    assert state.snapshot == snap(8, term=3)
+    w.save(hs(3, 9), [ent(9, 3)])  # the leader's entry 9 follows the snapshot
+    w.close()
+    assert read_all(tmp_path, snap(8, term=3)).entries == (ent(9, 3),)
+    with pytest.raises(WalEntriesMissingError, match="replaced by the snapshot at index 8"):
+        read_all(tmp_path)  # entries 1..8 are no longer in the log
+
+
+def test_an_installed_snapshot_beyond_the_log_end(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    w.save(hs(1), [ent(1), ent(2)])
+    w.save_snapshot(snap(50, term=2))
+    w.save(hs(2, 51), [ent(51, 2)])
+    for i in range(52, 90):  # cut segments: their opening records repeat the marker
+        w.save(None, [ent(i, 2, data=b"o" * 200)])
+        w.sync()
+    w.close()
+    assert len(segments(tmp_path)) > 1
+    state = read_all(tmp_path, snap(50, term=2))
+    assert [e.index for e in state.entries] == list(range(51, 90))
+
+
+def test_a_local_snapshot_keeps_the_entries_after_it(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    w.save(hs(2), [ent(1), ent(2, 2), ent(3, 2), ent(4, 2)])
+    w.save_snapshot(snap(2, term=2))  # entry 2 has term 2: a local snapshot
+    w.close()
+    assert read_all(tmp_path, snap(2, term=2)).entries == (ent(3, 2), ent(4, 2))
+    assert read_all(tmp_path).entries == (ent(1), ent(2, 2), ent(3, 2), ent(4, 2))
