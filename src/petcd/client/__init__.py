@@ -1,6 +1,7 @@
-"""petcd.client: a Python client for the etcd v3 API (KV, Maintenance, Cluster)."""
+"""petcd.client: Python clients (sync and asyncio) for the etcd v3 API."""
 
-from petcd.client.client import Client, TLSConfig, normalize_endpoint, prefix_range_end
+from petcd.client.aio import AsyncClient
+from petcd.client.client import Client, TLSConfig, normalize_endpoint
 from petcd.client.errors import (
     ClientError,
     CompactedError,
@@ -11,8 +12,10 @@ from petcd.client.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from petcd.client.requests import prefix_range_end
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "ClientError",
     "CompactedError",

@@ -22,11 +22,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.client import requests as rq
 from petcd.client.errors import ClientError, EtcdServerError, UnavailableError, from_rpc_error
 
 T = TypeVar("T")
@@ -56,20 +57,6 @@ def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
     return endpoint.rstrip("/"), False
 
 
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The range end that selects every key starting with ``prefix``.
-
-    Increment the last byte that is not 0xff and drop what follows; a prefix of
-    only 0xff bytes (or an empty one) selects every key from it (``b"\\0"``).
-    """
-    end = bytearray(prefix)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\x00"
-
-
 class _Stubs:
     def __init__(self, channel: grpc.Channel) -> None:
         self.channel = channel
@@ -77,6 +64,7 @@ class _Stubs:
         self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
         self.maintenance: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
         self.auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
+        self.lease: Any = rpc_pb2_grpc.LeaseStub(channel)  # type: ignore[no-untyped-call]
         self.cluster: Any = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
 
 
@@ -259,17 +247,15 @@ class Client:
         timeout_s: float | None = None,
     ) -> Any:
         """Read one key, ``[key, range_end)``, a prefix or everything from ``key``."""
-        if prefix:
-            range_end = prefix_range_end(key)
-        elif from_key:
-            range_end = b"\x00"
-        request = rpc_pb2.RangeRequest(
-            key=key,
-            range_end=range_end,
+        request = rq.range_request(
+            key,
+            range_end,
+            prefix=prefix,
+            from_key=from_key,
             revision=revision,
             limit=limit,
-            sort_order=cast(Any, sort_order),
-            sort_target=cast(Any, sort_target),
+            sort_order=sort_order,
+            sort_target=sort_target,
             serializable=serializable,
             keys_only=keys_only,
             count_only=count_only,
@@ -292,9 +278,9 @@ class Client:
         timeout_s: float | None = None,
     ) -> Any:
         """Write one key; returns the PutResponse."""
-        request = rpc_pb2.PutRequest(
-            key=key,
-            value=value,
+        request = rq.put_request(
+            key,
+            value,
             lease=lease,
             prev_kv=prev_kv,
             ignore_value=ignore_value,
@@ -313,11 +299,9 @@ class Client:
         timeout_s: float | None = None,
     ) -> Any:
         """Delete one key or a range; returns the DeleteRangeResponse."""
-        if prefix:
-            range_end = prefix_range_end(key)
-        elif from_key:
-            range_end = b"\x00"
-        request = rpc_pb2.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv)
+        request = rq.delete_request(
+            key, range_end, prefix=prefix, from_key=from_key, prev_kv=prev_kv
+        )
         return self._call(lambda s: s.kv.DeleteRange, request, timeout_s=timeout_s)
 
     def txn(
@@ -329,7 +313,7 @@ class Client:
         timeout_s: float | None = None,
     ) -> Any:
         """Run a transaction of Compare / RequestOp messages; returns the TxnResponse."""
-        request = rpc_pb2.TxnRequest(compare=compare, success=success, failure=failure)
+        request = rq.txn_request(compare, success, failure)
         return self._call(lambda s: s.kv.Txn, request, timeout_s=timeout_s)
 
     def compact(
@@ -372,3 +356,43 @@ class Client:
         """The cluster's members; returns the MemberListResponse."""
         request = rpc_pb2.MemberListRequest(linearizable=linearizable)
         return self._call(lambda s: s.cluster.MemberList, request, timeout_s=timeout_s)
+
+    # ------------------------------------------------------------ Lease
+
+    def lease_grant(self, ttl_s: int, lease_id: int = 0, *, timeout_s: float | None = None) -> Any:
+        """Grant a lease (the server picks the id when ``lease_id`` is 0)."""
+        request = rpc_pb2.LeaseGrantRequest(TTL=ttl_s, ID=lease_id)
+        return self._call(lambda s: s.lease.LeaseGrant, request, timeout_s=timeout_s)
+
+    def lease_revoke(self, lease_id: int, *, timeout_s: float | None = None) -> Any:
+        """Revoke a lease and delete its keys."""
+        request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
+        return self._call(lambda s: s.lease.LeaseRevoke, request, timeout_s=timeout_s)
+
+    def lease_time_to_live(
+        self, lease_id: int, *, keys: bool = False, timeout_s: float | None = None
+    ) -> Any:
+        """Remaining and granted TTL of a lease (and its keys)."""
+        request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
+        return self._call(lambda s: s.lease.LeaseTimeToLive, request, timeout_s=timeout_s)
+
+    def lease_leases(self, *, timeout_s: float | None = None) -> Any:
+        """Every active lease."""
+        request = rpc_pb2.LeaseLeasesRequest()
+        return self._call(lambda s: s.lease.LeaseLeases, request, timeout_s=timeout_s)
+
+    def lease_keep_alive_once(self, lease_id: int, *, timeout_s: float | None = None) -> Any:
+        """Renew a lease once (one round trip on a LeaseKeepAlive stream)."""
+
+        def once(stubs: _Stubs) -> Callable[..., Any]:
+            def call(request: Any, **kwargs: Any) -> Any:
+                responses = stubs.lease.LeaseKeepAlive(iter([request]), **kwargs)
+                try:
+                    return next(responses)
+                finally:
+                    responses.cancel()
+
+            return call
+
+        request = rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)
+        return self._call(once, request, timeout_s=timeout_s)
