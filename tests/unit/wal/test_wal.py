@@ -654,6 +654,7 @@ ops = st.lists(
         st.tuples(st.just("sync"), st.just(0), st.just(0)),
         st.tuples(st.just("snap"), st.integers(0, 5), st.just(0)),
         st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+        st.tuples(st.just("install"), st.integers(-3, 3), st.integers(0, 1)),
     ),
     max_size=40,
 )
@@ -692,6 +693,17 @@ def test_wal_matches_a_model_log(
                 w.save_snapshot(snapshot)
                 w.sync()
                 w.release_to(Index(index))
+        elif op == "install":
+            # The leader's snapshot at index i of a newer term replaces the log.
+            index = max(snapshot.index + 1, len(log) + a)
+            term += 1
+            snapshot = snap(index, term)
+            w.save_snapshot(snapshot)
+            w.sync()
+            if b:
+                w.release_to(Index(index))
+            del log[index:]
+            log.extend(ent(i, term) for i in range(len(log) + 1, index + 1))  # compacted away
         elif op == "reopen":
             w.close()
             w, state = WAL.open(d, snapshot, segment_size_bytes=1024)
