@@ -50,6 +50,10 @@ class Model:
             self.hard_state = (a, b)
         else:
             self.marker = (a, b)
+            if not (a <= len(self.terms) and self.terms[a - 1] == b):
+                # An installed snapshot: it replaces the log (indexes up to `a` are compacted).
+                del self.terms[a:]
+                self.terms.extend(b for _ in range(len(self.terms), a))
 
     def copy(self) -> Model:
         return Model(list(self.terms), self.hard_state, self.marker)

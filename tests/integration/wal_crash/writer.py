@@ -107,7 +107,21 @@ def main() -> None:
                 say(f"E {e.index} {e.term}")
             say(f"H {term} {commit}")
             wal.save(HardState(Term(term), MemberId(1), Index(commit)), entries)
-            if rng.random() < 0.08 and len(terms) > 1:
+            if rng.random() < 0.03:
+                # The leader's snapshot (a newer term) replaces this member's log.
+                term += 1
+                last = snap.index + len(terms)
+                index = max(snap.index + 1, last + rng.randint(-5, 5))
+                new_snap = SnapshotMetadata(Index(index), Term(term))
+                say(f"M {index} {term}")
+                wal.save_snapshot(new_snap)
+                wal.sync()
+                say("S")
+                if rng.random() < 0.5:
+                    wal.release_to(new_snap.index)
+                terms = []
+                snap = new_snap
+            elif rng.random() < 0.08 and len(terms) > 1:
                 index = snap.index + rng.randint(1, len(terms) - 1)
                 new_snap = SnapshotMetadata(Index(index), Term(terms[index - snap.index - 1]))
                 say(f"M {new_snap.index} {new_snap.term}")
