@@ -24,6 +24,10 @@ class WalExistsError(WalError):
     """``WAL.create`` was asked to create a WAL where one already exists."""
 
 
+class WalLockedError(WalError):
+    """Another process (or another ``WAL`` object) has the WAL directory open."""
+
+
 class WalCorruptError(WalError):
     """A record that is not a torn tail failed its checks: acknowledged data is damaged."""
 

@@ -51,9 +51,9 @@ from petcd.wal.errors import (
     WalClosedError,
     WalCorruptError,
     WalEntriesMissingError,
-    WalError,
     WalExistsError,
     WalFatalError,
+    WalLockedError,
     WalNotFoundError,
     WalSnapshotMismatchError,
     WalSnapshotNotFoundError,
@@ -289,7 +289,7 @@ def _lock_dir(dirpath: StrPath) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise WalError(f"wal: {os.fspath(dirpath)} is in use by another process") from None
+        raise WalLockedError(f"wal: {os.fspath(dirpath)} is in use by another process") from None
     return fd
 
 

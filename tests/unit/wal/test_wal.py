@@ -28,9 +28,9 @@ from petcd.wal import (
     WalClosedError,
     WalCorruptError,
     WalEntriesMissingError,
-    WalError,
     WalExistsError,
     WalFatalError,
+    WalLockedError,
     WalNotFoundError,
     WalSnapshotMismatchError,
     WalSnapshotNotFoundError,
@@ -181,7 +181,7 @@ def test_create_refuses_an_existing_wal_and_open_needs_one(tmp_path: Path) -> No
 
 def test_a_wal_can_be_open_only_once(tmp_path: Path) -> None:
     w = WAL.create(tmp_path, segment_size_bytes=SEG)
-    with pytest.raises(WalError, match="in use"):
+    with pytest.raises(WalLockedError, match="in use"):
         WAL.open(tmp_path, segment_size_bytes=SEG)
     w.close()
     WAL.open(tmp_path, segment_size_bytes=SEG)[0].close()
