@@ -13,9 +13,16 @@ import shutil
 import tempfile
 from dataclasses import replace
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from petcd.backend import Backend
 from petcd.mvcc import (
@@ -527,3 +534,10 @@ def _cmp(result: CompareResult, a: int | bytes, b: int | bytes) -> bool:
 
 StoreMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestStoreModel = StoreMachine.TestCase
+
+
+@pytest.mark.long
+def test_store_model_long() -> None:
+    run_state_machine_as_test(
+        StoreMachine, settings=settings(max_examples=500, stateful_step_count=60, deadline=None)
+    )
