@@ -211,3 +211,42 @@ def test_demote_drops_pending_clears(make_lessor: MakeLessor, clock: FakeClock) 
     assert not lessor.has_pending_checkpoints()
     lessor.promote(0.0)
     assert lessor.due_checkpoints(10) == []
+
+
+def run_cluster_with_leader_changes(checkpoint_enabled: bool) -> float | None:
+    """Three members, leadership rotating every 90 s, one 600 s lease never renewed.
+
+    The server loop is simulated: every second the leader polls checkpoints and expiries;
+    whatever it proposes is applied on all members at once. Returns the time (since the
+    grant) at which the lease was revoked, or None if it was still alive after an hour.
+    """
+    clock = FakeClock(0.0)
+    cfg = LessorConfig(checkpoint_enabled=checkpoint_enabled, checkpoint_interval_seconds=60.0)
+    members = [Lessor(MemoryLeaseStore(), clock, cfg) for _ in range(3)]
+    leader = 0
+    members[leader].promote(1.0)
+    for m in members:
+        m.grant(L1, 600)
+    for second in range(1, 3601):
+        clock.advance(1.0)
+        if second % 90 == 0:
+            members[leader].demote()
+            leader = (leader + 1) % 3
+            members[leader].promote(1.0)  # etcd extends by the election timeout
+        apply(members, members[leader].due_checkpoints(CHECKPOINT_BATCH_MAX))
+        for lease_id in members[leader].expired_leases(500):
+            for m in members:
+                m.revoke(lease_id)
+            return clock.now
+    return None
+
+
+def test_checkpoints_bound_a_lease_lifetime_across_leader_changes() -> None:
+    # Without checkpoints every new leader restarts the countdown at the full TTL.
+    assert run_cluster_with_leader_changes(checkpoint_enabled=False) is None
+    # With them each leader checkpoints 60 s into its 90 s term, so each change gives back
+    # at most the 30 s since that checkpoint plus the 1 s extension: 600 s of countdown take
+    # about 10 terms of which 60 s count, i.e. roughly 900 s, and never "forever".
+    revoked_at = run_cluster_with_leader_changes(checkpoint_enabled=True)
+    assert revoked_at is not None
+    assert 600 <= revoked_at <= 600 * 90 / 60 + 2 * 90
