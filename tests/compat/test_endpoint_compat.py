@@ -36,7 +36,7 @@ def test_endpoint_errors(differ: Differ) -> None:
     ref, tgt = differ.run_both(
         "--endpoints",
         "127.0.0.1:1",
-        "--command-timeout=1s",
+        "--command-timeout=500ms",
         "endpoint",
         "status",
         with_endpoint=False,
@@ -47,7 +47,7 @@ def test_endpoint_errors(differ: Differ) -> None:
     ref, tgt = differ.run_both(
         "--endpoints",
         "127.0.0.1:1",
-        "--command-timeout=1s",
+        "--command-timeout=500ms",
         "endpoint",
         "health",
         with_endpoint=False,

@@ -230,7 +230,7 @@ def test_global_flags_and_environment(differ: Differ) -> None:
         "g/k",
         "--insecure-transport=false",
         "--insecure-skip-tls-verify",
-        "--command-timeout=1s",
+        "--command-timeout=500ms",
     )
     differ.check("get", "g/k", "-wjson")
     differ.check("get", "g/k", "--write-out=yaml")
@@ -266,7 +266,7 @@ def test_help_texts_shared_by_3_4_and_3_5(differ: Differ) -> None:
 
 def test_unreachable_endpoint(differ: Differ) -> None:
     ref, tgt = differ.run_both(
-        "--endpoints", "127.0.0.1:1", "--command-timeout=1s", "get", "a", with_endpoint=False
+        "--endpoints", "127.0.0.1:1", "--command-timeout=500ms", "get", "a", with_endpoint=False
     )
     assert ref.code == tgt.code == 1
     assert tgt.stderr.endswith(b"Error: context deadline exceeded\n")
