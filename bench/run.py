@@ -69,7 +69,7 @@ class Workload:
     loadgen_args: tuple[str, ...]
     description: str
     total_scale: float = 1.0  # fraction of --total this workload issues
-    needs_full_server: bool = False  # not run against bare and --extra targets
+    needs_full_server: bool = False  # not run on bare, nor on --extra unless it serves watch
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -490,12 +490,13 @@ def run_matrix(args: argparse.Namespace) -> int:
                     "startup_s": round(srv.startup_s, 3),
                 }
                 log(f"  {t} serving on {srv.endpoint} after {srv.startup_s:.2f}s")
+            full_servers = {"etcd", "petcd", *args.extra_serves_watch}
             plan = [
                 (r, w, t)
                 for r in range(1, args.rounds + 1)
                 for w in workloads
                 for t in targets
-                if t in servers and (t in ("etcd", "petcd") or not WORKLOADS[w].needs_full_server)
+                if t in servers and (t in full_servers or not WORKLOADS[w].needs_full_server)
             ]
             for n, (rnd, w, t) in enumerate(plan, 1):
                 wl, srv = WORKLOADS[w], servers[t]
@@ -642,6 +643,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=COMMAND",
         help="another target: COMMAND serves etcd's KV API on {port} (data under {dir}); "
         "run like bare (no watch)",
+    )
+    p.add_argument(
+        "--extra-serves-watch",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the watch workload against this --extra target too",
     )
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     p.add_argument("--scale", action="store_true", help="memory/start-up/disk with many keys")

@@ -22,14 +22,16 @@ import os
 import signal
 import struct
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import native_frontend
 
 from petcd.api.etcdserverpb import rpc_pb2
+from petcd.api.mvccpb import kv_pb2
 
-PUT = 1
+PUT, RANGE, WATCH_MSG, STREAM_END = 1, 2, 3, 4  # request kinds, as in src/lib.rs
 
 
 WAL_PREALLOC_BYTES = 1 << 30
@@ -41,50 +43,128 @@ def write_and_sync(fd: int, data: bytes, offset: int) -> None:
     os.fdatasync(fd)
 
 
+class Watchers:
+    """Single-key watchers per Watch stream (mode "raw"): the prototype's watch hub."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[bytes, dict[tuple[int, int], None]] = {}
+        self.by_stream: dict[int, dict[int, bytes]] = {}  # stream -> watch id -> key
+        self.next_id: dict[int, int] = {}
+
+    def on_message(self, stream: int, msg: bytes, revision: int) -> bytes | None:
+        """A WatchRequest arrived on ``stream``; returns the response to send, if any."""
+        req = rpc_pb2.WatchRequest.FromString(msg)
+        resp = rpc_pb2.WatchResponse()
+        h = resp.header
+        h.cluster_id, h.member_id, h.revision, h.raft_term = 1, 1, revision, 1
+        which = req.WhichOneof("request_union")
+        if which == "create_request":
+            wid = self.next_id.get(stream, 0)
+            self.next_id[stream] = wid + 1
+            key = req.create_request.key
+            self.by_key.setdefault(key, {})[(stream, wid)] = None
+            self.by_stream.setdefault(stream, {})[wid] = key
+            resp.watch_id, resp.created = wid, True
+        elif which == "cancel_request":
+            wid = req.cancel_request.watch_id
+            key = self.by_stream.get(stream, {}).pop(wid, b"")
+            self.by_key.get(key, {}).pop((stream, wid), None)
+            resp.watch_id, resp.canceled = wid, True
+        else:
+            return None
+        return resp.SerializeToString()
+
+    def on_end(self, stream: int) -> None:
+        for wid, key in self.by_stream.pop(stream, {}).items():
+            self.by_key.get(key, {}).pop((stream, wid), None)
+        self.next_id.pop(stream, None)
+
+
 def serve_raw(
     store: dict[bytes, tuple[bytes, int, int, int]],
+    watchers: Watchers,
     revision: int,
     ids: list[int],
     kinds: list[int],
     messages: list[bytes],
-) -> tuple[int, list[bytes], list[bytes]]:
+) -> tuple[int, list[int], list[bytes], list[bytes], dict[bytes, list[Any]], list[Any]]:
     """Mode "raw": decode and encode with the generated protobuf classes.
 
-    Returns the new revision, the encoded responses and the WAL records of the Puts.
+    Returns the new revision, the ids and encoded responses of the unary calls, the WAL
+    records of the Puts, the watch events per watched key, and the (stream, message)
+    pairs to send on Watch streams.
     """
+    resp_ids: list[int] = []
     out: list[bytes] = []
     records: list[bytes] = []
-    for kind, msg in zip(kinds, messages, strict=True):
+    events: dict[bytes, list[Any]] = {}
+    stream_out: list[Any] = []
+    for rid, kind, msg in zip(ids, kinds, messages, strict=True):
         if kind == PUT:
             req = rpc_pb2.PutRequest.FromString(msg)
             revision += 1
             old = store.get(req.key)
             if old is None:
-                store[req.key] = (req.value, revision, revision, 1)
+                new = (req.value, revision, revision, 1)
             else:
-                store[req.key] = (req.value, old[1], revision, old[3] + 1)
+                new = (req.value, old[1], revision, old[3] + 1)
+            store[req.key] = new
             records.append(WAL_HEADER.pack(revision, len(msg), 0) + msg)
+            if req.key in watchers.by_key:
+                kv = kv_pb2.KeyValue(
+                    key=req.key,
+                    value=new[0],
+                    create_revision=new[1],
+                    mod_revision=new[2],
+                    version=new[3],
+                )
+                events.setdefault(req.key, []).append(kv_pb2.Event(type=kv_pb2.Event.PUT, kv=kv))
             resp = rpc_pb2.PutResponse()
             h = resp.header
             h.cluster_id, h.member_id, h.revision, h.raft_term = 1, 1, revision, 1
+            resp_ids.append(rid)
             out.append(resp.SerializeToString())
-        else:
+        elif kind == RANGE:
             rreq = rpc_pb2.RangeRequest.FromString(msg)
             rresp = rpc_pb2.RangeResponse()
             h = rresp.header
             h.cluster_id, h.member_id, h.revision, h.raft_term = 1, 1, revision, 1
-            kv = store.get(rreq.key)
-            if kv is not None:
+            cur = store.get(rreq.key)
+            if cur is not None:
                 rresp.kvs.add(
                     key=rreq.key,
-                    value=kv[0],
-                    create_revision=kv[1],
-                    mod_revision=kv[2],
-                    version=kv[3],
+                    value=cur[0],
+                    create_revision=cur[1],
+                    mod_revision=cur[2],
+                    version=cur[3],
                 )
                 rresp.count = 1
+            resp_ids.append(rid)
             out.append(rresp.SerializeToString())
-    return revision, out, records
+        elif kind == WATCH_MSG:
+            answer = watchers.on_message(rid, msg, revision)
+            if answer is not None:
+                stream_out.append((rid, answer))
+        elif kind == STREAM_END:
+            watchers.on_end(rid)
+    return revision, resp_ids, out, records, events, stream_out
+
+
+def send_events(
+    fe: native_frontend.FrontEnd,
+    watchers: Watchers,
+    revision: int,
+    events: dict[bytes, list[Any]],
+) -> None:
+    """One WatchResponse per watched key, encoded once, copied to every watcher natively."""
+    for key, evs in events.items():
+        targets = watchers.by_key.get(key)
+        if not targets:
+            continue
+        resp = rpc_pb2.WatchResponse(events=evs)
+        h = resp.header
+        h.cluster_id, h.member_id, h.revision, h.raft_term = 1, 1, revision, 1
+        fe.fanout(resp.SerializeToString(), [t[0] for t in targets], [t[1] for t in targets])
 
 
 async def member(fe: native_frontend.FrontEnd, fsync_path: str | None, raw: bool) -> None:
@@ -106,6 +186,7 @@ async def member(fe: native_frontend.FrontEnd, fsync_path: str | None, raw: bool
         os.fsync(wal)
     wal_offset = 0
     store: dict[bytes, tuple[bytes, int, int, int]] = {}
+    watchers = Watchers()
     revision = 1
     pack = WAL_HEADER.pack
     batches = requests = 0
@@ -126,13 +207,20 @@ async def member(fe: native_frontend.FrontEnd, fsync_path: str | None, raw: bool
         batches += 1
         requests += len(ids)
         if raw:
-            revision, out, records = serve_raw(store, revision, ids, kinds, keys)
+            revision, resp_ids, out, records, events, stream_out = serve_raw(
+                store, watchers, revision, ids, kinds, keys
+            )
+            if stream_out:
+                fe.stream_send([s[0] for s in stream_out], [s[1] for s in stream_out])
             if wal >= 0 and records:
                 data = b"".join(records)
                 assert wal_offset + len(data) <= WAL_PREALLOC_BYTES, "prototype WAL is full"
                 await loop.run_in_executor(None, write_and_sync, wal, data, wal_offset)
                 wal_offset += len(data)
-            fe.respond_raw(ids, out)
+            if resp_ids:
+                fe.respond_raw(resp_ids, out)
+            if events:
+                send_events(fe, watchers, revision, events)
             continue
         put_ids: list[int] = []
         put_revs: list[int] = []

@@ -16,7 +16,10 @@
 //!   work, and answers the whole batch in one call per kind (`respond_put`,
 //!   `respond_range`); the response messages are encoded here, off the GIL's critical path.
 //!
-//! Only KV.Put and KV.Range are served; anything else gets gRPC status UNIMPLEMENTED. No
+//! Only KV.Put and KV.Range are served, and in mode "raw" Watch streams (single-key
+//! watchers; Python decodes the stream's messages and writes to streams with `stream_send`
+//! and, for events, `fanout`, which copies one encoded response to many watchers); anything
+//! else gets gRPC status UNIMPLEMENTED. No
 //! TLS, no auth, no compression, no deadlines. This is a measurement tool, not petcd.
 
 use std::collections::HashMap;
@@ -36,6 +39,8 @@ use tokio::sync::oneshot;
 
 const KIND_PUT: u8 = 1;
 const KIND_RANGE: u8 = 2;
+const KIND_WATCH_MSG: u8 = 3; // a message on a Watch stream (id = stream id)
+const KIND_STREAM_END: u8 = 4; // a Watch stream ended (id = stream id)
 
 #[derive(Clone, PartialEq, Message)]
 struct PutRequest {
@@ -101,18 +106,21 @@ struct RangeResponse {
     count: i64,
 }
 
-/// One decoded request waiting for the member.
+/// One decoded request (or stream event) waiting for the member.
 struct Pending {
     kind: u8,
     key: Bytes,
     value: Bytes,
-    reply: oneshot::Sender<Bytes>,
+    reply: Option<oneshot::Sender<Bytes>>,
+    stream: u64,
 }
 
 struct Shared {
     queue: Mutex<Vec<Pending>>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     next_id: AtomicU64,
+    streams: Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<Bytes>>>,
+    next_stream: AtomicU64,
     eventfd: i32,
     echo: bool,
     raw: bool,
@@ -177,7 +185,63 @@ fn finish(mut respond: SendResponse<Bytes>, status: u32, msg: Option<Bytes>) {
     let _ = send.send_trailers(trailers);
 }
 
+/// A Watch stream (mode "raw" only): every client message goes to Python as
+/// KIND_WATCH_MSG; Python writes to the stream with `stream_send` and `fanout`.
+async fn handle_watch(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shared: Arc<Shared>) {
+    let resp = Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let Ok(mut send) = respond.send_response(resp, false) else { return };
+    let sid = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    shared.streams.lock().unwrap().insert(sid, tx);
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if send.send_data(frame, false).is_err() {
+                return;
+            }
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from(0u32));
+        let _ = send.send_trailers(trailers);
+    });
+    let mut body = req.into_body();
+    let mut buf = BytesMut::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= 5 {
+            let n = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 5 + n {
+                break;
+            }
+            let frame = buf.split_to(5 + n).freeze();
+            let msg = frame.slice(5..);
+            shared.enqueue(Pending {
+                kind: KIND_WATCH_MSG,
+                key: msg,
+                value: Bytes::new(),
+                reply: None,
+                stream: sid,
+            });
+        }
+    }
+    shared.streams.lock().unwrap().remove(&sid); // ends the writer: trailers
+    shared.enqueue(Pending {
+        kind: KIND_STREAM_END,
+        key: Bytes::new(),
+        value: Bytes::new(),
+        reply: None,
+        stream: sid,
+    });
+}
+
 async fn handle(req: Request<RecvStream>, respond: SendResponse<Bytes>, shared: Arc<Shared>) {
+    if req.uri().path() == "/etcdserverpb.Watch/Watch" && shared.raw {
+        return handle_watch(req, respond, shared).await;
+    }
     let kind = match req.uri().path() {
         "/etcdserverpb.KV/Put" => KIND_PUT,
         "/etcdserverpb.KV/Range" => KIND_RANGE,
@@ -204,7 +268,7 @@ async fn handle(req: Request<RecvStream>, respond: SendResponse<Bytes>, shared: 
         }
     };
     let (tx, rx) = oneshot::channel();
-    shared.enqueue(Pending { kind, key, value, reply: tx });
+    shared.enqueue(Pending { kind, key, value, reply: Some(tx), stream: 0 });
     match rx.await {
         Ok(resp) => finish(respond, 0, Some(resp)),
         Err(_) => finish(respond, 14, None), // UNAVAILABLE: the member dropped it
@@ -256,6 +320,8 @@ impl FrontEnd {
             queue: Mutex::new(Vec::with_capacity(4096)),
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            streams: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
             eventfd: efd,
             echo: mode == "echo",
             raw: mode == "raw",
@@ -291,7 +357,8 @@ impl FrontEnd {
         self.shared.eventfd
     }
 
-    /// Everything queued, as columns: (ids, kinds, keys, values); kinds 1=Put 2=Range.
+    /// Everything queued, as columns: (ids, kinds, keys, values); kinds 1=Put 2=Range,
+    /// 3=Watch stream message, 4=Watch stream ended (for 3 and 4 the id is the stream id).
     /// In mode "raw", keys holds each undecoded request message and values are empty.
     #[allow(clippy::type_complexity)]
     fn take<'py>(
@@ -307,11 +374,16 @@ impl FrontEnd {
             let mut waiting = self.shared.waiting.lock().unwrap();
             for (i, p) in batch.into_iter().enumerate() {
                 let id = first + i as u64;
-                ids.push(id);
                 kinds.push(p.kind);
                 keys.push(PyBytes::new(py, &p.key));
                 values.push(PyBytes::new(py, &p.value));
-                waiting.insert(id, p.reply);
+                match p.reply {
+                    Some(reply) => {
+                        ids.push(id);
+                        waiting.insert(id, reply);
+                    }
+                    None => ids.push(p.stream),
+                }
             }
         }
         (ids, kinds, keys, values)
@@ -326,6 +398,40 @@ impl FrontEnd {
                 if let Some(tx) = waiting.remove(&id) {
                     let r = PutResponse { header: shared.header(rev) };
                     let _ = tx.send(Bytes::from(r.encode_to_vec()));
+                }
+            }
+        })
+    }
+
+    /// Send one message on each of the given Watch streams (gone streams are skipped).
+    fn stream_send(&self, stream_ids: Vec<u64>, messages: Vec<Vec<u8>>) {
+        let streams = self.shared.streams.lock().unwrap();
+        for (sid, m) in stream_ids.into_iter().zip(messages) {
+            if let Some(tx) = streams.get(&sid) {
+                let _ = tx.send(grpc_frame(&m));
+            }
+        }
+    }
+
+    /// Send one WatchResponse to many watchers. `body` is a WatchResponse encoded without
+    /// its watch_id; each copy gets field 2 (watch_id) prepended, which protobuf decoders
+    /// accept in any order. The message is encoded once in Python, whatever the fan-out.
+    fn fanout(&self, py: Python<'_>, body: Vec<u8>, stream_ids: Vec<u64>, watch_ids: Vec<i64>) {
+        let shared = self.shared.clone();
+        py.detach(move || {
+            let streams = shared.streams.lock().unwrap();
+            for (sid, wid) in stream_ids.into_iter().zip(watch_ids) {
+                if let Some(tx) = streams.get(&sid) {
+                    let mut m = Vec::with_capacity(body.len() + 11);
+                    m.push(0x10); // field 2, varint
+                    let mut v = wid as u64;
+                    while v >= 0x80 {
+                        m.push((v as u8) | 0x80);
+                        v >>= 7;
+                    }
+                    m.push(v as u8);
+                    m.extend_from_slice(&body);
+                    let _ = tx.send(grpc_frame(&m));
                 }
             }
         })
