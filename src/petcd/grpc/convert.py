@@ -25,6 +25,7 @@ from petcd.mvcc.requests import (
     CompareTarget,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Event,
     KeyValue,
     PutRequest,
     PutResponse,
@@ -251,3 +252,10 @@ def txn_request_pb(r: TxnRequest) -> Any:
         success=[request_op_pb(o) for o in r.success],
         failure=[request_op_pb(o) for o in r.failure],
     )
+
+
+def event_pb(ev: Event) -> Any:
+    m = kv_pb2.Event(type=int(ev.type), kv=key_value_pb(ev.kv))  # type: ignore[arg-type]
+    if ev.prev_kv is not None:
+        m.prev_kv.CopyFrom(key_value_pb(ev.prev_kv))
+    return m

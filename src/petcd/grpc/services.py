@@ -9,9 +9,10 @@ can drive the same member). Failures are mapped by ``petcd.grpc.status.status_fo
 code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
 
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
-``etcdserverpb.Maintenance`` Status, HashKV and Alarm (GET; petcd raises no alarms yet) and
-``etcdserverpb.Cluster.MemberList``. Every other method answers ``UNIMPLEMENTED`` (grpc's
-default for a servicer method that is not overridden).
+``etcdserverpb.Maintenance`` Status, HashKV and Alarm (GET; petcd raises no alarms yet),
+``etcdserverpb.Cluster.MemberList`` and ``etcdserverpb.Watch`` (``petcd.grpc.watch``). Every
+other method answers ``UNIMPLEMENTED`` (grpc's default for a servicer method that is not
+overridden).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import grpc
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc import convert
 from petcd.grpc.status import is_expected, status_for
+from petcd.grpc.watch import WatchMember, WatchService
 from petcd.mvcc.requests import (
     CompactionRequest,
     CompactionResponse,
@@ -41,7 +43,7 @@ from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
 
 
-class KVMember(Protocol):
+class KVMember(WatchMember, Protocol):
     async def range(self, req: RangeRequest) -> RangeResponse: ...
 
     async def put(self, req: PutRequest) -> PutResponse: ...
@@ -208,6 +210,9 @@ def make_server(
         ]
     )
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_WatchServicer_to_server(  # type: ignore[no-untyped-call]
+        WatchService(member, log), server
+    )
     rpc_pb2_grpc.add_ClusterServicer_to_server(  # type: ignore[no-untyped-call]
         ClusterService(member, log), server
     )

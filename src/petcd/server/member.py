@@ -63,7 +63,7 @@ from typing import Any, TypeVar
 from petcd import ETCD_VERSION
 from petcd.backend import MEMBERS, Backend
 from petcd.mvcc.errors import MvccError
-from petcd.mvcc.kvstore import KVStore, validate_request
+from petcd.mvcc.kvstore import validate_request
 from petcd.mvcc.requests import (
     CompactionRequest,
     CompactionResponse,
@@ -78,6 +78,7 @@ from petcd.mvcc.requests import (
     TxnRequest,
     TxnResponse,
 )
+from petcd.mvcc.watchable_store import WatchableStore, Watcher, WatcherState, WatchSink
 from petcd.raft import confchange
 from petcd.raft.config import Config as RaftConfig
 from petcd.raft.errors import ProposalDroppedError
@@ -213,7 +214,7 @@ class Member:
         self._wal: WAL
         self._snapshotter: Snapshotter
         self._backend: Backend
-        self.kv: KVStore
+        self.kv: WatchableStore
         self._storage: MemoryStorage
         self.node: RawNode
         self._ids: RequestIdGenerator
@@ -232,6 +233,8 @@ class Member:
         self._commit_due = False
         self._want_campaign = False
         self._conf_voters: frozenset[MemberId] = frozenset()
+        self._watch_wake = asyncio.Event()
+        self._after_watch_sync: set[Callable[[], None]] = set()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
         # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
         self._quota_bytes = cfg.quota_backend_bytes_effective
@@ -259,7 +262,7 @@ class Member:
         self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
         self._backend = Backend(cfg.backend_path)
         log.info("opened backend db", path=cfg.backend_path)
-        self.kv = KVStore(self._backend, lessor=_NoLeases(), max_txn_ops=cfg.max_txn_ops)
+        self.kv = WatchableStore(self._backend, lessor=_NoLeases(), max_txn_ops=cfg.max_txn_ops)
         self._members = {
             MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
                 MemberId(int.from_bytes(k, "big")), v
@@ -403,6 +406,7 @@ class Member:
         self._tasks = [
             asyncio.create_task(self._ticker(), name="petcd-ticker"),
             asyncio.create_task(self._commit_timer(), name="petcd-backend-commit-timer"),
+            asyncio.create_task(self._watch_syncer(), name="petcd-watch-sync"),
         ]
         if self._compactor.enabled:
             self._tasks.append(asyncio.create_task(self._auto_compact(), name="petcd-compactor"))
@@ -868,6 +872,76 @@ class Member:
         """etcd's HashKV at ``revision`` (0: current), over the applied state."""
         result = self.kv.hash_kv(revision)
         return self._header(self.kv.current_revision), result
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        *,
+        sink: WatchSink,
+        prev_kv: bool,
+        filters: tuple[int, ...],
+        watch_id: int,
+    ) -> Watcher:
+        """Register a watcher (etcd semantics; see ``petcd.mvcc.watchable_store``).
+
+        Events go to ``sink`` from the event loop: live ones as entries are applied, history
+        (``start_revision`` <= current) from the watch sync task, soon after this call.
+        """
+        if self._stopping or self._fatal is not None:
+            raise StoppedError()
+        w = self.kv.watch(
+            key,
+            range_end,
+            start_revision,
+            sink=sink,
+            prev_kv=prev_kv,
+            filters=filters,
+            watch_id=watch_id,
+        )
+        if w.state is not WatcherState.SYNCED:
+            self._watch_wake.set()
+        return w
+
+    def cancel_watch(self, w: Watcher) -> bool:
+        return self.kv.cancel(w)
+
+    def watch_header(self, revision: int = 0) -> ResponseHeader:
+        """A response header for a watch response at ``revision`` (0: the current one)."""
+        return self._header(revision if revision > 0 else self.kv.current_revision)
+
+    def watchers_synced(self, watchers: list[Watcher]) -> bool:
+        return all(w.state is WatcherState.SYNCED for w in watchers)
+
+    def wake_watch_sync(self) -> None:
+        """A watch sink has room again: retry slow watchers soon."""
+        self._watch_wake.set()
+
+    async def _watch_syncer(self) -> None:
+        # etcd runs syncWatchersLoop/syncVictimsLoop every 100 ms; petcd also runs at once
+        # when a watcher with history is created or a slow stream drained its buffer.
+        kv = self.kv
+        while True:
+            if kv.watcher_counts()[1] == 0:  # no unsynced watcher: wait for a reason to run
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._watch_wake.wait(), 0.1)
+            else:
+                await asyncio.sleep(0)  # catching up in batches; let the rest run between
+            self._watch_wake.clear()
+            if kv.has_pending_sync:
+                kv.sync()
+            for cb in list(self._after_watch_sync):
+                cb()
+
+    def add_watch_sync_listener(self, cb: Callable[[], None]) -> None:
+        """``cb()`` runs after each watch sync pass (progress requests wait for synced)."""
+        self._after_watch_sync.add(cb)
+
+    def remove_watch_sync_listener(self, cb: Callable[[], None]) -> None:
+        self._after_watch_sync.discard(cb)
 
     # -- health and metrics (petcd.http) ------------------------------------------------------
 

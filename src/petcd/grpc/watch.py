@@ -1,0 +1,227 @@
+"""etcd's Watch service: one bidirectional stream carries many watchers (grpc.aio).
+
+Theory of operation
+-------------------
+Per stream, a reader task handles the client's requests and the handler coroutine writes
+responses, as etcd's ``serverWatchStream`` (recvLoop / sendLoop):
+
+- ``create_request``: a watcher is registered with the member (``Member.watch``) and a
+  ``created`` response is queued before any of its events. Watch ids are per stream: 0, 1, 2,
+  ... unless the client picks one (``watch_id`` != 0); a duplicate is answered with
+  ``created`` + ``canceled`` and etcd's reason.
+- ``cancel_request``: the watcher is removed; a ``canceled`` response is sent (nothing for an
+  unknown id, as etcd).
+- ``progress_request``: a response with ``watch_id`` -1 and the current revision, sent once
+  every watcher of the stream is synced (so the revision never runs ahead of delivered
+  events, etcd >= 3.5.13).
+
+Events reach the stream through ``_StreamSink``, the non-blocking sink the watchable store
+writes to from the event loop: bounded (a slow client makes its watchers "victims" that the
+member retries), with control responses queued in order with events. A watcher whose start
+revision was compacted gets etcd's ``canceled`` response with ``compact_revision`` (no reason
+text: clients derive "required revision has been compacted" from it) and is dropped. The
+client half-closing its side does not end the stream (etcd keeps sending); the stream ends
+when the client cancels it or the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any, Protocol
+
+from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.grpc import convert
+from petcd.grpc.status import is_expected, status_for
+from petcd.mvcc.requests import ResponseHeader, WatchResponse
+from petcd.mvcc.watchable_store import Watcher, WatchSink
+from petcd.server.log import Logger
+
+SINK_CAPACITY = 128  # etcd's chanBufLen
+ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+
+
+class WatchMember(Protocol):
+    def watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        *,
+        sink: WatchSink,
+        prev_kv: bool,
+        filters: tuple[int, ...],
+        watch_id: int,
+    ) -> Watcher: ...
+
+    def cancel_watch(self, w: Watcher) -> bool: ...
+
+    def watch_header(self, revision: int = 0) -> ResponseHeader: ...
+
+    def watchers_synced(self, watchers: list[Watcher]) -> bool: ...
+
+    def wake_watch_sync(self) -> None: ...
+
+    def add_watch_sync_listener(self, cb: Any) -> None: ...
+
+    def remove_watch_sync_listener(self, cb: Any) -> None: ...
+
+
+class _StreamSink:
+    """The store's non-blocking sink for one stream, plus control responses in order."""
+
+    def __init__(self, capacity: int = SINK_CAPACITY) -> None:
+        self.capacity = capacity
+        self.items: collections.deque[WatchResponse | Any] = collections.deque()
+        self.events = 0
+        self.refused = False
+        self.wake = asyncio.Event()
+
+    def send(self, response: WatchResponse) -> bool:
+        if self.events >= self.capacity:
+            self.refused = True
+            return False
+        self.items.append(response)
+        self.events += 1
+        self.wake.set()
+        return True
+
+    def control(self, message: Any) -> None:
+        self.items.append(message)
+        self.wake.set()
+
+
+class _Stream:
+    def __init__(self, member: WatchMember, log: Logger | None) -> None:
+        self.member = member
+        self.log = log
+        self.sink = _StreamSink()
+        self.watchers: dict[int, Watcher] = {}
+        self.next_id = 0
+        self.progress_pending = False
+        member.add_watch_sync_listener(self.on_sync)
+
+    def close(self) -> None:
+        self.member.remove_watch_sync_listener(self.on_sync)
+        for w in self.watchers.values():
+            self.member.cancel_watch(w)
+        self.watchers.clear()
+
+    def on_sync(self) -> None:
+        if self.progress_pending and self.member.watchers_synced(list(self.watchers.values())):
+            self.progress_pending = False
+            self._send_progress()
+
+    def _send_progress(self) -> None:
+        header = convert.header_pb(self.member.watch_header())
+        self.sink.control(rpc_pb2.WatchResponse(header=header, watch_id=-1))
+
+    def handle(self, req: Any) -> None:
+        which = req.WhichOneof("request_union")
+        if which == "create_request":
+            self._create(req.create_request)
+        elif which == "cancel_request":
+            w = self.watchers.pop(req.cancel_request.watch_id, None)
+            if w is not None:
+                self.member.cancel_watch(w)
+                header = convert.header_pb(self.member.watch_header())
+                self.sink.control(
+                    rpc_pb2.WatchResponse(header=header, watch_id=w.watch_id, canceled=True)
+                )
+        elif which == "progress_request":
+            if self.member.watchers_synced(list(self.watchers.values())):
+                self._send_progress()
+            else:
+                self.progress_pending = True
+
+    def _create(self, cr: Any) -> None:
+        header = convert.header_pb(self.member.watch_header())
+        wid = cr.watch_id
+        if wid == 0:
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            wid = self.next_id
+            self.next_id += 1
+        elif wid in self.watchers:
+            self.sink.control(
+                rpc_pb2.WatchResponse(
+                    header=header,
+                    watch_id=-1,
+                    created=True,
+                    canceled=True,
+                    cancel_reason=ERR_DUPLICATE_ID,
+                )
+            )
+            return
+        w = self.member.watch(
+            cr.key,
+            cr.range_end,
+            cr.start_revision,
+            sink=self.sink,
+            prev_kv=cr.prev_kv,
+            filters=tuple(cr.filters),
+            watch_id=wid,
+        )
+        self.watchers[wid] = w
+        self.sink.control(rpc_pb2.WatchResponse(header=header, watch_id=wid, created=True))
+
+    def to_proto(self, resp: WatchResponse) -> Any:
+        header = convert.header_pb(self.member.watch_header(resp.revision))
+        if resp.compact_revision:
+            self.watchers.pop(resp.watch_id, None)
+            return rpc_pb2.WatchResponse(
+                header=header,
+                watch_id=resp.watch_id,
+                canceled=True,
+                compact_revision=resp.compact_revision,
+            )
+        return rpc_pb2.WatchResponse(
+            header=header,
+            watch_id=resp.watch_id,
+            events=[convert.event_pb(ev) for ev in resp.events],
+        )
+
+
+class WatchService(rpc_pb2_grpc.WatchServicer):
+    def __init__(self, member: WatchMember, log: Logger | None = None) -> None:
+        self._member = member
+        self._log = log
+
+    async def Watch(self, request_iterator: Any, context: Any) -> None:
+        stream = _Stream(self._member, self._log)
+        sink = stream.sink
+        failure: list[BaseException] = []
+
+        async def read() -> None:
+            try:
+                async for req in request_iterator:
+                    stream.handle(req)
+            except Exception as e:  # a member error while registering a watcher
+                failure.append(e)
+                sink.wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                await sink.wake.wait()
+                sink.wake.clear()
+                if failure:
+                    code, message = status_for(failure[0])
+                    if not is_expected(failure[0]) and self._log is not None:
+                        self._log.error("unexpected error in Watch", error=repr(failure[0]))
+                    await context.abort(code, message)
+                while sink.items:
+                    item = sink.items.popleft()
+                    if isinstance(item, WatchResponse):
+                        sink.events -= 1
+                        item = stream.to_proto(item)
+                    await context.write(item)
+                if sink.refused:
+                    sink.refused = False
+                    self._member.wake_watch_sync()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            stream.close()
