@@ -147,6 +147,7 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="storage-bench-", dir=base))
     try:
         print(f"petcd storage benchmark in {d} ({ENTRY_BYTES}-byte entries)")
+        print(f"machine load average (1 min) {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
         floor = bench_disk_floor(d, args.seconds)
         print(f"disk floor: pwrite + fdatasync            {floor:12,.0f} syncs/s")
         print(f"{'WAL save+sync, batch':<28}{'entries/s':>14}{'syncs/s':>12}")
