@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from petcd.ctl.main import run
@@ -146,6 +146,28 @@ class Differ:
     reference: ServerProcess
     target: ServerProcess
     checked: int = 0
+    # Server-chosen ids (leases, members) differ between the two servers:
+    # name -> (reference id, target id). "{name}" in argv becomes each side's id
+    # in hex, and both sides' ids (hex or decimal) print as "<name>".
+    aliases: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def alias(self, name: str, ref_id: int, target_id: int) -> None:
+        self.aliases[name] = (ref_id, target_id)
+
+    def _args_for(self, args: tuple[str, ...], side: int) -> tuple[str, ...]:
+        out = []
+        for arg in args:
+            for name, ids in self.aliases.items():
+                arg = arg.replace("{" + name + "}", f"{ids[side]:x}")
+            out.append(arg)
+        return tuple(out)
+
+    def _unalias(self, data: bytes, side: int) -> bytes:
+        for name, ids in self.aliases.items():
+            value = ids[side]
+            for form in (f"{value:016x}", f"{value:x}", str(value)):
+                data = re.sub(rb"\b" + form.encode() + rb"\b", f"<{name}>".encode(), data)
+        return data
 
     def run_both(
         self,
@@ -166,7 +188,7 @@ class Differ:
         ref = run_ctl(
             ETCDCTL_BIN,
             self.reference,
-            args,
+            self._args_for(args, 0),
             stdin,
             env_for(self.reference),
             with_endpoint=with_endpoint and not env_endpoint,
@@ -174,7 +196,7 @@ class Differ:
         tgt = run_ctl(
             PETCDCTL_BIN,
             self.target,
-            args,
+            self._args_for(args, 1),
             stdin,
             env_for(self.target),
             with_endpoint=with_endpoint and not env_endpoint,
@@ -190,20 +212,31 @@ class Differ:
         proto: Any = None,
         drop_stderr: tuple[bytes, ...] = (),
         drop_stdout_lines: tuple[bytes, ...] = (),
+        subs: tuple[tuple[bytes, bytes], ...] = (),
     ) -> tuple[Result, Result]:
-        """Run on both sides and assert the user-visible outcome is the same."""
+        """Run on both sides and assert the user-visible outcome is the same.
+
+        ``subs`` are extra (regex, replacement) pairs applied to both outputs, for
+        values that depend on timing (a lease's remaining TTL).
+        """
         ref, tgt = self.run_both(*args, stdin=stdin, env=env, env_endpoint=env_endpoint)
+        ref = self._clean(ref, 0, subs)
+        tgt = self._clean(tgt, 1, subs)
         self.checked += 1
         assert ref.code == tgt.code, (
             f"exit code of {args}: etcdctl {ref.code}, petcdctl {tgt.code}\n{ref}\n{tgt}"
         )
         if drop_stdout_lines:
-            kept = [
-                line
-                for line in tgt.stdout.split(b"\n")
-                if not any(part in line for part in drop_stdout_lines)
-            ]
-            tgt = Result(tgt.argv, tgt.code, b"\n".join(kept), tgt.stderr)
+            # Lines that legitimately differ between etcdctl 3.4 and 3.5 (usage texts).
+            def keep(result: Result) -> Result:
+                kept = [
+                    line
+                    for line in result.stdout.split(b"\n")
+                    if not any(part in line for part in drop_stdout_lines)
+                ]
+                return Result(result.argv, result.code, b"\n".join(kept), result.stderr)
+
+            ref, tgt = keep(ref), keep(tgt)
         if proto is not None and ref.code == 0:
             assert _proto_normal(proto, ref.stdout) == _proto_normal(proto, tgt.stdout), args
         else:
@@ -220,12 +253,27 @@ class Differ:
         ), f"stderr of {args}:\n{ref.stderr!r}\n{tgt.stderr!r}"
         return ref, tgt
 
+    def _clean(self, result: Result, side: int, subs: tuple[tuple[bytes, bytes], ...]) -> Result:
+        stdout = result.stdout
+        if not (stdout and not stdout.isascii()) and self.aliases:
+            stdout = self._unalias(stdout, side)
+        stderr = self._unalias(result.stderr, side) if self.aliases else result.stderr
+        return Result(result.argv, result.code, _sub_all(stdout, subs), _sub_all(stderr, subs))
+
+
+def _sub_all(data: bytes, subs: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    for pattern, replacement in subs:
+        data = re.sub(pattern, replacement, data, flags=re.MULTILINE)
+    return data
+
 
 def _proto_normal(message_type: Any, data: bytes) -> Any:
     message = message_type.FromString(data)
 
     def clear(msg: Any) -> None:
-        if msg.HasField("header"):
+        if "cluster_id" in msg.DESCRIPTOR.fields_by_name:
+            msg.cluster_id = msg.member_id = msg.raft_term = 0
+        elif msg.HasField("header"):
             msg.header.cluster_id = 0
             msg.header.member_id = 0
             msg.header.raft_term = 0

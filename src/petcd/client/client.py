@@ -19,8 +19,10 @@ and never retries a write after a timeout: a write may have been applied.
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -396,3 +398,37 @@ class Client:
 
         request = rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)
         return self._call(once, request, timeout_s=timeout_s)
+
+    def lease_keep_alive(self, lease_id: int) -> Iterator[Any]:
+        """Keep a lease alive; yields each LeaseKeepAliveResponse until TTL <= 0.
+
+        Like etcd's Go client, the next renewal is sent a third of the returned
+        TTL after the previous answer, over one LeaseKeepAlive stream.
+        """
+        if self._username is not None and self._token is None:
+            self.authenticate()
+        metadata = (("token", self._token),) if self._token is not None else None
+        stubs = self._channel_for(self.endpoints[self._current])
+        answers: queue.Queue[float] = queue.Queue()
+
+        def requests() -> Iterator[Any]:
+            while True:
+                yield rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)
+                delay_s = answers.get()
+                if delay_s < 0:
+                    return
+                time.sleep(delay_s)
+
+        responses = stubs.lease.LeaseKeepAlive(requests(), metadata=metadata, wait_for_ready=True)
+        try:
+            for response in responses:
+                if response.TTL <= 0:
+                    answers.put(-1.0)
+                    return
+                yield response
+                answers.put(response.TTL / 3.0)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            answers.put(-1.0)
+            responses.cancel()
