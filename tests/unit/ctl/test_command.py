@@ -122,8 +122,16 @@ def test_usage_of_a_leaf_command() -> None:
 def test_usage_of_the_root_lists_runnable_commands_recursively() -> None:
     text = usage(_root(), "3.5.17", "3.5")
     assert "\nVERSION:\n\t3.5.17\n\nAPI VERSION:\n\t3.5\n\n\nCOMMANDS:\n" in text
-    assert "\tendpoint health\tChecks the healthiness" in text
-    assert "\tget\t\tGets the key or a range of keys\n" in text
+    # one tab-aligned column: every name padded to the same tab stop
+    lines = [line for line in text.split("\n") if line.startswith("\tendpoint health\t")]
+    assert len(lines) == 1 and lines[0].endswith(
+        "Checks the healthiness of endpoints specified in `--endpoints` flag"
+    )
+    stops = {
+        len(line.split("\t")[1]) // 8 + line.count("\t") - 1
+        for line in text.split("\nCOMMANDS:\n")[1].split("\n\n")[0].split("\n")
+    }
+    assert len(stops) == 1
     assert "\tendpoint\t" not in text  # not runnable itself
 
 
