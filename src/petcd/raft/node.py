@@ -119,7 +119,12 @@ class RawNode:
         self.raft.tick()
 
     def campaign(self) -> None:
-        """Start an election now (with a pre-vote round when ``pre_vote`` is on)."""
+        """Start an election now (with a pre-vote round when ``pre_vote`` is on).
+
+        Ignored by a leader, by a member that is not a voter, and while committed conf changes
+        are not yet applied (so right after ``MemoryStorage.bootstrap``, apply the first
+        Ready's committed entries before campaigning).
+        """
         self.raft.step(Message(MessageType.HUP, from_=self.raft.id))
 
     def propose(self, data: bytes) -> None:

@@ -188,7 +188,8 @@ class Raft:
 
         if hs != HardState():
             self._load_state(hs)
-        if config.applied > 0:
+        if config.applied > self.raft_log.applied:
+            # Entries up to a snapshot are applied by definition; only later ones count.
             self.raft_log.applied_to(config.applied)
         self.become_follower(self.term, NONE_ID)
 

@@ -130,3 +130,18 @@ def test_new_raw_node_on_bootstrapped_storage_hands_out_founding_conf_changes() 
     assert [(cc.node_id, cc.context) for cc in ccs] == [(1, b""), (2, b"n2"), (3, b"")]
     n.advance(rd)
     assert n.status().applied == 3
+
+
+def test_restart_with_applied_below_snapshot_counts_snapshot_as_applied() -> None:
+    c = fresh()
+    c.elect(1)
+    for d in (b"a", b"b"):
+        c.node(1).propose(d)
+        c.stabilize()
+    st = c[2].storage
+    st.create_snapshot(Index(5), c.node(2).raft.conf_state(), b"s")
+    st.compact(Index(5))
+    m = restart(c, 2, applied=0)
+    assert m.node.raft.raft_log.applied == 5
+    rd = m.node.ready()
+    assert [e.data for e in rd.committed_entries] == [b"b"]
