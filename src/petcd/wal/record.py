@@ -9,6 +9,9 @@ A record is a 12-byte frame header, a body and zero padding up to a multiple of 
     +--------+--------+------+-----+----------+---------------+-------+
     0        4        8      9     10         12              12+len  (multiple of 8)
 
+``flags`` bit 0 marks the first record of a write (set by ``seal``): the reader uses it to tell
+a torn last write from damage followed by a later write.
+
 ``crc`` is ``zlib.crc32`` of bytes ``[4, 12 + len)``, started from the record's offset in its
 segment file (mod 2**32) instead of 0: a record is valid only where it was written, so bytes
 that look like a record anywhere else (a WAL file stored as a value, stale data) never are.
@@ -58,10 +61,8 @@ _MAX_TYPE = max(RecordType)
 _FRAME = struct.Struct("<IIBBH")  # crc, len, type, pad, flags
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-# Everything of an entry record after the crc, up to the data: len, type, pad, flags, term,
-# index, entry type.
-_ENTRY_AFTER_CRC = struct.Struct("<IBBHQQB")
-_ENTRY_RECORD = struct.Struct("<IIBBHQQB")  # the whole fixed part of an entry record
+# The fixed part of an entry record: crc, len, type, pad, flags, term, index, entry type.
+_ENTRY_RECORD = struct.Struct("<IIBBHQQB")
 _ENTRY_FIXED = _ENTRY_RECORD.size - 12  # 17: term, index, entry type
 _HARD_STATE = struct.Struct("<QQQ")
 _SNAP_FIXED = struct.Struct("<QQII")
