@@ -34,6 +34,9 @@ class Config:
     - ``max_inflight_msgs``: append messages in flight to one follower in replicate state.
     - ``max_uncommitted_entries_bytes``: payload bytes a leader accepts before they commit;
       0 means unlimited.
+    - ``max_committed_size_per_ready_bytes``: payload bytes of committed entries handed out in
+      one Ready (at least one entry); 0 means unlimited. Bounds the work of one apply pass,
+      say when a restarted member replays a long log.
     - ``check_quorum``: a leader steps down when it cannot reach a quorum; followers keep a lease.
     - ``pre_vote``: a pre-election round (without raising terms) precedes every election.
     - ``disable_proposal_forwarding``: followers drop proposals instead of forwarding them.
@@ -48,6 +51,7 @@ class Config:
     max_size_per_msg_bytes: int = 1024 * 1024
     max_inflight_msgs: int = 256
     max_uncommitted_entries_bytes: int = 0
+    max_committed_size_per_ready_bytes: int = 0
     check_quorum: bool = True
     pre_vote: bool = True
     disable_proposal_forwarding: bool = False
@@ -67,5 +71,7 @@ class Config:
             raise ConfigError("max_inflight_msgs must be greater than 0")
         if self.max_uncommitted_entries_bytes < 0:
             raise ConfigError("max_uncommitted_entries_bytes must not be negative")
+        if self.max_committed_size_per_ready_bytes < 0:
+            raise ConfigError("max_committed_size_per_ready_bytes must not be negative")
         if not isinstance(self.rand, random.Random):
             raise ConfigError("rand must be a random.Random")

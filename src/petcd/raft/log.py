@@ -134,16 +134,16 @@ class RaftLog:
         snapshot index; ``UnavailableError`` when storage lacks it."""
         u = self.unstable
         k = i - u.offset
-        if 0 <= k < len(u.entries):
-            return u.entries[k].term
-        dummy = self.first_index() - 1
-        if i < dummy:
-            raise CompactedError(f"term of {i}: compacted up to {dummy}")
-        if i > self.last_index():
-            return Term(0)
-        t = u.maybe_term(i)
-        if t is not None:
-            return t
+        if k >= 0:
+            # The unstable part is authoritative from its offset on; past its end is past the
+            # last index (an empty unstable part starts right after storage or the snapshot).
+            return u.entries[k].term if k < len(u.entries) else Term(0)
+        s = u.snapshot
+        if s is not None:
+            # offset == snapshot index + 1: only the snapshot's own index is left to answer.
+            if i == s.metadata.index:
+                return s.metadata.term
+            raise CompactedError(f"term of {i}: compacted up to {s.metadata.index}")
         return self.storage.term(i)
 
     def last_term(self) -> Term:
@@ -257,10 +257,10 @@ class RaftLog:
             return []
         return self.slice(lo, Index(last + 1), max_bytes)
 
-    def next_committed_ents(self) -> list[Entry]:
+    def next_committed_ents(self, max_bytes: int | None = None) -> list[Entry]:
         off = max(self.applied + 1, self.first_index())
         if self.committed + 1 > off:
-            return self.slice(Index(off), Index(self.committed + 1), None)
+            return self.slice(Index(off), Index(self.committed + 1), max_bytes)
         return []
 
     def has_next_committed_ents(self) -> bool:

@@ -104,10 +104,11 @@ class Status:
 class RawNode:
     """One member's Raft core. See the module docstring for the calling protocol."""
 
-    __slots__ = ("_awaiting_advance", "_prev_hard", "_prev_soft", "raft")
+    __slots__ = ("_awaiting_advance", "_max_committed_bytes", "_prev_hard", "_prev_soft", "raft")
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.raft = Raft(config, storage)
+        self._max_committed_bytes = config.max_committed_size_per_ready_bytes or None
         self._prev_soft = self.raft.soft_state()
         self._prev_hard = self.raft.hard_state()
         self._awaiting_advance = False
@@ -238,7 +239,7 @@ class RawNode:
             hs,
             tuple(u.entries),
             u.snapshot,
-            tuple(log.next_committed_ents()),
+            tuple(log.next_committed_ents(self._max_committed_bytes)),
             tuple(r.msgs),
             tuple(r.read_states),
             must_sync or u.snapshot is not None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from petcd.raft import HardState, Index, RawNode, Role
-from tests.unit.raft.harness import Cluster, Member, log_terms
+from tests.unit.raft.harness import Cluster, Member, log_terms, make_config
 
 
 def fresh(n: int = 3, **kw: Any) -> Cluster:
@@ -145,3 +145,26 @@ def test_restart_with_applied_below_snapshot_counts_snapshot_as_applied() -> Non
     assert m.node.raft.raft_log.applied == 5
     rd = m.node.ready()
     assert [e.data for e in rd.committed_entries] == [b"b"]
+
+
+def test_committed_entries_are_paged_by_max_committed_size_per_ready() -> None:
+    c = fresh()
+    c.elect(1)
+    for d in (b"aaaa", b"bbbb", b"cccc"):
+        c.node(1).propose(d)
+        c.stabilize()
+    st = c[3].storage
+    c.outbox = [m for m in c.outbox if m.to != 3 and m.from_ != 3]
+    m = Member(
+        RawNode(make_config(3, max_committed_size_per_ready_bytes=8), st),
+        st,
+    )
+    pages = []
+    while m.node.has_ready():
+        rd = m.node.ready()
+        pages.append([e.data for e in rd.committed_entries if e.data])
+        m.node.advance(rd)
+    # 3 founding conf changes (small), the empty entry, then 4-byte payloads, 8 bytes a page.
+    assert [d for p in pages for d in p][-3:] == [b"aaaa", b"bbbb", b"cccc"]
+    assert len(pages) > 1 and all(sum(map(len, p)) <= 8 or len(p) == 1 for p in pages)
+    assert m.node.status().applied == c.node(1).raft.raft_log.committed
