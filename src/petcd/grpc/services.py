@@ -10,9 +10,9 @@ code and message; an unexpected exception is a bug: it is logged and sent as ``U
 
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
 ``etcdserverpb.Maintenance`` Status, HashKV and Alarm (GET; petcd raises no alarms yet),
-``etcdserverpb.Cluster.MemberList`` and ``etcdserverpb.Watch`` (``petcd.grpc.watch``). Every
-other method answers ``UNIMPLEMENTED`` (grpc's default for a servicer method that is not
-overridden).
+``etcdserverpb.Cluster.MemberList``, ``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
+``etcdserverpb.Lease`` (``petcd.grpc.lease``). Every other method answers ``UNIMPLEMENTED``
+(grpc's default for a servicer method that is not overridden).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc import convert
+from petcd.grpc.lease import LeaseMember, LeaseService
 from petcd.grpc.status import is_expected, status_for
 from petcd.grpc.watch import WatchMember, WatchService
 from petcd.mvcc.requests import (
@@ -43,7 +44,7 @@ from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
 
 
-class KVMember(WatchMember, Protocol):
+class KVMember(WatchMember, LeaseMember, Protocol):
     async def range(self, req: RangeRequest) -> RangeResponse: ...
 
     async def put(self, req: PutRequest) -> PutResponse: ...
@@ -212,6 +213,9 @@ def make_server(
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
     rpc_pb2_grpc.add_WatchServicer_to_server(  # type: ignore[no-untyped-call]
         WatchService(member, log), server
+    )
+    rpc_pb2_grpc.add_LeaseServicer_to_server(  # type: ignore[no-untyped-call]
+        LeaseService(member, log), server
     )
     rpc_pb2_grpc.add_ClusterServicer_to_server(  # type: ignore[no-untyped-call]
         ClusterService(member, log), server

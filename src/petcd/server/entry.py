@@ -32,6 +32,8 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
 - COMPACTION (4): flags(physical), svarint revision.
 - MEMBER_ATTRIBUTES (5): uvarint member id, bytes name, uvarint n, n client URLs as bytes
   (etcd's ClusterMemberAttrSetRequest: what a member publishes about itself at start).
+- LEASE_GRANT (6): svarint id, svarint ttl (seconds). LEASE_REVOKE (7): svarint id.
+  LEASE_CHECKPOINT (8): uvarint n, n x (svarint id, svarint remaining ttl).
 
 Decoding rejects anything malformed with ``EntryFormatError``: a member that cannot read its
 own log must stop, not guess. Nothing here performs I/O.
@@ -67,6 +69,9 @@ class Kind(enum.IntEnum):
     TXN = 3
     COMPACTION = 4
     MEMBER_ATTRIBUTES = 5
+    LEASE_GRANT = 6
+    LEASE_REVOKE = 7
+    LEASE_CHECKPOINT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,33 @@ class MemberAttributes:
 
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN = 1, 2, 3, 4
 
-EntryRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | MemberAttributes
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    id: int
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpoints:
+    checkpoints: tuple[tuple[int, int], ...]  # (lease id, remaining ttl seconds)
+
+
+EntryRequest = (
+    PutRequest
+    | DeleteRangeRequest
+    | TxnRequest
+    | CompactionRequest
+    | MemberAttributes
+    | LeaseGrant
+    | LeaseRevoke
+    | LeaseCheckpoints
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +236,22 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
         _uvarint(out, request_id)
         _flags(out, request.physical)
         _svarint(out, request.revision)
+    elif isinstance(request, LeaseGrant):
+        out.append(Kind.LEASE_GRANT)
+        _uvarint(out, request_id)
+        _svarint(out, request.id)
+        _svarint(out, request.ttl_seconds)
+    elif isinstance(request, LeaseRevoke):
+        out.append(Kind.LEASE_REVOKE)
+        _uvarint(out, request_id)
+        _svarint(out, request.id)
+    elif isinstance(request, LeaseCheckpoints):
+        out.append(Kind.LEASE_CHECKPOINT)
+        _uvarint(out, request_id)
+        _uvarint(out, len(request.checkpoints))
+        for lease_id, remaining in request.checkpoints:
+            _svarint(out, lease_id)
+            _svarint(out, remaining)
     else:
         out.append(Kind.MEMBER_ATTRIBUTES)
         _uvarint(out, request_id)
@@ -369,6 +416,17 @@ def decode(data: bytes) -> DecodedEntry:
         except UnicodeDecodeError:
             raise EntryFormatError("member attributes are not UTF-8") from None
         request = MemberAttributes(mid, name, urls)
+    elif kind == Kind.LEASE_GRANT:
+        lease_id = r.svarint()
+        request = LeaseGrant(lease_id, r.svarint())
+    elif kind == Kind.LEASE_REVOKE:
+        request = LeaseRevoke(r.svarint())
+    elif kind == Kind.LEASE_CHECKPOINT:
+        cps = []
+        for _ in range(r.uvarint()):
+            lease_id = r.svarint()
+            cps.append((lease_id, r.svarint()))
+        request = LeaseCheckpoints(tuple(cps))
     else:
         raise EntryFormatError(f"unknown entry kind {kind}")
     if r.pos != len(data):

@@ -61,7 +61,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from petcd import ETCD_VERSION
-from petcd.backend import MEMBERS, Backend
+from petcd.backend import LEASE, MEMBERS, Backend
+from petcd.lease import (
+    CHECKPOINT_BATCH_MAX,
+    LESSOR_TICK_SECONDS,
+    REVOKE_LIMIT_PER_TICK,
+    BucketLeaseStore,
+    LeaseError,
+    LeaseId,
+    LeaseInfo,
+    LeaseNotFoundError,
+    Lessor,
+    LessorConfig,
+    NamedBucket,
+    NotPrimaryError,
+    TimeToLive,
+    min_lease_ttl_seconds,
+)
 from petcd.mvcc.errors import MvccError
 from petcd.mvcc.kvstore import validate_request
 from petcd.mvcc.requests import (
@@ -153,20 +169,6 @@ class MemberInfo:
         )
 
 
-class _NoLeases:
-    """The lease hook of the KVStore while petcd has no lease service: no lease exists, so a
-    put with a lease fails with etcd's ``requested lease not found``."""
-
-    def lease_exists(self, lease_id: int) -> bool:
-        return False
-
-    def attach(self, lease_id: int, key: bytes) -> None:
-        pass  # only at restore, for keys a future petcd with leases may have written
-
-    def detach(self, lease_id: int, key: bytes) -> None:
-        pass
-
-
 @dataclass(frozen=True, slots=True)
 class StatusInfo:
     """What Maintenance.Status reports (etcd's StatusResponse fields)."""
@@ -234,6 +236,7 @@ class Member:
         self._want_campaign = False
         self._conf_voters: frozenset[MemberId] = frozenset()
         self._watch_wake = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
         self._after_watch_sync: set[Callable[[], None]] = set()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
         # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
@@ -262,7 +265,18 @@ class Member:
         self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
         self._backend = Backend(cfg.backend_path)
         log.info("opened backend db", path=cfg.backend_path)
-        self.kv = WatchableStore(self._backend, lessor=_NoLeases(), max_txn_ops=cfg.max_txn_ops)
+        # The lessor before mvcc: mvcc re-attaches keys to their leases while it restores.
+        self.lessor = Lessor(
+            BucketLeaseStore(NamedBucket(self._backend, LEASE)),
+            clock=time.monotonic,
+            config=LessorConfig(
+                min_ttl_seconds=min_lease_ttl_seconds(
+                    cfg.election_ticks, cfg.heartbeat_interval_ms
+                ),
+                expired_retry_interval_seconds=self.request_timeout_s,
+            ),
+        )
+        self.kv = WatchableStore(self._backend, lessor=self.lessor, max_txn_ops=cfg.max_txn_ops)
         self._members = {
             MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
                 MemberId(int.from_bytes(k, "big")), v
@@ -407,6 +421,7 @@ class Member:
             asyncio.create_task(self._ticker(), name="petcd-ticker"),
             asyncio.create_task(self._commit_timer(), name="petcd-backend-commit-timer"),
             asyncio.create_task(self._watch_syncer(), name="petcd-watch-sync"),
+            asyncio.create_task(self._lessor_ticker(), name="petcd-lessor"),
         ]
         if self._compactor.enabled:
             self._tasks.append(asyncio.create_task(self._auto_compact(), name="petcd-compactor"))
@@ -619,6 +634,8 @@ class Member:
                     f"raft.node: {format_id(self.id)} lost leader {format_id(self._lead)}"
                 )
             self._lead = lead
+            if lead != self.id and self.lessor.is_primary:
+                self.lessor.demote()
             # Reads waiting on the old leader's answer will never get one: ask again.
             for rnd in self._rounds.values():
                 self._reads.extend(f for f in rnd.waiters if not f.done())
@@ -659,6 +676,9 @@ class Member:
                 pass  # applied before a restart
             elif not e.data:
                 backend.set_consistent_index(e.index, e.term)
+                if e.term == term and self._lead == self.id and not self.lessor.is_primary:
+                    # The leader's first entry of its term: leases start counting down now.
+                    self.lessor.promote(self.cfg.election_timeout_ms / 1000.0)
             else:
                 self._apply_request(e, term)
             self._applied = e.index
@@ -678,7 +698,22 @@ class Member:
         req = decoded.request
         result: Any
         try:
-            if isinstance(req, entry_codec.MemberAttributes):
+            if isinstance(req, PutRequest | DeleteRangeRequest | TxnRequest):
+                result = self.kv.apply(req, index=e.index, term=e.term, commit=False)
+            elif isinstance(req, entry_codec.LeaseGrant | entry_codec.LeaseCheckpoints):
+                try:
+                    result = self._apply_lease(req)
+                finally:
+                    self._backend.set_consistent_index(e.index, e.term)
+            elif isinstance(req, entry_codec.LeaseRevoke):
+                try:
+                    keys = self.lessor.revoke(LeaseId(req.id))
+                except LeaseError:
+                    self._backend.set_consistent_index(e.index, e.term)
+                    raise
+                self.kv.delete_keys(keys, index=e.index, term=e.term, commit=False)
+                result = self._header(self.kv.current_revision, term)
+            elif isinstance(req, entry_codec.MemberAttributes):
                 result = self._apply_member_attributes(req)
                 self._backend.set_consistent_index(e.index, e.term)
             elif isinstance(req, CompactionRequest):
@@ -688,8 +723,8 @@ class Member:
                     while self.kv.compaction_step():
                         pass
             else:
-                result = self.kv.apply(req, index=e.index, term=e.term, commit=False)
-        except MvccError as err:
+                raise AssertionError(f"unknown entry request {req!r}")
+        except (MvccError, LeaseError) as err:
             result = err
         fut = self._waiters.pop(decoded.request_id, None)
         if fut is not None:
@@ -698,10 +733,20 @@ class Member:
                 return
             if isinstance(result, Exception):
                 fut.set_exception(result)
-            elif isinstance(result, MemberInfo):
+            elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | type(None)):
                 fut.set_result(result)
             else:
                 fut.set_result(self._with_header(result, term))
+
+    def _apply_lease(
+        self, req: entry_codec.LeaseGrant | entry_codec.LeaseCheckpoints
+    ) -> LeaseInfo | None:
+        if isinstance(req, entry_codec.LeaseGrant):
+            return self.lessor.grant(LeaseId(req.id), req.ttl_seconds)
+        for lease_id, remaining in req.checkpoints:
+            with contextlib.suppress(LeaseNotFoundError):  # revoked meanwhile: nothing to do
+                self.lessor.checkpoint(LeaseId(lease_id), remaining)
+        return None
 
     def _apply_member_attributes(self, attrs: entry_codec.MemberAttributes) -> MemberInfo:
         key = int(attrs.member_id).to_bytes(8, "big")
@@ -872,6 +917,81 @@ class Member:
         """etcd's HashKV at ``revision`` (0: current), over the applied state."""
         result = self.kv.hash_kv(revision)
         return self._header(self.kv.current_revision), result
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def lease_grant(
+        self, lease_id: int, ttl_seconds: int
+    ) -> tuple[ResponseHeader, LeaseInfo]:
+        if lease_id == 0:
+            lease_id = self.lessor.pick_lease_id(self._rand)
+        info: LeaseInfo = await self._propose(entry_codec.LeaseGrant(lease_id, ttl_seconds))
+        return self._header(self.kv.current_revision), info
+
+    async def lease_revoke(self, lease_id: int) -> ResponseHeader:
+        header: ResponseHeader = await self._propose(entry_codec.LeaseRevoke(lease_id))
+        return header
+
+    async def lease_keep_alive(self, lease_id: int) -> tuple[ResponseHeader, int]:
+        """Renew on the leader: the TTL, or 0 for a lease that does not exist (etcd)."""
+        try:
+            ttl = self.lessor.renew(LeaseId(lease_id))
+        except NotPrimaryError:
+            raise NoLeaderError() from None
+        except LeaseNotFoundError:
+            ttl = 0
+        if self.lessor.has_pending_checkpoints():
+            self._propose_checkpoints()
+        return self._header(self.kv.current_revision), ttl
+
+    async def lease_time_to_live(
+        self, lease_id: int, with_keys: bool
+    ) -> tuple[ResponseHeader, TimeToLive | None]:
+        """None for a lease that does not exist (the gRPC layer answers TTL -1, as etcd)."""
+        await self._read_barrier()
+        try:
+            ttl = self.lessor.time_to_live(LeaseId(lease_id), with_keys=with_keys)
+        except NotPrimaryError:
+            raise NoLeaderError() from None
+        except LeaseNotFoundError:
+            return self._header(self.kv.current_revision), None
+        return self._header(self.kv.current_revision), ttl
+
+    async def lease_leases(self) -> tuple[ResponseHeader, list[LeaseInfo]]:
+        await self._read_barrier()
+        return self._header(self.kv.current_revision), self.lessor.leases()
+
+    def _propose_checkpoints(self) -> None:
+        while True:
+            cps = self.lessor.due_checkpoints(CHECKPOINT_BATCH_MAX)
+            if not cps:
+                return
+            req = entry_codec.LeaseCheckpoints(tuple((c.id, c.remaining_ttl_seconds) for c in cps))
+            self._spawn(self._propose(req), "lease checkpoint")
+            if len(cps) < CHECKPOINT_BATCH_MAX:
+                return
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None and not self._stopping:
+                self.log.warn(f"failed to propose {what}", error=str(t.exception()))
+
+        task.add_done_callback(done)
+
+    async def _lessor_ticker(self) -> None:
+        # etcd's revokeExpiredLeases / checkpointScheduledLeases loops, on the leader only.
+        while True:
+            await asyncio.sleep(LESSOR_TICK_SECONDS)
+            if not self.lessor.is_primary:
+                continue
+            for lease_id in self.lessor.expired_leases(REVOKE_LIMIT_PER_TICK):
+                self.log.info("revoking expired lease", lease_id=f"{lease_id:x}")
+                self._spawn(self._propose(entry_codec.LeaseRevoke(lease_id)), "lease revoke")
+            self._propose_checkpoints()
 
     # -- watch ---------------------------------------------------------------------------------
 

@@ -17,7 +17,15 @@ from petcd.mvcc.requests import (
     RequestOp,
     TxnRequest,
 )
-from petcd.server.entry import EntryFormatError, MemberAttributes, decode, encode
+from petcd.server.entry import (
+    EntryFormatError,
+    LeaseCheckpoints,
+    LeaseGrant,
+    LeaseRevoke,
+    MemberAttributes,
+    decode,
+    encode,
+)
 
 i64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
 keys = st.binary(max_size=20)
@@ -85,7 +93,12 @@ attributes = st.builds(
     st.text(max_size=10),
     st.lists(st.text(max_size=20), max_size=3).map(tuple),
 )
-requests = st.one_of(puts, deletes, txns, compactions, attributes)
+leases = st.one_of(
+    st.builds(LeaseGrant, i64, i64),
+    st.builds(LeaseRevoke, i64),
+    st.builds(LeaseCheckpoints, st.lists(st.tuples(i64, i64), max_size=4).map(tuple)),
+)
+requests = st.one_of(puts, deletes, txns, compactions, attributes, leases)
 
 
 @settings(max_examples=150, deadline=None)
