@@ -44,8 +44,8 @@ def differ(
         pytest.skip("real etcd / etcdctl not installed (make etcd)")
     kind: str = request.param
     base = tmp_path_factory.mktemp(f"compat-{kind}")
-    reference = ServerProcess("etcd", base / "reference" / "data", name="ref")
-    target = ServerProcess(kind, base / "target" / "data", name="target")
+    reference = ServerProcess("etcd", base / "reference" / "data", name="compat")
+    target = ServerProcess(kind, base / "target" / "data", name="compat")
     try:
         reference.start()
         target.start()

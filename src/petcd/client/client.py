@@ -359,6 +359,27 @@ class Client:
         request = rpc_pb2.MemberListRequest(linearizable=linearizable)
         return self._call(lambda s: s.cluster.MemberList, request, timeout_s=timeout_s)
 
+    def member_add(
+        self, peer_urls: Sequence[str], *, is_learner: bool = False, timeout_s: float | None = None
+    ) -> Any:
+        """Add a member (or a learner); returns the MemberAddResponse."""
+        request = rpc_pb2.MemberAddRequest(peerURLs=list(peer_urls), isLearner=is_learner)
+        return self._call(lambda s: s.cluster.MemberAdd, request, timeout_s=timeout_s)
+
+    def member_remove(self, member_id: int, *, timeout_s: float | None = None) -> Any:
+        request = rpc_pb2.MemberRemoveRequest(ID=member_id)
+        return self._call(lambda s: s.cluster.MemberRemove, request, timeout_s=timeout_s)
+
+    def member_update(
+        self, member_id: int, peer_urls: Sequence[str], *, timeout_s: float | None = None
+    ) -> Any:
+        request = rpc_pb2.MemberUpdateRequest(ID=member_id, peerURLs=list(peer_urls))
+        return self._call(lambda s: s.cluster.MemberUpdate, request, timeout_s=timeout_s)
+
+    def member_promote(self, member_id: int, *, timeout_s: float | None = None) -> Any:
+        request = rpc_pb2.MemberPromoteRequest(ID=member_id)
+        return self._call(lambda s: s.cluster.MemberPromote, request, timeout_s=timeout_s)
+
     # ------------------------------------------------------------ Lease
 
     def lease_grant(self, ttl_s: int, lease_id: int = 0, *, timeout_s: float | None = None) -> Any:
