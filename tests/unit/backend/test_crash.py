@@ -100,3 +100,11 @@ def test_sigkill_at_an_arbitrary_moment_leaves_a_consistent_prefix(
     db = tmp_path / "db"
     committed = run_child_and_kill(db, "free", wait_lines=wait_lines)
     check_store_matches_consistent_index(db, committed)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("wait_lines", range(1, 41))
+def test_sigkill_many_moments_long(tmp_path: Path, wait_lines: int) -> None:
+    db = tmp_path / "db"
+    committed = run_child_and_kill(db, "free", wait_lines=wait_lines)
+    check_store_matches_consistent_index(db, committed)

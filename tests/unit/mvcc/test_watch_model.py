@@ -9,6 +9,7 @@ the store: the events of revision r turn the state at r-1 into the state at r.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,3 +125,15 @@ def test_every_watcher_gets_exactly_its_history(tmp_path_factory: object, steps:
                     assert n_got == n_want
     finally:
         h.backend.close()
+
+
+@pytest.mark.long
+@settings(max_examples=600, deadline=None)
+@given(steps=st.lists(step, max_size=80))
+def test_every_watcher_gets_exactly_its_history_long(
+    tmp_path_factory: object,
+    steps: list,  # type: ignore[type-arg]
+) -> None:
+    test_every_watcher_gets_exactly_its_history.hypothesis.inner_test(  # type: ignore[attr-defined]
+        tmp_path_factory, steps
+    )
