@@ -907,7 +907,7 @@ class Member:
     def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
         """The cluster's members (Cluster.MemberList), by id."""
         members = tuple(self._members[k] for k in sorted(self._members))
-        return self._header(self.kv.current_revision), members
+        return self._header(0), members  # etcd's Cluster service sends no revision
 
     def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]:
         """Active alarms as (member id, alarm type); petcd raises none yet."""
