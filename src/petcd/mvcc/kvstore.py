@@ -21,7 +21,8 @@ is written in every case), exactly as etcd does.
 
 Transactions follow etcd 3.5's applier: the compare results of the whole txn tree along the
 chosen branches are computed first, against the state before the txn (``_compare_path``),
-then the state checks run along that path, then the ops execute in order. A nested txn's
+then the state checks run along that path in etcd's order (every put first, then every range
+revision), then the ops execute in order. A nested txn's
 response header is empty (revision 0), as in etcd.
 
 Compaction at R: the index drops what R makes unreachable at once (reads below R fail with
