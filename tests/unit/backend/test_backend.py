@@ -15,6 +15,7 @@ from petcd.backend import (
     META,
     Backend,
     BackendClosedError,
+    DatabaseSpaceExceededError,
     UnknownBucketError,
     read_consistent_index,
 )
@@ -268,3 +269,26 @@ def test_copy_to_from_another_thread_is_consistent(tmp_path: Path) -> None:
     assert n == copy_ci[0] + 1 and n >= 2000
     assert restored.consistent_index() == copy_ci
     restored.close()
+
+
+def test_full_map_raises_space_exceeded_and_keeps_the_batch(tmp_path: Path) -> None:
+    b = open_backend(tmp_path, map_size_bytes=1 << 20)
+    b.put(KEY, b"small", b"1")
+    b.commit()
+    for i in range(400):
+        b.put(KEY, i.to_bytes(4, "big"), b"x" * 4000)
+    b.set_consistent_index(Index(9), Term(1))
+    pending = b.pending_writes
+    with pytest.raises(DatabaseSpaceExceededError) as e:
+        b.commit()
+    assert str(e.value) == "etcdserver: mvcc: database space exceeded"
+    # nothing was lost from memory and nothing half-written reached the file
+    assert b.pending_writes == pending and b.consistent_index() == (9, 1)
+    assert b.get(KEY, (7).to_bytes(4, "big")) == b"x" * 4000
+    for i in range(400):
+        b.delete(KEY, i.to_bytes(4, "big"))
+    b.commit()
+    b.close()
+    b = open_backend(tmp_path, map_size_bytes=1 << 20)
+    assert b.range(KEY, b"") == [(b"small", b"1")] and b.consistent_index() == (9, 1)
+    b.close()
