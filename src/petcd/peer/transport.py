@@ -1,0 +1,718 @@
+"""PeerTransport: Raft messages and snapshots between members, over asyncio TCP (or TLS).
+
+Theory of operation
+-------------------
+The wire format is specified in docs/enhancements/0005-peer-transport.md (the codec lives in
+``petcd.peer.codec``). One ``PeerTransport`` per member runs on the member's event loop:
+
+- it listens on the member's peer URLs (``start``); every accepted connection first gets a
+  handshake check (cluster id, sender not removed and known, receiver id ours). A **stream**
+  connection then carries frames: every read of up to ``read_bytes`` is decoded and all whole
+  messages in it go to ``on_messages(list)`` in one call. A **snapshot** connection carries one
+  MsgSnap and the state machine file, written to a temporary file in ``snapshot_dir``,
+  fsynced, checked (size, CRC-32) and handed to ``on_snapshot(message, path)``.
+- for each peer (``add_peer``) one task dials a long-lived stream connection (cycling through
+  the peer's URLs, with capped exponential backoff between failures) and writes: it waits for
+  the queue to be non-empty, takes everything queued, encodes it as one buffer, writes it and
+  awaits ``drain``. A watcher task reads the connection only to notice EOF (the listener never
+  writes after the handshake).
+- ``send(messages)`` never awaits: per message, it appends to the target peer's bounded
+  queue. A peer that is not connected or whose queue is full gets the message dropped and is
+  reported through ``report_unreachable`` (once per peer per ``send``); a MsgSnap starts a
+  snapshot task on its own connection, which ends with ``report_snapshot(peer, failed)``.
+
+Callbacks never run re-entrantly inside ``send``: reports raised by ``send`` are scheduled
+with ``loop.call_soon``. They all run on the event loop thread.
+
+Must never: block the event loop on the network or the disk (file reads/writes and fsync go to
+worker threads), hold more than ``queue_messages_max`` messages per peer, or let one peer's
+failure delay another peer or the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from petcd.peer import codec
+from petcd.peer.codec import HandshakeStatus
+from petcd.peer.errors import CodecError, HandshakeRejectedError, PeerUrlError
+from petcd.peer.queue import Backoff, PeerQueue
+from petcd.raft.types import MemberId, Message, MessageType, SnapshotMetadata
+
+_SNAP_OK = b"\x00"
+_SNAP_FAILED = b"\x01"
+
+
+class PeerLogger(Protocol):
+    """The structured logger the transport writes to (``petcd.server.log.Logger`` fits)."""
+
+    def info(self, msg: str, **fields: Any) -> None: ...
+    def warn(self, msg: str, **fields: Any) -> None: ...
+    def error(self, msg: str, **fields: Any) -> None: ...
+
+
+class _StdLogger:
+    """Fallback: the standard ``logging`` module, fields appended to the message."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("petcd.peer")
+
+    def _fmt(self, msg: str, fields: dict[str, Any]) -> str:
+        return msg + "".join(f" {k}={v!r}" for k, v in fields.items())
+
+    def info(self, msg: str, **fields: Any) -> None:
+        self._log.info(self._fmt(msg, fields))
+
+    def warn(self, msg: str, **fields: Any) -> None:
+        self._log.warning(self._fmt(msg, fields))
+
+    def error(self, msg: str, **fields: Any) -> None:
+        self._log.error(self._fmt(msg, fields))
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    cluster_id: int
+    member_id: MemberId
+    snapshot_dir: Path
+    queue_messages_max: int = 4096
+    backoff_initial_seconds: float = 0.05
+    backoff_max_seconds: float = 1.0
+    dial_timeout_seconds: float = 1.0
+    snapshot_chunk_bytes: int = 1024 * 1024
+    snapshot_idle_timeout_seconds: float = 30.0
+    read_bytes: int = 256 * 1024
+    frame_bytes_max: int = codec.FRAME_BYTES_MAX
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cluster_id < 1 << 64:
+            raise ValueError(f"cluster_id out of range: {self.cluster_id}")
+        if not 0 < self.member_id < 1 << 64:
+            raise ValueError(f"member_id must be a non-zero u64: {self.member_id}")
+        if self.queue_messages_max < 1:
+            raise ValueError("queue_messages_max must be >= 1")
+        if not 0 < self.backoff_initial_seconds <= self.backoff_max_seconds:
+            raise ValueError("need 0 < backoff_initial_seconds <= backoff_max_seconds")
+        if self.dial_timeout_seconds <= 0 or self.snapshot_idle_timeout_seconds <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.snapshot_chunk_bytes < 1 or self.read_bytes < 1 or self.frame_bytes_max < 1:
+            raise ValueError("sizes must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUrl:
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_peer_url(url: str) -> PeerUrl:
+    """``http://host:port`` or ``https://host:port`` (IPv6 hosts in brackets)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise PeerUrlError(url, str(e)) from None
+    if parts.scheme not in ("http", "https"):
+        raise PeerUrlError(url, "scheme must be http or https")
+    if not parts.hostname or port is None:
+        raise PeerUrlError(url, "host and port are required")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise PeerUrlError(url, "a peer URL has no path, query or fragment")
+    return PeerUrl(parts.hostname, port, parts.scheme == "https")
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """Counters of one peer, for tests, metrics and ``petcdctl endpoint status``-like views."""
+
+    connected: bool = False
+    connects: int = 0
+    sent_messages: int = 0
+    sent_batches: int = 0
+    sent_bytes: int = 0
+    dropped_messages: int = 0
+    queued_messages: int = 0
+    queued_messages_peak: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Peer:
+    id: MemberId
+    urls: list[PeerUrl]
+    queue: PeerQueue
+    backoff: Backoff
+    wake: asyncio.Event
+    stats: PeerStats = field(default_factory=PeerStats)
+    url_index: int = 0
+    writer: asyncio.StreamWriter | None = None
+    broken: bool = False
+    task: asyncio.Task[None] | None = None
+    removed: bool = False
+
+
+class PeerTransport:
+    """The member's peer transport. Create, ``await start(urls)``, ``add_peer``, ``send``."""
+
+    def __init__(
+        self,
+        cfg: TransportConfig,
+        *,
+        on_messages: Callable[[list[Message]], None],
+        report_unreachable: Callable[[MemberId], None],
+        report_snapshot: Callable[[MemberId, bool], None],
+        snapshot_source: Callable[[SnapshotMetadata], str | os.PathLike[str]] | None = None,
+        on_snapshot: Callable[[Message, Path], None] | None = None,
+        on_rejected: Callable[[MemberId, int], None] | None = None,
+        logger: PeerLogger | None = None,
+        rand: random.Random | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._on_messages = on_messages
+        self._report_unreachable = report_unreachable
+        self._report_snapshot = report_snapshot
+        self._snapshot_source = snapshot_source
+        self._on_snapshot = on_snapshot
+        self._on_rejected = on_rejected
+        self.log: PeerLogger = logger if logger is not None else _StdLogger()
+        self._rand = rand if rand is not None else random.Random()
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._peers: dict[MemberId, _Peer] = {}
+        self._removed: set[MemberId] = set()
+        self._servers: list[asyncio.Server] = []
+        self._inbound: dict[MemberId, set[asyncio.StreamWriter]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self.listen_addresses: list[tuple[str, int]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, listen_urls: Sequence[str]) -> None:
+        """Listen on every URL (port 0 picks a free port: see ``listen_addresses``)."""
+        assert self._loop is None, "start() called twice"
+        self._loop = asyncio.get_running_loop()
+        for raw in listen_urls:
+            url = parse_peer_url(raw)
+            if url.tls and self._server_ssl is None:
+                raise PeerUrlError(raw, "https listener needs a server SSL context")
+            server = await asyncio.start_server(
+                self._handle_conn,
+                url.host,
+                url.port,
+                ssl=self._server_ssl if url.tls else None,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                self.listen_addresses.append((host, port))
+        for p in self._peers.values():
+            self._start_peer(p)
+        self.log.info(
+            "started peer transport",
+            local_member_id=f"{self.cfg.member_id:x}",
+            listen_peer_urls=list(listen_urls),
+        )
+
+    async def stop(self) -> None:
+        """Close listeners and every connection; cancel all tasks. Queued messages are lost."""
+        self._stopped = True
+        for s in self._servers:
+            s.close()
+        for p in self._peers.values():
+            self._close_peer(p)
+        for writers in self._inbound.values():
+            for w in writers:
+                w.close()
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await s.wait_closed()
+        self._servers.clear()
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def add_peer(self, member_id: MemberId, peer_urls: Sequence[str]) -> None:
+        """Start sending to ``member_id`` (and accept its connections). Idempotent."""
+        assert member_id != self.cfg.member_id, "a member is not its own peer"
+        urls = [parse_peer_url(u) for u in peer_urls]
+        if not urls:
+            raise PeerUrlError("", f"member {member_id:x} has no peer URLs")
+        if member_id in self._peers:
+            self.update_peer(member_id, peer_urls)
+            return
+        self._removed.discard(member_id)
+        p = _Peer(
+            id=member_id,
+            urls=urls,
+            queue=PeerQueue(self.cfg.queue_messages_max),
+            backoff=Backoff(
+                self.cfg.backoff_initial_seconds, self.cfg.backoff_max_seconds, self._rand
+            ),
+            wake=asyncio.Event(),
+        )
+        self._peers[member_id] = p
+        if self._loop is not None and not self._stopped:
+            self._start_peer(p)
+
+    def update_peer(self, member_id: MemberId, peer_urls: Sequence[str]) -> None:
+        """New URLs for a peer: the stream connection is dropped and redialled."""
+        urls = [parse_peer_url(u) for u in peer_urls]
+        if not urls:
+            raise PeerUrlError("", f"member {member_id:x} has no peer URLs")
+        p = self._peers[member_id]
+        if urls == p.urls:
+            return
+        p.urls = urls
+        p.url_index = 0
+        p.backoff.reset()
+        if p.task is not None:
+            self._close_peer(p)
+            p.removed = False
+            self._start_peer(p)
+
+    def remove_peer(self, member_id: MemberId) -> None:
+        """Stop sending to ``member_id``; from now on its connections are rejected as removed."""
+        self._removed.add(member_id)
+        p = self._peers.pop(member_id, None)
+        if p is not None:
+            self._close_peer(p)
+        for w in self._inbound.pop(member_id, set()):
+            w.close()
+
+    def peer_ids(self) -> list[MemberId]:
+        return list(self._peers)
+
+    def stats(self, member_id: MemberId) -> PeerStats:
+        p = self._peers[member_id]
+        p.stats.queued_messages = len(p.queue)
+        return p.stats
+
+    def is_connected(self, member_id: MemberId) -> bool:
+        p = self._peers.get(member_id)
+        return p is not None and p.stats.connected
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, messages: Iterable[Message]) -> None:
+        """Queue ``messages`` for their targets; never awaits. See the module docstring."""
+        peers = self._peers
+        woken: list[_Peer] = []
+        unreachable: set[MemberId] | None = None
+        for m in messages:
+            p = peers.get(m.to)
+            if p is None:
+                continue
+            if m.type == MessageType.SNAP:
+                self._start_snapshot(p, m)
+                continue
+            if p.stats.connected and p.queue.push(m):
+                if not p.wake.is_set():
+                    p.wake.set()
+                    woken.append(p)
+            else:
+                p.stats.dropped_messages += 1
+                if unreachable is None:
+                    unreachable = set()
+                unreachable.add(p.id)
+        for p in woken:
+            n = len(p.queue)
+            if n > p.stats.queued_messages_peak:
+                p.stats.queued_messages_peak = n
+        if unreachable:
+            loop = self._loop
+            assert loop is not None, "send() before start()"
+            for mid in unreachable:
+                loop.call_soon(self._report_unreachable, mid)
+
+    # -- the per-peer stream writer ------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        t: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    def _start_peer(self, p: _Peer) -> None:
+        assert p.task is None or p.task.done()
+        p.task = self._spawn(self._run_peer(p))
+
+    def _close_peer(self, p: _Peer) -> None:
+        p.removed = True
+        if p.task is not None:
+            p.task.cancel()
+            p.task = None
+        if p.writer is not None:
+            p.writer.close()
+            p.writer = None
+        p.stats.connected = False
+        p.queue.clear()
+
+    async def _dial(self, p: _Peer, kind: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to the peer's current URL and complete the handshake."""
+        url = p.urls[p.url_index % len(p.urls)]
+        ctx: ssl.SSLContext | None = None
+        if url.tls:
+            if self._client_ssl is None:
+                raise PeerUrlError(f"https://{url.host}:{url.port}", "no client SSL context")
+            ctx = self._client_ssl
+        timeout = self.cfg.dial_timeout_seconds
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                url.host, url.port, ssl=ctx, server_hostname=url.host if ctx else None
+            ),
+            timeout,
+        )
+        try:
+            hello = codec.Hello(kind, self.cfg.cluster_id, self.cfg.member_id, p.id)
+            writer.write(codec.encode_hello(hello))
+            head = await asyncio.wait_for(reader.readexactly(codec.REPLY_HEADER_BYTES), timeout)
+            status, n = codec.decode_reply_header(head)
+            reason = (await asyncio.wait_for(reader.readexactly(n), timeout)).decode(
+                errors="replace"
+            )
+            if status != HandshakeStatus.OK:
+                raise HandshakeRejectedError(status, reason)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
+    async def _watch(self, p: _Peer, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            await reader.read(1)
+        p.broken = True
+        p.wake.set()
+
+    async def _run_peer(self, p: _Peer) -> None:
+        failures = 0
+        while not p.removed:
+            try:
+                reader, writer = await self._dial(p, codec.KIND_STREAM)
+            except HandshakeRejectedError as e:
+                self.log.error(
+                    "peer rejected our stream connection",
+                    local_member_id=f"{self.cfg.member_id:x}",
+                    remote_peer_id=f"{p.id:x}",
+                    status=e.status,
+                    reason=e.reason,
+                )
+                if self._on_rejected is not None and e.status != HandshakeStatus.UNKNOWN_SENDER:
+                    self._on_rejected(p.id, e.status)
+                await asyncio.sleep(p.backoff.next_delay())
+                continue
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, PeerUrlError) as e:
+                if failures == 0:
+                    self.log.warn(
+                        "failed to dial remote peer",
+                        local_member_id=f"{self.cfg.member_id:x}",
+                        remote_peer_id=f"{p.id:x}",
+                        error=str(e) or type(e).__name__,
+                    )
+                failures += 1
+                p.url_index += 1
+                await asyncio.sleep(p.backoff.next_delay())
+                continue
+            failures = 0
+            p.backoff.reset()
+            p.writer = writer
+            p.broken = False
+            p.stats.connected = True
+            p.stats.connects += 1
+            self.log.info(
+                "peer became active",
+                local_member_id=f"{self.cfg.member_id:x}",
+                remote_peer_id=f"{p.id:x}",
+            )
+            watcher = self._spawn(self._watch(p, reader))
+            try:
+                await self._write_loop(p, writer)
+            except (OSError, CodecError) as e:
+                self.log.warn(
+                    "lost TCP streaming connection with remote peer",
+                    local_member_id=f"{self.cfg.member_id:x}",
+                    remote_peer_id=f"{p.id:x}",
+                    error=str(e) or type(e).__name__,
+                )
+            finally:
+                watcher.cancel()
+                writer.close()
+                p.writer = None
+                p.stats.connected = False
+            dropped = p.queue.clear()
+            if dropped:
+                p.stats.dropped_messages += dropped
+                self._report_unreachable(p.id)
+            if not p.removed:
+                await asyncio.sleep(p.backoff.next_delay())
+
+    async def _write_loop(self, p: _Peer, writer: asyncio.StreamWriter) -> None:
+        stats = p.stats
+        while True:
+            await p.wake.wait()
+            p.wake.clear()
+            if p.broken:
+                raise ConnectionResetError("connection closed by the remote peer")
+            batch = p.queue.take_all()
+            if not batch:
+                continue
+            buf = codec.encode_frames(batch)
+            writer.write(buf)
+            stats.sent_messages += len(batch)
+            stats.sent_batches += 1
+            stats.sent_bytes += len(buf)
+            await writer.drain()
+
+    # -- snapshots: the sender -----------------------------------------------------------------
+
+    def _start_snapshot(self, p: _Peer, m: Message) -> None:
+        self._spawn(self._send_snapshot(p, m))
+
+    async def _send_snapshot(self, p: _Peer, m: Message) -> None:
+        failed = True
+        writer: asyncio.StreamWriter | None = None
+        try:
+            assert m.snapshot is not None, "MsgSnap without a snapshot"
+            if self._snapshot_source is None:
+                raise OSError("no snapshot source configured")
+            path = await asyncio.to_thread(self._snapshot_source, m.snapshot.metadata)
+            reader, writer = await self._dial(p, codec.KIND_SNAPSHOT)
+            failed = not await self._stream_snapshot(m, Path(path), reader, writer)
+        except asyncio.CancelledError:
+            raise
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            HandshakeRejectedError,
+            CodecError,
+            PeerUrlError,
+        ) as e:
+            self.log.warn(
+                "failed to send database snapshot",
+                local_member_id=f"{self.cfg.member_id:x}",
+                remote_peer_id=f"{p.id:x}",
+                error=str(e) or type(e).__name__,
+            )
+        finally:
+            if writer is not None:
+                writer.close()
+            if not self._stopped:
+                self._report_snapshot(p.id, failed)
+
+    async def _stream_snapshot(
+        self,
+        m: Message,
+        path: Path,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        chunk_bytes = self.cfg.snapshot_chunk_bytes
+        idle = self.cfg.snapshot_idle_timeout_seconds
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            writer.write(codec.encode_frames([m]) + codec.U64.pack(size))
+            crc = 0
+            sent = 0
+            while sent < size:
+                chunk = await asyncio.to_thread(f.read, min(chunk_bytes, size - sent))
+                if not chunk:
+                    raise OSError(f"snapshot file {path} shrank while being sent")
+                crc = zlib.crc32(chunk, crc)
+                writer.write(chunk)
+                sent += len(chunk)
+                await asyncio.wait_for(writer.drain(), idle)
+        writer.write(codec.U32.pack(crc))
+        await asyncio.wait_for(writer.drain(), idle)
+        ack = await asyncio.wait_for(reader.readexactly(1), idle)
+        self.log.info(
+            "sent database snapshot",
+            local_member_id=f"{self.cfg.member_id:x}",
+            remote_peer_id=f"{m.to:x}",
+            snapshot_index=m.snapshot.metadata.index if m.snapshot else 0,
+            size_bytes=size,
+            ok=ack == _SNAP_OK,
+        )
+        return ack == _SNAP_OK
+
+    # -- the listener --------------------------------------------------------------------------
+
+    def _check_hello(self, h: codec.Hello) -> tuple[int, str]:
+        me = self.cfg.member_id
+        if h.version != codec.PROTOCOL_VERSION or h.kind not in (
+            codec.KIND_STREAM,
+            codec.KIND_SNAPSHOT,
+        ):
+            return HandshakeStatus.BAD_PROTOCOL, (
+                f"unsupported peer protocol version {h.version} kind {h.kind}"
+            )
+        if h.cluster_id != self.cfg.cluster_id:
+            return HandshakeStatus.CLUSTER_MISMATCH, (
+                f"request cluster ID mismatch: local {self.cfg.cluster_id:x}, "
+                f"remote {h.cluster_id:x}"
+            )
+        if h.from_ in self._removed:
+            return HandshakeStatus.REMOVED, (
+                f"rejected stream from remote peer {h.from_:x} because it was removed"
+            )
+        if h.from_ not in self._peers:
+            return HandshakeStatus.UNKNOWN_SENDER, f"remote peer {h.from_:x} is not a member"
+        if h.to != me:
+            return HandshakeStatus.RECEIVER_MISMATCH, (
+                f"receiver member ID mismatch: local {me:x}, requested {h.to:x}"
+            )
+        return HandshakeStatus.OK, ""
+
+    async def _handle_conn(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            raw = await asyncio.wait_for(
+                reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
+            )
+            try:
+                hello = codec.decode_hello(raw)
+            except CodecError:
+                writer.write(codec.encode_reply(HandshakeStatus.BAD_PROTOCOL, "bad magic"))
+                self.log.error(
+                    "rejected peer connection: unsupported protocol",
+                    remote_addr=str(writer.get_extra_info("peername")),
+                )
+                return
+            status, reason = self._check_hello(hello)
+            writer.write(codec.encode_reply(status, reason))
+            if status != HandshakeStatus.OK:
+                self.log.error(
+                    reason,
+                    local_member_id=f"{self.cfg.member_id:x}",
+                    remote_peer_id=f"{hello.from_:x}",
+                    remote_cluster_id=f"{hello.cluster_id:x}",
+                    local_cluster_id=f"{self.cfg.cluster_id:x}",
+                    remote_addr=str(writer.get_extra_info("peername")),
+                )
+                with contextlib.suppress(OSError):
+                    await writer.drain()
+                return
+            if hello.kind == codec.KIND_STREAM:
+                await self._receive_stream(hello.from_, reader, writer)
+            else:
+                await self._receive_snapshot(hello.from_, reader, writer)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except CodecError as e:
+            self.log.error(
+                "closing peer connection on a malformed frame",
+                local_member_id=f"{self.cfg.member_id:x}",
+                error=str(e),
+            )
+        finally:
+            writer.close()
+
+    async def _receive_stream(
+        self, sender: MemberId, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conns = self._inbound.setdefault(sender, set())
+        conns.add(writer)
+        decoder = codec.FrameDecoder(self.cfg.frame_bytes_max)
+        read_bytes = self.cfg.read_bytes
+        deliver = self._on_messages
+        try:
+            while True:
+                data = await reader.read(read_bytes)
+                if not data:
+                    return
+                msgs = decoder.feed(data)
+                if msgs:
+                    deliver(msgs)
+        finally:
+            conns.discard(writer)
+
+    # -- snapshots: the receiver ---------------------------------------------------------------
+
+    async def _receive_snapshot(
+        self, sender: MemberId, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        idle = self.cfg.snapshot_idle_timeout_seconds
+        head = await asyncio.wait_for(reader.readexactly(4), idle)
+        (n,) = codec.U32.unpack(head)
+        if n > self.cfg.frame_bytes_max:
+            raise CodecError(f"snapshot message of {n} bytes exceeds the frame limit")
+        m = codec.decode_message(await asyncio.wait_for(reader.readexactly(n), idle))
+        if m.type != MessageType.SNAP or m.snapshot is None or m.from_ != sender:
+            raise CodecError("a snapshot connection must carry the sender's MsgSnap")
+        (size,) = codec.U64.unpack(await asyncio.wait_for(reader.readexactly(8), idle))
+        if self._on_snapshot is None:
+            raise CodecError("this member does not accept snapshots")
+        meta = m.snapshot.metadata
+        fd, tmp = tempfile.mkstemp(
+            dir=self.cfg.snapshot_dir,
+            prefix=f"{meta.term:016x}-{meta.index:016x}-",
+            suffix=".snap.rcv",
+        )
+        path = Path(tmp)
+        handed_over = False
+        try:
+            with os.fdopen(fd, "wb") as f:
+                crc = 0
+                left = size
+                chunk_bytes = self.cfg.snapshot_chunk_bytes
+                while left > 0:
+                    chunk = await asyncio.wait_for(reader.read(min(chunk_bytes, left)), idle)
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", left)
+                    crc = zlib.crc32(chunk, crc)
+                    await asyncio.to_thread(f.write, chunk)
+                    left -= len(chunk)
+                (want_crc,) = codec.U32.unpack(await asyncio.wait_for(reader.readexactly(4), idle))
+                if want_crc != crc:
+                    raise CodecError(f"snapshot CRC mismatch: got {crc:08x}, want {want_crc:08x}")
+                await asyncio.to_thread(_flush_and_fsync, f)
+            self.log.info(
+                "received database snapshot",
+                local_member_id=f"{self.cfg.member_id:x}",
+                remote_peer_id=f"{sender:x}",
+                snapshot_index=meta.index,
+                size_bytes=size,
+                path=str(path),
+            )
+            try:
+                self._on_snapshot(m, path)
+                handed_over = True
+                writer.write(_SNAP_OK)
+            except Exception as e:
+                self.log.error(
+                    "failed to install a received snapshot",
+                    local_member_id=f"{self.cfg.member_id:x}",
+                    error=repr(e),
+                )
+                writer.write(_SNAP_FAILED)
+            await asyncio.wait_for(writer.drain(), idle)
+        finally:
+            if not handed_over:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _flush_and_fsync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
