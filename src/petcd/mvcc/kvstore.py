@@ -832,8 +832,7 @@ class KVStore:
             rev = parse_rev_key(k)
             if abs(rev) < lower and keep and rev not in keep:
                 continue
-            h = crc32c.update(h, k)
-            h = crc32c.update(h, v)
+            h = crc32c.update(h, k + v)
         return HashKVResult(hash=h, compact_revision=compact, hash_revision=revision)
 
 
