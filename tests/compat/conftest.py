@@ -1,7 +1,7 @@
 """Fixtures of the differential tests: a reference etcd and the server under test.
 
-One reference etcd and one target server per test module (not per test), so
-the whole default compat run stays well under a minute. The target is
+One reference etcd and one target server per target for the whole session
+(not per module or test), so the default compat run stays around a minute. The target is
 parametrised over :func:`tests.compat.servers.available_targets`: ``etcd``
 always, ``petcd`` once ``src/petcd/server/main.py`` exists and ``petcd
 --version`` runs. ``PETCD_COMPAT_TARGETS=etcd`` (comma-separated) restricts the
@@ -35,11 +35,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.compat)
 
 
-@pytest.fixture(scope="module", params=_targets())
-def differ(
+@pytest.fixture(scope="session", params=_targets())
+def servers(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Differ]:
-    """A fresh reference etcd and a fresh target server, for one module and one target."""
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """A reference etcd and a target server, shared by every module for one target.
+
+    Both see exactly the same operations in the same order (every test drives
+    both), so they stay at the same revision from module to module.
+    """
     if not (os.path.exists(ETCD_BIN) and os.path.exists(ETCDCTL_BIN)):
         pytest.skip("real etcd / etcdctl not installed (make etcd)")
     kind: str = request.param
@@ -49,7 +53,24 @@ def differ(
     try:
         reference.start()
         target.start()
-        yield Differ(reference, target)
+        yield reference, target
     finally:
         target.stop()
         reference.stop()
+
+
+@pytest.fixture(scope="module")
+def differ(servers: tuple[ServerProcess, ServerProcess]) -> Differ:
+    return Differ(*servers)
+
+
+@pytest.fixture(scope="module", params=_targets())
+def lone_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A target server of its own, for tests that drive only the target."""
+    kind: str = request.param
+    server = ServerProcess(kind, tmp_path_factory.mktemp(f"lone-{kind}") / "data")
+    server.start()
+    yield server
+    server.stop()

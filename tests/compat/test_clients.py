@@ -9,11 +9,11 @@ import pytest
 
 from petcd.client import AsyncClient, Client, CompactedError, LeaseNotFoundError
 from tests.compat.harness import Differ, run_ctl
-from tests.compat.servers import PETCDCTL_BIN
+from tests.compat.servers import ETCDCTL_BIN, PETCDCTL_BIN, ServerProcess
 
 
-def test_sync_client_kv_and_leases(differ: Differ) -> None:
-    with Client([differ.target.endpoint]) as client:
+def test_sync_client_kv_and_leases(lone_target: ServerProcess) -> None:
+    with Client([lone_target.endpoint]) as client:
         put = client.put(b"sc/a", b"1")
         client.put(b"sc/b", b"2", prev_kv=True)
         got = client.get(b"sc/", prefix=True)
@@ -37,9 +37,9 @@ def test_sync_client_kv_and_leases(differ: Differ) -> None:
         assert deleted.deleted == 2
 
 
-def test_async_client_watch_and_kv(differ: Differ) -> None:
+def test_async_client_watch_and_kv(lone_target: ServerProcess) -> None:
     async def scenario() -> None:
-        async with AsyncClient([differ.target.endpoint]) as client:
+        async with AsyncClient([lone_target.endpoint]) as client:
             first = await client.put(b"ac/k", b"v0")
             # Watching from the next revision makes the test independent of when
             # the server registers the watch: missed events come from history.
@@ -95,6 +95,8 @@ def test_console_script_against_etcdctl(differ: Differ) -> None:
         timeout=60,
     )
     assert piped.returncode == 0
+    mirrored = run_ctl(ETCDCTL_BIN, differ.reference, ("put", "entry"), stdin=b"from a pipe")
+    assert mirrored.code == 0  # keep the reference at the target's revision
     got = subprocess.run(
         [PETCDCTL_BIN, "--endpoints", differ.target.endpoint, "get", "entry", "--print-value-only"],
         capture_output=True,
