@@ -9,7 +9,8 @@ can drive the same member). Failures are mapped by ``petcd.grpc.status.status_fo
 code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
 
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
-``etcdserverpb.Maintenance`` Status, HashKV and Alarm (GET; petcd raises no alarms yet),
+``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot and Alarm (GET; petcd
+raises no alarms yet),
 ``etcdserverpb.Cluster.MemberList``, ``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
 ``etcdserverpb.Lease`` (``petcd.grpc.lease``). Every other method answers ``UNIMPLEMENTED``
 (grpc's default for a servicer method that is not overridden).
@@ -17,6 +18,9 @@ Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -62,6 +66,10 @@ class KVMember(WatchMember, LeaseMember, Protocol):
     def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]: ...
 
     async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]: ...
+
+    async def defragment(self) -> ResponseHeader: ...
+
+    async def snapshot_file(self) -> str: ...
 
 
 async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
@@ -148,6 +156,37 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         except Exception as e:
             await _abort(context, e, self._log, "HashKV")
 
+    async def Defragment(self, request: Any, context: Any) -> Any:
+        try:
+            header = await self._member.defragment()
+            return rpc_pb2.DefragmentResponse(header=convert.header_pb(header))
+        except Exception as e:
+            await _abort(context, e, self._log, "Defragment")
+
+    async def Snapshot(self, request: Any, context: Any) -> Any:
+        # etcd: 32 KiB chunks with the bytes remaining, then the SHA-256 of everything sent.
+        try:
+            path = await self._member.snapshot_file()
+        except Exception as e:
+            await _abort(context, e, self._log, "Snapshot")
+        try:
+            size = os.path.getsize(path)
+            digest = hashlib.sha256()
+            sent = 0
+            with open(path, "rb") as f:
+                while sent < size:
+                    chunk = await asyncio.to_thread(f.read, SNAPSHOT_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    sent += len(chunk)
+                    digest.update(chunk)
+                    await context.write(
+                        rpc_pb2.SnapshotResponse(remaining_bytes=size - sent, blob=chunk)
+                    )
+            await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest()))
+        finally:
+            os.remove(path)
+
     async def Alarm(self, request: Any, context: Any) -> Any:
         try:
             if request.action == rpc_pb2.AlarmRequest.ACTIVATE:
@@ -190,6 +229,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         except Exception as e:
             await _abort(context, e, self._log, "MemberList")
 
+
+SNAPSHOT_CHUNK_BYTES = 32 * 1024
 
 # etcd: grpcOverheadBytes, the room a request message may take beyond --max-request-bytes.
 GRPC_OVERHEAD_BYTES = 512 * 1024

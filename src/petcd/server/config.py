@@ -114,6 +114,8 @@ class Config:
     log_level: str = "info"
     experimental_initial_corrupt_check: bool = False
     experimental_snapshot_catchup_entries: int = 5000
+    experimental_enable_lease_checkpoint: bool = False
+    experimental_enable_lease_checkpoint_persist: bool = False
     config_file: str = ""
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
@@ -557,6 +559,10 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         log_level=get("log-level"),
         experimental_initial_corrupt_check=get_bool("experimental-initial-corrupt-check"),
         experimental_snapshot_catchup_entries=get_int("experimental-snapshot-catchup-entries"),
+        experimental_enable_lease_checkpoint=get_bool("experimental-enable-lease-checkpoint"),
+        experimental_enable_lease_checkpoint_persist=get_bool(
+            "experimental-enable-lease-checkpoint-persist"
+        ),
         config_file=get("config-file"),
         ignored=tuple(
             (s.name, values[s.name])

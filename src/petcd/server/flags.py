@@ -655,7 +655,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "Enable leader to send regular checkpoints to other members to prevent reset of "
         "remaining TTL on leader change.",
         _EXP,
-        IG,
     ),
     FlagSpec(
         "experimental-enable-lease-checkpoint-persist",
@@ -666,7 +665,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "clusters with this feature enabled. Requires experimental-enable-lease-checkpoint "
         "to be enabled.",
         _EXP,
-        IG,
     ),
     FlagSpec(
         "experimental-compaction-batch-limit",

@@ -55,6 +55,7 @@ import json
 import os
 import random
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,6 +238,9 @@ class Member:
         self._conf_voters: frozenset[MemberId] = frozenset()
         self._watch_wake = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        # Backend work that commits (defrag, snapshot copies) runs in the Ready loop between
+        # rounds, never while entries are being applied.
+        self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._after_watch_sync: set[Callable[[], None]] = set()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
         # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
@@ -274,6 +278,8 @@ class Member:
                     cfg.election_ticks, cfg.heartbeat_interval_ms
                 ),
                 expired_retry_interval_seconds=self.request_timeout_s,
+                checkpoint_enabled=cfg.experimental_enable_lease_checkpoint,
+                checkpoint_persist=cfg.experimental_enable_lease_checkpoint_persist,
             ),
         )
         self.kv = WatchableStore(self._backend, lessor=self.lessor, max_txn_ops=cfg.max_txn_ops)
@@ -460,6 +466,10 @@ class Member:
             for fut in rnd.waiters:
                 if not fut.done():
                     fut.set_exception(err)
+        for _, job in self._jobs:
+            if not job.done():
+                job.set_exception(err)
+        self._jobs.clear()
         self._waiters.clear()
         self._proposals.clear()
         self._reads.clear()
@@ -529,6 +539,12 @@ class Member:
                     self._flush_inputs()
                 if self._commit_due:
                     await self._maybe_commit_backend()
+                while self._jobs:
+                    fn, job = self._jobs.pop(0)
+                    try:
+                        job.set_result(await self._in_thread(fn))
+                    except Exception as e:
+                        job.set_exception(e)
                 if self._want_campaign and self._applied >= self._storage.initial_state()[0].commit:
                     self._want_campaign = False
                     if self._lead == NONE_ID:
@@ -992,6 +1008,43 @@ class Member:
                 self.log.info("revoking expired lease", lease_id=f"{lease_id:x}")
                 self._spawn(self._propose(entry_codec.LeaseRevoke(lease_id)), "lease revoke")
             self._propose_checkpoints()
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    async def _loop_job(self, fn: Callable[[], _T]) -> _T:
+        if self._stopping or self._fatal is not None:
+            raise StoppedError()
+        fut: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._jobs.append((fn, fut))
+        self._kick()
+        return await fut
+
+    async def defragment(self) -> ResponseHeader:
+        """etcd's Defragment: rewrite the backend file compactly."""
+        started = time.monotonic()
+        self.log.info("starting defragment", path=self.cfg.backend_path)
+        await self._loop_job(self._backend.defrag)
+        self._db_size_bytes = self._backend.size_bytes()
+        self.log.info(
+            "finished defragment", path=self.cfg.backend_path, took=time.monotonic() - started
+        )
+        return self._header(self.kv.current_revision)
+
+    async def snapshot_file(self) -> str:
+        """A consistent copy of the backend in a temporary file (the caller deletes it)."""
+        fd, path = tempfile.mkstemp(prefix="snapshot-", suffix=".tmp", dir=self.cfg.member_dir)
+        os.close(fd)
+
+        def copy() -> None:
+            with open(path, "wb") as f:
+                self._backend.copy_to(f)
+
+        try:
+            await self._loop_job(copy)
+        except BaseException:
+            os.remove(path)
+            raise
+        return path
 
     # -- watch ---------------------------------------------------------------------------------
 
