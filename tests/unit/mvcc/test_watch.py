@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from petcd.mvcc import (
     DeleteRangeRequest,
     Event,
@@ -190,3 +192,31 @@ def test_catch_up_batch_that_ends_early_leaves_a_further_watcher_alone(h: Harnes
     got_slow += slow.drain()
     assert [m for _, _, m in flat(got_fast)] == [3, 4, 5]
     assert [m for _, _, m in flat(got_slow)] == [2, 3, 4, 5]
+
+
+def test_replace_backend_and_reload_then_watchers_resync(h: Harness, tmp_path: Path) -> None:
+    # A follower installing a leader's snapshot: the db is replaced, the store reloads, and
+    # its watchers catch up on whatever the new history holds after their next revision.
+    leader = Harness(tmp_path / "leader")
+    try:
+        for v in (b"1", b"2", b"3"):
+            leader.apply(PutRequest(b"a", v))  # revs 2..4
+        snap = tmp_path / "snap.db"
+        with open(snap, "wb") as f:
+            leader.backend.copy_to(f)
+    finally:
+        leader.backend.close()
+    h.apply(PutRequest(b"a", b"old"))  # rev 2 here
+    sink = QueueSink()
+    w = h.store.watch(b"a", sink=sink)  # next revision 3
+    assert h.backend.replace_with(str(snap)) == (3, 1)
+    h.store.reload()
+    assert h.store.current_revision == 4 and h.store.get(b"a").value == b"3"  # type: ignore[union-attr]
+    assert w.state is WatcherState.UNSYNCED
+    h.store.sync()
+    assert [
+        (m, e.kv.value) for r in sink.drain() for e in r.events for m in [e.kv.mod_revision]
+    ] == [
+        (3, b"2"),
+        (4, b"3"),
+    ]
