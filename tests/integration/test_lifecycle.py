@@ -12,6 +12,8 @@ import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.backend import KEY, Backend
+from petcd.raft.types import HardState, Index
+from petcd.wal import WAL
 from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port, kv_stub, maintenance_stub
 
 
@@ -177,5 +179,30 @@ def test_defragment_and_snapshot_save(tmp_path: Path) -> None:
             backend.close()
         _, kvs = _read_all(p, b"d/")
         assert len(kvs) == 100  # still serving after both
+    finally:
+        p.stop()
+
+
+def test_restart_when_the_wal_lost_a_commit_only_hard_state(tmp_path: Path) -> None:
+    # A hard state that only advances the commit index is not fsynced on its own, so a crash
+    # can leave the WAL's commit index behind what the backend applied. Simulate that by
+    # appending an older hard state, then restart.
+    p = PetcdProcess(tmp_path / "data")
+    p.start()
+    try:
+        _put_many(p, b"hs/", 20)
+        assert p.terminate() == -signal.SIGTERM
+        wal_dir = tmp_path / "data" / "member" / "wal"
+        log, state = WAL.open(wal_dir)
+        hs = state.hard_state
+        log.save(HardState(hs.term, hs.vote, Index(1)))
+        log.sync()
+        log.close()
+        p.start()
+        _, kvs = _read_all(p, b"hs/")
+        assert len(kvs) == 20
+        assert any(
+            r["msg"] == "raising the commit index to the applied index" for r in p.log_records()
+        )
     finally:
         p.stop()

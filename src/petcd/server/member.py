@@ -379,10 +379,18 @@ class Member:
             conf = marker.conf_state
         hs = state.hard_state
         if hs.commit < ci:
-            raise FatalError(
-                f"the backend applied index {ci} beyond the WAL's commit index {hs.commit}; "
-                "the WAL is missing acknowledged entries"
-            )
+            # A hard state that only moved the commit index is written without an fsync (as
+            # etcd), so a crash can lose it while the backend already holds what was applied.
+            # Only committed entries are applied, so everything up to ``ci`` was committed;
+            # the entries themselves are always synced before they are applied.
+            last = state.entries[-1].index if state.entries else applied
+            if last < ci:
+                raise FatalError(
+                    f"the backend applied index {ci} beyond the WAL's last entry {last}; "
+                    "the WAL is missing acknowledged entries"
+                )
+            log.info("raising the commit index to the applied index", commit=hs.commit, ci=ci)
+            hs = HardState(hs.term, hs.vote, ci)
         storage.set_hard_state(hs)
         if state.entries:
             storage.append(state.entries)
