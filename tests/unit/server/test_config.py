@@ -267,3 +267,17 @@ def test_usage_lists_every_flag() -> None:
     for spec in FLAGS:
         assert f"--{spec.name}" in text
     assert "--data-dir '${name}.etcd'" in text
+
+
+def test_lease_checkpoint_flags() -> None:
+    cfg, _ = run([])
+    assert not cfg.experimental_enable_lease_checkpoint
+    cfg, warnings = run(
+        [
+            "--experimental-enable-lease-checkpoint",
+            "--experimental-enable-lease-checkpoint-persist=true",
+        ]
+    )
+    assert cfg.experimental_enable_lease_checkpoint
+    assert cfg.experimental_enable_lease_checkpoint_persist
+    assert warnings == ()
