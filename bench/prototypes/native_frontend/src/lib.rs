@@ -415,23 +415,33 @@ impl FrontEnd {
 
     /// Send one WatchResponse to many watchers. `body` is a WatchResponse encoded without
     /// its watch_id; each copy gets field 2 (watch_id) prepended, which protobuf decoders
-    /// accept in any order. The message is encoded once in Python, whatever the fan-out.
+    /// accept in any order. The message is encoded once in Python, whatever the fan-out,
+    /// and the copies for watchers on the same stream leave in one DATA frame.
     fn fanout(&self, py: Python<'_>, body: Vec<u8>, stream_ids: Vec<u64>, watch_ids: Vec<i64>) {
         let shared = self.shared.clone();
         py.detach(move || {
-            let streams = shared.streams.lock().unwrap();
+            let mut per_stream: HashMap<u64, BytesMut> = HashMap::new();
             for (sid, wid) in stream_ids.into_iter().zip(watch_ids) {
+                let mut id = [0u8; 11];
+                id[0] = 0x10; // field 2, varint
+                let (mut n, mut v) = (1, wid as u64);
+                while v >= 0x80 {
+                    id[n] = (v as u8) | 0x80;
+                    v >>= 7;
+                    n += 1;
+                }
+                id[n] = v as u8;
+                n += 1;
+                let out = per_stream.entry(sid).or_default();
+                out.put_u8(0);
+                out.put_u32((n + body.len()) as u32);
+                out.extend_from_slice(&id[..n]);
+                out.extend_from_slice(&body);
+            }
+            let streams = shared.streams.lock().unwrap();
+            for (sid, frames) in per_stream {
                 if let Some(tx) = streams.get(&sid) {
-                    let mut m = Vec::with_capacity(body.len() + 11);
-                    m.push(0x10); // field 2, varint
-                    let mut v = wid as u64;
-                    while v >= 0x80 {
-                        m.push((v as u8) | 0x80);
-                        v >>= 7;
-                    }
-                    m.push(v as u8);
-                    m.extend_from_slice(&body);
-                    let _ = tx.send(grpc_frame(&m));
+                    let _ = tx.send(frames.freeze());
                 }
             }
         })
