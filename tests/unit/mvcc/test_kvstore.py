@@ -538,3 +538,28 @@ def test_txn_checks_every_put_before_any_range_revision(h: Harness) -> None:
     with pytest.raises(FutureRevisionError):
         h.apply(txn(get(b"a", revision=99), put(b"fine")))
     assert h.store.current_revision == 2
+
+
+def test_ignore_value_put_after_a_delete_of_the_same_txn_is_rejected_before_any_change(
+    h: Harness,
+) -> None:
+    # etcd 3.4 panics on these (the check sees the key, the execution does not; found by the
+    # differential run). petcd refuses them up front and changes nothing.
+    h.apply(PutRequest(b"b", b"1"))
+    h.apply(PutRequest(b"i", b"2"))
+    before = snapshot(h)
+    with pytest.raises(KeyNotFoundError):
+        h.apply(txn(delete(b"a", b"\x00"), put(b"b", b"", ignore_value=True)))
+    with pytest.raises(KeyNotFoundError):
+        h.apply(
+            txn(
+                delete(b"i", b"\x00"),
+                RequestOp(request_txn=txn(put(b"i", b"", ignore_value=True))),
+            )
+        )
+    with pytest.raises(KeyNotFoundError):
+        h.apply(txn(delete(b"a", b"\x00"), put(b"b", ignore_lease=True)))
+    assert snapshot(h) == before
+    # the same shapes with the key put back first are fine
+    resp = h.apply(txn(put(b"b", b"3"), delete(b"c", b"\x00")))
+    assert resp.header.revision == 4
