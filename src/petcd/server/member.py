@@ -59,6 +59,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from petcd import ETCD_VERSION
@@ -96,9 +97,10 @@ from petcd.mvcc.requests import (
     TxnResponse,
 )
 from petcd.mvcc.watchable_store import WatchableStore, Watcher, WatcherState, WatchSink
+from petcd.peer import PeerTransport, TransportConfig
 from petcd.raft import confchange
 from petcd.raft.config import Config as RaftConfig
-from petcd.raft.errors import ProposalDroppedError
+from petcd.raft.errors import ProposalDroppedError, RaftError
 from petcd.raft.node import RawNode, Ready
 from petcd.raft.storage import MemoryStorage
 from petcd.raft.types import (
@@ -110,6 +112,7 @@ from petcd.raft.types import (
     HardState,
     Index,
     MemberId,
+    Message,
     Role,
     Snapshot,
     SnapshotMetadata,
@@ -241,6 +244,8 @@ class Member:
         # Backend work that commits (defrag, snapshot copies) runs in the Ready loop between
         # rounds, never while entries are being applied.
         self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._transport: PeerTransport | None = None
+        self._incoming_snapshots: dict[int, str] = {}  # snapshot index -> received db file
         self._after_watch_sync: set[Callable[[], None]] = set()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
         # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
@@ -314,24 +319,13 @@ class Member:
         self._conf_voters = storage.initial_state()[1].voters
         self._ids = RequestIdGenerator(self.id, int(self._clock() * 1000))
         self.metrics.server_id.labels(format_id(self.id)).set(1)
-        voters = storage.initial_state()[1].voters
-        if voters - {self.id}:
-            raise ConfigError(
-                "petcd cannot run a multi-member cluster yet (no peer transport); "
-                f"this cluster has {len(voters)} voters"
-            )
 
     def _bootstrap(self) -> tuple[MemoryStorage, Index]:
         cfg, log = self.cfg, self.log
         if cfg.initial_cluster_state != "new":
             raise ConfigError(
-                "--initial-cluster-state=existing needs a running cluster to join, "
-                "which petcd cannot do yet (no peer transport)"
-            )
-        if len(cfg.initial_cluster) > 1:
-            raise ConfigError(
-                "petcd cannot run a multi-member cluster yet (no peer transport); "
-                f"--initial-cluster names {len(cfg.initial_cluster)} members"
+                "--initial-cluster-state=existing (joining a running cluster through "
+                "MemberAdd) is not supported by petcd yet"
             )
         token = cfg.initial_cluster_token
         members = [
@@ -339,6 +333,7 @@ class Member:
             for name, urls in cfg.initial_cluster
         ]
         by_name = {m.name: m for m in members}
+        self._members = {m.id: m for m in members}  # persisted as their conf changes apply
         self.id = by_name[cfg.name].id
         self.cluster_id = cluster_id([m.id for m in members])
         log.info(
@@ -430,6 +425,13 @@ class Member:
             local_server_version=ETCD_VERSION,
             cluster_id=format_id(self.cluster_id),
         )
+        peers = {
+            mid: info.peer_urls
+            for mid, info in self._members.items()
+            if mid != self.id and mid in self._conf_voters
+        }
+        if peers:
+            await self._start_transport(peers)
         self._loop_task = asyncio.create_task(self._run(), name="petcd-ready-loop")
         self._tasks = [
             asyncio.create_task(self._ticker(), name="petcd-ticker"),
@@ -443,6 +445,56 @@ class Member:
         # campaign with unapplied conf changes); etcd fast-forwards election ticks instead.
         self._want_campaign = self.node.status().conf_state.voters == {self.id}
         self._kick()
+
+    async def _start_transport(self, peers: dict[MemberId, tuple[str, ...]]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_messages(messages: list[Message]) -> None:
+            for m in messages:
+                try:
+                    self.node.step(m)
+                except RaftError as e:
+                    self.log.warn("dropped a peer message", type=m.type.name, error=str(e))
+            self._kick()
+
+        def report_unreachable(mid: MemberId) -> None:
+            self.node.report_unreachable(mid)
+            self._kick()
+
+        def report_snapshot(mid: MemberId, failed: bool) -> None:
+            self.node.report_snapshot(mid, failed)
+            self._kick()
+
+        def snapshot_source(meta: SnapshotMetadata) -> str:
+            # Called in a worker thread: the copy itself must run between apply rounds.
+            return asyncio.run_coroutine_threadsafe(self.snapshot_file(), loop).result()
+
+        def on_snapshot(m: Message, path: Path) -> None:
+            self._incoming_snapshots[m.snapshot.metadata.index if m.snapshot else 0] = str(path)
+            on_messages([m])
+
+        self._transport = PeerTransport(
+            TransportConfig(
+                cluster_id=self.cluster_id,
+                member_id=self.id,
+                snapshot_dir=Path(self.cfg.snap_path),
+            ),
+            on_messages=on_messages,
+            report_unreachable=report_unreachable,
+            report_snapshot=report_snapshot,
+            snapshot_source=snapshot_source,
+            on_snapshot=on_snapshot,
+            logger=self.log,
+            rand=self._rand,
+        )
+        for mid, urls in peers.items():
+            self._transport.add_peer(mid, urls)
+        self.log.info(
+            "starting peer transport",
+            listen_peer_urls=[str(u) for u in self.cfg.listen_peer_urls],
+            peers=[format_id(m) for m in peers],
+        )
+        await self._transport.start([str(u) for u in self.cfg.listen_peer_urls])
 
     async def wait_ready(self) -> None:
         """Return once this member has a leader and applied all entries of its term so far."""
@@ -461,6 +513,9 @@ class Member:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                await self._transport.stop()
         # The Ready loop finishes the round it is in (persist, apply, advance), then exits.
         self._kick()
         if self._loop_task is not None:
@@ -620,7 +675,7 @@ class Member:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         # 1. persist
         if rd.snapshot is not None and not rd.snapshot.is_empty:
-            raise FatalError("installing a snapshot from a leader is not supported yet")
+            await self._install_snapshot(rd.snapshot)
         if rd.hard_state is not None or rd.entries:
             self._wal.save(rd.hard_state, rd.entries)
         if rd.must_sync:
@@ -631,7 +686,9 @@ class Member:
             self._storage.append(rd.entries)
         if rd.hard_state is not None:
             self._storage.set_hard_state(rd.hard_state)
-        # 2. send: a single-member cluster has nobody to send to.
+        # 2. send, only now that what the messages promise is durable
+        if rd.messages and self._transport is not None:
+            self._transport.send(rd.messages)
         # 3. apply
         if rd.committed_entries:
             self._apply(rd.committed_entries)
@@ -644,6 +701,51 @@ class Member:
         self._resolve_reads()
         if rd.committed_entries:
             await self._after_apply()
+
+    async def _install_snapshot(self, snap: Snapshot) -> None:
+        """A leader sent the state machine (its backend file): adopt it, then the log."""
+        meta = snap.metadata
+        path = self._incoming_snapshots.pop(meta.index, None)
+        if path is None:
+            raise FatalError(f"no snapshot file received for snapshot index {meta.index}")
+        for stale in [i for i in self._incoming_snapshots if i < meta.index]:
+            with contextlib.suppress(OSError):
+                os.remove(self._incoming_snapshots.pop(stale))
+        self.log.info("applying snapshot", snapshot_index=meta.index, snapshot_term=meta.term)
+        await self._in_thread(self._backend.commit)
+        ci, _ = await self._in_thread(lambda: self._backend.replace_with(path))
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        self._rebuild_state_machine()
+        await self._in_thread(lambda: self._snapshotter.save_bytes(meta, b""))
+        self._wal.save_snapshot(meta)
+        await self._in_thread(self._wal.sync)
+        self._storage.apply_snapshot(Snapshot(meta))
+        self._conf_voters = meta.conf_state.voters
+        self._applied = max(self._applied, meta.index)
+        self._consistent_index = max(ci, meta.index)
+        self._snapshot_index = meta.index
+        self.log.info("applied snapshot", snapshot_index=meta.index, consistent_index=ci)
+
+    def _rebuild_state_machine(self) -> None:
+        """After the backend file was replaced: a new lessor, mvcc reloaded, members reread."""
+        cfg = self.cfg
+        self.lessor = Lessor(
+            BucketLeaseStore(NamedBucket(self._backend, LEASE)),
+            clock=time.monotonic,
+            config=self.lessor.config,
+        )
+        # mvcc has no public way to swap its lease hook on reload yet (reported to the lead).
+        self.kv._lessor = self.lessor
+        self.kv.reload()
+        self._members = {
+            MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
+                MemberId(int.from_bytes(k, "big")), v
+            )
+            for k, v in self._backend.iterate(MEMBERS)
+        }
+        self._db_size_bytes = self._backend.size_bytes()
+        del cfg
 
     def _on_soft_state(self, lead: MemberId, role: Role) -> None:
         if lead != self._lead:
