@@ -16,7 +16,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import select
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,3 +286,48 @@ def _proto_normal(message_type: Any, data: bytes) -> Any:
         if which:
             clear(getattr(op, which))
     return message
+
+
+def run_streaming(
+    binary: str,
+    server: ServerProcess,
+    args: tuple[str, ...],
+    until: bytes,
+    timeout_s: float = 20.0,
+    env: Mapping[str, str] | None = None,
+) -> Result:
+    """Run a command that does not end by itself (watch, keep-alive) as a process.
+
+    Read its stdout until ``until`` has appeared (or the process exits, or the
+    time is up), then kill it by pid and return what it printed.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    environ.update(env or {})
+    argv = (binary, "--endpoints", server.endpoint, *args)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, start_new_session=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    out = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while until not in out and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+            if ready:
+                chunk = proc.stdout.read()
+                if not chunk:
+                    break  # EOF: the process ended
+                out += chunk
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.set_blocking(proc.stdout.fileno(), True)
+        out += proc.stdout.read()
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    code = proc.returncode if proc.returncode >= 0 else -1  # -1: killed by us
+    return Result(argv, code, out, err)

@@ -67,6 +67,7 @@ class _Stubs:
         self.maintenance: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
         self.auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
         self.lease: Any = rpc_pb2_grpc.LeaseStub(channel)  # type: ignore[no-untyped-call]
+        self.watch: Any = rpc_pb2_grpc.WatchStub(channel)  # type: ignore[no-untyped-call]
         self.cluster: Any = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
 
 
@@ -452,4 +453,47 @@ class Client:
             raise from_rpc_error(exc) from None
         finally:
             answers.put(-1.0)
+            responses.cancel()
+
+    # ------------------------------------------------------------ Watch
+
+    def watch(
+        self, key: bytes, range_end: bytes = b"", *, require_leader: bool = True, **options: Any
+    ) -> Iterator[Any]:
+        """Watch a key or range; yields every WatchResponse after the creation one.
+
+        Options are those of :func:`petcd.client.requests.watch_create_request`.
+        The iterator ends after a response with ``canceled`` set (for instance
+        a compacted start revision: ``compact_revision`` says up to where);
+        closing the generator cancels the stream. ``require_leader`` sends
+        etcd's ``hasleader`` metadata, so a member without a leader cancels the
+        watch instead of going silent.
+        """
+        if self._username is not None and self._token is None:
+            self.authenticate()
+        metadata: list[tuple[str, str]] = []
+        if self._token is not None:
+            metadata.append(("token", self._token))
+        if require_leader:
+            metadata.append(("hasleader", "true"))
+        stop = threading.Event()
+        create = rq.watch_create_request(key, range_end, **options)
+
+        def requests() -> Iterator[Any]:
+            yield create
+            stop.wait()
+
+        stubs = self._channel_for(self.endpoints[self._current])
+        responses = stubs.watch.Watch(requests(), metadata=metadata, wait_for_ready=True)
+        try:
+            for response in responses:
+                if response.created and not response.events and not response.canceled:
+                    continue
+                yield response
+                if response.canceled:
+                    return
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            stop.set()
             responses.cancel()

@@ -160,6 +160,8 @@ class Invocation:
     stderr: IO[bytes]
     environ: Mapping[str, str]
     client_factory: Callable[[ClientConfig], Client] = default_client_factory
+    # The whole command line (etcdctl's watch looks at the raw os.Args).
+    argv: list[str] = field(default_factory=list)
     _env_applied: bool = field(default=False, repr=False)
     _client: Client | None = field(default=None, repr=False)
 

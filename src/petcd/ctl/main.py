@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 from petcd.client import Client
-from petcd.ctl import endpoint, kv, lease, member, version
+from petcd.ctl import endpoint, kv, lease, member, version, watch
 from petcd.ctl.command import Command, Parsed, resolve, suggestions_for, usage
 from petcd.ctl.context import GLOBAL_FLAGS, ClientConfig, Invocation, default_client_factory
 from petcd.ctl.errors import EXIT_ERROR, ExitError, FlagError, SilentExit
 
 CLI_NAME = "etcdctl"
-COMMAND_GROUPS = [kv, endpoint, lease, member, version]
+COMMAND_GROUPS = [kv, endpoint, lease, member, version, watch]
 
 
 def build_root() -> Command:
@@ -106,6 +106,7 @@ def run(
         stderr=stderr,
         environ=env,
         client_factory=client_factory,
+        argv=list(argv),
     )
     try:
         command.run(inv)
