@@ -90,3 +90,48 @@ def test_three_members_replicate_fail_over_and_catch_up(cluster: list[PetcdProce
                 break
             assert time.monotonic() < deadline, f"caught up {len(resp.kvs)}/30"
             time.sleep(0.1)
+
+
+def test_lagging_member_is_sent_a_snapshot(tmp_path: Path) -> None:
+    members = _cluster(tmp_path)
+    for m in members:
+        m.extra_args += ["--snapshot-count", "20", "--experimental-snapshot-catchup-entries", "5"]
+    try:
+        for m in members:
+            m.start(wait=False)
+        for m in members:
+            m.wait_ready()
+        leader_id = _status(members[0]).leader
+        follower = next(m for m in members if _status(m).header.member_id != leader_id)
+        live = next(m for m in members if m is not follower)
+        follower.kill()
+        with live.channel() as ch:
+            kv = kv_stub(ch)
+            for i in range(120):
+                kv.Put(rpc_pb2.PutRequest(key=b"s/%03d" % i, value=b"v%d" % i), timeout=10)
+        follower.start()
+        deadline = time.monotonic() + 30
+        with follower.channel() as ch:
+            kv = kv_stub(ch)
+            while True:
+                resp = kv.Range(rpc_pb2.RangeRequest(key=b"s/", range_end=b"s0", serializable=True))
+                if len(resp.kvs) == 120:
+                    break
+                assert time.monotonic() < deadline, f"caught up {len(resp.kvs)}/120"
+                time.sleep(0.2)
+        assert any(r["msg"] == "applied snapshot" for r in follower.log_records())
+        # And it keeps applying new writes after the snapshot.
+        with live.channel() as ch:
+            kv_stub(ch).Put(rpc_pb2.PutRequest(key=b"s/after", value=b"x"), timeout=10)
+        assert etcdctl(follower.endpoint, "get", "s/after", "--print-value-only").stdout == "x\n"
+        # A restart after installing the snapshot starts from it.
+        follower.kill()
+        follower.start()
+        with follower.channel() as ch:
+            resp = kv_stub(ch).Range(
+                rpc_pb2.RangeRequest(key=b"s/", range_end=b"s0", serializable=True)
+            )
+        assert len(resp.kvs) == 121
+    finally:
+        for m in members:
+            m.stop()
