@@ -56,6 +56,18 @@ def test_three_members_replicate_fail_over_and_catch_up(cluster: list[PetcdProce
         for i in range(3):
             assert etcdctl(m.endpoint, "get", f"k{i}", "--print-value-only").stdout == f"v{i}\n"
 
+    # Leases: keep-alive and time-to-live through a follower are forwarded to the leader.
+    follower = next(
+        m for m, s in zip(cluster, statuses, strict=True) if s.leader != s.header.member_id
+    )
+    out = etcdctl(follower.endpoint, "lease", "grant", "60")
+    assert out.returncode == 0, out.stderr
+    lease_id = out.stdout.split()[1]
+    out = etcdctl(follower.endpoint, "lease", "keep-alive", "--once", lease_id)
+    assert out.stdout == f"lease {lease_id} keepalived with TTL(60)\n", out.stderr
+    out = etcdctl(follower.endpoint, "lease", "timetolive", lease_id)
+    assert out.returncode == 0 and "granted with TTL(60s)" in out.stdout, out.stderr
+
     # Kill the leader: the two others elect a new one and keep serving writes.
     leader = next(
         m for m, s in zip(cluster, statuses, strict=True) if s.header.member_id == leader_id

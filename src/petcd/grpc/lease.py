@@ -7,17 +7,25 @@ bidirectional stream answered by the leader's lessor, one response per request, 
 for a lease that does not exist (etcd does not fail the stream for that); TimeToLive answers
 TTL -1 for a lease that does not exist (OK, not an error, as etcd's LeaseServer); Leases
 lists every lease id. Errors are mapped by ``petcd.grpc.status``.
+
+KeepAlive and TimeToLive are answered by the leader's lessor only. On a follower the member
+raises ``NotLeaderError`` and this service forwards the request to the leader's client URL
+over gRPC (etcd forwards over its peer HTTP endpoint), one channel per leader address.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
+
+import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc import convert
 from petcd.grpc.status import is_expected, status_for
 from petcd.lease import LeaseInfo, TimeToLive
 from petcd.mvcc.requests import ResponseHeader
+from petcd.server.errors import NoLeaderError, NotLeaderError
 from petcd.server.log import Logger
 
 
@@ -36,11 +44,37 @@ class LeaseMember(Protocol):
 
     async def lease_leases(self) -> tuple[ResponseHeader, list[LeaseInfo]]: ...
 
+    def leader_client_endpoint(self) -> str | None: ...
+
 
 class LeaseService(rpc_pb2_grpc.LeaseServicer):
     def __init__(self, member: LeaseMember, log: Logger | None = None) -> None:
         self._member = member
         self._log = log
+        self._channels: dict[str, Any] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _leader_stub(self) -> Any:
+        endpoint = self._member.leader_client_endpoint()
+        if endpoint is None:
+            raise NoLeaderError()
+        ch = self._channels.get(endpoint)
+        if ch is None:
+            for old in self._channels.values():  # a new leader: close channels to old ones
+                task = asyncio.get_running_loop().create_task(old.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            self._channels = {endpoint: grpc.aio.insecure_channel(endpoint)}
+            ch = self._channels[endpoint]
+        return rpc_pb2_grpc.LeaseStub(ch)  # type: ignore[no-untyped-call]
+
+    async def _forward_keep_alive(self, req: Any) -> Any:
+        call = self._leader_stub().LeaseKeepAlive()
+        try:
+            await call.write(req)
+            return await call.read()
+        finally:
+            call.cancel()
 
     async def _abort(self, context: Any, exc: BaseException, method: str) -> None:
         code, message = status_for(exc)
@@ -67,7 +101,11 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     async def LeaseKeepAlive(self, request_iterator: Any, context: Any) -> Any:
         try:
             async for req in request_iterator:
-                header, ttl = await self._member.lease_keep_alive(req.ID)
+                try:
+                    header, ttl = await self._member.lease_keep_alive(req.ID)
+                except NotLeaderError:
+                    await context.write(await self._forward_keep_alive(req))
+                    continue
                 await context.write(
                     rpc_pb2.LeaseKeepAliveResponse(
                         header=convert.header_pb(header), ID=req.ID, TTL=ttl
@@ -78,7 +116,10 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseTimeToLive(self, request: Any, context: Any) -> Any:
         try:
-            header, ttl = await self._member.lease_time_to_live(request.ID, request.keys)
+            try:
+                header, ttl = await self._member.lease_time_to_live(request.ID, request.keys)
+            except NotLeaderError:
+                return await self._leader_stub().LeaseTimeToLive(request, timeout=10)
             if ttl is None:
                 return rpc_pb2.LeaseTimeToLiveResponse(
                     header=convert.header_pb(header), ID=request.ID, TTL=-1

@@ -28,6 +28,10 @@ _SERVER: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
         "etcdserver: request timed out",
     ),
     server_errors.StoppedError: (grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped"),
+    server_errors.NotLeaderError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: not leader",
+    ),
     server_errors.RequestTooLargeError: (
         grpc.StatusCode.INVALID_ARGUMENT,
         "etcdserver: request is too large",

@@ -43,6 +43,11 @@ class NoLeaderError(RequestError):
     """etcd: ``etcdserver: no leader`` (UNAVAILABLE)."""
 
 
+class NotLeaderError(RequestError):
+    """etcd: ``etcdserver: not leader`` (FAILED_PRECONDITION): a leader-only request (lease
+    keep-alive, time-to-live) reached a follower. The gRPC layer forwards it to the leader."""
+
+
 class RequestTimeoutError(RequestError):
     """etcd: ``etcdserver: request timed out`` (UNAVAILABLE)."""
 

@@ -125,6 +125,7 @@ from petcd.server.errors import (
     ConfigError,
     NoLeaderError,
     NoSpaceError,
+    NotLeaderError,
     RequestTimeoutError,
     RequestTooLargeError,
     StoppedError,
@@ -1063,7 +1064,9 @@ class Member:
         try:
             ttl = self.lessor.renew(LeaseId(lease_id))
         except NotPrimaryError:
-            raise NoLeaderError() from None
+            raise (
+                NotLeaderError() if self._lead not in (NONE_ID, self.id) else NoLeaderError()
+            ) from None
         except LeaseNotFoundError:
             ttl = 0
         if self.lessor.has_pending_checkpoints():
@@ -1078,10 +1081,21 @@ class Member:
         try:
             ttl = self.lessor.time_to_live(LeaseId(lease_id), with_keys=with_keys)
         except NotPrimaryError:
-            raise NoLeaderError() from None
+            raise (
+                NotLeaderError() if self._lead not in (NONE_ID, self.id) else NoLeaderError()
+            ) from None
         except LeaseNotFoundError:
             return self._header(self.kv.current_revision), None
         return self._header(self.kv.current_revision), ttl
+
+    def leader_client_endpoint(self) -> str | None:
+        """``host:port`` of the leader's first client URL, if another member leads."""
+        if self._lead in (NONE_ID, self.id):
+            return None
+        info = self._members.get(self._lead)
+        if info is None or not info.client_urls:
+            return None
+        return info.client_urls[0].split("://", 1)[-1]
 
     async def lease_leases(self) -> tuple[ResponseHeader, list[LeaseInfo]]:
         await self._read_barrier()
