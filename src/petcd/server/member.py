@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 One ``Member`` owns this process's share of the cluster: the raft core (``petcd.raft``), its
 log storage (``MemoryStorage``, made durable by ``petcd.wal``), the snapshot files
-(``petcd.snap``) and the state machine (``petcd.mvcc.KVStore`` over ``petcd.backend``). The
-gRPC layer hands it decoded requests (``petcd.mvcc.requests``) and awaits decoded responses.
+(``petcd.snap``), the state machine (``petcd.mvcc.WatchableStore`` over ``petcd.backend``, with
+the ``petcd.lease.Lessor``) and, in a cluster, the peer transport (``petcd.peer``). The gRPC
+layer hands it decoded requests (``petcd.mvcc.requests``) and awaits decoded responses.
 
 Data dir (as etcd's)::
 
@@ -22,7 +23,7 @@ core has something ready, in etcd's fixed order:
 2. ``rd = node.ready()``; persist ``rd.snapshot`` marker, ``rd.hard_state`` and ``rd.entries``
    to the WAL, with one ``fdatasync`` in a worker thread when ``rd.must_sync`` (new proposals
    keep queueing meanwhile: group commit); append them to ``MemoryStorage``;
-3. send ``rd.messages`` (a single-member cluster has none: petcd has no peer transport yet);
+3. send ``rd.messages`` through the peer transport (only now: what they promise is durable);
 4. apply ``rd.committed_entries`` to the KVStore in one backend batch (conf changes also go to
    ``node.apply_conf_change``); resolve the futures of the requests this member proposed;
 5. ``node.advance(rd)``; resolve read rounds whose index is now applied; maybe snapshot.
@@ -39,10 +40,21 @@ applied again (conf changes are, to rebuild raft's configuration). Nothing appli
 Snapshot: when ``applied - last_snapshot_index > --snapshot-count``, the backend is committed,
 a snapshot file (metadata only: the backend file is the state) and a WAL marker are written,
 ``MemoryStorage`` keeps the last ``--experimental-snapshot-catchup-entries`` entries, and WAL
-segments before the marker are released.
+segments before the marker are released. A follower too far behind is sent a copy of the
+leader's backend file with the MsgSnap; it replaces its backend with it, rebuilds the lessor
+and mvcc from it, and records the snapshot marker.
 
-Everything runs on the event loop thread except WAL ``sync`` and backend commits, which run in
-worker threads (they do not touch the KVStore's in-memory state). A failed fsync is fatal: the
+Leases: the lessor's replicated half runs at apply time (grant, revoke with its keys deleted in
+one revision, checkpoints); its leader half (expiry, keep-alive, time-to-live) runs on the
+leader only: promoted when the leader applies the first entry of its term, demoted when
+leadership is lost; a 0.5 s timer proposes revokes of expired leases.
+
+Watches: mvcc's watchable store feeds synced watchers as entries are applied; a task catches up
+unsynced and slow ("victim") watchers every 100 ms or when woken.
+
+Everything runs on the event loop thread except WAL ``sync``, backend commits, defragment and
+snapshot copies, which run in worker threads, and only between apply rounds (a backend commit
+must never separate an entry's data from its consistent index). A failed fsync is fatal: the
 member logs it and the process exits.
 """
 
