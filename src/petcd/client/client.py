@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -354,6 +354,52 @@ class Client:
         return self._call(
             lambda s: s.maintenance.Alarm, request, endpoint=endpoint, timeout_s=timeout_s
         )
+
+    def alarm_disarm(
+        self, member_id: int = 0, alarm: int = 0, *, timeout_s: float | None = None
+    ) -> Any:
+        """Deactivate alarms (all members, all alarm types by default)."""
+        request = rpc_pb2.AlarmRequest(
+            action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=member_id, alarm=cast(Any, alarm)
+        )
+        return self._call(lambda s: s.maintenance.Alarm, request, timeout_s=timeout_s)
+
+    def defragment(self, endpoint: str | None = None, *, timeout_s: float | None = None) -> Any:
+        """Defragment one member's backend."""
+        return self._call(
+            lambda s: s.maintenance.Defragment,
+            rpc_pb2.DefragmentRequest(),
+            endpoint=endpoint,
+            timeout_s=timeout_s,
+        )
+
+    def move_leader(
+        self, target_id: int, endpoint: str | None = None, *, timeout_s: float | None = None
+    ) -> Any:
+        """Ask the leader (at ``endpoint``) to hand leadership to ``target_id``."""
+        return self._call(
+            lambda s: s.maintenance.MoveLeader,
+            rpc_pb2.MoveLeaderRequest(targetID=target_id),
+            endpoint=endpoint,
+            timeout_s=timeout_s,
+        )
+
+    def snapshot(
+        self, endpoint: str | None = None, *, timeout_s: float | None = None
+    ) -> Iterator[bytes]:
+        """Stream a backend snapshot from one member; yields the blob pieces."""
+        if self._username is not None and self._token is None:
+            self.authenticate()
+        metadata = (("token", self._token),) if self._token is not None else None
+        stubs = self._channel_for(endpoint or self.endpoints[self._current])
+        responses = stubs.maintenance.Snapshot(
+            rpc_pb2.SnapshotRequest(), timeout=timeout_s, metadata=metadata, wait_for_ready=True
+        )
+        try:
+            for response in responses:
+                yield response.blob
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     def member_list(self, *, linearizable: bool = False, timeout_s: float | None = None) -> Any:
         """The cluster's members; returns the MemberListResponse."""

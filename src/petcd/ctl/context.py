@@ -139,9 +139,10 @@ def default_client_factory(config: ClientConfig) -> Client:
     )
 
 
-def _zap_line(level: str, msg: str, **fields: str) -> str:
+def zap_line(level: str, msg: str, caller: str = "flags/flag.go:93", **fields: str) -> str:
+    """A log line shaped like etcd's zap JSON logs (they are noise, not output)."""
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-    record = {"level": level, "ts": now.replace("+00:00", "Z"), "caller": "flags/flag.go:93"}
+    record = {"level": level, "ts": now.replace("+00:00", "Z"), "caller": caller}
     record["msg"] = msg
     record.update(fields)
     return json.dumps(record, separators=(",", ":")) + "\n"
@@ -209,7 +210,7 @@ class Invocation:
                 continue
             if key in already_set:
                 self.err(
-                    _zap_line(
+                    zap_line(
                         "fatal",
                         "conflicting environment variable is shadowed by corresponding "
                         "command-line flag (either unset environment variable or disable flag))",
@@ -219,7 +220,7 @@ class Invocation:
                 raise SilentExit(EXIT_ERROR)
             if key.startswith(ENV_PREFIX + "_"):
                 self.err(
-                    _zap_line(
+                    zap_line(
                         "warn",
                         "unrecognized environment variable",
                         **{"environment-variable": f"{key}={value}"},

@@ -1,0 +1,251 @@
+"""``alarm list|disarm``, ``defrag``, ``move-leader`` and ``snapshot save``.
+
+Theory of operation: thin commands over the Maintenance service, printed the
+way etcdctl 3.5 prints them. ``alarm`` prints each alarm as gogoproto's compact
+text (``memberID:<id> alarm:NOSPACE `` with its trailing space); ``defrag``
+reports per endpoint and exits 1 if any failed; ``move-leader`` first finds
+which endpoint is the leader (``Status``), then asks it to transfer;
+``snapshot save`` streams one member's backend into ``<file>.part``, fsyncs
+it and renames it into place, so a partial download never has the final name.
+``snapshot restore|status`` belong to ``petcdutl`` (as they moved to
+``etcdutl`` in etcd 3.5) and ``defrag --data-dir`` likewise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+from petcd.client import ClientError
+from petcd.ctl.command import Command, Flag, FlagKind
+from petcd.ctl.context import Invocation, zap_line
+from petcd.ctl.endpoint import endpoints_from_cluster
+from petcd.ctl.errors import (
+    EXIT_BAD_ARGS,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    ExitError,
+    SilentExit,
+)
+from petcd.ctl.gofmt import go_json, go_quote, humanize_bytes
+from petcd.ctl.printer import (
+    FieldsPrinter,
+    JsonPrinter,
+    ProtobufPrinter,
+    SimplePrinter,
+    make_printer,
+)
+
+_ALARM_TYPES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
+
+
+def print_alarms(inv: Invocation, resp: Any) -> None:
+    printer = make_printer(inv)
+    if isinstance(printer, SimplePrinter):
+        for alarm in resp.alarms:
+            text = ""
+            if alarm.memberID:
+                text += f"memberID:{alarm.memberID} "
+            if alarm.alarm:
+                text += f"alarm:{_ALARM_TYPES.get(alarm.alarm, str(alarm.alarm))} "
+            inv.out(text + "\n")
+    elif isinstance(printer, JsonPrinter):
+        inv.out(go_json(resp) + "\n")
+    elif isinstance(printer, FieldsPrinter):
+        if not resp.HasField("header"):
+            # etcdctl dereferences the missing header and crashes.
+            inv.err("panic: runtime error: invalid memory address or nil pointer dereference\n")
+            raise SilentExit(2)
+        printer.hdr(resp)
+        for alarm in resp.alarms:
+            printer.line("MemberID", alarm.memberID)
+            printer.line("AlarmType", _ALARM_TYPES.get(alarm.alarm, str(alarm.alarm)))
+            inv.out("\n")
+    elif isinstance(printer, ProtobufPrinter):
+        inv.out(resp.SerializeToString())
+    else:
+        printer.unsupported()
+
+
+def alarm_list_command(inv: Invocation) -> None:
+    if inv.args:
+        raise ExitError(EXIT_BAD_ARGS, "alarm list command accepts no arguments")
+    client = inv.client()
+    try:
+        resp = client.alarm_list()
+    except ClientError as exc:
+        raise ExitError(EXIT_ERROR, str(exc)) from None
+    print_alarms(inv, resp)
+
+
+def alarm_disarm_command(inv: Invocation) -> None:
+    if inv.args:
+        raise ExitError(EXIT_BAD_ARGS, "alarm disarm command accepts no arguments")
+    client = inv.client()
+    try:
+        resp = client.alarm_disarm()
+    except ClientError as exc:
+        raise ExitError(EXIT_ERROR, str(exc)) from None
+    print_alarms(inv, resp)
+
+
+def defrag_command(inv: Invocation) -> None:
+    if inv.values["data-dir"]:
+        raise ExitError(
+            EXIT_ERROR, "--data-dir is not supported by petcdctl: use `petcdutl defrag`"
+        )
+    client = inv.client()
+    failures = 0
+    for ep in endpoints_from_cluster(inv):
+        try:
+            client.defragment(ep)
+        except ClientError as exc:
+            inv.err(f"Failed to defragment etcd member[{ep}] ({exc})\n")
+            failures += 1
+        else:
+            inv.out(f"Finished defragmenting etcd member[{ep}]\n")
+    if failures:
+        raise SilentExit(EXIT_ERROR)
+
+
+def move_leader_command(inv: Invocation) -> None:
+    if len(inv.args) != 1:
+        raise ExitError(EXIT_BAD_ARGS, "move-leader command needs 1 argument")
+    text = inv.args[0]
+    if not text or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise ExitError(
+            EXIT_BAD_ARGS, f"strconv.ParseUint: parsing {go_quote(text)}: invalid syntax"
+        )
+    if int(text, 16) >= 2**64:
+        raise ExitError(
+            EXIT_BAD_ARGS, f"strconv.ParseUint: parsing {go_quote(text)}: value out of range"
+        )
+    target = int(text, 16)
+    client = inv.client()
+    leader_ep = None
+    leader_id = 0
+    for ep in inv.endpoints():
+        try:
+            status = client.status(ep)
+        except ClientError as exc:
+            raise ExitError(EXIT_ERROR, str(exc)) from None
+        if status.header.member_id == status.leader:
+            leader_ep, leader_id = ep, status.leader
+            break
+    if leader_ep is None:
+        eps = " ".join(inv.endpoints())
+        raise ExitError(EXIT_BAD_ARGS, f"no leader endpoint given at [{eps}]")
+    try:
+        resp = client.move_leader(target, leader_ep)
+    except ClientError as exc:
+        raise ExitError(EXIT_ERROR, str(exc)) from None
+    printer = make_printer(inv)
+    if isinstance(printer, SimplePrinter):
+        inv.out(f"Leadership transferred from {leader_id:x} to {target:x}\n")
+    elif isinstance(printer, JsonPrinter):
+        inv.out(go_json(resp) + "\n")
+    elif isinstance(printer, ProtobufPrinter):
+        inv.out(resp.SerializeToString())
+    else:
+        printer.unsupported()
+
+
+def snapshot_save_command(inv: Invocation) -> None:
+    if len(inv.args) != 1:
+        raise ExitError(EXIT_BAD_ARGS, "snapshot save expects one argument")
+    config = inv.client_config()
+    if len(config.endpoints) != 1:
+        raise ExitError(
+            EXIT_INTERRUPTED,
+            "snapshot must be requested to one selected node, not multiple "
+            f"[{' '.join(config.endpoints)}]",
+        )
+    path = inv.args[0]
+    partial = path + ".part"
+    # No timeout unless --command-timeout was given (etcdctl 3.5).
+    timeout_s = float(inv.values["command-timeout"]) if "command-timeout" in inv.changed else None
+    client = inv.client()
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ExitError(
+            EXIT_INTERRUPTED,
+            f"could not open {partial} (open {partial}: {(exc.strerror or str(exc)).lower()})",
+        ) from None
+    inv.err(
+        zap_line("info", "created temporary db file", "snapshot/v3_snapshot.go:119", path=partial)
+    )
+    start = time.monotonic()
+    size = 0
+    try:
+        inv.err(
+            zap_line(
+                "info",
+                "fetching snapshot",
+                "snapshot/v3_snapshot.go:127",
+                endpoint=config.endpoints[0],
+            )
+        )
+        for blob in client.snapshot(timeout_s=timeout_s):
+            os.write(fd, blob)
+            size += len(blob)
+        os.fsync(fd)
+    except ClientError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise ExitError(EXIT_INTERRUPTED, str(exc)) from None
+    os.close(fd)
+    inv.err(
+        zap_line(
+            "info",
+            "fetched snapshot",
+            "snapshot/v3_snapshot.go:142",
+            endpoint=config.endpoints[0],
+            size=humanize_bytes(size),
+            took=f"{time.monotonic() - start:.6f}",
+        )
+    )
+    os.replace(partial, path)
+    inv.err(zap_line("info", "saved", "snapshot/v3_snapshot.go:152", path=path))
+    inv.out(f"Snapshot saved at {path}\n")
+
+
+def commands() -> list[Command]:
+    alarm = Command("alarm <subcommand>", "Alarm related commands")
+    alarm.add(
+        Command("disarm", "Disarms all alarms", run=alarm_disarm_command),
+        Command("list", "Lists all alarms", run=alarm_list_command),
+    )
+    defrag = Command(
+        "defrag",
+        "Defragments the storage of the etcd members with given endpoints",
+        run=defrag_command,
+        flags=[
+            Flag(
+                "data-dir",
+                FlagKind.STRING,
+                "",
+                "Optional. If present, defragments a data directory not in use by etcd.",
+            )
+        ],
+        persistent_flags=[
+            Flag("cluster", FlagKind.BOOL, False, "use all endpoints from the cluster member list")
+        ],
+    )
+    move_leader = Command(
+        "move-leader <transferee-member-id>",
+        "Transfers leadership to another etcd cluster member.",
+        run=move_leader_command,
+    )
+    snapshot = Command("snapshot <subcommand>", "Manages etcd node snapshots")
+    snapshot.add(
+        Command(
+            "save <filename>",
+            "Stores an etcd node backend snapshot to a given file",
+            run=snapshot_save_command,
+        )
+    )
+    return [alarm, defrag, move_leader, snapshot]

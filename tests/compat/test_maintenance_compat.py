@@ -1,0 +1,44 @@
+"""Differential tests of ``alarm``, ``defrag``, ``move-leader`` and ``snapshot save``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.compat.harness import Differ
+
+
+def test_alarms_and_defrag(differ: Differ) -> None:
+    differ.check("alarm", "list")
+    differ.check("alarm", "list", "-w", "json")
+    differ.check("alarm", "list", "-w", "protobuf")
+    differ.check("alarm", "disarm")
+    differ.check("alarm", "list", "extra")
+    differ.check("alarm", "disarm", "extra")
+    differ.check("defrag")
+    differ.check("defrag", "--cluster")
+    differ.check("defrag", "-w", "json")
+
+
+def test_move_leader(differ: Differ) -> None:
+    ref, tgt = differ.run_both("endpoint", "status", "-w", "json")
+    ids = [int(r.stdout.split(b'"leader":')[1].split(b",")[0]) for r in (ref, tgt)]
+    differ.alias("LEADER", ids[0], ids[1])
+    differ.check("move-leader", "{LEADER}")
+    differ.check("move-leader", "{LEADER}", "-w", "json")
+    differ.check("move-leader", "1")
+    differ.check("move-leader", "xyz")
+    differ.check("move-leader")
+
+
+def test_snapshot_save(differ: Differ, tmp_path: Path) -> None:
+    differ.check("put", "snap/k", "v")
+    ref, tgt = differ.run_both("snapshot", "save", str(tmp_path / "ref.db"))
+    assert (ref.code, ref.stdout) == (0, f"Snapshot saved at {tmp_path / 'ref.db'}\n".encode())
+    path = tmp_path / "target.db"
+    ref, tgt = differ.run_both("snapshot", "save", str(path))
+    assert (tgt.code, tgt.stdout) == (0, f"Snapshot saved at {path}\n".encode())
+    assert path.stat().st_size > 0 and not (tmp_path / "target.db.part").exists()
+    differ.check("snapshot", "save")
+    differ.check(
+        "snapshot", "save", str(tmp_path / "missing-dir" / "x.db"), subs=((rb"/tmp\S*", b"P"),)
+    )
