@@ -906,6 +906,11 @@ class Raft:
             return cs
         if self.id not in self.voters:
             # Removed (or demoted): a leader that does not count for the quorum steps down.
+            # First tell every remaining member the commit index, regardless of flow control:
+            # a member that does not know the change committed keeps the old configuration,
+            # where it may need this (soon shut down) member's vote and could never win.
+            for id_ in self.peers:
+                self._send_heartbeat(id_, b"")
             self.become_follower(self.term, NONE_ID)
             return cs
         if not self.voters:

@@ -185,6 +185,25 @@ def test_removed_leader_steps_down_and_the_rest_elect_a_new_one() -> None:
     )
 
 
+def test_removed_leader_tells_the_others_the_commit_index_before_stepping_down() -> None:
+    # With a window of one message, the ack that commits the removal leaves the other
+    # follower's progress paused; only a heartbeat can carry the commit index to it.
+    c = fresh(max_inflight_msgs=1)
+    c.elect(1)
+    c.node(1).propose_conf_change(ConfChange(REMOVE, MemberId(1)))
+    c.deliver(c.take(1))
+    acks = c.take(2) + c.take(3)
+    c.deliver(acks[:1])  # 2's ack commits the removal (1, 2 of 3)
+    rd = c.process(1)
+    assert [confchange.decode(e.data).type for e in rd.committed_entries] == [REMOVE]
+    removal = rd.committed_entries[0].index
+    assert c.node(1).raft.role is Role.FOLLOWER
+    rd = c.process(1)
+    assert rd is not None
+    hbs = [(m.type, m.to, m.commit) for m in rd.messages if m.type == M.HEARTBEAT]
+    assert hbs == [(M.HEARTBEAT, 2, removal), (M.HEARTBEAT, 3, removal - 1)]
+
+
 def test_new_leader_with_uncommitted_conf_change_in_log_refuses_another() -> None:
     c = fresh(check_quorum=False)  # no leases: 3 votes for 2 at once
     c.elect(1)
