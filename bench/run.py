@@ -314,10 +314,16 @@ def rate_of(result: dict[str, Any]) -> float:
 
 
 def git_commit() -> str:
-    done = subprocess.run(
+    """HEAD, with "+dirty" when src/ has uncommitted changes (petcd runs from the tree)."""
+    head = subprocess.run(
         ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return done.stdout.strip()
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{head}+dirty" if dirty else head
 
 
 def version_of(argv: Sequence[str]) -> str:
