@@ -23,6 +23,7 @@ import grpc.aio
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.client import requests as rq
 from petcd.client.client import (
+    AUTH_NOT_ENABLED,
     DEFAULT_COMMAND_TIMEOUT_S,
     DEFAULT_DIAL_TIMEOUT_S,
     MAX_RECEIVE_BYTES,
@@ -105,14 +106,20 @@ class AsyncClient:
         return stubs
 
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
-        return (("token", self._token),) if self._token is not None else None
+        return (("token", self._token),) if self._token else None
 
     async def authenticate(self, *, timeout_s: float | None = None) -> str:
         """Get a token for the configured user (done on the first call otherwise)."""
         assert self._username is not None, "no user configured"
         request = rpc_pb2.AuthenticateRequest(name=self._username, password=self._password)
         self._token = None
-        resp = await self._call_once(lambda s: s.auth.Authenticate, request, None, timeout_s)
+        try:
+            resp = await self._call_once(lambda s: s.auth.Authenticate, request, None, timeout_s)
+        except EtcdServerError as exc:
+            if exc.message != AUTH_NOT_ENABLED:
+                raise
+            self._token = ""  # authentication is off: carry on without a token
+            return self._token
         self._token = str(resp.token)
         return self._token
 

@@ -38,6 +38,7 @@ DEFAULT_DIAL_TIMEOUT_S = 2.0
 DEFAULT_COMMAND_TIMEOUT_S = 5.0
 # etcd's default --max-request-bytes is 1.5 MiB; responses may be much larger.
 MAX_RECEIVE_BYTES = 2**31 - 1
+AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +145,23 @@ class Client:
         )
 
     def authenticate(self, *, timeout_s: float | None = None) -> str:
-        """Get a token for the configured user (done on the first call otherwise)."""
+        """Get a token for the configured user (done on the first call otherwise).
+
+        If the server says authentication is not enabled, the client carries on
+        without a token, as etcd's Go client does; the token is then "".
+        """
         assert self._username is not None, "no user configured"
         request = rpc_pb2.AuthenticateRequest(name=self._username, password=self._password)
         self._token = None
-        resp: Any = self._call(
-            lambda s: s.auth.Authenticate, request, timeout_s=timeout_s, authenticated=False
-        )
+        try:
+            resp: Any = self._call(
+                lambda s: s.auth.Authenticate, request, timeout_s=timeout_s, authenticated=False
+            )
+        except EtcdServerError as exc:
+            if exc.message != AUTH_NOT_ENABLED:
+                raise
+            self._token = ""
+            return self._token
         self._token = str(resp.token)
         return self._token
 
@@ -183,7 +194,7 @@ class Client:
         timeout_s: float | None,
     ) -> T:
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
-        metadata = (("token", self._token),) if self._token is not None else None
+        metadata = (("token", self._token),) if self._token else None
         if endpoint is not None:
             order = [endpoint]
         else:
@@ -390,7 +401,7 @@ class Client:
         """Stream a backend snapshot from one member; yields the blob pieces."""
         if self._username is not None and self._token is None:
             self.authenticate()
-        metadata = (("token", self._token),) if self._token is not None else None
+        metadata = (("token", self._token),) if self._token else None
         stubs = self._channel_for(endpoint or self.endpoints[self._current])
         responses = stubs.maintenance.Snapshot(
             rpc_pb2.SnapshotRequest(), timeout=timeout_s, metadata=metadata, wait_for_ready=True
@@ -475,7 +486,7 @@ class Client:
         """
         if self._username is not None and self._token is None:
             self.authenticate()
-        metadata = (("token", self._token),) if self._token is not None else None
+        metadata = (("token", self._token),) if self._token else None
         stubs = self._channel_for(self.endpoints[self._current])
         answers: queue.Queue[float] = queue.Queue()
 
@@ -518,7 +529,7 @@ class Client:
         if self._username is not None and self._token is None:
             self.authenticate()
         metadata: list[tuple[str, str]] = []
-        if self._token is not None:
+        if self._token:
             metadata.append(("token", self._token))
         if require_leader:
             metadata.append(("hasleader", "true"))
@@ -543,3 +554,14 @@ class Client:
         finally:
             stop.set()
             responses.cancel()
+
+    # ------------------------------------------------------------ Auth
+
+    def auth(self, method: str, request: Any, *, timeout_s: float | None = None) -> Any:
+        """Call one Auth-service method by name, e.g. ``auth("UserAdd", AuthUserAddRequest(...))``.
+
+        The Auth service has seventeen unary methods with one request type
+        each; this one entry point covers them all (``AuthEnable``,
+        ``AuthStatus``, ``UserGet``, ``RoleGrantPermission``, ...).
+        """
+        return self._call(lambda s: getattr(s.auth, method), request, timeout_s=timeout_s)

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from petcd.api.authpb import auth_pb2
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.api.mvccpb import kv_pb2
 from petcd.client import CompactedError
@@ -57,6 +58,21 @@ class FakeClient:
     def compact(self, revision: int, physical: bool = False, **_: Any) -> Any:
         self._record("compact", rpc_pb2.CompactionRequest(revision=revision, physical=physical))
         return rpc_pb2.CompactionResponse(header=HEADER)
+
+    def auth(self, method: str, request: Any, **_: Any) -> Any:
+        self._record(method, request)
+        if method == "AuthStatus":
+            return rpc_pb2.AuthStatusResponse(header=HEADER, enabled=True, authRevision=4)
+        if method == "RoleGet":
+            perms = [
+                auth_pb2.Permission(permType=auth_pb2.Permission.READ, key=b"a/", range_end=b"a0"),
+                auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=b"k"),
+                auth_pb2.Permission(
+                    permType=auth_pb2.Permission.WRITE, key=b"z", range_end=b"\x00"
+                ),
+            ]
+            return rpc_pb2.AuthRoleGetResponse(header=HEADER, perm=perms)
+        raise AssertionError(method)
 
     def close(self) -> None:
         pass
@@ -338,3 +354,26 @@ def test_version(ctl: Runner) -> None:
         f"etcdctl version: {petcd.ETCD_VERSION}\nAPI version: 3.5\n".encode(),
         b"",
     )
+
+
+def test_auth_status_is_3_5_only_and_printed_like_etcdctl(ctl: Runner) -> None:
+    assert ctl("auth", "status") == (0, b"Authentication Status: true\nAuthRevision: 4\n", b"")
+    assert ctl("auth", "status", "-w", "json")[1] == (
+        b'{"header":{"cluster_id":11,"member_id":22,"revision":7,"raft_term":3},'
+        b'"enabled":true,"authRevision":4}\n'
+    )
+    assert ctl("auth", "status", "-w", "fields")[0::2] == (
+        4,
+        b"Error: fields not supported as output format\n",
+    )
+    assert ctl("auth", "status", "x")[0] == 128
+
+
+def test_role_get_lists_read_and_write_ranges(ctl: Runner) -> None:
+    code, out, _ = ctl("role", "get", "r")
+    assert code == 0
+    assert out == (
+        b"Role r\nKV Read:\n\t[a/, a0) (prefix a/)\n\tk\nKV Write:\n\tk\n\t[z, <open ended>\n"
+    )
+    _, fields, _ = ctl("role", "get", "r", "-w", "fields")
+    assert b'"PermType" :  READWRITE\n"Key" : "k"\n"RangeEnd" : ""\n' in fields
