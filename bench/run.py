@@ -606,17 +606,22 @@ def run_scale(args: argparse.Namespace) -> int:
     report["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     mib = 2**20
     print(f"\nscale: {args.scale_keys:,} keys of 8 bytes, values of {args.scale_val_size} bytes")
-    head = ["target", "puts/s", "RSS MiB", "disk MiB", "start-up s", "RSS after restart MiB"]
-    print("  ".join(head))
+    rows = [["target", "puts/s", "RSS MiB", "disk MiB", "start-up s", "RSS after restart MiB"]]
     for t, st in report["targets"].items():
         if "error" in st:
-            print(f"{t}  n/a ({st['error'][:200]})")
+            rows.append([t, "n/a", "-", "-", "-", st["error"][:60]])
             continue
-        print(
-            f"{t}  {st['load']['requests_per_s']:,.0f}  {st['loaded_rss_bytes'] / mib:,.0f}  "
-            f"{st['disk_bytes'] / mib:,.0f}  {st['loaded_startup_s']:.2f}  "
-            f"{st['restarted_rss_bytes'] / mib:,.0f}"
+        rows.append(
+            [
+                t,
+                f"{st['load']['requests_per_s']:,.0f}",
+                f"{st['loaded_rss_bytes'] / mib:,.0f}",
+                f"{st['disk_bytes'] / mib:,.0f}",
+                f"{st['loaded_startup_s']:.2f}",
+                f"{st['restarted_rss_bytes'] / mib:,.0f}",
+            ]
         )
+    print_rows(rows)
     out = Path(args.out) if args.out else results_path(args.label, "-scale")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
