@@ -7,9 +7,12 @@ ports, and waits on real conditions (bounded by a timeout) rather than on fixed 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
+import ipaddress
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -86,6 +89,8 @@ def make_member(
     cluster: int = CLUSTER,
     snapshot_file: Path | None = None,
     install: Callable[[Message, Path], None] | None = None,
+    server_ssl: ssl.SSLContext | None = None,
+    client_ssl: ssl.SSLContext | None = None,
     **cfg: Any,
 ) -> Member:
     log = ListLogger()
@@ -118,6 +123,8 @@ def make_member(
         on_snapshot=on_snapshot,
         on_rejected=lambda i, status: holder[0].rejected.append((i, status)),
         logger=log,
+        server_ssl=server_ssl,
+        client_ssl=client_ssl,
     )
     m = Member(MemberId(mid), port if port is not None else free_port(), t, log)
     holder.append(m)
@@ -401,6 +408,84 @@ def test_update_peer_moves_to_new_url(tmp_path: Path) -> None:
             assert b.received == []
         finally:
             await stop(a, b, b2)
+
+    run(main())
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "petcd-peer-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "peer.crt", tmp / "peer.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cert))
+    server_ctx.load_cert_chain(cert, key)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED  # as etcd's --peer-client-cert-auth
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    client_ctx.load_cert_chain(cert, key)
+
+    async def main() -> None:
+        members = []
+        for i in (1, 2):
+            m = make_member(i, tmp_path, server_ssl=server_ctx, client_ssl=client_ctx)
+            members.append(m)
+        a, b = members
+        for m in members:
+            await m.transport.start([m.url.replace("http://", "https://")])
+        a.transport.add_peer(b.id, [b.url.replace("http://", "https://")])
+        b.transport.add_peer(a.id, [a.url.replace("http://", "https://")])
+        # A plaintext dialer cannot get in.
+        plain = make_member(3, tmp_path)
+        await plain.transport.start([plain.url])
+        plain.transport.add_peer(b.id, [b.url])
+        b.transport.add_peer(plain.id, [plain.url])
+        try:
+            await wait_for(lambda: a.transport.is_connected(b.id), "TLS connection")
+            a.transport.send([app(a.id, b.id, i, b"secret") for i in range(10)])
+            await wait_for(lambda: len(b.received) == 10, "delivered over TLS")
+            assert [m.index for m in b.received] == list(range(10))
+            await wait_for(
+                lambda: (
+                    plain.transport.stats(b.id).connects == 0
+                    and any(msg == "failed to dial remote peer" for _, msg, _ in plain.log.lines)
+                ),
+                "plaintext dial fails",
+            )
+            assert not plain.transport.is_connected(b.id)
+        finally:
+            await stop(a, b, plain)
 
     run(main())
 

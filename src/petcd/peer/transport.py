@@ -196,6 +196,7 @@ class PeerTransport:
         self._removed: set[MemberId] = set()
         self._servers: list[asyncio.Server] = []
         self._inbound: dict[MemberId, set[asyncio.StreamWriter]] = {}
+        self._accepted: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
@@ -237,9 +238,8 @@ class PeerTransport:
             s.close()
         for p in self._peers.values():
             self._close_peer(p)
-        for writers in self._inbound.values():
-            for w in writers:
-                w.close()
+        for w in self._accepted:
+            w.close()
         tasks = [t for t in self._tasks if not t.done()]
         for t in tasks:
             t.cancel()
@@ -317,7 +317,7 @@ class PeerTransport:
     def send(self, messages: Iterable[Message]) -> None:
         """Queue ``messages`` for their targets; never awaits. See the module docstring."""
         peers = self._peers
-        woken: list[_Peer] = []
+        touched: dict[MemberId, _Peer] = {}
         unreachable: set[MemberId] | None = None
         for m in messages:
             p = peers.get(m.to)
@@ -327,15 +327,14 @@ class PeerTransport:
                 self._start_snapshot(p, m)
                 continue
             if p.stats.connected and p.queue.push(m):
-                if not p.wake.is_set():
-                    p.wake.set()
-                    woken.append(p)
+                touched[p.id] = p
             else:
                 p.stats.dropped_messages += 1
                 if unreachable is None:
                     unreachable = set()
                 unreachable.add(p.id)
-        for p in woken:
+        for p in touched.values():
+            p.wake.set()
             n = len(p.queue)
             if n > p.stats.queued_messages_peak:
                 p.stats.queued_messages_peak = n
@@ -586,6 +585,13 @@ class PeerTransport:
     async def _handle_conn(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        if self._stopped or task is None:
+            writer.close()
+            return
+        # Tracked so that stop() closes and cancels accepted connections too.
+        self._tasks.add(task)
+        self._accepted.add(writer)
         try:
             raw = await asyncio.wait_for(
                 reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
@@ -619,6 +625,11 @@ class PeerTransport:
                 await self._receive_snapshot(hello.from_, reader, writer)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels a connection handler. This is the outermost coroutine of
+            # the task asyncio created for the connection, and Python 3.11's start_server
+            # logs a cancelled handler task as an unhandled error: end it normally instead.
+            pass
         except CodecError as e:
             self.log.error(
                 "closing peer connection on a malformed frame",
@@ -627,6 +638,8 @@ class PeerTransport:
             )
         finally:
             writer.close()
+            self._accepted.discard(writer)
+            self._tasks.discard(task)
 
     async def _receive_stream(
         self, sender: MemberId, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
