@@ -43,6 +43,10 @@ class SafetyViolation(AssertionError):
     """A Raft safety property does not hold: a bug in the core (or in the simulator)."""
 
 
+class CoreCrash(AssertionError):
+    """The core raised an unexpected exception: one of its own assertions, or a plain bug."""
+
+
 class LivenessViolation(AssertionError):
     """After the faults stopped, no leader was elected or no proposal committed in time."""
 

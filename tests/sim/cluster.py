@@ -68,7 +68,7 @@ from petcd.raft.types import (
     SnapshotMetadata,
     Term,
 )
-from tests.sim.checker import LivenessViolation, SafetyChecker, SafetyViolation
+from tests.sim.checker import CoreCrash, LivenessViolation, SafetyChecker, SafetyViolation
 from tests.sim.disk import DiskError, SimDisk, SmState
 from tests.sim.network import NetworkFaults, SimNetwork
 
@@ -85,8 +85,9 @@ class SimParams:
     drop_rate: float
     dup_rate: float
     delay_ticks_max: int
-    crash_rate: float  # per tick: chance that a live member crashes
-    ready_crash_rate: float  # per Ready handled: chance of crashing in the middle of it
+    crash_rate: float  # per tick: chance that a live member (the leader half the time) crashes
+    ready_crash_rate: float  # per Ready that persists something: chance of crashing inside it
+    new_leader_crash_rate: float  # chance a new leader crashes before its first Ready goes out
     restart_rate: float  # per tick and crashed member: chance that it restarts
     partition_rate: float  # per tick: chance of a new partition
     heal_rate: float  # per tick: chance that the partition heals
@@ -104,21 +105,26 @@ class SimParams:
     max_inflight_msgs: int
     election_ticks: int = 10
     heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
 
     @staticmethod
     def draw(rng: random.Random, chaos_ticks: int = 150) -> SimParams:
         members = rng.choice((3, 3, 5))
         calm = rng.random() < 0.15  # some runs have a nearly perfect network
+        election_ticks = rng.choice((4, 6, 10))
         return SimParams(
             members=members,
             chaos_ticks=chaos_ticks,
-            liveness_ticks=250,
+            liveness_ticks=25 * election_ticks,
+            election_ticks=election_ticks,
             drop_rate=0.0 if calm else rng.choice((0.0, 0.02, 0.05, 0.1, 0.2)),
             dup_rate=0.0 if calm else rng.choice((0.0, 0.02, 0.1)),
             delay_ticks_max=rng.choice((0, 1, 2, 4)),
             crash_rate=0.0 if calm else rng.choice((0.0, 0.01, 0.03, 0.06)),
-            ready_crash_rate=0.0 if calm else rng.choice((0.0, 0.002, 0.01)),
-            restart_rate=rng.choice((0.05, 0.2, 0.5)),
+            ready_crash_rate=0.0 if calm else rng.choice((0.0, 0.005, 0.02, 0.05)),
+            new_leader_crash_rate=0.0 if calm else rng.choice((0.0, 0.1, 0.3)),
+            restart_rate=rng.choice((0.05, 0.2, 0.5, 0.9)),
             partition_rate=0.0 if calm else rng.choice((0.0, 0.01, 0.03)),
             heal_rate=rng.choice((0.03, 0.1, 0.3)),
             propose_rate=rng.choice((0.1, 0.3, 0.6)),
@@ -133,6 +139,9 @@ class SimParams:
             max_members=members + rng.choice((0, 1, 2)),
             max_size_per_msg_bytes=rng.choice((1, 64, 1024 * 1024)),
             max_inflight_msgs=rng.choice((1, 4, 256)),
+            # Without pre-vote, candidates collide in the same term far more often.
+            pre_vote=rng.random() < 0.7,
+            check_quorum=rng.random() < 0.8,
         )
 
 
@@ -155,6 +164,7 @@ class SimNode:
         "raw",
         "ready_pending",
         "removed",
+        "shutdown_at",
         "sm",
         "storage",
         "was_leader",
@@ -169,6 +179,7 @@ class SimNode:
         self.incarnation = 0
         self.ready_pending = False
         self.removed = False
+        self.shutdown_at: int | None = None
         self.was_leader = False
 
     @property
@@ -206,11 +217,15 @@ class Simulation:
         *,
         raw_node_factory: Callable[[Config, MemoryStorage], RawNode] = RawNode,
         trace_len: int = 300,
+        check_commit_rule: bool = True,
+        mutation: str | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.params = params if params is not None else SimParams.draw(self.rng)
         self.raw_node_factory = raw_node_factory
+        self.check_commit_rule = check_commit_rule
+        self.mutation = mutation  # only named in the replay command of a failure
         p = self.params
         self.net = SimNetwork(self.rng, NetworkFaults(p.drop_rate, p.dup_rate, p.delay_ticks_max))
         self.checker = SafetyChecker()
@@ -229,6 +244,7 @@ class Simulation:
         self.conf_changes_applied = 0
         self.liveness_ticks_used = 0
         self.faults_on = True
+        self.cc_inflight: tuple[int, int] | None = None  # (ConfChange.id, give up at tick)
         self._conf_at: dict[Index, ConfState] = {}
         founders = [MemberId(i) for i in range(1, p.members + 1)]
         for member in founders:
@@ -256,6 +272,8 @@ class Simulation:
             self._liveness()
         except (SafetyViolation, LivenessViolation, DiskError) as e:
             raise type(e)(self._failure_text(str(e))) from e
+        except Exception as e:  # the core broke its own invariant (an assert) or crashed
+            raise CoreCrash(self._failure_text(f"unexpected {type(e).__name__}: {e}")) from e
         return SimReport(
             seed=self.seed,
             params=self.params,
@@ -274,7 +292,8 @@ class Simulation:
     def _failure_text(self, what: str) -> str:
         lines = [
             f"seed {self.seed}, tick {self.now}: {what}",
-            f"replay: {REPLAY.format(seed=self.seed)}",
+            f"replay: {REPLAY.format(seed=self.seed)}"
+            + (f" --sim-mutation {self.mutation}" if self.mutation else ""),
             f"params: {self.params}",
             "last events:",
         ]
@@ -286,6 +305,7 @@ class Simulation:
 
     def _chaos_tick(self) -> None:
         self.now += 1
+        self._shutdowns()
         self._faults()
         self._client_ops()
         self._tick_all()
@@ -354,6 +374,8 @@ class Simulation:
             applied=sm.applied,
             max_size_per_msg_bytes=p.max_size_per_msg_bytes,
             max_inflight_msgs=p.max_inflight_msgs,
+            pre_vote=p.pre_vote,
+            check_quorum=p.check_quorum,
         )
         node.storage = storage
         node.sm = sm
@@ -371,18 +393,24 @@ class Simulation:
         if self.leader_hint == node.id:
             self.leader_hint = NONE_ID
 
-    def _remove(self, member: MemberId, *, shut_down: bool = True) -> None:
+    def _remove(self, member: MemberId) -> None:
         """``member`` left the configuration: cut it off, and shut it down for good."""
         if member not in self.removed:
             self.removed.add(member)
             self.net.drop_involving(member)
         node = self.nodes.get(member)
-        if shut_down and node is not None and not node.removed:
+        if node is not None and not node.removed:
             self._log(f"shut down removed member {member}")
             node.removed = True
             node.raw = None
             node.storage = None
             node.ready_pending = False
+
+    def _shutdowns(self) -> None:
+        for node in list(self.nodes.values()):
+            if node.shutdown_at is not None and node.shutdown_at <= self.now:
+                node.shutdown_at = None
+                self._remove(node.id)
 
     def _live(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.raw is not None]
@@ -394,7 +422,10 @@ class Simulation:
         rng = self.rng
         if p.crash_rate and rng.random() < p.crash_rate:
             live = self._live()
-            if live:
+            leader = self.nodes.get(self.leader_hint)
+            if leader is not None and leader.raw is not None and rng.random() < 0.5:
+                self._crash(leader, "leader, between ticks")
+            elif live:
                 self._crash(rng.choice(live), "between ticks")
         for node in self.nodes.values():
             if node.raw is None and node.id not in self.removed and rng.random() < p.restart_rate:
@@ -406,8 +437,13 @@ class Simulation:
         elif p.partition_rate and rng.random() < p.partition_rate:
             members = [m for m in self.nodes if m not in self.removed]
             rng.shuffle(members)
-            if rng.random() < 0.5:
-                groups: list[list[MemberId]] = [[members[0]]]  # isolate one member
+            groups: list[list[MemberId]] = []
+            if len(members) < 2:
+                return
+            if self.leader_hint in members and rng.random() < 0.3:
+                groups = [[self.leader_hint]]  # isolate the leader
+            elif rng.random() < 0.5:
+                groups = [[members[0]]]  # isolate one member
             else:
                 cut = rng.randint(1, len(members) - 1)
                 groups = [members[:cut], members[cut:]]
@@ -469,6 +505,14 @@ class Simulation:
         return b"v%d" % self.proposal_seq
 
     def _conf_change(self) -> None:
+        """Propose one membership change, never while the previous one may still apply.
+
+        Choosing from a stale configuration could, say, remove two of three voters one after
+        the other, leaving a one-voter configuration whose removed leader alone knew the last
+        commit: a real hazard of operating etcd, not a bug of the core.
+        """
+        if self.cc_inflight is not None and self.now < self.cc_inflight[1]:
+            return
         rng = self.rng
         cs = self.conf_latest
         choices: list[tuple[ConfChangeType, MemberId]] = []
@@ -493,6 +537,7 @@ class Simulation:
             self._after_input(node)
             return
         self._log(f"propose conf change {kind.name} {member} at {node.id}")
+        self.cc_inflight = (cc.id, self.now + 10 * self.params.election_ticks)
         if member == self.next_id:
             # A new member starts with an empty disk and learns everything from the leader.
             self.next_id = MemberId(self.next_id + 1)
@@ -502,9 +547,29 @@ class Simulation:
 
     # -- the Ready loop --------------------------------------------------------------------
 
-    def _crash_point(self) -> CrashPoint | None:
-        rate = self.params.ready_crash_rate
-        if rate and self.faults_on and self.rng.random() < rate:
+    def _crash_point(self, rd: Ready) -> CrashPoint | None:
+        """Crashes favour the Readys that persist something: they are the ones that matter.
+
+        A new leader sometimes crashes right after persisting its first Ready (its empty entry)
+        and before sending it: that leaves a higher-term entry on one member only, the setup of
+        the Raft paper's Figure 8.
+        """
+        if not self.faults_on:
+            return None
+        p = self.params
+        if (
+            p.new_leader_crash_rate
+            and rd.soft_state is not None
+            and rd.soft_state.role is Role.LEADER
+            and self.rng.random() < p.new_leader_crash_rate
+        ):
+            return CrashPoint.AFTER_PERSIST
+        rate = p.ready_crash_rate
+        if not rate:
+            return None
+        if rd.hard_state is None and not rd.entries and rd.snapshot is None:
+            rate /= 10
+        if self.rng.random() < rate:
             return self.rng.choice(list(CrashPoint))
         return None
 
@@ -513,7 +578,7 @@ class Simulation:
         if raw is None or not raw.has_ready():
             return
         rd = raw.ready()
-        crash = self._crash_point()
+        crash = self._crash_point(rd)
         try:
             if crash is CrashPoint.BEFORE_PERSIST:
                 raise _Stop
@@ -531,9 +596,11 @@ class Simulation:
             self._crash(node, crash.value)
             return
         raw.advance(rd)
-        if removed_self:
-            self._remove(node.id)
-            return
+        if removed_self and node.shutdown_at is None:
+            # Like etcd's stopWithDelay: stay up a while so that the others learn the commit
+            # (a leader that removed itself may be the only one that knows it committed).
+            node.shutdown_at = self.now + self.params.election_ticks
+            self._log(f"member {node.id} applied its own removal; stops at t={node.shutdown_at}")
         for to, failed in snap_reports:
             raw.report_snapshot(to, failed)
         self._maybe_snapshot(node)
@@ -578,6 +645,21 @@ class Simulation:
             disk.persist(None, rd.hard_state, ())
             storage.set_hard_state(rd.hard_state)
         hs = disk.hard_state
+        if (
+            self.check_commit_rule
+            and node.was_leader
+            and rd.soft_state is None
+            and hs.term == old_hs.term
+            and hs.commit > old_hs.commit
+        ):
+            # Still the same leader: it moved its commit index by counting replicas, which
+            # only an entry of its own term may do (the Raft paper's Figure 8).
+            commit_term = disk.term(hs.commit)
+            if commit_term != hs.term:
+                raise SafetyViolation(
+                    f"commit rule (Figure 8): leader {node.id} of term {hs.term} advanced its "
+                    f"commit index to {hs.commit}, an entry of term {commit_term}"
+                )
         if hs.commit > old_hs.commit:
             lo = max(old_hs.commit + 1, disk.first_index)
             for i in range(lo, hs.commit + 1):
@@ -691,9 +773,12 @@ class Simulation:
             self.conf_latest = cs
             self.conf_changes_applied += 1
             self._log(f"conf change {e.index} applied: {cc.type.name} {cc.node_id} -> {cs}")
-        if cc.type == ConfChangeType.REMOVE_NODE:
-            # The member itself shuts down after this Ready (see _handle_ready).
-            self._remove(cc.node_id, shut_down=cc.node_id != node.id)
+        if self.cc_inflight is not None and self.cc_inflight[0] == cc.id:
+            self.cc_inflight = None
+        if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id != node.id:
+            # Its peers reject a removed member (etcd's transport), which then stops. A member
+            # that applies its own removal stops a little later (see _handle_ready).
+            self._remove(cc.node_id)
 
     def _maybe_snapshot(self, node: SimNode) -> None:
         storage = node.storage
@@ -724,9 +809,14 @@ class Simulation:
                 self._start(node)
         data = b"liveness-%d" % self.seed
         start = self.now
+        # Entries already proposed still have to commit first, one round trip per message when
+        # max_size_per_msg_bytes and max_inflight_msgs are small: allow for them.
+        backlog = max(n.disk.last_index for n in self.nodes.values()) - self.checker.commit_max
+        bound = self.params.liveness_ticks + 3 * backlog
         last_proposal = -(10**9)
-        while self.now - start < self.params.liveness_ticks:
+        while self.now - start < bound:
             self.now += 1
+            self._shutdowns()
             self._tick_all()
             self._deliver()
             if data in self.checker.committed_data:
@@ -743,7 +833,7 @@ class Simulation:
                 self._after_input(leader)
         leader = self._current_leader()
         raise LivenessViolation(
-            f"no proposal committed within {self.params.liveness_ticks} ticks after the faults "
+            f"no proposal committed within {bound} ticks after the faults "
             f"stopped (leader: {leader.id if leader else 'none'}, live members "
             f"{[n.id for n in self._live()]}, configuration {self.conf_latest})"
         )

@@ -24,6 +24,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="replay this one simulator seed (also: PETCD_SIM_SEED=N)",
     )
     group.addoption(
+        "--sim-mutation",
+        default=None,
+        help="with --seed: replay the seed with this deliberate bug of tests/sim/mutations.py",
+    )
+    group.addoption(
         "--sim-seeds",
         type=int,
         default=None,
@@ -36,6 +41,11 @@ def replay_seed(config: pytest.Config) -> int | None:
     if seed is None and os.environ.get("PETCD_SIM_SEED"):
         seed = int(os.environ["PETCD_SIM_SEED"])
     return seed if isinstance(seed, int) else None
+
+
+def replay_mutation(config: pytest.Config) -> str | None:
+    name = config.getoption("sim_mutation", default=None)
+    return name if isinstance(name, str) else None
 
 
 def default_seed_count(config: pytest.Config) -> int:

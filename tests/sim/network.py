@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from petcd.raft.types import MemberId, Message
 
@@ -46,12 +46,9 @@ class NetworkFaults:
         assert self.delay_ticks_max >= 0
 
 
-@dataclass(order=True, slots=True)
-class _InFlight:
-    deliver_tick: int
-    seq: int
-    sender: MemberId = field(compare=False)
-    message: Message = field(compare=False)
+# (deliver_tick, sequence number, sender, message); a tuple keeps heap comparisons cheap and
+# the unique sequence number means the message itself is never compared.
+_InFlight = tuple[int, int, MemberId, Message]
 
 
 class SimNetwork:
@@ -113,7 +110,7 @@ class SimNetwork:
             self._rng.randint(0, self.faults.delay_ticks_max) if self.faults.delay_ticks_max else 0
         )
         self._seq += 1
-        heapq.heappush(self._queue, _InFlight(now_tick + delay, self._seq, sender, message))
+        heapq.heappush(self._queue, (now_tick + delay, self._seq, sender, message))
 
     def due(self, now_tick: int) -> list[Message]:
         """Pop the messages that arrive at ``now_tick`` (or earlier), in a random order.
@@ -121,10 +118,11 @@ class SimNetwork:
         Messages cut by a partition while in flight are dropped here.
         """
         out: list[Message] = []
-        while self._queue and self._queue[0].deliver_tick <= now_tick:
-            flight = heapq.heappop(self._queue)
-            if self.connected(flight.sender, flight.message.to):
-                out.append(flight.message)
+        queue = self._queue
+        while queue and queue[0][0] <= now_tick:
+            _, _, sender, message = heapq.heappop(queue)
+            if self.connected(sender, message.to):
+                out.append(message)
             else:
                 self.dropped += 1
         self._rng.shuffle(out)
@@ -132,7 +130,7 @@ class SimNetwork:
 
     def drop_involving(self, member: MemberId) -> int:
         """Forget every in-flight message from or to ``member``; return how many."""
-        keep = [f for f in self._queue if member not in (f.sender, f.message.to)]
+        keep = [f for f in self._queue if member not in (f[2], f[3].to)]
         lost = len(self._queue) - len(keep)
         if lost:
             heapq.heapify(keep)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.sim.cluster import Simulation
-from tests.sim.conftest import default_seed_count, replay_seed
+from tests.sim.conftest import default_seed_count, replay_mutation, replay_seed
+from tests.sim.mutations import MUTATIONS
 
 BLOCK = 100
 LONG_SEEDS = 100_000
@@ -37,9 +38,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("seed_block", blocks, ids=ids)
 
 
-def _run(block: tuple[int, int]) -> None:
+def _run(block: tuple[int, int], config: pytest.Config, mp: pytest.MonkeyPatch) -> None:
     lo, hi = block
     replaying = hi == lo + 1
+    mutation = replay_mutation(config) if replaying else None
+    if mutation is not None:
+        factory = MUTATIONS[mutation].apply(mp)
+        report = Simulation(lo, raw_node_factory=factory, mutation=mutation).run()
+        print(report)
+        return
     for seed in range(lo, hi):
         if seed in KNOWN_FAILING and not replaying:
             continue
@@ -48,10 +55,14 @@ def _run(block: tuple[int, int]) -> None:
             print(report)
 
 
-def test_seeds(seed_block: tuple[int, int]) -> None:
-    _run(seed_block)
+def test_seeds(
+    seed_block: tuple[int, int], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(seed_block, request.config, monkeypatch)
 
 
 @pytest.mark.long
-def test_seeds_long(seed_block: tuple[int, int]) -> None:
-    _run(seed_block)
+def test_seeds_long(
+    seed_block: tuple[int, int], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(seed_block, request.config, monkeypatch)
