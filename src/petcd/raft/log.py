@@ -86,6 +86,9 @@ class Unstable:
             self.offset = fi
             self.entries = list(ents)
         else:
+            assert fi < self.offset + n, (
+                f"appending at {fi} leaves a gap after {self.offset + n - 1}"
+            )
             del self.entries[fi - self.offset :]
             self.entries.extend(ents)
 

@@ -185,3 +185,19 @@ def test_config_defaults() -> None:
     c = Config(MemberId(1), rand=random.Random(0))
     assert (c.election_ticks, c.heartbeat_ticks, c.max_inflight_msgs) == (10, 1, 256)
     assert c.check_quorum and c.pre_vote and c.max_uncommitted_entries_bytes == 0
+
+
+def test_raft_log_append_with_gap_is_a_bug() -> None:
+    log = RaftLog(storage_with(1, 1))
+    log.append(ents((3, 1)))
+    with pytest.raises(AssertionError):
+        log.append(ents((5, 1)))
+
+
+def test_raft_log_append_replacing_unstable_tail() -> None:
+    log = RaftLog(storage_with(1))
+    log.append(ents((2, 1), (3, 1), (4, 1)))
+    log.append(ents((3, 2)))
+    assert [log.term(Index(i)) for i in (1, 2, 3)] == [1, 1, 2] and log.last_index() == 3
+    log.append(ents((1, 3)))  # before the unstable offset: replaces it all
+    assert log.unstable.offset == 1 and log.last_index() == 1 and log.term(Index(1)) == 3
