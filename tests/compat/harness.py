@@ -122,11 +122,12 @@ def run_ctl(
     stdin: bytes = b"",
     env: Mapping[str, str] | None = None,
     with_endpoint: bool = True,
+    in_process: bool = True,
 ) -> Result:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
     environ.update(env or {})
     argv = (binary, *(("--endpoints", server.endpoint) if with_endpoint else ()), *args)
-    if binary == PETCDCTL_BIN and IN_PROCESS:
+    if binary == PETCDCTL_BIN and IN_PROCESS and in_process:
         return _run_in_process(argv, stdin, environ)
     proc = subprocess.run(
         argv, input=stdin, capture_output=True, env=environ, timeout=RUN_TIMEOUT_S, check=False
@@ -178,8 +179,13 @@ class Differ:
         env: Mapping[str, str] | None = None,
         env_endpoint: bool = False,
         with_endpoint: bool = True,
+        in_process: bool = True,
     ) -> tuple[Result, Result]:
-        """Run etcdctl on the reference and petcdctl on the target."""
+        """Run etcdctl on the reference and petcdctl on the target.
+
+        ``in_process=False`` runs petcdctl as a process (needed when it starts
+        child processes whose output must be captured).
+        """
 
         def env_for(server: ServerProcess) -> dict[str, str]:
             e = dict(env or {})
@@ -202,6 +208,7 @@ class Differ:
             stdin,
             env_for(self.target),
             with_endpoint=with_endpoint and not env_endpoint,
+            in_process=in_process,
         )
         return ref, tgt
 
@@ -215,13 +222,16 @@ class Differ:
         drop_stderr: tuple[bytes, ...] = (),
         drop_stdout_lines: tuple[bytes, ...] = (),
         subs: tuple[tuple[bytes, bytes], ...] = (),
+        in_process: bool = True,
     ) -> tuple[Result, Result]:
         """Run on both sides and assert the user-visible outcome is the same.
 
         ``subs`` are extra (regex, replacement) pairs applied to both outputs, for
         values that depend on timing (a lease's remaining TTL).
         """
-        ref, tgt = self.run_both(*args, stdin=stdin, env=env, env_endpoint=env_endpoint)
+        ref, tgt = self.run_both(
+            *args, stdin=stdin, env=env, env_endpoint=env_endpoint, in_process=in_process
+        )
         ref = self._clean(ref, 0, subs)
         tgt = self._clean(tgt, 1, subs)
         self.checked += 1
