@@ -201,6 +201,22 @@ def test_in_order_per_peer_and_batched(tmp_path: Path) -> None:
     run(main())
 
 
+def test_messages_sent_while_the_first_dial_runs_are_delivered(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path)
+        await start(a, b)
+        try:
+            # Right after add_peer nothing is connected yet (an election at start-up).
+            assert not a.transport.is_connected(b.id)
+            a.transport.send([app(a.id, b.id, i) for i in range(3)])
+            await wait_for(lambda: len(b.received) == 3, "delivered once connected")
+            assert a.unreachable == []
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
 def test_dead_peer_does_not_block_live_one_and_is_reported(tmp_path: Path) -> None:
     async def main() -> None:
         a, b = make_member(1, tmp_path), make_member(2, tmp_path)

@@ -17,8 +17,10 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
   awaits ``drain``. A watcher task reads the connection only to notice EOF (the listener never
   writes after the handshake).
 - ``send(messages)`` never awaits: per message, it appends to the target peer's bounded
-  queue. A peer that is not connected or whose queue is full gets the message dropped and is
-  reported through ``report_unreachable`` (once per peer per ``send``); a MsgSnap starts a
+  queue. A peer whose queue is full, or that is not connected (except during the first dial
+  attempt after a start or a lost connection, when messages wait for it), gets the message
+  dropped and is reported through ``report_unreachable`` (once per peer per ``send``; queued
+  messages dropped when a dial fails or a connection is lost are reported too); a MsgSnap starts a
   snapshot task on its own connection, which ends with ``report_snapshot(peer, failed)``.
 
 Callbacks never run re-entrantly inside ``send``: reports raised by ``send`` are scheduled
@@ -159,6 +161,7 @@ class _Peer:
     url_index: int = 0
     writer: asyncio.StreamWriter | None = None
     broken: bool = False
+    accepting: bool = False
     task: asyncio.Task[None] | None = None
     removed: bool = False
 
@@ -326,7 +329,7 @@ class PeerTransport:
             if m.type == MessageType.SNAP:
                 self._start_snapshot(p, m)
                 continue
-            if p.stats.connected and p.queue.push(m):
+            if p.accepting and p.queue.push(m):
                 touched[p.id] = p
             else:
                 p.stats.dropped_messages += 1
@@ -354,6 +357,7 @@ class PeerTransport:
 
     def _start_peer(self, p: _Peer) -> None:
         assert p.task is None or p.task.done()
+        p.accepting = True  # the first dial is about to start: see _run_peer
         p.task = self._spawn(self._run_peer(p))
 
     def _close_peer(self, p: _Peer) -> None:
@@ -365,6 +369,7 @@ class PeerTransport:
             p.writer.close()
             p.writer = None
         p.stats.connected = False
+        p.accepting = False
         p.queue.clear()
 
     async def _dial(self, p: _Peer, kind: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -406,6 +411,10 @@ class PeerTransport:
     async def _run_peer(self, p: _Peer) -> None:
         failures = 0
         while not p.removed:
+            # While the first attempt after a start or a loss is in flight, queue: a peer that
+            # is up gets e.g. an election's votes without waiting for Raft to retry. Once an
+            # attempt failed, drop (and report) instead, so a dead peer costs nothing.
+            p.accepting = failures == 0
             try:
                 reader, writer = await self._dial(p, codec.KIND_STREAM)
             except HandshakeRejectedError as e:
@@ -418,6 +427,8 @@ class PeerTransport:
                 )
                 if self._on_rejected is not None and e.status != HandshakeStatus.UNKNOWN_SENDER:
                     self._on_rejected(p.id, e.status)
+                failures += 1
+                self._drop_queued(p)
                 await asyncio.sleep(p.backoff.next_delay())
                 continue
             except (OSError, TimeoutError, asyncio.IncompleteReadError, PeerUrlError) as e:
@@ -430,12 +441,14 @@ class PeerTransport:
                     )
                 failures += 1
                 p.url_index += 1
+                self._drop_queued(p)
                 await asyncio.sleep(p.backoff.next_delay())
                 continue
             failures = 0
             p.backoff.reset()
             p.writer = writer
             p.broken = False
+            p.accepting = True
             p.stats.connected = True
             p.stats.connects += 1
             self.log.info(
@@ -458,12 +471,17 @@ class PeerTransport:
                 writer.close()
                 p.writer = None
                 p.stats.connected = False
-            dropped = p.queue.clear()
-            if dropped:
-                p.stats.dropped_messages += dropped
-                self._report_unreachable(p.id)
+                p.accepting = False
+            self._drop_queued(p)
             if not p.removed:
                 await asyncio.sleep(p.backoff.next_delay())
+
+    def _drop_queued(self, p: _Peer) -> None:
+        p.accepting = False
+        dropped = p.queue.clear()
+        if dropped:
+            p.stats.dropped_messages += dropped
+            self._report_unreachable(p.id)
 
     async def _write_loop(self, p: _Peer, writer: asyncio.StreamWriter) -> None:
         stats = p.stats
