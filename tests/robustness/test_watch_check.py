@@ -90,7 +90,8 @@ def test_lagging_watcher_and_last_seen() -> None:
     assert check_watcher(w, LOG) == []  # everything up to what it saw is there
     assert last_seen_revision(w) == 4
     errors = check_watcher(w, LOG, final_revision=6)
-    assert any("caught up only to revision 4" in e for e in errors), errors
+    assert any("did not catch up" in e and "(6, b'k/a', b'4', False)" in e for e in errors)
+    assert check_watcher(w, LOG, final_revision=5) == []  # nothing in range at 5
     # A progress notification counts as seen.
     w2 = watcher(resp(LOG[0]), resp(LOG[1], LOG[2], LOG[3]), resp(rev=6, progress=True))
     assert any("missing (gap)" in e for e in check_watcher(w2, LOG, final_revision=6))

@@ -1,0 +1,166 @@
+"""A loopback TCP proxy that can drop, blackhole or delay traffic on command.
+
+Theory of operation
+-------------------
+:class:`TcpProxy` listens on 127.0.0.1 (a free port unless given) and forwards every
+connection to a target address. It runs its own asyncio event loop in a daemon thread, so a
+test (or the fault injector of a robustness run) drives it with plain method calls from any
+thread. Between members of a cluster it stands in for the network: give each member's
+peers the proxy's address instead of the member's, and the proxy decides what gets through.
+
+Modes (``set_mode``), applied to existing and new connections alike:
+
+- ``PASS``: bytes flow both ways, after ``delay_ms`` (per chunk, both directions);
+- ``BLACKHOLE``: connections are accepted and kept open, but nothing is forwarded either
+  way and what arrives is discarded (a partition that TCP does not notice: the peer's
+  writes succeed, its reads time out);
+- ``DROP``: every open connection is reset and new ones are closed as soon as they are
+  accepted (a partition that TCP notices: the peer gets errors and redials).
+
+The proxy never inspects the bytes. ``close()`` stops the loop and every connection.
+Counters (``connections``, ``bytes_forwarded``) let tests see that traffic really went
+through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import socket
+import struct
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+
+class Mode(enum.Enum):
+    PASS = "pass"
+    BLACKHOLE = "blackhole"
+    DROP = "drop"
+
+
+@dataclass
+class TcpProxy:
+    target_host: str
+    target_port: int
+    listen_port: int = 0
+    mode: Mode = Mode.PASS
+    delay_ms: float = 0.0
+    connections: int = 0
+    bytes_forwarded: int = 0
+    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listen_port}"
+
+    def start(self) -> TcpProxy:
+        ready: Future[None] = Future()
+
+        def main() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._listen(ready))
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name=f"proxy-{self.target_port}", daemon=True)
+        self._thread.start()
+        ready.result(timeout=10)
+        return self
+
+    async def _listen(self, ready: Future[None]) -> None:
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.listen_port, reuse_address=True
+            )
+            self.listen_port = self._server.sockets[0].getsockname()[1]
+            ready.set_result(None)
+        except Exception as exc:  # reported to the caller of start()
+            ready.set_exception(exc)
+
+    def _call(self, fn: object) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self._apply(fn), self._loop)
+        fut.result(timeout=10)
+
+    async def _apply(self, fn: object) -> None:
+        assert callable(fn)
+        fn()
+
+    def set_mode(self, mode: Mode, delay_ms: float | None = None) -> None:
+        def apply() -> None:
+            self.mode = mode
+            if delay_ms is not None:
+                self.delay_ms = delay_ms
+            if mode is Mode.DROP:
+                for w in list(self._writers):
+                    _reset(w)
+
+        self._call(apply)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                _reset(w)
+
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode is Mode.DROP:
+            _reset(writer)
+            return
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            _reset(writer)
+            return
+        self._writers.update((writer, up_writer))
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                _reset(w)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if self.mode is Mode.DROP:
+                    break
+                if self.mode is Mode.BLACKHOLE:
+                    continue  # swallowed
+                if self.delay_ms > 0:
+                    await asyncio.sleep(self.delay_ms / 1000)
+                    if self.mode is not Mode.PASS:
+                        continue
+                self.bytes_forwarded += len(data)  # before the bytes can reach anyone
+                writer.write(data)
+                await writer.drain()
+        finally:
+            # Either side ending ends the pair: the other pump sees its reader fail.
+            _reset(writer)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0), as a broken network would, not with a polite FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(Exception):
+        writer.close()

@@ -1,0 +1,94 @@
+"""The TCP proxy in front of an echo server: pass, delay, blackhole, drop, recovery."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.robustness.proxy import Mode, TcpProxy
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    p = TcpProxy("127.0.0.1", server.server_address[1]).start()
+    try:
+        yield p
+    finally:
+        p.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _connect(p: TcpProxy) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", p.listen_port), timeout=5)
+    s.settimeout(2)
+    return s
+
+
+def _echo(s: socket.socket, payload: bytes) -> bytes:
+    s.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_pass_and_delay(proxy: TcpProxy) -> None:
+    with _connect(proxy) as s:
+        assert _echo(s, b"hello") == b"hello"
+        proxy.set_mode(Mode.PASS, delay_ms=150)
+        t0 = time.monotonic()
+        assert _echo(s, b"slow") == b"slow"
+        assert time.monotonic() - t0 >= 0.3  # delayed each way
+    assert proxy.connections == 1 and proxy.bytes_forwarded >= 2 * len(b"hellos" + b"low")
+
+
+def test_blackhole_swallows_then_pass_recovers(proxy: TcpProxy) -> None:
+    with _connect(proxy) as s:
+        assert _echo(s, b"a") == b"a"
+        proxy.set_mode(Mode.BLACKHOLE)
+        s.sendall(b"lost")
+        s.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            s.recv(10)
+        proxy.set_mode(Mode.PASS)
+        s.settimeout(2)
+        assert _echo(s, b"back") == b"back"  # "lost" was discarded, not delayed
+
+
+def test_drop_resets_connections_and_refuses_new_ones(proxy: TcpProxy) -> None:
+    s = _connect(proxy)
+    assert _echo(s, b"x") == b"x"
+    proxy.set_mode(Mode.DROP)
+    with pytest.raises(OSError):
+        for _ in range(3):  # the reset may surface on the send or on the next recv
+            s.sendall(b"y")
+            if not s.recv(10):
+                raise ConnectionResetError("closed")
+    s.close()
+    s2 = _connect(proxy)
+    with pytest.raises(OSError):
+        s2.sendall(b"z")
+        if not s2.recv(10):
+            raise ConnectionResetError("closed")
+    s2.close()
+    proxy.set_mode(Mode.PASS)
+    with _connect(proxy) as s3:
+        assert _echo(s3, b"again") == b"again"
