@@ -7,10 +7,12 @@ ports, and waits on real conditions (bounded by a timeout) rather than on fixed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
 import os
+import random
 import socket
 import ssl
 import time
@@ -549,3 +551,176 @@ def test_throughput_on_loopback(tmp_path: Path) -> None:
         await measure("MsgApp 1 entry x 64 KiB", 64 * 1024, 1, 5_000)
 
     asyncio.run(main())
+
+
+# -- three Raft cores over real transports -----------------------------------------------------
+
+
+class RaftHost:
+    """A minimal member: RawNode + MemoryStorage + PeerTransport, driven in the Ready order.
+
+    Its state machine is the list of applied payloads; its snapshot file is that list, one
+    payload per line, written when the leader compacts.
+    """
+
+    def __init__(self, mid: int, ids: list[int], tmp: Path, port: int) -> None:
+        from petcd.raft.config import Config
+        from petcd.raft.node import RawNode
+        from petcd.raft.storage import MemoryStorage
+
+        self.id = MemberId(mid)
+        self.tmp = tmp
+        self.port = port
+        self.storage = MemoryStorage.bootstrap([MemberId(i) for i in ids])
+        self.node = RawNode(
+            Config(self.id, rand=random.Random(mid), election_ticks=10),
+            self.storage,
+        )
+        self.applied: list[bytes] = []
+        self.applied_index = Index(0)
+        self.conf = ConfState()
+        self.snap_files: dict[int, Path] = {}
+        self.received_state: list[bytes] | None = None
+        self.snapshots_installed = 0
+        self.wake = asyncio.Event()
+        snap_dir = tmp / f"raft-snap-{mid}"
+        snap_dir.mkdir(exist_ok=True)
+        self.transport = PeerTransport(
+            TransportConfig(
+                CLUSTER,
+                self.id,
+                snap_dir,
+                backoff_initial_seconds=0.01,
+                backoff_max_seconds=0.05,
+            ),
+            on_messages=self._on_messages,
+            report_unreachable=self._report(self.node.report_unreachable),
+            report_snapshot=self._report_snapshot,
+            snapshot_source=lambda meta: self.snap_files[meta.index],
+            on_snapshot=self._on_snapshot,
+            logger=ListLogger(),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _report(self, fn: Callable[[MemberId], None]) -> Callable[[MemberId], None]:
+        def report(i: MemberId) -> None:
+            fn(i)
+            self.wake.set()
+
+        return report
+
+    def _report_snapshot(self, i: MemberId, failed: bool) -> None:
+        self.node.report_snapshot(i, failed)
+        self.wake.set()
+
+    def _on_messages(self, ms: list[Message]) -> None:
+        for m in ms:
+            self.node.step(m)
+        self.wake.set()
+
+    def _on_snapshot(self, m: Message, path: Path) -> None:
+        self.received_state = [line for line in path.read_bytes().split(b"\n") if line]
+        path.unlink()
+        self.node.step(m)
+        self.wake.set()
+
+    def compact(self) -> None:
+        """Snapshot the state machine at the applied index and drop the log before it."""
+        index = self.applied_index
+        path = self.tmp / f"state-{self.id}-{index}"
+        path.write_bytes(b"\n".join(self.applied))
+        self.snap_files[index] = path
+        self.storage.create_snapshot(index, self.conf, b"")
+        self.storage.compact(index)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from petcd.raft import confchange
+        from petcd.raft.types import EntryType
+
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.0, next_tick - loop.time()))
+            self.wake.clear()
+            if loop.time() >= next_tick:
+                self.node.tick()
+                next_tick = loop.time() + 0.01
+            while self.node.has_ready():
+                rd = self.node.ready()
+                if rd.snapshot is not None and not rd.snapshot.is_empty:
+                    self.storage.apply_snapshot(rd.snapshot)
+                    assert self.received_state is not None
+                    self.applied = list(self.received_state)
+                    self.applied_index = rd.snapshot.metadata.index
+                    self.conf = rd.snapshot.metadata.conf_state
+                    self.snapshots_installed += 1
+                if rd.hard_state is not None:
+                    self.storage.set_hard_state(rd.hard_state)
+                if rd.entries:
+                    self.storage.append(rd.entries)
+                self.transport.send(rd.messages)
+                for e in rd.committed_entries:
+                    if e.type == EntryType.CONF_CHANGE:
+                        self.conf = self.node.apply_conf_change(confchange.decode(e.data))
+                    elif e.data:
+                        self.applied.append(e.data)
+                    self.applied_index = e.index
+                self.node.advance(rd)
+
+
+def test_three_raft_cores_elect_replicate_and_catch_up_by_snapshot(tmp_path: Path) -> None:
+    from petcd.raft.types import Role
+
+    async def main() -> None:
+        ids = [1, 2, 3]
+        hosts = [RaftHost(i, ids, tmp_path, free_port()) for i in ids]
+        h1, h2, h3 = hosts
+        stop_ev = asyncio.Event()
+        # Members 1 and 2 start; member 3 is down.
+        for h in (h1, h2):
+            await h.transport.start([h.url])
+            for o in hosts:
+                if o is not h:
+                    h.transport.add_peer(o.id, [o.url])
+        tasks = [asyncio.ensure_future(h.run(stop_ev)) for h in (h1, h2)]
+        try:
+
+            def leader() -> RaftHost | None:
+                for h in (h1, h2):
+                    if h.node.status().role is Role.LEADER:
+                        return h
+                return None
+
+            await wait_for(lambda: leader() is not None, "a leader among 1 and 2")
+            lead = leader()
+            assert lead is not None
+            for i in range(50):
+                lead.node.propose(b"v%d" % i)
+                lead.wake.set()
+            want = [b"v%d" % i for i in range(50)]
+            await wait_for(lambda: h1.applied == want and h2.applied == want, "replicated")
+            # The leader compacts its log: member 3 can only catch up from a snapshot.
+            lead.compact()
+            await h3.transport.start([h3.url])
+            for o in (h1, h2):
+                h3.transport.add_peer(o.id, [o.url])
+            tasks.append(asyncio.ensure_future(h3.run(stop_ev)))
+            await wait_for(lambda: h3.applied[:50] == want, "member 3 caught up", 20)
+            assert h3.snapshots_installed == 1
+            # And it follows the log from there.
+            lead.node.propose(b"after")
+            lead.wake.set()
+            await wait_for(lambda: all(h.applied == [*want, b"after"] for h in hosts), "all")
+        finally:
+            stop_ev.set()
+            for h in hosts:
+                h.wake.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for h in hosts:
+                await h.transport.stop()
+
+    run(main())
