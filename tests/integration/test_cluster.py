@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
@@ -67,6 +68,25 @@ def test_three_members_replicate_fail_over_and_catch_up(cluster: list[PetcdProce
     assert out.stdout == f"lease {lease_id} keepalived with TTL(60)\n", out.stderr
     out = etcdctl(follower.endpoint, "lease", "timetolive", lease_id)
     assert out.returncode == 0 and "granted with TTL(60s)" in out.stdout, out.stderr
+
+    # Move leadership to a follower and back (etcdctl move-leader talks to the leader).
+    leader = next(
+        m for m, s in zip(cluster, statuses, strict=True) if s.header.member_id == leader_id
+    )
+    target = _status(follower).header.member_id
+    out = etcdctl(leader.endpoint, "move-leader", f"{target:x}")
+    assert out.stdout == f"Leadership transferred from {leader_id:x} to {target:x}\n", out.stderr
+    assert _status(follower).leader == target
+    with leader.channel() as ch, pytest.raises(grpc.RpcError) as e:
+        maintenance_stub(ch).MoveLeader(rpc_pb2.MoveLeaderRequest(targetID=leader_id), timeout=10)
+    assert (e.value.code(), e.value.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: not leader",
+    )
+    out = etcdctl(follower.endpoint, "move-leader", f"{leader_id:x}")
+    assert out.returncode == 0, out.stderr
+    statuses = [_status(m) for m in cluster]
+    assert all(s.leader == leader_id for s in statuses)
 
     # Kill the leader: the two others elect a new one and keep serving writes.
     leader = next(

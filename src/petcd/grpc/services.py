@@ -9,8 +9,8 @@ can drive the same member). Failures are mapped by ``petcd.grpc.status.status_fo
 code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
 
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
-``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot and Alarm (GET; petcd
-raises no alarms yet),
+``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot, MoveLeader and Alarm (GET;
+petcd raises no alarms yet),
 ``etcdserverpb.Cluster.MemberList``, ``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
 ``etcdserverpb.Lease`` (``petcd.grpc.lease``). Every other method answers ``UNIMPLEMENTED``
 (grpc's default for a servicer method that is not overridden).
@@ -70,6 +70,8 @@ class KVMember(WatchMember, LeaseMember, Protocol):
     async def defragment(self) -> ResponseHeader: ...
 
     async def snapshot_file(self) -> str: ...
+
+    async def move_leader(self, target: int) -> None: ...
 
 
 async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
@@ -186,6 +188,13 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest()))
         finally:
             os.remove(path)
+
+    async def MoveLeader(self, request: Any, context: Any) -> Any:
+        try:
+            await self._member.move_leader(request.targetID)
+            return rpc_pb2.MoveLeaderResponse()  # etcd sends no header here
+        except Exception as e:
+            await _abort(context, e, self._log, "MoveLeader")
 
     async def Alarm(self, request: Any, context: Any) -> Any:
         try:

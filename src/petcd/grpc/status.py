@@ -28,6 +28,14 @@ _SERVER: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
         "etcdserver: request timed out",
     ),
     server_errors.StoppedError: (grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped"),
+    server_errors.BadLeaderTransfereeError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: bad leader transferee",
+    ),
+    server_errors.LeaderTransferTimeoutError: (
+        grpc.StatusCode.UNAVAILABLE,
+        "etcdserver: request timed out, leader transfer took too long",
+    ),
     server_errors.NotLeaderError: (
         grpc.StatusCode.FAILED_PRECONDITION,
         "etcdserver: not leader",

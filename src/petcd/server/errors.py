@@ -48,6 +48,14 @@ class NotLeaderError(RequestError):
     keep-alive, time-to-live) reached a follower. The gRPC layer forwards it to the leader."""
 
 
+class BadLeaderTransfereeError(RequestError):
+    """etcd: ``etcdserver: bad leader transferee`` (FAILED_PRECONDITION)."""
+
+
+class LeaderTransferTimeoutError(RequestError):
+    """etcd: ``etcdserver: request timed out, leader transfer took too long`` (UNAVAILABLE)."""
+
+
 class RequestTimeoutError(RequestError):
     """etcd: ``etcdserver: request timed out`` (UNAVAILABLE)."""
 

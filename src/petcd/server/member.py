@@ -134,7 +134,9 @@ from petcd.server import entry as entry_codec
 from petcd.server.compactor import Compactor
 from petcd.server.config import Config
 from petcd.server.errors import (
+    BadLeaderTransfereeError,
     ConfigError,
+    LeaderTransferTimeoutError,
     NoLeaderError,
     NoSpaceError,
     NotLeaderError,
@@ -1165,6 +1167,31 @@ class Member:
             "finished defragment", path=self.cfg.backend_path, took=time.monotonic() - started
         )
         return self._header(self.kv.current_revision)
+
+    async def move_leader(self, target: int) -> None:
+        """etcd's MoveLeader: only the leader may hand leadership to another voter."""
+        if self._lead != self.id:
+            raise NotLeaderError()
+        transferee = MemberId(target)
+        if transferee not in self._members or transferee not in self._conf_voters:
+            raise BadLeaderTransfereeError()
+        if transferee == self.id:
+            return
+        self.log.info(
+            "leadership transfer starting",
+            local_member_id=format_id(self.id),
+            current_leader_member_id=format_id(self.id),
+            transferee_member_id=format_id(transferee),
+        )
+        self.node.transfer_leader(transferee)
+        self._kick()
+        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
+        interval = self.cfg.heartbeat_interval_ms / 1000.0
+        while self._lead != transferee:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise LeaderTransferTimeoutError()
+            await asyncio.sleep(interval)
+        self.log.info("leadership transfer finished", transferee_member_id=format_id(transferee))
 
     async def snapshot_file(self) -> str:
         """A consistent copy of the backend in a temporary file (the caller deletes it)."""
