@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.compat.harness import Differ, run_ctl
 from tests.compat.servers import ETCDCTL_BIN
 
@@ -12,6 +14,7 @@ def _setup_both(differ: Differ, *args: str) -> None:
         assert result.code == 0, result
 
 
+@pytest.mark.long  # a few seconds: many processes, see README
 def test_user_and_password_flags(differ: Differ) -> None:
     differ.check("put", "secret", "s3")
     _setup_both(differ, "user", "add", "root:rootpw")

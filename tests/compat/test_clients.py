@@ -70,6 +70,7 @@ def test_async_client_watch_and_kv(lone_target: ServerProcess) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.long  # a few seconds: many processes, see README
 def test_console_script_against_etcdctl(differ: Differ) -> None:
     ref = run_ctl("/usr/bin/etcdctl", differ.reference, ("put", "entry", "point"))
     tgt = subprocess.run(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.client import Client
 from tests.compat.harness import Differ
@@ -82,6 +84,7 @@ def test_lease_argument_errors(differ: Differ) -> None:
     differ.check("lease", "keep-alive", "--help", drop_stdout_lines=(b"--once[=false]",))
 
 
+@pytest.mark.long  # a few seconds: many processes, see README
 def test_keep_alive_runs_until_the_lease_is_revoked(differ: Differ) -> None:
     # etcdctl 3.4 and 3.5 print the same; run petcdctl for real and revoke midway.
     with Client([differ.target.endpoint]) as client:

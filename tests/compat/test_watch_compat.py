@@ -7,6 +7,8 @@ from a past ``--rev`` so that nothing depends on when a watch registers.
 
 from __future__ import annotations
 
+import pytest
+
 from petcd.api.etcdserverpb import rpc_pb2
 from tests.compat.harness import Differ, normalise, run_streaming
 from tests.compat.servers import ETCDCTL_BIN, PETCDCTL_BIN
@@ -31,6 +33,7 @@ def _watch_both(
     ), (ref.stderr, tgt.stderr)
 
 
+@pytest.mark.long  # a few seconds: many processes, see README
 def test_watch_history_and_formats(differ: Differ) -> None:
     start = _revision(differ) + 1
     differ.check("put", "w/k", "v1")
@@ -63,6 +66,7 @@ def test_watch_history_and_formats(differ: Differ) -> None:
     _watch_both(differ, "watch", "w/single", "--rev", single, "-w", "table", until=b"\n")
 
 
+@pytest.mark.long  # a few seconds: many processes, see README
 def test_watch_exec_and_environment(differ: Differ) -> None:
     start = _revision(differ) + 1
     differ.check("put", "w/e", "hello world")

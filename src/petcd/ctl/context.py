@@ -242,6 +242,12 @@ class Invocation:
 
     def client_config(self) -> ClientConfig:
         self.apply_environment()
+        # Accepted for compatibility, but not implemented: say so instead of
+        # silently talking to the default endpoints.
+        if self.values["discovery-srv"]:
+            raise ExitError(
+                EXIT_ERROR, "petcdctl: --discovery-srv (DNS SRV discovery) is not supported yet"
+            )
         tls = None
         if self.values["cert"] or self.values["key"] or self.values["cacert"]:
             tls = TLSConfig(
