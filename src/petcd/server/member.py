@@ -459,6 +459,11 @@ class Member:
         # A single-voter cluster elects itself as soon as its log is applied (raft refuses to
         # campaign with unapplied conf changes); etcd fast-forwards election ticks instead.
         self._want_campaign = self.node.status().conf_state.voters == {self.id}
+        if not self._want_campaign and self.cfg.initial_election_tick_advance:
+            # etcd's --initial-election-tick-advance: a booting member need not wait a whole
+            # election timeout before its first (pre-)vote; one to ten ticks remain.
+            for _ in range(self.cfg.election_ticks - 1):
+                self.node.tick()
         self._kick()
 
     async def _start_transport(self, peers: dict[MemberId, tuple[str, ...]]) -> None:
