@@ -17,7 +17,10 @@ from tests.integration.petcd_proc import ETCDCTL_BIN, PetcdProcess, etcdctl, kv_
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PetcdProcess]:
-    p = PetcdProcess(tmp_path_factory.mktemp("watch") / "data")
+    p = PetcdProcess(
+        tmp_path_factory.mktemp("watch") / "data",
+        extra_args=["--experimental-watch-progress-notify-interval=300ms"],
+    )
     p.start()
     yield p
     p.stop()
@@ -165,3 +168,19 @@ def test_etcdctl_watch(server: PetcdProcess) -> None:
     finally:
         watcher.kill()
         watcher.wait()
+
+
+def test_periodic_progress_notify(server: PetcdProcess, stream: WatchStream) -> None:
+    created = stream.create(b"pn/k", progress_notify=True)
+    assert created.created
+    first = stream.next()
+    assert first.watch_id == created.watch_id and not first.events
+    assert first.header.revision >= created.header.revision
+    with server.channel() as ch:
+        rev = kv_stub(ch).Put(rpc_pb2.PutRequest(key=b"pn/k", value=b"v")).header.revision
+    got = stream.next()
+    while not got.events:  # a notification may have been queued before the put
+        got = stream.next()
+    assert got.header.revision == rev
+    after = stream.next()
+    assert not after.events and after.header.revision >= rev

@@ -14,6 +14,9 @@ responses, as etcd's ``serverWatchStream`` (recvLoop / sendLoop):
 - ``progress_request``: a response with ``watch_id`` -1 and the current revision, sent once
   every watcher of the stream is synced (so the revision never runs ahead of delivered
   events, etcd >= 3.5.13).
+- ``progress_notify`` watchers: every ``--experimental-watch-progress-notify-interval`` each of
+  them that is synced and got no events since the last tick is sent an empty response with
+  the current revision (etcd's periodic progress notification).
 
 Events reach the stream through ``_StreamSink``, the non-blocking sink the watchable store
 writes to from the event loop: bounded (a slow client makes its watchers "victims" that the
@@ -63,6 +66,9 @@ class WatchMember(Protocol):
 
     def wake_watch_sync(self) -> None: ...
 
+    @property
+    def watch_progress_interval_s(self) -> float: ...
+
     def add_watch_sync_listener(self, cb: Any) -> None: ...
 
     def remove_watch_sync_listener(self, cb: Any) -> None: ...
@@ -100,6 +106,8 @@ class _Stream:
         self.watchers: dict[int, Watcher] = {}
         self.next_id = 0
         self.progress_pending = False
+        self.notify_ids: set[int] = set()  # watchers created with progress_notify
+        self.quiet: set[int] = set()  # notify watchers with no events since the last tick
         member.add_watch_sync_listener(self.on_sync)
 
     def close(self) -> None:
@@ -164,9 +172,25 @@ class _Stream:
             watch_id=wid,
         )
         self.watchers[wid] = w
+        if cr.progress_notify:
+            self.notify_ids.add(wid)
+            self.quiet.add(wid)
         self.sink.control(rpc_pb2.WatchResponse(header=header, watch_id=wid, created=True))
 
+    def progress_tick(self) -> None:
+        """Periodic progress: an empty response for each quiet, synced notify watcher."""
+        for wid in sorted(self.notify_ids):
+            w = self.watchers.get(wid)
+            if w is None:
+                self.notify_ids.discard(wid)
+                continue
+            if wid in self.quiet and self.member.watchers_synced([w]):
+                header = convert.header_pb(self.member.watch_header())
+                self.sink.control(rpc_pb2.WatchResponse(header=header, watch_id=wid))
+            self.quiet.add(wid)
+
     def to_proto(self, resp: WatchResponse) -> Any:
+        self.quiet.discard(resp.watch_id)
         header = convert.header_pb(self.member.watch_header(resp.revision))
         if resp.compact_revision:
             self.watchers.pop(resp.watch_id, None)
@@ -201,7 +225,13 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                 failure.append(e)
                 sink.wake.set()
 
+        async def notify() -> None:
+            while True:
+                await asyncio.sleep(self._member.watch_progress_interval_s)
+                stream.progress_tick()
+
         reader = asyncio.create_task(read())
+        notifier = asyncio.create_task(notify())
         try:
             while True:
                 await sink.wake.wait()
@@ -221,7 +251,8 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                     sink.refused = False
                     self._member.wake_watch_sync()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            for task in (reader, notifier):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             stream.close()

@@ -115,6 +115,7 @@ class Config:
     experimental_initial_corrupt_check: bool = False
     experimental_snapshot_catchup_entries: int = 5000
     experimental_enable_lease_checkpoint: bool = False
+    experimental_watch_progress_notify_interval_s: float = 600.0
     experimental_enable_lease_checkpoint_persist: bool = False
     config_file: str = ""
     # Flags petcd accepted but ignores, with their values (logged at start).
@@ -162,6 +163,8 @@ class Config:
             raise ConfigError("--max-request-bytes must be >0")
         if self.snapshot_count <= 0:
             raise ConfigError("--snapshot-count must be >0")
+        if self.experimental_watch_progress_notify_interval_s <= 0:
+            raise ConfigError("--experimental-watch-progress-notify-interval must be >0")
         if not self.listen_client_urls:
             raise ConfigError("--listen-client-urls must not be empty")
         names = [n for n, _ in self.initial_cluster]
@@ -560,6 +563,9 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         experimental_initial_corrupt_check=get_bool("experimental-initial-corrupt-check"),
         experimental_snapshot_catchup_entries=get_int("experimental-snapshot-catchup-entries"),
         experimental_enable_lease_checkpoint=get_bool("experimental-enable-lease-checkpoint"),
+        experimental_watch_progress_notify_interval_s=parse_duration_seconds(
+            get("experimental-watch-progress-notify-interval")
+        ),
         experimental_enable_lease_checkpoint_persist=get_bool(
             "experimental-enable-lease-checkpoint-persist"
         ),

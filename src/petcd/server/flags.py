@@ -688,7 +688,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "10m",
         "Duration of periodic watch progress notifications.",
         _EXP,
-        IG,
     ),
     FlagSpec(
         "experimental-warning-apply-duration",

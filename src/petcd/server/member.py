@@ -1247,6 +1247,10 @@ class Member:
             self._watch_wake.set()
         return w
 
+    @property
+    def watch_progress_interval_s(self) -> float:
+        return self.cfg.experimental_watch_progress_notify_interval_s
+
     def cancel_watch(self, w: Watcher) -> bool:
         return self.kv.cancel(w)
 
