@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import signal
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -204,5 +206,51 @@ def test_restart_when_the_wal_lost_a_commit_only_hard_state(tmp_path: Path) -> N
         assert any(
             r["msg"] == "raising the commit index to the applied index" for r in p.log_records()
         )
+    finally:
+        p.stop()
+
+
+def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_json_gateway_on_client_http_url(tmp_path: Path) -> None:
+    port = free_port()
+    p = PetcdProcess(
+        tmp_path / "data", extra_args=[f"--listen-client-http-urls=http://127.0.0.1:{port}"]
+    )
+    p.start()
+    try:
+        base = f"http://127.0.0.1:{port}/v3"
+        foo, bar = base64.b64encode(b"foo").decode(), base64.b64encode(b"bar").decode()
+        status, put = _post(base + "/kv/put", {"key": foo, "value": bar})
+        assert status == 200 and "revision" in put["header"]  # type: ignore[operator]
+        status, got = _post(base + "/kv/range", {"key": foo})
+        assert status == 200
+        assert got["kvs"] == [  # int64 fields are strings in protobuf's JSON mapping
+            {
+                "key": foo,
+                "value": bar,
+                "create_revision": "2",
+                "mod_revision": "2",
+                "version": "1",
+            }
+        ]
+        status, err = _post(base + "/kv/range", {"key": ""})
+        assert status == 400
+        assert err == {
+            "error": "etcdserver: key is not provided",
+            "code": 3,
+            "message": err["error"],
+        }
+        status, lease = _post(base + "/lease/grant", {"TTL": 30})
+        assert status == 200 and lease["TTL"] == "30"
+        # etcdctl agrees with what the gateway wrote.
+        assert etcdctl(p.endpoint, "get", "foo", "--print-value-only").stdout == "bar\n"
     finally:
         p.stop()

@@ -18,6 +18,8 @@ The answers follow etcd 3.5:
   succeeds, 503 and the failed check otherwise.
 - ``GET /version``: ``{"etcdserver":"3.5.x","etcdcluster":"3.5.0"}``.
 - ``GET /metrics``: the Prometheus text format of the member's registry.
+- ``POST /v3/...``: etcd's JSON gateway (``petcd.http.gateway``), on the client HTTP URLs only
+  (etcd does not serve it on ``--listen-metrics-urls`` either).
 
 The member is reached through the ``HealthSource`` protocol; this module knows nothing else of
 it. It is an aiohttp adapter: all I/O is aiohttp's.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -44,11 +46,15 @@ class HealthSource(Protocol):
     def render_metrics(self) -> bytes: ...
 
 
-def make_app(source: HealthSource) -> web.Application:
+def make_app(source: HealthSource, gateway_member: Any = None) -> web.Application:
+    """The endpoints; with ``gateway_member`` also etcd's JSON gateway (``/v3/...``)."""
+
     async def health(request: web.Request) -> web.Response:
         serializable = request.query.get("serializable", "false") == "true"
         reason = await source.check_health(serializable)
-        body = json.dumps({"health": "false" if reason else "true", "reason": reason})
+        body = json.dumps(
+            {"health": "false" if reason else "true", "reason": reason}, separators=(",", ":")
+        )
         return web.Response(
             text=body, status=503 if reason else 200, content_type="application/json"
         )
@@ -66,7 +72,9 @@ def make_app(source: HealthSource) -> web.Application:
         return web.Response(text="ok")
 
     async def version(request: web.Request) -> web.Response:
-        body = json.dumps({"etcdserver": ETCD_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION})
+        body = json.dumps(
+            {"etcdserver": ETCD_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION}, separators=(",", ":")
+        )
         return web.Response(text=body, content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
@@ -80,14 +88,21 @@ def make_app(source: HealthSource) -> web.Application:
     app.router.add_get("/readyz", probe(serializable=False))
     app.router.add_get("/version", version)
     app.router.add_get("/metrics", metrics)
+    if gateway_member is not None:
+        from petcd.http.gateway import add_routes
+
+        add_routes(app, gateway_member)
     return app
 
 
 class HttpServer:
     """The HTTP endpoints on a set of (host, port) listeners."""
 
-    def __init__(self, source: HealthSource, listeners: Sequence[tuple[str, int]]) -> None:
-        self._runner = web.AppRunner(make_app(source), access_log=None)
+    def __init__(
+        self, source: HealthSource, listeners: Sequence[tuple[str, int]], gateway: bool = False
+    ) -> None:
+        app = make_app(source, source if gateway else None)
+        self._runner = web.AppRunner(app, access_log=None)
         self._listeners = tuple(listeners)
 
     async def start(self) -> None:

@@ -136,15 +136,21 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         return 1
     await member.start()
     http_urls = [*cfg.listen_client_http_urls, *cfg.listen_metrics_urls]
-    http: Any = None
+    http: list[Any] = []
     if http_urls:
         from petcd.http.server import HttpServer  # aiohttp costs 0.4 s to import: only if used
 
-        http = HttpServer(member, [(u.bind_host, u.port) for u in http_urls])
+        if cfg.listen_client_http_urls:
+            client_http = [(u.bind_host, u.port) for u in cfg.listen_client_http_urls]
+            http.append(HttpServer(member, client_http, gateway=True))
+        if cfg.listen_metrics_urls:
+            http.append(
+                HttpServer(member, [(u.bind_host, u.port) for u in cfg.listen_metrics_urls])
+            )
     try:
         await grpc_server.start()
-        if http is not None:
-            await http.start()
+        for h in http:
+            await h.start()
     except OSError as e:
         log.fatal("failed to listen", error=str(e))
         await grpc_server.stop(None)
@@ -199,8 +205,8 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     for t in (ready, failed, stopping):
         t.cancel()
     await grpc_server.stop(1.0)
-    if http is not None:
-        await http.stop()
+    for h in http:
+        await h.stop()
     with contextlib.suppress(Exception):
         await member.stop()
     log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)

@@ -61,3 +61,11 @@ def test_http_endpoints() -> None:
     assert out["/metrics"][0] == 200
     assert "etcd_server_has_leader 1.0" in out["/metrics"][1]
     assert f'etcd_server_version{{server_version="{ETCD_VERSION}"}} 1.0' in out["/metrics"][1]
+
+
+def test_health_and_version_bodies_are_compact_like_etcd() -> None:
+    out = asyncio.run(_exercise(FakeMember()))
+    assert out["/health"][1] == '{"health":"true","reason":""}'
+    assert out["/version"][1] == (
+        f'{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}'
+    )
