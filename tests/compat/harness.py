@@ -341,3 +341,25 @@ def run_streaming(
             proc.wait()
     code = proc.returncode if proc.returncode >= 0 else -1  # -1: killed by us
     return Result(argv, code, out, err)
+
+
+def revoke_new_leases(server: ServerProcess, before: set[int]) -> None:
+    """Revoke leases granted on ``server`` since ``before`` (a lease list).
+
+    etcdctl's elect and lock leave their session lease to expire by itself;
+    tests that run them against the target revoke it, so that later lease
+    listings on the two servers still agree.
+    """
+    from petcd.client import Client
+
+    with Client([server.endpoint]) as client:
+        for item in client.lease_leases().leases:
+            if item.ID not in before:
+                client.lease_revoke(item.ID)
+
+
+def lease_ids(server: ServerProcess) -> set[int]:
+    from petcd.client import Client
+
+    with Client([server.endpoint]) as client:
+        return {item.ID for item in client.lease_leases().leases}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from tests.compat.harness import Differ, run_ctl
+from tests.compat.harness import Differ, lease_ids, revoke_new_leases, run_ctl
 from tests.compat.servers import ETCDCTL_BIN, PETCDCTL_BIN
 
 LEASE_IN_KEY = ((rb"/[0-9a-f]{12,16}\b", b"/LEASE"),)
@@ -23,6 +23,7 @@ def test_lock_runs_a_command_while_holding_the_lock(differ: Differ) -> None:
 
 
 def test_waiter_gets_the_lock_when_the_holder_is_interrupted(differ: Differ) -> None:
+    leases_before = lease_ids(differ.target)
     endpoint = differ.target.endpoint
     holder = subprocess.Popen(
         [PETCDCTL_BIN, "--endpoints", endpoint, "lock", "lk2"], stdout=subprocess.PIPE
@@ -45,6 +46,7 @@ def test_waiter_gets_the_lock_when_the_holder_is_interrupted(differ: Differ) -> 
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    revoke_new_leases(differ.target, leases_before)
     # keep the reference in step with the target: the same number of writes
     # (each of the two locks put its key and deleted it)
     for _ in range(2):

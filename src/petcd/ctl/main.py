@@ -20,13 +20,24 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 from petcd.client import Client
-from petcd.ctl import auth, endpoint, kv, lease, lock, maintenance, member, version, watch
+from petcd.ctl import (
+    auth,
+    elect,
+    endpoint,
+    kv,
+    lease,
+    lock,
+    maintenance,
+    member,
+    version,
+    watch,
+)
 from petcd.ctl.command import Command, Parsed, resolve, suggestions_for, usage
 from petcd.ctl.context import GLOBAL_FLAGS, ClientConfig, Invocation, default_client_factory
 from petcd.ctl.errors import EXIT_ERROR, ExitError, FlagError, SilentExit
 
 CLI_NAME = "etcdctl"
-COMMAND_GROUPS = [kv, endpoint, lease, maintenance, member, auth, lock, version, watch]
+COMMAND_GROUPS = [kv, endpoint, lease, maintenance, member, auth, lock, elect, version, watch]
 
 
 def build_root() -> Command:
