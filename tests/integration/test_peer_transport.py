@@ -430,6 +430,150 @@ def test_update_peer_moves_to_new_url(tmp_path: Path) -> None:
     run(main())
 
 
+async def raw_dial(
+    port: int, hello: codec.Hello | bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, bytes]:
+    """Dial a transport by hand; return the handshake's status and reason."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(codec.encode_hello(hello) if isinstance(hello, codec.Hello) else hello)
+    status, n = codec.decode_reply_header(await r.readexactly(codec.REPLY_HEADER_BYTES))
+    return r, w, status, await r.readexactly(n)
+
+
+def test_handshake_statuses(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path)
+        await start(a, b)
+        b.transport.remove_peer(MemberId(7))
+        try:
+            cases = [
+                (codec.Hello(codec.KIND_STREAM, CLUSTER, a.id, b.id), HandshakeStatus.OK),
+                (codec.Hello(codec.KIND_STREAM, CLUSTER, a.id, b.id, 2), 1),
+                (codec.Hello(9, CLUSTER, a.id, b.id), HandshakeStatus.BAD_PROTOCOL),
+                (codec.Hello(codec.KIND_STREAM, 0xBAD, a.id, b.id), 2),
+                (codec.Hello(codec.KIND_STREAM, CLUSTER, MemberId(7), b.id), 3),
+                (codec.Hello(codec.KIND_STREAM, CLUSTER, MemberId(8), b.id), 4),
+                (codec.Hello(codec.KIND_STREAM, CLUSTER, a.id, MemberId(3)), 5),
+            ]
+            for hello, want in cases:
+                _, w, status, _ = await raw_dial(b.port, hello)
+                assert status == want, (hello, status)
+                w.close()
+            _, w, status, _ = await raw_dial(
+                b.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 16
+            )
+            assert status == HandshakeStatus.BAD_PROTOCOL
+            w.close()
+            assert "rejected peer connection: unsupported protocol" in b.log.errors()
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
+def test_unknown_sender_is_accepted_once_added(tmp_path: Path) -> None:
+    """A joining member dials before the others applied its addition: it retries until then."""
+
+    async def main() -> None:
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path)
+        await a.transport.start([a.url])
+        await b.transport.start([b.url])
+        a.transport.add_peer(b.id, [b.url])  # B does not know A yet
+        try:
+            await wait_for(
+                lambda: any(
+                    f.get("status") == HandshakeStatus.UNKNOWN_SENDER for _, _, f in a.log.lines
+                ),
+                "rejected as unknown",
+            )
+            assert a.rejected == []  # not a fatal rejection
+            b.transport.add_peer(a.id, [a.url])
+            await wait_for(lambda: a.transport.is_connected(b.id), "accepted after add_peer")
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
+def test_malformed_frame_closes_only_that_connection(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path)
+        await start(a, b)
+        try:
+            r, w, status, _ = await raw_dial(
+                b.port, codec.Hello(codec.KIND_STREAM, CLUSTER, a.id, b.id)
+            )
+            assert status == HandshakeStatus.OK
+            good = codec.encode_frames([app(a.id, b.id, 1)])
+            w.write(good + b"\x05\x00\x00\x00" + b"\xff" * 5)
+            assert await asyncio.wait_for(r.read(), TIMEOUT_S) == b""  # closed by B
+            assert [m.index for m in b.received] == [1]
+            assert "closing peer connection on a malformed frame" in b.log.errors()
+            # B's own transport is unaffected.
+            a.transport.send([app(a.id, b.id, 2)])
+            await wait_for(lambda: len(b.received) == 2, "still works")
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
+def test_corrupt_snapshot_is_refused_and_not_kept(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path)
+        await start(a, b)
+        try:
+            r, w, status, _ = await raw_dial(
+                b.port, codec.Hello(codec.KIND_SNAPSHOT, CLUSTER, a.id, b.id)
+            )
+            assert status == HandshakeStatus.OK
+            data = os.urandom(10_000)
+            w.write(codec.encode_frames([_snapshot_msg(a.id, b.id, 9)]))
+            w.write(codec.U64.pack(len(data)) + data + codec.U32.pack(0xDEADBEEF))
+            assert await asyncio.wait_for(r.read(), TIMEOUT_S) == b""  # no ack: refused
+            assert b.snapshots == []
+            assert list((tmp_path / "snap-2").iterdir()) == []
+            assert any("CRC mismatch" in str(f.get("error")) for _, _, f in b.log.lines)
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
+def test_stalled_writer_is_dropped_and_redialled(tmp_path: Path) -> None:
+    async def main() -> None:
+        a = make_member(1, tmp_path, write_timeout_seconds=0.2)
+        stuck = asyncio.Event()
+        accepted = 0
+
+        async def never_reads(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            await r.readexactly(codec.HELLO_BYTES)
+            w.write(codec.encode_reply(HandshakeStatus.OK))
+            accepted += 1
+            await stuck.wait()
+            w.close()
+
+        server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+        peer = MemberId(5)
+        await a.transport.start([a.url])
+        a.transport.add_peer(peer, [f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"])
+        try:
+            await wait_for(lambda: a.transport.is_connected(peer), "connected")
+            payload = os.urandom(256 * 1024)
+            while a.transport.stats(peer).connects < 2:
+                a.transport.send([app(a.id, peer, 0, payload)])
+                await asyncio.sleep(0.01)
+            assert any("stalled" in str(f.get("error")) for _, _, f in a.log.lines)
+            assert accepted >= 2
+        finally:
+            stuck.set()
+            await a.transport.stop()
+            server.close()
+
+    run(main())
+
+
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

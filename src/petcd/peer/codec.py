@@ -241,19 +241,26 @@ class FrameDecoder:
 
     Example: ``feed(b"\\x05\\x00")`` returns ``[]`` and keeps two bytes; the next ``feed``
     with the rest of the frame returns its message.
+
+    A malformed frame does not lose the good frames before it: ``feed`` returns them and
+    records the ``CodecError`` in ``error``; the stream is unusable from there on (every later
+    ``feed`` raises it), so the caller delivers what it got, then drops the connection.
     """
 
-    __slots__ = ("_buf", "frame_bytes_max")
+    __slots__ = ("_buf", "error", "frame_bytes_max")
 
     def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
         self._buf = bytearray()
         self.frame_bytes_max = frame_bytes_max
+        self.error: CodecError | None = None
 
     @property
     def pending_bytes(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Message]:
+        if self.error is not None:
+            raise self.error
         if self._buf:
             self._buf += data
             src: bytes | bytearray = self._buf
@@ -273,6 +280,9 @@ class FrameDecoder:
                     break
                 out.append(_decode_at(view, off + 4, end))
                 off = end
+        except CodecError as e:
+            self.error = e
+            off = total
         finally:
             view.release()
         if src is self._buf:

@@ -93,6 +93,7 @@ class TransportConfig:
     backoff_initial_seconds: float = 0.05
     backoff_max_seconds: float = 1.0
     dial_timeout_seconds: float = 1.0
+    write_timeout_seconds: float = 5.0
     snapshot_chunk_bytes: int = 1024 * 1024
     snapshot_idle_timeout_seconds: float = 30.0
     read_bytes: int = 256 * 1024
@@ -107,7 +108,11 @@ class TransportConfig:
             raise ValueError("queue_messages_max must be >= 1")
         if not 0 < self.backoff_initial_seconds <= self.backoff_max_seconds:
             raise ValueError("need 0 < backoff_initial_seconds <= backoff_max_seconds")
-        if self.dial_timeout_seconds <= 0 or self.snapshot_idle_timeout_seconds <= 0:
+        if (
+            self.dial_timeout_seconds <= 0
+            or self.write_timeout_seconds <= 0
+            or self.snapshot_idle_timeout_seconds <= 0
+        ):
             raise ValueError("timeouts must be positive")
         if self.snapshot_chunk_bytes < 1 or self.read_bytes < 1 or self.frame_bytes_max < 1:
             raise ValueError("sizes must be positive")
@@ -243,11 +248,18 @@ class PeerTransport:
             self._close_peer(p)
         for w in self._accepted:
             w.close()
-        tasks = [t for t in self._tasks if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancellation is not the only exit: Python 3.11's wait_for can swallow a cancel that
+        # races with its inner future completing, so every loop also checks ``removed`` /
+        # ``_stopped``. Repeat in case a task spawned another one while ending.
+        for _ in range(10):
+            tasks = [t for t in self._tasks if not t.done()]
+            if not tasks:
+                break
+            for t in tasks:
+                t.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=self.cfg.dial_timeout_seconds)
+            for t in pending:
+                self.log.warn("peer transport task did not stop on cancel", task=repr(t))
         for s in self._servers:
             with contextlib.suppress(Exception):
                 await s.wait_closed()
@@ -319,6 +331,8 @@ class PeerTransport:
 
     def send(self, messages: Iterable[Message]) -> None:
         """Queue ``messages`` for their targets; never awaits. See the module docstring."""
+        if self._stopped:
+            return
         peers = self._peers
         touched: dict[MemberId, _Peer] = {}
         unreachable: set[MemberId] | None = None
@@ -362,6 +376,7 @@ class PeerTransport:
 
     def _close_peer(self, p: _Peer) -> None:
         p.removed = True
+        p.wake.set()  # ends the write loop even if its task's cancellation were lost
         if p.task is not None:
             p.task.cancel()
             p.task = None
@@ -444,6 +459,9 @@ class PeerTransport:
                 self._drop_queued(p)
                 await asyncio.sleep(p.backoff.next_delay())
                 continue
+            if p.removed:
+                writer.close()
+                return
             failures = 0
             p.backoff.reset()
             p.writer = writer
@@ -485,9 +503,14 @@ class PeerTransport:
 
     async def _write_loop(self, p: _Peer, writer: asyncio.StreamWriter) -> None:
         stats = p.stats
+        transport = writer.transport
+        high_water_bytes = transport.get_write_buffer_limits()[1]
+        write_timeout_s = self.cfg.write_timeout_seconds
         while True:
             await p.wake.wait()
             p.wake.clear()
+            if p.removed:
+                return
             if p.broken:
                 raise ConnectionResetError("connection closed by the remote peer")
             batch = p.queue.take_all()
@@ -498,7 +521,16 @@ class PeerTransport:
             stats.sent_messages += len(batch)
             stats.sent_batches += 1
             stats.sent_bytes += len(buf)
-            await writer.drain()
+            if transport.get_write_buffer_size() <= high_water_bytes:
+                continue  # drain() would return at once: skip the timer
+            try:
+                await asyncio.wait_for(writer.drain(), write_timeout_s)
+            except TimeoutError:
+                # A peer that stopped reading (or vanished without a reset, as in a network
+                # partition) would hold this connection forever: drop it and redial.
+                raise ConnectionResetError(
+                    f"write to remote peer stalled for {write_timeout_s}s"
+                ) from None
 
     # -- snapshots: the sender -----------------------------------------------------------------
 
@@ -675,6 +707,8 @@ class PeerTransport:
                 msgs = decoder.feed(data)
                 if msgs:
                     deliver(msgs)
+                if decoder.error is not None:
+                    raise decoder.error
         finally:
             conns.discard(writer)
 

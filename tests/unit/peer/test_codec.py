@@ -180,8 +180,21 @@ def test_unknown_types_are_refused() -> None:
 
 def test_oversized_frame_is_refused_before_buffering_it() -> None:
     dec = codec.FrameDecoder(frame_bytes_max=100)
+    assert dec.feed(struct.pack("<I", 101)) == []
+    assert dec.error is not None and "exceeds" in str(dec.error)
+    assert dec.pending_bytes == 0
     with pytest.raises(CodecError, match="exceeds"):
-        dec.feed(struct.pack("<I", 101))
+        dec.feed(b"more")
+
+
+def test_good_frames_before_a_bad_one_are_returned() -> None:
+    good = [Message(MessageType.HEARTBEAT, commit=Index(i)) for i in range(3)]
+    bad = struct.pack("<I", 5) + b"\xff" * 5
+    dec = codec.FrameDecoder()
+    assert dec.feed(codec.encode_frames(good) + bad + codec.encode_frames(good)) == good
+    assert isinstance(dec.error, CodecError)
+    with pytest.raises(CodecError):
+        dec.feed(codec.encode_frames(good))
 
 
 def test_out_of_range_field_is_a_codec_error() -> None:
