@@ -197,6 +197,9 @@ def test_in_order_per_peer_and_batched(tmp_path: Path) -> None:
             b.transport.send([app(b.id, a.id, 7)])
             await wait_for(lambda: len(a.received) == 1, "B -> A")
             assert a.unreachable == [] and a.transport.stats(b.id).dropped_messages == 0
+            sent = a.transport.stats(b.id)
+            got = b.transport.inbound_stats(a.id)
+            assert (got.received_messages, got.received_bytes) == (1500, sent.sent_bytes)
         finally:
             await stop(a, b, c)
 
@@ -339,6 +342,8 @@ def test_snapshot_streamed_in_chunks_and_verified(tmp_path: Path) -> None:
             got, path = b.snapshots[0]
             assert got == msg
             assert path.parent == tmp_path / "snap-2"
+            assert a.transport.stats(b.id).snapshots_sent == 1
+            assert b.transport.inbound_stats(a.id).snapshots_received == 1
             assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
             # the snapshot travels beside the stream: the MsgApp is not held up by it
             await wait_for(lambda: len(b.received) == 1, "app delivered")
@@ -366,6 +371,7 @@ def test_snapshot_failure_is_reported_and_temp_file_removed(tmp_path: Path) -> N
             a.transport.send([_snapshot_msg(a.id, b.id, 5), _snapshot_msg(a.id, dead, 5)])
             await wait_for(lambda: len(a.snapshot_reports) == 2, "both reported")
             assert sorted(a.snapshot_reports) == [(b.id, True), (dead, True)]
+            assert a.transport.stats(b.id).snapshots_failed == 1
             assert list((tmp_path / "snap-2").iterdir()) == []
             assert "failed to install a received snapshot" in b.log.errors()
         finally:

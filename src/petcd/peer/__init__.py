@@ -29,6 +29,7 @@ from petcd.peer.codec import (
 from petcd.peer.errors import CodecError, HandshakeRejectedError, PeerError, PeerUrlError
 from petcd.peer.queue import Backoff, PeerQueue
 from petcd.peer.transport import (
+    InboundStats,
     PeerLogger,
     PeerStats,
     PeerTransport,
@@ -43,6 +44,7 @@ __all__ = [
     "FrameDecoder",
     "HandshakeRejectedError",
     "HandshakeStatus",
+    "InboundStats",
     "PeerError",
     "PeerLogger",
     "PeerQueue",

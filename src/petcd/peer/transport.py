@@ -153,6 +153,17 @@ class PeerStats:
     dropped_messages: int = 0
     queued_messages: int = 0
     queued_messages_peak: int = 0
+    snapshots_sent: int = 0
+    snapshots_failed: int = 0
+
+
+@dataclass(slots=True)
+class InboundStats:
+    """What arrived from one sender (etcd's ``peer_received_bytes_total`` and friends)."""
+
+    received_messages: int = 0
+    received_bytes: int = 0
+    snapshots_received: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -205,6 +216,7 @@ class PeerTransport:
         self._servers: list[asyncio.Server] = []
         self._inbound: dict[MemberId, set[asyncio.StreamWriter]] = {}
         self._accepted: set[asyncio.StreamWriter] = set()
+        self._inbound_stats: dict[MemberId, InboundStats] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
@@ -322,6 +334,10 @@ class PeerTransport:
         p = self._peers[member_id]
         p.stats.queued_messages = len(p.queue)
         return p.stats
+
+    def inbound_stats(self, member_id: MemberId) -> InboundStats:
+        """Counters of what ``member_id`` sent us (zeros if nothing yet)."""
+        return self._inbound_stats.get(member_id) or InboundStats()
 
     def is_connected(self, member_id: MemberId) -> bool:
         p = self._peers.get(member_id)
@@ -566,6 +582,10 @@ class PeerTransport:
         finally:
             if writer is not None:
                 writer.close()
+            if failed:
+                p.stats.snapshots_failed += 1
+            else:
+                p.stats.snapshots_sent += 1
             if not self._stopped:
                 self._report_snapshot(p.id, failed)
 
@@ -699,13 +719,16 @@ class PeerTransport:
         decoder = codec.FrameDecoder(self.cfg.frame_bytes_max)
         read_bytes = self.cfg.read_bytes
         deliver = self._on_messages
+        stats = self._inbound_stats.setdefault(sender, InboundStats())
         try:
             while True:
                 data = await reader.read(read_bytes)
                 if not data:
                     return
+                stats.received_bytes += len(data)
                 msgs = decoder.feed(data)
                 if msgs:
+                    stats.received_messages += len(msgs)
                     deliver(msgs)
                 if decoder.error is not None:
                     raise decoder.error
@@ -763,6 +786,7 @@ class PeerTransport:
             try:
                 self._on_snapshot(m, path)
                 handed_over = True
+                self._inbound_stats.setdefault(sender, InboundStats()).snapshots_received += 1
                 writer.write(_SNAP_OK)
             except Exception as e:
                 self.log.error(
