@@ -179,7 +179,9 @@ class _Peer:
     broken: bool = False
     accepting: bool = False
     task: asyncio.Task[None] | None = None
-    removed: bool = False
+    # Bumped by _close_peer: a connection task serves one generation and never touches the
+    # peer's shared state once it is stale (even if its cancellation were lost).
+    generation: int = 0
 
 
 class PeerTransport:
@@ -261,8 +263,8 @@ class PeerTransport:
         for w in self._accepted:
             w.close()
         # Cancellation is not the only exit: Python 3.11's wait_for can swallow a cancel that
-        # races with its inner future completing, so every loop also checks ``removed`` /
-        # ``_stopped``. Repeat in case a task spawned another one while ending.
+        # races with its inner future completing, so every loop also checks its peer's
+        # ``generation``. Repeat in case a task spawned another one while ending.
         for _ in range(10):
             tasks = [t for t in self._tasks if not t.done()]
             if not tasks:
@@ -315,7 +317,6 @@ class PeerTransport:
         p.backoff.reset()
         if p.task is not None:
             self._close_peer(p)
-            p.removed = False
             self._start_peer(p)
 
     def remove_peer(self, member_id: MemberId) -> None:
@@ -388,10 +389,10 @@ class PeerTransport:
     def _start_peer(self, p: _Peer) -> None:
         assert p.task is None or p.task.done()
         p.accepting = True  # the first dial is about to start: see _run_peer
-        p.task = self._spawn(self._run_peer(p))
+        p.task = self._spawn(self._run_peer(p, p.generation))
 
     def _close_peer(self, p: _Peer) -> None:
-        p.removed = True
+        p.generation += 1
         p.wake.set()  # ends the write loop even if its task's cancellation were lost
         if p.task is not None:
             p.task.cancel()
@@ -433,15 +434,18 @@ class PeerTransport:
             raise
         return reader, writer
 
-    async def _watch(self, p: _Peer, reader: asyncio.StreamReader) -> None:
+    async def _watch(
+        self, p: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         with contextlib.suppress(OSError):
             await reader.read(1)
-        p.broken = True
-        p.wake.set()
+        if p.writer is writer:  # still this watcher's connection
+            p.broken = True
+            p.wake.set()
 
-    async def _run_peer(self, p: _Peer) -> None:
+    async def _run_peer(self, p: _Peer, gen: int) -> None:
         failures = 0
-        while not p.removed:
+        while p.generation == gen:
             # While the first attempt after a start or a loss is in flight, queue: a peer that
             # is up gets e.g. an election's votes without waiting for Raft to retry. Once an
             # attempt failed, drop (and report) instead, so a dead peer costs nothing.
@@ -458,6 +462,8 @@ class PeerTransport:
                 )
                 if self._on_rejected is not None and e.status != HandshakeStatus.UNKNOWN_SENDER:
                     self._on_rejected(p.id, e.status)
+                if p.generation != gen:
+                    return
                 failures += 1
                 self._drop_queued(p)
                 await asyncio.sleep(p.backoff.next_delay())
@@ -470,12 +476,14 @@ class PeerTransport:
                         remote_peer_id=f"{p.id:x}",
                         error=str(e) or type(e).__name__,
                     )
+                if p.generation != gen:
+                    return
                 failures += 1
                 p.url_index += 1
                 self._drop_queued(p)
                 await asyncio.sleep(p.backoff.next_delay())
                 continue
-            if p.removed:
+            if p.generation != gen:
                 writer.close()
                 return
             failures = 0
@@ -490,9 +498,9 @@ class PeerTransport:
                 local_member_id=f"{self.cfg.member_id:x}",
                 remote_peer_id=f"{p.id:x}",
             )
-            watcher = self._spawn(self._watch(p, reader))
+            watcher = self._spawn(self._watch(p, reader, writer))
             try:
-                await self._write_loop(p, writer)
+                await self._write_loop(p, writer, gen)
             except (OSError, CodecError) as e:
                 self.log.warn(
                     "lost TCP streaming connection with remote peer",
@@ -503,12 +511,15 @@ class PeerTransport:
             finally:
                 watcher.cancel()
                 writer.close()
-                p.writer = None
-                p.stats.connected = False
-                p.accepting = False
+                if p.writer is writer:
+                    p.writer = None
+                if p.generation == gen:
+                    p.stats.connected = False
+                    p.accepting = False
+            if p.generation != gen:
+                return
             self._drop_queued(p)
-            if not p.removed:
-                await asyncio.sleep(p.backoff.next_delay())
+            await asyncio.sleep(p.backoff.next_delay())
 
     def _drop_queued(self, p: _Peer) -> None:
         p.accepting = False
@@ -517,7 +528,7 @@ class PeerTransport:
             p.stats.dropped_messages += dropped
             self._report_unreachable(p.id)
 
-    async def _write_loop(self, p: _Peer, writer: asyncio.StreamWriter) -> None:
+    async def _write_loop(self, p: _Peer, writer: asyncio.StreamWriter, gen: int) -> None:
         stats = p.stats
         transport = writer.transport
         high_water_bytes = transport.get_write_buffer_limits()[1]
@@ -525,7 +536,7 @@ class PeerTransport:
         while True:
             await p.wake.wait()
             p.wake.clear()
-            if p.removed:
+            if p.generation != gen:
                 return
             if p.broken:
                 raise ConnectionResetError("connection closed by the remote peer")
