@@ -72,13 +72,13 @@ messages = st.builds(
 
 
 @given(messages)
-@settings(max_examples=120)
+@settings(max_examples=120, deadline=None)
 def test_message_round_trip(m: Message) -> None:
     assert codec.decode_message(codec.encode_message(m)) == m
 
 
 @given(st.lists(messages, max_size=6), st.data())
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_frames_survive_any_cuts(ms: list[Message], data: st.DataObject) -> None:
     stream = codec.encode_frames(ms)
     cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=8)))
@@ -147,7 +147,7 @@ def test_snapshot_ids_are_encoded_sorted_voters_then_learners() -> None:
 
 
 @given(messages, st.data())
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 def test_truncated_bodies_are_refused(m: Message, data: st.DataObject) -> None:
     body = codec.encode_message(m)
     cut = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
