@@ -137,6 +137,7 @@ def test_compacted_start_revision_cancels_the_watcher(
         assert created.created
         resp = stream.next()
         assert resp.canceled and resp.compact_revision == last
+        assert resp.header.revision == 0  # as etcd: no revision in this header
 
 
 def test_etcdctl_watch(server: PetcdProcess) -> None:

@@ -194,6 +194,7 @@ class _Stream:
         header = convert.header_pb(self.member.watch_header(resp.revision))
         if resp.compact_revision:
             self.watchers.pop(resp.watch_id, None)
+            header.revision = 0  # etcd's compaction response carries no revision
             return rpc_pb2.WatchResponse(
                 header=header,
                 watch_id=resp.watch_id,
