@@ -422,6 +422,7 @@ def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
     pairs = ratio_pairs(targets)
     rates = [["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs]]]
     lats = [["workload", *[f"p50 {t}" for t in targets], *[f"p99 {t}" for t in targets]]]
+    cpus = [["workload", *targets, *[f"{a}/{b}" for a, b in pairs]]]
     for row in table:
 
         def cell(t: str, key: str, row: dict[str, Any] = row) -> float | None:
@@ -434,10 +435,23 @@ def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
         lat = [row["workload"], *[fmt_ms(cell(t, "p50_ms")) for t in targets]]
         lat += [fmt_ms(cell(t, "p99_ms")) for t in targets]
         lats.append(lat)
+
+        def us(t: str) -> float | None:
+            c = cell(t, "cpu_ms_per_request")
+            return None if c is None else c * 1000
+
+        cpu = [row["workload"], *[fmt_rate(us(t)) for t in targets]]
+        cpu += [fmt_ratio(us(a), us(b)) for a, b in pairs]
+        cpus.append(cpu)
     print_rows(rates)
     print("rates: median over rounds of requests/s (watch: events delivered/s)\n")
     print_rows(lats)
-    print("latency: median over rounds, ms (watch: put-to-delivery delay)")
+    print("latency: median over rounds, ms (watch: put-to-delivery delay)\n")
+    print_rows(cpus)
+    print(
+        "server CPU time per request, µs (watch: per put, 100 events), median over rounds;"
+        "\nthe steadiest figure on a shared machine (lower is better, so are the ratios)"
+    )
 
 
 def results_path(label: str, suffix: str = "") -> Path:
