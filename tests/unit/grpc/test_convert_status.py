@@ -23,7 +23,7 @@ from petcd.server import errors as server_errors
 from tests.unit.server.test_entry import ranges, txns
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(txns)
 def test_txn_request_roundtrip_through_protobuf(txn: TxnRequest) -> None:
     pb = convert.txn_request_pb(txn)
