@@ -116,12 +116,6 @@ class ServerMetrics:
             buckets=_DISK_BUCKETS,
             registry=r,
         )
-        self.grpc_handled = Counter(
-            "grpc_server_handled",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
-            registry=r,
-        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
