@@ -149,6 +149,7 @@ class CrashPoint(enum.Enum):
     """Where, inside the handling of one Ready, a member may crash."""
 
     BEFORE_PERSIST = "before persisting the Ready"
+    DURING_PERSIST = "during the write: a torn tail, no hard state"
     AFTER_PERSIST = "after persisting, before sending"
     AFTER_SEND = "after sending, before applying"
     AFTER_APPLY = "after applying, before advance"
@@ -442,8 +443,14 @@ class Simulation:
                 return
             if self.leader_hint in members and rng.random() < 0.3:
                 groups = [[self.leader_hint]]  # isolate the leader
-            elif rng.random() < 0.5:
+            elif rng.random() < 0.4:
                 groups = [[members[0]]]  # isolate one member
+            elif rng.random() < 0.3:
+                # One way only: members[0] no longer hears members[1] (a broken route, a full
+                # receive buffer); the other direction still works.
+                self._log(f"one-way partition {members[1]} -/-> {members[0]}")
+                self.net.block(members[1], members[0])
+                return
             else:
                 cut = rng.randint(1, len(members) - 1)
                 groups = [members[:cut], members[cut:]]
@@ -582,6 +589,9 @@ class Simulation:
         try:
             if crash is CrashPoint.BEFORE_PERSIST:
                 raise _Stop
+            if crash is CrashPoint.DURING_PERSIST:
+                self._persist(node, self._torn(rd))
+                raise _Stop
             self._persist(node, rd)
             if crash is CrashPoint.AFTER_PERSIST:
                 raise _Stop
@@ -604,6 +614,19 @@ class Simulation:
         for to, failed in snap_reports:
             raw.report_snapshot(to, failed)
         self._maybe_snapshot(node)
+
+    def _torn(self, rd: Ready) -> Ready:
+        """What a crash in the middle of the write leaves: like etcd's WAL, which writes the
+        snapshot marker, then the entries, then the hard state, a prefix of that survives."""
+        keep_snapshot = rd.snapshot is not None and self.rng.random() < 0.5
+        keep = self.rng.randint(0, len(rd.entries)) if rd.snapshot is None or keep_snapshot else 0
+        return dataclasses.replace(
+            rd,
+            soft_state=None,
+            hard_state=None,
+            snapshot=rd.snapshot if keep_snapshot else None,
+            entries=rd.entries[:keep],
+        )
 
     def _persist(self, node: SimNode, rd: Ready) -> None:
         disk = node.disk

@@ -9,7 +9,8 @@ with its own delay). ``due(now)`` pops every message whose delivery tick has com
 reorders messages inside a tick as well. A partition assigns every member to a group; a message
 between two groups (from the member that sent it, to ``Message.to``) is dropped both when it is
 sent and when it arrives (a partition that starts while a message is in flight cuts it too).
-Members that are not named in a partition are in group 0 together.
+Members that are not named in a partition are in group 0 together. ``block(a, b)`` cuts the
+link from a to b only (a one-way partition); ``heal`` restores everything.
 
 The network never looks inside a message except for its ``to`` field, and never
 creates a message that was not sent (a duplicate is the same frozen value delivered twice).
@@ -60,6 +61,7 @@ class SimNetwork:
         self._queue: list[_InFlight] = []
         self._seq = 0
         self._group: dict[MemberId, int] = {}
+        self._blocked: set[tuple[MemberId, MemberId]] = set()
         self.sent = 0
         self.dropped = 0
         self.duplicated = 0
@@ -74,14 +76,22 @@ class SimNetwork:
                 assert member not in self._group, f"member {member} in two groups"
                 self._group[member] = number
 
+    def block(self, sender: MemberId, receiver: MemberId) -> None:
+        """Cut the link from ``sender`` to ``receiver`` only (a one-way partition)."""
+        self._blocked.add((sender, receiver))
+
     def heal(self) -> None:
         self._group = {}
+        self._blocked = set()
 
     @property
     def partitioned(self) -> bool:
-        return bool(self._group)
+        return bool(self._group) or bool(self._blocked)
 
     def connected(self, a: MemberId, b: MemberId) -> bool:
+        """Whether a message from ``a`` reaches ``b``."""
+        if self._blocked and (a, b) in self._blocked:
+            return False
         return self._group.get(a, 0) == self._group.get(b, 0)
 
     # -- sending and delivering -------------------------------------------------------------

@@ -298,3 +298,14 @@ def test_failure_message_names_the_seed_and_the_replay_command() -> None:
     text = str(info.value)
     assert text.startswith("seed 9, tick ")
     assert "replay: .venv/bin/pytest tests/sim --seed 9" in text
+
+
+def test_one_way_partition_cuts_one_direction_only() -> None:
+    net = SimNetwork(random.Random(6))
+    net.block(M1, M2)
+    assert not net.send(M1, _msg(M1, M2), now_tick=0)
+    assert net.send(M2, _msg(M2, M1), now_tick=0)
+    assert net.send(M1, _msg(M1, M3), now_tick=0)
+    assert net.partitioned
+    net.heal()
+    assert net.send(M1, _msg(M1, M2), now_tick=0)
