@@ -863,10 +863,10 @@ class Member:
                 result = self._apply_member_attributes(req)
                 self._backend.set_consistent_index(e.index, e.term)
             elif isinstance(req, CompactionRequest):
-                result = self.kv.compact(req.revision, index=e.index, term=e.term)
+                result = self.kv.compact(req.revision, index=e.index, term=e.term, commit=False)
                 self._compactor.compacted(req.revision)
                 if req.physical:
-                    while self.kv.compaction_step():
+                    while self.kv.compaction_step(commit=False):
                         pass
             else:
                 raise AssertionError(f"unknown entry request {req!r}")
@@ -921,7 +921,7 @@ class Member:
 
     async def _after_apply(self) -> None:
         if self.kv.compaction_pending:
-            self.kv.compaction_step()
+            self.kv.compaction_step(commit=False)  # committed below, from a worker thread
         await self._maybe_commit_backend()
         if self._applied - self._snapshot_index > self.cfg.snapshot_count:
             await self._snapshot()
