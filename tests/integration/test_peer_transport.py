@@ -524,6 +524,33 @@ def test_malformed_frame_closes_only_that_connection(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("bad_type", [MessageType.HUP, MessageType.SNAP, MessageType.UNREACHABLE])
+def test_local_or_snapshot_messages_on_a_stream_are_refused(
+    tmp_path: Path, bad_type: MessageType
+) -> None:
+    async def main() -> None:
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path)
+        await start(a, b)
+        try:
+            r, w, status, _ = await raw_dial(
+                b.port, codec.Hello(codec.KIND_STREAM, CLUSTER, a.id, b.id)
+            )
+            assert status == HandshakeStatus.OK
+            bad = (
+                _snapshot_msg(a.id, b.id, 3)
+                if bad_type == MessageType.SNAP
+                else Message(bad_type, to=b.id, from_=a.id)
+            )
+            w.write(codec.encode_frames([app(a.id, b.id, 1), bad, app(a.id, b.id, 2)]))
+            assert await asyncio.wait_for(r.read(), TIMEOUT_S) == b""
+            assert [m.index for m in b.received] == [1]
+            assert "closing peer connection on a malformed frame" in b.log.errors()
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
 def test_corrupt_snapshot_is_refused_and_not_kept(tmp_path: Path) -> None:
     async def main() -> None:
         a, b = make_member(1, tmp_path), make_member(2, tmp_path)

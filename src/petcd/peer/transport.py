@@ -53,6 +53,27 @@ from petcd.peer.errors import CodecError, HandshakeRejectedError, PeerUrlError
 from petcd.peer.queue import Backoff, PeerQueue
 from petcd.raft.types import MemberId, Message, MessageType, SnapshotMetadata
 
+# What a peer may send on a stream connection: Raft's network messages except MsgSnap (which
+# comes with its file on a snapshot connection). Local types (MsgHup, MsgBeat, MsgUnreachable,
+# MsgSnapStatus, MsgCheckQuorum) never travel between members.
+STREAM_MESSAGE_TYPES = frozenset(
+    {
+        MessageType.PROP,
+        MessageType.APP,
+        MessageType.APP_RESP,
+        MessageType.VOTE,
+        MessageType.VOTE_RESP,
+        MessageType.HEARTBEAT,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.TRANSFER_LEADER,
+        MessageType.TIMEOUT_NOW,
+        MessageType.READ_INDEX,
+        MessageType.READ_INDEX_RESP,
+        MessageType.PRE_VOTE,
+        MessageType.PRE_VOTE_RESP,
+    }
+)
+
 _SNAP_OK = b"\x00"
 _SNAP_FAILED = b"\x01"
 
@@ -731,6 +752,7 @@ class PeerTransport:
         read_bytes = self.cfg.read_bytes
         deliver = self._on_messages
         stats = self._inbound_stats.setdefault(sender, InboundStats())
+        allowed = STREAM_MESSAGE_TYPES
         try:
             while True:
                 data = await reader.read(read_bytes)
@@ -738,9 +760,17 @@ class PeerTransport:
                     return
                 stats.received_bytes += len(data)
                 msgs = decoder.feed(data)
+                bad: Message | None = None
+                for i, m in enumerate(msgs):
+                    if m.type not in allowed:
+                        bad = m
+                        del msgs[i:]
+                        break
                 if msgs:
                     stats.received_messages += len(msgs)
                     deliver(msgs)
+                if bad is not None:
+                    raise CodecError(f"{bad.type.name} is not sent on a stream connection")
                 if decoder.error is not None:
                     raise decoder.error
         finally:
