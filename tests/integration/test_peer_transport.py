@@ -524,7 +524,9 @@ def test_malformed_frame_closes_only_that_connection(tmp_path: Path) -> None:
     run(main())
 
 
-@pytest.mark.parametrize("bad_type", [MessageType.HUP, MessageType.SNAP, MessageType.UNREACHABLE])
+@pytest.mark.parametrize(
+    "bad_type", [MessageType.HUP, MessageType.SNAP, MessageType.UNREACHABLE, MessageType.APP]
+)
 def test_local_or_snapshot_messages_on_a_stream_are_refused(
     tmp_path: Path, bad_type: MessageType
 ) -> None:
@@ -540,6 +542,8 @@ def test_local_or_snapshot_messages_on_a_stream_are_refused(
                 _snapshot_msg(a.id, b.id, 3)
                 if bad_type == MessageType.SNAP
                 else Message(bad_type, to=b.id, from_=a.id)
+                if bad_type != MessageType.APP
+                else app(MemberId(3), b.id, 9)  # a message that claims another sender
             )
             w.write(codec.encode_frames([app(a.id, b.id, 1), bad, app(a.id, b.id, 2)]))
             assert await asyncio.wait_for(r.read(), TIMEOUT_S) == b""

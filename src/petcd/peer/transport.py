@@ -762,7 +762,7 @@ class PeerTransport:
                 msgs = decoder.feed(data)
                 bad: Message | None = None
                 for i, m in enumerate(msgs):
-                    if m.type not in allowed:
+                    if m.type not in allowed or m.from_ != sender:
                         bad = m
                         del msgs[i:]
                         break
@@ -770,7 +770,10 @@ class PeerTransport:
                     stats.received_messages += len(msgs)
                     deliver(msgs)
                 if bad is not None:
-                    raise CodecError(f"{bad.type.name} is not sent on a stream connection")
+                    raise CodecError(
+                        f"{bad.type.name} from {bad.from_:x} is not sent on a stream connection "
+                        f"from {sender:x}"
+                    )
                 if decoder.error is not None:
                     raise decoder.error
         finally:
