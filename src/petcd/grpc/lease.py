@@ -77,6 +77,8 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
             call.cancel()
 
     async def _abort(self, context: Any, exc: BaseException, method: str) -> None:
+        if isinstance(exc, grpc.aio.AioRpcError):  # the leader's answer to a forwarded call
+            await context.abort(exc.code(), exc.details() or "")
         code, message = status_for(exc)
         if not is_expected(exc) and self._log is not None:
             self._log.error("unexpected error in gRPC handler", method=method, error=repr(exc))
