@@ -13,6 +13,12 @@ simulator). Inputs: ``tick``, ``step`` (messages from peers), ``propose``/``prop
     apply rd.committed_entries in order              (apply_conf_change for conf changes)
     node.advance(rd)
 
+A non-empty ``rd.snapshot`` replaces the state machine: install it before applying
+``rd.committed_entries`` (which then follow the snapshot's index). ``rd.entries`` may start
+below the last persisted index: they replace the conflicting tail (``MemoryStorage.append``
+does that). A proposal or read request may raise ``ProposalDroppedError``; it then never
+commits (retry it later).
+
 ``ready()`` hands out every change since the previous ``ready()``; ``advance(rd)`` records that
 ``rd`` was handled (entries stable, entries applied). Calls alternate strictly: ``ready``,
 ``advance``, ``ready``, ... Inputs may arrive between them.
