@@ -42,6 +42,14 @@ class EndpointHashKV:
     hash_kv: Any  # HashKVResponse
 
 
+def _as_3_5(hash_kv: Any) -> Any:
+    """HashKVResponse without etcd 3.6's hash_revision: etcdctl 3.5 does not know it."""
+    copy = type(hash_kv)()
+    copy.CopyFrom(hash_kv)
+    copy.ClearField("hash_revision")
+    return copy
+
+
 def _hex(data: bytes) -> bytes:
     return "".join(f"\\x{b:02x}" for b in data).encode("ascii")
 
@@ -194,7 +202,9 @@ class JsonPrinter(Printer):
         self.inv.out("[" + ",".join(parts) + "]\n")
 
     def endpoint_hashkv(self, items: Sequence[EndpointHashKV]) -> None:
-        parts = [f'{{"Endpoint":{js(h.endpoint)},"HashKV":{go_json(h.hash_kv)}}}' for h in items]
+        parts = [
+            f'{{"Endpoint":{js(h.endpoint)},"HashKV":{go_json(_as_3_5(h.hash_kv))}}}' for h in items
+        ]
         self.inv.out("[" + ",".join(parts) + "]\n")
 
 
