@@ -237,7 +237,7 @@ def test_member_list_hash_kv_and_alarms(server: PetcdProcess) -> None:
     assert etcdctl(server.endpoint, "endpoint", "health").returncode == 0
 
 
-def test_zz_quota_backend_bytes(kv: Any) -> None:
+def test_zz_quota_backend_bytes(server: PetcdProcess, kv: Any) -> None:
     # Runs last in this module: it fills the backend up to --quota-backend-bytes.
     value = b"q" * 3500
     code = None
@@ -257,6 +257,18 @@ def test_zz_quota_backend_bytes(kv: Any) -> None:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "etcdserver: mvcc: database space exceeded",
     )
-    # Reads and deletes still work.
+    # The NOSPACE alarm is raised: every put fails now, reads and deletes still work.
+    out = etcdctl(server.endpoint, "alarm", "list")
+    assert "alarm:NOSPACE" in out.stdout, out.stderr
+    with pytest.raises(grpc.RpcError) as refused:
+        kv.Put(rpc_pb2.PutRequest(key=b"tiny", value=b"1"))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert kv.Range(rpc_pb2.RangeRequest(key=b"quota/0/0")).kvs[0].value == value
-    kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"quota/", range_end=b"quota0"))
+    deleted = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"quota/", range_end=b"quota0"))
+    # etcd's recovery: compact, defragment, disarm.
+    kv.Compact(rpc_pb2.CompactionRequest(revision=deleted.header.revision, physical=True))
+    assert etcdctl(server.endpoint, "defrag").returncode == 0
+    out = etcdctl(server.endpoint, "alarm", "disarm")
+    assert "alarm:NOSPACE" in out.stdout, out.stderr
+    assert etcdctl(server.endpoint, "alarm", "list").stdout == ""
+    kv.Put(rpc_pb2.PutRequest(key=b"tiny", value=b"1"))

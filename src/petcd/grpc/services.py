@@ -9,8 +9,8 @@ can drive the same member). Failures are mapped by ``petcd.grpc.status.status_fo
 code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
 
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
-``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot, MoveLeader and Alarm (GET;
-petcd raises no alarms yet),
+``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot, MoveLeader and Alarm
+(NOSPACE is raised when the quota is hit),
 ``etcdserverpb.Cluster.MemberList``, ``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
 ``etcdserverpb.Lease`` (``petcd.grpc.lease``). Every other method answers ``UNIMPLEMENTED``
 (grpc's default for a servicer method that is not overridden).
@@ -64,6 +64,10 @@ class KVMember(WatchMember, LeaseMember, Protocol):
     def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
 
     def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]: ...
+
+    async def alarm_change(
+        self, action: int, member: int, alarm: int
+    ) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]: ...
 
     async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]: ...
 
@@ -198,11 +202,12 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Alarm(self, request: Any, context: Any) -> Any:
         try:
-            if request.action == rpc_pb2.AlarmRequest.ACTIVATE:
-                await context.abort(
-                    grpc.StatusCode.UNIMPLEMENTED, "petcd: activating alarms is not supported"
+            if request.action == rpc_pb2.AlarmRequest.GET:
+                header, alarms = self._member.alarms()
+            else:
+                header, alarms = await self._member.alarm_change(
+                    request.action, request.memberID, request.alarm
                 )
-            header, alarms = self._member.alarms()
             return rpc_pb2.AlarmResponse(
                 header=convert.header_pb(header),
                 alarms=[

@@ -34,6 +34,8 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
   (etcd's ClusterMemberAttrSetRequest: what a member publishes about itself at start).
 - LEASE_GRANT (6): svarint id, svarint ttl (seconds). LEASE_REVOKE (7): svarint id.
   LEASE_CHECKPOINT (8): uvarint n, n x (svarint id, svarint remaining ttl).
+- ALARM (9): uvarint action (1 activate, 2 deactivate), uvarint member id, uvarint alarm type
+  (etcd's AlarmType: 1 NOSPACE, 2 CORRUPT).
 
 Decoding rejects anything malformed with ``EntryFormatError``: a member that cannot read its
 own log must stop, not guess. Nothing here performs I/O.
@@ -72,6 +74,7 @@ class Kind(enum.IntEnum):
     LEASE_GRANT = 6
     LEASE_REVOKE = 7
     LEASE_CHECKPOINT = 8
+    ALARM = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,13 @@ class LeaseCheckpoints:
     checkpoints: tuple[tuple[int, int], ...]  # (lease id, remaining ttl seconds)
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    action: int  # 1 activate, 2 deactivate (etcd's AlarmRequest.AlarmAction)
+    member_id: int
+    alarm: int  # etcd's AlarmType
+
+
 EntryRequest = (
     PutRequest
     | DeleteRangeRequest
@@ -111,6 +121,7 @@ EntryRequest = (
     | LeaseGrant
     | LeaseRevoke
     | LeaseCheckpoints
+    | AlarmChange
 )
 
 
@@ -252,6 +263,12 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
         for lease_id, remaining in request.checkpoints:
             _svarint(out, lease_id)
             _svarint(out, remaining)
+    elif isinstance(request, AlarmChange):
+        out.append(Kind.ALARM)
+        _uvarint(out, request_id)
+        _uvarint(out, request.action)
+        _uvarint(out, request.member_id)
+        _uvarint(out, request.alarm)
     else:
         out.append(Kind.MEMBER_ATTRIBUTES)
         _uvarint(out, request_id)
@@ -427,6 +444,10 @@ def decode(data: bytes) -> DecodedEntry:
             lease_id = r.svarint()
             cps.append((lease_id, r.svarint()))
         request = LeaseCheckpoints(tuple(cps))
+    elif kind == Kind.ALARM:
+        action = r.uvarint()
+        mid = r.uvarint()
+        request = AlarmChange(action, mid, r.uvarint())
     else:
         raise EntryFormatError(f"unknown entry kind {kind}")
     if r.pos != len(data):

@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from petcd import ETCD_VERSION
-from petcd.backend import LEASE, MEMBERS, Backend
+from petcd.backend import ALARM, LEASE, MEMBERS, Backend
 from petcd.lease import (
     CHECKPOINT_BATCH_MAX,
     LESSOR_TICK_SECONDS,
@@ -153,6 +153,23 @@ from petcd.wal import exists as wal_exists
 
 _WAL_META = struct.Struct(">QQ")  # member id, cluster id
 _T = TypeVar("_T")
+
+
+ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
+ALARM_NOSPACE, ALARM_CORRUPT = 1, 2  # etcd's AlarmType
+_ALARM_NAMES = {0: "NONE", ALARM_NOSPACE: "NOSPACE", ALARM_CORRUPT: "CORRUPT"}
+
+
+def _alarm_name(alarm: int) -> str:
+    return _ALARM_NAMES.get(alarm, str(alarm))
+
+
+def _encode_alarm_key(member: int, alarm: int) -> bytes:
+    return member.to_bytes(8, "big") + alarm.to_bytes(4, "big")
+
+
+def _decode_alarm_key(key: bytes) -> tuple[int, int]:
+    return int.from_bytes(key[:8], "big"), int.from_bytes(key[8:], "big")
 
 
 class FatalError(Exception):
@@ -260,6 +277,8 @@ class Member:
         # rounds, never while entries are being applied.
         self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._transport: PeerTransport | None = None
+        self._alarms: set[tuple[int, int]] = set()  # (member id, alarm type), replicated
+        self._nospace_raising = False
         self._incoming_snapshots: dict[int, str] = {}  # snapshot index -> received db file
         self._after_watch_sync: set[Callable[[], None]] = set()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
@@ -309,6 +328,7 @@ class Member:
             )
             for k, v in self._backend.iterate(MEMBERS)
         }
+        self._alarms = {_decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
         ci, _ = self._backend.consistent_index()
         self._consistent_index = ci
         self._db_size_bytes = self._backend.size_bytes()
@@ -657,13 +677,17 @@ class Member:
                 if len(data) > self.cfg.max_request_bytes:
                     fut.set_exception(RequestTooLargeError())
                     continue
-                if (
-                    self._quota_bytes > 0
-                    and isinstance(req, PutRequest | TxnRequest)
-                    and self._db_size_bytes + len(data) > self._quota_bytes
-                ):
-                    fut.set_exception(NoSpaceError())
-                    continue
+                if isinstance(req, PutRequest | TxnRequest | entry_codec.LeaseGrant):
+                    if self._has_nospace_alarm():
+                        fut.set_exception(NoSpaceError())
+                        continue
+                    if (
+                        self._quota_bytes > 0
+                        and self._db_size_bytes + len(data) > self._quota_bytes
+                    ):
+                        fut.set_exception(NoSpaceError())
+                        self._raise_nospace_alarm()
+                        continue
                 datas.append(data)
                 ids.append(rid)
                 self._waiters[rid] = fut
@@ -764,6 +788,7 @@ class Member:
             )
             for k, v in self._backend.iterate(MEMBERS)
         }
+        self._alarms = {_decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
         self._db_size_bytes = self._backend.size_bytes()
         del cfg
 
@@ -859,6 +884,9 @@ class Member:
                     raise
                 self.kv.delete_keys(keys, index=e.index, term=e.term, commit=False)
                 result = self._header(self.kv.current_revision, term)
+            elif isinstance(req, entry_codec.AlarmChange):
+                result = self._apply_alarm(req)
+                self._backend.set_consistent_index(e.index, e.term)
             elif isinstance(req, entry_codec.MemberAttributes):
                 result = self._apply_member_attributes(req)
                 self._backend.set_consistent_index(e.index, e.term)
@@ -879,7 +907,7 @@ class Member:
                 return
             if isinstance(result, Exception):
                 fut.set_exception(result)
-            elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | type(None)):
+            elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | tuple | type(None)):
                 fut.set_result(result)
             else:
                 fut.set_result(self._with_header(result, term))
@@ -893,6 +921,52 @@ class Member:
             with contextlib.suppress(LeaseNotFoundError):  # revoked meanwhile: nothing to do
                 self.lessor.checkpoint(LeaseId(lease_id), remaining)
         return None
+
+    def _apply_alarm(self, req: entry_codec.AlarmChange) -> tuple[tuple[int, int], ...]:
+        """etcd's alarm store: activate/deactivate; returns the alarms the change touched."""
+        alarm = (req.member_id, req.alarm)
+        key = _encode_alarm_key(*alarm)
+        if req.action == ALARM_ACTIVATE:
+            if alarm not in self._alarms:
+                self._alarms.add(alarm)
+                self._backend.put(ALARM, key, b"")
+                self.log.warn(
+                    "alarm raised", member_id=format_id(req.member_id), alarm=_alarm_name(req.alarm)
+                )
+            return (alarm,)
+        if alarm in self._alarms:
+            self._alarms.discard(alarm)
+            self._backend.delete(ALARM, key)
+            self.log.warn(
+                "alarm disarmed", member_id=format_id(req.member_id), alarm=_alarm_name(req.alarm)
+            )
+            return (alarm,)
+        return ()
+
+    def _has_nospace_alarm(self) -> bool:
+        return any(a == ALARM_NOSPACE for _, a in self._alarms)
+
+    def _raise_nospace_alarm(self) -> None:
+        if self._nospace_raising or (self.id, ALARM_NOSPACE) in self._alarms:
+            return
+        self._nospace_raising = True
+
+        async def raise_alarm() -> None:
+            try:
+                await self._propose(entry_codec.AlarmChange(ALARM_ACTIVATE, self.id, ALARM_NOSPACE))
+            finally:
+                self._nospace_raising = False
+
+        self._spawn(raise_alarm(), "NOSPACE alarm")
+
+    async def alarm_change(
+        self, action: int, member: int, alarm: int
+    ) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]:
+        """Maintenance.Alarm ACTIVATE / DEACTIVATE, through raft."""
+        changed: tuple[tuple[int, int], ...] = await self._propose(
+            entry_codec.AlarmChange(action, member, alarm)
+        )
+        return self._header(self.kv.current_revision), changed
 
     def _apply_member_attributes(self, attrs: entry_codec.MemberAttributes) -> MemberInfo:
         key = int(attrs.member_id).to_bytes(8, "big")
@@ -1045,7 +1119,7 @@ class Member:
             raft_index=st.commit,
             raft_term=st.term,
             raft_applied_index=self._applied,
-            errors=(),
+            errors=tuple(f"memberID:{m} alarm:{_alarm_name(a)} " for m, a in sorted(self._alarms)),
             db_size_in_use=self._backend.size_in_use_bytes(),
             is_learner=False,
         )
@@ -1056,8 +1130,8 @@ class Member:
         return self._header(0), members  # etcd's Cluster service sends no revision
 
     def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]:
-        """Active alarms as (member id, alarm type); petcd raises none yet."""
-        return self._header(self.kv.current_revision), ()
+        """Active alarms as (member id, alarm type), sorted."""
+        return self._header(self.kv.current_revision), tuple(sorted(self._alarms))
 
     async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]:
         """etcd's HashKV at ``revision`` (0: current), over the applied state."""
@@ -1295,6 +1369,8 @@ class Member:
             return "SERVER STOPPED"
         if self._lead == NONE_ID:
             return "RAFT NO LEADER"
+        if self._alarms:
+            return "ALARM " + ",".join(sorted({_alarm_name(a) for _, a in self._alarms}))
         try:
             await self.range(RangeRequest(key=b"health", serializable=serializable))
         except Exception:

@@ -18,6 +18,7 @@ from petcd.mvcc.requests import (
     TxnRequest,
 )
 from petcd.server.entry import (
+    AlarmChange,
     EntryFormatError,
     LeaseCheckpoints,
     LeaseGrant,
@@ -97,6 +98,7 @@ leases = st.one_of(
     st.builds(LeaseGrant, i64, i64),
     st.builds(LeaseRevoke, i64),
     st.builds(LeaseCheckpoints, st.lists(st.tuples(i64, i64), max_size=4).map(tuple)),
+    st.builds(AlarmChange, st.integers(1, 2), st.integers(0, (1 << 64) - 1), st.integers(0, 2)),
 )
 requests = st.one_of(puts, deletes, txns, compactions, attributes, leases)
 
