@@ -16,9 +16,10 @@ still pending before the first unmatched return, applies it to the model, lifts 
 its return out of the list and continues; when it reaches a return whose call has not been
 linearized yet it backtracks. Every (set of linearized operations, model state) it has been
 in is remembered, so the same sub-problem is never searched twice. The model is
-nondeterministic (an unknown write did or did not happen; an unknown revision is only known
-to be above a bound), so a step yields a list of possible next states and backtracking tries
-each in turn.
+nondeterministic (an unknown revision is only known to be above a bound; an unknown txn's
+compare may hold or not), so a step yields a list of possible next states and backtracking
+tries each in turn. An unknown write that did not happen is simply never linearized: the
+search is done when every operation with a known outcome is.
 
 The model is partitioned by key: every operation becomes one sub-operation per key it can
 touch (a prefix read or delete, one per key of the universe under the prefix), and each key
@@ -132,7 +133,9 @@ class Operation:
     return_ns: int | None = None  # None: infinity
 
     def __post_init__(self) -> None:
-        assert (self.response is None) == (self.return_ns is None), self
+        # A response without a return time: the effect is known (from the store's log), not
+        # when it happened (see patch_unknown_writes).
+        assert self.response is not None or self.return_ns is None, self
         assert self.return_ns is None or self.return_ns >= self.call_ns, self
 
     @property
@@ -256,10 +259,10 @@ def step(state: KeyState, op: KeyOp) -> list[KeyState]:
         case KeyOpKind.PUT:
             if op.known:
                 return [(op.value, op.revision, op.revision)] if op.revision > lower else []
-            return [state, (op.value, 0, lower)]
+            return [(op.value, 0, lower)]
         case KeyOpKind.DELETE:
             if not op.known:
-                return [state] if value is None else [state, (None, 0, lower)]
+                return [] if value is None else [(None, 0, lower)]
             if value is None:
                 return [] if op.deleted else [state]
             if not op.deleted:
@@ -283,8 +286,6 @@ def step(state: KeyState, op: KeyOp) -> list[KeyState]:
                         out.append((op.value, op.revision, op.revision))
                 else:
                     out.extend(_observe(s, op.observed, op.revision))
-            if not op.known:
-                out.append(state)
             return out
 
 
@@ -406,22 +407,31 @@ def check_ops(
     initial: KeyState = INITIAL_STATE,
     max_states: int = 5_000_000,
 ) -> PartitionResult:
-    """Wing-Gong search with memoisation over (linearized bitmask, state)."""
+    """Wing-Gong search with memoisation over (linearized bitmask, state).
+
+    An operation with an unknown outcome (``known`` false) gets no return node:
+    it may be linearized (with its effect) anywhere after its call, or never, which is the
+    same as "it did not take effect". So the search succeeds as soon as every operation with
+    a known outcome is linearized, and ``step_fn`` never needs a no-effect alternative for
+    unknown operations; that keeps the search from trying every subset of unknown
+    operations as no-ops at every point.
+    """
     n = len(ops)
     events: list[tuple[int, int, int]] = []
     for i, op in enumerate(ops):
         events.append((op.call_ns, 0, i))
-        events.append((op.return_ns, 1, i))
+        if op.known:  # (a write settled from the log returns at infinity, but must happen)
+            events.append((op.return_ns, 1, i))
     events.sort()  # at equal times calls come first: such operations count as concurrent
-    # A doubly linked list of nodes 1..2n (0 is the head, -1 the end).
-    size = 2 * n + 1
+    # A doubly linked list of nodes 1..len(events) (0 is the head, -1 the end).
+    size = len(events) + 1
     nxt = [-1] * size
     prv = [-1] * size
     is_call = [False] * size
     opid = [0] * size
-    match = [0] * size
+    match = [-1] * size
     call_node = [0] * n
-    ret_node = [0] * n
+    ret_node = [-1] * n
     for pos, (_, kind, i) in enumerate(events, start=1):
         is_call[pos] = kind == 0
         opid[pos] = i
@@ -434,22 +444,27 @@ def check_ops(
     nxt[size - 1] = -1
     for i in range(n):
         match[call_node[i]] = ret_node[i]
+    remaining = sum(1 for r in ret_node if r != -1)  # known operations not linearized yet
 
     def lift(e: int) -> None:
         nxt[prv[e]] = nxt[e]
-        prv[nxt[e]] = prv[e]
+        if nxt[e] != -1:
+            prv[nxt[e]] = prv[e]
         m = match[e]
-        nxt[prv[m]] = nxt[m]
-        if nxt[m] != -1:
-            prv[nxt[m]] = prv[m]
+        if m != -1:
+            nxt[prv[m]] = nxt[m]
+            if nxt[m] != -1:
+                prv[nxt[m]] = prv[m]
 
     def unlift(e: int) -> None:
         m = match[e]
-        nxt[prv[m]] = m
-        if nxt[m] != -1:
-            prv[nxt[m]] = m
+        if m != -1:
+            nxt[prv[m]] = m
+            if nxt[m] != -1:
+                prv[nxt[m]] = m
         nxt[prv[e]] = e
-        prv[nxt[e]] = e
+        if nxt[e] != -1:
+            prv[nxt[e]] = e
 
     cache: set[tuple[int, KeyState]] = set()
 
@@ -467,9 +482,11 @@ def check_ops(
     entry = nxt[0]
     longest: tuple[int, ...] = ()
     stuck: tuple[int, ...] = ()
-    while nxt[0] != -1:
+    while remaining:
         if len(cache) > max_states:
             raise CheckerTimeout(f"more than {max_states} states explored")
+        # An unlinearized known operation's return is still ahead: the scan meets it first.
+        assert entry != -1
         if is_call[entry]:
             i = opid[entry]
             new_lin = linearized | (1 << i)
@@ -479,13 +496,15 @@ def check_ops(
                 stack.append((entry, state, alts, j))
                 state = alts[j]
                 linearized = new_lin
+                if match[entry] != -1:
+                    remaining -= 1
                 lift(entry)
                 entry = nxt[0]
             else:
                 entry = nxt[entry]
             continue
         # A return whose call is not linearized: the prefix cannot be extended. Backtrack.
-        if len(stack) >= len(longest):
+        if len(stack) > len(longest) or not longest:
             longest = tuple(opid[e] for e, _, _, _ in stack)
             cands = []
             e = nxt[0]
@@ -495,24 +514,24 @@ def check_ops(
             if e != -1:
                 cands.append(opid[e])
             stuck = tuple(dict.fromkeys(cands))
-        while True:
-            if not stack:
-                return PartitionResult(False, longest, stuck, len(cache))
-            e, prev_state, alts, j = stack.pop()
-            i = opid[e]
-            linearized &= ~(1 << i)
-            unlift(e)
-            k = first_new(alts, j + 1, linearized | (1 << i))
-            if k >= 0:
-                stack.append((e, prev_state, alts, k))
-                state = alts[k]
-                linearized |= 1 << i
-                lift(e)
-                entry = nxt[0]
-            else:
-                state = prev_state
-                entry = nxt[e]
-            break
+        if not stack:
+            return PartitionResult(False, longest, stuck, len(cache))
+        e, prev_state, alts, j = stack.pop()
+        i = opid[e]
+        linearized &= ~(1 << i)
+        unlift(e)
+        k = first_new(alts, j + 1, linearized | (1 << i))
+        if k >= 0:
+            stack.append((e, prev_state, alts, k))
+            state = alts[k]
+            linearized |= 1 << i
+            lift(e)
+            entry = nxt[0]
+        else:
+            if match[e] != -1:
+                remaining += 1
+            state = prev_state
+            entry = nxt[e]
     return PartitionResult(True, tuple(opid[e] for e, _, _, _ in stack), (), len(cache))
 
 
@@ -535,7 +554,7 @@ def check_client_revisions(history: Sequence[Operation]) -> list[str]:
     errors = []
     last: dict[int, tuple[int, Operation]] = {}
     for op in sorted(history, key=lambda o: o.call_ns):
-        if op.response is None:
+        if op.response is None or op.return_ns is None:
             continue
         prev = last.get(op.client_id)
         if prev is not None and op.response.revision < prev[0]:
@@ -549,7 +568,7 @@ def check_client_revisions(history: Sequence[Operation]) -> list[str]:
 
 def check_real_time_revisions(history: Sequence[Operation]) -> list[str]:
     """A request invoked after another returned sees at least its revision (more, if it wrote)."""
-    known = [op for op in history if op.response is not None]
+    known = [op for op in history if op.response is not None and op.return_ns is not None]
     by_return = sorted(known, key=lambda o: o.return_ns or 0)
     return_times = [o.return_ns or 0 for o in by_return]
     # prefix maximum of revisions in order of return time
@@ -656,6 +675,28 @@ def check_against_log(history: Sequence[Operation], log: Sequence[Event]) -> lis
                 f"{op.describe()}; log says {sorted(want_kvs)}"
             )
     return errors
+
+
+def patch_unknown_writes(history: Sequence[Operation], log: Sequence[Event]) -> list[Operation]:
+    """Settle unknown puts and txns with the store's log (values are unique).
+
+    An unknown put or txn whose value is in the log took effect at that revision: it gets a
+    response (still without a return time). One whose value is not in the log never took
+    effect and is dropped. Unknown deletes stay unknown. This trusts the log, which
+    :func:`check_against_log` cross-checks against every acknowledged write and read; it
+    makes the search much cheaper when faults leave many writes unknown.
+    """
+    written = {(ev.key, ev.value): ev.revision for ev in log if not ev.is_delete}
+    out = []
+    for op in history:
+        r = op.request
+        if op.response is None and isinstance(r, Put | Txn):
+            rev = written.get((r.key, r.value))
+            if rev is None:
+                continue
+            op = replace(op, response=Response(revision=rev, succeeded=True))
+        out.append(op)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

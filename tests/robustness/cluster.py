@@ -1,0 +1,139 @@
+"""Clusters of real server processes (petcd or etcd) and the faults injected into them.
+
+Theory of operation
+-------------------
+A :class:`Cluster` is ``size`` members on loopback ports, each a
+:class:`tests.integration.petcd_proc.PetcdProcess` whose binary may be petcd or the real
+etcd (both take etcd's flags), bootstrapped together with ``--initial-cluster``. Faults act
+on exactly the processes the cluster started, by pid:
+
+- ``kill(i)``: SIGKILL (no flush, no clean shutdown), then ``restart(i)`` on the same data
+  directory, which waits until the member reports a leader;
+- ``pause(i)`` / ``resume(i)``: SIGSTOP / SIGCONT (a frozen process whose sockets stay open:
+  clients time out instead of being refused, peers see a silent member).
+
+``heal()`` resumes paused members and restarts killed ones. ``stop()`` kills everything.
+The log of member ``name`` is ``<base>/petcd-<name>.log`` whatever the binary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, free_port
+
+ETCD_BIN = "/usr/bin/etcd"
+BINARIES = {"petcd": PETCD_BIN, "etcd": ETCD_BIN}
+
+
+@dataclass
+class Member(PetcdProcess):
+    binary: str = PETCD_BIN
+    paused: bool = False
+
+    def command(self) -> list[str]:
+        return [self.binary, *(self.args or [])]
+
+
+@dataclass
+class Cluster:
+    base: Path
+    target: str = "petcd"  # "petcd" or "etcd"
+    size: int = 1
+    extra_args: list[str] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        assert self.target in BINARIES, self.target
+        names = [f"m{i}" for i in range(self.size)]
+        peer_ports = {n: free_port() for n in names}
+        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in peer_ports.items())
+        for n in names:
+            client_url = f"http://127.0.0.1:{free_port()}"
+            peer_url = f"http://127.0.0.1:{peer_ports[n]}"
+            data_dir = self.base / n / "data"
+            args = [
+                "--name", n,
+                "--data-dir", str(data_dir),
+                "--listen-client-urls", client_url,
+                "--advertise-client-urls", client_url,
+                "--listen-peer-urls", peer_url,
+                "--initial-advertise-peer-urls", peer_url,
+                "--initial-cluster", initial,
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"robustness-{self.target}",
+                *self.extra_args,
+            ]  # fmt: skip
+            m = Member(data_dir, name=n, args=args, binary=BINARIES[self.target])
+            m.client_port = int(client_url.rsplit(":", 1)[1])
+            m.peer_port = peer_ports[n]
+            self.members.append(m)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self) -> None:
+        for m in self.members:
+            m.start(wait=False)
+        for m in self.members:
+            m.wait_ready()
+
+    def running(self, i: int) -> bool:
+        proc = self.members[i].proc
+        return proc is not None and proc.poll() is None
+
+    def kill(self, i: int) -> None:
+        m = self.members[i]
+        m.kill()  # SIGKILL works on a stopped process too
+        m.paused = False
+
+    def restart(self, i: int, wait: bool = True) -> None:
+        m = self.members[i]
+        assert not self.running(i)
+        m.start(wait=wait)
+
+    def pause(self, i: int) -> None:
+        m = self.members[i]
+        assert m.proc is not None and not m.paused
+        os.kill(m.proc.pid, signal.SIGSTOP)
+        m.paused = True
+
+    def resume(self, i: int) -> None:
+        m = self.members[i]
+        assert m.proc is not None and m.paused
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(m.proc.pid, signal.SIGCONT)
+        m.paused = False
+
+    def heal(self) -> None:
+        """Every member running and not paused."""
+        for i, m in enumerate(self.members):
+            if m.paused:
+                self.resume(i)
+        down = [i for i in range(self.size) if not self.running(i)]
+        for i in down:
+            self.restart(i, wait=False)
+        for i in down:
+            self.members[i].wait_ready()
+
+    def kill_all_and_restart(self) -> None:
+        for i in range(self.size):
+            self.kill(i)
+        for i in range(self.size):
+            self.restart(i, wait=False)
+        for m in self.members:
+            m.wait_ready()
+
+    def stop(self) -> None:
+        for i, m in enumerate(self.members):
+            if m.paused:
+                self.resume(i)
+            m.stop()
+
+    def log_tails(self, n: int = 30) -> str:
+        return "\n".join(f"--- {m.name} ({m.log_path})\n{m.log_tail(n)}" for m in self.members)
