@@ -29,6 +29,7 @@ from petcd.ctl import (
     lock,
     maintenance,
     member,
+    mirror,
     version,
     watch,
 )
@@ -37,7 +38,19 @@ from petcd.ctl.context import GLOBAL_FLAGS, ClientConfig, Invocation, default_cl
 from petcd.ctl.errors import EXIT_ERROR, ExitError, FlagError, SilentExit
 
 CLI_NAME = "etcdctl"
-COMMAND_GROUPS = [kv, endpoint, lease, maintenance, member, auth, lock, elect, version, watch]
+COMMAND_GROUPS = [
+    kv,
+    endpoint,
+    lease,
+    maintenance,
+    member,
+    auth,
+    lock,
+    elect,
+    mirror,
+    version,
+    watch,
+]
 
 
 def build_root() -> Command:
