@@ -128,14 +128,21 @@ def make_member(
         server_ssl=server_ssl,
         client_ssl=client_ssl,
     )
-    m = Member(MemberId(mid), port if port is not None else free_port(), t, log)
+    m = Member(MemberId(mid), port if port is not None else 0, t, log)
     holder.append(m)
     return m
 
 
+async def listen(m: Member, scheme: str = "http") -> None:
+    """Start ``m``'s transport; port 0 binds a free port, with no window for another process
+    to take it (unlike picking a free port first)."""
+    await m.transport.start([f"{scheme}://127.0.0.1:{m.port}"])
+    m.port = m.transport.listen_addresses[0][1]
+
+
 async def start(*members: Member) -> None:
     for m in members:
-        await m.transport.start([m.url])
+        await listen(m)
     for m in members:
         for other in members:
             if other is not m:
@@ -268,7 +275,7 @@ def test_reconnects_after_the_peer_comes_back(tmp_path: Path) -> None:
             await wait_for(lambda: b.id in a.unreachable, "reported unreachable")
             # B comes back on the same port (a new process would; a new transport here).
             b2 = make_member(2, tmp_path, port=b.port)
-            await b2.transport.start([b2.url])
+            await listen(b2)
             b2.transport.add_peer(a.id, [a.url])
             await wait_for(lambda: a.transport.is_connected(b.id), "A reconnected")
             a.transport.send([app(a.id, b.id, 2)])
@@ -427,7 +434,7 @@ def test_update_peer_moves_to_new_url(tmp_path: Path) -> None:
         a, b = make_member(1, tmp_path), make_member(2, tmp_path)
         await start(a, b)
         b2 = make_member(2, tmp_path)  # B's new address
-        await b2.transport.start([b2.url])
+        await listen(b2)
         b2.transport.add_peer(a.id, [a.url])
         try:
             await wait_for(lambda: a.transport.is_connected(b.id), "connected")
@@ -488,8 +495,8 @@ def test_unknown_sender_is_accepted_once_added(tmp_path: Path) -> None:
 
     async def main() -> None:
         a, b = make_member(1, tmp_path), make_member(2, tmp_path)
-        await a.transport.start([a.url])
-        await b.transport.start([b.url])
+        await listen(a)
+        await listen(b)
         a.transport.add_peer(b.id, [b.url])  # B does not know A yet
         try:
             await wait_for(
@@ -595,7 +602,7 @@ def test_stalled_writer_is_dropped_and_redialled(tmp_path: Path) -> None:
 
         server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
         peer = MemberId(5)
-        await a.transport.start([a.url])
+        await listen(a)
         a.transport.add_peer(peer, [f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"])
         try:
             await wait_for(lambda: a.transport.is_connected(peer), "connected")
@@ -664,12 +671,12 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
             members.append(m)
         a, b = members
         for m in members:
-            await m.transport.start([m.url.replace("http://", "https://")])
+            await listen(m, "https")
         a.transport.add_peer(b.id, [b.url.replace("http://", "https://")])
         b.transport.add_peer(a.id, [a.url.replace("http://", "https://")])
         # A plaintext dialer cannot get in.
         plain = make_member(3, tmp_path)
-        await plain.transport.start([plain.url])
+        await listen(plain)
         plain.transport.add_peer(b.id, [b.url])
         b.transport.add_peer(plain.id, [plain.url])
         try:
@@ -746,14 +753,14 @@ class RaftHost:
     payload per line, written when the leader compacts.
     """
 
-    def __init__(self, mid: int, ids: list[int], tmp: Path, port: int) -> None:
+    def __init__(self, mid: int, ids: list[int], tmp: Path) -> None:
         from petcd.raft.config import Config
         from petcd.raft.node import RawNode
         from petcd.raft.storage import MemoryStorage
 
         self.id = MemberId(mid)
         self.tmp = tmp
-        self.port = port
+        self.port = 0
         self.storage = MemoryStorage.bootstrap([MemberId(i) for i in ids])
         self.node = RawNode(
             Config(self.id, rand=random.Random(mid), election_ticks=10),
@@ -860,12 +867,16 @@ def test_three_raft_cores_elect_replicate_and_catch_up_by_snapshot(tmp_path: Pat
 
     async def main() -> None:
         ids = [1, 2, 3]
-        hosts = [RaftHost(i, ids, tmp_path, free_port()) for i in ids]
+        hosts = [RaftHost(i, ids, tmp_path) for i in ids]
         h1, h2, h3 = hosts
         stop_ev = asyncio.Event()
-        # Members 1 and 2 start; member 3 is down.
+        # Every member binds its port first (port 0: no race for it with other processes).
+        # Members 1 and 2 start; member 3 only listens, knows no peers and so refuses their
+        # connections (as a member that has not joined yet): it is down for them.
+        for h in hosts:
+            await h.transport.start(["http://127.0.0.1:0"])
+            h.port = h.transport.listen_addresses[0][1]
         for h in (h1, h2):
-            await h.transport.start([h.url])
             for o in hosts:
                 if o is not h:
                     h.transport.add_peer(o.id, [o.url])
@@ -888,7 +899,6 @@ def test_three_raft_cores_elect_replicate_and_catch_up_by_snapshot(tmp_path: Pat
             await wait_for(lambda: h1.applied == want and h2.applied == want, "replicated")
             # The leader compacts its log: member 3 can only catch up from a snapshot.
             lead.compact()
-            await h3.transport.start([h3.url])
             for o in (h1, h2):
                 h3.transport.add_peer(o.id, [o.url])
             tasks.append(asyncio.ensure_future(h3.run(stop_ev)))
