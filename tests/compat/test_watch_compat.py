@@ -7,6 +7,9 @@ from a past ``--rev`` so that nothing depends on when a watch registers.
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
@@ -93,3 +96,56 @@ def test_watch_errors(differ: Differ) -> None:
     differ.check("compaction", str(current + 1))
     _watch_both(differ, "watch", "w/c", "--rev", "2", until=b"\x00")
     _watch_both(differ, "watch", "w/c", "--rev", "2", "-w", "json", until=b"\x00")
+
+
+def _interactive(
+    binary: str, endpoint: str, lines: bytes, until: tuple[bytes, ...]
+) -> tuple[int, bytes, bytes]:
+    proc = subprocess.Popen(
+        [binary, "--endpoints", endpoint, "watch", "-i"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(lines)
+    proc.stdin.flush()
+    out = b""
+    while not all(marker in out for marker in until):
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        out += chunk
+    proc.stdin.close()  # end of input ends the command, as in etcdctl
+    try:
+        out += proc.stdout.read()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, out, err
+
+
+@pytest.mark.long  # CLI processes fed line by line
+def test_interactive_watch(differ: Differ) -> None:
+    start = _revision(differ) + 1
+    differ.check("put", "wi/a", "1")
+    differ.check("put", "wi/b", "2")
+    lines = (
+        f"watch wi/a --rev {start}\n".encode()
+        + b"bogus\nwatch\nwatch a b --prefix\n"
+        + f"watch wi/ --prefix --rev {start + 1}\n".encode()
+    )
+    both = (b"wi/a\n1\n", b"wi/b\n2\n")
+    results = [
+        _interactive(ETCDCTL_BIN, differ.reference.endpoint, lines, both),
+        _interactive(PETCDCTL_BIN, differ.target.endpoint, lines, both),
+    ]
+    (ref_code, ref_out, ref_err), (tgt_code, tgt_out, tgt_err) = results
+    assert ref_code == tgt_code == 3
+    assert sorted(ref_out.split(b"PUT\n")) == sorted(tgt_out.split(b"PUT\n"))
+    # etcdctl 3.5 lower-cased the EOF message ("Error reading" in 3.4)
+    assert tgt_err.endswith(b"Error: error reading watch request line: EOF\n")
+    assert ref_err.replace(b"Error reading", b"error reading") == tgt_err

@@ -515,14 +515,22 @@ class Client:
     # ------------------------------------------------------------ Watch
 
     def watch(
-        self, key: bytes, range_end: bytes = b"", *, require_leader: bool = True, **options: Any
+        self,
+        key: bytes,
+        range_end: bytes = b"",
+        *,
+        require_leader: bool = True,
+        control: queue.Queue[Any] | None = None,
+        **options: Any,
     ) -> Iterator[Any]:
         """Watch a key or range; yields every WatchResponse after the creation one.
 
         Options are those of :func:`petcd.client.requests.watch_create_request`.
         The iterator ends after a response with ``canceled`` set (for instance
         a compacted start revision: ``compact_revision`` says up to where);
-        closing the generator cancels the stream. ``require_leader`` sends
+        closing the generator cancels the stream. Requests put on ``control``
+        (e.g. a WatchRequest with ``progress_request``) are sent on the same
+        stream. ``require_leader`` sends
         etcd's ``hasleader`` metadata, so a member without a leader cancels the
         watch instead of going silent.
         """
@@ -538,7 +546,14 @@ class Client:
 
         def requests() -> Iterator[Any]:
             yield create
-            stop.wait()
+            if control is None:
+                stop.wait()
+                return
+            while not stop.is_set():
+                try:
+                    yield control.get(timeout=0.2)
+                except queue.Empty:
+                    continue
 
         stubs = self._channel_for(self.endpoints[self._current])
         responses = stubs.watch.Watch(requests(), metadata=metadata, wait_for_ready=True)

@@ -10,29 +10,34 @@ metadata. Each response is printed as etcdctl prints a ``clientv3.WatchResponse`
 ``ETCDCTL_WATCH_KEY`` / ``ETCDCTL_WATCH_RANGE_END`` may give the key instead
 of arguments. The command runs until the server cancels the watch (for
 instance a compacted ``--rev``), then exits 5 with ``watch is canceled by the
-server``, or until it is interrupted. Interactive mode (``-i``) is not
-implemented yet and says so.
+server``, or until it is interrupted. Interactive mode (``-i``) reads
+``watch [options] key [range_end]`` and ``progress`` lines from stdin.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
+import threading
 from typing import Any
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.api.mvccpb import kv_pb2
 from petcd.client import ClientError
-from petcd.ctl.command import Command, Flag, FlagKind
+from petcd.ctl.command import Command, Flag, FlagKind, resolve
 from petcd.ctl.context import Invocation
 from petcd.ctl.errors import (
     EXIT_BAD_ARGS,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_INVALID_INPUT,
     ExitError,
+    FlagError,
     SilentExit,
 )
 from petcd.ctl.gofmt import go_json, go_quote, go_quote_bytes
+from petcd.ctl.kv import argify
 from petcd.ctl.printer import (
     FieldsPrinter,
     JsonPrinter,
@@ -40,6 +45,21 @@ from petcd.ctl.printer import (
     SimplePrinter,
     make_printer,
 )
+
+WATCH_FLAGS = [
+    Flag("interactive", FlagKind.BOOL, False, "Interactive mode", "i"),
+    Flag("prefix", FlagKind.BOOL, False, "Watch on a prefix if prefix is set"),
+    Flag("rev", FlagKind.INT64, 0, "Revision to start watching"),
+    Flag(
+        "prev-kv", FlagKind.BOOL, False, "get the previous key-value pair before the event happens"
+    ),
+    Flag(
+        "progress-notify",
+        FlagKind.BOOL,
+        False,
+        "get periodic watch progress notification from server",
+    ),
+]
 
 BAD_ARGS = "bad number of arguments"
 BAD_ARGS_ENV = "bad number of arguments (found conflicting environment key)"
@@ -153,7 +173,8 @@ def watch_command(inv: Invocation) -> None:
             f"ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END={go_quote(env_range)}",
         )
     if inv.values["interactive"]:
-        raise ExitError(EXIT_ERROR, "interactive watch is not supported by petcdctl yet")
+        interactive_watch(inv, env_key, env_range)
+        return
     watch_args, exec_args = parse_watch_args(inv, env_key, env_range)
     # ETCDCTL_WATCH_* are the watch command's own variables, not unknown ones.
     inv.environ = {
@@ -193,28 +214,97 @@ def watch_command(inv: Invocation) -> None:
     raise ExitError(EXIT_INTERRUPTED, "watch is canceled by the server")
 
 
+def interactive_watch(inv: Invocation, env_key: str, env_range: str) -> None:
+    """``watch -i``: read ``watch ...`` and ``progress`` lines from stdin.
+
+    Each ``watch`` line starts a watcher (its own stream, printed from its own
+    thread); ``progress`` asks every stream for a progress notification. As in
+    etcdctl, the end of stdin ends the command (exit 3).
+    """
+    inv.environ = {
+        k: v
+        for k, v in inv.environ.items()
+        if k not in ("ETCDCTL_WATCH_KEY", "ETCDCTL_WATCH_RANGE_END")
+    }
+    client = inv.client()
+    printer = make_printer(inv)
+    out_lock = threading.Lock()
+    controls: list[queue.Queue[Any]] = []
+    progress_notify = bool(inv.values["progress-notify"])
+
+    def run_watcher(args: list[str], values: dict[str, Any], control: queue.Queue[Any]) -> None:
+        key = os.fsencode(args[0])
+        range_end = os.fsencode(args[1]) if len(args) == 2 else b""
+        try:
+            for resp in client.watch(
+                key,
+                range_end,
+                control=control,
+                prefix=bool(values["prefix"]),
+                start_revision=int(values["rev"]),
+                prev_kv=bool(values["prev-kv"]),
+                progress_notify=progress_notify,
+            ):
+                with out_lock:
+                    if resp.canceled:
+                        inv.err(f"watch was canceled ({watch_error_text(resp)})\n")
+                    progress = not resp.events and not resp.canceled and not resp.created
+                    if progress and resp.compact_revision == 0 and resp.header.revision != 0:
+                        inv.out(f"progress notify: {resp.header.revision}\n")
+                    print_watch(inv, printer, resp)
+        except (ClientError, ValueError):
+            return
+
+    while True:
+        raw = inv.stdin.readline()
+        if not raw.endswith(b"\n"):
+            raise ExitError(EXIT_INVALID_INPUT, "error reading watch request line: EOF")
+        line = os.fsdecode(raw[:-1])
+        args = argify(line)
+        if not args:
+            inv.err(f"Invalid command: {line} (watch and progress supported)\n")
+            continue
+        if args[0] == "progress":
+            for each in controls:
+                each.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
+            continue
+        if args[0] != "watch":
+            inv.err(f"Invalid command {line} (only support watch)\n")
+            continue
+        if len(args) < 2 and not env_key:
+            inv.err(f"Invalid command {line} (command type or key is not provided)\n")
+            continue
+        words = args[1:]
+        if "--" in words:
+            words = words[: words.index("--")]
+        root = Command("", "")
+        root.add(Command("watch", "", run=lambda _: None, flags=WATCH_FLAGS))
+        try:
+            parsed = resolve(root, ["watch", *words])
+        except FlagError as exc:
+            raise ExitError(EXIT_BAD_ARGS, exc.message) from None
+        watch_args = parsed.args
+        if env_key:
+            watch_args = [env_key, *([env_range] if env_range else []), *watch_args]
+        if not watch_args:
+            inv.err(f"Invalid command {line} ({BAD_ARGS})\n")
+            continue
+        if len(watch_args) == 2 and parsed.values["prefix"]:
+            inv.err(f"Invalid command {line} (`range_end` and `--prefix` are mutually exclusive)\n")
+            continue
+        control: queue.Queue[Any] = queue.Queue()
+        controls.append(control)
+        threading.Thread(
+            target=run_watcher, args=(watch_args[:2], parsed.values, control), daemon=True
+        ).start()
+
+
 def commands() -> list[Command]:
     return [
         Command(
             "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
             "Watches events stream on keys or prefixes",
             run=watch_command,
-            flags=[
-                Flag("interactive", FlagKind.BOOL, False, "Interactive mode", "i"),
-                Flag("prefix", FlagKind.BOOL, False, "Watch on a prefix if prefix is set"),
-                Flag("rev", FlagKind.INT64, 0, "Revision to start watching"),
-                Flag(
-                    "prev-kv",
-                    FlagKind.BOOL,
-                    False,
-                    "get the previous key-value pair before the event happens",
-                ),
-                Flag(
-                    "progress-notify",
-                    FlagKind.BOOL,
-                    False,
-                    "get periodic watch progress notification from server",
-                ),
-            ],
+            flags=WATCH_FLAGS,
         )
     ]
