@@ -866,10 +866,12 @@ class Raft:
             # Only a leader of this term sends snapshots; we cannot be a candidate for it.
             self.become_follower(Term(self.term + 1), NONE_ID)
             return False
+        # The snapshot's configuration may lack us: a leader sends its newest snapshot, which
+        # can predate our addition. It is still the committed state at its index, and the log
+        # after it adds us (only members in the leader's configuration get snapshots). etcd
+        # ignores such snapshots and relies on its server to merge one at send time; accepting
+        # it keeps a member from waiting forever when the caller sends a stored snapshot.
         cs = md.conf_state
-        if self.id not in cs.voters and self.id not in cs.learners:
-            # A snapshot that does not include us: we were probably removed. Ignore it.
-            return False
         if log.match_term(md.index, md.term):
             # We have the snapshot's last entry: fast-forward the commit index instead.
             log.commit_to(md.index)
