@@ -643,6 +643,10 @@ def run_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Benchmark real etcd, petcd and the bare grpc.aio transport in one run.",
@@ -681,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale-keys", type=int, default=1_000_000)
     p.add_argument("--scale-val-size", type=int, default=256)
     args = p.parse_args(argv)
+    # SIGTERM (make or CI stopping us) must still run the finally blocks that stop servers.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     args.extra_targets = {}
     for spec in args.extra:
         name, sep, command = spec.partition("=")
