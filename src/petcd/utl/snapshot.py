@@ -222,7 +222,7 @@ def plan_members(cfg: RestoreConfig) -> tuple[tuple[RestoredMember, ...], Member
     by_name = {name: tuple(str(u) for u in urls) for name, urls in cluster}
     if cfg.name not in by_name:
         raise BadClusterConfigError(
-            f"couldn't find local name {cfg.name!r} in the initial cluster configuration"
+            f'couldn\'t find local name "{cfg.name}" in the initial cluster configuration'
         )
     if sorted(by_name[cfg.name]) != sorted(str(u) for u in own_urls):
         raise BadClusterConfigError(
@@ -283,6 +283,25 @@ def copy_and_verify(
         raise SnapshotHashMismatchError(trailer, digest.digest())
 
 
+def _verify_trailer(path: str) -> None:
+    """SnapshotHashMismatchError if ``path`` has a SHA-256 trailer that its data fails."""
+    size = os.stat(path).st_size
+    if not has_checksum(size):
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size - SHA256_SIZE
+        while left > 0:
+            chunk = f.read(min(_COPY_CHUNK_BYTES, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        trailer = f.read(SHA256_SIZE)
+    if digest.digest() != trailer:
+        raise SnapshotHashMismatchError(trailer, digest.digest())
+
+
 def _check_backend(path: str) -> None:
     env = _open_readonly(path)
     try:
@@ -311,6 +330,12 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
         raise WalDirExistsError(cfg.wal_dir)
     if not os.path.isfile(cfg.snapshot_path):
         raise UtlError(f"open {cfg.snapshot_path}: no such file or directory")
+    try:
+        _check_backend(cfg.snapshot_path)  # before anything is created: is it petcd's at all?
+    except SnapshotCorruptError:
+        if not cfg.skip_hash_check:
+            _verify_trailer(cfg.snapshot_path)  # damaged rather than foreign: say so
+        raise
     dd = DataDir(data_dir, cfg.wal_dir)
     created_data_dir = not os.path.exists(data_dir)
     try:
@@ -321,7 +346,6 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
             skip_hash_check=cfg.skip_hash_check,
             progress=progress,
         )
-        _check_backend(dd.backend_path)
         revision = _rewrite_backend(dd, members, cfg)
         _write_wal_and_snap(dd, members, own, cid)
         with contextlib.suppress(FileNotFoundError):

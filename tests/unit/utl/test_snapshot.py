@@ -264,7 +264,7 @@ def test_restore_without_a_trailer_needs_skip_hash_check(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        ({"name": "z"}, "couldn't find local name 'z'"),
+        ({"name": "z"}, 'couldn\'t find local name "z"'),
         ({"peer_urls": urls(9)}, "missing from --initial-advertise-peer-urls"),
         ({"initial_cluster": f"a={urls(1)},b={urls(1)}"}, "duplicate url"),
         ({"initial_cluster": "a"}, "initial-cluster"),
@@ -392,3 +392,15 @@ def test_defrag_of_a_dir_that_is_not_a_data_dir(tmp_path: Path) -> None:
 
     with pytest.raises(DataDirInvalidError, match="not a petcd data dir"):
         defrag_data_dir(str(tmp_path))
+
+
+def test_restore_reports_a_damaged_header_as_a_hash_mismatch(tmp_path: Path) -> None:
+    snap, _, _ = make_snapshot(tmp_path)
+    data = bytearray(snap.read_bytes())
+    data[0:64] = b"\xff" * 64  # LMDB's meta page: the file no longer opens
+    snap.write_bytes(bytes(data))
+    with pytest.raises(SnapshotHashMismatchError):
+        restore(cfg(snap, tmp_path / "out"))
+    with pytest.raises(SnapshotCorruptError):
+        restore(cfg(snap, tmp_path / "out", skip_hash_check=True))
+    assert not (tmp_path / "out").exists()
