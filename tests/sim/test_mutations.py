@@ -19,6 +19,7 @@ SEEDS_MAX = 2_000
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1800)  # a mutation that is not caught runs all SEEDS_MAX seeds
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_simulator_catches_mutation(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     result = hunt(MUTATIONS[name], range(SEEDS_MAX), monkeypatch)

@@ -15,7 +15,7 @@ from tests.sim.mutations import MUTATIONS
 
 BLOCK = 100
 LONG_SEEDS = 100_000
-LONG_BLOCK = 2_000
+LONG_BLOCK = 500
 
 # seed -> the finding in docs/design/raft-sim.md it reproduces.
 KNOWN_FAILING: dict[int, str] = {}
