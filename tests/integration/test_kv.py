@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -258,8 +259,10 @@ def test_zz_quota_backend_bytes(server: PetcdProcess, kv: Any) -> None:
         "etcdserver: mvcc: database space exceeded",
     )
     # The NOSPACE alarm is raised: every put fails now, reads and deletes still work.
-    out = etcdctl(server.endpoint, "alarm", "list")
-    assert "alarm:NOSPACE" in out.stdout, out.stderr
+    deadline = time.monotonic() + 15  # the alarm is raised through raft, just after the refusal
+    while "alarm:NOSPACE" not in etcdctl(server.endpoint, "alarm", "list").stdout:
+        assert time.monotonic() < deadline, "NOSPACE alarm never raised"
+        time.sleep(0.1)
     with pytest.raises(grpc.RpcError) as refused:
         kv.Put(rpc_pb2.PutRequest(key=b"tiny", value=b"1"))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
