@@ -12,8 +12,15 @@ on exactly the processes the cluster started, by pid:
 - ``pause(i)`` / ``resume(i)``: SIGSTOP / SIGCONT (a frozen process whose sockets stay open:
   clients time out instead of being refused, peers see a silent member).
 
-``heal()`` resumes paused members and restarts killed ones. ``stop()`` kills everything.
-The log of member ``name`` is ``<base>/petcd-<name>.log`` whatever the binary.
+- ``isolate_inbound(i)`` / ``reconnect(i)`` (with ``proxied=True``): every member's
+  advertised peer URL is a :class:`~tests.robustness.proxy.TcpProxy` in front of its real
+  peer listener, so proxy i carries everything member i receives from its peers (each
+  member sends on the connections it dials); blackholing or dropping it is an asymmetric
+  partition: i hears nobody, everybody still hears i.
+
+``heal()`` reconnects, resumes paused members and restarts killed ones. ``stop()`` kills
+everything. The log of member ``name`` is ``<base>/<name>/petcd-<name>.log`` whatever the
+binary.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, free_port
+from tests.robustness.proxy import Mode, TcpProxy
 
 ETCD_BIN = "/usr/bin/etcd"
 BINARIES = {"petcd": PETCD_BIN, "etcd": ETCD_BIN}
@@ -45,13 +53,22 @@ class Cluster:
     target: str = "petcd"  # "petcd" or "etcd"
     size: int = 1
     extra_args: list[str] = field(default_factory=list)
+    # A TcpProxy in front of every member's peer listener (what the others dial).
+    proxied: bool = False
     members: list[Member] = field(default_factory=list)
+    proxies: list[TcpProxy] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert self.target in BINARIES, self.target
         names = [f"m{i}" for i in range(self.size)]
         peer_ports = {n: free_port() for n in names}
-        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in peer_ports.items())
+        advertised = dict(peer_ports)
+        if self.proxied:
+            for n in names:
+                proxy = TcpProxy("127.0.0.1", peer_ports[n]).start()
+                self.proxies.append(proxy)
+                advertised[n] = proxy.listen_port
+        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in advertised.items())
         for n in names:
             client_url = f"http://127.0.0.1:{free_port()}"
             peer_url = f"http://127.0.0.1:{peer_ports[n]}"
@@ -62,7 +79,7 @@ class Cluster:
                 "--listen-client-urls", client_url,
                 "--advertise-client-urls", client_url,
                 "--listen-peer-urls", peer_url,
-                "--initial-advertise-peer-urls", peer_url,
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{advertised[n]}",
                 "--initial-cluster", initial,
                 "--initial-cluster-state", "new",
                 "--initial-cluster-token", f"robustness-{self.target}",
@@ -110,8 +127,19 @@ class Cluster:
             os.kill(m.proc.pid, signal.SIGCONT)
         m.paused = False
 
+    def isolate_inbound(self, i: int, mode: Mode = Mode.BLACKHOLE) -> None:
+        """Member ``i`` receives nothing from its peers (what it sends still arrives)."""
+        assert self.proxied, "a cluster without proxies cannot be partitioned"
+        self.proxies[i].set_mode(mode)
+
+    def reconnect(self, i: int) -> None:
+        self.proxies[i].set_mode(Mode.PASS)
+
     def heal(self) -> None:
-        """Every member running and not paused."""
+        """Every member running, not paused, and reachable."""
+        for p in self.proxies:
+            if p.mode is not Mode.PASS:
+                p.set_mode(Mode.PASS)
         for i, m in enumerate(self.members):
             if m.paused:
                 self.resume(i)
@@ -134,6 +162,8 @@ class Cluster:
             if m.paused:
                 self.resume(i)
             m.stop()
+        for p in self.proxies:
+            p.close()
 
     def log_tails(self, n: int = 30) -> str:
         return "\n".join(f"--- {m.name} ({m.log_path})\n{m.log_tail(n)}" for m in self.members)

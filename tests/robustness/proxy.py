@@ -13,7 +13,8 @@ Modes (``set_mode``), applied to existing and new connections alike:
 - ``PASS``: bytes flow both ways, after ``delay_ms`` (per chunk, both directions);
 - ``BLACKHOLE``: connections are accepted and kept open, but nothing is forwarded either
   way and what arrives is discarded (a partition that TCP does not notice: the peer's
-  writes succeed, its reads time out);
+  writes succeed, its reads time out). Leaving it resets every connection that was open
+  during it, as TCP eventually would: bytes were lost, so those streams cannot go on;
 - ``DROP``: every open connection is reset and new ones are closed as soon as they are
   accepted (a partition that TCP notices: the peer gets errors and redials).
 
@@ -91,10 +92,11 @@ class TcpProxy:
 
     def set_mode(self, mode: Mode, delay_ms: float | None = None) -> None:
         def apply() -> None:
+            lossy = self.mode is Mode.BLACKHOLE and mode is not Mode.BLACKHOLE
             self.mode = mode
             if delay_ms is not None:
                 self.delay_ms = delay_ms
-            if mode is Mode.DROP:
+            if mode is Mode.DROP or lossy:
                 for w in list(self._writers):
                     _reset(w)
 

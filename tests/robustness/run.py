@@ -5,7 +5,8 @@ Theory of operation
 :func:`run` starts a :class:`~tests.robustness.cluster.Cluster`, starts the client workers
 and watchers, and injects faults from the calling thread for ``duration_s``: each fault is
 applied to one member and healed before the next (kill -9 then restart on the same data
-directory; SIGSTOP for a while then SIGCONT), so a 3-member cluster always keeps a quorum
+directory; SIGSTOP for a while then SIGCONT; its inbound peer traffic blackholed or dropped
+for a while), so a 3-member cluster always keeps a quorum
 between faults. Then it stops the clients, heals the cluster, kills every member with
 SIGKILL and restarts them (whatever was acknowledged must survive that), reads every key
 and the whole prefix (these final reads are part of the history), reads the store's log
@@ -53,6 +54,7 @@ from tests.robustness.linearizability import (
     check_history,
     patch_unknown_writes,
 )
+from tests.robustness.proxy import Mode
 from tests.robustness.watch_check import WatcherHistory, WatchResponseRecord, check_watchers
 from tests.robustness.workload import (
     PREFIX,
@@ -76,7 +78,9 @@ class RunConfig:
     members: int = 1
     duration_s: float = 10.0
     seed: int = 0
-    faults: tuple[str, ...] = ("kill", "pause")  # empty: no faults
+    # any of "kill", "pause", "partition" (needs members > 1); empty: no faults
+    faults: tuple[str, ...] = ("kill", "pause")
+    partition_s: tuple[float, float] = (0.5, 3.0)
     fault_interval_s: tuple[float, float] = (1.5, 3.0)
     pause_s: tuple[float, float] = (0.3, 1.5)
     watchers: bool = True
@@ -96,6 +100,7 @@ class RunResult:
     problems: list[str]  # harness-level findings (watch canceled, watcher never caught up...)
     report: Report | None = None
     watch_errors: list[str] = field(default_factory=list)
+    proxy_bytes: list[int] = field(default_factory=list)  # forwarded by each member's proxy
 
     @property
     def errors(self) -> list[str]:
@@ -118,7 +123,13 @@ class RunResult:
 
 def run(base: Path, config: RunConfig) -> RunResult:
     rng = random.Random(config.seed)
-    cluster = Cluster(base, config.target, config.members, list(config.extra_args))
+    cluster = Cluster(
+        base,
+        config.target,
+        config.members,
+        list(config.extra_args),
+        proxied="partition" in config.faults,
+    )
     stop_clients = threading.Event()
     stop_watchers = threading.Event()
     timeline: list[str] = []
@@ -184,6 +195,7 @@ def run(base: Path, config: RunConfig) -> RunResult:
             timeline,
             problems,
         )
+        result.proxy_bytes = [p.bytes_forwarded for p in cluster.proxies]
     finally:
         stop_clients.set()
         stop_watchers.set()
@@ -227,6 +239,15 @@ def _inject(
         time.sleep(pause_s)
         cluster.resume(i)
         timeline.append(f"{at} SIGSTOP {cluster.members[i].name} for {pause_s:.1f}s")
+    elif kind == "partition":
+        partition_s = rng.uniform(*config.partition_s)
+        mode = rng.choice([Mode.BLACKHOLE, Mode.DROP])
+        cluster.isolate_inbound(i, mode)
+        time.sleep(partition_s)
+        cluster.reconnect(i)
+        timeline.append(
+            f"{at} {cluster.members[i].name} hears nobody ({mode.value}) for {partition_s:.1f}s"
+        )
     else:
         raise AssertionError(kind)
 

@@ -114,10 +114,18 @@ def test_etcd_reference_single_member_kill_and_pause(tmp_path: Path) -> None:
     _assert_checks_bite(result)
 
 
-def test_petcd_three_members_kill_and_pause(tmp_path: Path) -> None:
-    config = RunConfig(target="petcd", members=3, duration_s=12.0, seed=_seed(2))
+def test_petcd_three_members_kill_pause_and_partition(tmp_path: Path) -> None:
+    config = RunConfig(
+        target="petcd",
+        members=3,
+        duration_s=12.0,
+        seed=_seed(2),
+        faults=("kill", "pause", "partition"),
+    )
     result = run(tmp_path, config)
     _assert_clean(result, tmp_path)
+    # Peer traffic really went through the proxies that the partitions act on.
+    assert len(result.proxy_bytes) == 3 and all(n > 0 for n in result.proxy_bytes)
 
 
 @pytest.mark.long
@@ -134,6 +142,7 @@ def test_long_runs(tmp_path: Path, target: str, members: int, seed: int) -> None
         duration_s=60.0,
         seed=_seed(seed),
         fault_interval_s=(0.5, 2.0),
+        faults=("kill", "pause", "partition") if members > 1 else ("kill", "pause"),
         progress_requests=target == "petcd",  # see the etcd test above
     )
     result = run(tmp_path, config)

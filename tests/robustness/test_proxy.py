@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -15,8 +16,9 @@ from tests.robustness.proxy import Mode, TcpProxy
 
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
+        with contextlib.suppress(OSError):  # the proxy resets connections on purpose
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def test_pass_and_delay(proxy: TcpProxy) -> None:
     assert proxy.connections == 1 and proxy.bytes_forwarded >= 2 * len(b"hellos" + b"low")
 
 
-def test_blackhole_swallows_then_pass_recovers(proxy: TcpProxy) -> None:
+def test_blackhole_swallows_then_pass_resets_and_recovers(proxy: TcpProxy) -> None:
     with _connect(proxy) as s:
         assert _echo(s, b"a") == b"a"
         proxy.set_mode(Mode.BLACKHOLE)
@@ -68,9 +70,25 @@ def test_blackhole_swallows_then_pass_recovers(proxy: TcpProxy) -> None:
         s.settimeout(0.5)
         with pytest.raises(TimeoutError):
             s.recv(10)
-        proxy.set_mode(Mode.PASS)
-        s.settimeout(2)
-        assert _echo(s, b"back") == b"back"  # "lost" was discarded, not delayed
+        with _connect(proxy) as during:  # accepted, but silent
+            during.sendall(b"lost too")
+            during.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                during.recv(10)
+            proxy.set_mode(Mode.PASS)
+            # Bytes were lost: the connections open during the blackhole are reset.
+            s.settimeout(2)
+            during.settimeout(2)
+            assert _is_dead(s) and _is_dead(during)
+    with _connect(proxy) as fresh:
+        assert _echo(fresh, b"back") == b"back"
+
+
+def _is_dead(s: socket.socket) -> bool:
+    try:
+        return s.recv(10) == b""
+    except ConnectionResetError:
+        return True
 
 
 def test_drop_resets_connections_and_refuses_new_ones(proxy: TcpProxy) -> None:
