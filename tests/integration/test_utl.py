@@ -177,3 +177,42 @@ def test_three_restored_members_form_a_cluster(source: PetcdProcess, tmp_path: P
     finally:
         for m in members:
             m.stop()
+
+
+@pytest.mark.long
+def test_bump_revision_and_mark_compacted_are_served(source: PetcdProcess, tmp_path: Path) -> None:
+    snap = tmp_path / "backup.db"
+    before = _fill_and_save(source, snap)
+    revision = before["header"]["revision"]
+    peer_port = free_port()
+    new_dir = tmp_path / "bumped" / "data"
+    r = petcdutl(
+        "snapshot",
+        "restore",
+        str(snap),
+        "--data-dir",
+        str(new_dir),
+        "--name",
+        "bumped",
+        "--initial-cluster",
+        f"bumped=http://127.0.0.1:{peer_port}",
+        "--initial-advertise-peer-urls",
+        f"http://127.0.0.1:{peer_port}",
+        "--bump-revision",
+        "1000",
+        "--mark-compacted",
+    )
+    assert r.returncode == 0, r.stderr
+    p = PetcdProcess(new_dir, name="bumped", peer_port=peer_port)
+    try:
+        p.start()
+        after = get_all(p.endpoint)
+        assert after["header"]["revision"] == revision + 1000
+        assert after["kvs"] == before["kvs"]
+        old = etcdctl(p.endpoint, "get", "key00", f"--rev={revision}")
+        assert old.returncode != 0
+        assert "required revision has been compacted" in old.stderr
+        assert etcdctl(p.endpoint, "put", "next", "n").returncode == 0
+        assert get_all(p.endpoint)["header"]["revision"] == revision + 1001
+    finally:
+        p.stop()
