@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from tests.compat.harness import Differ
+import pytest
+
+from tests.compat.harness import Differ, Result, run_ctl
+from tests.compat.servers import PETCDCTL_BIN, REPO
+
+PETCDUTL_BIN = str(REPO / ".venv" / "bin" / "petcdutl")
+DEPRECATED_STATUS = b"Deprecated: Use `etcdutl snapshot status` instead.\n\n"
 
 
 def test_alarms_and_defrag(differ: Differ) -> None:
@@ -42,3 +49,31 @@ def test_snapshot_save(differ: Differ, tmp_path: Path) -> None:
     differ.check(
         "snapshot", "save", str(tmp_path / "missing-dir" / "x.db"), subs=((rb"/tmp\S*", b"P"),)
     )
+
+
+def test_deprecated_snapshot_status_and_restore_run_petcdutl(
+    differ: Differ, tmp_path: Path
+) -> None:
+    differ.check("snapshot", "status", drop_stderr=(DEPRECATED_STATUS,))
+    if differ.target.target != "petcd":
+        pytest.skip("petcdutl reads petcd's snapshot format, not etcd's bbolt files")
+    path = tmp_path / "snap.db"
+
+    def petcdctl(*args: str) -> Result:
+        return run_ctl(PETCDCTL_BIN, differ.target, args)
+
+    saved = petcdctl("snapshot", "save", str(path))
+    assert saved.code == 0
+    status = petcdctl("snapshot", "status", str(path), "-w", "json")
+    direct = subprocess.run(
+        [PETCDUTL_BIN, "snapshot", "status", str(path), "-w", "json"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert (status.code, status.stdout) == (direct.returncode, direct.stdout) == (0, direct.stdout)
+    assert status.stderr.startswith(DEPRECATED_STATUS)
+    restored = petcdctl("snapshot", "restore", str(path), "--data-dir", str(tmp_path / "restored"))
+    assert restored.code == 0, restored
+    assert restored.stderr.startswith(b"Deprecated: Use `etcdutl snapshot restore` instead.\n\n")
+    assert (tmp_path / "restored" / "member" / "snap" / "db").exists()

@@ -7,8 +7,10 @@ reports per endpoint and exits 1 if any failed; ``move-leader`` first finds
 which endpoint is the leader (``Status``), then asks it to transfer;
 ``snapshot save`` streams one member's backend into ``<file>.part``, fsyncs
 it and renames it into place, so a partial download never has the final name.
-``snapshot restore|status`` belong to ``petcdutl`` (as they moved to
-``etcdutl`` in etcd 3.5) and ``defrag --data-dir`` likewise.
+``snapshot status|restore`` are deprecated in etcdctl 3.5, which runs
+etcdutl's code for them after a deprecation line; petcdctl runs petcdutl's
+(``petcd.utl.main``) the same way. ``defrag --data-dir`` is refused: use
+``petcdutl defrag``.
 """
 
 from __future__ import annotations
@@ -213,6 +215,80 @@ def snapshot_save_command(inv: Invocation) -> None:
     inv.out(f"Snapshot saved at {path}\n")
 
 
+def snapshot_status_command(inv: Invocation) -> None:
+    # etcdctl 3.5 still has it, deprecated, and runs etcdutl's code: so do we.
+    from petcd.utl import main as utl
+
+    inv.err("Deprecated: Use `etcdutl snapshot status` instead.\n\n")
+    utl.snapshot_status_command(inv)
+
+
+def snapshot_restore_command(inv: Invocation) -> None:
+    from petcd.utl import main as utl
+
+    inv.err("Deprecated: Use `etcdutl snapshot restore` instead.\n\n")
+    utl.snapshot_restore_command(inv)
+
+
+SNAPSHOT_STATUS_LONG = """When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
+The items in the lists are hash, revision, total keys, total size.
+
+Moved to 'etcdutl snapshot status ...'
+"""  # noqa: E501
+
+RESTORE_FLAGS = [
+    Flag("data-dir", FlagKind.STRING, "", "Path to the data directory"),
+    Flag(
+        "wal-dir", FlagKind.STRING, "", "Path to the WAL directory (use --data-dir if none given)"
+    ),
+    Flag(
+        "initial-cluster",
+        FlagKind.STRING,
+        "default=http://localhost:2380",
+        "Initial cluster configuration for restore bootstrap",
+    ),
+    Flag(
+        "initial-cluster-token",
+        FlagKind.STRING,
+        "etcd-cluster",
+        "Initial cluster token for the etcd cluster during restore bootstrap",
+    ),
+    Flag(
+        "initial-advertise-peer-urls",
+        FlagKind.STRING,
+        "http://localhost:2380",
+        "List of this member's peer URLs to advertise to the rest of the cluster",
+    ),
+    Flag("name", FlagKind.STRING, "default", "Human-readable name for this member"),
+    Flag(
+        "skip-hash-check",
+        FlagKind.BOOL,
+        False,
+        "Ignore snapshot integrity hash value (required if copied from data directory)",
+    ),
+    Flag(
+        "bump-revision",
+        FlagKind.UINT64,
+        0,
+        "How much to increase the latest revision after restore",
+    ),
+    Flag(
+        "mark-compacted",
+        FlagKind.BOOL,
+        False,
+        "Mark the latest revision after restore as the point of scheduled compaction (required "
+        "if --bump-revision > 0, disallowed otherwise)",
+    ),
+    Flag(
+        "initial-memory-map-size",
+        FlagKind.UINT64,
+        0,
+        "Initial memory map size of the database in bytes. It uses the default value if not "
+        "defined or defined to 0",
+    ),
+]
+
+
 def commands() -> list[Command]:
     alarm = Command("alarm <subcommand>", "Alarm related commands")
     alarm.add(
@@ -246,6 +322,19 @@ def commands() -> list[Command]:
             "save <filename>",
             "Stores an etcd node backend snapshot to a given file",
             run=snapshot_save_command,
-        )
+        ),
+        Command(
+            "status <filename>",
+            "[deprecated] Gets backend snapshot status of a given file",
+            run=snapshot_status_command,
+            long=SNAPSHOT_STATUS_LONG,
+        ),
+        Command(
+            "restore <filename> [options]",
+            "Restores an etcd member snapshot to an etcd directory",
+            run=snapshot_restore_command,
+            long="Moved to `etcdutl snapshot restore ...`\n",
+            flags=RESTORE_FLAGS,
+        ),
     )
     return [alarm, defrag, move_leader, snapshot]
