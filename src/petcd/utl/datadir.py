@@ -13,6 +13,11 @@ for its whole life (``petcd.wal``); LMDB's own lock file is shared by design and
 "nobody else has this open". So an offline command that rewrites the backend first takes that
 same WAL lock without blocking: if it cannot, a member is running and the command refuses;
 if it can, it keeps the lock until it is done, so no member can start in the middle.
+
+A member whose WAL lives elsewhere (``--wal-dir``) holds no lock here, so LMDB's reader table
+is checked too: a live process other than this one with a read transaction on the backend
+is a running member (stale slots of dead processes are ignored). It is a second net, not the
+first: a member between two reads may have no slot.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import lmdb
 
 from petcd.utl.errors import DataDirInUseError, DataDirInvalidError
 
@@ -61,11 +68,52 @@ def backend_file(data_dir: str) -> str:
     return path
 
 
+def live_reader_pids(backend_path: str) -> set[int]:
+    """Pids of other live processes with a read transaction on the backend (LMDB's table)."""
+    try:
+        env = lmdb.open(backend_path, subdir=False, readonly=True, lock=True, max_dbs=16)
+    except lmdb.Error:
+        return set()  # no usable lock file: nobody can be registered in it
+    try:
+        table = env.readers()
+    finally:
+        env.close()
+    pids: set[int] = set()
+    for line in table.splitlines()[1:]:  # "pid thread txnid" header, then one slot a line
+        fields = line.split()
+        if not fields or not fields[0].isdigit():
+            continue
+        pid = int(fields[0])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass  # alive, another user's
+        pids.add(pid)
+    return pids
+
+
+def _check_readers(dd: DataDir) -> None:
+    if not os.path.isfile(dd.backend_path):
+        return
+    pids = live_reader_pids(dd.backend_path)
+    if pids:
+        raise DataDirInUseError(
+            f"data dir {dd.path} is in use by a running petcd member (process "
+            f"{', '.join(map(str, sorted(pids)))} has {dd.backend_path} open); stop the member "
+            "first, or defragment it online with `petcdctl defrag`"
+        )
+
+
 @contextlib.contextmanager
 def member_lock(dd: DataDir) -> Iterator[None]:
     """Hold the WAL directory lock of a stopped member; DataDirInUseError if it is running."""
     if not os.path.isdir(dd.wal_dir):
-        # No WAL: no member ever ran here (a restored-but-never-started dir has one).
+        # No WAL here (never started, or --wal-dir elsewhere): the backend's readers decide.
+        _check_readers(dd)
         yield
         return
     fd = os.open(dd.wal_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -78,6 +126,7 @@ def member_lock(dd: DataDir) -> Iterator[None]:
                 f"on {dd.wal_dir}); stop the member first, or defragment it online with "
                 "`petcdctl defrag`"
             ) from None
+        _check_readers(dd)
         yield
     finally:
         os.close(fd)

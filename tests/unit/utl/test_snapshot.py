@@ -404,3 +404,38 @@ def test_restore_reports_a_damaged_header_as_a_hash_mismatch(tmp_path: Path) -> 
     with pytest.raises(SnapshotCorruptError):
         restore(cfg(snap, tmp_path / "out", skip_hash_check=True))
     assert not (tmp_path / "out").exists()
+
+
+def test_defrag_refuses_a_backend_another_process_reads(tmp_path: Path) -> None:
+    """A member with its WAL elsewhere holds no lock in the data dir; LMDB's readers tell."""
+    import subprocess
+    import sys
+
+    snap, _, _ = make_snapshot(tmp_path)
+    out = tmp_path / "out"
+    restore(cfg(snap, out, wal_dir=str(tmp_path / "wal")))
+    db = out / "member" / "snap" / "db"
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import lmdb, sys\n"
+            "env = lmdb.open(sys.argv[1], subdir=False, max_dbs=16)\n"
+            "txn = env.begin()\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "ready\n"
+        with pytest.raises(DataDirInUseError, match=f"process {reader.pid} has"):
+            defrag_data_dir(str(out))
+    finally:
+        assert reader.stdin is not None
+        reader.stdin.close()
+        reader.wait(timeout=10)
+    defrag_data_dir(str(out))  # the reader is gone (its slot may remain: a dead pid)
