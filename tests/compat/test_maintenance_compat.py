@@ -77,3 +77,6 @@ def test_deprecated_snapshot_status_and_restore_run_petcdutl(
     assert restored.code == 0, restored
     assert restored.stderr.startswith(b"Deprecated: Use `etcdutl snapshot restore` instead.\n\n")
     assert (tmp_path / "restored" / "member" / "snap" / "db").exists()
+    defragged = petcdctl("defrag", "--data-dir", str(tmp_path / "restored"))
+    assert (defragged.code, defragged.stdout) == (0, b"")
+    assert defragged.stderr.startswith(b"Use `etcdutl defrag` instead.")

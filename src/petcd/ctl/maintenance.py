@@ -9,8 +9,8 @@ which endpoint is the leader (``Status``), then asks it to transfer;
 it and renames it into place, so a partial download never has the final name.
 ``snapshot status|restore`` are deprecated in etcdctl 3.5, which runs
 etcdutl's code for them after a deprecation line; petcdctl runs petcdutl's
-(``petcd.utl.main``) the same way. ``defrag --data-dir`` is refused: use
-``petcdutl defrag``.
+(``petcd.utl.main``) the same way; ``defrag --data-dir`` likewise runs
+petcdutl's offline defragmentation.
 """
 
 from __future__ import annotations
@@ -95,9 +95,18 @@ def alarm_disarm_command(inv: Invocation) -> None:
 
 def defrag_command(inv: Invocation) -> None:
     if inv.values["data-dir"]:
-        raise ExitError(
-            EXIT_ERROR, "--data-dir is not supported by petcdctl: use `petcdutl defrag`"
+        # etcdctl 3.5 warns and runs etcdutl's DefragData; petcdctl runs petcdutl's.
+        from petcd.utl import defrag as utl_defrag
+        from petcd.utl.errors import UtlError
+
+        inv.err(
+            "Use `etcdutl defrag` instead. The --data-dir is going to be decomissioned in v3.6.\n\n"
         )
+        try:
+            utl_defrag.defrag_data_dir(str(inv.values["data-dir"]))
+        except (UtlError, OSError) as exc:
+            raise ExitError(EXIT_ERROR, str(exc)) from None
+        return
     client = inv.client()
     failures = 0
     for ep in endpoints_from_cluster(inv):
