@@ -47,13 +47,16 @@ def _source(path: str) -> tuple[str, bool]:
 
 def copy_backend(path: str, dst_path: str) -> None:
     """A compacted copy of the backend file ``path`` (snapshot trailer excluded)."""
-    src, in_data_dir = _source(path)
+    src, _ = _source(path)
+    # A backend in use has LMDB's lock file beside it: join its reader table so that the
+    # member does not reuse the pages being copied. A snapshot file has none.
+    shared = os.path.exists(src + "-lock")
     try:
         env = lmdb.open(
             src,
             subdir=False,
             readonly=True,
-            lock=in_data_dir,  # share the reader table with a running member
+            lock=shared,
             max_dbs=_MAX_DBS,
             readahead=False,
         )

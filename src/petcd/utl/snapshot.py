@@ -113,9 +113,12 @@ class SnapshotStatus:
 
 
 def _open_readonly(path: str) -> lmdb.Environment:
+    # A live backend (its lock file beside it) is read through LMDB's reader table, so a
+    # running member cannot reuse the pages being read; a snapshot file has no lock file.
+    shared = os.path.exists(path + "-lock")
     try:
         return lmdb.open(
-            path, subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS, readahead=False
+            path, subdir=False, readonly=True, lock=shared, max_dbs=_MAX_DBS, readahead=False
         )
     except lmdb.Error as e:
         raise SnapshotCorruptError(
