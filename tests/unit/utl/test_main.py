@@ -175,3 +175,21 @@ def test_hashkv_formats(tmp_path: Path, fmt: str) -> None:
     snap, _, h = make_snapshot(tmp_path)
     code, out, _ = cli("-w", fmt, "hashkv", str(snap))
     assert code == 0 and str(h) in out
+
+
+def test_restore_reports_progress_for_large_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import petcd.utl.main as utl_main
+    import petcd.utl.snapshot as utl_snapshot
+
+    snap, _, _ = make_snapshot(tmp_path, n_keys=200)
+    # Treat this small file as "large" and copy it in small chunks.
+    monkeypatch.setattr(utl_main, "_PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(utl_snapshot, "_COPY_CHUNK_BYTES", 4096)
+    code, _, err = cli("snapshot", "restore", str(snap), "--data-dir", str(tmp_path / "d"))
+    assert code == 0
+    records = [json.loads(line) for line in err.splitlines()]
+    percents = [r["percent"] for r in records if r["msg"] == "copying snapshot"]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert 2 <= len(percents) <= 11
