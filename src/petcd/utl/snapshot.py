@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import lmdb
 
 from petcd.backend import KEY, MEMBERS, MEMBERS_REMOVED, META, Backend
+from petcd.backend.backend import CONSISTENT_INDEX_KEY
 from petcd.mvcc import crc32c
 from petcd.mvcc.kvstore import SCHEDULED_COMPACT_KEY
 from petcd.raft import confchange
@@ -90,6 +91,7 @@ SHA256_SIZE = 32
 _COPY_CHUNK_BYTES = 4 * 1024 * 1024
 _WAL_META = struct.Struct(">QQ")  # member id, cluster id (as petcd.server.member writes it)
 _Q = struct.Struct(">q")
+_CI = struct.Struct(">QQ")  # the backend's consistent index record: raft index, term
 _MAX_DBS = 16
 
 DEFAULT_NAME = "default"
@@ -389,7 +391,7 @@ def _rewrite_backend(dd: DataDir, members: tuple[RestoredMember, ...], cfg: Rest
             backend.put(META, SCHEDULED_COMPACT_KEY, _Q.pack(revision))
         # Not through set_consistent_index: it never lowers the index, and the snapshot's
         # index belongs to the old cluster's log.
-        backend.put(META, b"consistent_index", struct.pack(">QQ", n, 1))
+        backend.put(META, CONSISTENT_INDEX_KEY, _CI.pack(n, 1))
     return revision
 
 
