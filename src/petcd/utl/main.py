@@ -285,6 +285,8 @@ def version_command(inv: Invocation) -> None:
 
 
 def snapshot_save_command(inv: Invocation) -> None:
+    # cobra announces a deprecated command before running it.
+    inv.err('Command "save" is deprecated, Use `etcdctl snapshot save` to download snapshot\n')
     raise ExitError(EXIT_BAD_ARGS, "In order to download snapshot use: `etcdctl snapshot save ...`")
 
 

@@ -122,7 +122,10 @@ def test_required_and_unknown_flags() -> None:
 def test_snapshot_save_points_to_etcdctl() -> None:
     code, _, err = cli("snapshot", "save", "x")
     assert code == 128
-    assert "`etcdctl snapshot save ...`" in err
+    assert err == (
+        'Command "save" is deprecated, Use `etcdctl snapshot save` to download snapshot\n'
+        "Error: In order to download snapshot use: `etcdctl snapshot save ...`\n"
+    )
 
 
 def test_restore_logs_and_refuses_to_overwrite(tmp_path: Path) -> None:
