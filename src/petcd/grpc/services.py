@@ -12,8 +12,9 @@ Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
 ``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot, MoveLeader and Alarm
 (NOSPACE is raised when the quota is hit),
 ``etcdserverpb.Cluster.MemberList``, ``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
-``etcdserverpb.Lease`` (``petcd.grpc.lease``). Every other method answers ``UNIMPLEMENTED``
-(grpc's default for a servicer method that is not overridden).
+``etcdserverpb.Lease`` (``petcd.grpc.lease``), ``v3electionpb.Election``
+(``petcd.grpc.election``) and ``v3lockpb.Lock`` (``petcd.grpc.lock``). Every other method
+answers ``UNIMPLEMENTED`` (grpc's default for a servicer method that is not overridden).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from typing import Any, NoReturn, Protocol
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.api.v3electionpb import v3election_pb2_grpc
+from petcd.api.v3lockpb import v3lock_pb2_grpc
 from petcd.grpc import convert
+from petcd.grpc.election import ElectionService
 from petcd.grpc.lease import LeaseMember, LeaseService
+from petcd.grpc.lock import LockService
 from petcd.grpc.status import is_expected, status_for
 from petcd.grpc.watch import WatchMember, WatchService
 from petcd.mvcc.requests import (
@@ -277,6 +282,12 @@ def make_server(
     )
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(  # type: ignore[no-untyped-call]
         MaintenanceService(member, log), server
+    )
+    v3election_pb2_grpc.add_ElectionServicer_to_server(  # type: ignore[no-untyped-call]
+        ElectionService(member, log), server
+    )
+    v3lock_pb2_grpc.add_LockServicer_to_server(  # type: ignore[no-untyped-call]
+        LockService(member, log), server
     )
     for host, port in listeners:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
