@@ -525,9 +525,13 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``petcdutl``)."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # SIGINT stays Python's KeyboardInterrupt: an interrupted restore removes its temporary
+    # dirs on the way out, then the process exits as a Go program killed by SIGINT would.
     args = sys.argv[1:] if argv is None else list(argv)
-    code = run(args, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer, environ=os.environ)
+    try:
+        code = run(args, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer, environ=os.environ)
+    except KeyboardInterrupt:
+        return 130
     sys.stdout.flush()
     return code
 

@@ -38,7 +38,9 @@ with the same steps as etcd's ``snapshot restore``:
    and the pending compaction runs, so old revisions are gone and watchers of them see a
    compaction, as in etcd.
 
-The steps that fail leave nothing behind: what restore created is removed.
+The dirs are built under temporary names next to the targets and renamed into place last, so
+a failed or interrupted restore leaves no half-built data dir (a failure removes the
+temporary dirs; a SIGKILL leaves a ``.<name>.petcdutl-restore-<pid>`` dir to delete).
 """
 
 from __future__ import annotations
@@ -341,31 +343,52 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
         if not cfg.skip_hash_check:
             _verify_trailer(cfg.snapshot_path)  # damaged rather than foreign: say so
         raise
-    dd = DataDir(data_dir, cfg.wal_dir)
-    created_data_dir = not os.path.exists(data_dir)
+    # Everything is built in temporary siblings and renamed into place at the end, so an
+    # interrupted restore (even SIGKILL) never leaves a half-built data dir under the real
+    # name: only a ".<name>.petcdutl-restore-<pid>" directory to delete.
+    tmp_data = _temp_sibling(data_dir)
+    tmp_wal = _temp_sibling(cfg.wal_dir) if cfg.wal_dir else ""
+    work = DataDir(tmp_data, tmp_wal)
     try:
-        os.makedirs(dd.snap_dir, mode=0o700, exist_ok=True)
+        os.makedirs(work.snap_dir, mode=0o700)
         copy_and_verify(
             cfg.snapshot_path,
-            dd.backend_path,
+            work.backend_path,
             skip_hash_check=cfg.skip_hash_check,
             progress=progress,
         )
-        revision = _rewrite_backend(dd, members, cfg)
-        _write_wal_and_snap(dd, members, own, cid)
+        revision = _rewrite_backend(work, members, cfg)
+        _write_wal_and_snap(work, members, own, cid)
         with contextlib.suppress(FileNotFoundError):
-            os.remove(dd.backend_path + "-lock")  # LMDB's reader table; petcd makes its own
+            os.remove(work.backend_path + "-lock")  # LMDB's reader table; petcd makes its own
+        if tmp_wal:
+            _rename_into_place(tmp_wal, cfg.wal_dir)
+        # rename(2) replaces an empty directory, so an existing empty --data-dir is fine.
+        _rename_into_place(tmp_data, data_dir)
     except BaseException:
-        with contextlib.suppress(OSError):
-            if created_data_dir:
-                shutil.rmtree(data_dir)
-            else:
-                shutil.rmtree(dd.member_dir)
-        if cfg.wal_dir:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(cfg.wal_dir)
+        for tmp in (tmp_data, tmp_wal):
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_wal and os.path.isdir(cfg.wal_dir) and not os.path.exists(data_dir):
+            shutil.rmtree(cfg.wal_dir, ignore_errors=True)  # moved, then the data dir failed
         raise
+    dd = DataDir(data_dir, cfg.wal_dir)
     return RestoreResult(dd, own, cid, members, revision)
+
+
+def _temp_sibling(path: str) -> str:
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    return os.path.join(parent, f".{name}.petcdutl-restore-{os.getpid()}")
+
+
+def _rename_into_place(tmp: str, path: str) -> None:
+    os.rename(tmp, path)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _rewrite_backend(dd: DataDir, members: tuple[RestoredMember, ...], cfg: RestoreConfig) -> int:

@@ -248,8 +248,10 @@ def test_restore_detects_a_damaged_snapshot_and_cleans_up(tmp_path: Path) -> Non
     snap.write_bytes(bytes(data))
     out = tmp_path / "out"
     with pytest.raises(SnapshotHashMismatchError, match=r"^expected sha256 \[\d+ "):
-        restore(cfg(snap, out))
+        restore(cfg(snap, out, wal_dir=str(tmp_path / "wal")))
     assert not out.exists()
+    assert not (tmp_path / "wal").exists()
+    assert not [n for n in os.listdir(tmp_path) if "petcdutl-restore" in n]
 
 
 def test_restore_without_a_trailer_needs_skip_hash_check(tmp_path: Path) -> None:
