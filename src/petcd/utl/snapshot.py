@@ -75,6 +75,7 @@ from petcd.raft.types import (
     Term,
 )
 from petcd.server.config import parse_initial_cluster, parse_urls
+from petcd.server.errors import ConfigError
 from petcd.server.ids import cluster_id, member_id
 from petcd.snap import Snapshotter
 from petcd.utl.datadir import DataDir
@@ -212,9 +213,7 @@ def plan_members(cfg: RestoreConfig) -> tuple[tuple[RestoredMember, ...], Member
     try:
         cluster = parse_initial_cluster(cfg.initial_cluster)
         own_urls = parse_urls(cfg.peer_urls)
-    except (ValueError, UtlError) as e:
-        raise BadClusterConfigError(str(e)) from None
-    except Exception as e:  # the server's ConfigError
+    except (ValueError, ConfigError) as e:  # the server's own checks of these flags
         raise BadClusterConfigError(str(e)) from None
     if not cluster:
         raise BadClusterConfigError("--initial-cluster is empty")
