@@ -28,14 +28,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, free_port
+import grpc
+
+from petcd.api.etcdserverpb import rpc_pb2
+from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, free_port, maintenance_stub
 from tests.robustness.proxy import Mode, TcpProxy
 
 ETCD_BIN = "/usr/bin/etcd"
 BINARIES = {"petcd": PETCD_BIN, "etcd": ETCD_BIN}
+
+
+READY_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -43,8 +51,43 @@ class Member(PetcdProcess):
     binary: str = PETCD_BIN
     paused: bool = False
 
+    def __post_init__(self) -> None:
+        # Python's fault handler: a member that never gets ready is sent SIGABRT before it is
+        # killed, so its log ends with every thread's stack (petcd; etcd ignores the variable).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        self.env = {**env, "PYTHONFAULTHANDLER": "1"}
+
     def command(self) -> list[str]:
         return [self.binary, *(self.args or [])]
+
+    def wait_ready(self) -> None:
+        """Until Status names a leader; a member stuck past the timeout dumps its stacks."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last: Exception | None = None
+        with grpc.insecure_channel(self.endpoint) as channel:
+            stub = maintenance_stub(channel)
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    if stub.Status(rpc_pb2.StatusRequest(), timeout=1.0).leader != 0:
+                        return
+                except grpc.RpcError as e:
+                    last = e
+                time.sleep(0.05)
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.kill()
+        raise RuntimeError(
+            f"{self.name} not ready after {READY_TIMEOUT_S}s ({last}); its stacks are at the "
+            f"end of {self.log_path}\n{self.log_tail(60)}"
+        )
 
 
 @dataclass

@@ -148,3 +148,21 @@ def test_long_runs(tmp_path: Path, target: str, members: int, seed: int) -> None
     result = run(tmp_path, config)
     _assert_clean(result, tmp_path)
     assert len(result.timeline) >= 5
+
+
+@pytest.mark.long
+def test_long_run_with_frequent_snapshots(tmp_path: Path) -> None:
+    """Members that were down or partitioned catch up from snapshots, not only from the log."""
+    config = RunConfig(
+        target="petcd",
+        members=3,
+        duration_s=60.0,
+        seed=_seed(16),
+        fault_interval_s=(0.5, 2.0),
+        faults=("kill", "pause", "partition"),
+        extra_args=("--snapshot-count", "100", "--experimental-snapshot-catchup-entries", "20"),
+    )
+    result = run(tmp_path, config)
+    _assert_clean(result, tmp_path)
+    logs = [p.read_text(errors="replace") for p in tmp_path.glob("m*/petcd-m*.log")]
+    assert any('"msg":"applied snapshot"' in text for text in logs)
