@@ -216,3 +216,42 @@ def test_bump_revision_and_mark_compacted_are_served(source: PetcdProcess, tmp_p
         assert get_all(p.endpoint)["header"]["revision"] == revision + 1001
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["snapshot", "status"],
+        ["snapshot", "status", "/nonexistent/backup.db"],
+        ["snapshot", "status", "{snap}", "-w", "xml"],
+        ["snapshot", "restore", "{snap}", "--data-dir", "{tmp}/r", "--name", "zz"],
+        [
+            "snapshot",
+            "restore",
+            "{snap}",
+            "--data-dir",
+            "{tmp}/r",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:1",
+        ],
+    ],
+)
+def test_errors_and_exit_codes_match_etcdctl_3_4(argv: list[str], tmp_path: Path) -> None:
+    """Where etcdctl 3.4's snapshot commands and etcdutl 3.5 agree, petcdutl must too."""
+    from petcd.backend import Backend
+
+    snap = tmp_path / "backup.db"
+    Backend(str(snap)).close()  # any readable file: these cases fail before reading it
+    args = [a.format(snap=snap, tmp=tmp_path) for a in argv]
+    ours = petcdutl(*args)
+    theirs = subprocess.run(
+        ["/usr/bin/etcdctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+    )
+    assert ours.returncode == theirs.returncode
+    assert ours.stdout == theirs.stdout
+    assert ours.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1]

@@ -231,10 +231,13 @@ def plan_members(cfg: RestoreConfig) -> tuple[tuple[RestoredMember, ...], Member
             f'couldn\'t find local name "{cfg.name}" in the initial cluster configuration'
         )
     if sorted(by_name[cfg.name]) != sorted(str(u) for u in own_urls):
+        # etcd's text (it compares after resolving host names; petcd compares as written).
+        theirs = ",".join(sorted(by_name[cfg.name]))
+        ours = ",".join(sorted(str(u) for u in own_urls))
+        entry = ",".join(f"{cfg.name}={u}" for u in sorted(by_name[cfg.name]))
         raise BadClusterConfigError(
-            f"--initial-cluster has {','.join(sorted(by_name[cfg.name]))} but missing from "
-            f"--initial-advertise-peer-urls={','.join(sorted(str(u) for u in own_urls))} "
-            f'(member "{cfg.name}" must advertise the peer URLs --initial-cluster gives it)'
+            f"--initial-cluster has {entry} but missing from --initial-advertise-peer-urls="
+            f'{ours} (resolved urls: "{ours}" != "{theirs}")'
         )
     members = tuple(
         sorted(
