@@ -424,10 +424,6 @@ def _visible(command: Command) -> list[Command]:
     return [c for c in command.subcommands if c.name not in _HIDDEN]
 
 
-def _has_flags(command: Command) -> bool:
-    return bool(command.flags or command.persistent_flags) or command.parent is not None
-
-
 def usage(command: Command) -> str:
     """cobra's default usage template (etcdutl's help shows just this)."""
     path = command.path()
