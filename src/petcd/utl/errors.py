@@ -9,6 +9,11 @@ exit codes; nothing else in the package prints or exits.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from petcd.ctl.command import Command
+
 
 class UtlError(Exception):
     """An expected failure of a petcdutl operation; ``str(e)`` is the user-facing message."""
@@ -64,3 +69,13 @@ class DataDirInvalidError(UtlError):
 
 class RevisionError(UtlError):
     """hashkv: the requested revision is compacted or in the future."""
+
+
+class UsageError(Exception):
+    """The command line is wrong in a way cobra reports: ``Error: <message>``, the command's
+    usage, exit 1 (not a UtlError: it never comes from an operation)."""
+
+    def __init__(self, message: str, command: Command) -> None:
+        super().__init__(message)
+        self.message = message
+        self.command = command

@@ -36,21 +36,12 @@ from petcd.ctl.gofmt import ascii_table, humanize_bytes
 from petcd.utl import defrag as defrag_mod
 from petcd.utl import hashkv as hashkv_mod
 from petcd.utl import snapshot as snapshot_mod
-from petcd.utl.errors import UtlError
+from petcd.utl.errors import UsageError, UtlError
 
 CLI_NAME = "etcdutl"
 CLI_DESCRIPTION = "An administrative command line tool for etcd3."
 OUTPUT_FORMATS = ("fields", "json", "protobuf", "simple", "table")
 _PROGRESS_MIN_BYTES = 64 * 1024 * 1024  # restores smaller than this print no progress
-
-
-class UsageError(Exception):
-    """cobra rejected the command line: ``Error: <message>``, the usage, exit 1."""
-
-    def __init__(self, message: str, command: Command) -> None:
-        super().__init__(message)
-        self.message = message
-        self.command = command
 
 
 def log_line(inv: Invocation, level: str, msg: str, caller: str, **fields: Any) -> None:
