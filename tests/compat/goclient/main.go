@@ -693,6 +693,50 @@ func (d *driver) stm() {
 		"rev": resp.Header.Revision})
 }
 
+// largeObjects is a list of big resources (ConfigMaps and Secrets near the
+// 1.5 MiB request limit): the whole list is one response far above gRPC's
+// default 4 MiB message size, which the apiserver's client accepts.
+func (d *driver) largeObjects() {
+	c, cancel := ctx()
+	defer cancel()
+	prefix := "/registry/secrets/big/"
+	value := strings.Repeat("s", 900*1024)
+	for i := 0; i < 12; i++ {
+		key := fmt.Sprintf("%sobj-%02d", prefix, i)
+		resp := d.create(key, value+strconv.Itoa(i), 0)
+		d.emit("create-large", map[string]any{"i": i, "succeeded": resp.Succeeded,
+			"rev": resp.Header.Revision})
+	}
+	_, err := d.cli.Put(c, prefix+"too-large", strings.Repeat("x", 1600*1024))
+	d.emit("put-too-large", map[string]any{"error": errText(err)})
+	resp, err := d.cli.Get(c, prefix, clientv3.WithPrefix())
+	d.check("list large", err)
+	size := 0
+	for _, kv := range resp.Kvs {
+		size += len(kv.Value)
+	}
+	d.emit("list-large", map[string]any{"count": resp.Count, "kvs": len(resp.Kvs), "bytes": size,
+		"rev": resp.Header.Revision})
+	first := resp.Kvs[0].ModRevision
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	ch := d.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(first))
+	var evs []*clientv3.Event
+	for len(evs) < 12 {
+		wresp := d.recv("watch large", ch)
+		if wresp.Err() != nil {
+			d.fatal("watch large", wresp.Err())
+		}
+		evs = append(evs, wresp.Events...)
+	}
+	size = 0
+	for _, ev := range evs {
+		size += len(ev.Kv.Value)
+	}
+	d.emit("watch-large", map[string]any{"events": len(evs), "bytes": size,
+		"last": evs[len(evs)-1].Kv.ModRevision})
+}
+
 func main() {
 	endpoint := flag.String("endpoint", "", "host:port of the server's client URL")
 	flag.Parse()
@@ -715,6 +759,7 @@ func main() {
 		{"crud", d.crud}, {"list", d.list}, {"leases", d.leasesForEvents},
 		{"watch-cache", d.watchCache}, {"compaction", d.compaction}, {"health", d.health},
 		{"mutex", d.mutex}, {"election", d.election}, {"stm", d.stm},
+		{"large-objects", d.largeObjects},
 	}
 	for _, s := range sections {
 		d.emit("section", map[string]any{"name": s.name})

@@ -42,6 +42,7 @@ SECTIONS = (
     "mutex",
     "election",
     "stm",
+    "large-objects",
 )
 
 Transcript = dict[str, list[dict[str, Any]]]
@@ -118,7 +119,7 @@ def transcripts(
 
 def _compare(section: str, transcripts: tuple[str, Transcript, str, Transcript, str]) -> None:
     kind, ref, ref_report, tgt, tgt_report = transcripts
-    assert section in ref and "done" in [r["step"] for r in ref["stm"]], (
+    assert section in ref and "done" in [r["step"] for r in ref.get("large-objects", [])], (
         f"the Go program failed against the reference etcd:\n{ref_report}"
     )
     assert section in tgt, f"the Go program stopped before {section} on {kind}:\n{tgt_report}"
@@ -142,6 +143,7 @@ def test_reference_transcript_is_meaningful(
     """The reference run shows the behaviours the comparison relies on."""
     _, ref, report, _, _ = transcripts
     steps = [r for section in SECTIONS for r in ref.get(section, [])]
+    assert [r["step"] for r in ref.get("large-objects", [])][-1:] == ["done"], report
     assert steps and steps[-1]["step"] == "done", report
     by_step: dict[str, list[dict[str, Any]]] = {}
     for record in steps:
@@ -154,4 +156,6 @@ def test_reference_transcript_is_meaningful(
     assert by_step["watch-compacted"][0]["compact"] > 0
     assert by_step["cache-progress"][0]["progress"] is True
     assert by_step["trylock"][0]["locked"] is True
+    assert by_step["put-too-large"][0]["error"] == "etcdserver: request is too large"
+    assert by_step["list-large"][0]["bytes"] > 10 * 1024 * 1024
     assert by_step["stm"][0]["sum"] == 500 and by_step["stm"][0]["commits"] == 40
