@@ -223,7 +223,9 @@ class Raft:
         for id_ in sorted(self.voters | self.learners):
             pr = self.prs.get(id_)
             if pr is None:
-                pr = Progress(Index(0), Index(last + 1), self.max_inflight, False)
+                # next = last (not last + 1): the first probe then carries the last entry, so a
+                # leader contacts a new member at once instead of at the next heartbeat.
+                pr = Progress(Index(0), Index(max(last, 1)), self.max_inflight, False)
                 # A member just added counts as active, so check_quorum does not act at once.
                 pr.recent_active = True
             pr.is_learner = id_ in self.learners

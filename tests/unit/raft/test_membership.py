@@ -50,6 +50,7 @@ def test_add_voter_then_new_member_catches_up_and_counts_for_quorum() -> None:
     assert voters(c, 1) == {1, 2, 3, 4}
     assert c.node(1).raft.quorum == 3
     join(c, 4)
+    c.tick_all(1)  # the probe sent at the conf change was lost; a heartbeat round unpauses
     c.node(1).propose(b"x")
     c.stabilize()
     assert c[4].applied_data() == [b"x"]
@@ -61,6 +62,20 @@ def test_add_voter_then_new_member_catches_up_and_counts_for_quorum() -> None:
     c.node(1).propose(b"y")
     c.stabilize()
     assert c[1].applied_data() == [b"x"]
+
+
+def test_leader_probes_a_new_member_at_once() -> None:
+    c = fresh()
+    c.elect(1)
+    c.node(1).propose_conf_change(ConfChange(ADD, MemberId(4)))
+    c.deliver(c.take(1))
+    c.deliver(c.take(2) + c.take(3))
+    c.process(1)  # applies the conf change
+    out = [m for m in c.take(1) if m.to == 4]
+    last = c.node(1).raft.raft_log.last_index()
+    assert [(m.type, m.index, [e.index for e in m.entries]) for m in out] == [
+        (M.APP, last - 1, [last])
+    ]
 
 
 def test_remove_voter_shrinks_quorum_and_removed_member_never_campaigns() -> None:
@@ -122,6 +137,7 @@ def test_add_learner_by_conf_change_then_promote() -> None:
     c.add_conf(1, LEARNER, 4)
     assert c.node(1).raft.learners == {4} and 4 not in voters(c, 1)
     join(c, 4)
+    c.tick_all(1)  # the probe sent at the conf change was lost; a heartbeat round unpauses
     c.node(1).propose(b"a")
     c.stabilize()
     assert c[4].applied_data() == [b"a"]
