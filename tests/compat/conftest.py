@@ -28,11 +28,26 @@ def _targets() -> list[str]:
     return targets or ["etcd"]
 
 
+# Differential tests of features the petcd server does not have yet. They run against petcd
+# and must fail there (strict xfail): when a feature lands, its tests XPASS, which fails the run
+# until the entry is removed here.
+PETCD_MISSING = {
+    "test_users_and_roles": "petcd has no Auth service yet",
+    "test_auth_enable_creates_the_root_role": "petcd has no Auth service yet",
+    "test_user_and_password_flags": "petcd has no Auth service yet",
+    "test_learner_lifecycle": "petcd has no MemberAdd/MemberPromote yet",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.compat)
+            name = getattr(item, "originalname", item.name)
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            if name in PETCD_MISSING and "petcd" in params.values():
+                item.add_marker(pytest.mark.xfail(strict=True, reason=PETCD_MISSING[name]))
 
 
 @pytest.fixture(scope="session", params=_targets())
