@@ -737,6 +737,62 @@ func (d *driver) largeObjects() {
 		"last": evs[len(evs)-1].Kv.ModRevision})
 }
 
+// watchMultiplex is the apiserver's many watches on one client: clientv3
+// multiplexes watches whose contexts carry the same metadata onto one gRPC
+// stream; cancelling one (its context) leaves the others running, and a
+// progress request reaches every watcher of the stream.
+func (d *driver) watchMultiplex() {
+	c, cancel := ctx()
+	defer cancel()
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	defer wcancel()
+	bctx, bcancel := context.WithCancel(wctx)
+	defer bcancel()
+	wa := d.cli.Watch(wctx, "/mux/a/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	wb := d.cli.Watch(bctx, "/mux/b/", clientv3.WithPrefix(), clientv3.WithPrevKV(),
+		clientv3.WithCreatedNotify())
+	wc := d.cli.Watch(wctx, "/mux/c", clientv3.WithCreatedNotify())
+	for name, ch := range map[string]clientv3.WatchChan{"a": wa, "b": wb, "c": wc} {
+		resp := d.recv("created "+name, ch)
+		if !resp.Created {
+			d.fatal("created "+name, fmt.Errorf("first response not created: %+v", resp))
+		}
+	}
+	for _, key := range []string{"/mux/a/1", "/mux/b/1", "/mux/c", "/mux/a/2", "/mux/b/1"} {
+		_, err := d.cli.Put(c, key, "v")
+		d.check("put "+key, err)
+	}
+	got := map[string][]*clientv3.Event{}
+	for name, want := range map[string]int{"a": 2, "b": 2, "c": 1} {
+		ch := map[string]clientv3.WatchChan{"a": wa, "b": wb, "c": wc}[name]
+		for len(got[name]) < want {
+			got[name] = append(got[name], d.recv("mux events "+name, ch).Events...)
+		}
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		d.emit("mux-events", map[string]any{"watch": name, "events": d.events(got[name])})
+	}
+	bcancel()
+	select {
+	case resp, ok := <-wb:
+		d.emit("mux-cancelled", map[string]any{"closed": !ok, "events": len(resp.Events)})
+	case <-time.After(stepTimeout):
+		d.fatal("mux cancel", errors.New("cancelled watch channel not closed"))
+	}
+	for _, key := range []string{"/mux/b/2", "/mux/a/3"} {
+		_, err := d.cli.Put(c, key, "v")
+		d.check("put "+key, err)
+	}
+	resp := d.recv("mux after cancel", wa)
+	d.emit("mux-events", map[string]any{"watch": "a", "events": d.events(resp.Events)})
+	d.check("mux progress", d.cli.RequestProgress(wctx))
+	for _, name := range []string{"a", "c"} {
+		resp := d.recv("mux progress "+name, map[string]clientv3.WatchChan{"a": wa, "c": wc}[name])
+		d.emit("mux-progress", map[string]any{"watch": name, "progress": resp.IsProgressNotify(),
+			"rev": resp.Header.Revision})
+	}
+}
+
 func main() {
 	endpoint := flag.String("endpoint", "", "host:port of the server's client URL")
 	flag.Parse()
@@ -759,7 +815,7 @@ func main() {
 		{"crud", d.crud}, {"list", d.list}, {"leases", d.leasesForEvents},
 		{"watch-cache", d.watchCache}, {"compaction", d.compaction}, {"health", d.health},
 		{"mutex", d.mutex}, {"election", d.election}, {"stm", d.stm},
-		{"large-objects", d.largeObjects},
+		{"large-objects", d.largeObjects}, {"watch-multiplex", d.watchMultiplex},
 	}
 	for _, s := range sections {
 		d.emit("section", map[string]any{"name": s.name})

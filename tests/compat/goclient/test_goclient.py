@@ -43,6 +43,7 @@ SECTIONS = (
     "election",
     "stm",
     "large-objects",
+    "watch-multiplex",
 )
 
 Transcript = dict[str, list[dict[str, Any]]]
@@ -119,7 +120,7 @@ def transcripts(
 
 def _compare(section: str, transcripts: tuple[str, Transcript, str, Transcript, str]) -> None:
     kind, ref, ref_report, tgt, tgt_report = transcripts
-    assert section in ref and "done" in [r["step"] for r in ref.get("large-objects", [])], (
+    assert section in ref and "done" in [r["step"] for r in ref.get("watch-multiplex", [])], (
         f"the Go program failed against the reference etcd:\n{ref_report}"
     )
     assert section in tgt, f"the Go program stopped before {section} on {kind}:\n{tgt_report}"
@@ -143,7 +144,7 @@ def test_reference_transcript_is_meaningful(
     """The reference run shows the behaviours the comparison relies on."""
     _, ref, report, _, _ = transcripts
     steps = [r for section in SECTIONS for r in ref.get(section, [])]
-    assert [r["step"] for r in ref.get("large-objects", [])][-1:] == ["done"], report
+    assert [r["step"] for r in ref.get("watch-multiplex", [])][-1:] == ["done"], report
     assert steps and steps[-1]["step"] == "done", report
     by_step: dict[str, list[dict[str, Any]]] = {}
     for record in steps:
