@@ -328,6 +328,27 @@ func (d *driver) leasesForEvents() {
 	resp, err := d.cli.Get(c, "/registry/events/", clientv3.WithPrefix())
 	d.check("get events", err)
 	d.emit("after-revoke", map[string]any{"count": resp.Count, "rev": resp.Header.Revision})
+	// The cacher sees expiring events as deletes, all at the revoke's revision,
+	// with the object (and its lease) in prev_kv.
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	ch := d.cli.Watch(wctx, "/registry/events/", clientv3.WithPrefix(), clientv3.WithPrevKV(),
+		clientv3.WithRev(resp.Header.Revision-3))
+	var evs []*clientv3.Event
+	for len(evs) < 6 {
+		wresp := d.recv("watch events", ch)
+		if wresp.Err() != nil {
+			d.fatal("watch events", wresp.Err())
+		}
+		evs = append(evs, wresp.Events...)
+	}
+	d.emit("event-expiry", map[string]any{"events": d.events(evs)})
+	// A TTL below the minimum (1.5 election timeouts, rounded up) is raised.
+	short, err := d.cli.Grant(c, 1)
+	d.check("grant 1s", err)
+	d.emit("grant-short", map[string]any{"lease": d.lease(short.ID), "ttl": short.TTL})
+	_, err = d.cli.Revoke(c, short.ID)
+	d.check("revoke short", err)
 	_, err = d.cli.Put(c, "/registry/events/default/ev-9", "x", clientv3.WithLease(grant.ID))
 	d.emit("put-revoked-lease", map[string]any{"error": errText(err)})
 	_, err = d.cli.Revoke(c, grant.ID)
@@ -481,6 +502,10 @@ func (d *driver) health() {
 	get, err := d.cli.Get(c, "health")
 	d.check("health", err)
 	d.emit("health", map[string]any{"count": get.Count, "rev": get.Header.Revision})
+	ser, err := d.cli.Get(c, "/registry/pods/", clientv3.WithPrefix(), clientv3.WithSerializable(),
+		clientv3.WithKeysOnly())
+	d.check("serializable", err)
+	d.emit("serializable", map[string]any{"kvs": d.kvs(ser.Kvs), "rev": ser.Header.Revision})
 	status, err := d.cli.Status(c, d.endpoint)
 	d.check("status", err)
 	d.emit("status", map[string]any{
