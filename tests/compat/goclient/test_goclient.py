@@ -44,6 +44,7 @@ SECTIONS = (
     "stm",
     "large-objects",
     "watch-multiplex",
+    "namespace",
 )
 
 Transcript = dict[str, list[dict[str, Any]]]
@@ -120,7 +121,7 @@ def transcripts(
 
 def _compare(section: str, transcripts: tuple[str, Transcript, str, Transcript, str]) -> None:
     kind, ref, ref_report, tgt, tgt_report = transcripts
-    assert section in ref and "done" in [r["step"] for r in ref.get("watch-multiplex", [])], (
+    assert section in ref and "done" in [r["step"] for r in ref.get("namespace", [])], (
         f"the Go program failed against the reference etcd:\n{ref_report}"
     )
     assert section in tgt, f"the Go program stopped before {section} on {kind}:\n{tgt_report}"
@@ -144,7 +145,7 @@ def test_reference_transcript_is_meaningful(
     """The reference run shows the behaviours the comparison relies on."""
     _, ref, report, _, _ = transcripts
     steps = [r for section in SECTIONS for r in ref.get(section, [])]
-    assert [r["step"] for r in ref.get("watch-multiplex", [])][-1:] == ["done"], report
+    assert [r["step"] for r in ref.get("namespace", [])][-1:] == ["done"], report
     assert steps and steps[-1]["step"] == "done", report
     by_step: dict[str, list[dict[str, Any]]] = {}
     for record in steps:
@@ -159,4 +160,7 @@ def test_reference_transcript_is_meaningful(
     assert by_step["trylock"][0]["locked"] is True
     assert by_step["put-too-large"][0]["error"] == "etcdserver: request is too large"
     assert by_step["list-large"][0]["bytes"] > 10 * 1024 * 1024
+    lease_gone = "etcdserver: requested lease not found"
+    assert by_step["create-revoked-lease"][0]["error"] == lease_gone
+    assert [kv["key"] for kv in by_step["ns-get"][0]["kvs"]] == ["x", "y", "z"]
     assert by_step["stm"][0]["sum"] == 500 and by_step["stm"][0]["commits"] == 40
