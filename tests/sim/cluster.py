@@ -34,8 +34,13 @@ Every observation goes to ``SafetyChecker``, which raises ``SafetyViolation`` at
 broken property; the exception's message carries the seed, the tick and the replay command, and
 ``Simulation.trace`` the last events.
 
-A member removed from the configuration is shut down as soon as any member applies its removal
-(etcd's peers reject a removed member's streams, and it stops); removed ids are never reused.
+A member removed from the configuration is shut down as soon as another member applies its
+removal (etcd's peers reject a removed member's streams, and it stops); a member that applies
+its own removal stops one election timeout later (etcd's ``stopWithDelay``). Removed ids are
+never reused. A ``MsgSnap`` leaves with the sender's current state machine, as etcd's server
+builds it (``createMergedSnapshotMessage``).
+
+docs/design/raft-sim.md has the full list of checked properties and how to replay a seed.
 """
 
 from __future__ import annotations
@@ -219,14 +224,17 @@ class Simulation:
         *,
         raw_node_factory: Callable[[Config, MemoryStorage], RawNode] = RawNode,
         trace_len: int = 300,
-        check_commit_rule: bool = True,
+        local_checks: bool = True,
         mutation: str | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.params = params if params is not None else SimParams.draw(self.rng)
         self.raw_node_factory = raw_node_factory
-        self.check_commit_rule = check_commit_rule
+        # The commit rule and "a message goes out only once what it promises is durable" look
+        # at one member's Ready; switched off, only the cluster-wide properties remain (the
+        # mutation check measures both).
+        self.local_checks = local_checks
         self.mutation = mutation  # only named in the replay command of a failure
         p = self.params
         self.net = SimNetwork(self.rng, NetworkFaults(p.drop_rate, p.dup_rate, p.delay_ticks_max))
@@ -295,7 +303,8 @@ class Simulation:
         lines = [
             f"seed {self.seed}, tick {self.now}: {what}",
             f"replay: {REPLAY.format(seed=self.seed)}"
-            + (f" --sim-mutation {self.mutation}" if self.mutation else ""),
+            + (f" --sim-mutation {self.mutation}" if self.mutation else "")
+            + ("" if self.local_checks else " --sim-end-to-end"),
             f"params: {self.params}",
             "last events:",
         ]
@@ -670,7 +679,7 @@ class Simulation:
             storage.set_hard_state(rd.hard_state)
         hs = disk.hard_state
         if (
-            self.check_commit_rule
+            self.local_checks
             and node.was_leader
             and rd.soft_state is None
             and hs.term == old_hs.term
@@ -713,6 +722,8 @@ class Simulation:
                 raise SafetyViolation(f"member {node.id} produced a misaddressed message {m!r}")
             if m.to in self.removed:
                 continue
+            if self.local_checks and not m.reject:
+                self._check_durable(node, m)
             if m.type == MessageType.SNAP:
                 m = self._merged_snapshot(node, m)
             delivered = self.net.send(node.id, m, self.now)
@@ -720,6 +731,28 @@ class Simulation:
                 self.snapshots_sent += 1
                 snap_reports.append((m.to, not delivered))
         return snap_reports
+
+    def _check_durable(self, node: SimNode, m: Message) -> None:
+        """A granted vote or an append acknowledgement may leave only once it is on disk.
+
+        A message of a term older than the member's durable term is let through: the member
+        can never vote in that term again, and its entries of that term may already have been
+        replaced in the same Ready (see docs/design/raft-sim.md, "Open question").
+        """
+        hs = node.disk.hard_state
+        if m.term < hs.term:
+            return
+        if m.type == MessageType.VOTE_RESP:
+            if (hs.term, hs.vote) != (m.term, m.to):
+                raise SafetyViolation(
+                    f"member {node.id} sent its vote for {m.to} in term {m.term} while its "
+                    f"disk holds term {hs.term}, vote {hs.vote}"
+                )
+        elif m.type == MessageType.APP_RESP and m.index > node.disk.last_index:
+            raise SafetyViolation(
+                f"member {node.id} acknowledged entries up to {m.index} while its disk holds "
+                f"entries up to {node.disk.last_index}"
+            )
 
     def _merged_snapshot(self, node: SimNode, m: Message) -> Message:
         """Send the state machine as of now, as etcd's server does for every ``MsgSnap``.

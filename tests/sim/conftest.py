@@ -29,6 +29,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with --seed: replay the seed with this deliberate bug of tests/sim/mutations.py",
     )
     group.addoption(
+        "--sim-end-to-end",
+        action="store_true",
+        default=False,
+        help="with --seed: only the cluster-wide properties (no local Ready checks)",
+    )
+    group.addoption(
         "--sim-seeds",
         type=int,
         default=None,
@@ -46,6 +52,10 @@ def replay_seed(config: pytest.Config) -> int | None:
 def replay_mutation(config: pytest.Config) -> str | None:
     name = config.getoption("sim_mutation", default=None)
     return name if isinstance(name, str) else None
+
+
+def replay_end_to_end(config: pytest.Config) -> bool:
+    return bool(config.getoption("sim_end_to_end", default=False))
 
 
 def default_seed_count(config: pytest.Config) -> int:

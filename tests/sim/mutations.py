@@ -201,8 +201,12 @@ class HuntResult:
     core_crash_seed: int | None  # the first seed where the core's own assertions tripped first
 
 
-def hunt(mutation: Mutation, seeds: range, mp: pytest.MonkeyPatch) -> HuntResult:
+def hunt(
+    mutation: Mutation, seeds: range, mp: pytest.MonkeyPatch, *, local_checks: bool = True
+) -> HuntResult:
     """Run ``seeds`` with ``mutation`` applied until the checker reports a violation.
+
+    ``local_checks=False`` leaves only the cluster-wide properties (see ``Simulation``).
 
     A seed where the (mutated) core trips one of its own assertions first is noted and skipped:
     the point is to show that the simulator's checks see the bug.
@@ -213,7 +217,10 @@ def hunt(mutation: Mutation, seeds: range, mp: pytest.MonkeyPatch) -> HuntResult
     for seed in seeds:
         ran += 1
         try:
-            Simulation(seed, raw_node_factory=factory, mutation=mutation.name).run()
+            sim = Simulation(
+                seed, raw_node_factory=factory, mutation=mutation.name, local_checks=local_checks
+            )
+            sim.run()
         except (SafetyViolation, LivenessViolation) as e:
             first = str(e).splitlines()[0]
             return HuntResult(mutation.name, seed, ran, first, core_crash)

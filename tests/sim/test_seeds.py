@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import pytest
 
+from petcd.raft.node import RawNode
 from tests.sim.cluster import Simulation
-from tests.sim.conftest import default_seed_count, replay_mutation, replay_seed
+from tests.sim.conftest import (
+    default_seed_count,
+    replay_end_to_end,
+    replay_mutation,
+    replay_seed,
+)
 from tests.sim.mutations import MUTATIONS
 
 BLOCK = 100
@@ -42,10 +48,11 @@ def _run(block: tuple[int, int], config: pytest.Config, mp: pytest.MonkeyPatch) 
     lo, hi = block
     replaying = hi == lo + 1
     mutation = replay_mutation(config) if replaying else None
-    if mutation is not None:
-        factory = MUTATIONS[mutation].apply(mp)
-        report = Simulation(lo, raw_node_factory=factory, mutation=mutation).run()
-        print(report)
+    if replaying and (mutation is not None or replay_end_to_end(config)):
+        factory = MUTATIONS[mutation].apply(mp) if mutation is not None else RawNode
+        local = not replay_end_to_end(config)
+        sim = Simulation(lo, raw_node_factory=factory, mutation=mutation, local_checks=local)
+        print(sim.run())
         return
     for seed in range(lo, hi):
         if seed in KNOWN_FAILING and not replaying:
