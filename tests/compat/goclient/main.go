@@ -8,14 +8,16 @@
 // operations in the same order: store revisions, values, versions, counts,
 // flags, and error texts. Values that legitimately differ between two clusters
 // are normalised here: lease ids print as "lease1", "lease2"... in order of
-// first appearance, member ids as "member1"..., raft terms and indexes are
-// dropped, and the endpoint prints as "ENDPOINT". Nothing printed depends on
+// first appearance, members by name, raft terms and indexes are
+// dropped, and endpoint i prints as "ENDPOINT<i>". Nothing printed depends on
 // timing: concurrent parts (mutex contention, election hand-over, STM
 // transfers) wait for observable states before moving on and report only
 // order-independent outcomes (balances, counts, the final revision).
 //
-// The program expects a fresh, otherwise idle single-member server: it
-// compacts the whole keyspace. On an unexpected error it prints a "fatal" step
+// The program expects a fresh, otherwise idle server or cluster: it compacts
+// the whole keyspace. Given several endpoints (a cluster, as an apiserver's
+// --etcd-servers), it replaces what a lagging follower may legitimately
+// report (serializable reads, a member's own status revision) with checks. On an unexpected error it prints a "fatal" step
 // and exits with status 1.
 package main
 
@@ -43,10 +45,10 @@ import (
 const stepTimeout = 10 * time.Second
 
 type driver struct {
-	cli      *clientv3.Client
-	endpoint string
-	leases   map[clientv3.LeaseID]string
-	members  map[uint64]string
+	cli       *clientv3.Client
+	endpoints []string
+	multi     bool
+	leases    map[clientv3.LeaseID]string
 }
 
 func (d *driver) emit(step string, fields map[string]any) {
@@ -78,15 +80,6 @@ func (d *driver) lease(id clientv3.LeaseID) string {
 	if !ok {
 		name = "lease" + strconv.Itoa(len(d.leases)+1)
 		d.leases[id] = name
-	}
-	return name
-}
-
-func (d *driver) member(id uint64) string {
-	name, ok := d.members[id]
-	if !ok {
-		name = "member" + strconv.Itoa(len(d.members)+1)
-		d.members[id] = name
 	}
 	return name
 }
@@ -414,8 +407,7 @@ func (d *driver) watchCache() {
 	d.emit("cache-events", map[string]any{"events": d.events(evs), "headers_ok": headersOK})
 	// No more events are pending: a requested progress notification carries
 	// the current revision (the write outside the prefix included).
-	d.check("request progress", d.cli.RequestProgress(wctx))
-	resp := d.recv("progress", ch)
+	resp := d.progressUntil(wctx, ch)
 	d.emit("cache-progress", map[string]any{"progress": resp.IsProgressNotify(),
 		"rev": resp.Header.Revision, "events": len(resp.Events)})
 	// An event after the progress notification.
@@ -424,6 +416,27 @@ func (d *driver) watchCache() {
 	resp = d.recv("watch after progress", ch)
 	d.emit("cache-events", map[string]any{"events": d.events(resp.Events),
 		"rev": resp.Header.Revision, "progress": resp.IsProgressNotify()})
+}
+
+// progressUntil is the consistent read from cache (Kubernetes 1.31+): learn
+// the store's current revision with a linearizable read, then request progress
+// until the watch stream reports at least that revision (a watch served by a
+// follower may lag behind for a moment).
+func (d *driver) progressUntil(wctx context.Context, ch clientv3.WatchChan) clientv3.WatchResponse {
+	c, cancel := ctx()
+	defer cancel()
+	current, err := d.cli.Get(c, "health")
+	d.check("current revision", err)
+	for attempt := 0; attempt < 100; attempt++ {
+		d.check("request progress", d.cli.RequestProgress(wctx))
+		resp := d.recv("progress", ch)
+		if !resp.IsProgressNotify() || resp.Header.Revision >= current.Header.Revision {
+			return resp
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.fatal("progress", errors.New("the watch never caught up"))
+	panic("unreachable")
 }
 
 // compaction is the apiserver's compactor: a compare-and-swap on the version
@@ -512,31 +525,52 @@ func (d *driver) health() {
 	ser, err := d.cli.Get(c, "/registry/pods/", clientv3.WithPrefix(), clientv3.WithSerializable(),
 		clientv3.WithKeysOnly())
 	d.check("serializable", err)
-	d.emit("serializable", map[string]any{"kvs": d.kvs(ser.Kvs), "rev": ser.Header.Revision})
-	status, err := d.cli.Status(c, d.endpoint)
-	d.check("status", err)
-	d.emit("status", map[string]any{
-		"rev":        status.Header.Revision,
-		"version":    strings.Count(status.Version, ".") == 2,
-		"leader":     d.member(status.Leader),
-		"self":       d.member(status.Header.MemberId),
-		"db":         status.DbSize > 0,
-		"learner":    status.IsLearner,
-		"errors":     status.Errors,
-		"raft_index": status.RaftIndex > 0,
-	})
+	if d.multi {
+		// A follower may not have applied the latest write yet.
+		d.emit("serializable", map[string]any{"rev_ok": ser.Header.Revision <= get.Header.Revision})
+	} else {
+		d.emit("serializable", map[string]any{"kvs": d.kvs(ser.Kvs), "rev": ser.Header.Revision})
+	}
+	// Members are named (by --name) from the member list, so that the
+	// transcript does not depend on which member happens to lead.
 	members, err := d.cli.MemberList(c)
 	d.check("member list", err)
+	names := map[uint64]string{}
 	out := []map[string]any{}
 	for _, m := range members.Members {
+		names[m.ID] = m.Name
 		urls := []string{}
 		for _, u := range m.ClientURLs {
-			urls = append(urls, strings.ReplaceAll(u, d.endpoint, "ENDPOINT"))
+			for i, e := range d.endpoints {
+				u = strings.ReplaceAll(u, e, "ENDPOINT"+strconv.Itoa(i))
+			}
+			urls = append(urls, u)
 		}
-		out = append(out, map[string]any{"id": d.member(m.ID), "name": m.Name,
-			"client_urls": urls, "peer_urls": len(m.PeerURLs), "learner": m.IsLearner})
+		out = append(out, map[string]any{"name": m.Name, "client_urls": urls,
+			"peer_urls": len(m.PeerURLs), "learner": m.IsLearner})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
 	d.emit("member-list", map[string]any{"members": out})
+	for _, endpoint := range d.endpoints {
+		status, err := d.cli.Status(c, endpoint)
+		d.check("status", err)
+		_, leaderKnown := names[status.Leader]
+		fields := map[string]any{
+			"self":         names[status.Header.MemberId],
+			"leader_known": leaderKnown,
+			"version":      strings.Count(status.Version, ".") == 2,
+			"db":           status.DbSize > 0,
+			"learner":      status.IsLearner,
+			"errors":       status.Errors,
+			"raft_index":   status.RaftIndex > 0,
+			"rev_ok":       status.Header.Revision <= get.Header.Revision,
+		}
+		if !d.multi {
+			fields["rev"] = status.Header.Revision
+			fields["leader_is_self"] = status.Leader == status.Header.MemberId
+		}
+		d.emit("status", fields)
+	}
 	// The endpoints the client knows, as Kubernetes' health probes list them.
 	d.emit("endpoints", map[string]any{"endpoints": len(d.cli.Endpoints())})
 }
@@ -685,7 +719,7 @@ func (d *driver) stm() {
 				from := rng.Intn(accounts)
 				to := (from + 1 + rng.Intn(accounts-1)) % accounts
 				amount := 1 + rng.Intn(20)
-				_, err := concurrency.NewSTM(d.cli, func(s concurrency.STM) error {
+				transfer := func(s concurrency.STM) error {
 					fk, tk := fmt.Sprintf("/bank/acct-%d", from), fmt.Sprintf("/bank/acct-%d", to)
 					fb, err1 := strconv.Atoi(s.Get(fk))
 					tb, err2 := strconv.Atoi(s.Get(tk))
@@ -695,7 +729,17 @@ func (d *driver) stm() {
 					s.Put(fk, strconv.Itoa(fb-amount))
 					s.Put(tk, strconv.Itoa(tb+amount))
 					return nil
-				}, concurrency.WithIsolation(concurrency.SerializableSnapshot))
+				}
+				_, err := concurrency.NewSTM(d.cli, transfer,
+					concurrency.WithIsolation(concurrency.SerializableSnapshot))
+				// On a cluster, the snapshot's later serializable reads may reach a
+				// follower that has not applied that revision yet (etcd as well):
+				// such a transfer wrote nothing and is run again.
+				for retry := 0; d.multi && err != nil && retry < 50 &&
+					err.Error() == "etcdserver: mvcc: required revision is a future revision"; retry++ {
+					_, err = concurrency.NewSTM(d.cli, transfer,
+						concurrency.WithIsolation(concurrency.SerializableSnapshot))
+				}
 				if err != nil {
 					errs <- err
 					return
@@ -817,11 +861,17 @@ func (d *driver) watchMultiplex() {
 	}
 	resp := d.recv("mux after cancel", wa)
 	d.emit("mux-events", map[string]any{"watch": "a", "events": d.events(resp.Events)})
-	d.check("mux progress", d.cli.RequestProgress(wctx))
-	for _, name := range []string{"a", "c"} {
-		resp := d.recv("mux progress "+name, map[string]clientv3.WatchChan{"a": wa, "c": wc}[name])
-		d.emit("mux-progress", map[string]any{"watch": name, "progress": resp.IsProgressNotify(),
-			"rev": resp.Header.Revision})
+	resp = d.progressUntil(wctx, wa)
+	d.emit("mux-progress", map[string]any{"watch": "a", "progress": resp.IsProgressNotify(),
+		"rev": resp.Header.Revision})
+	// Every request reached watch c as well; its last answer is the same revision.
+	for {
+		got := d.recv("mux progress c", wc)
+		if !got.IsProgressNotify() || got.Header.Revision >= resp.Header.Revision {
+			d.emit("mux-progress", map[string]any{"watch": "c", "progress": got.IsProgressNotify(),
+				"rev": got.Header.Revision})
+			break
+		}
 	}
 }
 
@@ -861,17 +911,19 @@ func (d *driver) namespaced() {
 }
 
 func main() {
-	endpoint := flag.String("endpoint", "", "host:port of the server's client URL")
+	endpoint := flag.String("endpoint", "", "host:port of the client URL (comma-separated: "+
+		"the members of a cluster, in a fixed order)")
 	flag.Parse()
 	if *endpoint == "" {
-		fmt.Fprintln(os.Stderr, "usage: k8sclient -endpoint host:port")
+		fmt.Fprintln(os.Stderr, "usage: k8sclient -endpoint host:port[,host:port...]")
 		os.Exit(2)
 	}
+	endpoints := strings.Split(*endpoint, ",")
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{*endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 	})
-	d := &driver{endpoint: *endpoint, leases: map[clientv3.LeaseID]string{},
-		members: map[uint64]string{}}
+	d := &driver{endpoints: endpoints, multi: len(endpoints) > 1,
+		leases: map[clientv3.LeaseID]string{}}
 	d.check("connect", err)
 	defer cli.Close()
 	d.cli = cli

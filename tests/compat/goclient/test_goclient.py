@@ -28,6 +28,7 @@ import pytest
 
 from tests.compat.conftest import _targets
 from tests.compat.servers import ServerProcess
+from tests.robustness.cluster import Cluster
 
 HERE = Path(__file__).resolve().parent
 BUILD_TIMEOUT_S = 900.0
@@ -79,9 +80,9 @@ def goclient_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def run_transcript(binary: Path, server: ServerProcess) -> tuple[Transcript, str]:
+def run_transcript(binary: Path, endpoints: list[str]) -> tuple[Transcript, str]:
     proc = subprocess.run(
-        [str(binary), "-endpoint", server.endpoint],
+        [str(binary), "-endpoint", ",".join(endpoints)],
         capture_output=True,
         timeout=RUN_TIMEOUT_S,
         check=False,
@@ -111,8 +112,8 @@ def transcripts(
     try:
         reference.start()
         target.start()
-        ref, ref_report = run_transcript(goclient_binary, reference)
-        tgt, tgt_report = run_transcript(goclient_binary, target)
+        ref, ref_report = run_transcript(goclient_binary, [reference.endpoint])
+        tgt, tgt_report = run_transcript(goclient_binary, [target.endpoint])
         yield kind, ref, ref_report, tgt, tgt_report
     finally:
         target.stop()
@@ -164,3 +165,33 @@ def test_reference_transcript_is_meaningful(
     assert by_step["create-revoked-lease"][0]["error"] == lease_gone
     assert [kv["key"] for kv in by_step["ns-get"][0]["kvs"]] == ["x", "y", "z"]
     assert by_step["stm"][0]["sum"] == 500 and by_step["stm"][0]["commits"] == 40
+
+
+@pytest.fixture(scope="module", params=_targets())
+def cluster_transcripts(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    goclient_binary: Path,
+) -> Iterator[tuple[str, Transcript, str, Transcript, str]]:
+    """The same program against 3-member clusters, all endpoints given to the client."""
+    kind: str = request.param
+    base = tmp_path_factory.mktemp(f"goclient-cluster-{kind}")
+    reference = Cluster(base / "reference", "etcd", 3)
+    target = Cluster(base / "target", kind, 3)
+    try:
+        reference.start()
+        target.start()
+        ref, ref_report = run_transcript(goclient_binary, reference.endpoints)
+        tgt, tgt_report = run_transcript(goclient_binary, target.endpoints)
+        yield kind, ref, ref_report, tgt, tgt_report
+    finally:
+        target.stop()
+        reference.stop()
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("section", SECTIONS)
+def test_k8s_pattern_transcript_on_a_cluster(
+    section: str, cluster_transcripts: tuple[str, Transcript, str, Transcript, str]
+) -> None:
+    _compare(section, cluster_transcripts)
