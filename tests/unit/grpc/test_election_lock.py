@@ -468,7 +468,7 @@ def test_watch_queue_delivers_everything_to_a_slow_reader(member: StoreMember) -
         n = SINK_CAPACITY * 3
         for i in range(n):
             await member.put(PutRequest(key=b"k", value=b"%d" % i))
-        values = []
+        values: list[bytes] = []
         while len(values) < n:
             resp = await asyncio.wait_for(q.next(), 5)
             values.extend(ev.kv.value for ev in resp.events)
