@@ -26,6 +26,7 @@ binary.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import subprocess
@@ -140,8 +141,8 @@ class Cluster:
     def start(self) -> None:
         for m in self.members:
             m.start(wait=False)
-        for m in self.members:
-            m.wait_ready()
+        for i in range(self.size):
+            self.wait_ready(i)
 
     def running(self, i: int) -> bool:
         proc = self.members[i].proc
@@ -155,7 +156,36 @@ class Cluster:
     def restart(self, i: int, wait: bool = True) -> None:
         m = self.members[i]
         assert not self.running(i)
-        m.start(wait=wait)
+        m.start(wait=False)
+        if wait:
+            self.wait_ready(i)
+
+    def wait_ready(self, i: int) -> None:
+        try:
+            self.members[i].wait_ready()
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\n{self.dump_state()}") from None
+
+    def dump_state(self) -> str:
+        """For a member that never got ready: every other member's stacks, the proxies."""
+        for m in self.members:
+            if m.proc is not None and m.proc.poll() is None and not m.paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(m.proc.pid, signal.SIGABRT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    m.proc.wait(timeout=10)
+        proxies = [
+            f"{self.members[i].name}: {p.mode.value}, {p.connections} connections, "
+            f"{len(p._writers)} open sockets, {p.bytes_forwarded} bytes"
+            for i, p in enumerate(self.proxies)
+        ]
+        journals = []
+        for i, p in enumerate(self.proxies):
+            events = [f"  {_iso(t)} :{port} {what}" for t, port, what in list(p.journal)[-15:]]
+            journals.append(f"proxy of {self.members[i].name}:\n" + "\n".join(events))
+        return f"stacks of all members at the end of their logs; proxies: {proxies}\n" + "\n".join(
+            journals
+        )
 
     def pause(self, i: int) -> None:
         m = self.members[i]
@@ -190,15 +220,15 @@ class Cluster:
         for i in down:
             self.restart(i, wait=False)
         for i in down:
-            self.members[i].wait_ready()
+            self.wait_ready(i)
 
     def kill_all_and_restart(self) -> None:
         for i in range(self.size):
             self.kill(i)
         for i in range(self.size):
             self.restart(i, wait=False)
-        for m in self.members:
-            m.wait_ready()
+        for i in range(self.size):
+            self.wait_ready(i)
 
     def stop(self) -> None:
         for i, m in enumerate(self.members):
@@ -210,3 +240,7 @@ class Cluster:
 
     def log_tails(self, n: int = 30) -> str:
         return "\n".join(f"--- {m.name} ({m.log_path})\n{m.log_tail(n)}" for m in self.members)
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%H:%M:%S.%f")[:-3]

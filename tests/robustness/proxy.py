@@ -20,17 +20,20 @@ Modes (``set_mode``), applied to existing and new connections alike:
 
 The proxy never inspects the bytes. ``close()`` stops the loop and every connection.
 Counters (``connections``, ``bytes_forwarded``) let tests see that traffic really went
-through it.
+through it; ``journal`` keeps the last few hundred connection events (wall-clock time,
+client port, what happened) for post-mortems.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import socket
 import struct
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -54,6 +57,10 @@ class TcpProxy:
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _thread: threading.Thread | None = None
+    # (wall-clock time, client port, what happened), the last few hundred, for post-mortems
+    journal: collections.deque[tuple[float, int, str]] = field(
+        default_factory=lambda: collections.deque(maxlen=300)
+    )
 
     @property
     def address(self) -> str:
@@ -117,21 +124,27 @@ class TcpProxy:
         self._thread = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        port = peer[1] if peer else 0
         if self.mode is Mode.DROP:
+            self.journal.append((time.time(), port, "dropped at accept"))
             _reset(writer)
             return
         self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
-        except OSError:
+        except OSError as e:
+            self.journal.append((time.time(), port, f"target refused: {e}"))
             _reset(writer)
             return
+        self.journal.append((time.time(), port, "connected"))
         self._writers.update((writer, up_writer))
         try:
             await asyncio.gather(
                 self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
             )
         finally:
+            self.journal.append((time.time(), port, "closed"))
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 _reset(w)
