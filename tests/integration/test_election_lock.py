@@ -378,3 +378,47 @@ def test_differential_against_etcd(tmp_path: Path) -> None:
     with real_etcd(tmp_path) as endpoint:
         want = script(endpoint)
     assert got == want
+
+
+@pytest.mark.long
+def test_three_members_lock_and_election_through_different_members(tmp_path: Path) -> None:
+    members = [PetcdProcess(tmp_path / n / "data", name=n) for n in ("a", "b", "c")]
+    initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in members)
+    for m in members:
+        m.extra_args = ["--initial-cluster", initial, "--initial-cluster-token", "itest-el3"]
+    try:
+        for m in members:
+            m.start(wait=False)
+        for m in members:
+            m.wait_ready()
+        with members[0].channel() as c0, members[1].channel() as c1, members[2].channel() as c2:
+            s0, s1, s2 = Stubs(c0), Stubs(c1), Stubs(c2)
+            a, b = s0.grant(), s1.grant()
+            held = s0.lock.Lock(v3lock_pb2.LockRequest(name=b"m3", lease=a))
+            waiting = s1.lock.Lock.future(v3lock_pb2.LockRequest(name=b"m3", lease=b))
+            assert still_waiting(waiting)
+            s2.lock.Unlock(v3lock_pb2.UnlockRequest(key=held.key))
+            assert waiting.result(timeout=20).key == b"m3/%x" % b
+
+            observe = s2.election.Observe(v3election_pb2.LeaderRequest(name=b"e3"))
+            try:
+                ca = s0.election.Campaign(
+                    v3election_pb2.CampaignRequest(name=b"e3", lease=a, value=b"on-a")
+                )
+                assert next(observe).kv.value == b"on-a"
+                second = s1.election.Campaign.future(
+                    v3election_pb2.CampaignRequest(name=b"e3", lease=b, value=b"on-b")
+                )
+                assert still_waiting(second)
+                s0.lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=a))  # the leader's lease ends
+                cb = second.result(timeout=20)
+                assert cb.leader.key == b"e3/%x" % b
+                assert next(observe).kv.value == b"on-b"
+                ld = s2.election.Leader(v3election_pb2.LeaderRequest(name=b"e3"))
+                assert (ld.kv.key, ld.kv.create_revision) == (cb.leader.key, cb.leader.rev)
+                assert ca.leader.rev < cb.leader.rev
+            finally:
+                observe.cancel()
+    finally:
+        for m in members:
+            m.stop()
