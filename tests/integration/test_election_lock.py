@@ -339,10 +339,16 @@ def script(endpoint: str) -> list[str]:
             lambda: el.Campaign(v3election_pb2.CampaignRequest(name=b"d", lease=a, value=b"v2")),
         )
         call("leader", lambda: el.Leader(v3election_pb2.LeaderRequest(name=b"d")))
-        call(
-            "proclaim",
-            lambda: el.Proclaim(v3election_pb2.ProclaimRequest(leader=ca.leader, value=b"v3")),
-        )
+        observe = el.Observe(v3election_pb2.LeaderRequest(name=b"d"))
+        try:
+            call("observe-current", lambda: next(observe))
+            call(
+                "proclaim",
+                lambda: el.Proclaim(v3election_pb2.ProclaimRequest(leader=ca.leader, value=b"v3")),
+            )
+            call("observe-proclaimed", lambda: next(observe))
+        finally:
+            observe.cancel()
         stale = v3election_pb2.LeaderKey(
             name=b"d", key=ca.leader.key, rev=ca.leader.rev + 99, lease=a
         )
