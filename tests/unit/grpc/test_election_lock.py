@@ -19,9 +19,17 @@ from petcd.api.v3electionpb import v3election_pb2
 from petcd.api.v3lockpb import v3lock_pb2
 from petcd.backend import Backend
 from petcd.grpc.election import ElectionService
-from petcd.grpc.lock import SINK_CAPACITY, LockService, WatchQueue, prefix_end, waiter_key
+from petcd.grpc.lock import (
+    SINK_CAPACITY,
+    LockService,
+    WatchQueue,
+    prefix_end,
+    wait_delete,
+    waiter_key,
+)
 from petcd.lease import LeaseId, LeaseInfo
 from petcd.mvcc import WatchableStore
+from petcd.mvcc.errors import CompactedError
 from petcd.mvcc.requests import (
     DeleteRangeRequest,
     DeleteRangeResponse,
@@ -474,6 +482,19 @@ def test_watch_queue_delivers_everything_to_a_slow_reader(member: StoreMember) -
             values.extend(ev.kv.value for ev in resp.events)
         assert values == [b"%d" % i for i in range(n)]
         q.close()
+        assert member.store.watcher_counts() == (0, 0, 0)
+
+    run(main)
+
+
+def test_waiting_from_a_compacted_revision_fails_with_etcds_error(member: StoreMember) -> None:
+    async def main() -> None:
+        for v in (b"1", b"2", b"3"):
+            await member.put(PutRequest(key=b"k", value=v))
+        member.store.compact(4, index=Index(100), term=Term(1))
+        with pytest.raises(CompactedError) as e:
+            await asyncio.wait_for(wait_delete(member, b"k", 2), 5)
+        assert str(e.value) == "etcdserver: mvcc: required revision has been compacted"
         assert member.store.watcher_counts() == (0, 0, 0)
 
     run(main)
