@@ -910,15 +910,58 @@ func (d *driver) namespaced() {
 	d.emit("ns-raw", map[string]any{"kvs": d.kvs(raw.Kvs)})
 }
 
+// keepaliveProbe holds an idle watch open for a while with client keepalive
+// pings on, as the apiserver's client does (DialKeepAliveTime 30s, timeout
+// 10s; grpc-go raises anything below 10s to 10s). A server that enforces a
+// longer minimum ping interval answers with GOAWAY "too_many_pings" and the
+// connection drops; the transcript records every connectivity change.
+func keepaliveProbe(endpoints []string, hold time.Duration) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 10 * time.Second,
+	})
+	d := &driver{endpoints: endpoints, leases: map[clientv3.LeaseID]string{}}
+	d.check("connect", err)
+	defer cli.Close()
+	d.cli = cli
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	defer wcancel()
+	ch := cli.Watch(wctx, "/probe/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	d.recv("probe created", ch)
+	conn := cli.ActiveConnection()
+	state := conn.GetState()
+	d.emit("keepalive-start", map[string]any{"state": state.String()})
+	changes := []string{}
+	hctx, hcancel := context.WithTimeout(context.Background(), hold)
+	defer hcancel()
+	for conn.WaitForStateChange(hctx, state) {
+		state = conn.GetState()
+		changes = append(changes, state.String())
+	}
+	d.emit("keepalive-held", map[string]any{"changes": changes})
+	c, cancel := ctx()
+	defer cancel()
+	_, err = cli.Put(c, "/probe/after", "v")
+	d.check("put after hold", err)
+	resp := d.recv("probe event", ch)
+	d.emit("keepalive-event", map[string]any{"events": len(resp.Events)})
+}
+
 func main() {
 	endpoint := flag.String("endpoint", "", "host:port of the client URL (comma-separated: "+
 		"the members of a cluster, in a fixed order)")
+	probe := flag.Duration("keepalive-probe", 0, "instead of the scenario: hold an idle "+
+		"watch this long with keepalive pings on and report connectivity changes")
 	flag.Parse()
 	if *endpoint == "" {
 		fmt.Fprintln(os.Stderr, "usage: k8sclient -endpoint host:port[,host:port...]")
 		os.Exit(2)
 	}
 	endpoints := strings.Split(*endpoint, ",")
+	if *probe > 0 {
+		keepaliveProbe(endpoints, *probe)
+		return
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 	})
