@@ -259,3 +259,78 @@ def event_pb(ev: Event) -> Any:
     if ev.prev_kv is not None:
         m.prev_kv.CopyFrom(key_value_pb(ev.prev_kv))
     return m
+
+
+# --- pre-serialized watch responses ----------------------------------------------------------
+#
+# A write seen by many watchers is delivered to each of them in its own WatchResponse, which
+# differs between watchers only in ``watch_id`` (and the header, which is the same for one
+# revision). Protobuf's wire format is a concatenation of fields, so the bytes of a
+# WatchResponse are built here from pieces: the header field (encoded once per distinct
+# header), the watch_id field, and each event's field (encoded once per Event object, which the
+# watchable store shares between all watchers that do not ask for prev_kv). Fields go in field
+# number order, as protobuf's own serializer writes them, so the bytes are the same.
+
+_WATCH_HEADER_TAG = b"\x0a"  # WatchResponse.header, field 1, length-delimited
+_WATCH_ID_TAG = b"\x10"  # WatchResponse.watch_id, field 2, varint
+_WATCH_EVENT_TAG = b"\x5a"  # WatchResponse.events, field 11, length-delimited
+_EVENT_CACHE_ENTRIES_MAX = 4096
+_EVENT_CACHE_BYTES_MAX = 16 << 20
+_HEADER_CACHE_ENTRIES_MAX = 256
+
+# id(event) -> (event, its encoded ``events`` field); the event is held so its id stays unique.
+_event_fields: dict[int, tuple[Event, bytes]] = {}
+_event_fields_bytes = 0
+_header_fields: dict[ResponseHeader, bytes] = {}
+_VARINT1 = [bytes((i,)) for i in range(128)]
+
+
+def _varint(v: int) -> bytes:
+    if 0 <= v < 128:
+        return _VARINT1[v]
+    if v < 0:
+        v += 1 << 64  # int64 negatives are ten-byte two's-complement varints
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _event_field(ev: Event) -> bytes:
+    global _event_fields_bytes
+    hit = _event_fields.get(id(ev))
+    if hit is not None and hit[0] is ev:
+        return hit[1]
+    body: bytes = event_pb(ev).SerializeToString()
+    fld = _WATCH_EVENT_TAG + _varint(len(body)) + body
+    if (
+        len(_event_fields) >= _EVENT_CACHE_ENTRIES_MAX
+        or _event_fields_bytes > _EVENT_CACHE_BYTES_MAX
+    ):
+        _event_fields.clear()
+        _event_fields_bytes = 0
+    _event_fields[id(ev)] = (ev, fld)
+    _event_fields_bytes += len(fld)
+    return fld
+
+
+def _header_field(h: ResponseHeader) -> bytes:
+    fld = _header_fields.get(h)
+    if fld is None:
+        body: bytes = header_pb(h).SerializeToString()
+        fld = _WATCH_HEADER_TAG + _varint(len(body)) + body
+        if len(_header_fields) >= _HEADER_CACHE_ENTRIES_MAX:
+            _header_fields.clear()
+        _header_fields[h] = fld
+    return fld
+
+
+def watch_events_bytes(header: ResponseHeader, watch_id: int, events: tuple[Event, ...]) -> bytes:
+    """The serialized ``WatchResponse{header, watch_id, events}``, as SerializeToString."""
+    parts = [_header_field(header)]
+    if watch_id:
+        parts.append(_WATCH_ID_TAG + _varint(watch_id))
+    parts.extend([_event_field(ev) for ev in events])
+    return b"".join(parts)

@@ -34,6 +34,8 @@ import collections
 import contextlib
 from typing import Any, Protocol
 
+import grpc
+
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc import convert
 from petcd.grpc.status import is_expected, status_for
@@ -99,7 +101,7 @@ class _StreamSink:
 
 
 class _Stream:
-    def __init__(self, member: WatchMember, log: Logger | None) -> None:
+    def __init__(self, member: WatchMember, log: Logger | None, raw: bool = False) -> None:
         self.member = member
         self.log = log
         self.sink = _StreamSink()
@@ -108,6 +110,7 @@ class _Stream:
         self.progress_pending = False
         self.notify_ids: set[int] = set()  # watchers created with progress_notify
         self.quiet: set[int] = set()  # notify watchers with no events since the last tick
+        self.raw = raw  # the stream's serializer passes bytes through (add_watch_service)
         member.add_watch_sync_listener(self.on_sync)
 
     def close(self) -> None:
@@ -190,10 +193,12 @@ class _Stream:
             self.quiet.add(wid)
 
     def to_proto(self, resp: WatchResponse) -> Any:
+        """The response for a store delivery: serialized bytes if ``raw``, else a message."""
         self.quiet.discard(resp.watch_id)
-        header = convert.header_pb(self.member.watch_header(resp.revision))
+        h = self.member.watch_header(resp.revision)
         if resp.compact_revision:
             self.watchers.pop(resp.watch_id, None)
+            header = convert.header_pb(h)
             header.revision = 0  # etcd's compaction response carries no revision
             return rpc_pb2.WatchResponse(
                 header=header,
@@ -201,20 +206,18 @@ class _Stream:
                 canceled=True,
                 compact_revision=resp.compact_revision,
             )
-        return rpc_pb2.WatchResponse(
-            header=header,
-            watch_id=resp.watch_id,
-            events=[convert.event_pb(ev) for ev in resp.events],
-        )
+        data = convert.watch_events_bytes(h, resp.watch_id, resp.events)
+        return data if self.raw else rpc_pb2.WatchResponse.FromString(data)
 
 
 class WatchService(rpc_pb2_grpc.WatchServicer):
     def __init__(self, member: WatchMember, log: Logger | None = None) -> None:
         self._member = member
         self._log = log
+        self.raw = False  # set by add_watch_service: responses may be pre-serialized bytes
 
     async def Watch(self, request_iterator: Any, context: Any) -> None:
-        stream = _Stream(self._member, self._log)
+        stream = _Stream(self._member, self._log, self.raw)
         sink = stream.sink
         failure: list[BaseException] = []
 
@@ -257,3 +260,31 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             stream.close()
+
+
+def serialize_watch_response(message: Any) -> bytes:
+    """The Watch method's response serializer: bytes pass through, messages are serialized."""
+    if isinstance(message, bytes):
+        return message
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def add_watch_service(service: WatchService, server: Any) -> None:
+    """Register ``service`` as etcdserverpb.Watch on a grpc.aio ``server``.
+
+    Unlike the generated ``add_WatchServicer_to_server``, the response serializer lets the
+    service write event responses as bytes encoded once per event for all watchers.
+    """
+    service.raw = True
+    handlers = {
+        "Watch": grpc.stream_stream_rpc_method_handler(
+            service.Watch,
+            request_deserializer=rpc_pb2.WatchRequest.FromString,
+            response_serializer=serialize_watch_response,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("etcdserverpb.Watch", handlers),)
+    )
+    server.add_registered_method_handlers("etcdserverpb.Watch", handlers)
