@@ -11,7 +11,9 @@ code and message; an unexpected exception is a bug: it is logged and sent as ``U
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
 ``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot, MoveLeader and Alarm
 (NOSPACE is raised when the quota is hit),
-``etcdserverpb.Cluster.MemberList``, ``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
+``etcdserverpb.Cluster`` (MemberList, MemberAdd, MemberRemove, MemberUpdate, MemberPromote;
+membership errors get etcd's rpctypes codes and texts here),
+``etcdserverpb.Watch`` (``petcd.grpc.watch``) and
 ``etcdserverpb.Lease`` (``petcd.grpc.lease``), ``v3electionpb.Election``
 (``petcd.grpc.election``) and ``v3lockpb.Lock`` (``petcd.grpc.lock``). Every other method
 answers ``UNIMPLEMENTED`` (grpc's default for a servicer method that is not overridden).
@@ -49,6 +51,7 @@ from petcd.mvcc.requests import (
     TxnRequest,
     TxnResponse,
 )
+from petcd.server import errors as server_errors
 from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
 
@@ -67,6 +70,22 @@ class KVMember(WatchMember, LeaseMember, Protocol):
     def status(self) -> StatusInfo: ...
 
     def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
+
+    async def members_linearizable(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
+
+    async def member_add(
+        self, peer_urls: tuple[str, ...], is_learner: bool
+    ) -> tuple[ResponseHeader, MemberInfo, tuple[MemberInfo, ...]]: ...
+
+    async def member_remove(self, target: int) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
+
+    async def member_update(
+        self, target: int, peer_urls: tuple[str, ...]
+    ) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
+
+    async def member_promote(
+        self, target: int
+    ) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]: ...
 
     def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]: ...
 
@@ -224,29 +243,114 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             await _abort(context, e, self._log, "Alarm")
 
 
+# etcd's rpctypes for the membership errors (api/v3rpc/rpctypes/error.go).
+_MEMBERSHIP_STATUS: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
+    server_errors.MemberExistError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: member ID already exist",
+    ),
+    server_errors.PeerURLExistError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: Peer URLs already exists",
+    ),
+    server_errors.MemberNotFoundError: (grpc.StatusCode.NOT_FOUND, "etcdserver: member not found"),
+    server_errors.NotEnoughStartedMembersError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: re-configuration failed due to not enough started members",
+    ),
+    server_errors.UnhealthyClusterError: (
+        grpc.StatusCode.UNAVAILABLE,
+        "etcdserver: unhealthy cluster",
+    ),
+    server_errors.LearnerNotReadyError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: can only promote a learner member which is in sync with leader",
+    ),
+    server_errors.MemberNotLearnerError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: can only promote a learner member",
+    ),
+    server_errors.TooManyLearnersError: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: too many learner members in cluster",
+    ),
+}
+
+
+def _member_pb(m: MemberInfo) -> Any:
+    return rpc_pb2.Member(
+        ID=m.id,
+        name=m.name,
+        peerURLs=list(m.peer_urls),
+        clientURLs=list(m.client_urls),
+        isLearner=m.is_learner,
+    )
+
+
 class ClusterService(rpc_pb2_grpc.ClusterServicer):
+    """etcd's Cluster service: membership changes go through raft as conf changes."""
+
     def __init__(self, member: KVMember, log: Logger | None = None) -> None:
         self._member = member
         self._log = log
 
+    async def _fail(self, context: Any, e: Exception, method: str) -> NoReturn:
+        found = _MEMBERSHIP_STATUS.get(type(e))
+        if found is not None:
+            await context.abort(*found)
+        await _abort(context, e, self._log, method)
+
     async def MemberList(self, request: Any, context: Any) -> Any:
         try:
-            header, members = self._member.members()
+            if request.linearizable:
+                header, members = await self._member.members_linearizable()
+            else:
+                header, members = self._member.members()
             return rpc_pb2.MemberListResponse(
-                header=convert.header_pb(header),
-                members=[
-                    rpc_pb2.Member(
-                        ID=m.id,
-                        name=m.name,
-                        peerURLs=list(m.peer_urls),
-                        clientURLs=list(m.client_urls),
-                        isLearner=m.is_learner,
-                    )
-                    for m in members
-                ],
+                header=convert.header_pb(header), members=[_member_pb(m) for m in members]
             )
         except Exception as e:
-            await _abort(context, e, self._log, "MemberList")
+            await self._fail(context, e, "MemberList")
+
+    async def MemberAdd(self, request: Any, context: Any) -> Any:
+        try:
+            header, added, members = await self._member.member_add(
+                tuple(request.peerURLs), bool(request.isLearner)
+            )
+            return rpc_pb2.MemberAddResponse(
+                header=convert.header_pb(header),
+                member=_member_pb(added),
+                members=[_member_pb(m) for m in members],
+            )
+        except Exception as e:
+            await self._fail(context, e, "MemberAdd")
+
+    async def MemberRemove(self, request: Any, context: Any) -> Any:
+        try:
+            header, members = await self._member.member_remove(request.ID)
+            return rpc_pb2.MemberRemoveResponse(
+                header=convert.header_pb(header), members=[_member_pb(m) for m in members]
+            )
+        except Exception as e:
+            await self._fail(context, e, "MemberRemove")
+
+    async def MemberUpdate(self, request: Any, context: Any) -> Any:
+        try:
+            header, members = await self._member.member_update(request.ID, tuple(request.peerURLs))
+            return rpc_pb2.MemberUpdateResponse(
+                header=convert.header_pb(header), members=[_member_pb(m) for m in members]
+            )
+        except Exception as e:
+            await self._fail(context, e, "MemberUpdate")
+
+    async def MemberPromote(self, request: Any, context: Any) -> Any:
+        try:
+            header, members = await self._member.member_promote(request.ID)
+            return rpc_pb2.MemberPromoteResponse(
+                header=convert.header_pb(header), members=[_member_pb(m) for m in members]
+            )
+        except Exception as e:
+            await self._fail(context, e, "MemberPromote")
 
 
 SNAPSHOT_CHUNK_BYTES = 32 * 1024

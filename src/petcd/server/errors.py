@@ -70,3 +70,52 @@ class RequestTooLargeError(RequestError):
 
 class NoSpaceError(RequestError):
     """etcd: ``etcdserver: mvcc: database space exceeded`` (RESOURCE_EXHAUSTED)."""
+
+
+# --- membership (etcd's api/membership errors as rpctypes reports them) -----------------------
+
+
+class MembershipError(RequestError):
+    """A Cluster request (MemberAdd/Remove/Update/Promote) was refused; nothing changed."""
+
+
+class MemberExistError(MembershipError):
+    """etcd: ``etcdserver: member ID already exist`` (FAILED_PRECONDITION)."""
+
+
+class PeerURLExistError(MembershipError):
+    """etcd: ``etcdserver: Peer URLs already exists`` (FAILED_PRECONDITION)."""
+
+
+class MemberNotFoundError(MembershipError):
+    """etcd: ``etcdserver: member not found`` (NOT_FOUND); also for a removed id."""
+
+
+class NotEnoughStartedMembersError(MembershipError):
+    """etcd: ``etcdserver: re-configuration failed due to not enough started members``
+    (FAILED_PRECONDITION): --strict-reconfig-check refused a change."""
+
+
+class UnhealthyClusterError(MembershipError):
+    """etcd: ``etcdserver: unhealthy cluster`` (UNAVAILABLE): too few members connected."""
+
+
+class LearnerNotReadyError(MembershipError):
+    """etcd: ``etcdserver: can only promote a learner member which is in sync with leader``
+    (FAILED_PRECONDITION)."""
+
+
+class MemberNotLearnerError(MembershipError):
+    """etcd: ``etcdserver: can only promote a learner member`` (FAILED_PRECONDITION)."""
+
+
+class TooManyLearnersError(MembershipError):
+    """etcd: ``etcdserver: too many learner members in cluster`` (FAILED_PRECONDITION)."""
+
+
+class MemberRemovedError(ServerError):
+    """This member was removed from the cluster: the process stops (etcd exits 0)."""
+
+
+class JoinError(ConfigError):
+    """--initial-cluster-state=existing could not learn the cluster from its peers."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION, __version__
 from petcd.server.config import Action, Config, parse
-from petcd.server.errors import ConfigError, FlagError
+from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
 
@@ -187,7 +187,11 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             log.info("serving HTTP endpoints (health, version, metrics)", address=str(u))
         done, _ = await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
-    if member.fatal_error is not None:
+    if isinstance(member.fatal_error, MemberRemovedError):
+        # etcd: the removed member stops and the process exits 0.
+        log.warn("server error", error=str(member.fatal_error))
+        log.warn("data-dir used by this member must be removed", data_dir=cfg.data_dir)
+    elif member.fatal_error is not None:
         log.fatal("member failed", error=repr(member.fatal_error))
         code = 1
     else:

@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from petcd import ETCD_VERSION
-from petcd.backend import ALARM, LEASE, MEMBERS, Backend
+from petcd.backend import ALARM, LEASE, MEMBERS, MEMBERS_REMOVED, Backend
 from petcd.lease import (
     CHECKPOINT_BATCH_MAX,
     LESSOR_TICK_SECONDS,
@@ -117,6 +117,7 @@ from petcd.raft.node import RawNode, Ready
 from petcd.raft.storage import MemoryStorage
 from petcd.raft.types import (
     NONE_ID,
+    ConfChange,
     ConfChangeType,
     ConfState,
     Entry,
@@ -131,18 +132,28 @@ from petcd.raft.types import (
     Term,
 )
 from petcd.server import entry as entry_codec
+from petcd.server import join
 from petcd.server.compactor import Compactor
 from petcd.server.config import Config
 from petcd.server.errors import (
     BadLeaderTransfereeError,
     ConfigError,
     LeaderTransferTimeoutError,
+    LearnerNotReadyError,
+    MemberExistError,
+    MemberNotFoundError,
+    MemberNotLearnerError,
+    MemberRemovedError,
     NoLeaderError,
     NoSpaceError,
+    NotEnoughStartedMembersError,
     NotLeaderError,
+    PeerURLExistError,
     RequestTimeoutError,
     RequestTooLargeError,
     StoppedError,
+    TooManyLearnersError,
+    UnhealthyClusterError,
 )
 from petcd.server.ids import RequestIdGenerator, cluster_id, format_id, member_id
 from petcd.server.log import Logger
@@ -190,6 +201,8 @@ class MemberInfo:
         obj: dict[str, Any] = {"name": self.name, "peerURLs": list(self.peer_urls)}
         if self.client_urls:
             obj["clientURLs"] = list(self.client_urls)
+        if self.is_learner:
+            obj["isLearner"] = True
         return json.dumps(obj).encode()
 
     @classmethod
@@ -202,6 +215,7 @@ class MemberInfo:
             str(obj.get("name", "")),
             tuple(obj.get("peerURLs", ())),
             tuple(obj.get("clientURLs", ())),
+            bool(obj.get("isLearner", False)),
         )
 
 
@@ -278,6 +292,10 @@ class Member:
         self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._transport: PeerTransport | None = None
         self._alarms: set[tuple[int, int]] = set()  # (member id, alarm type), replicated
+        self._members: dict[MemberId, MemberInfo] = {}
+        self._removed_ids: set[MemberId] = set()
+        self._removed_self = False
+        self._conf_proposals: list[tuple[ConfChange, asyncio.Future[Any]]] = []
         self._nospace_raising = False
         self._incoming_snapshots: dict[int, str] = {}  # snapshot index -> received db file
         self._after_watch_sync: set[Callable[[], None]] = set()
@@ -329,6 +347,9 @@ class Member:
             for k, v in self._backend.iterate(MEMBERS)
         }
         self._alarms = {_decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
+        self._removed_ids = {
+            MemberId(int.from_bytes(k, "big")) for k, _ in self._backend.iterate(MEMBERS_REMOVED)
+        }
         ci, _ = self._backend.consistent_index()
         self._consistent_index = ci
         self._db_size_bytes = self._backend.size_bytes()
@@ -358,10 +379,7 @@ class Member:
     def _bootstrap(self) -> tuple[MemoryStorage, Index]:
         cfg, log = self.cfg, self.log
         if cfg.initial_cluster_state != "new":
-            raise ConfigError(
-                "--initial-cluster-state=existing (joining a running cluster through "
-                "MemberAdd) is not supported by petcd yet"
-            )
+            return self._join()
         token = cfg.initial_cluster_token
         members = [
             MemberInfo(member_id([str(u) for u in urls], token), name, tuple(map(str, urls)))
@@ -384,6 +402,35 @@ class Member:
         os.makedirs(os.path.dirname(os.path.abspath(cfg.wal_path)), mode=0o700, exist_ok=True)
         self._wal = WAL.create(cfg.wal_path, _WAL_META.pack(self.id, self.cluster_id))
         self._wal.save(hs, ents)
+        self._wal.sync()
+        return storage, Index(0)
+
+    def _join(self) -> tuple[MemoryStorage, Index]:
+        """--initial-cluster-state=existing: an empty log; the leader sends the rest."""
+        cfg, log = self.cfg, self.log
+        by_name = dict(cfg.initial_cluster)
+        if cfg.name not in by_name:
+            raise ConfigError(
+                f"couldn't find local name {cfg.name!r} in the initial cluster configuration"
+            )
+        own = [str(u) for u in by_name[cfg.name]]
+        others = [[str(u) for u in urls] for name, urls in cfg.initial_cluster if name != cfg.name]
+        info = join.discover(
+            own, others, cfg.initial_cluster_token, timeout_s=self.request_timeout_s * 2
+        )
+        self.id, self.cluster_id = info.member_id, info.cluster_id
+        # Only what is needed to reach the peers; the members come with the log or snapshot.
+        self._members = {mid: MemberInfo(mid, "", urls) for mid, urls in info.peers.items()}
+        self._members[self.id] = MemberInfo(self.id, "", tuple(own))
+        log.info(
+            "joining an existing cluster",
+            local_member_id=format_id(self.id),
+            cluster_id=format_id(self.cluster_id),
+            peers=[format_id(m) for m in info.peers],
+        )
+        storage = MemoryStorage()
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.wal_path)), mode=0o700, exist_ok=True)
+        self._wal = WAL.create(cfg.wal_path, _WAL_META.pack(self.id, self.cluster_id))
         self._wal.sync()
         return storage, Index(0)
 
@@ -425,17 +472,22 @@ class Member:
         if state.entries:
             storage.append(state.entries)
         # Raft's configuration: the snapshot's, plus committed conf changes after it.
-        voters = set(conf.voters)
+        voters, learners = set(conf.voters), set(conf.learners)
         for e in state.entries:
             if e.index > hs.commit:
                 break
             if e.type == EntryType.CONF_CHANGE:
                 cc = confchange.decode(e.data)
-                if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.UPDATE_NODE):
+                if cc.type == ConfChangeType.ADD_NODE:
                     voters.add(cc.node_id)
+                    learners.discard(cc.node_id)
+                elif cc.type == ConfChangeType.ADD_LEARNER_NODE:
+                    if cc.node_id not in voters:
+                        learners.add(cc.node_id)
                 elif cc.type == ConfChangeType.REMOVE_NODE:
                     voters.discard(cc.node_id)
-        storage.set_conf_state(ConfState(voters=frozenset(voters), learners=conf.learners))
+                    learners.discard(cc.node_id)
+        storage.set_conf_state(ConfState(voters=frozenset(voters), learners=frozenset(learners)))
         log.info(
             "restarting local member",
             cluster_id=format_id(self.cluster_id),
@@ -463,9 +515,10 @@ class Member:
         peers = {
             mid: info.peer_urls
             for mid, info in self._members.items()
-            if mid != self.id and mid in self._conf_voters
+            if mid != self.id and info.peer_urls
         }
-        if peers:
+        if peers or self.cfg.listen_peer_urls:
+            # Always listening (as etcd): members may be added to a one-member cluster.
             await self._start_transport(peers)
         self._loop_task = asyncio.create_task(self._run(), name="petcd-ready-loop")
         self._tasks = [
@@ -639,6 +692,10 @@ class Member:
                 while self.node.has_ready() and not self._stopping:
                     rd = self.node.ready()
                     await self._handle_ready(rd)
+                    if self._removed_self:
+                        raise MemberRemovedError(
+                            "the member has been permanently removed from the cluster"
+                        )
                     self._flush_inputs()
                 if self._commit_due:
                     await self._maybe_commit_backend()
@@ -657,7 +714,10 @@ class Member:
             raise
         except BaseException as e:
             self._fatal = e
-            self.log.fatal("member stopped on a fatal error", error=repr(e))
+            if isinstance(e, MemberRemovedError):
+                self.log.warn(str(e), local_member_id=format_id(self.id))
+            else:
+                self.log.fatal("member stopped on a fatal error", error=repr(e))
             fail = StoppedError()
             for fut in list(self._waiters.values()):
                 if not fut.done():
@@ -665,6 +725,17 @@ class Member:
             raise
 
     def _flush_inputs(self) -> None:
+        if self._conf_proposals:
+            ccs, self._conf_proposals = self._conf_proposals, []
+            for cc, fut in ccs:
+                if fut.done():
+                    continue
+                try:
+                    self.node.propose_conf_change(cc)
+                except ProposalDroppedError:
+                    fut.set_exception(NoLeaderError())
+                    continue
+                self._waiters[cc.id] = fut
         if self._proposals:
             batch, self._proposals = self._proposals, []
             datas: list[bytes] = []
@@ -789,7 +860,11 @@ class Member:
             for k, v in self._backend.iterate(MEMBERS)
         }
         self._alarms = {_decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
+        self._removed_ids = {
+            MemberId(int.from_bytes(k, "big")) for k, _ in self._backend.iterate(MEMBERS_REMOVED)
+        }
         self._db_size_bytes = self._backend.size_bytes()
+        self._sync_peers()
         del cfg
 
     def _on_soft_state(self, lead: MemberId, role: Role) -> None:
@@ -830,19 +905,12 @@ class Member:
                 cc = confchange.decode(e.data)
                 self._conf_voters = self.node.apply_conf_change(cc).voters
                 if e.index > self._consistent_index:
-                    if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.UPDATE_NODE):
-                        info = MemberInfo.decode(cc.node_id, cc.context)
-                        backend.put(MEMBERS, int(cc.node_id).to_bytes(8, "big"), info.encode())
-                        self._members[cc.node_id] = info
-                        self.log.info(
-                            "added member",
-                            added_peer_id=format_id(cc.node_id),
-                            added_peer_peer_urls=list(info.peer_urls),
-                        )
-                    elif cc.type == ConfChangeType.REMOVE_NODE:
-                        backend.delete(MEMBERS, int(cc.node_id).to_bytes(8, "big"))
-                        self._members.pop(cc.node_id, None)
+                    self._apply_membership(cc)
                     backend.set_consistent_index(e.index, e.term)
+                self._sync_peer(cc)
+                fut = self._waiters.pop(cc.id, None) if cc.id else None
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
             elif e.index <= self._consistent_index:
                 pass  # applied before a restart
             elif not e.data:
@@ -863,6 +931,76 @@ class Member:
             and entries[-1].term == term
         ):
             self._ready_to_serve.set()
+
+    def _apply_membership(self, cc: ConfChange) -> None:
+        """A committed conf change reaches the members bucket (etcd's RaftCluster)."""
+        backend, key = self._backend, int(cc.node_id).to_bytes(8, "big")
+        old = self._members.get(cc.node_id)
+        if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+            learner = cc.type == ConfChangeType.ADD_LEARNER_NODE
+            if old is not None and cc.type == ConfChangeType.ADD_NODE and old.is_learner:
+                info = dataclasses.replace(old, is_learner=False)  # a promotion
+                self.log.info("promote member", promoted_member_id=format_id(cc.node_id))
+            else:
+                info = dataclasses.replace(
+                    MemberInfo.decode(cc.node_id, cc.context), is_learner=learner
+                )
+                if old is not None and old.name and not info.name:
+                    info = dataclasses.replace(info, name=old.name, client_urls=old.client_urls)
+                self.log.info(
+                    "added member",
+                    added_peer_id=format_id(cc.node_id),
+                    added_peer_peer_urls=list(info.peer_urls),
+                    added_peer_is_learner=learner,
+                )
+        elif cc.type == ConfChangeType.UPDATE_NODE:
+            new = MemberInfo.decode(cc.node_id, cc.context)
+            base = old if old is not None else new
+            info = dataclasses.replace(base, peer_urls=new.peer_urls)
+            self.log.info(
+                "updated member",
+                updated_remote_peer_id=format_id(cc.node_id),
+                updated_remote_peer_urls=list(info.peer_urls),
+            )
+        else:
+            backend.delete(MEMBERS, key)
+            backend.put(MEMBERS_REMOVED, key, b"removed")
+            self._members.pop(cc.node_id, None)
+            self._removed_ids.add(cc.node_id)
+            self.log.info("removed member", removed_member_id=format_id(cc.node_id))
+            return
+        backend.put(MEMBERS, key, info.encode())
+        self._members[cc.node_id] = info
+
+    def _sync_peer(self, cc: ConfChange) -> None:
+        """The transport follows the configuration (also while replaying after a restart)."""
+        if cc.node_id == self.id:
+            if cc.type == ConfChangeType.REMOVE_NODE:
+                self._removed_self = True
+            return
+        t = self._transport
+        if t is None:
+            return
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            # Later, so that what this round sends (the commit of the removal) still goes out.
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.0, t.remove_peer, cc.node_id)
+            return
+        info = self._members.get(cc.node_id)
+        if info is not None and info.peer_urls:
+            t.add_peer(cc.node_id, info.peer_urls)
+
+    def _sync_peers(self) -> None:
+        """After a snapshot replaced the members: the transport knows exactly the others."""
+        t = self._transport
+        if t is None:
+            return
+        for mid in t.peer_ids():
+            if mid not in self._members:
+                t.remove_peer(mid)
+        for mid, info in self._members.items():
+            if mid != self.id and info.peer_urls:
+                t.add_peer(mid, info.peer_urls)
 
     def _apply_request(self, e: Entry, term: Term) -> None:
         decoded = entry_codec.decode(e.data)
@@ -1121,13 +1259,147 @@ class Member:
             raft_applied_index=self._applied,
             errors=tuple(f"memberID:{m} alarm:{_alarm_name(a)} " for m, a in sorted(self._alarms)),
             db_size_in_use=self._backend.size_in_use_bytes(),
-            is_learner=False,
+            is_learner=self.id in self._members and self._members[self.id].is_learner,
         )
 
     def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
         """The cluster's members (Cluster.MemberList), by id."""
         members = tuple(self._members[k] for k in sorted(self._members))
         return self._header(0), members  # etcd's Cluster service sends no revision
+
+    async def members_linearizable(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
+        """MemberList with ``linearizable``: a ReadIndex round first (as etcd)."""
+        await self._read_barrier()
+        return self.members()
+
+    # -- membership changes (etcd's Cluster service) -------------------------------------------
+
+    # etcd's maxLearners and the share of the leader's log a learner must have to be promoted.
+    LEARNERS_MAX = 1
+    PROMOTE_MATCH_RATIO = 0.9
+
+    async def _propose_conf_change(
+        self, cc_type: ConfChangeType, mid: MemberId, ctx: bytes
+    ) -> None:
+        if self._stopping or self._fatal is not None:
+            raise StoppedError()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._conf_proposals.append((ConfChange(cc_type, mid, ctx, self._ids.next()), fut))
+        self._kick()
+        try:
+            await asyncio.wait_for(fut, self.request_timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError() from None
+
+    def _started(self, mid: MemberId) -> bool:
+        """etcd: a member is started once it published its name through raft."""
+        info = self._members.get(mid)
+        return info is not None and bool(info.name)
+
+    def _connected(self, mid: MemberId) -> bool:
+        if mid == self.id:
+            return True
+        t = self._transport
+        return t is not None and mid in t.peer_ids() and t.is_connected(mid)
+
+    def _voters(self) -> list[MemberInfo]:
+        return [m for m in self._members.values() if not m.is_learner]
+
+    def _check_peer_urls_free(self, urls: tuple[str, ...], except_id: MemberId | None) -> None:
+        for m in self._members.values():
+            if m.id != except_id and set(m.peer_urls) & set(urls):
+                raise PeerURLExistError()
+
+    def _new_member_id(self, urls: tuple[str, ...]) -> MemberId:
+        for seq in range(1, join.ADDED_MEMBER_SEQ_MAX + 1):
+            mid = join.added_member_id(urls, self.cfg.initial_cluster_token, seq)
+            if mid not in self._removed_ids and mid not in self._members:
+                return mid
+        raise MemberExistError()
+
+    async def member_add(
+        self, peer_urls: tuple[str, ...], is_learner: bool
+    ) -> tuple[ResponseHeader, MemberInfo, tuple[MemberInfo, ...]]:
+        """Cluster.MemberAdd: the new member (name empty until it publishes) and all members."""
+        await self._read_barrier()  # the configuration this member checks against is current
+        self._check_peer_urls_free(peer_urls, None)
+        if is_learner:
+            if sum(m.is_learner for m in self._members.values()) >= self.LEARNERS_MAX:
+                raise TooManyLearnersError()
+        elif self.cfg.strict_reconfig_check:
+            voters = self._voters()
+            started = sum(self._started(m.id) for m in voters)
+            n = len(voters) + 1
+            if not (started == 1 and n == 2) and started < n // 2 + 1:
+                raise NotEnoughStartedMembersError()
+            # etcd's isConnectedToQuorumSince over the current voters.
+            if sum(self._connected(m.id) for m in voters) < len(voters) // 2 + 1:
+                raise UnhealthyClusterError()
+        mid = self._new_member_id(peer_urls)
+        info = MemberInfo(mid, "", peer_urls, is_learner=is_learner)
+        cc_type = ConfChangeType.ADD_LEARNER_NODE if is_learner else ConfChangeType.ADD_NODE
+        await self._propose_conf_change(cc_type, mid, info.encode())
+        header, members = self.members()
+        return header, self._members.get(mid, info), members
+
+    async def member_remove(self, target: int) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
+        """Cluster.MemberRemove; the removed member stops when it learns it."""
+        await self._read_barrier()
+        mid = MemberId(target)
+        info = self._members.get(mid)
+        if info is None:
+            raise MemberNotFoundError()
+        if self.cfg.strict_reconfig_check and not info.is_learner:
+            voters = [m for m in self._voters() if m.id != mid]
+            # etcd's IsReadyToRemoveVotingMember: the remaining voters must be a started quorum
+            # of the configuration without the member.
+            if sum(self._started(m.id) for m in voters) < len(voters) // 2 + 1:
+                raise NotEnoughStartedMembersError()
+            active = sum(self._connected(m.id) for m in voters)
+            if voters and active < len(voters) // 2 + 1:
+                raise UnhealthyClusterError()
+        await self._propose_conf_change(ConfChangeType.REMOVE_NODE, mid, b"")
+        return self.members()
+
+    async def member_update(
+        self, target: int, peer_urls: tuple[str, ...]
+    ) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
+        """Cluster.MemberUpdate: new peer URLs (the transport redials them)."""
+        await self._read_barrier()
+        mid = MemberId(target)
+        info = self._members.get(mid)
+        if info is None:
+            raise MemberNotFoundError()
+        self._check_peer_urls_free(peer_urls, mid)
+        new = MemberInfo(mid, info.name, peer_urls)
+        await self._propose_conf_change(ConfChangeType.UPDATE_NODE, mid, new.encode())
+        return self.members()
+
+    async def member_promote(self, target: int) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
+        """Cluster.MemberPromote: learner -> voter once its log is within 90% of the leader's."""
+        await self._read_barrier()
+        mid = MemberId(target)
+        info = self._members.get(mid)
+        if info is None:
+            raise MemberNotFoundError()
+        if not info.is_learner:
+            raise MemberNotLearnerError()
+        if self._lead != self.id:
+            # etcd forwards the promotion to the leader over its peer HTTP API; petcd's peers
+            # have none, so only the leader, which knows the learner's progress, promotes.
+            raise NotLeaderError()
+        st = self.node.status()
+        leader_match = st.progress[self.id].match if self.id in st.progress else st.commit
+        pr = st.progress.get(mid)
+        if pr is None or pr.match < leader_match * self.PROMOTE_MATCH_RATIO:
+            raise LearnerNotReadyError()
+        if self.cfg.strict_reconfig_check:
+            voters = self._voters()
+            n = len(voters) + 1  # etcd's IsReadyToPromoteMember counts the learner as started
+            if 1 + sum(self._started(m.id) for m in voters) < n // 2 + 1:
+                raise NotEnoughStartedMembersError()
+        await self._propose_conf_change(ConfChangeType.ADD_NODE, mid, info.encode())
+        return self.members()
 
     def alarms(self) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]:
         """Active alarms as (member id, alarm type), sorted."""

@@ -1,0 +1,187 @@
+"""Runtime membership with real processes and the real etcdctl: add a learner, let it catch up
+(by snapshot: the leader compacts its log), promote it, update peer URLs, remove a member (it
+stops), replace a member whose disk was lost, and etcd's refusals with etcd's texts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port, kv_stub
+
+TOKEN = "itest-membership"
+
+
+def _first(base: Path) -> PetcdProcess:
+    a = PetcdProcess(base / "a" / "data", name="a")
+    a.extra_args = [
+        "--initial-cluster-token",
+        TOKEN,
+        "--snapshot-count",
+        "20",
+        "--experimental-snapshot-catchup-entries",
+        "5",
+    ]
+    return a
+
+
+def _joiner(base: Path, name: str, initial_cluster: str, peer_port: int) -> PetcdProcess:
+    p = PetcdProcess(base / name / "data", name=name, peer_port=peer_port)
+    p.extra_args = [
+        "--initial-cluster",
+        initial_cluster,
+        "--initial-cluster-state",
+        "existing",
+        "--initial-cluster-token",
+        TOKEN,
+        "--snapshot-count",
+        "20",
+    ]
+    return p
+
+
+def _ok(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _wait(cond: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _get_serializable(p: PetcdProcess, key: str) -> str:
+    out = etcdctl(p.endpoint, "get", key, "--print-value-only", "--consistency=s")
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[PetcdProcess]]:
+    started: list[PetcdProcess] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            p.stop()
+
+
+def test_learner_join_promote_update_remove_replace(
+    tmp_path: Path, procs: list[PetcdProcess]
+) -> None:
+    a = _first(tmp_path)
+    procs.append(a)
+    a.start()
+    with a.channel() as ch:
+        kv = kv_stub(ch)
+        for i in range(60):
+            kv.Put(rpc_pb2.PutRequest(key=f"k{i}".encode(), value=f"v{i}".encode()), timeout=5)
+    a_peer = f"http://127.0.0.1:{a.peer_port}"
+
+    # Add a learner with the real etcdctl; it is not started yet.
+    b_port, b_port2 = free_port(), free_port()
+    b_peer = f"http://127.0.0.1:{b_port}"
+    out = _ok(etcdctl(a.endpoint, "member", "add", "b", f"--peer-urls={b_peer}", "--learner"))
+    m = re.search(r"Member ([0-9a-f]+) added to cluster ([0-9a-f]+)", out)
+    assert m, out
+    b_id = m.group(1)
+    assert f'ETCD_INITIAL_CLUSTER="a={a_peer},b={b_peer}"' in out, out
+    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in out, out
+    listed = _ok(etcdctl(a.endpoint, "member", "list"))
+    assert f"{b_id}, unstarted, , {b_peer}, , true" in listed, listed
+
+    # etcd's refusals, with etcd's texts.
+    out2 = etcdctl(a.endpoint, "member", "add", "x", f"--peer-urls={b_peer}")
+    assert "etcdserver: Peer URLs already exists" in out2.stderr, out2.stderr
+    out2 = etcdctl(
+        a.endpoint, "member", "add", "x", f"--peer-urls=http://127.0.0.1:{free_port()}", "--learner"
+    )
+    assert "etcdserver: too many learner members in cluster" in out2.stderr, out2.stderr
+    out2 = etcdctl(a.endpoint, "member", "remove", "1234")
+    assert "etcdserver: member not found" in out2.stderr, out2.stderr
+    a_id = f"{_member_ids(a)['a']:x}"
+    out2 = etcdctl(a.endpoint, "member", "promote", a_id)
+    assert "etcdserver: can only promote a learner member" in out2.stderr, out2.stderr
+    out2 = etcdctl(a.endpoint, "member", "promote", b_id)
+    assert (
+        "etcdserver: can only promote a learner member which is in sync with leader" in out2.stderr
+    ), out2.stderr
+
+    # Start it as etcd's output says; it also listens on a second peer URL (for the update).
+    b = _joiner(tmp_path, "b", f"a={a_peer},b={b_peer}", b_port)
+    b.extra_args += ["--listen-peer-urls", f"{b_peer},http://127.0.0.1:{b_port2}"]
+    procs.append(b)
+    b.start()
+    _wait(lambda: _get_serializable(b, "k59") == "v59", "the learner to catch up")
+    assert any(r.get("msg") == "applying snapshot" for r in b.log_records()), b.log_tail()
+    assert any(
+        r.get("msg") == "published local member to cluster through raft" for r in b.log_records()
+    )
+
+    # Promote once in sync (etcdctl retries nothing: poll).
+    def promoted() -> bool:
+        return etcdctl(a.endpoint, "member", "promote", b_id).returncode == 0
+
+    _wait(promoted, "the promotion")
+    listed = _ok(etcdctl(a.endpoint, "member", "list", "-w", "json"))
+    assert '"isLearner"' not in listed, listed
+    assert _ok(etcdctl(b.endpoint, "put", "after", "promote")) == "OK\n"
+    assert _ok(etcdctl(a.endpoint, "get", "after", "--print-value-only")) == "promote\n"
+
+    # Update b's peer URL to its second listener; the cluster keeps replicating.
+    b_peer2 = f"http://127.0.0.1:{b_port2}"
+    out = _ok(etcdctl(a.endpoint, "member", "update", b_id, f"--peer-urls={b_peer2}"))
+    assert f"Member {b_id} updated in cluster" in out, out
+    # etcdctl 3.4 has no --consistency for member list: etcd 3.5's linearizable MemberList.
+    assert _members(b, linearizable=True)["b"] == (b_peer2,)
+    assert _ok(etcdctl(a.endpoint, "put", "after", "update")) == "OK\n"
+    _wait(lambda: _get_serializable(b, "after") == "update", "replication after the update")
+
+    # Remove b: it learns it and stops (exit 0, etcd's message).
+    out = _ok(etcdctl(a.endpoint, "member", "remove", b_id))
+    assert f"Member {b_id} removed from cluster" in out, out
+    assert b.proc is not None
+    assert b.proc.wait(timeout=20) == 0, b.log_tail()
+    assert "the member has been permanently removed from the cluster" in b.log_tail()
+    assert b_id not in _ok(etcdctl(a.endpoint, "member", "list"))
+    assert _ok(etcdctl(a.endpoint, "put", "alone", "again")) == "OK\n"
+
+    # Replace it by a fresh member on the same peer URL (its disk was lost): new id, snapshot.
+    out = _ok(etcdctl(a.endpoint, "member", "add", "c", f"--peer-urls={b_peer}"))
+    c_id = re.search(r"Member ([0-9a-f]+) added", out)
+    assert c_id and c_id.group(1) != b_id, out
+    c = _joiner(tmp_path, "c", f"a={a_peer},c={b_peer}", b_port)
+    procs.append(c)
+    c.start()
+    _wait(lambda: _get_serializable(c, "alone") == "again", "the replacement to catch up")
+    assert _get_serializable(c, "k0") == "v0"
+    assert _ok(etcdctl(c.endpoint, "put", "via", "c")) == "OK\n"
+    assert _ok(etcdctl(a.endpoint, "get", "via", "--print-value-only")) == "c\n"
+    # Both members are voters now: the cluster survives a restart of the leader.
+    listed = _ok(etcdctl(a.endpoint, "member", "list"))
+    assert len(listed.splitlines()) == 2 and listed.count("started") == 2, listed
+
+
+def _member_list(p: PetcdProcess, linearizable: bool = False) -> list[Any]:
+    with p.channel() as ch:
+        stub = rpc_pb2_grpc.ClusterStub(ch)  # type: ignore[no-untyped-call]
+        req = rpc_pb2.MemberListRequest(linearizable=linearizable)
+        return list(stub.MemberList(req, timeout=5).members)
+
+
+def _member_ids(p: PetcdProcess) -> dict[str, int]:
+    return {m.name: m.ID for m in _member_list(p)}
+
+
+def _members(p: PetcdProcess, linearizable: bool = False) -> dict[str, tuple[str, ...]]:
+    return {m.name: tuple(m.peerURLs) for m in _member_list(p, linearizable)}
