@@ -22,7 +22,10 @@ Events reach the stream through ``_StreamSink``, the non-blocking sink the watch
 writes to from the event loop: bounded (a slow client makes its watchers "victims" that the
 member retries), with control responses queued in order with events. A watcher whose start
 revision was compacted gets etcd's ``canceled`` response with ``compact_revision`` (no reason
-text: clients derive "required revision has been compacted" from it) and is dropped. The
+text: clients derive "required revision has been compacted" from it) and is dropped. Each time
+the writer wakes it takes everything queued and merges the event responses of each watcher
+into one (``coalesce``), never across a control response; event responses are serialized once
+per event for all watchers when the service is registered by ``add_watch_service``. The
 client half-closing its side does not end the stream (etcd keeps sending); the stream ends
 when the client cancels it or the server stops.
 """
@@ -44,6 +47,7 @@ from petcd.mvcc.watchable_store import Watcher, WatchSink
 from petcd.server.log import Logger
 
 SINK_CAPACITY = 128  # etcd's chanBufLen
+COALESCE_BYTES_MAX = 1 << 20  # below every client's default 4 MiB receive limit
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 
 
@@ -98,6 +102,44 @@ class _StreamSink:
     def control(self, message: Any) -> None:
         self.items.append(message)
         self.wake.set()
+
+
+def _events_bytes(resp: WatchResponse) -> int:
+    n = 0
+    for ev in resp.events:
+        n += len(ev.kv.key) + len(ev.kv.value) + 32
+        if ev.prev_kv is not None:
+            n += len(ev.prev_kv.key) + len(ev.prev_kv.value) + 32
+    return n
+
+
+def coalesce(items: list[Any]) -> list[Any]:
+    """Merge the queued event responses of each watcher into one response per watcher.
+
+    One gRPC message costs far more than encoding it (about half of the Watch stream's CPU
+    is ``context.write``), so when a stream falls behind, the responses waiting for one
+    watcher are sent as one: its events in order, with the last response's revision, as
+    etcd sends a catching-up watcher several revisions at once. A merge never crosses a
+    control response (created, canceled, progress) nor a compaction cancel, so nothing moves
+    past a progress notification, and a merged response stays under ``COALESCE_BYTES_MAX``.
+    """
+    out: list[Any] = []
+    open_at: dict[int, tuple[int, int]] = {}  # watch_id -> (index in out, estimated bytes)
+    for item in items:
+        if not isinstance(item, WatchResponse) or item.compact_revision:
+            open_at.clear()
+            out.append(item)
+            continue
+        size = _events_bytes(item)
+        at = open_at.get(item.watch_id)
+        if at is not None and at[1] + size <= COALESCE_BYTES_MAX:
+            prev: WatchResponse = out[at[0]]
+            out[at[0]] = WatchResponse(item.watch_id, prev.events + item.events, item.revision)
+            open_at[item.watch_id] = (at[0], at[1] + size)
+        else:
+            open_at[item.watch_id] = (len(out), size)
+            out.append(item)
+    return out
 
 
 class _Stream:
@@ -246,11 +288,13 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                         self._log.error("unexpected error in Watch", error=repr(failure[0]))
                     await context.abort(code, message)
                 while sink.items:
-                    item = sink.items.popleft()
-                    if isinstance(item, WatchResponse):
-                        sink.events -= 1
-                        item = stream.to_proto(item)
-                    await context.write(item)
+                    batch = list(sink.items)
+                    sink.items.clear()
+                    sink.events = 0
+                    for item in coalesce(batch):
+                        if isinstance(item, WatchResponse):
+                            item = stream.to_proto(item)
+                        await context.write(item)
                 if sink.refused:
                     sink.refused = False
                     self._member.wake_watch_sync()

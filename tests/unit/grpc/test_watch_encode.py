@@ -1,4 +1,4 @@
-"""petcd.grpc: watch responses serialized once per event are the bytes protobuf writes."""
+"""petcd.grpc: watch responses serialized once per event, and merged per watcher on a stream."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.grpc import convert
-from petcd.grpc.watch import serialize_watch_response
-from petcd.mvcc.requests import Event, EventType, KeyValue, ResponseHeader
+from petcd.grpc.watch import COALESCE_BYTES_MAX, coalesce, serialize_watch_response
+from petcd.mvcc.requests import Event, EventType, KeyValue, ResponseHeader, WatchResponse
 
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -78,3 +78,35 @@ def test_serializer_passes_bytes_and_serializes_messages() -> None:
     m = rpc_pb2.WatchResponse(watch_id=3, created=True)
     assert serialize_watch_response(b"\x10\x03") == b"\x10\x03"
     assert serialize_watch_response(m) == m.SerializeToString()
+
+
+def resp(wid: int, rev: int, value: bytes = b"v") -> WatchResponse:
+    return WatchResponse(wid, (Event(EventType.PUT, KeyValue(b"k", 1, rev, 1, value, 0)),), rev)
+
+
+def revs(r: WatchResponse) -> list[int]:
+    return [e.kv.mod_revision for e in r.events]
+
+
+def test_coalesce_merges_each_watchers_queued_responses_in_order() -> None:
+    out = coalesce([resp(0, 2), resp(1, 2), resp(0, 3), resp(1, 3), resp(0, 4)])
+    assert [(r.watch_id, r.revision, revs(r)) for r in out] == [
+        (0, 4, [2, 3, 4]),
+        (1, 3, [2, 3]),
+    ]
+
+
+def test_coalesce_never_moves_events_across_a_control_response() -> None:
+    progress = rpc_pb2.WatchResponse(watch_id=-1)
+    compacted = WatchResponse(1, (), 9, compact_revision=5)
+    out = coalesce([resp(0, 2), progress, resp(0, 3), compacted, resp(0, 4), resp(0, 5)])
+    assert out[1] is progress and out[3] is compacted
+    assert [revs(r) for r in (out[0], out[2], out[4])] == [[2], [3], [4, 5]]
+    assert len(out) == 5
+
+
+def test_coalesce_keeps_merged_responses_under_the_size_bound() -> None:
+    big = b"x" * (COALESCE_BYTES_MAX // 3)
+    out = coalesce([resp(0, r, big) for r in range(2, 8)])
+    assert [revs(r) for r in out] == [[2, 3], [4, 5], [6, 7]]
+    assert all(sum(len(e.kv.value) for e in r.events) <= COALESCE_BYTES_MAX for r in out)
