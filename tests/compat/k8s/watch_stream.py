@@ -23,7 +23,15 @@ RESPONSE_TIMEOUT_S = 15.0
 
 
 class StreamEnded(Exception):
-    """The Watch call ended (or timed out) while a response was expected."""
+    """The Watch call ended (or timed out) while a response was expected.
+
+    ``code`` and ``details`` are the call's final status, if it ended with one.
+    """
+
+    def __init__(self, message: str, error: grpc.RpcError | None = None) -> None:
+        super().__init__(message)
+        self.code = error.code() if error is not None else None
+        self.details = error.details() if error is not None else None
 
 
 class WatchStream:
@@ -70,8 +78,10 @@ class WatchStream:
             item = self._responses.get(timeout=timeout_s)
         except queue.Empty:
             raise StreamEnded(f"no watch response within {timeout_s}s") from None
-        if item is None or isinstance(item, grpc.RpcError):
-            raise StreamEnded(f"watch stream ended: {item}")
+        if item is None:
+            raise StreamEnded("watch stream ended")
+        if isinstance(item, grpc.RpcError):
+            raise StreamEnded(f"watch stream ended: {item}", item)
         return item
 
     def close(self) -> None:
