@@ -109,7 +109,7 @@ from petcd.mvcc.requests import (
     TxnResponse,
 )
 from petcd.mvcc.watchable_store import WatchableStore, Watcher, WatcherState, WatchSink
-from petcd.peer import PeerTransport, TransportConfig
+from petcd.peer import HandshakeStatus, PeerTransport, TransportConfig
 from petcd.raft import confchange
 from petcd.raft.config import Config as RaftConfig
 from petcd.raft.errors import ProposalDroppedError, RaftError
@@ -138,6 +138,7 @@ from petcd.server.config import Config
 from petcd.server.errors import (
     BadLeaderTransfereeError,
     ConfigError,
+    JoinError,
     LeaderTransferTimeoutError,
     LearnerNotReadyError,
     MemberExistError,
@@ -529,6 +530,8 @@ class Member:
         ]
         if self._compactor.enabled:
             self._tasks.append(asyncio.create_task(self._auto_compact(), name="petcd-compactor"))
+        if self._transport is not None:
+            self._tasks.append(asyncio.create_task(self._removal_check(), name="petcd-removed"))
         # A single-voter cluster elects itself as soon as its log is applied (raft refuses to
         # campaign with unapplied conf changes); etcd fast-forwards election ticks instead.
         self._want_campaign = self.node.status().conf_state.voters == {self.id}
@@ -582,6 +585,8 @@ class Member:
         )
         for mid, urls in peers.items():
             self._transport.add_peer(mid, urls)
+        for mid in self._removed_ids:
+            self._transport.remove_peer(mid)  # remembered: refused as removed
         self.log.info(
             "starting peer transport",
             listen_peer_urls=[str(u) for u in self.cfg.listen_peer_urls],
@@ -697,6 +702,10 @@ class Member:
                             "the member has been permanently removed from the cluster"
                         )
                     self._flush_inputs()
+                if self._removed_self:
+                    raise MemberRemovedError(
+                        "the member has been permanently removed from the cluster"
+                    )
                 if self._commit_due:
                     await self._maybe_commit_backend()
                 while self._jobs:
@@ -982,13 +991,39 @@ class Member:
         if t is None:
             return
         if cc.type == ConfChangeType.REMOVE_NODE:
-            # Later, so that what this round sends (the commit of the removal) still goes out.
-            loop = asyncio.get_running_loop()
-            loop.call_later(1.0, t.remove_peer, cc.node_id)
+            # At once: its handshakes are refused as "removed" from now on, which is how a
+            # removed member learns it (``_removal_check``) and how a joining member skips the
+            # ids of removed members (``petcd.server.join``).
+            t.remove_peer(cc.node_id)
             return
         info = self._members.get(cc.node_id)
         if info is not None and info.peer_urls:
             t.add_peer(cc.node_id, info.peer_urls)
+
+    async def _removal_check(self) -> None:
+        """A member removed while it was cut off never applies its removal: its peers refuse
+        it (etcd answers 410 Gone). After two election timeouts without a leader, ask them."""
+        interval = 2 * self.cfg.election_timeout_ms / 1000.0
+        leaderless = 0
+        while True:
+            await asyncio.sleep(interval)
+            leaderless = leaderless + 1 if self._lead == NONE_ID else 0
+            if leaderless < 1:
+                continue
+            for mid, info in list(self._members.items()):
+                if mid == self.id:
+                    continue
+                for url in info.peer_urls:
+                    try:
+                        status, _ = await asyncio.to_thread(
+                            join.probe, url, self.cluster_id, self.id, 0
+                        )
+                    except (OSError, JoinError, ValueError):
+                        continue
+                    if status == HandshakeStatus.REMOVED:
+                        self._removed_self = True
+                        self._kick()
+                        return
 
     def _sync_peers(self) -> None:
         """After a snapshot replaced the members: the transport knows exactly the others."""
