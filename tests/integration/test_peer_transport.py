@@ -52,6 +52,9 @@ class ListLogger:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, dict[str, Any]]] = []
 
+    def debug(self, msg: str, **fields: Any) -> None:
+        self.lines.append(("debug", msg, fields))
+
     def info(self, msg: str, **fields: Any) -> None:
         self.lines.append(("info", msg, fields))
 
@@ -917,3 +920,114 @@ def test_three_raft_cores_elect_replicate_and_catch_up_by_snapshot(tmp_path: Pat
                 await h.transport.stop()
 
     run(main())
+
+
+# -- issue 6: a peer that goes away and comes back on the same port, in every dial phase --------
+
+REDIAL_PHASES = ("connecting", "handshake", "reply", "writing", "backoff")
+
+
+def _run_on(loop_name: str, coro: Awaitable[None]) -> None:
+    if loop_name == "asyncio":
+        run(coro)
+        return
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(coro, 60))
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset, as a killed process's kernel (or the robustness proxy) does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    writer.close()
+
+
+def _states(m: Member, state: str) -> int:
+    return sum(
+        1 for level, msg, f in m.log.lines if msg == "peer stream state" and f["state"] == state
+    )
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("phase", REDIAL_PHASES)
+def test_redials_a_peer_that_comes_back_after_failing_in_any_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str, loop_name: str
+) -> None:
+    """While B is away, A's dials fail in ``phase``; once B is back on the same port, A must
+    connect and deliver. Before the fix of issue 6, under uvloop a connection reset before
+    A wrote its hello (``handshake``) or a batch (``writing``) raised ``RuntimeError`` from
+    ``write``, which ended A's dial loop for good: A never dialled B again."""
+    hostile = True
+    real_open = asyncio.open_connection
+
+    async def open_connection(*args: Any, **kwargs: Any) -> Any:
+        reader, writer = await real_open(*args, **kwargs)
+        if hostile and phase == "handshake":
+            # Deterministically let the reset arrive before A writes its hello.
+            with contextlib.suppress(OSError):
+                await reader.read(1)
+        return reader, writer
+
+    monkeypatch.setattr(asyncio, "open_connection", open_connection)
+    if phase == "writing":
+        # The watcher would notice the reset first; without it the write itself must.
+        async def blind_watch(self: PeerTransport, *args: Any) -> None:
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(PeerTransport, "_watch", blind_watch)
+
+    async def main() -> None:
+        nonlocal hostile
+        a = make_member(1, tmp_path, backoff_initial_seconds=0.01, backoff_max_seconds=0.05)
+        if phase == "backoff":
+            a = make_member(1, tmp_path, backoff_initial_seconds=0.2, backoff_max_seconds=0.2)
+        await listen(a)
+        may_reset = asyncio.Event()
+
+        async def fake_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if phase == "handshake":
+                _reset(writer)
+            elif phase == "reply":
+                await reader.readexactly(codec.HELLO_BYTES)
+                _reset(writer)
+            elif phase == "writing":
+                await reader.readexactly(codec.HELLO_BYTES)
+                writer.write(codec.encode_reply(HandshakeStatus.OK, ""))
+                await writer.drain()
+                await may_reset.wait()  # A's reply must arrive before the reset drops it
+                _reset(writer)
+
+        server: asyncio.Server | None = None
+        port = free_port()
+        if phase in ("handshake", "reply", "writing"):
+            server = await asyncio.start_server(fake_peer, "127.0.0.1", port)
+        a.transport.add_peer(MemberId(2), [f"http://127.0.0.1:{port}"])
+        b: Member | None = None
+        try:
+            if phase == "writing":
+                await wait_for(lambda: _states(a, "connected") >= 1, "A connected to the fake")
+                may_reset.set()
+                p = a.transport._peers[MemberId(2)]
+                await wait_for(lambda: p.writer is None or p.writer.is_closing(), "reset seen")
+                a.transport.send([app(a.id, MemberId(2), 0)])
+            elif phase == "backoff":
+                await wait_for(lambda: _states(a, "backoff") >= 1, "A backing off")
+            await wait_for(lambda: _states(a, "dialing") >= 3, "A redialling")
+            hostile = False
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+            b = make_member(2, tmp_path, port=port)
+            await listen(b)
+            b.transport.add_peer(a.id, [a.url])
+            await wait_for(lambda: a.transport.is_connected(MemberId(2)), "A reconnected to B")
+            a.transport.send([app(a.id, b.id, 7)])
+            await wait_for(lambda: [m.index for m in b.received] == [7], "delivered to B")
+            assert a.log.errors() == []
+        finally:
+            await stop(a)
+            if b is not None:
+                await stop(b)
+
+    _run_on(loop_name, main())

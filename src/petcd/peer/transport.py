@@ -81,6 +81,7 @@ _SNAP_FAILED = b"\x01"
 class PeerLogger(Protocol):
     """The structured logger the transport writes to (``petcd.server.log.Logger`` fits)."""
 
+    def debug(self, msg: str, **fields: Any) -> None: ...
     def info(self, msg: str, **fields: Any) -> None: ...
     def warn(self, msg: str, **fields: Any) -> None: ...
     def error(self, msg: str, **fields: Any) -> None: ...
@@ -94,6 +95,9 @@ class _StdLogger:
 
     def _fmt(self, msg: str, fields: dict[str, Any]) -> str:
         return msg + "".join(f" {k}={v!r}" for k, v in fields.items())
+
+    def debug(self, msg: str, **fields: Any) -> None:
+        self._log.debug(self._fmt(msg, fields))
 
     def info(self, msg: str, **fields: Any) -> None:
         self._log.info(self._fmt(msg, fields))
@@ -404,8 +408,34 @@ class PeerTransport:
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         t: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        t.add_done_callback(self._task_done)
         return t
+
+    def _task_done(self, t: asyncio.Task[None]) -> None:
+        # A task of the transport that dies on an exception is a bug (a peer would silently
+        # stop being dialled): say so loudly instead of leaving it to the garbage collector.
+        self._tasks.discard(t)
+        if t.cancelled():
+            return
+        e = t.exception()
+        if e is not None:
+            self.log.error(
+                "peer transport task failed",
+                local_member_id=f"{self.cfg.member_id:x}",
+                task=t.get_name(),
+                error=repr(e),
+            )
+
+    def _state(self, p: _Peer, gen: int, state: str, **fields: Any) -> None:
+        """Every state change of a peer's stream connection, at debug level."""
+        self.log.debug(
+            "peer stream state",
+            local_member_id=f"{self.cfg.member_id:x}",
+            remote_peer_id=f"{p.id:x}",
+            generation=gen,
+            state=state,
+            **fields,
+        )
 
     def _start_peer(self, p: _Peer) -> None:
         assert p.task is None or p.task.done()
@@ -442,7 +472,7 @@ class PeerTransport:
         )
         try:
             hello = codec.Hello(kind, self.cfg.cluster_id, self.cfg.member_id, p.id)
-            writer.write(codec.encode_hello(hello))
+            _write(writer, codec.encode_hello(hello))
             head = await asyncio.wait_for(reader.readexactly(codec.REPLY_HEADER_BYTES), timeout)
             status, n = codec.decode_reply_header(head)
             reason = (await asyncio.wait_for(reader.readexactly(n), timeout)).decode(
@@ -471,6 +501,8 @@ class PeerTransport:
             # is up gets e.g. an election's votes without waiting for Raft to retry. Once an
             # attempt failed, drop (and report) instead, so a dead peer costs nothing.
             p.accepting = failures == 0
+            url = p.urls[p.url_index % len(p.urls)]
+            self._state(p, gen, "dialing", url=f"{url.host}:{url.port}", failures=failures)
             try:
                 reader, writer = await self._dial(p, codec.KIND_STREAM)
             except HandshakeRejectedError as e:
@@ -487,9 +519,10 @@ class PeerTransport:
                     return
                 failures += 1
                 self._drop_queued(p)
-                await asyncio.sleep(p.backoff.next_delay())
+                await self._backoff(p, gen, "handshake rejected")
                 continue
             except (OSError, TimeoutError, asyncio.IncompleteReadError, PeerUrlError) as e:
+                self._state(p, gen, "dial failed", error=str(e) or type(e).__name__)
                 if failures == 0:
                     self.log.warn(
                         "failed to dial remote peer",
@@ -502,9 +535,25 @@ class PeerTransport:
                 failures += 1
                 p.url_index += 1
                 self._drop_queued(p)
-                await asyncio.sleep(p.backoff.next_delay())
+                await self._backoff(p, gen, "dial failed")
+                continue
+            except Exception as e:
+                # A bug, but this peer must not be left without a dialer: say so and go on.
+                self.log.error(
+                    "unexpected error dialing remote peer",
+                    local_member_id=f"{self.cfg.member_id:x}",
+                    remote_peer_id=f"{p.id:x}",
+                    error=repr(e),
+                )
+                if p.generation != gen:
+                    return
+                failures += 1
+                p.url_index += 1
+                self._drop_queued(p)
+                await self._backoff(p, gen, "unexpected dial error")
                 continue
             if p.generation != gen:
+                self._state(p, gen, "stale after dial")
                 writer.close()
                 return
             failures = 0
@@ -519,6 +568,7 @@ class PeerTransport:
                 local_member_id=f"{self.cfg.member_id:x}",
                 remote_peer_id=f"{p.id:x}",
             )
+            self._state(p, gen, "connected")
             watcher = self._spawn(self._watch(p, reader, writer))
             try:
                 await self._write_loop(p, writer, gen)
@@ -529,6 +579,13 @@ class PeerTransport:
                     remote_peer_id=f"{p.id:x}",
                     error=str(e) or type(e).__name__,
                 )
+            except Exception as e:
+                self.log.error(
+                    "unexpected error on the stream connection to remote peer",
+                    local_member_id=f"{self.cfg.member_id:x}",
+                    remote_peer_id=f"{p.id:x}",
+                    error=repr(e),
+                )
             finally:
                 watcher.cancel()
                 writer.close()
@@ -537,10 +594,17 @@ class PeerTransport:
                 if p.generation == gen:
                     p.stats.connected = False
                     p.accepting = False
+            self._state(p, gen, "disconnected")
             if p.generation != gen:
                 return
             self._drop_queued(p)
-            await asyncio.sleep(p.backoff.next_delay())
+            await self._backoff(p, gen, "disconnected")
+        self._state(p, gen, "stale")
+
+    async def _backoff(self, p: _Peer, gen: int, why: str) -> None:
+        delay_s = p.backoff.next_delay()
+        self._state(p, gen, "backoff", reason=why, delay_seconds=round(delay_s, 3))
+        await asyncio.sleep(delay_s)
 
     def _drop_queued(self, p: _Peer) -> None:
         p.accepting = False
@@ -565,7 +629,7 @@ class PeerTransport:
             if not batch:
                 continue
             buf = codec.encode_frames(batch)
-            writer.write(buf)
+            _write(writer, buf)
             stats.sent_messages += len(batch)
             stats.sent_batches += 1
             stats.sent_bytes += len(buf)
@@ -632,7 +696,7 @@ class PeerTransport:
         idle = self.cfg.snapshot_idle_timeout_seconds
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            writer.write(codec.encode_frames([m]) + codec.U64.pack(size))
+            _write(writer, codec.encode_frames([m]) + codec.U64.pack(size))
             crc = 0
             sent = 0
             while sent < size:
@@ -640,10 +704,10 @@ class PeerTransport:
                 if not chunk:
                     raise OSError(f"snapshot file {path} shrank while being sent")
                 crc = zlib.crc32(chunk, crc)
-                writer.write(chunk)
+                _write(writer, chunk)
                 sent += len(chunk)
                 await asyncio.wait_for(writer.drain(), idle)
-        writer.write(codec.U32.pack(crc))
+        _write(writer, codec.U32.pack(crc))
         await asyncio.wait_for(writer.drain(), idle)
         ack = await asyncio.wait_for(reader.readexactly(1), idle)
         self.log.info(
@@ -701,14 +765,14 @@ class PeerTransport:
             try:
                 hello = codec.decode_hello(raw)
             except CodecError:
-                writer.write(codec.encode_reply(HandshakeStatus.BAD_PROTOCOL, "bad magic"))
+                _write(writer, codec.encode_reply(HandshakeStatus.BAD_PROTOCOL, "bad magic"))
                 self.log.error(
                     "rejected peer connection: unsupported protocol",
                     remote_addr=str(writer.get_extra_info("peername")),
                 )
                 return
             status, reason = self._check_hello(hello)
-            writer.write(codec.encode_reply(status, reason))
+            _write(writer, codec.encode_reply(status, reason))
             if status != HandshakeStatus.OK:
                 self.log.error(
                     reason,
@@ -844,6 +908,23 @@ class PeerTransport:
             if not handed_over:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """``writer.write`` that fails like a lost connection when the connection is already gone.
+
+    The peer may reset a connection at any moment, e.g. right after accepting it (the robustness
+    proxy does, while the member behind it is down). asyncio's own loops ignore a write to a
+    closed transport, but uvloop's (what ``petcd`` runs on) raises ``RuntimeError`` ("unable to
+    perform operation on <TCPTransport closed=True ...>; the handler is closed"): uncaught, that
+    ended a peer's dial loop for good (issue 6).
+    """
+    if writer.is_closing():
+        raise ConnectionResetError("connection closed by the remote peer before a write")
+    try:
+        writer.write(data)
+    except RuntimeError as e:
+        raise ConnectionResetError(f"write on a closed connection: {e}") from None
 
 
 def _flush_and_fsync(f: Any) -> None:
