@@ -23,6 +23,14 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
   messages dropped when a dial fails or a connection is lost are reported too); a MsgSnap starts a
   snapshot task on its own connection, which ends with ``report_snapshot(peer, failed)``.
 
+A peer's dial loop must outlive every failure while its peer is a member: the peer may reset a
+connection at any point (while we connect, handshake, write, or back off), and any write may
+find the connection already gone (``_write`` turns that into ``ConnectionResetError`` on every
+event loop: uvloop raises ``RuntimeError`` there, which once ended the loop for good, issue 6).
+An unexpected exception is logged at error and the peer redialled; a transport task that still
+dies on one is logged at error by ``_task_done``; every state change of a peer's stream
+(dialing, dial failed, connected, disconnected, backoff, stale) is logged at debug.
+
 Callbacks never run re-entrantly inside ``send``: reports raised by ``send`` are scheduled
 with ``loop.call_soon``. They all run on the event loop thread.
 
