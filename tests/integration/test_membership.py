@@ -128,8 +128,12 @@ def test_learner_join_promote_update_remove_replace(
     b.start()
     _wait(lambda: _get_serializable(b, "k59") == "v59", "the learner to catch up")
     assert any(r.get("msg") == "applying snapshot" for r in b.log_records()), b.log_tail()
-    assert any(
-        r.get("msg") == "published local member to cluster through raft" for r in b.log_records()
+    _wait(
+        lambda: any(
+            r.get("msg") == "published local member to cluster through raft"
+            for r in b.log_records()
+        ),
+        "the learner to publish its name",
     )
 
     # Promote once in sync (etcdctl retries nothing: poll).

@@ -295,6 +295,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         self._log = log
 
     async def _fail(self, context: Any, e: Exception, method: str) -> NoReturn:
+        if isinstance(e, grpc.aio.AioRpcError):  # the leader's answer to a forwarded call
+            await context.abort(e.code(), e.details() or "")
         found = _MEMBERSHIP_STATUS.get(type(e))
         if found is not None:
             await context.abort(*found)
@@ -345,7 +347,17 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     async def MemberPromote(self, request: Any, context: Any) -> Any:
         try:
-            header, members = await self._member.member_promote(request.ID)
+            try:
+                header, members = await self._member.member_promote(request.ID)
+            except server_errors.NotLeaderError:
+                # Only the leader knows the learner's progress: forward (etcd does it over its
+                # peer HTTP API, petcd over the leader's client URL).
+                endpoint = self._member.leader_client_endpoint()
+                if endpoint is None:
+                    raise server_errors.NoLeaderError() from None
+                async with grpc.aio.insecure_channel(endpoint) as ch:
+                    stub = rpc_pb2_grpc.ClusterStub(ch)  # type: ignore[no-untyped-call]
+                    return await stub.MemberPromote(request, timeout=context.time_remaining())
             return rpc_pb2.MemberPromoteResponse(
                 header=convert.header_pb(header), members=[_member_pb(m) for m in members]
             )
