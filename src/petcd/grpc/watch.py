@@ -234,10 +234,22 @@ class _Stream:
                 self.sink.control(rpc_pb2.WatchResponse(header=header, watch_id=wid))
             self.quiet.add(wid)
 
-    def to_proto(self, resp: WatchResponse) -> Any:
-        """The response for a store delivery: serialized bytes if ``raw``, else a message."""
+    def to_proto(
+        self, resp: WatchResponse, headers: dict[int, ResponseHeader] | None = None
+    ) -> Any:
+        """The response for a store delivery: serialized bytes if ``raw``, else a message.
+
+        ``headers`` shares the member's header per revision between the responses encoded
+        in one batch (all watchers of one write get the same header).
+        """
         self.quiet.discard(resp.watch_id)
-        h = self.member.watch_header(resp.revision)
+        if headers is None:
+            h = self.member.watch_header(resp.revision)
+        else:
+            got = headers.get(resp.revision)
+            if got is None:
+                got = headers[resp.revision] = self.member.watch_header(resp.revision)
+            h = got
         if resp.compact_revision:
             self.watchers.pop(resp.watch_id, None)
             header = convert.header_pb(h)
@@ -291,9 +303,12 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                     batch = list(sink.items)
                     sink.items.clear()
                     sink.events = 0
-                    for item in coalesce(batch):
-                        if isinstance(item, WatchResponse):
-                            item = stream.to_proto(item)
+                    headers: dict[int, ResponseHeader] = {}
+                    out = [
+                        stream.to_proto(item, headers) if isinstance(item, WatchResponse) else item
+                        for item in coalesce(batch)
+                    ]
+                    for item in out:
                         await context.write(item)
                 if sink.refused:
                     sink.refused = False
