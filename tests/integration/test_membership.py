@@ -179,12 +179,38 @@ def test_learner_join_promote_update_remove_replace(
     listed = _ok(etcdctl(a.endpoint, "member", "list"))
     assert len(listed.splitlines()) == 2 and listed.count("started") == 2, listed
 
+    # A third member, promoted through the follower: it forwards the call to the leader.
+    d_port = free_port()
+    d_peer = f"http://127.0.0.1:{d_port}"
+    out = _ok(etcdctl(c.endpoint, "member", "add", "d", f"--peer-urls={d_peer}", "--learner"))
+    d_id = re.search(r"Member +([0-9a-f]+) added", out)
+    assert d_id, out
+    d = _joiner(tmp_path, "d", f"a={a_peer},c={b_peer},d={d_peer}", d_port)
+    procs.append(d)
+    d.start()
+    _wait(lambda: _get_serializable(d, "via") == "c", "the third member to catch up")
+    leader = _status_leader(a)
+    follower = c if leader == _member_ids(a)["a"] else a
+
+    def promoted_d() -> bool:
+        return etcdctl(follower.endpoint, "member", "promote", d_id.group(1)).returncode == 0
+
+    _wait(promoted_d, "the promotion through a follower")
+    assert not any(m.isLearner for m in _member_list(a, linearizable=True))
+    assert len(_member_list(d)) == 3
+
 
 def _member_list(p: PetcdProcess, linearizable: bool = False) -> list[Any]:
     with p.channel() as ch:
         stub = rpc_pb2_grpc.ClusterStub(ch)  # type: ignore[no-untyped-call]
         req = rpc_pb2.MemberListRequest(linearizable=linearizable)
         return list(stub.MemberList(req, timeout=5).members)
+
+
+def _status_leader(p: PetcdProcess) -> int:
+    with p.channel() as ch:
+        stub = rpc_pb2_grpc.MaintenanceStub(ch)  # type: ignore[no-untyped-call]
+        return int(stub.Status(rpc_pb2.StatusRequest(), timeout=5).leader)
 
 
 def _member_ids(p: PetcdProcess) -> dict[str, int]:
