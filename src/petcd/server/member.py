@@ -44,6 +44,15 @@ segments before the marker are released. A follower too far behind is sent a cop
 leader's backend file with the MsgSnap; it replaces its backend with it, rebuilds the lessor
 and mvcc from it, and records the snapshot marker.
 
+Membership (docs/cluster.md): Cluster requests are checked here against the applied
+configuration (etcd's texts, --strict-reconfig-check), then proposed as raft conf changes whose
+context is the member's JSON; applying one updates raft's configuration, the ``members`` /
+``members_removed`` buckets and the peer transport (also when replayed after a restart). A
+member that applies its own removal, or that its peers refuse as removed, stops
+(``MemberRemovedError``; the process exits 0). A member started with
+--initial-cluster-state=existing learns its id and the cluster id from its peers' handshake
+(``petcd.server.join``) and starts with an empty log.
+
 Leases: the lessor's replicated half runs at apply time (grant, revoke with its keys deleted in
 one revision, checkpoints); its leader half (expiry, keep-alive, time-to-live) runs on the
 leader only: promoted when the leader applies the first entry of its term, demoted when
