@@ -35,10 +35,6 @@ PETCD_MISSING = {
     "test_users_and_roles": "petcd has no Auth service yet",
     "test_auth_enable_creates_the_root_role": "petcd has no Auth service yet",
     "test_user_and_password_flags": "petcd has no Auth service yet",
-    "test_learner_lifecycle": (
-        "the test compares the first member's id, which differs between any two servers "
-        "(fails against etcd too); with that id substituted it passes against petcd"
-    ),
 }
 
 
