@@ -372,6 +372,11 @@ GRPC_OVERHEAD_BYTES = 512 * 1024
 _MAX_SEND_BYTES = 2**31 - 1
 
 
+_KEEPALIVE_MIN_TIME_MS = 5_000
+_KEEPALIVE_INTERVAL_MS = 2 * 3600 * 1000
+_KEEPALIVE_TIMEOUT_MS = 20_000
+
+
 def make_server(
     member: KVMember, listeners: list[tuple[str, int]], max_request_bytes: int, log: Logger
 ) -> Any:
@@ -384,6 +389,13 @@ def make_server(
             ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", _MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
+            # etcd's keepalive policy (its --grpc-keepalive-* defaults): clients may ping every
+            # 5 s even on an idle connection (Kubernetes pings every 30 s); grpc core's default
+            # minimum of 5 minutes answers such pings with GOAWAY too_many_pings.
+            ("grpc.http2.min_ping_interval_without_data_ms", _KEEPALIVE_MIN_TIME_MS),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.keepalive_time_ms", _KEEPALIVE_INTERVAL_MS),
+            ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
         ]
     )
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]

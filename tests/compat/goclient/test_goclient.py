@@ -232,13 +232,4 @@ def test_idle_watch_survives_client_keepalive_pings(
         {"step": "keepalive-held", "changes": []},
         {"step": "keepalive-event", "events": 1},
     ], ref
-    if target.target == "petcd":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="petcd bug: the gRPC server keeps grpc core's 5-minute minimum ping "
-                "interval and answers client keepalive pings with GOAWAY too_many_pings "
-                "(--grpc-keepalive-min-time is parsed but not applied)",
-            )
-        )
     assert tgt == ref, errs[1]  # grpc-go logs the GOAWAY and its debug data
