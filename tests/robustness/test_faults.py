@@ -120,21 +120,13 @@ def test_petcd_three_members_kill_and_pause(tmp_path: Path) -> None:
     _assert_clean(result, tmp_path)
 
 
-# A peer whose dial is accepted and then reset (what the proxy does while the member behind it
-# is down) sometimes never dials again, so a restarted member never hears the leader: see
-# docs/design/robustness.md, "Findings". Remove the mark once that is fixed.
-PEER_REDIAL_BUG = pytest.mark.xfail(
-    reason="petcd peers stop re-dialing after an accepted-then-reset dial", strict=False
-)
-
-
 @pytest.mark.long
 @pytest.mark.parametrize(
     ("target", "members", "seed", "partitions"),
     [
         ("petcd", 1, 11, False),
         ("petcd", 3, 12, False),
-        pytest.param("petcd", 3, 13, True, marks=PEER_REDIAL_BUG),
+        ("petcd", 3, 13, True),
         ("etcd", 1, 14, False),
         ("etcd", 3, 15, True),
     ],
@@ -159,7 +151,6 @@ def test_long_runs(tmp_path: Path, target: str, members: int, seed: int, partiti
 
 
 @pytest.mark.long
-@PEER_REDIAL_BUG
 def test_long_run_with_frequent_snapshots(tmp_path: Path) -> None:
     """Members that were down or partitioned catch up from snapshots, not only from the log."""
     config = RunConfig(
