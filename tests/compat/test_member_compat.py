@@ -14,11 +14,16 @@ from petcd.api.etcdserverpb import rpc_pb2
 from tests.compat.harness import Differ
 
 
-def test_member_list_every_format(differ: Differ) -> None:
+def _alias_self(differ: Differ) -> None:
+    """Name each server's own member id ``<SELF>`` (every test needs it, in any order)."""
     ref, tgt = differ.run_both("member", "list")
     assert ref.code == tgt.code == 0
     ids = [int(r.stdout.split(b",")[0], 16) for r in (ref, tgt)]
     differ.alias("SELF", ids[0], ids[1])
+
+
+def test_member_list_every_format(differ: Differ) -> None:
+    _alias_self(differ)
     names = ((rb"127\.0\.0\.1:\d{4,5}", b"ADDR"),)
     differ.check("member", "list", subs=names)
     differ.check("member", "list", "-w", "json", subs=names)
@@ -40,6 +45,7 @@ def test_member_list_hex_json_follows_etcdctl_3_5(differ: Differ) -> None:
 
 
 def test_learner_lifecycle(differ: Differ) -> None:
+    _alias_self(differ)
     ref, tgt = differ.run_both(
         "member", "add", "newbie", "--peer-urls=http://127.0.0.1:1", "--learner"
     )
