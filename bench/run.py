@@ -38,6 +38,7 @@ import datetime
 import json
 import os
 import platform
+import select
 import shlex
 import shutil
 import signal
@@ -61,6 +62,7 @@ TARGETS = ("etcd", "petcd", "bare")
 _STD = ["--key-size", "8", "--val-size", "256", "--key-space-size", "100000"]
 _MANY = ["--clients", "100", "--conns", "10"]
 _ONE = ["--clients", "1", "--conns", "1"]
+_WATCH = ["watch", "--conns", "10", "--streams", "10", "--key-size", "8", "--val-size", "256"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class Workload:
     description: str
     total_scale: float = 1.0  # fraction of --total this workload issues
     needs_full_server: bool = False  # not run on bare, nor on --extra unless it serves watch
+    # The result fields the table's p50/p99 come from ("p" -> p50_ms, "last_p" -> last_p50_ms).
+    latency_prefix: str = "p"
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -83,6 +87,12 @@ WORKLOADS: dict[str, Workload] = {
             "linearizable Range of one key, 100 clients / 10 conns",
         ),
         Workload(
+            "range-1c",
+            ("range", *_ONE, *_STD, "--consistency", "l"),
+            "linearizable Range of one key, 1 client",
+            total_scale=0.2,
+        ),
+        Workload(
             "range-s",
             ("range", *_MANY, *_STD, "--consistency", "s"),
             "serializable Range of one key, 100 clients / 10 conns",
@@ -90,26 +100,51 @@ WORKLOADS: dict[str, Workload] = {
         Workload("txn-put", ("txn-put", *_MANY, *_STD), "Txn with one Put, 100 clients / 10 conns"),
         Workload(
             "watch",
-            (
-                "watch",
-                "--conns",
-                "10",
-                "--streams",
-                "10",
-                "--watchers-per-stream",
-                "10",
-                "--key-size",
-                "8",
-                "--val-size",
-                "256",
-            ),
-            "10 streams x 10 watchers on one key, 1 writer: events/s, put-to-delivery delay",
+            (*_WATCH, "--watchers-per-stream", "100", "--max-lag", "10"),
+            "10 streams x 100 watchers on one key, 1 writer at most 10 puts ahead: "
+            "events/s, put-to-last-delivery delay",
             total_scale=0.1,
+            needs_full_server=True,
+            latency_prefix="last_p",
+        ),
+        Workload(
+            "watch-lockstep",
+            (*_WATCH, "--watchers-per-stream", "100", "--max-lag", "1"),
+            "10 streams x 100 watchers on one key, 1 writer waiting for each put to reach all "
+            "1,000 watchers: put-to-last-delivery delay without a backlog",
+            total_scale=0.1,
+            needs_full_server=True,
+            latency_prefix="last_p",
+        ),
+        Workload(
+            "watch-10x10",
+            (*_WATCH, "--watchers-per-stream", "10"),
+            "10 streams x 10 watchers on one key, 1 writer back to back (the standard watch "
+            "workload until 2026-11-27 18:30): events/s, put-to-delivery delay",
+            total_scale=0.1,
+            needs_full_server=True,
+        ),
+        Workload(
+            "lease-keepalive",
+            ("lease-keepalive", *_MANY, "--streams", "100", "--leases", "10000"),
+            "grant 10,000 leases (100 clients), then 100 LeaseKeepAlive streams cycle through "
+            "them: keep-alives/s; grant time",
             needs_full_server=True,
         ),
     )
 }
-DEFAULT_WORKLOADS = ("put", "put-1c", "range-l", "range-s", "txn-put", "watch")
+DEFAULT_WORKLOADS = (
+    "put",
+    "put-1c",
+    "range-l",
+    "range-1c",
+    "range-s",
+    "txn-put",
+    "watch",
+    "lease-keepalive",
+)
+# --cluster N: the workloads run unless --workloads is given.
+CLUSTER_WORKLOADS = ("put", "put-1c", "range-l")
 
 
 def log(msg: str) -> None:
@@ -181,13 +216,27 @@ class Server:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s = 0.0
+        self.t0 = 0.0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        return 0.0 if self.proc is None else cpu_seconds(self.proc.pid)
+
+    def rss_bytes(self) -> int:
+        return 0 if self.proc is None else rss_bytes(self.proc.pid)
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     def start(self, ready_timeout_s: float) -> None:
-        t0 = time.monotonic()
+        self.launch()
+        self.wait_ready(ready_timeout_s)
+
+    def launch(self) -> None:
+        self.t0 = time.monotonic()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -197,7 +246,10 @@ class Server:
                 start_new_session=True,
                 cwd=REPO_DIR,
             )
-        deadline = t0 + ready_timeout_s
+
+    def wait_ready(self, ready_timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = self.t0 + ready_timeout_s
         last = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -206,7 +258,7 @@ class Server:
                 )
             ok, last = probe(self.endpoint)
             if ok:
-                self.startup_s = time.monotonic() - t0
+                self.startup_s = time.monotonic() - self.t0
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} not serving after {ready_timeout_s:.0f}s: {last}")
@@ -234,6 +286,49 @@ class Server:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+class ClusterServer:
+    """Members started together (``--initial-cluster`` names them all), used as one target:
+    its endpoint lists every member (the client balances over them), its CPU time and RSS
+    are the members' sums."""
+
+    def __init__(self, name: str, members: list[Server]) -> None:
+        self.name = name
+        self.members = members
+        self.startup_s = 0.0
+
+    @property
+    def endpoint(self) -> str:
+        return ",".join(m.endpoint for m in self.members)
+
+    @property
+    def argv(self) -> list[list[str]]:
+        return [m.argv for m in self.members]
+
+    def start(self, ready_timeout_s: float) -> None:
+        t0 = time.monotonic()
+        for m in self.members:
+            m.launch()
+        for m in self.members:
+            m.wait_ready(ready_timeout_s)
+        self.startup_s = time.monotonic() - t0
+
+    def alive(self) -> bool:
+        return all(m.alive() for m in self.members)
+
+    def cpu_seconds(self) -> float:
+        return sum(m.cpu_seconds() for m in self.members)
+
+    def rss_bytes(self) -> int:
+        return sum(m.rss_bytes() for m in self.members)
+
+    def tail_log(self, lines: int = 5) -> str:
+        return " || ".join(f"{m.name}: {m.tail_log(lines)}" for m in self.members if not m.alive())
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+
 def probe(endpoint: str) -> tuple[bool, str]:
     """Does ``endpoint`` answer a linearizable Range (that is, has it a leader)?"""
     host, port = endpoint.rsplit(":", 1)
@@ -254,7 +349,9 @@ def probe(endpoint: str) -> tuple[bool, str]:
     return done.returncode == 0, (done.stderr or done.stdout).strip()[-300:]
 
 
-def etcd_argv(name: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+def etcd_argv(
+    name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str = ""
+) -> list[str]:
     client = f"http://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
     return [
@@ -271,8 +368,24 @@ def etcd_argv(name: str, data_dir: Path, client_port: int, peer_port: int) -> li
         "--initial-advertise-peer-urls",
         peer,
         "--initial-cluster",
-        f"{name}={peer}",
+        initial_cluster or f"{name}={peer}",
     ]
+
+
+def make_cluster(target: str, args: argparse.Namespace, work: Path) -> ClusterServer:
+    """``args.cluster`` members of etcd or petcd on loopback, data under ``work``."""
+    names = [f"{target}-m{i}" for i in range(args.cluster)]
+    peers = {n: free_port() for n in names}
+    initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in peers.items())
+    binary = args.etcd if target == "etcd" else args.petcd
+    members = []
+    for n in names:
+        port = free_port()
+        argv = [binary, *etcd_argv(n, work / f"{n}.data", port, peers[n], initial)]
+        argv += ["--initial-cluster-state", "new", "--initial-cluster-token", f"bench-{target}"]
+        argv += ["--quota-backend-bytes", str(8 << 30)]
+        members.append(Server(n, argv, port, work / f"{n}.log"))
+    return ClusterServer(target, members)
 
 
 def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Path) -> Server:
@@ -381,14 +494,21 @@ def summarize(
                 row[t] = None
                 continue
             res = [r["result"] for r in mine]
+            lp = WORKLOADS[w].latency_prefix
             row[t] = {
                 "rate": statistics.median(rate_of(r) for r in res),
                 "rates": [round(rate_of(r), 1) for r in res],
-                "p50_ms": statistics.median(r["p50_ms"] for r in res),
-                "p99_ms": statistics.median(r["p99_ms"] for r in res),
+                "p50_ms": statistics.median(r.get(lp + "50_ms", 0.0) for r in res),
+                "p99_ms": statistics.median(r.get(lp + "99_ms", 0.0) for r in res),
                 "errors": sum(r["errors"] for r in res),
                 "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in mine),
+                "loadavg1_before": [r["loadavg1_before"] for r in mine],
             }
+            if lp != "p":  # the per-event delay as well
+                row[t]["event_p50_ms"] = statistics.median(r["p50_ms"] for r in res)
+                row[t]["event_p99_ms"] = statistics.median(r["p99_ms"] for r in res)
+            if "grant_seconds" in res[0]:
+                row[t]["grant_seconds"] = statistics.median(r["grant_seconds"] for r in res)
 
         def rate(t: str, row: dict[str, Any] = row) -> float | None:
             cell = row.get(t)
@@ -397,6 +517,8 @@ def summarize(
         for a, b in ratio_pairs(targets):
             ra, rb = rate(a), rate(b)
             row[f"{a}/{b}"] = None if ra is None or not rb else round(ra / rb, 3)
+        loads = [r["loadavg1_before"] for r in runs if r["workload"] == w]
+        row["loadavg1"] = [min(loads), max(loads)] if loads else None
         table.append(row)
     return table
 
@@ -420,7 +542,7 @@ def print_rows(rows: list[list[str]]) -> None:
 def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
     """Two tables: rates and ratios, then latencies."""
     pairs = ratio_pairs(targets)
-    rates = [["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs]]]
+    rates = [["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs], "load1"]]
     lats = [["workload", *[f"p50 {t}" for t in targets], *[f"p99 {t}" for t in targets]]]
     cpus = [["workload", *targets, *[f"{a}/{b}" for a, b in pairs]]]
     for row in table:
@@ -431,6 +553,8 @@ def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
 
         line = [row["workload"], *[fmt_rate(cell(t, "rate")) for t in targets]]
         line += [fmt_ratio(cell(a, "rate"), cell(b, "rate")) for a, b in pairs]
+        load = row.get("loadavg1")
+        line.append("-" if not load else f"{load[0]:.1f}-{load[1]:.1f}")
         rates.append(line)
         lat = [row["workload"], *[fmt_ms(cell(t, "p50_ms")) for t in targets]]
         lat += [fmt_ms(cell(t, "p99_ms")) for t in targets]
@@ -444,14 +568,35 @@ def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
         cpu += [fmt_ratio(us(a), us(b)) for a, b in pairs]
         cpus.append(cpu)
     print_rows(rates)
-    print("rates: median over rounds of requests/s (watch: events delivered/s)\n")
+    print(
+        "rates: median over rounds of requests/s (watch: events delivered/s; lease-keepalive:"
+        " keep-alive answers/s); load1: the 1-minute load average before each measurement\n"
+    )
     print_rows(lats)
-    print("latency: median over rounds, ms (watch: put-to-delivery delay)\n")
+    print(
+        "latency: median over rounds, ms (watch: put-to-last-delivery delay, the latest of the"
+        " 1,000 watchers; watch-10x10: put-to-delivery delay per event)\n"
+    )
     print_rows(cpus)
     print(
-        "server CPU time per request, µs (watch: per put, 100 events), median over rounds;"
-        "\nthe steadiest figure on a shared machine (lower is better, so are the ratios)"
+        "server CPU time per request, µs (watch: per put, that is per 1,000 events; "
+        "watch-10x10: per 100 events),\nmedian over rounds; the steadiest figure on a shared "
+        "machine (lower is better, so are the ratios)"
     )
+    for row in table:
+        cells: dict[str, dict[str, Any]] = {t: row[t] for t in targets if row.get(t)}
+        if any("grant_seconds" in c for c in cells.values()):
+            grants = {t: c["grant_seconds"] for t, c in cells.items() if "grant_seconds" in c}
+            text = ", ".join(f"{t} {g:.2f}s" for t, g in grants.items())
+            ratio = fmt_ratio(grants.get("petcd"), grants.get("etcd"))
+            print(f"\n{row['workload']}: time to grant the leases: {text} (petcd/etcd {ratio})")
+        if any("event_p50_ms" in c for c in cells.values()):
+            text = ", ".join(
+                f"{t} p50 {c['event_p50_ms']:.1f} p99 {c['event_p99_ms']:.1f}"
+                for t, c in cells.items()
+                if "event_p50_ms" in c
+            )
+            print(f"\n{row['workload']}: put-to-delivery delay per event, ms: {text}")
 
 
 def results_path(label: str, suffix: str = "") -> Path:
@@ -461,7 +606,8 @@ def results_path(label: str, suffix: str = "") -> Path:
 
 
 def run_matrix(args: argparse.Namespace) -> int:
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    default = CLUSTER_WORKLOADS if args.cluster > 1 else DEFAULT_WORKLOADS
+    workloads = [w.strip() for w in (args.workloads or ",".join(default)).split(",") if w.strip()]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for w in workloads:
         if w not in WORKLOADS:
@@ -470,6 +616,11 @@ def run_matrix(args: argparse.Namespace) -> int:
     for t in targets:
         if t not in TARGETS and t not in args.extra_targets:
             raise SystemExit(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
+    if args.cluster > 1:
+        dropped = [t for t in targets if t not in ("etcd", "petcd")]
+        if dropped:
+            log(f"--cluster {args.cluster}: only etcd and petcd run as clusters; not {dropped}")
+        targets = [t for t in targets if t in ("etcd", "petcd")]
     info = machine_info()
     report: dict[str, Any] = {
         "kind": "matrix",
@@ -480,6 +631,7 @@ def run_matrix(args: argparse.Namespace) -> int:
         "etcd_version": version_of([args.etcd]),
         "settings": {
             "rounds": args.rounds,
+            "cluster_members": args.cluster,
             "total": args.total,
             "seconds": args.seconds,
             "bare_procs": args.bare_procs,
@@ -490,12 +642,17 @@ def run_matrix(args: argparse.Namespace) -> int:
         "targets": {},
         "runs": [],
     }
-    servers: dict[str, Server] = {}
+    servers: dict[str, Server | ClusterServer] = {}
     with workdir(args.keep) as work:
         try:
             for t in targets:
-                srv = make_server(t, args, work, work / f"{t}.data")
-                log(f"starting {t}: {' '.join(srv.argv)}")
+                srv: Server | ClusterServer
+                if args.cluster > 1:
+                    srv = make_cluster(t, args, work)
+                    log(f"starting {t}, {args.cluster} members: {' '.join(srv.argv[0])} ...")
+                else:
+                    srv = make_server(t, args, work, work / f"{t}.data")
+                    log(f"starting {t}: {' '.join(srv.argv)}")
                 try:
                     srv.start(args.start_timeout)
                 except (RuntimeError, OSError) as e:
@@ -523,27 +680,33 @@ def run_matrix(args: argparse.Namespace) -> int:
                 total = max(1, int(args.total * wl.total_scale))
                 entry: dict[str, Any] = {"round": rnd, "workload": w, "target": t}
                 entry["loadavg1_before"] = round(os.getloadavg()[0], 2)
-                assert srv.proc is not None
-                cpu0 = cpu_seconds(srv.proc.pid)
+                cpu0 = srv.cpu_seconds()
                 try:
                     res = run_loadgen(srv.endpoint, wl, total, args.seconds)
                 except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
                     entry["error"] = str(e)
                     log(f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} FAILED: {e}")
                 else:
-                    cpu = cpu_seconds(srv.proc.pid) - cpu0
+                    cpu = srv.cpu_seconds() - cpu0
                     reqs = max(1, int(res["total"]))
                     entry["result"] = res
                     entry["server_cpu_s"] = round(cpu, 3)
                     entry["cpu_ms_per_request"] = round(cpu * 1000 / reqs, 4)
                     errs = f"  errors {res['errors']}" if res["errors"] else ""
+                    if res.get("first_error"):
+                        errs += f" ({res['first_error'][:120]})"
+                    lp = wl.latency_prefix
+                    extra = ""
+                    if "grant_seconds" in res:
+                        extra = f"  grant {res['leases']:,} in {res['grant_seconds']:.2f}s"
                     log(
                         f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} {rate_of(res):>10,.0f}/s"
-                        f"  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms"
-                        f"  server cpu {cpu:.1f}s{errs}"
+                        f"  p50 {res.get(lp + '50_ms', 0):.1f} ms"
+                        f"  p99 {res.get(lp + '99_ms', 0):.1f} ms"
+                        f"  server cpu {cpu:.1f}s{extra}{errs}"
                     )
                 report["runs"].append(entry)
-                if srv.proc.poll() is not None:
+                if not srv.alive():
                     log(f"  {t} died: {srv.tail_log()}")
                     del servers[t]
                     report["targets"][t]["died"] = srv.tail_log()
@@ -557,7 +720,8 @@ def run_matrix(args: argparse.Namespace) -> int:
     for t, st in report["targets"].items():
         if not st["available"]:
             print(f"{t}: n/a ({st['reason'][:200]})")
-    out = Path(args.out) if args.out else results_path(args.label)
+    suffix = f"-cluster{args.cluster}" if args.cluster > 1 else ""
+    out = Path(args.out) if args.out else results_path(args.label, suffix)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten {out.relative_to(REPO_DIR) if out.is_relative_to(REPO_DIR) else out}")
@@ -643,6 +807,157 @@ def run_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def wait_for_line(proc: subprocess.Popen[str], want: str, timeout_s: float) -> list[str]:
+    """Read ``proc``'s stderr until a line equal to ``want``; the lines before it."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if line.strip() == want:
+            return seen
+        seen.append(line.strip())
+    raise RuntimeError(f"loadgen never said {want!r}: {' | '.join(seen)[-500:]}")
+
+
+def rss_settled(srv: Server, settle_s: float) -> int:
+    """RSS after ``settle_s`` seconds, the median of three samples half a second apart."""
+    time.sleep(settle_s)
+    samples = []
+    for _ in range(3):
+        samples.append(srv.rss_bytes())
+        time.sleep(0.5)
+    return int(statistics.median(samples))
+
+
+def run_watch_memory(args: argparse.Namespace) -> int:
+    """Memory of idle watchers: for etcd and petcd in turn, each freshly started, the RSS
+    before, with ``--idle-streams`` x ``--idle-watchers-per-stream`` watchers on distinct keys
+    open (over ``--idle-conns`` connections), and after they are closed."""
+    targets = [t for t in args.targets.split(",") if t in ("etcd", "petcd")]
+    nw = args.idle_streams * args.idle_watchers_per_stream
+    report: dict[str, Any] = {
+        "kind": "watch-memory",
+        "label": args.label,
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "petcd_commit": git_commit(),
+        "etcd_version": version_of([args.etcd]),
+        "settings": {
+            "watchers": nw,
+            "streams": args.idle_streams,
+            "conns": args.idle_conns,
+            "settle_s": args.settle_seconds,
+        },
+        "targets": {},
+    }
+    with workdir(args.keep) as work:
+        for t in targets:
+            srv = make_server(t, args, work, work / f"{t}.data")
+            st: dict[str, Any] = {"loadavg1_before": round(os.getloadavg()[0], 2)}
+            report["targets"][t] = st
+            gen: subprocess.Popen[str] | None = None
+            try:
+                log(f"starting {t}")
+                srv.start(args.start_timeout)
+                st["rss_before_bytes"] = rss_settled(srv, args.settle_seconds)
+                argv = [str(LOADGEN), "watch-idle", "--endpoints", srv.endpoint, "--json"]
+                argv += ["--conns", str(args.idle_conns), "--streams", str(args.idle_streams)]
+                argv += ["--watchers-per-stream", str(args.idle_watchers_per_stream)]
+                argv += ["--key-size", "8", "--timeout", "10s"]
+                log(f"  opening {nw:,} watchers on {t}")
+                cpu0 = srv.cpu_seconds()
+                gen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                wait_for_line(gen, "ready", 600)
+                st["server_cpu_create_s"] = round(srv.cpu_seconds() - cpu0, 3)
+                st["rss_with_watchers_bytes"] = rss_settled(srv, args.settle_seconds)
+                # Closing stdin (communicate does) tells loadgen to check and close them.
+                stdout, stderr = gen.communicate(input="", timeout=120)
+                if gen.returncode != 0:
+                    raise RuntimeError(f"loadgen failed: {stderr.strip()[-500:]}")
+                res = json.loads(stdout)
+                st["result"] = res
+                st["rss_after_close_bytes"] = rss_settled(srv, args.settle_seconds)
+                st["rss_increase_bytes"] = st["rss_with_watchers_bytes"] - st["rss_before_bytes"]
+                st["bytes_per_watcher"] = round(st["rss_increase_bytes"] / nw, 1)
+                errs = (
+                    f", errors {res['errors']} ({res.get('first_error')})" if res["errors"] else ""
+                )
+                log(
+                    f"  {nw:,} watchers created in {res['create_seconds']:.2f}s; RSS "
+                    f"{st['rss_before_bytes'] / 2**20:,.1f} -> "
+                    f"{st['rss_with_watchers_bytes'] / 2**20:,.1f} MiB "
+                    f"(+{st['rss_increase_bytes'] / 2**20:,.1f}), after close "
+                    f"{st['rss_after_close_bytes'] / 2**20:,.1f} MiB{errs}"
+                )
+            except (RuntimeError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+                st["error"] = str(e)
+                log(f"  {t}: n/a: {e}")
+            finally:
+                if gen is not None and gen.poll() is None:
+                    gen.kill()
+                    gen.wait()
+                srv.stop()
+    report["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    mib = 2**20
+    print(
+        f"\nidle watchers: {nw:,} on distinct keys, {args.idle_streams} streams over "
+        f"{args.idle_conns} connections; server RSS, MiB"
+    )
+    rows = [["target", "create s", "before", "with watchers", "increase", "B/watcher", "closed"]]
+    rows[0].append("load1")
+    for t, st in report["targets"].items():
+        if "error" in st:
+            rows.append([t, "n/a", "-", "-", "-", "-", st["error"][:60], "-"])
+            continue
+        rows.append(
+            [
+                t,
+                f"{st['result']['create_seconds']:.2f}",
+                f"{st['rss_before_bytes'] / mib:,.1f}",
+                f"{st['rss_with_watchers_bytes'] / mib:,.1f}",
+                f"{st['rss_increase_bytes'] / mib:,.1f}",
+                f"{st['bytes_per_watcher']:,.0f}",
+                f"{st['rss_after_close_bytes'] / mib:,.1f}",
+                f"{st['loadavg1_before']:.1f}",
+            ]
+        )
+    print_rows(rows)
+    ref, mine = report["targets"].get("etcd", {}), report["targets"].get("petcd", {})
+    if "rss_increase_bytes" in ref and "rss_increase_bytes" in mine:
+        report["petcd/etcd"] = {
+            "rss_increase": round(
+                mine["rss_increase_bytes"] / max(1, ref["rss_increase_bytes"]), 3
+            ),
+            "rss_with_watchers": round(
+                mine["rss_with_watchers_bytes"] / max(1, ref["rss_with_watchers_bytes"]), 3
+            ),
+        }
+        r = report["petcd/etcd"]
+        print(
+            f"petcd/etcd: RSS increase {r['rss_increase']:.2f}x, total RSS with watchers "
+            f"{r['rss_with_watchers']:.2f}x (lower is better)"
+        )
+    out = Path(args.out) if args.out else results_path(args.label, "-watch-memory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwritten {out}")
+    return 0
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -652,7 +967,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Benchmark real etcd, petcd and the bare grpc.aio transport in one run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS), help=", ".join(WORKLOADS))
+    p.add_argument(
+        "--workloads",
+        help=f"of {', '.join(WORKLOADS)}; default {','.join(DEFAULT_WORKLOADS)} "
+        f"(with --cluster: {','.join(CLUSTER_WORKLOADS)})",
+    )
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--rounds", type=int, default=2, help="times each (workload, target) runs")
     p.add_argument("--total", type=int, default=30000, help="requests per measurement (max)")
@@ -684,6 +1003,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", action="store_true", help="memory/start-up/disk with many keys")
     p.add_argument("--scale-keys", type=int, default=1_000_000)
     p.add_argument("--scale-val-size", type=int, default=256)
+    p.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run etcd and petcd as N-member clusters (loopback; clients balance over all "
+        "members); bare and --extra targets are left out",
+    )
+    p.add_argument(
+        "--watch-memory",
+        action="store_true",
+        help="RSS of etcd and petcd, each freshly started, with idle watchers on distinct keys",
+    )
+    p.add_argument("--idle-streams", type=int, default=100, help="--watch-memory: watch streams")
+    p.add_argument("--idle-watchers-per-stream", type=int, default=100)
+    p.add_argument("--idle-conns", type=int, default=10, help="--watch-memory: connections")
+    p.add_argument(
+        "--settle-seconds", type=float, default=3.0, help="--watch-memory: wait before RSS"
+    )
     args = p.parse_args(argv)
     # SIGTERM (make or CI stopping us) must still run the finally blocks that stop servers.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -697,7 +1035,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"{LOADGEN} missing: build it with `make -C bench loadgen`")
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
-    return run_scale(args) if args.scale else run_matrix(args)
+    if args.cluster < 1:
+        p.error("--cluster must be >= 1")
+    if args.scale:
+        return run_scale(args)
+    if args.watch_memory:
+        return run_watch_memory(args)
+    return run_matrix(args)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,16 @@
 //	          default) or s (serializable).
 //	txn-put   Txn with no compare and --txn-ops Put operations in its success branch.
 //	watch     --streams gRPC watch streams, --watchers-per-stream watchers on each, all on
-//	          one key; one writer puts --total values in a row, each value carrying its
-//	          send time. Reports events delivered per second and the put-to-delivery
-//	          delay (p50/p90/p99), measured on the same clock.
+//	          one key; one writer puts --total values in a row (at most --max-lag puts
+//	          ahead of full delivery when set), each value carrying its send time and
+//	          its number. Reports events delivered per second, the put-to-delivery delay
+//	          (p50/p90/p99) and the put-to-last-delivery delay (last_p50/p99: the
+//	          latest delivery of a put among all watchers), on the same clock (watch.go).
+//	watch-idle  --streams x --watchers-per-stream watchers on distinct keys, held open
+//	          and idle for --hold or until stdin closes, for memory measurements
+//	          (idle.go).
+//	lease-keepalive  grant --leases leases, then --streams LeaseKeepAlive streams cycle
+//	          through them; keep-alive answers per second and the grant time (lease.go).
 //	load      Put --total distinct keys 0..total-1 (sequential), as a store filler for the
 //	          memory and start-up test.
 //
@@ -30,7 +37,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -46,7 +52,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/metadata"
 )
 
 type options struct {
@@ -63,6 +68,11 @@ type options struct {
 	txnOps            int
 	streams           int
 	watchersPerStream int
+	maxLag            int
+	hold              time.Duration
+	leases            int
+	leaseTTL          time.Duration
+	revoke            bool
 	jsonOut           bool
 	duration          time.Duration
 	timeout           time.Duration
@@ -71,25 +81,40 @@ type options struct {
 // Result is what one run reports. Latency fields are milliseconds. For the watch workload
 // the latency fields describe the put-to-delivery delay and Events / EventsPerS are set.
 type Result struct {
-	Workload    string  `json:"workload"`
-	Endpoints   string  `json:"endpoints"`
-	Clients     int     `json:"clients"`
-	Conns       int     `json:"conns"`
-	Total       int     `json:"total"`
-	Errors      int     `json:"errors"`
-	FirstError  string  `json:"first_error,omitempty"`
-	Seconds     float64 `json:"seconds"`
-	RequestsPS  float64 `json:"requests_per_s"`
-	AvgMs       float64 `json:"avg_ms"`
-	P50Ms       float64 `json:"p50_ms"`
-	P90Ms       float64 `json:"p90_ms"`
-	P99Ms       float64 `json:"p99_ms"`
-	MaxMs       float64 `json:"max_ms"`
-	Events      int     `json:"events,omitempty"`
-	EventsMiss  int     `json:"events_missing,omitempty"`
-	EventsPerS  float64 `json:"events_per_s,omitempty"`
-	Watchers    int     `json:"watchers,omitempty"`
-	Consistency string  `json:"consistency,omitempty"`
+	Workload   string  `json:"workload"`
+	Endpoints  string  `json:"endpoints"`
+	Clients    int     `json:"clients"`
+	Conns      int     `json:"conns"`
+	Total      int     `json:"total"`
+	Errors     int     `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	Seconds    float64 `json:"seconds"`
+	RequestsPS float64 `json:"requests_per_s"`
+	AvgMs      float64 `json:"avg_ms"`
+	P50Ms      float64 `json:"p50_ms"`
+	P90Ms      float64 `json:"p90_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	Events     int     `json:"events,omitempty"`
+	EventsMiss int     `json:"events_missing,omitempty"`
+	EventsPerS float64 `json:"events_per_s,omitempty"`
+	Watchers   int     `json:"watchers,omitempty"`
+	Streams    int     `json:"streams,omitempty"`
+	// watch: the put-to-last-delivery delay, over the puts that reached every watcher.
+	PutsComplete int     `json:"puts_complete,omitempty"`
+	LastP50Ms    float64 `json:"last_p50_ms,omitempty"`
+	LastP99Ms    float64 `json:"last_p99_ms,omitempty"`
+	LastMaxMs    float64 `json:"last_max_ms,omitempty"`
+	MaxLag       int     `json:"max_lag,omitempty"`
+	// watch, watch-idle: time to create all watchers.
+	CreateSeconds float64 `json:"create_seconds,omitempty"`
+	// lease-keepalive
+	Leases        int     `json:"leases,omitempty"`
+	GrantSeconds  float64 `json:"grant_seconds,omitempty"`
+	GrantsPS      float64 `json:"grants_per_s,omitempty"`
+	RevokeSeconds float64 `json:"revoke_seconds,omitempty"`
+	RevokeErrors  int     `json:"revoke_errors,omitempty"`
+	Consistency   string  `json:"consistency,omitempty"`
 }
 
 func main() {
@@ -101,7 +126,8 @@ func main() {
 
 func run(args []string) error {
 	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
-		return errors.New("usage: loadgen put|range|txn-put|watch|load [flags]")
+		return errors.New(
+			"usage: loadgen put|range|txn-put|watch|watch-idle|lease-keepalive|load [flags]")
 	}
 	o := options{workload: args[0]}
 	fs := flag.NewFlagSet(o.workload, flag.ContinueOnError)
@@ -117,6 +143,12 @@ func run(args []string) error {
 	fs.IntVar(&o.txnOps, "txn-ops", 1, "puts per txn (txn-put)")
 	fs.IntVar(&o.streams, "streams", 10, "watch streams (watch)")
 	fs.IntVar(&o.watchersPerStream, "watchers-per-stream", 10, "watchers per stream (watch)")
+	fs.IntVar(&o.maxLag, "max-lag", 0,
+		"watch: puts the writer may be ahead of delivery to every watcher (0: no limit)")
+	fs.DurationVar(&o.hold, "hold", 0, "watch-idle: hold the watchers this long (0: until stdin closes)")
+	fs.IntVar(&o.leases, "leases", 10000, "lease-keepalive: leases granted and kept alive")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 3600*time.Second, "lease-keepalive: TTL of the leases")
+	fs.BoolVar(&o.revoke, "revoke", true, "lease-keepalive: revoke the leases afterwards (untimed)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON object")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
 	fs.DurationVar(&o.duration, "duration", 0,
@@ -133,6 +165,10 @@ func run(args []string) error {
 	switch o.workload {
 	case "watch":
 		res, err = runWatch(o)
+	case "watch-idle":
+		res, err = runWatchIdle(o)
+	case "lease-keepalive":
+		res, err = runLeaseKeepAlive(o)
 	default:
 		res, err = runRequests(o)
 	}
@@ -144,7 +180,9 @@ func run(args []string) error {
 
 func (o *options) validate() error {
 	switch o.workload {
-	case "put", "range", "txn-put", "watch":
+	case "put", "range", "txn-put", "watch", "lease-keepalive":
+	case "watch-idle":
+		o.keySpaceSize = max(o.keySpaceSize, o.streams*o.watchersPerStream)
 	case "load":
 		o.sequentialKeys = true
 		o.keySpaceSize = o.total
@@ -160,8 +198,18 @@ func (o *options) validate() error {
 	if digits := len(strconv.Itoa(o.keySpaceSize - 1)); digits > o.keySize {
 		return fmt.Errorf("--key-size %d cannot hold %d distinct keys", o.keySize, o.keySpaceSize)
 	}
-	if o.workload == "watch" && o.valSize < 8 {
-		o.valSize = 8 // the send time travels in the first 8 bytes
+	switch o.workload {
+	case "watch", "watch-idle":
+		if o.streams < 1 || o.watchersPerStream < 1 || o.maxLag < 0 {
+			return errors.New("--streams, --watchers-per-stream must be >= 1, --max-lag >= 0")
+		}
+	case "lease-keepalive":
+		if o.streams < 1 || o.leases < 1 || o.leaseTTL < time.Second {
+			return errors.New("--streams, --leases must be >= 1, --lease-ttl >= 1s")
+		}
+	}
+	if o.workload == "watch" && o.valSize < 16 {
+		o.valSize = 16 // the send time and the put's number travel in the first 16 bytes
 	}
 	return nil
 }
@@ -334,94 +382,6 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[rank]
 }
 
-func runWatch(o options) (*Result, error) {
-	clis, err := newClients(o)
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(clis)
-	key := makeKey(0, o.keySize)
-	nw := o.streams * o.watchersPerStream
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	delays := make([][]time.Duration, nw)
-	var got atomic.Int64 // events delivered, all watchers together
-	var wg sync.WaitGroup
-	var lastEvent atomic.Int64 // UnixNano of the latest delivery seen by any watcher
-	for s := range o.streams {
-		cli := clis[s%len(clis)]
-		// clientv3 multiplexes watchers with equal metadata onto one gRPC stream; a
-		// distinct metadata value per stream gives each its own.
-		sctx := metadata.AppendToOutgoingContext(ctx, "loadgen-stream", strconv.Itoa(s))
-		for m := range o.watchersPerStream {
-			idx := s*o.watchersPerStream + m
-			wch := cli.Watch(sctx, key, clientv3.WithCreatedNotify())
-			first, ok := <-wch
-			if !ok || !first.Created {
-				return nil, fmt.Errorf("watcher %d was not created: %v", idx, first.Err())
-			}
-			wg.Add(1)
-			go func(idx int, wch clientv3.WatchChan) {
-				defer wg.Done()
-				mine := make([]time.Duration, 0, o.total)
-				for resp := range wch {
-					now := time.Now()
-					for _, ev := range resp.Events {
-						if len(ev.Kv.Value) >= 8 {
-							sent := int64(binary.BigEndian.Uint64(ev.Kv.Value[:8]))
-							mine = append(mine, now.Sub(time.Unix(0, sent)))
-						}
-					}
-					lastEvent.Store(now.UnixNano())
-					got.Add(int64(len(resp.Events)))
-				}
-				delays[idx] = mine
-			}(idx, wch)
-		}
-	}
-	value := randomBytes(o.valSize)
-	writer := clis[0]
-	var nerr int
-	var firstErr string
-	start := time.Now()
-	puts := 0
-	for ; puts < o.total && (o.duration <= 0 || time.Since(start) < o.duration); puts++ {
-		binary.BigEndian.PutUint64(value[:8], uint64(time.Now().UnixNano()))
-		pctx, pcancel := context.WithTimeout(context.Background(), o.timeout)
-		_, err := writer.Put(pctx, key, string(value))
-		pcancel()
-		if err != nil {
-			if nerr++; nerr == 1 {
-				firstErr = err.Error()
-			}
-		}
-	}
-	putsDone := time.Now()
-	// Wait for every watcher to see every put, 30 s at most; what is missing is reported.
-	want := int64(nw * (puts - nerr))
-	for deadline := putsDone.Add(30 * time.Second); got.Load() < want && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	wg.Wait()
-	end := time.Unix(0, lastEvent.Load())
-	if end.Before(putsDone) {
-		end = putsDone
-	}
-	var all []time.Duration
-	for _, d := range delays {
-		all = append(all, d...)
-	}
-	res := summarize(all, end.Sub(start))
-	res.Workload, res.Total, res.Errors, res.FirstError = "watch", puts, nerr, firstErr
-	res.Watchers = nw
-	res.Events = len(all)
-	res.EventsMiss = nw*(puts-nerr) - len(all)
-	res.EventsPerS = res.RequestsPS
-	res.RequestsPS = float64(puts) / putsDone.Sub(start).Seconds()
-	return res, nil
-}
-
 func report(o options, r *Result) error {
 	r.Endpoints = strings.Join(o.endpoints, ",")
 	r.Clients, r.Conns = o.clients, o.conns
@@ -430,12 +390,23 @@ func report(o options, r *Result) error {
 	}
 	fmt.Printf("workload %s: %d requests, %d errors, %.2fs\n", r.Workload, r.Total, r.Errors,
 		r.Seconds)
-	if r.Workload == "watch" {
+	switch r.Workload {
+	case "watch":
 		fmt.Printf("  watchers %d  events %d (missing %d)  events/s %.1f  puts/s %.1f\n",
 			r.Watchers, r.Events, r.EventsMiss, r.EventsPerS, r.RequestsPS)
 		fmt.Printf("  delivery delay ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
 			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
-	} else {
+		fmt.Printf("  put-to-last-delivery ms (%d puts): p50 %.3f  p99 %.3f  max %.3f\n",
+			r.PutsComplete, r.LastP50Ms, r.LastP99Ms, r.LastMaxMs)
+	case "watch-idle":
+		fmt.Printf("  watchers %d on %d streams, created in %.2fs\n", r.Watchers, r.Streams,
+			r.CreateSeconds)
+	case "lease-keepalive":
+		fmt.Printf("  %d leases granted in %.2fs (%.1f/s)\n", r.Leases, r.GrantSeconds, r.GrantsPS)
+		fmt.Printf("  keep-alives/s %.1f\n", r.RequestsPS)
+		fmt.Printf("  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
+			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
+	default:
 		fmt.Printf("  requests/s %.1f\n", r.RequestsPS)
 		fmt.Printf("  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
 			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
