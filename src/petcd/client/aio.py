@@ -27,6 +27,7 @@ from petcd.client.client import (
     DEFAULT_COMMAND_TIMEOUT_S,
     DEFAULT_DIAL_TIMEOUT_S,
     MAX_RECEIVE_BYTES,
+    FragmentAssembler,
     TLSConfig,
     normalize_endpoint,
 )
@@ -307,7 +308,8 @@ class AsyncClient:
         Options are those of :func:`petcd.client.requests.watch_create_request`
         (``prefix``, ``start_revision``, ``prev_kv``, ``progress_notify``...). The
         stream ends when the server cancels the watch (e.g. compacted revision:
-        the last response has ``canceled`` and ``compact_revision`` set).
+        the last response has ``canceled`` and ``compact_revision`` set). The parts of a
+        response split by the server (``fragment=True``) are yielded joined.
         """
         create = rq.watch_create_request(key, range_end, **options)
 
@@ -317,8 +319,12 @@ class AsyncClient:
             await _forever()
 
         call = await self._stream_call(lambda s: s.watch.Watch, outgoing())
+        fragments = FragmentAssembler()
         try:
-            async for response in call:
+            async for part in call:
+                response = fragments.feed(part)
+                if response is None:
+                    continue
                 if response.created and not response.events:
                     continue
                 yield response

@@ -526,11 +526,12 @@ class Client:
         """Watch a key or range; yields every WatchResponse after the creation one.
 
         Options are those of :func:`petcd.client.requests.watch_create_request`.
-        The iterator ends after a response with ``canceled`` set (for instance
-        a compacted start revision: ``compact_revision`` says up to where);
-        closing the generator cancels the stream. Requests put on ``control``
-        (e.g. a WatchRequest with ``progress_request``) are sent on the same
-        stream. ``require_leader`` sends
+        With ``fragment=True`` the server may split a large response; the parts are
+        joined again here, so every yielded response is whole. The iterator ends after
+        a response with ``canceled`` set (for instance a compacted start revision:
+        ``compact_revision`` says up to where); closing the generator cancels the
+        stream. Requests put on ``control`` (e.g. a WatchRequest with
+        ``progress_request``) are sent on the same stream. ``require_leader`` sends
         etcd's ``hasleader`` metadata, so a member without a leader cancels the
         watch instead of going silent.
         """
@@ -557,8 +558,12 @@ class Client:
 
         stubs = self._channel_for(self.endpoints[self._current])
         responses = stubs.watch.Watch(requests(), metadata=metadata, wait_for_ready=True)
+        fragments = FragmentAssembler()
         try:
-            for response in responses:
+            for part in responses:
+                response = fragments.feed(part)
+                if response is None:
+                    continue
                 if response.created and not response.events and not response.canceled:
                     continue
                 yield response
@@ -580,3 +585,29 @@ class Client:
         ``AuthStatus``, ``UserGet``, ``RoleGrantPermission``, ...).
         """
         return self._call(lambda s: getattr(s.auth, method), request, timeout_s=timeout_s)
+
+
+class FragmentAssembler:
+    """Joins the parts of a fragmented WatchResponse (etcd's ``fragment`` watch option).
+
+    A server splits a large response of a watcher created with ``fragment`` into several
+    responses with the same watch_id, all but the last with ``fragment`` set; they arrive one
+    after the other. ``feed`` holds the parts and returns the whole response with the last
+    part, or any other response unchanged (``None`` while a response is incomplete).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, Any] = {}
+
+    def feed(self, response: Any) -> Any | None:
+        held = self._pending.get(response.watch_id)
+        if held is None and not response.fragment:
+            return response
+        if held is None:
+            held = self._pending[response.watch_id] = rpc_pb2.WatchResponse()
+        held.MergeFrom(response)  # events appended in order; header from the latest part
+        if response.fragment:
+            return None
+        del self._pending[response.watch_id]
+        held.fragment = False
+        return held

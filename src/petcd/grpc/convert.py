@@ -404,3 +404,38 @@ def watch_events_bytes(header: ResponseHeader, watch_id: int, events: tuple[Even
         parts.append(_WATCH_ID_TAG + _varint(watch_id))
     parts.extend([_event_field(ev) for ev in events])
     return b"".join(parts)
+
+
+_WATCH_FRAGMENT_FIELD = b"\x38\x01"  # WatchResponse.fragment = true, field 7, varint
+
+
+def watch_fragments_bytes(
+    header: ResponseHeader, watch_id: int, events: tuple[Event, ...], bytes_max: int
+) -> list[bytes]:
+    """``watch_events_bytes``, split as etcd 3.5 splits a watcher's response (``fragment``).
+
+    A response of at least ``bytes_max`` bytes with two or more events becomes several, each
+    with the same header and watch_id and with as many events as fit under ``bytes_max``
+    (always at least one); every one but the last has ``fragment`` set. Anything smaller is
+    the one unsplit response.
+    """
+    prefix = _header_field(header)
+    if watch_id:
+        prefix += _WATCH_ID_TAG + _varint(watch_id)
+    fields = [_event_field(ev) for ev in events]
+    if len(fields) < 2 or len(prefix) + sum(map(len, fields)) < bytes_max:
+        return [b"".join([prefix, *fields])]
+    chunks: list[list[bytes]] = [[]]
+    base = len(prefix) + len(_WATCH_FRAGMENT_FIELD)
+    size = base
+    for fld in fields:
+        if chunks[-1] and size + len(fld) >= bytes_max:
+            chunks.append([])
+            size = base
+        chunks[-1].append(fld)
+        size += len(fld)
+    last = len(chunks) - 1
+    return [
+        b"".join([prefix, b"" if i == last else _WATCH_FRAGMENT_FIELD, *chunk])
+        for i, chunk in enumerate(chunks)
+    ]

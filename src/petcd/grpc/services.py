@@ -36,7 +36,7 @@ from petcd.grpc.election import ElectionService
 from petcd.grpc.lease import LeaseMember, LeaseService
 from petcd.grpc.lock import LockService
 from petcd.grpc.status import is_expected, status_for
-from petcd.grpc.watch import WatchMember, WatchService
+from petcd.grpc.watch import WatchMember, WatchService, add_watch_service
 from petcd.mvcc.requests import (
     CompactionRequest,
     CompactionResponse,
@@ -399,8 +399,9 @@ def make_server(
         ]
     )
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
-    rpc_pb2_grpc.add_WatchServicer_to_server(  # type: ignore[no-untyped-call]
-        WatchService(member, log), server
+    add_watch_service(
+        WatchService(member, log, fragment_bytes_max=max_request_bytes + GRPC_OVERHEAD_BYTES),
+        server,
     )
     rpc_pb2_grpc.add_LeaseServicer_to_server(  # type: ignore[no-untyped-call]
         LeaseService(member, log), server

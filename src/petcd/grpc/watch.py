@@ -48,6 +48,9 @@ from petcd.server.log import Logger
 
 SINK_CAPACITY = 128  # etcd's chanBufLen
 COALESCE_BYTES_MAX = 1 << 20  # below every client's default 4 MiB receive limit
+# etcd's default --max-request-bytes plus grpcOverheadBytes: the size from which the response of
+# a watcher created with ``fragment`` is split (make_server passes the member's own value).
+FRAGMENT_BYTES_DEFAULT = 1572864 + 512 * 1024
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 
 
@@ -143,7 +146,13 @@ def coalesce(items: list[Any]) -> list[Any]:
 
 
 class _Stream:
-    def __init__(self, member: WatchMember, log: Logger | None, raw: bool = False) -> None:
+    def __init__(
+        self,
+        member: WatchMember,
+        log: Logger | None,
+        raw: bool = False,
+        fragment_bytes_max: int = FRAGMENT_BYTES_DEFAULT,
+    ) -> None:
         self.member = member
         self.log = log
         self.sink = _StreamSink()
@@ -153,6 +162,8 @@ class _Stream:
         self.notify_ids: set[int] = set()  # watchers created with progress_notify
         self.quiet: set[int] = set()  # notify watchers with no events since the last tick
         self.raw = raw  # the stream's serializer passes bytes through (add_watch_service)
+        self.fragment_ids: set[int] = set()  # watchers created with fragment
+        self.fragment_bytes_max = fragment_bytes_max
         member.add_watch_sync_listener(self.on_sync)
 
     def close(self) -> None:
@@ -176,6 +187,7 @@ class _Stream:
             self._create(req.create_request)
         elif which == "cancel_request":
             w = self.watchers.pop(req.cancel_request.watch_id, None)
+            self.fragment_ids.discard(req.cancel_request.watch_id)
             if w is not None:
                 self.member.cancel_watch(w)
                 header = convert.header_pb(self.member.watch_header())
@@ -217,6 +229,8 @@ class _Stream:
             watch_id=wid,
         )
         self.watchers[wid] = w
+        if cr.fragment:
+            self.fragment_ids.add(wid)
         if cr.progress_notify:
             self.notify_ids.add(wid)
             self.quiet.add(wid)
@@ -236,11 +250,13 @@ class _Stream:
 
     def to_proto(
         self, resp: WatchResponse, headers: dict[int, ResponseHeader] | None = None
-    ) -> Any:
-        """The response for a store delivery: serialized bytes if ``raw``, else a message.
+    ) -> list[Any]:
+        """The responses for a store delivery: serialized bytes if ``raw``, else messages.
 
-        ``headers`` shares the member's header per revision between the responses encoded
-        in one batch (all watchers of one write get the same header).
+        One response, or several if the watcher asked for ``fragment`` and the response
+        reaches ``fragment_bytes_max`` (etcd's sendFragments). ``headers`` shares the member's
+        header per revision between the responses encoded in one batch (all watchers of one
+        write get the same header).
         """
         self.quiet.discard(resp.watch_id)
         if headers is None:
@@ -254,24 +270,41 @@ class _Stream:
             self.watchers.pop(resp.watch_id, None)
             header = convert.header_pb(h)
             header.revision = 0  # etcd's compaction response carries no revision
-            return rpc_pb2.WatchResponse(
-                header=header,
-                watch_id=resp.watch_id,
-                canceled=True,
-                compact_revision=resp.compact_revision,
+            self.fragment_ids.discard(resp.watch_id)
+            return [
+                rpc_pb2.WatchResponse(
+                    header=header,
+                    watch_id=resp.watch_id,
+                    canceled=True,
+                    compact_revision=resp.compact_revision,
+                )
+            ]
+        if resp.watch_id in self.fragment_ids:
+            parts = convert.watch_fragments_bytes(
+                h, resp.watch_id, resp.events, self.fragment_bytes_max
             )
-        data = convert.watch_events_bytes(h, resp.watch_id, resp.events)
-        return data if self.raw else rpc_pb2.WatchResponse.FromString(data)
+        else:
+            parts = [convert.watch_events_bytes(h, resp.watch_id, resp.events)]
+        return parts if self.raw else [rpc_pb2.WatchResponse.FromString(p) for p in parts]
 
 
 class WatchService(rpc_pb2_grpc.WatchServicer):
-    def __init__(self, member: WatchMember, log: Logger | None = None) -> None:
+    def __init__(
+        self,
+        member: WatchMember,
+        log: Logger | None = None,
+        *,
+        fragment_bytes_max: int = FRAGMENT_BYTES_DEFAULT,
+    ) -> None:
         self._member = member
         self._log = log
         self.raw = False  # set by add_watch_service: responses may be pre-serialized bytes
+        # etcd: --max-request-bytes + grpcOverheadBytes; a ``fragment`` watcher's response
+        # of this size or more (with two events or more) is split.
+        self.fragment_bytes_max = fragment_bytes_max
 
     async def Watch(self, request_iterator: Any, context: Any) -> None:
-        stream = _Stream(self._member, self._log, self.raw)
+        stream = _Stream(self._member, self._log, self.raw, self.fragment_bytes_max)
         sink = stream.sink
         failure: list[BaseException] = []
 
@@ -304,10 +337,12 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                     sink.items.clear()
                     sink.events = 0
                     headers: dict[int, ResponseHeader] = {}
-                    out = [
-                        stream.to_proto(item, headers) if isinstance(item, WatchResponse) else item
-                        for item in coalesce(batch)
-                    ]
+                    out: list[Any] = []
+                    for item in coalesce(batch):
+                        if isinstance(item, WatchResponse):
+                            out.extend(stream.to_proto(item, headers))
+                        else:
+                            out.append(item)
                     for item in out:
                         await context.write(item)
                 if sink.refused:
