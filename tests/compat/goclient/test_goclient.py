@@ -161,6 +161,9 @@ def test_reference_transcript_is_meaningful(
     assert by_step["trylock"][0]["locked"] is True
     assert by_step["put-too-large"][0]["error"] == "etcdserver: request is too large"
     assert by_step["list-large"][0]["bytes"] > 10 * 1024 * 1024
+    # WithFragment: the ~10 MiB catch-up is split on the wire and joined by the client.
+    assert by_step["watch-large-fragment"][0]["events"] == 12
+    assert by_step["watch-large-fragment"][0]["responses"] == 1
     lease_gone = "etcdserver: requested lease not found"
     assert by_step["create-revoked-lease"][0]["error"] == lease_gone
     assert [kv["key"] for kv in by_step["ns-get"][0]["kvs"]] == ["x", "y", "z"]
