@@ -8,7 +8,7 @@ member, on its event loop::
         on_messages=lambda ms: [node.step(m) for m in ms],   # then wake the Ready loop
         report_unreachable=node.report_unreachable,
         report_snapshot=node.report_snapshot,
-        snapshot_source=copy_backend_for,                    # (metadata) -> path, worker thread
+        snapshot_source=copy_backend_for,    # (metadata) -> SnapshotFile, in a worker thread
         on_snapshot=install_snapshot_file,                   # (message, path): owns the file
         logger=log,
     )
@@ -34,6 +34,7 @@ from petcd.peer.transport import (
     PeerStats,
     PeerTransport,
     PeerUrl,
+    SnapshotFile,
     TransportConfig,
     parse_peer_url,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "PeerTransport",
     "PeerUrl",
     "PeerUrlError",
+    "SnapshotFile",
     "TransportConfig",
     "decode_message",
     "encode_frames",

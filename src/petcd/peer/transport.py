@@ -21,7 +21,9 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
   attempt after a start or a lost connection, when messages wait for it), gets the message
   dropped and is reported through ``report_unreachable`` (once per peer per ``send``; queued
   messages dropped when a dial fails or a connection is lost are reported too); a MsgSnap starts a
-  snapshot task on its own connection, which ends with ``report_snapshot(peer, failed)``.
+  snapshot task on its own connection, which ends with ``report_snapshot(peer, failed)``. The
+  task gets the file from ``snapshot_source`` (a ``SnapshotFile``: the sender's state machine
+  and the metadata that file really holds, which replaces the message's).
 
 A peer's dial loop must outlive every failure while its peer is a member: the peer may reset a
 connection at any point (while we connect, handshake, write, or back off), and any write may
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -115,6 +118,21 @@ class _StdLogger:
 
     def error(self, msg: str, **fields: Any) -> None:
         self._log.error(self._fmt(msg, fields))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    """What a snapshot source hands back: the state machine file and the metadata it holds.
+
+    The sender replaces the MsgSnap's metadata with ``metadata`` before streaming: the file is
+    the sender's live state machine, which may have applied past the snapshot raft chose, and a
+    receiver must record the index, term and configuration its new state machine really has
+    (etcd's createMergedSnapshotMessage does the same). A source may also return a bare path:
+    then the message goes as raft made it.
+    """
+
+    path: str | os.PathLike[str]
+    metadata: SnapshotMetadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +245,8 @@ class PeerTransport:
         on_messages: Callable[[list[Message]], None],
         report_unreachable: Callable[[MemberId], None],
         report_snapshot: Callable[[MemberId, bool], None],
-        snapshot_source: Callable[[SnapshotMetadata], str | os.PathLike[str]] | None = None,
+        snapshot_source: Callable[[SnapshotMetadata], str | os.PathLike[str] | SnapshotFile]
+        | None = None,
         on_snapshot: Callable[[Message, Path], None] | None = None,
         on_rejected: Callable[[MemberId, int], None] | None = None,
         logger: PeerLogger | None = None,
@@ -664,7 +683,14 @@ class PeerTransport:
             assert m.snapshot is not None, "MsgSnap without a snapshot"
             if self._snapshot_source is None:
                 raise OSError("no snapshot source configured")
-            path = await asyncio.to_thread(self._snapshot_source, m.snapshot.metadata)
+            source = await asyncio.to_thread(self._snapshot_source, m.snapshot.metadata)
+            if isinstance(source, SnapshotFile):
+                path = source.path
+                m = dataclasses.replace(
+                    m, snapshot=dataclasses.replace(m.snapshot, metadata=source.metadata)
+                )
+            else:
+                path = source
             reader, writer = await self._dial(p, codec.KIND_SNAPSHOT)
             failed = not await self._stream_snapshot(m, Path(path), reader, writer)
         except asyncio.CancelledError:

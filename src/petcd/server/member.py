@@ -118,7 +118,7 @@ from petcd.mvcc.requests import (
     TxnResponse,
 )
 from petcd.mvcc.watchable_store import WatchableStore, Watcher, WatcherState, WatchSink
-from petcd.peer import HandshakeStatus, PeerTransport, TransportConfig
+from petcd.peer import HandshakeStatus, PeerTransport, SnapshotFile, TransportConfig
 from petcd.raft import confchange
 from petcd.raft.config import Config as RaftConfig
 from petcd.raft.errors import ProposalDroppedError, RaftError
@@ -179,6 +179,15 @@ _T = TypeVar("_T")
 ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
 ALARM_NOSPACE, ALARM_CORRUPT = 1, 2  # etcd's AlarmType
 _ALARM_NAMES = {0: "NONE", ALARM_NOSPACE: "NOSPACE", ALARM_CORRUPT: "CORRUPT"}
+
+
+def _durable_rename(src: str, dst: str) -> None:
+    os.replace(src, dst)
+    fd = os.open(os.path.dirname(os.path.abspath(dst)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _alarm_name(alarm: int) -> str:
@@ -336,6 +345,7 @@ class Member:
         self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
         self._backend = Backend(cfg.backend_path)
         log.info("opened backend db", path=cfg.backend_path)
+        self._recover_snapshot_backend()
         # The lessor before mvcc: mvcc re-attaches keys to their leases while it restores.
         self.lessor = Lessor(
             BucketLeaseStore(NamedBucket(self._backend, LEASE)),
@@ -570,9 +580,9 @@ class Member:
             self.node.report_snapshot(mid, failed)
             self._kick()
 
-        def snapshot_source(meta: SnapshotMetadata) -> str:
+        def snapshot_source(meta: SnapshotMetadata) -> SnapshotFile:
             # Called in a worker thread: the copy itself must run between apply rounds.
-            return asyncio.run_coroutine_threadsafe(self.snapshot_file(), loop).result()
+            return asyncio.run_coroutine_threadsafe(self._snapshot_for_peer(), loop).result()
 
         def on_snapshot(m: Message, path: Path) -> None:
             self._incoming_snapshots[m.snapshot.metadata.index if m.snapshot else 0] = str(path)
@@ -845,20 +855,100 @@ class Member:
             with contextlib.suppress(OSError):
                 os.remove(self._incoming_snapshots.pop(stale))
         self.log.info("applying snapshot", snapshot_index=meta.index, snapshot_term=meta.term)
+        # Crash-safe order (etcd's): the received file is kept durably under the snapshot's
+        # index, then the snapshot is recorded (snap file, WAL marker), then the backend is
+        # replaced. A crash between the last two finds a WAL marker beyond the backend's
+        # consistent index and that file next to it (``_recover_snapshot_backend``). The
+        # backend is never ahead of the WAL: the sender's metadata is its file's own.
+        db_path = self._snapshot_db_path(meta.index)
+        await self._in_thread(lambda: _durable_rename(path, db_path))
         await self._in_thread(self._backend.commit)
-        ci, _ = await self._in_thread(lambda: self._backend.replace_with(path))
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        self._rebuild_state_machine()
         await self._in_thread(lambda: self._snapshotter.save_bytes(meta, b""))
         self._wal.save_snapshot(meta)
         await self._in_thread(self._wal.sync)
+        ci, _ = await self._in_thread(lambda: self._backend.replace_with(db_path))
+        if ci != meta.index:
+            self.log.warn(
+                "the received snapshot's database does not hold the snapshot's index",
+                snapshot_index=meta.index,
+                consistent_index=ci,
+            )
+        with contextlib.suppress(OSError):
+            os.remove(db_path)
+        self._rebuild_state_machine()
         self._storage.apply_snapshot(Snapshot(meta))
         self._conf_voters = meta.conf_state.voters
         self._applied = max(self._applied, meta.index)
         self._consistent_index = max(ci, meta.index)
         self._snapshot_index = meta.index
         self.log.info("applied snapshot", snapshot_index=meta.index, consistent_index=ci)
+
+    def _snapshot_db_path(self, index: Index) -> str:
+        """Where a received snapshot's database waits until it replaced the backend (etcd's
+        ``<snap dir>/<index>.snap.db``)."""
+        return os.path.join(self.cfg.snap_path, f"{index:016x}.snap.db")
+
+    def _recover_snapshot_backend(self) -> None:
+        """At open: finish a snapshot install that a crash interrupted.
+
+        The WAL's newest snapshot marker beyond the backend's consistent index can only be a
+        received snapshot whose database had not replaced the backend yet: install it from its
+        ``.snap.db`` file (etcd's recoverSnapshotBackend). Leftover received files go.
+        """
+        cfg = self.cfg
+        ci, _ = self._backend.consistent_index()
+        if wal_exists(cfg.wal_path):
+            markers = snapshot_markers(cfg.wal_path)
+            if markers and markers[-1].index > ci:
+                newest = markers[-1]
+                db_path = self._snapshot_db_path(newest.index)
+                if os.path.exists(db_path):
+                    self.log.info(
+                        "recovering the backend from a received snapshot",
+                        snapshot_index=newest.index,
+                        consistent_index=ci,
+                        path=db_path,
+                    )
+                    ci, _ = self._backend.replace_with(db_path)
+        for name in os.listdir(cfg.snap_path):
+            if name.endswith((".snap.db", ".snap.rcv")):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(cfg.snap_path, name))
+
+    async def _snapshot_for_peer(self) -> SnapshotFile:
+        """A copy of the backend for a follower, with the metadata of exactly that copy.
+
+        Raft picked its newest snapshot (index S), but the file sent is the live backend,
+        which applied up to ``applied`` >= S. The follower must record what its new backend
+        holds, so the message says (applied, its term, the configuration now), as etcd's
+        createMergedSnapshotMessage; the leader's log still has every entry after it.
+        """
+        fd, path = tempfile.mkstemp(prefix="snapshot-", suffix=".tmp", dir=self.cfg.member_dir)
+        os.close(fd)
+        backend = self._backend
+
+        def copy() -> SnapshotMetadata:
+            # Runs while the Ready loop waits for it: nothing is applied meanwhile, so the
+            # applied index, the configuration and the backend agree.
+            applied = self._applied
+            ci = backend.consistent_index()[0]
+            if ci > applied:
+                # Still replaying entries the backend had before a restart: the configuration
+                # is not yet the backend's. Raft sends the snapshot again later.
+                raise OSError(f"replaying the log up to {ci} (applied {applied}); try later")
+            if ci < applied:
+                backend.set_consistent_index(applied, self._storage.term(applied))
+            conf = self.node.raft.conf_state()
+            with open(path, "wb") as f:
+                index, term = backend.copy_to(f)
+            return SnapshotMetadata(index, term, conf)
+
+        try:
+            meta = await self._loop_job(copy)
+        except BaseException:
+            os.remove(path)
+            raise
+        return SnapshotFile(path, meta)
 
     def _rebuild_state_machine(self) -> None:
         """After the backend file was replaced: a new lessor, mvcc reloaded, members reread."""
