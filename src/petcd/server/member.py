@@ -882,6 +882,14 @@ class Member:
         self._consistent_index = max(ci, meta.index)
         self._snapshot_index = meta.index
         self.log.info("applied snapshot", snapshot_index=meta.index, consistent_index=ci)
+        if (
+            self._ready_to_serve is not None
+            and self._lead != NONE_ID
+            and meta.term == self._term()
+        ):
+            # The snapshot holds the leader's log of this term so far (as applying an entry
+            # of this term would tell): ready, and publish, without waiting for a new entry.
+            self._ready_to_serve.set()
 
     def _snapshot_db_path(self, index: Index) -> str:
         """Where a received snapshot's database waits until it replaced the backend (etcd's
