@@ -4,6 +4,7 @@ stops), replace a member whose disk was lost, and etcd's refusals with etcd's te
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.server.ids import member_id
 from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port, kv_stub
 
 TOKEN = "itest-membership"
@@ -248,3 +250,66 @@ def test_member_removed_while_down_stops_when_it_restarts(
     assert b.proc is not None
     assert b.proc.wait(timeout=30) == 0, b.log_tail()
     assert "the member has been permanently removed from the cluster" in b.log_tail()
+
+
+def test_etcd_procedure_member_add_then_start_with_the_printed_environment(
+    tmp_path: Path, procs: list[PetcdProcess]
+) -> None:
+    """etcd's documented way to grow a cluster: ``etcdctl member add`` (a voter), then start the
+    new member with the ``ETCD_*`` lines it printed. The new member is not given the cluster's
+    token (etcd prints none): its id comes from the cluster, by its peer URLs."""
+    a = _first(tmp_path)
+    procs.append(a)
+    a.start()
+    assert _ok(etcdctl(a.endpoint, "put", "before", "add")) == "OK\n"
+    b_port, b_client = free_port(), free_port()
+    b_peer = f"http://127.0.0.1:{b_port}"
+    before_s = int(time.time())
+    out = _ok(etcdctl(a.endpoint, "member", "add", "b", f"--peer-urls={b_peer}"))
+    after_s = int(time.time())
+    m = re.search(r"Member +([0-9a-f]+) added to cluster +([0-9a-f]+)", out)
+    assert m, out
+    b_id = int(m.group(1), 16)
+    # etcd's id for a member added at run time: its peer URLs and the time of the addition.
+    assert b_id in {member_id([b_peer], "", t) for t in range(before_s - 1, after_s + 2)}
+    env = dict(re.findall(r'^(ETCD_[A-Z_]+)="(.*)"$', out, re.M))
+    assert set(env) == {
+        "ETCD_NAME",
+        "ETCD_INITIAL_CLUSTER",
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        "ETCD_INITIAL_CLUSTER_STATE",
+    }, out
+    assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
+    client_url = f"http://127.0.0.1:{b_client}"
+    b = PetcdProcess(
+        tmp_path / "b" / "data",
+        name="b",
+        client_port=b_client,
+        peer_port=b_port,
+        args=[
+            "--data-dir",
+            str(tmp_path / "b" / "data"),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            b_peer,
+        ],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}, **env},
+    )
+    procs.append(b)
+    b.start()
+    assert any(
+        r.get("msg") == "joining an existing cluster" and r.get("local-member-id") == f"{b_id:x}"
+        for r in b.log_records()
+    ), b.log_tail()
+    assert _ok(etcdctl(b.endpoint, "put", "through", "b")) == "OK\n"
+    assert _ok(etcdctl(a.endpoint, "get", "through", "--print-value-only")) == "b\n"
+    assert _get_serializable(b, "before") == "add"
+    _wait(
+        lambda: {m.name: m.ID for m in _member_list(a, linearizable=True)}.get("b") == b_id,
+        "the new member to publish its name",
+    )
+    listed = _ok(etcdctl(a.endpoint, "member", "list"))
+    assert len(listed.splitlines()) == 2 and listed.count(", started, ") == 2, listed

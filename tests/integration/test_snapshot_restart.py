@@ -77,9 +77,10 @@ def _wait_caught_up(members: list[PetcdProcess], timeout_s: float = 60.0) -> int
     while True:
         try:
             sts = [_status(m) for m in members]
-            if len({s.raftAppliedIndex for s in sts}) == 1 and len(
-                {s.header.revision for s in sts}
-            ) == 1:
+            if (
+                len({s.raftAppliedIndex for s in sts}) == 1
+                and len({s.header.revision for s in sts}) == 1
+            ):
                 return int(sts[0].header.revision)
         except grpc.RpcError:
             pass

@@ -36,6 +36,8 @@ from petcd.peer.transport import (
     PeerUrl,
     SnapshotFile,
     TransportConfig,
+    decode_member_listing,
+    encode_member_listing,
     parse_peer_url,
 )
 
@@ -55,8 +57,10 @@ __all__ = [
     "PeerUrlError",
     "SnapshotFile",
     "TransportConfig",
+    "decode_member_listing",
     "decode_message",
     "encode_frames",
+    "encode_member_listing",
     "encode_message",
     "parse_peer_url",
 ]

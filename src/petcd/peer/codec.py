@@ -303,6 +303,7 @@ REPLY_HEADER_BYTES = _REPLY.size
 
 KIND_STREAM = 1
 KIND_SNAPSHOT = 2
+KIND_MEMBERS = 3  # a joining member asks who is in the cluster (the reply's reason is JSON)
 
 
 class HandshakeStatus:

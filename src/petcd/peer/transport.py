@@ -10,7 +10,9 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
   connection then carries frames: every read of up to ``read_bytes`` is decoded and all whole
   messages in it go to ``on_messages(list)`` in one call. A **snapshot** connection carries one
   MsgSnap and the state machine file, written to a temporary file in ``snapshot_dir``,
-  fsynced, checked (size, CRC-32) and handed to ``on_snapshot(message, path)``.
+  fsynced, checked (size, CRC-32) and handed to ``on_snapshot(message, path)``. A **members**
+  connection (a joining member; only when ``members_source`` is given) gets the cluster's
+  members and their peer URLs as the handshake reply (``encode_member_listing``), then closes.
 - for each peer (``add_peer``) one task dials a long-lived stream connection (cycling through
   the peer's URLs, with capped exponential backoff between failures) and writes: it waits for
   the queue to be non-empty, takes everything queued, encodes it as one buffer, writes it and
@@ -46,13 +48,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
 import ssl
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -249,6 +252,7 @@ class PeerTransport:
         | None = None,
         on_snapshot: Callable[[Message, Path], None] | None = None,
         on_rejected: Callable[[MemberId, int], None] | None = None,
+        members_source: Callable[[], Mapping[MemberId, Sequence[str]]] | None = None,
         logger: PeerLogger | None = None,
         rand: random.Random | None = None,
         server_ssl: ssl.SSLContext | None = None,
@@ -261,6 +265,7 @@ class PeerTransport:
         self._snapshot_source = snapshot_source
         self._on_snapshot = on_snapshot
         self._on_rejected = on_rejected
+        self._members_source = members_source
         self.log: PeerLogger = logger if logger is not None else _StdLogger()
         self._rand = rand if rand is not None else random.Random()
         self._server_ssl = server_ssl
@@ -758,10 +763,10 @@ class PeerTransport:
 
     def _check_hello(self, h: codec.Hello) -> tuple[int, str]:
         me = self.cfg.member_id
-        if h.version != codec.PROTOCOL_VERSION or h.kind not in (
-            codec.KIND_STREAM,
-            codec.KIND_SNAPSHOT,
-        ):
+        kinds: tuple[int, ...] = (codec.KIND_STREAM, codec.KIND_SNAPSHOT)
+        if self._members_source is not None:
+            kinds += (codec.KIND_MEMBERS,)
+        if h.version != codec.PROTOCOL_VERSION or h.kind not in kinds:
             return HandshakeStatus.BAD_PROTOCOL, (
                 f"unsupported peer protocol version {h.version} kind {h.kind}"
             )
@@ -770,6 +775,8 @@ class PeerTransport:
                 f"request cluster ID mismatch: local {self.cfg.cluster_id:x}, "
                 f"remote {h.cluster_id:x}"
             )
+        if h.kind == codec.KIND_MEMBERS and self._members_source is not None:
+            return HandshakeStatus.OK, encode_member_listing(self._members_source())
         if h.from_ in self._removed:
             return HandshakeStatus.REMOVED, (
                 f"rejected stream from remote peer {h.from_:x} because it was removed"
@@ -819,7 +826,9 @@ class PeerTransport:
                 with contextlib.suppress(OSError):
                     await writer.drain()
                 return
-            if hello.kind == codec.KIND_STREAM:
+            if hello.kind == codec.KIND_MEMBERS:
+                await asyncio.wait_for(writer.drain(), self.cfg.dial_timeout_seconds)
+            elif hello.kind == codec.KIND_STREAM:
                 await self._receive_stream(hello.from_, reader, writer)
             else:
                 await self._receive_snapshot(hello.from_, reader, writer)
@@ -942,6 +951,26 @@ class PeerTransport:
             if not handed_over:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def encode_member_listing(members: Mapping[MemberId, Sequence[str]]) -> str:
+    """The reply to a ``KIND_MEMBERS`` hello: the members' ids (hex) and peer URLs, as JSON."""
+    listing = [{"id": f"{mid:x}", "peerURLs": list(urls)} for mid, urls in sorted(members.items())]
+    text = json.dumps({"members": listing}, separators=(",", ":"))
+    if len(text.encode()) > 0xFFFF:
+        raise CodecError(f"member listing of {len(listing)} members exceeds a handshake reply")
+    return text
+
+
+def decode_member_listing(text: str) -> dict[MemberId, tuple[str, ...]]:
+    """The inverse of ``encode_member_listing``; raises ``CodecError`` on anything else."""
+    try:
+        obj = json.loads(text)
+        return {
+            MemberId(int(m["id"], 16)): tuple(str(u) for u in m["peerURLs"]) for m in obj["members"]
+        }
+    except (ValueError, KeyError, TypeError) as e:
+        raise CodecError(f"bad member listing: {e}") from None
 
 
 def _write(writer: asyncio.StreamWriter, data: bytes) -> None:

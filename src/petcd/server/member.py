@@ -435,9 +435,7 @@ class Member:
             )
         own = [str(u) for u in by_name[cfg.name]]
         others = [[str(u) for u in urls] for name, urls in cfg.initial_cluster if name != cfg.name]
-        info = join.discover(
-            own, others, cfg.initial_cluster_token, timeout_s=self.request_timeout_s * 2
-        )
+        info = join.discover(own, others, timeout_s=self.request_timeout_s * 2)
         self.id, self.cluster_id = info.member_id, info.cluster_id
         # Only what is needed to reach the peers; the members come with the log or snapshot.
         self._members = {mid: MemberInfo(mid, "", urls) for mid, urls in info.peers.items()}
@@ -599,6 +597,7 @@ class Member:
             report_snapshot=report_snapshot,
             snapshot_source=snapshot_source,
             on_snapshot=on_snapshot,
+            members_source=lambda: {mid: m.peer_urls for mid, m in self._members.items()},
             logger=self.log,
             rand=self._rand,
         )
@@ -882,11 +881,7 @@ class Member:
         self._consistent_index = max(ci, meta.index)
         self._snapshot_index = meta.index
         self.log.info("applied snapshot", snapshot_index=meta.index, consistent_index=ci)
-        if (
-            self._ready_to_serve is not None
-            and self._lead != NONE_ID
-            and meta.term == self._term()
-        ):
+        if self._ready_to_serve is not None and self._lead != NONE_ID and meta.term == self._term():
             # The snapshot holds the leader's log of this term so far (as applying an entry
             # of this term would tell): ready, and publish, without waiting for a new entry.
             self._ready_to_serve.set()
@@ -1453,8 +1448,13 @@ class Member:
                 raise PeerURLExistError()
 
     def _new_member_id(self, urls: tuple[str, ...]) -> MemberId:
-        for seq in range(1, join.ADDED_MEMBER_SEQ_MAX + 1):
-            mid = join.added_member_id(urls, self.cfg.initial_cluster_token, seq)
+        # etcd's MemberAdd: computeMemberId(peer URLs, no cluster name, now in Unix seconds).
+        # The new member learns it from the cluster (petcd.server.join), not from the token.
+        # The same URLs removed and added again within a second would get the removed id,
+        # which etcd refuses; petcd takes the id of a second later instead.
+        now_s = int(self._clock())
+        for t in range(now_s, now_s + 10):
+            mid = member_id(urls, "", t)
             if mid not in self._removed_ids and mid not in self._members:
                 return mid
         raise MemberExistError()

@@ -38,7 +38,7 @@ def _crash_after(fn: Callable[..., Any], point: str) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = fn(*args, **kwargs)
-        if _installing[0] and POINT == point:
+        if _installing[0] and point == POINT:
             _die()
         return result
 
