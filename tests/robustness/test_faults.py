@@ -151,11 +151,6 @@ def test_long_runs(tmp_path: Path, target: str, members: int, seed: int, partiti
 
 
 @pytest.mark.long
-@pytest.mark.xfail(
-    strict=False,
-    reason="petcd bug (about 1 run in 5): a member killed right after installing a snapshot "
-    "cannot restart, its backend is ahead of its WAL (docs/design/robustness.md, Findings)",
-)
 def test_long_run_with_frequent_snapshots(tmp_path: Path) -> None:
     """Members that were down or partitioned catch up from snapshots, not only from the log."""
     config = RunConfig(
