@@ -17,6 +17,11 @@ on exactly the processes the cluster started, by pid:
   peer listener, so proxy i carries everything member i receives from its peers (each
   member sends on the connections it dials); blackholing or dropping it is an asymmetric
   partition: i hears nobody, everybody still hears i.
+- ``cut(i, j)`` / ``isolate(i)`` / ``partition(group, ...)`` (petcd, ``proxied=True``): the
+  proxies tell the dialing member by its peer handshake (``petcd_peer_sender``), so a pair
+  can be cut in both directions while every other pair still talks: a symmetric isolation
+  of one member, a split into groups, or a partial partition (two members that cannot talk
+  to each other but both reach a third). ``connect_all()`` undoes them.
 
 ``heal()`` reconnects, resumes paused members and restarts killed ones. ``stop()`` kills
 everything. The log of member ``name`` is ``<base>/<name>/petcd-<name>.log`` whatever the
@@ -38,7 +43,8 @@ import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2
 from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, free_port, maintenance_stub
-from tests.robustness.proxy import Mode, TcpProxy
+from petcd.server.ids import member_id
+from tests.robustness.proxy import PETCD_PEER_SNIFF_BYTES, Mode, TcpProxy, petcd_peer_sender
 
 ETCD_BIN = "/usr/bin/etcd"
 BINARIES = {"petcd": PETCD_BIN, "etcd": ETCD_BIN}
@@ -101,15 +107,21 @@ class Cluster:
     proxied: bool = False
     members: list[Member] = field(default_factory=list)
     proxies: list[TcpProxy] = field(default_factory=list)
+    # Each member's id (etcd's formula over its advertised peer URL and the cluster token).
+    member_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert self.target in BINARIES, self.target
         names = [f"m{i}" for i in range(self.size)]
         peer_ports = {n: free_port() for n in names}
         advertised = dict(peer_ports)
+        token = f"robustness-{self.target}"
         if self.proxied:
             for n in names:
-                proxy = TcpProxy("127.0.0.1", peer_ports[n]).start()
+                proxy = TcpProxy("127.0.0.1", peer_ports[n])
+                if self.target == "petcd":  # etcd's peers speak HTTP: no per-pair cuts
+                    proxy.sniff, proxy.sniff_bytes = petcd_peer_sender, PETCD_PEER_SNIFF_BYTES
+                proxy.start()
                 self.proxies.append(proxy)
                 advertised[n] = proxy.listen_port
         initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in advertised.items())
@@ -126,13 +138,14 @@ class Cluster:
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{advertised[n]}",
                 "--initial-cluster", initial,
                 "--initial-cluster-state", "new",
-                "--initial-cluster-token", f"robustness-{self.target}",
+                "--initial-cluster-token", token,
                 *self.extra_args,
             ]  # fmt: skip
             m = Member(data_dir, name=n, args=args, binary=BINARIES[self.target])
             m.client_port = int(client_url.rsplit(":", 1)[1])
             m.peer_port = peer_ports[n]
             self.members.append(m)
+            self.member_ids.append(member_id([f"http://127.0.0.1:{advertised[n]}"], token))
 
     @property
     def endpoints(self) -> list[str]:
@@ -208,11 +221,54 @@ class Cluster:
     def reconnect(self, i: int) -> None:
         self.proxies[i].set_mode(Mode.PASS)
 
+    def cut(self, i: int, j: int, mode: Mode = Mode.BLACKHOLE) -> None:
+        """Members ``i`` and ``j`` cannot talk to each other, in either direction."""
+        assert self.proxied and self.proxies[i].sniff is not None, "needs petcd with proxies"
+        assert i != j
+        self.proxies[j].set_sender_mode(self.member_ids[i], mode)
+        self.proxies[i].set_sender_mode(self.member_ids[j], mode)
+
+    def isolate(self, i: int, mode: Mode = Mode.BLACKHOLE) -> None:
+        """Member ``i`` can talk to nobody and nobody to it (a symmetric partition)."""
+        for j in range(self.size):
+            if j != i:
+                self.cut(i, j, mode)
+
+    def partition(self, *groups: list[int], mode: Mode = Mode.BLACKHOLE) -> None:
+        """Members talk only within their group; every member must be in one group."""
+        assert sorted(i for g in groups for i in g) == list(range(self.size)), groups
+        for a, ga in enumerate(groups):
+            for gb in groups[a + 1 :]:
+                for i in ga:
+                    for j in gb:
+                        self.cut(i, j, mode)
+
+    def connect_all(self) -> None:
+        """Undo ``cut``, ``isolate`` and ``partition``."""
+        for p in self.proxies:
+            p.clear_sender_modes()
+
+    def leader_index(self, timeout_s: float = 2.0) -> int | None:
+        """The index of the member that some running member names as leader, if any."""
+        for m in self.members:
+            if m.proc is None or m.proc.poll() is not None or m.paused:
+                continue
+            try:
+                with grpc.insecure_channel(m.endpoint) as ch:
+                    st = maintenance_stub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
+            except grpc.RpcError:
+                continue
+            if st.leader in self.member_ids:
+                return self.member_ids.index(st.leader)
+        return None
+
     def heal(self) -> None:
         """Every member running, not paused, and reachable."""
         for p in self.proxies:
             if p.mode is not Mode.PASS:
                 p.set_mode(Mode.PASS)
+            if p.sender_modes:
+                p.clear_sender_modes()
         for i, m in enumerate(self.members):
             if m.paused:
                 self.resume(i)

@@ -18,7 +18,15 @@ Modes (``set_mode``), applied to existing and new connections alike:
 - ``DROP``: every open connection is reset and new ones are closed as soon as they are
   accepted (a partition that TCP notices: the peer gets errors and redials).
 
-The proxy never inspects the bytes. ``close()`` stops the loop and every connection.
+Per sender (``sniff``): given a function that names the sender of a connection from its first
+``sniff_bytes`` bytes (for petcd peers, :func:`petcd_peer_sender` reads the member id from the
+peer handshake), ``set_sender_mode(sender, mode)`` applies a mode to that sender's connections
+only, both directions of them; the proxy-wide mode, when not ``PASS``, wins. Between members
+this cuts chosen pairs (a symmetric or partial partition) although every member dials the same
+proxy. The first bytes are read before the target is dialled; a connection that does not send
+them within ``sniff_timeout_s`` is closed. Without ``sniff`` the proxy never inspects the bytes.
+
+``close()`` stops the loop and every connection.
 Counters (``connections``, ``bytes_forwarded``) let tests see that traffic really went
 through it; ``journal`` keeps the last few hundred connection events (wall-clock time,
 client port, what happened) for post-mortems.
@@ -34,8 +42,22 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+from petcd.peer.codec import HELLO_BYTES, CodecError, decode_hello
+
+
+def petcd_peer_sender(first: bytes) -> int | None:
+    """The sender member id of a petcd peer connection from its handshake, or None."""
+    try:
+        return int(decode_hello(first[:HELLO_BYTES]).from_)
+    except CodecError:
+        return None
+
+
+PETCD_PEER_SNIFF_BYTES = HELLO_BYTES
 
 
 class Mode(enum.Enum):
@@ -56,6 +78,12 @@ class TcpProxy:
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    # Per-sender modes (see the module docstring); a connection's sender, when known.
+    sniff: Callable[[bytes], Hashable | None] | None = None
+    sniff_bytes: int = 0
+    sniff_timeout_s: float = 5.0
+    sender_modes: dict[Hashable, Mode] = field(default_factory=dict)
+    _senders: dict[asyncio.StreamWriter, Hashable] = field(default_factory=dict)
     _thread: threading.Thread | None = None
     # (wall-clock time, client port, what happened), the last few hundred, for post-mortems
     journal: collections.deque[tuple[float, int, str]] = field(
@@ -109,6 +137,34 @@ class TcpProxy:
 
         self._call(apply)
 
+    def set_sender_mode(self, sender: Hashable, mode: Mode) -> None:
+        """Apply ``mode`` to the connections of ``sender`` only (needs ``sniff``)."""
+        assert self.sniff is not None, "per-sender modes need a sniff function"
+
+        def apply() -> None:
+            before = self.sender_modes.get(sender, Mode.PASS)
+            if mode is Mode.PASS:
+                self.sender_modes.pop(sender, None)
+            else:
+                self.sender_modes[sender] = mode
+            lossy = before is Mode.BLACKHOLE and mode is not Mode.BLACKHOLE
+            if mode is Mode.DROP or lossy:
+                for w, s in list(self._senders.items()):
+                    if s == sender:
+                        _reset(w)
+
+        self._call(apply)
+
+    def clear_sender_modes(self) -> None:
+        for sender in list(self.sender_modes):
+            self.set_sender_mode(sender, Mode.PASS)
+
+    def mode_for(self, sender: Hashable | None) -> Mode:
+        """The mode that applies to a connection of ``sender`` (None: not known)."""
+        if self.mode is not Mode.PASS or sender is None:
+            return self.mode
+        return self.sender_modes.get(sender, Mode.PASS)
+
     def close(self) -> None:
         async def shutdown() -> None:
             if self._server is not None:
@@ -130,41 +186,78 @@ class TcpProxy:
             self.journal.append((time.time(), port, "dropped at accept"))
             _reset(writer)
             return
+        first, sender = b"", None
+        if self.sniff is not None:
+            try:
+                first = await asyncio.wait_for(
+                    reader.readexactly(self.sniff_bytes), self.sniff_timeout_s
+                )
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
+                self.journal.append((time.time(), port, f"no sender named: {e!r}"))
+                _reset(writer)
+                return
+            sender = self.sniff(first)
+            if sender is not None:
+                self._senders[writer] = sender
+            mode = self.mode_for(sender)
+            if mode is Mode.DROP:
+                self.journal.append((time.time(), port, f"dropped at accept, from {sender}"))
+                self._senders.pop(writer, None)
+                _reset(writer)
+                return
         self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError as e:
             self.journal.append((time.time(), port, f"target refused: {e}"))
+            self._senders.pop(writer, None)
             _reset(writer)
             return
-        self.journal.append((time.time(), port, "connected"))
+        if sender is not None:
+            self._senders[up_writer] = sender
+        self.journal.append((time.time(), port, f"connected, from {sender}"))
         self._writers.update((writer, up_writer))
         try:
             await asyncio.gather(
-                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+                self._pump(reader, up_writer, sender, first),
+                self._pump(up_reader, writer, sender, b""),
+                return_exceptions=True,
             )
         finally:
             self.journal.append((time.time(), port, "closed"))
             for w in (writer, up_writer):
                 self._writers.discard(w)
+                self._senders.pop(w, None)
                 _reset(w)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sender: Hashable | None,
+        first: bytes,
+    ) -> None:
         try:
+            data = first
             while True:
-                data = await reader.read(65536)
                 if not data:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                mode = self.mode_for(sender)
+                if mode is Mode.DROP:
                     break
-                if self.mode is Mode.DROP:
-                    break
-                if self.mode is Mode.BLACKHOLE:
+                if mode is Mode.BLACKHOLE:
+                    data = b""
                     continue  # swallowed
                 if self.delay_ms > 0:
                     await asyncio.sleep(self.delay_ms / 1000)
-                    if self.mode is not Mode.PASS:
+                    if self.mode_for(sender) is not Mode.PASS:
+                        data = b""
                         continue
                 self.bytes_forwarded += len(data)  # before the bytes can reach anyone
                 writer.write(data)
+                data = b""
                 await writer.drain()
         finally:
             # Either side ending ends the pair: the other pump sees its reader fail.

@@ -109,3 +109,54 @@ def test_drop_resets_connections_and_refuses_new_ones(proxy: TcpProxy) -> None:
     proxy.set_mode(Mode.PASS)
     with _connect(proxy) as s3:
         assert _echo(s3, b"again") == b"again"
+
+
+def test_sender_modes_cut_one_sender_both_ways() -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The first byte names the sender (petcd peers: the handshake, see petcd_peer_sender).
+    p = TcpProxy("127.0.0.1", server.server_address[1], sniff=lambda b: b, sniff_bytes=1)
+    p.start()
+    try:
+        with _connect(p) as a, _connect(p) as b:
+            assert _echo(a, b"A1") == b"A1" and _echo(b, b"B1") == b"B1"
+            p.set_sender_mode(b"A", Mode.BLACKHOLE)
+            a.sendall(b"2")
+            a.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                a.recv(10)
+            assert _echo(b, b"2") == b"2"  # B is not cut
+            with _connect(p) as a2:  # a new connection of A: accepted, silent
+                a2.sendall(b"A3")
+                a2.settimeout(0.5)
+                with pytest.raises(TimeoutError):
+                    a2.recv(10)
+                p.set_sender_mode(b"A", Mode.DROP)
+                a2.settimeout(2)
+                assert _is_dead(a2)
+            a.settimeout(2)
+            assert _is_dead(a)
+            with pytest.raises(OSError), _connect(p) as a3:
+                a3.sendall(b"A4")
+                if not a3.recv(10):
+                    raise ConnectionResetError("closed")
+            assert _echo(b, b"3") == b"3"
+            p.clear_sender_modes()
+            with _connect(p) as a4:
+                assert _echo(a4, b"A5") == b"A5"
+    finally:
+        p.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_petcd_peer_sender_reads_the_handshake() -> None:
+    from petcd.peer.codec import KIND_STREAM, Hello, encode_hello
+    from petcd.raft.types import MemberId
+    from tests.robustness.proxy import PETCD_PEER_SNIFF_BYTES, petcd_peer_sender
+
+    hello = encode_hello(Hello(KIND_STREAM, 7, MemberId(0xABC), MemberId(0xDEF)))
+    assert len(hello) == PETCD_PEER_SNIFF_BYTES
+    assert petcd_peer_sender(hello) == 0xABC
+    assert petcd_peer_sender(b"GET / HTTP/1.1\r\n" + bytes(20)) is None

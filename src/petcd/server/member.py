@@ -1394,7 +1394,9 @@ class Member:
             raft_index=st.commit,
             raft_term=st.term,
             raft_applied_index=self._applied,
-            errors=tuple(f"memberID:{m} alarm:{_alarm_name(a)} " for m, a in sorted(self._alarms)),
+            # etcd lists "no leader" first, then the alarms (etcdctl's ERRORS column).
+            errors=("etcdserver: no leader",) * (st.lead == 0)
+            + tuple(f"memberID:{m} alarm:{_alarm_name(a)} " for m, a in sorted(self._alarms)),
             db_size_in_use=self._backend.size_in_use_bytes(),
             is_learner=self.id in self._members and self._members[self.id].is_learner,
         )
