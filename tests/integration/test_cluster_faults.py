@@ -380,3 +380,167 @@ def test_leader_kill_under_write_load_repeated(tmp_path: Path, clusters: list[Cl
     assert not slow, f"{len(slow)} of {len(timings)} failovers over {bound_s}s: {slow}"
     assert len(timings) >= 5
     _assert_everywhere(c, writers.acked, writers.prefix)
+
+
+# -- 3. partitions through the peer proxies ---------------------------------------------------
+
+
+def _term(c: Cluster, i: int) -> int:
+    return int(_status(c.members[i].endpoint).raftTerm)
+
+
+@pytest.mark.parametrize("mode", [Mode.BLACKHOLE, Mode.DROP])
+def test_follower_isolated_both_ways_then_healed(
+    tmp_path: Path, clusters: list[Cluster], mode: Mode
+) -> None:
+    c = _start(clusters, _make(tmp_path, 3, proxied=True))
+    leader = c.leader_index()
+    assert leader is not None
+    follower = (leader + 1) % 3
+    majority = [i for i in range(3) if i != follower]
+    term = _term(c, leader)
+    writers = Writers(c.endpoints, prefix=b"iso/").start()
+    try:
+        c.isolate(follower, mode)
+        # It hears nobody: after its election timeout it has no leader. Pre-vote keeps it
+        # from raising its term (its pre-votes get no answer), so it cannot disrupt later.
+        _wait(lambda: _leader_of(c, follower) == 0, "the isolated follower to lose its leader")
+        outside = [c.members[follower].endpoint]
+        _assert_unserved(_ctl(outside, "put", "iso/refused", "x", "--command-timeout=3s"))
+        _assert_unserved(_ctl(outside, "get", "iso/x", "--command-timeout=3s"))
+        # The majority serves all along, under the same leader.
+        inside = [c.members[i].endpoint for i in majority]
+        for k in range(5):
+            _ok(_ctl(inside, "put", f"iso/during/{k}", "v"))
+        n = writers.acked_count()
+        _wait(lambda: writers.acked_count() >= n + 50, "writes through the majority")
+        assert _term(c, follower) == term, "the isolated follower raised its term"
+        assert all(_leader_of(c, i) == c.member_ids[leader] for i in majority)
+
+        c.connect_all()
+        # Back as a follower of the same leader in the same term (nobody was disrupted).
+        _wait(
+            lambda: _leader_of(c, follower) == c.member_ids[leader],
+            "the healed follower to follow the leader again",
+        )
+        assert {_term(c, i) for i in range(3)} == {term}
+        n = writers.acked_count()
+        _wait(lambda: writers.acked_count() >= n + 50, "writes after the heal")
+    finally:
+        writers.stop()
+    acked = writers.acked | {f"iso/during/{k}".encode() for k in range(5)}
+    _assert_everywhere(c, acked, b"iso/")
+
+
+@pytest.mark.parametrize("mode", [Mode.BLACKHOLE, Mode.DROP])
+def test_isolated_leader_steps_down_and_rejoins_as_follower(
+    tmp_path: Path, clusters: list[Cluster], mode: Mode
+) -> None:
+    c = _start(clusters, _make(tmp_path, 3, proxied=True))
+    old = c.leader_index()
+    assert old is not None
+    old_id, old_term = c.member_ids[old], _term(c, old)
+    majority = [i for i in range(3) if i != old]
+    # Writers on every member, the old leader too: what it acknowledges must survive.
+    writers = Writers(c.endpoints, count=6, prefix=b"lead/").start()
+    try:
+        n = writers.acked_count()
+        _wait(lambda: writers.acked_count() >= n + 30, "writes before the partition")
+        t_cut = time.monotonic()
+        c.isolate(old, mode)
+        # The majority elects a new leader in a higher term; the old leader, hearing no
+        # quorum for an election timeout, steps down (check-quorum).
+        new = _wait_new_leader(c, majority, old_id)
+        t_new = time.monotonic()
+        t_down = _wait(lambda: _leader_of(c, old) == 0, "the isolated leader to step down")
+        print(
+            f"new leader after {t_new - t_cut:.2f}s, old stepped down after {t_down - t_cut:.2f}s"
+        )
+        assert _term(c, new) > old_term
+        assert t_down - t_cut <= 3 * ELECTION_MS / 1000 + 1.0, t_down - t_cut
+        # Clients of the isolated member get errors for linearizable requests; a
+        # serializable read still answers from its (stale) state.
+        outside = [c.members[old].endpoint]
+        _assert_unserved(_ctl(outside, "put", "lead/refused", "x", "--command-timeout=3s"))
+        _assert_unserved(_ctl(outside, "get", "lead/x", "--command-timeout=3s"))
+        _ok(_ctl(outside, "get", "lead/", "--prefix", "--keys-only", "--consistency=s"))
+        inside = [c.members[i].endpoint for i in majority]
+        for k in range(5):
+            _ok(_ctl(inside, "put", f"lead/during/{k}", "v"))
+        n = writers.acked_count()
+        _wait(lambda: writers.acked_count() >= n + 50, "writes through the new leader")
+
+        c.connect_all()
+        _wait(
+            lambda: _leader_of(c, old) == c.member_ids[new],
+            "the old leader to follow the new one",
+        )
+        n = writers.acked_count()
+        _wait(lambda: writers.acked_count() >= n + 50, "writes after the heal")
+    finally:
+        writers.stop()
+    assert c.leader_index() == new
+    assert len({_term(c, i) for i in range(3)}) == 1
+    acked = writers.acked | {f"lead/during/{k}".encode() for k in range(5)}
+    _assert_everywhere(c, acked, b"lead/")
+
+
+@pytest.mark.parametrize("pair", ["followers", "leader-follower"])
+def test_partial_partition_keeps_serving(
+    tmp_path: Path, clusters: list[Cluster], pair: str
+) -> None:
+    """One pair cut, both ways, the third member reaching both.
+
+    ``followers``: the two followers cannot talk to each other but both reach the leader:
+    nobody campaigns, and every member serves writes and linearizable reads (the followers
+    forward to the leader). ``leader-follower``: the leader and one follower are cut; that
+    follower loses its leader and pre-votes, but the other follower still hears the leader
+    and refuses (check-quorum's lease): the leader and the term stay, the majority serves.
+    """
+    c = _start(clusters, _make(tmp_path, 3, proxied=True))
+    leader = c.leader_index()
+    assert leader is not None
+    a, b = (
+        ((leader + 1) % 3, (leader + 2) % 3) if pair == "followers" else (leader, (leader + 1) % 3)
+    )
+    serving = [i for i in range(3) if pair == "followers" or i != b]
+    term = _term(c, leader)
+    writers = Writers([c.members[i].endpoint for i in serving], prefix=b"pair/").start()
+    acked: set[bytes] = set()
+    try:
+        c.cut(a, b, Mode.DROP)
+        # Several election timeouts, during which every serving member takes writes and
+        # linearizable reads.
+        deadline = time.monotonic() + 3 * ELECTION_MS / 1000
+        k = 0
+        while time.monotonic() < deadline:
+            for i in serving:
+                key = f"pair/etcdctl/{k}"
+                _ok(_ctl([c.members[i].endpoint], "put", key, key))
+                acked.add(key.encode())
+                out = _ok(_ctl([c.members[i].endpoint], "get", key, "--print-value-only"))
+                assert out == f"{key}\n", out
+                k += 1
+        assert all(_leader_of(c, i) == c.member_ids[leader] for i in serving)
+        assert {_term(c, i) for i in serving} == {term}
+        if pair == "leader-follower":
+            assert _leader_of(c, b) == 0
+            assert _term(c, b) == term  # its pre-votes failed: no disruption on the heal
+            _assert_unserved(
+                _ctl([c.members[b].endpoint], "put", "pair/x", "x", "--command-timeout=3s")
+            )
+        # The cut was real: each of the two redialled the other and was turned away.
+        for x, y in ((a, b), (b, a)):
+            journal = [what for _, _, what in c.proxies[y].journal]
+            assert f"dropped at accept, from {c.member_ids[x]}" in journal, journal[-10:]
+        c.connect_all()
+        _wait(
+            lambda: all(_leader_of(c, i) == c.member_ids[leader] for i in range(3)),
+            "every member to follow the leader after the heal",
+        )
+        n = writers.acked_count()
+        _wait(lambda: writers.acked_count() >= n + 50, "writes after the heal")
+    finally:
+        writers.stop()
+    assert {_term(c, i) for i in range(3)} == {term}
+    _assert_everywhere(c, acked | writers.acked, b"pair/")

@@ -1,4 +1,5 @@
-"""The TCP proxy in front of an echo server: pass, delay, blackhole, drop, recovery."""
+"""The TCP proxy in front of an echo server: pass, delay, blackhole, drop, recovery, and the
+same per sender (named from the first bytes, for petcd peers the handshake)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.robustness.proxy import Mode, TcpProxy
+from petcd.peer.codec import KIND_STREAM, Hello, encode_hello
+from petcd.raft.types import MemberId
+from tests.robustness.proxy import PETCD_PEER_SNIFF_BYTES, Mode, TcpProxy, petcd_peer_sender
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -152,10 +155,6 @@ def test_sender_modes_cut_one_sender_both_ways() -> None:
 
 
 def test_petcd_peer_sender_reads_the_handshake() -> None:
-    from petcd.peer.codec import KIND_STREAM, Hello, encode_hello
-    from petcd.raft.types import MemberId
-    from tests.robustness.proxy import PETCD_PEER_SNIFF_BYTES, petcd_peer_sender
-
     hello = encode_hello(Hello(KIND_STREAM, 7, MemberId(0xABC), MemberId(0xDEF)))
     assert len(hello) == PETCD_PEER_SNIFF_BYTES
     assert petcd_peer_sender(hello) == 0xABC
