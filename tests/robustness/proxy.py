@@ -46,7 +46,8 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from petcd.peer.codec import HELLO_BYTES, CodecError, decode_hello
+from petcd.peer.codec import HELLO_BYTES, decode_hello
+from petcd.peer.errors import CodecError
 
 
 def petcd_peer_sender(first: bytes) -> int | None:
