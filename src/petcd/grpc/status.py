@@ -45,6 +45,7 @@ _SERVER: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
         "etcdserver: request is too large",
     ),
     server_errors.NoSpaceError: (grpc.StatusCode.RESOURCE_EXHAUSTED, ERR_NO_SPACE),
+    server_errors.CorruptError: (grpc.StatusCode.DATA_LOSS, "etcdserver: corrupt cluster"),
 }
 
 _LEASE: dict[type[Exception], tuple[grpc.StatusCode, str]] = {

@@ -113,6 +113,7 @@ class Config:
     log_outputs: tuple[str, ...] = ("default",)
     log_level: str = "info"
     experimental_initial_corrupt_check: bool = False
+    experimental_corrupt_check_time_s: float = 0.0  # 0: no periodic corruption check
     experimental_snapshot_catchup_entries: int = 5000
     experimental_enable_lease_checkpoint: bool = False
     experimental_watch_progress_notify_interval_s: float = 600.0
@@ -163,6 +164,8 @@ class Config:
             raise ConfigError("--max-request-bytes must be >0")
         if self.snapshot_count <= 0:
             raise ConfigError("--snapshot-count must be >0")
+        if self.experimental_corrupt_check_time_s < 0:
+            raise ConfigError("--experimental-corrupt-check-time must be >=0")
         if self.experimental_watch_progress_notify_interval_s <= 0:
             raise ConfigError("--experimental-watch-progress-notify-interval must be >0")
         if not self.listen_client_urls:
@@ -561,6 +564,9 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         log_outputs=tuple(o.strip() for o in get("log-outputs").split(",") if o.strip()),
         log_level=get("log-level"),
         experimental_initial_corrupt_check=get_bool("experimental-initial-corrupt-check"),
+        experimental_corrupt_check_time_s=parse_duration_seconds(
+            get("experimental-corrupt-check-time")
+        ),
         experimental_snapshot_catchup_entries=get_int("experimental-snapshot-catchup-entries"),
         experimental_enable_lease_checkpoint=get_bool("experimental-enable-lease-checkpoint"),
         experimental_watch_progress_notify_interval_s=parse_duration_seconds(

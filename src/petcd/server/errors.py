@@ -72,6 +72,11 @@ class NoSpaceError(RequestError):
     """etcd: ``etcdserver: mvcc: database space exceeded`` (RESOURCE_EXHAUSTED)."""
 
 
+class CorruptError(RequestError):
+    """etcd: ``etcdserver: corrupt cluster`` (DATA_LOSS): a write while a CORRUPT alarm is
+    active (``petcd.server.corrupt``)."""
+
+
 # --- membership (etcd's api/membership errors as rpctypes reports them) -----------------------
 
 

@@ -630,7 +630,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "0s",
         "Duration of time between cluster corruption check passes.",
         _EXP,
-        D,
     ),
     FlagSpec(
         "experimental-compact-hash-check-enabled",

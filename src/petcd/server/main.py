@@ -26,13 +26,16 @@ import platform
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION, __version__
 from petcd.server.config import Action, Config, parse
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
+
+if TYPE_CHECKING:
+    from petcd.server.member import Member
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "AMD64": "amd64", "arm64": "arm64"}
 
@@ -91,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     from petcd.grpc.services import make_server
     from petcd.server.member import Member
+    from petcd.wal import exists as wal_exists
 
     log.info(
         "starting an etcd server",
@@ -128,10 +132,14 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     except (OSError, RuntimeError) as e:
         log.fatal("failed to listen on client urls", error=str(e))
         return 1
+    restarted = wal_exists(cfg.wal_path)  # etcd checks only a member that has data
     try:
         member.open_data()
     except Exception as e:
         log.fatal("failed to start the member", error=str(e))
+        await grpc_server.stop(None)
+        return 1
+    if not await _corruption_checks(member, cfg, log, restarted):
         await grpc_server.stop(None)
         return 1
     await member.start()
@@ -215,6 +223,26 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await member.stop()
     log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)
     return code
+
+
+async def _corruption_checks(member: Member, cfg: Config, log: Logger, restarted: bool) -> bool:
+    """Wire petcd.server.corrupt; run the initial check (False: the member must not start)."""
+    from petcd.grpc.peer_hash import GrpcPeerHashFetcher
+    from petcd.server import corrupt
+
+    fetch = GrpcPeerHashFetcher(member.id, log, member.request_timeout_s)
+    member.peer_hash_fetcher = fetch
+    if not (cfg.experimental_initial_corrupt_check and restarted):
+        return True
+    try:
+        await corrupt.initial_check(
+            corrupt.MemberHasher(member), fetch, log, member.request_timeout_s
+        )
+    except corrupt.InitialCheckError as e:
+        log.error("checkInitialHashKV failed", error=str(e))
+        log.fatal("discovery failed", error=str(e))  # etcd's etcdmain, then exit 1
+        return False
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

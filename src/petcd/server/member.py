@@ -144,9 +144,16 @@ from petcd.server import entry as entry_codec
 from petcd.server import join
 from petcd.server.compactor import Compactor
 from petcd.server.config import Config
+from petcd.server.corrupt import (
+    MemberHasher,
+    PeerHashFetcher,
+    monitor_kv_hash,
+    refused_when_corrupt,
+)
 from petcd.server.errors import (
     BadLeaderTransfereeError,
     ConfigError,
+    CorruptError,
     JoinError,
     LeaderTransferTimeoutError,
     LearnerNotReadyError,
@@ -328,6 +335,8 @@ class Member:
         self._lead = NONE_ID
         self._ready_to_serve: asyncio.Event | None = None
         self._leader_ready_term = Term(0)
+        # Asks the peers for their HashKV (petcd.server.corrupt); set by the program.
+        self.peer_hash_fetcher: PeerHashFetcher | None = None
 
     # -- open / bootstrap / restart ------------------------------------------------------------
 
@@ -549,6 +558,14 @@ class Member:
             self._tasks.append(asyncio.create_task(self._auto_compact(), name="petcd-compactor"))
         if self._transport is not None:
             self._tasks.append(asyncio.create_task(self._removal_check(), name="petcd-removed"))
+        if self.cfg.experimental_corrupt_check_time_s > 0 and self.peer_hash_fetcher is not None:
+            check = monitor_kv_hash(
+                MemberHasher(self),
+                self.peer_hash_fetcher,
+                self.log,
+                self.cfg.experimental_corrupt_check_time_s,
+            )
+            self._tasks.append(asyncio.create_task(check, name="petcd-corrupt-check"))
         # A single-voter cluster elects itself as soon as its log is applied (raft refuses to
         # campaign with unapplied conf changes); etcd fast-forwards election ticks instead.
         self._want_campaign = self.node.status().conf_state.voters == {self.id}
@@ -1144,7 +1161,12 @@ class Member:
         req = decoded.request
         result: Any
         try:
-            if isinstance(req, PutRequest | DeleteRangeRequest | TxnRequest):
+            if refused_when_corrupt(req) and any(
+                a == ALARM_CORRUPT for _, a in self._alarms
+            ):  # etcd's corrupt applier
+                result = CorruptError()
+                self._backend.set_consistent_index(e.index, e.term)
+            elif isinstance(req, PutRequest | DeleteRangeRequest | TxnRequest):
                 result = self.kv.apply(req, index=e.index, term=e.term, commit=False)
             elif isinstance(req, entry_codec.LeaseGrant | entry_codec.LeaseCheckpoints):
                 try:
@@ -1405,6 +1427,10 @@ class Member:
         """The cluster's members (Cluster.MemberList), by id."""
         members = tuple(self._members[k] for k in sorted(self._members))
         return self._header(0), members  # etcd's Cluster service sends no revision
+
+    async def linearizable_read_notify(self) -> None:
+        """Return once everything committed when called is applied here (a ReadIndex round)."""
+        await self._read_barrier()
 
     async def members_linearizable(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
         """MemberList with ``linearizable``: a ReadIndex round first (as etcd)."""

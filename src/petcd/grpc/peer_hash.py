@@ -1,0 +1,108 @@
+"""Fetch the peers' HashKV over their client URLs: the corruption checks' transport.
+
+Theory of operation
+-------------------
+``GrpcPeerHashFetcher`` implements ``petcd.server.corrupt.PeerHashFetcher`` (see that module
+for why petcd asks the peers' Maintenance.HashKV rather than a peer-protocol message). For
+each peer, one after the other as etcd's getPeerHashKVs, it tries the peer's client URLs in
+order with one ``HashKV(revision)`` call each, bounded by ``timeout_s``, and keeps the first
+answer. etcd's errors come back as gRPC statuses and are classified as etcd classifies its
+peer endpoint's answers: ``... required revision is a future revision`` (the peer is behind),
+``... required revision has been compacted``, and a response header from another cluster
+(etcd's ``X-Etcd-Cluster-ID`` check). Anything else (refused, timed out, an ``https`` URL,
+which needs client TLS that petcd's client listener does not offer yet) is logged as etcd's
+``failed hash kv request``; the next URL is tried in every case, as etcd does. Channels live
+only for one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.mvcc.errors import CompactedError, FutureRevisionError
+from petcd.server.corrupt import FailureKind, PeerFailure, PeerHash, PeerResult, PeerTarget
+from petcd.server.ids import format_id
+from petcd.server.log import Logger
+
+
+class _Failed(Exception):
+    def __init__(self, kind: FailureKind, error: str) -> None:
+        super().__init__(error)
+        self.kind = kind
+
+
+def _target(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if not rest:
+        return url  # host:port already
+    if scheme not in ("http", "unix"):
+        raise _Failed(FailureKind.UNREACHABLE, f"unsupported client URL scheme {scheme!r}")
+    return rest.rstrip("/") if scheme == "http" else url
+
+
+class GrpcPeerHashFetcher:
+    def __init__(self, local_id: int, log: Logger, timeout_s: float) -> None:
+        self._local_id = local_id
+        self._log = log
+        self._timeout_s = timeout_s
+
+    async def __call__(
+        self, cluster_id: int, peers: Sequence[PeerTarget], revision: int
+    ) -> list[PeerResult]:
+        out: list[PeerResult] = []
+        for p in peers:
+            result: PeerResult = PeerFailure(
+                p.member_id,
+                p.endpoints,
+                FailureKind.UNREACHABLE,
+                "the member has not published client URLs",
+            )
+            for ep in p.endpoints:
+                try:
+                    result = await self._one(cluster_id, p, ep, revision)
+                    break
+                except _Failed as e:
+                    result = PeerFailure(p.member_id, p.endpoints, e.kind, str(e))
+                    self._log.warn(
+                        "failed hash kv request",
+                        local_member_id=format_id(self._local_id),
+                        requested_revision=revision,
+                        remote_peer_endpoint=ep,
+                        error=str(e),
+                    )
+            out.append(result)
+        return out
+
+    async def _one(self, cluster_id: int, p: PeerTarget, url: str, revision: int) -> PeerHash:
+        target = _target(url)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
+                resp = await stub.HashKV(
+                    rpc_pb2.HashKVRequest(revision=revision), timeout=self._timeout_s
+                )
+        except grpc.aio.AioRpcError as e:
+            details = e.details() or ""
+            if FutureRevisionError.message in details:
+                raise _Failed(FailureKind.FUTURE_REVISION, details) from None
+            if CompactedError.message in details:
+                raise _Failed(FailureKind.COMPACTED, details) from None
+            raise _Failed(FailureKind.UNREACHABLE, f"{e.code().name}: {details}") from None
+        if resp.header.cluster_id != cluster_id:
+            raise _Failed(
+                FailureKind.CLUSTER_ID_MISMATCH,
+                f"cluster ID mismatch: {format_id(resp.header.cluster_id)} != "
+                f"{format_id(cluster_id)}",
+            )
+        return PeerHash(
+            p.member_id,
+            p.endpoints,
+            revision=int(resp.header.revision),
+            hash=int(resp.hash),
+            compact_revision=int(resp.compact_revision),
+        )
