@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -381,7 +381,12 @@ async def periodic_check(hasher: Hasher, fetch: PeerHashFetcher, log: Logger) ->
 
 
 async def monitor_kv_hash(
-    hasher: Hasher, fetch: PeerHashFetcher, log: Logger, interval_s: float
+    hasher: Hasher,
+    fetch: PeerHashFetcher,
+    log: Logger,
+    interval_s: float,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """etcd's monitorKVHash: every ``interval_s``, on the leader, one ``periodic_check``."""
     log.info(
@@ -390,7 +395,7 @@ async def monitor_kv_hash(
         interval=f"{interval_s:g}s",
     )
     while True:
-        await asyncio.sleep(interval_s)
+        await sleep(interval_s)
         if not hasher.is_leader():
             continue
         try:
