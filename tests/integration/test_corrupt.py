@@ -13,9 +13,12 @@ index untouched, so raft replays nothing over it), and it is started again:
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +28,7 @@ from petcd.backend import KEY, Backend
 from petcd.backend.backend import read_consistent_index
 from petcd.mvcc.kvstore import decode_kv, encode_kv
 from tests.integration.petcd_proc import etcdctl, kv_stub, maintenance_stub
-from tests.robustness.cluster import Cluster, Member
+from tests.robustness.cluster import ETCD_BIN, Cluster, Member
 
 CHECK_FLAG = "--experimental-initial-corrupt-check"
 
@@ -268,3 +271,63 @@ def test_initial_check_passes_on_healthy_members(
     assert not _records(member, "found different hash values from remote peer")
     got = etcdctl(member.endpoint, "get", "after", "--print-value-only")
     assert (got.returncode, got.stdout.strip()) == (0, "x"), got.stderr
+
+
+def _corrupt_alarm_session(m: Member) -> list[tuple[int, str, list[str]]]:
+    """Raise CORRUPT by hand (Maintenance.Alarm ACTIVATE), then what etcdctl users see."""
+    with grpc.insecure_channel(m.endpoint) as ch:
+        maintenance_stub(ch).Alarm(
+            rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=0, alarm=rpc_pb2.CORRUPT
+            ),
+            timeout=10,
+        )
+    out = []
+    for args, stdin in [
+        (["alarm", "list"], None),
+        (["put", "a", "b"], None),
+        (["get", "a"], None),
+        (["txn"], "\nget a\n\n"),
+        (["lease", "grant", "60"], None),
+        (["alarm", "disarm"], None),
+        (["alarm", "list"], None),
+        (["put", "a", "c"], None),
+        (["get", "a", "--print-value-only"], None),
+    ]:
+        res = _etcdctl_input(m.endpoint, args, stdin)
+        errors = [line for line in res.stderr.splitlines() if line.startswith("Error")]
+        out.append((res.returncode, res.stdout, errors))
+    return out
+
+
+def _etcdctl_input(endpoint: str, args: list[str], stdin: str | None) -> Any:
+    if stdin is None:
+        return etcdctl(endpoint, *args)
+    return subprocess.run(
+        ["/usr/bin/etcdctl", f"--endpoints={endpoint}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "ETCDCTL_API": "3"},
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not os.path.exists(ETCD_BIN), reason="the real etcd is not installed")
+def test_corrupt_alarm_as_real_etcd(tmp_path: Path, cluster_factory: list[Cluster]) -> None:
+    """The same session against the real etcd and petcd: same outputs and exit codes."""
+    got = {}
+    for target in ("etcd", "petcd"):
+        c = Cluster(tmp_path / target, target=target, size=1)
+        cluster_factory.append(c)
+        c.start()
+        got[target] = _corrupt_alarm_session(c.members[0])
+        c.stop()
+    assert got["petcd"] == got["etcd"]
+    assert got["petcd"][1] == (1, "", ["Error: etcdserver: corrupt cluster"])
+    assert got["petcd"][4] == (
+        1,
+        "",
+        ["Error: failed to grant lease (etcdserver: corrupt cluster)"],
+    )
