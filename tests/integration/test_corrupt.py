@@ -255,20 +255,54 @@ def test_periodic_check_raises_the_corrupt_alarm(
     assert etcdctl(lead.endpoint, "alarm", "list").stdout == ""
 
 
+@pytest.mark.long  # ~17 s on a loaded machine: an extra case, the main ones run by default
+def test_periodic_check_on_a_corrupt_leader(tmp_path: Path, cluster_factory: list[Cluster]) -> None:
+    """The bad member leads and checks (only it has the flag): the alarm is raised all the same."""
+    c = _start(cluster_factory, tmp_path)
+    i2 = _follower(c)
+    victim = c.members[i2]
+    victim_id = _status(victim).header.member_id
+    victim.terminate()
+    corrupt_value(victim, b"corrupt-me")
+    victim.args = [*(victim.args or []), "--experimental-corrupt-check-time=1s"]
+    c.restart(i2)
+    moved = etcdctl(_leader(c).endpoint, "move-leader", f"{victim_id:x}")
+    assert moved.returncode == 0, moved.stderr
+    assert _leader(c) is victim
+    out = _wait_alarm(victim, 30)
+    assert out.split() == ["alarm:CORRUPT"], out
+    mismatches = _records(victim, "same compact revision then hashes must match")
+    assert mismatches and {r["leader-hash"] for r in mismatches} != {
+        r["follower-hash"] for r in mismatches
+    }
+    put = etcdctl(c.members[(i2 + 1) % 3].endpoint, "put", "foo", "bar")
+    assert (put.returncode, put.stderr.strip().splitlines()[-1]) == (
+        1,
+        "Error: etcdserver: corrupt cluster",
+    )
+
+
 def test_initial_check_passes_on_healthy_members(
     tmp_path: Path, cluster_factory: list[Cluster]
 ) -> None:
     c = _start(cluster_factory, tmp_path, CHECK_FLAG)
-    i1 = _follower(c)
-    member = c.members[i1]
+    lead = _leader(c)
+    i1, i_down = (i for i, m in enumerate(c.members) if m is not lead)
+    member, down = c.members[i1], c.members[i_down]
     # New members have nothing to compare yet: no initial check (as etcd).
     assert not any(_records(m, "starting initial corruption check") for m in c.members)
     member.terminate()
-    _put(_leader(c), b"after", b"x")
+    _put(lead, b"after", b"x")  # the peers are ahead: they answer at the member's revision
+    down.terminate()  # an unreachable peer is skipped with a warning
+    since = len(member.log_records())
     c.restart(i1)
-    assert _records(member, "starting initial corruption check")
-    assert _records(member, "initial corruption checking passed; no corruption")
-    assert not _records(member, "found different hash values from remote peer")
+    assert _records(member, "starting initial corruption check", since)
+    failed = _records(member, "failed hash kv request", since)
+    assert failed and {r["remote-peer-endpoint"] for r in failed} == {
+        f"http://127.0.0.1:{down.client_port}"
+    }
+    assert _records(member, "initial corruption checking passed; no corruption", since)
+    assert not _records(member, "found different hash values from remote peer", since)
     got = etcdctl(member.endpoint, "get", "after", "--print-value-only")
     assert (got.returncode, got.stdout.strip()) == (0, "x"), got.stderr
 
