@@ -20,9 +20,22 @@ petcd/etcd, petcd/bare and bare/etcd, and p50/p99 latency (ms; put-to-delivery d
 watch). Everything, raw per-round results included, is written as JSON under
 ``bench/results/``.
 
+For the watch workloads the rate is events delivered/s and the latency the
+put-to-last-delivery delay (``watch``, ``watch-lockstep``: the latest delivery of a put among
+the 1,000 watchers) or the per-event delay (``watch-10x10``); for ``lease-keepalive`` the rate
+is keep-alive answers/s and the time to grant the leases is reported beside it.
+
 ``--scale`` is a separate mode: for etcd and petcd in turn, load ``--scale-keys`` keys,
 then record the load rate, the server's RSS, the data directory's size on disk, and after
 a restart the time until it serves a linearizable read, and the RSS again.
+
+``--watch-memory`` is another: for etcd and petcd in turn, each freshly started (a server's
+allocator keeps what it once used, so only a first measurement is clean), the RSS before,
+with 10,000 idle watchers on distinct keys held open by ``loadgen watch-idle``, and after
+they are closed.
+
+``--cluster N`` runs the matrix against N-member clusters of etcd and petcd instead of
+single members; a target's endpoint lists all members, its CPU time and RSS are the sums.
 
 Every process this script starts is stopped by pid (SIGTERM, then SIGKILL of its own
 process group after a grace period) in a ``finally``, whatever happens. A timing never
