@@ -41,8 +41,12 @@ Snapshot: when ``applied - last_snapshot_index > --snapshot-count``, the backend
 a snapshot file (metadata only: the backend file is the state) and a WAL marker are written,
 ``MemoryStorage`` keeps the last ``--experimental-snapshot-catchup-entries`` entries, and WAL
 segments before the marker are released. A follower too far behind is sent a copy of the
-leader's backend file with the MsgSnap; it replaces its backend with it, rebuilds the lessor
-and mvcc from it, and records the snapshot marker.
+leader's backend file with the MsgSnap, whose metadata is replaced by the copy's own (applied
+index, term, configuration: ``_snapshot_for_peer``, as etcd's merged snapshot); it keeps the
+file as ``<index>.snap.db``, records the snapshot (snap file, WAL marker), then replaces its
+backend and rebuilds the lessor and mvcc from it. A crash between the marker and the
+replacement is finished at open (``_recover_snapshot_backend``). So the backend's consistent
+index never passes the WAL's last index (docs/design/robustness.md, Findings).
 
 Membership (docs/cluster.md): Cluster requests are checked here against the applied
 configuration (etcd's texts, --strict-reconfig-check), then proposed as raft conf changes whose
