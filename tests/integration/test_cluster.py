@@ -239,3 +239,37 @@ def test_rolling_restart_under_writes_loses_nothing(cluster: list[PetcdProcess])
         present = {kv.key for kv in resp.kvs}
         lost = [k for k in acked if k not in present]
         assert not lost, f"{m.name} lost {len(lost)} acknowledged writes: {lost[:5]}"
+
+
+def test_linearizable_reads_through_several_followers_at_once(
+    cluster: list[PetcdProcess],
+) -> None:
+    """Concurrent ReadIndex requests from different followers are all answered promptly.
+
+    Regression: each member numbered its ReadIndex contexts from 0, the leader dropped a
+    request whose context was already pending from another follower, and that read waited
+    for the request timeout (7 s)."""
+    assert etcdctl(cluster[0].endpoint, "put", "rk", "v").returncode == 0
+    statuses = [_status(m) for m in cluster]
+    followers = [
+        m for m, s in zip(cluster, statuses, strict=True) if s.leader != s.header.member_id
+    ]
+    assert len(followers) == 2
+    slow: list[str] = []
+
+    def reader(m: PetcdProcess) -> None:
+        with m.channel() as ch:
+            stub = kv_stub(ch)
+            for _ in range(40):
+                try:
+                    resp = stub.Range(rpc_pb2.RangeRequest(key=b"rk"), timeout=3)
+                    assert resp.kvs[0].value == b"v"
+                except grpc.RpcError as e:
+                    slow.append(f"{m.name}: {e.code()} {e.details()}")
+
+    threads = [threading.Thread(target=reader, args=(m,)) for m in followers for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert slow == []

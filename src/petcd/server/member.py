@@ -308,7 +308,11 @@ class Member:
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._reads: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, _ReadRound] = {}
-        self._round_seq = 0
+        # ReadIndex contexts must be unique across the cluster and across restarts: the leader
+        # drops a request whose context is already pending, so a follower's counter starting at
+        # 0 would collide with another follower's (that read then waited for the request
+        # timeout). Member id + a counter seeded from the clock, as etcd's request ids.
+        self._round_seq = time.time_ns()
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_task: asyncio.Task[None] | None = None
@@ -822,8 +826,7 @@ class Member:
                             fut.set_exception(NoLeaderError())
         if self._reads:
             waiters, self._reads = self._reads, []
-            self._round_seq += 1
-            ctx = self._round_seq.to_bytes(8, "big")
+            ctx = self._next_read_ctx()
             try:
                 self.node.read_index(ctx)
             except ProposalDroppedError:
@@ -832,6 +835,10 @@ class Member:
                         fut.set_exception(NoLeaderError())
                 return
             self._rounds[ctx] = _ReadRound(waiters)
+
+    def _next_read_ctx(self) -> bytes:
+        self._round_seq += 1
+        return self.id.to_bytes(8, "big") + self._round_seq.to_bytes(8, "big")
 
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.soft_state is not None:
@@ -1373,8 +1380,7 @@ class Member:
             index = raft.raft_log.committed
             if self._applied >= index:
                 return
-            self._round_seq += 1
-            self._rounds[self._round_seq.to_bytes(8, "big")] = _ReadRound([fut], index)
+            self._rounds[self._next_read_ctx()] = _ReadRound([fut], index)
         else:
             self._reads.append(fut)
             self._kick()
