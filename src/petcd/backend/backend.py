@@ -270,15 +270,19 @@ class Backend:
         """Writes in the uncommitted batch (a changed consistent index counts as one)."""
         return self._pending + (1 if self._ci_dirty else 0)
 
-    def maybe_commit(self) -> bool:
-        """Commit if the batch is full or old enough. Call only at an apply boundary."""
+    def commit_due(self) -> bool:
+        """Whether ``maybe_commit`` would commit now (cheap: lets a caller skip a thread hop)."""
         with self._lock:
             if self._pending == 0 and not self._ci_dirty:
                 return False
-            due = (
+            return (
                 self._pending >= self._batch_limit
                 or self._clock() - self._batch_started >= self._batch_interval_s
             )
+
+    def maybe_commit(self) -> bool:
+        """Commit if the batch is full or old enough. Call only at an apply boundary."""
+        due = self.commit_due()
         if due:
             self.commit()
         return due

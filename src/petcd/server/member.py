@@ -74,6 +74,7 @@ member logs it and the process exits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -185,6 +186,14 @@ from petcd.wal import exists as wal_exists
 
 _WAL_META = struct.Struct(">QQ")  # member id, cluster id
 _T = TypeVar("_T")
+# When proposals come one at a time (one client, or clients far apart), a Ready's WAL batch is
+# fdatasync'ed on the loop thread itself: handing it to a worker thread and back costs two
+# cross-thread wake-ups, each of which waits for the scheduler on a busy machine
+# (docs/enhancements/0004-transport.md, findings of 2026-11-27). Under concurrency the worker
+# thread is used, so that the loop keeps taking requests (the next batch) during the fsync.
+_INLINE_SYNC_ENTRIES_MAX = 1
+# ... and only when no two proposals were in flight at once for this long.
+_INLINE_SYNC_QUIET_S = 0.2
 
 
 ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
@@ -305,6 +314,11 @@ class Member:
         self._consistent_index = Index(0)
         # Runtime state (event loop):
         self._proposals: list[tuple[entry_codec.EntryRequest, asyncio.Future[Any]]] = []
+        self._inflight = 0  # proposals awaited by callers
+        self._last_header = ResponseHeader()
+        # (deadline, future) of every proposal, in deadline order (one timeout for all)
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self._concurrent_at = 0.0  # time.monotonic() when two or more were last in flight
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._reads: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, _ReadRound] = {}
@@ -705,6 +719,15 @@ class Member:
             await asyncio.sleep(interval)
             self.node.tick()
             self._kick()
+            self._expire_proposals()
+
+    def _expire_proposals(self) -> None:
+        """Fail the proposals that waited longer than the request timeout (etcd's)."""
+        deadlines, now = self._deadlines, time.monotonic()
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            _, fut = deadlines.popleft()
+            if not fut.done():
+                fut.set_exception(RequestTimeoutError())
 
     async def _commit_timer(self) -> None:
         # The backend commits at apply boundaries when its batch is old enough; this timer
@@ -719,7 +742,9 @@ class Member:
 
     async def _maybe_commit_backend(self) -> None:
         self._commit_due = False
-        if self._backend.pending_writes:
+        # Asking first on the loop saves a thread round trip per apply round: on a busy machine
+        # each hand-over between threads waits for the scheduler (put-1c, 0004 findings).
+        if self._backend.commit_due():
             started = time.monotonic()
             if await self._in_thread(self._backend.maybe_commit):
                 self.metrics.backend_commit_seconds.observe(time.monotonic() - started)
@@ -850,7 +875,13 @@ class Member:
             self._wal.save(rd.hard_state, rd.entries)
         if rd.must_sync:
             started = time.monotonic()
-            await self._in_thread(self._wal.sync)
+            if (
+                len(rd.entries) <= _INLINE_SYNC_ENTRIES_MAX
+                and started - self._concurrent_at > _INLINE_SYNC_QUIET_S
+            ):
+                self._wal.sync()
+            else:
+                await self._in_thread(self._wal.sync)
             self.metrics.wal_fsync_seconds.observe(time.monotonic() - started)
         if rd.entries:
             self._storage.append(rd.entries)
@@ -1344,15 +1375,30 @@ class Member:
         return self.node.raft.term
 
     def _header(self, revision: int, term: int | None = None) -> ResponseHeader:
-        return ResponseHeader(
-            cluster_id=self.cluster_id,
-            member_id=self.id,
-            revision=revision,
-            raft_term=term if term is not None else self._term(),
-        )
+        if term is None:
+            term = self.node.raft.term
+        # Reads at one revision share one header (headers are frozen).
+        h = self._last_header
+        if (
+            h.revision == revision
+            and h.raft_term == term
+            and h.member_id == self.id
+            and h.cluster_id == self.cluster_id
+        ):
+            return h
+        h = self._last_header = ResponseHeader(self.cluster_id, self.id, revision, term)
+        return h
 
     def _with_header(self, resp: Any, term: int) -> Any:
-        return dataclasses.replace(resp, header=self._header(resp.header.revision, term))
+        h = self._header(resp.header.revision, term)
+        # Direct constructors: dataclasses.replace costs several µs per response.
+        if type(resp) is PutResponse:
+            return PutResponse(h, resp.prev_kv)
+        if type(resp) is TxnResponse:
+            return TxnResponse(h, resp.succeeded, resp.responses)
+        if type(resp) is DeleteRangeResponse:
+            return DeleteRangeResponse(h, resp.deleted, resp.prev_kvs)
+        return dataclasses.replace(resp, header=h)
 
     async def _propose(self, req: entry_codec.EntryRequest) -> Any:
         if self._stopping:
@@ -1362,10 +1408,16 @@ class Member:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals.append((req, fut))
         self._kick()
+        self._inflight += 1
+        if self._inflight > 1:
+            self._concurrent_at = time.monotonic()
+        # One deadline queue swept by the ticker instead of asyncio.wait_for: wait_for costs a
+        # second future, a timer and two callbacks per request.
+        self._deadlines.append((time.monotonic() + self.request_timeout_s, fut))
         try:
-            return await asyncio.wait_for(fut, self.request_timeout_s)
-        except TimeoutError:
-            raise RequestTimeoutError() from None
+            return await fut
+        finally:
+            self._inflight -= 1
 
     async def _read_barrier(self) -> None:
         if self._stopping or self._fatal is not None:
@@ -1395,7 +1447,7 @@ class Member:
         if not req.serializable:
             await self._read_barrier()
         resp = self.kv.range(req)
-        return dataclasses.replace(resp, header=self._header(resp.header.revision))
+        return RangeResponse(self._header(resp.header.revision), resp.kvs, resp.more, resp.count)
 
     async def put(self, req: PutRequest) -> PutResponse:
         validate_request(req, self.cfg.max_txn_ops)
