@@ -33,6 +33,7 @@ from petcd.api.v3electionpb import v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2_grpc
 from petcd.grpc import convert
 from petcd.grpc.election import ElectionService
+from petcd.grpc.interceptors import GuardedMember, RequestGuard
 from petcd.grpc.lease import LeaseMember, LeaseService
 from petcd.grpc.lock import LockService
 from petcd.grpc.status import is_expected, status_for
@@ -52,11 +53,14 @@ from petcd.mvcc.requests import (
     TxnResponse,
 )
 from petcd.server import errors as server_errors
+from petcd.server.config import Config
 from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
 
 
-class KVMember(WatchMember, LeaseMember, Protocol):
+class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
+    cfg: Config
+
     async def range(self, req: RangeRequest) -> RangeResponse: ...
 
     async def put(self, req: PutRequest) -> PutResponse: ...
@@ -380,11 +384,13 @@ _KEEPALIVE_TIMEOUT_MS = 20_000
 def make_server(
     member: KVMember, listeners: list[tuple[str, int]], max_request_bytes: int, log: Logger
 ) -> Any:
-    """A grpc.aio server with the KV and Maintenance services bound to ``listeners``.
+    """A grpc.aio server with etcd's services bound to ``listeners``, behind etcd's
+    per-request checks (``petcd.grpc.interceptors``: learners, ``hasleader``).
 
     Raises ``OSError`` if a listener cannot be bound.
     """
     server = grpc.aio.server(
+        interceptors=[RequestGuard(member, member.cfg.election_timeout_ms / 1000.0)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", _MAX_SEND_BYTES),
@@ -396,7 +402,7 @@ def make_server(
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.keepalive_time_ms", _KEEPALIVE_INTERVAL_MS),
             ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
-        ]
+        ],
     )
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
     add_watch_service(

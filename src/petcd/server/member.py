@@ -1926,6 +1926,12 @@ class Member:
         return self._lead
 
     @property
+    def is_learner(self) -> bool:
+        """A learner of the cluster (etcd: IsMemberExist(ID) && IsLearner); read on every RPC."""
+        info = self._members.get(self.id)
+        return info is not None and info.is_learner
+
+    @property
     def wal(self) -> WAL:
         return self._wal
 

@@ -79,21 +79,13 @@ def _lose_leader(cluster: Cluster) -> dict[str, Any]:
 
 
 def test_require_leader_ends_watches_and_requests_without_a_leader(
-    request: pytest.FixtureRequest, clusters: tuple[str, Cluster, Cluster]
+    clusters: tuple[str, Cluster, Cluster],
 ) -> None:
-    kind, reference, target = clusters
+    _, reference, target = clusters
     ref = _lose_leader(reference)
     assert ref == {
         "watch": (*NO_LEADER, True),
         "plain_watch": (None, None),  # still open: no response within a second
         "unary": NO_LEADER,
     }, ref
-    if kind == "petcd":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="petcd bug: the hasleader metadata (clientv3.WithRequireLeader) is "
-                "ignored: watches stay open and requests are served without a leader",
-            )
-        )
     assert _lose_leader(target) == ref

@@ -1,0 +1,221 @@
+"""The per-request checks etcd's gRPC interceptors make before any handler runs.
+
+Theory of operation
+-------------------
+``RequestGuard`` is a ``grpc.aio.ServerInterceptor``: for every RPC, before the handler
+runs, it looks at two facts and leaves the handler untouched when neither applies (the fast
+path, one metadata scan and two attribute reads per RPC):
+
+- **Learners** (etcd's ``isRPCSupportedForLearner``). While this member is a learner of its
+  cluster, it answers only ``Maintenance.Status`` and serializable ``KV.Range`` among the unary
+  RPCs, and only ``Maintenance.Snapshot`` among the streams; everything else fails with
+  ``UNAVAILABLE`` ``etcdserver: rpc not supported for learner``. The check is made when the
+  call starts (a stream opened before a promotion stays refused; one opened before the member
+  was added is not cut).
+- **``hasleader`` metadata** (``clientv3.WithRequireLeader``: key ``hasleader``, value
+  ``true``; Kubernetes puts it on every watch). A call carrying it on a member that knows no
+  leader fails at once with ``UNAVAILABLE`` ``etcdserver: no leader``, unary or stream, even a
+  serializable read. A stream that carries it and was accepted is watched by
+  ``LeaderMonitor``: every election timeout the monitor samples the member's leader, and after
+  three samples in a row without one (so between two and three election timeouts after the
+  member noticed the loss, as etcd's ``monitorLeader``) it ends every such stream with the
+  same status. Streams without the metadata are never ended for want of a leader.
+
+The learner check comes first, as in etcd (a learner refuses a linearizable Range with the
+learner error even when it has no leader).
+
+Ending a stream: the monitor cancels the asyncio task that runs the handler (what grpc does
+itself when the client goes away, so every handler already cleans up on cancellation), and the
+wrapper around the handler, seeing that the monitor asked for it, takes the cancellation back
+and sends the status. The monitor's task exists only while at least one such stream is open.
+
+Never: look at request bodies on the fast path, or keep per-call state for a call that neither
+check concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+
+REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
+REQUIRE_LEADER_VALUE = "true"  # rpctypes.MetadataHasLeader
+
+ERR_NO_LEADER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+ERR_LEARNER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")
+
+# What a learner serves (etcd's isRPCSupportedForLearner and its stream interceptor).
+_STATUS = "/etcdserverpb.Maintenance/Status"
+_RANGE = "/etcdserverpb.KV/Range"  # serializable only
+_SNAPSHOT = "/etcdserverpb.Maintenance/Snapshot"
+
+# etcd's maxNoLeaderCnt: samples, one per election timeout, without a leader before the
+# streams that require one are ended.
+NO_LEADER_SAMPLES = 3
+
+_NO_LEADER_ID = 0
+
+
+class GuardedMember(Protocol):
+    @property
+    def leader(self) -> int: ...
+
+    @property
+    def is_learner(self) -> bool: ...
+
+
+def _kind(handler: Any) -> str:
+    """The RpcMethodHandler field that holds the behaviour."""
+    if handler.request_streaming:
+        return "stream_stream" if handler.response_streaming else "stream_unary"
+    return "unary_stream" if handler.response_streaming else "unary_unary"
+
+
+def _refusal(handler: Any, status: tuple[grpc.StatusCode, str]) -> Any:
+    """``handler`` with a behaviour that only fails with ``status``."""
+
+    async def refuse(request: Any, context: Any) -> None:
+        await context.abort(*status)
+
+    return handler._replace(**{_kind(handler): refuse})
+
+
+class _Guarded:
+    """One open stream that requires a leader."""
+
+    __slots__ = ("ended", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.ended = False  # set by the monitor just before it cancels ``task``
+
+
+class LeaderMonitor:
+    """Ends the open streams that require a leader once the member has had none for
+    ``samples`` checks in a row, one check every ``interval_s`` (etcd: the election timeout).
+    """
+
+    def __init__(
+        self, member: GuardedMember, interval_s: float, samples: int = NO_LEADER_SAMPLES
+    ) -> None:
+        assert interval_s > 0 and samples > 0, (interval_s, samples)
+        self._member = member
+        self._interval_s = interval_s
+        self._samples = samples
+        self._streams: set[_Guarded] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    def _add(self, entry: _Guarded) -> None:
+        self._streams.add(entry)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _discard(self, entry: _Guarded) -> None:
+        self._streams.discard(entry)
+        if not self._streams and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        leaderless = 0
+        while True:
+            await asyncio.sleep(self._interval_s)
+            leaderless = leaderless + 1 if self._member.leader == _NO_LEADER_ID else 0
+            if leaderless >= self._samples:
+                streams, self._streams = self._streams, set()
+                for entry in streams:
+                    entry.ended = True
+                    entry.task.cancel()
+
+    def guard(self, handler: Any) -> Any:
+        """``handler`` whose stream is ended with ``no leader`` when the monitor says so."""
+        kind = _kind(handler)
+        behavior: Callable[[Any, Any], Any] = getattr(handler, kind)
+
+        async def guarded(request: Any, context: Any) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            entry = _Guarded(task)
+            self._add(entry)
+            try:
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):  # a generator handler: write what it yields
+                    async for response in result:
+                        await context.write(response)
+                else:
+                    await result
+                return
+            except asyncio.CancelledError:
+                if not entry.ended:
+                    raise  # the client went away, or the server is stopping
+                task.uncancel()
+            finally:
+                self._discard(entry)
+            await context.abort(*ERR_NO_LEADER)
+
+        return handler._replace(**{kind: guarded})
+
+
+class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """etcd's unary and stream interceptors: the learner and ``hasleader`` checks."""
+
+    def __init__(self, member: GuardedMember, election_timeout_s: float) -> None:
+        self._member = member
+        self.monitor = LeaderMonitor(member, election_timeout_s)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
+            return None
+        require_leader = False
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == REQUIRE_LEADER_KEY:
+                require_leader = value == REQUIRE_LEADER_VALUE
+                break
+        learner = self._member.is_learner
+        if not learner and not require_leader:
+            return handler
+        return self._guard(handler, handler_call_details.method, learner, require_leader)
+
+    def _guard(self, handler: Any, method: str, learner: bool, require_leader: bool) -> Any:
+        streaming = handler.request_streaming or handler.response_streaming
+        if learner:
+            if streaming:
+                if method != _SNAPSHOT:
+                    return _refusal(handler, ERR_LEARNER)
+            elif method == _RANGE:
+                return self._learner_range(handler, require_leader)
+            elif method != _STATUS:
+                return _refusal(handler, ERR_LEARNER)
+        if require_leader:
+            if self._member.leader == _NO_LEADER_ID:
+                return _refusal(handler, ERR_NO_LEADER)
+            if streaming:
+                return self.monitor.guard(handler)
+        return handler
+
+    def _learner_range(self, handler: Any, require_leader: bool) -> Any:
+        """A learner serves a Range only when it is serializable (its data may lag)."""
+        behavior = handler.unary_unary
+        member = self._member
+
+        async def range_on_learner(request: Any, context: Any) -> Any:
+            if not request.serializable:
+                await context.abort(*ERR_LEARNER)
+            if require_leader and member.leader == _NO_LEADER_ID:
+                await context.abort(*ERR_NO_LEADER)
+            return await behavior(request, context)
+
+        return handler._replace(unary_unary=range_on_learner)
