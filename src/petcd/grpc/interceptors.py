@@ -100,18 +100,27 @@ class LeaderMonitor:
     """
 
     def __init__(
-        self, member: GuardedMember, interval_s: float, samples: int = NO_LEADER_SAMPLES
+        self,
+        member: GuardedMember,
+        interval_s: float,
+        samples: int = NO_LEADER_SAMPLES,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         assert interval_s > 0 and samples > 0, (interval_s, samples)
         self._member = member
         self._interval_s = interval_s
         self._samples = samples
+        self._sleep = sleep  # the clock, injected by tests
         self._streams: set[_Guarded] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def open_streams(self) -> int:
         return len(self._streams)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
 
     def _add(self, entry: _Guarded) -> None:
         self._streams.add(entry)
@@ -127,7 +136,7 @@ class LeaderMonitor:
     async def _run(self) -> None:
         leaderless = 0
         while True:
-            await asyncio.sleep(self._interval_s)
+            await self._sleep(self._interval_s)
             leaderless = leaderless + 1 if self._member.leader == _NO_LEADER_ID else 0
             if leaderless >= self._samples:
                 streams, self._streams = self._streams, set()
@@ -167,9 +176,14 @@ class LeaderMonitor:
 class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """etcd's unary and stream interceptors: the learner and ``hasleader`` checks."""
 
-    def __init__(self, member: GuardedMember, election_timeout_s: float) -> None:
+    def __init__(
+        self,
+        member: GuardedMember,
+        election_timeout_s: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._member = member
-        self.monitor = LeaderMonitor(member, election_timeout_s)
+        self.monitor = LeaderMonitor(member, election_timeout_s, sleep=sleep)
 
     async def intercept_service(
         self,
