@@ -23,6 +23,7 @@ import pytest
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.api.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
+from petcd.grpc.interceptors import PEER_HASHKV
 from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port
 
 TOKEN = "itest-learner-rpcs"
@@ -139,6 +140,9 @@ def test_a_learner_serves_only_status_serializable_range_and_snapshot(
         }
         refused = {name: _code(call) for name, call in calls.items()}
         assert refused == dict.fromkeys(calls, LEARNER), refused
+        # A peer's corruption check (petcd.grpc.peer_hash) still gets the learner's hash.
+        got = maint.HashKV(rpc_pb2.HashKVRequest(), metadata=(PEER_HASHKV,), timeout=t)
+        assert got.header.member_id == int(b_id, 16), got
         # etcd >= 3.5 lets a learner stream a snapshot (3.4 refused it).
         chunks = list(maint.Snapshot(rpc_pb2.SnapshotRequest(), timeout=30))
         assert chunks and chunks[-1].remaining_bytes == 0, len(chunks)

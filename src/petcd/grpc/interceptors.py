@@ -21,6 +21,11 @@ path, one metadata scan and two attribute reads per RPC):
   member noticed the loss, as etcd's ``monitorLeader``) it ends every such stream with the
   same status. Streams without the metadata are never ended for want of a leader.
 
+One petcd addition: a learner also answers ``Maintenance.HashKV`` when the call carries the
+``PEER_HASHKV`` metadata, which ``petcd.grpc.peer_hash`` sets when a member fetches its peers'
+hashes for the corruption checks (etcd fetches them over its peer HTTP listener, which the gRPC
+interceptors never see, so its learners are compared too).
+
 The learner check comes first, as in etcd (a learner refuses a linearizable Range with the
 learner error even when it has no leader).
 
@@ -52,6 +57,10 @@ ERR_LEARNER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for l
 _STATUS = "/etcdserverpb.Maintenance/Status"
 _RANGE = "/etcdserverpb.KV/Range"  # serializable only
 _SNAPSHOT = "/etcdserverpb.Maintenance/Snapshot"
+_HASH_KV = "/etcdserverpb.Maintenance/HashKV"  # from a peer's corruption check only
+
+# Set by a member asking its peers for their HashKV (``petcd.grpc.peer_hash``).
+PEER_HASHKV = ("petcd-peer-request", "hashkv")
 
 # etcd's maxNoLeaderCnt: samples, one per election timeout, without a leader before the
 # streams that require one are ended.
@@ -201,9 +210,10 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         learner = self._member.is_learner
         if not learner and not require_leader:
             return handler
-        return self._guard(handler, handler_call_details.method, learner, require_leader)
+        return self._guard(handler, handler_call_details, learner, require_leader)
 
-    def _guard(self, handler: Any, method: str, learner: bool, require_leader: bool) -> Any:
+    def _guard(self, handler: Any, details: Any, learner: bool, require_leader: bool) -> Any:
+        method: str = details.method
         streaming = handler.request_streaming or handler.response_streaming
         if learner:
             if streaming:
@@ -211,6 +221,8 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     return _refusal(handler, ERR_LEARNER)
             elif method == _RANGE:
                 return self._learner_range(handler, require_leader)
+            elif method == _HASH_KV and PEER_HASHKV in details.invocation_metadata:
+                pass
             elif method != _STATUS:
                 return _refusal(handler, ERR_LEARNER)
         if require_leader:

@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.grpc.interceptors import PEER_HASHKV
 from petcd.mvcc.errors import CompactedError, FutureRevisionError
 from petcd.server.corrupt import FailureKind, PeerFailure, PeerHash, PeerResult, PeerTarget
 from petcd.server.ids import format_id
@@ -84,7 +85,9 @@ class GrpcPeerHashFetcher:
             async with grpc.aio.insecure_channel(target) as channel:
                 stub: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
                 resp = await stub.HashKV(
-                    rpc_pb2.HashKVRequest(revision=revision), timeout=self._timeout_s
+                    rpc_pb2.HashKVRequest(revision=revision),
+                    timeout=self._timeout_s,
+                    metadata=(PEER_HASHKV,),  # a learner answers its peers (not clients)
                 )
         except grpc.aio.AioRpcError as e:
             details = e.details() or ""

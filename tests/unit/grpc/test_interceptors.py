@@ -17,7 +17,13 @@ import grpc
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from petcd.grpc.interceptors import ERR_LEARNER, ERR_NO_LEADER, LeaderMonitor, RequestGuard
+from petcd.grpc.interceptors import (
+    ERR_LEARNER,
+    ERR_NO_LEADER,
+    PEER_HASHKV,
+    LeaderMonitor,
+    RequestGuard,
+)
 from tests.unit.grpc.test_election_lock import Aborted, FakeContext, settle
 
 REQUIRE_LEADER = (("hasleader", "true"),)
@@ -135,6 +141,14 @@ def test_a_learner_may_stream_a_snapshot() -> None:
     assert intercept(guard, SERVER_STREAM, Details("/etcdserverpb.Maintenance/Snapshot")) is (
         SERVER_STREAM
     )
+
+
+def test_a_learner_answers_hashkv_to_its_peers_only() -> None:
+    guard = RequestGuard(FakeMember(is_learner=True), 1.0)
+    method = "/etcdserverpb.Maintenance/HashKV"
+    assert intercept(guard, UNARY, Details(method, (PEER_HASHKV,))) is UNARY
+    h = intercept(guard, UNARY, Details(method))
+    assert asyncio.run(outcome(h.unary_unary, rpc_pb2.HashKVRequest())) == ERR_LEARNER
 
 
 def test_the_learner_check_comes_before_the_leader_check() -> None:
