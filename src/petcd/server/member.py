@@ -1424,7 +1424,6 @@ class Member:
             raise StoppedError()
         if self._lead == NONE_ID:
             raise NoLeaderError()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         raft = self.node.raft
         if self._lead == self.id and raft.role is Role.LEADER and self._single_voter:
             # The only voter is the leader for sure, and its commit index is the read index
@@ -1432,8 +1431,10 @@ class Member:
             index = raft.raft_log.committed
             if self._applied >= index:
                 return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._rounds[self._next_read_ctx()] = _ReadRound([fut], index)
         else:
+            fut = asyncio.get_running_loop().create_future()
             self._reads.append(fut)
             self._kick()
         try:
