@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-Per stream, a reader task handles the client's requests and the handler coroutine writes
+Per stream, a reader task handles the client's requests and the handler (an async generator
+registered by ``add_watch_service``; ``Watch`` adapts it to ``context.write``) yields the
 responses, as etcd's ``serverWatchStream`` (recvLoop / sendLoop):
 
 - ``create_request``: a watcher is registered with the member (``Member.watch``) and a
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 import grpc
@@ -304,6 +306,14 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         self.fragment_bytes_max = fragment_bytes_max
 
     async def Watch(self, request_iterator: Any, context: Any) -> None:
+        """The reader/writer form of the stream (the generated servicer's registration)."""
+        async with contextlib.aclosing(self.responses(request_iterator, context)) as out:
+            async for item in out:
+                await context.write(item)
+
+    async def responses(self, request_iterator: Any, context: Any) -> AsyncGenerator[Any, None]:
+        """The stream's responses, in order; grpc.aio writes what a generator handler yields
+        with a little less work per message than ``context.write`` from a coroutine."""
         stream = _Stream(self._member, self._log, self.raw, self.fragment_bytes_max)
         sink = stream.sink
         failure: list[BaseException] = []
@@ -344,7 +354,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                         else:
                             out.append(item)
                     for item in out:
-                        await context.write(item)
+                        yield item
                 if sink.refused:
                     sink.refused = False
                     self._member.wake_watch_sync()
@@ -373,7 +383,7 @@ def add_watch_service(service: WatchService, server: Any) -> None:
     service.raw = True
     handlers = {
         "Watch": grpc.stream_stream_rpc_method_handler(
-            service.Watch,
+            service.responses,
             request_deserializer=rpc_pb2.WatchRequest.FromString,
             response_serializer=serialize_watch_response,
         )
