@@ -130,3 +130,46 @@ def test_service_splits_only_for_fragment_watchers(tmp_path: Path) -> None:
             assert [e for m in frag for e in m.events] == list(whole[0].events)
     finally:
         member.backend.close()
+
+
+def test_watchers_are_removed_when_the_stream_ends(tmp_path: Path) -> None:
+    """Cancelled through ``Watch`` (context.write) or with the generator abandoned mid-stream
+    (as a wrapping interceptor leaves it), the stream's watchers leave the store."""
+    member = StoreMember(tmp_path)
+
+    async def through_watch() -> None:
+        ctx = FakeContext()
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(WatchService(member).Watch(requests(q), ctx))
+        await q.put(create(b"a"))
+        await q.put(create(b"b", range_end=b"c"))
+        await settle()
+        assert member.store.watcher_counts()[0] == 2
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert member.store.watcher_counts() == (0, 0, 0)
+
+    async def abandoned_generator() -> None:
+        q: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def consume() -> None:
+            gen = WatchService(member).responses(requests(q), FakeContext())
+            async for _ in gen:
+                await asyncio.Event().wait()  # cancelled here, outside the generator
+
+        task = asyncio.create_task(consume())
+        await q.put(create(b"a"))
+        await settle()
+        assert member.store.watcher_counts()[0] == 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await settle()  # the loop's async-generator finalizer closes it
+        assert member.store.watcher_counts() == (0, 0, 0)
+
+    try:
+        asyncio.run(through_watch())
+        asyncio.run(abandoned_generator())
+    finally:
+        member.backend.close()
