@@ -35,14 +35,13 @@ def _first(base: Path) -> PetcdProcess:
 
 
 def _joiner(base: Path, name: str, initial_cluster: str, peer_port: int) -> PetcdProcess:
+    # Not the cluster's token (as etcd, joining does not need it): PetcdProcess's own.
     p = PetcdProcess(base / name / "data", name=name, peer_port=peer_port)
     p.extra_args = [
         "--initial-cluster",
         initial_cluster,
         "--initial-cluster-state",
         "existing",
-        "--initial-cluster-token",
-        TOKEN,
         "--snapshot-count",
         "20",
     ]
