@@ -26,6 +26,11 @@ One petcd addition: a learner also answers ``Maintenance.HashKV`` when the call 
 hashes for the corruption checks (etcd fetches them over its peer HTTP listener, which the gRPC
 interceptors never see, so its learners are compared too).
 
+Every call that passes the learner check is counted in ``etcd_server_client_requests_total``
+(labels ``type``: ``unary`` or ``stream``, and ``client_api_version`` from the
+``client-api-version`` metadata that clientv3 sends, else ``unknown``), as etcd counts it:
+calls refused for want of a leader are counted, calls refused on a learner are not.
+
 The learner check comes first, as in etcd (a learner refuses a linearizable Range with the
 learner error even when it has no leader).
 
@@ -42,13 +47,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
 REQUIRE_LEADER_VALUE = "true"  # rpctypes.MetadataHasLeader
+CLIENT_API_VERSION_KEY = "client-api-version"  # rpctypes.MetadataClientAPIVersionKey
 
 ERR_NO_LEADER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 ERR_LEARNER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")
@@ -182,17 +191,45 @@ class LeaderMonitor:
         return handler._replace(**{kind: guarded})
 
 
+class _RequestsCollector(Collector):
+    """``etcd_server_client_requests_total`` from the guard's counts, at scrape time."""
+
+    def __init__(self, counts: dict[tuple[bool, str], int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "etcd_server_client_requests",
+            "The total number of client requests per client version.",
+            labels=["type", "client_api_version"],
+        )
+        for (streaming, version), n in sorted(self._counts.items()):
+            family.add_metric(["stream" if streaming else "unary", version], n)
+        yield family
+
+
 class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """etcd's unary and stream interceptors: the learner and ``hasleader`` checks."""
+    """etcd's unary and stream interceptors: the learner and ``hasleader`` checks, and the
+    ``etcd_server_client_requests_total`` counter when a ``registry`` is given."""
 
     def __init__(
         self,
         member: GuardedMember,
         election_timeout_s: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._member = member
         self.monitor = LeaderMonitor(member, election_timeout_s, sleep=sleep)
+        self._counts: dict[tuple[bool, str], int] = {}  # (streaming, version) -> requests
+        if registry is not None:
+            registry.register(_RequestsCollector(self._counts))
+
+    def _count(self, streaming: bool, version: str) -> None:
+        # A plain dict on the hot path (a prometheus Counter takes a lock per inc); the
+        # collector turns it into the counter when /metrics is scraped.
+        key = (streaming, version)
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     async def intercept_service(
         self,
@@ -202,37 +239,49 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
             return None
-        require_leader = False
+        require_leader: bool | None = None
+        version: str | None = None
         for key, value in handler_call_details.invocation_metadata or ():
+            # etcd reads the first value of each key
             if key == REQUIRE_LEADER_KEY:
-                require_leader = value == REQUIRE_LEADER_VALUE
-                break
-        learner = self._member.is_learner
-        if not learner and not require_leader:
-            return handler
-        return self._guard(handler, handler_call_details, learner, require_leader)
-
-    def _guard(self, handler: Any, details: Any, learner: bool, require_leader: bool) -> Any:
-        method: str = details.method
+                if require_leader is None:
+                    require_leader = value == REQUIRE_LEADER_VALUE
+            elif key == CLIENT_API_VERSION_KEY and version is None:
+                version = value
         streaming = handler.request_streaming or handler.response_streaming
-        if learner:
-            if streaming:
-                if method != _SNAPSHOT:
-                    return _refusal(handler, ERR_LEARNER)
-            elif method == _RANGE:
-                return self._learner_range(handler, require_leader)
-            elif method == _HASH_KV and PEER_HASHKV in details.invocation_metadata:
-                pass
-            elif method != _STATUS:
-                return _refusal(handler, ERR_LEARNER)
+        if self._member.is_learner:
+            return self._guard_learner(
+                handler, handler_call_details, streaming, version, bool(require_leader)
+            )
+        self._count(streaming, version or "unknown")
         if require_leader:
-            if self._member.leader == _NO_LEADER_ID:
-                return _refusal(handler, ERR_NO_LEADER)
-            if streaming:
-                return self.monitor.guard(handler)
+            return self._guard_leader(handler, streaming)
         return handler
 
-    def _learner_range(self, handler: Any, require_leader: bool) -> Any:
+    def _guard_leader(self, handler: Any, streaming: bool) -> Any:
+        if self._member.leader == _NO_LEADER_ID:
+            return _refusal(handler, ERR_NO_LEADER)
+        if streaming:
+            return self.monitor.guard(handler)
+        return handler
+
+    def _guard_learner(
+        self, handler: Any, details: Any, streaming: bool, version: str | None, require: bool
+    ) -> Any:
+        method: str = details.method
+        if streaming:
+            if method != _SNAPSHOT:
+                return _refusal(handler, ERR_LEARNER)
+        elif method == _RANGE:
+            return self._learner_range(handler, version or "unknown", require)
+        elif method == _HASH_KV and PEER_HASHKV in details.invocation_metadata:
+            pass
+        elif method != _STATUS:
+            return _refusal(handler, ERR_LEARNER)
+        self._count(streaming, version or "unknown")
+        return self._guard_leader(handler, streaming) if require else handler
+
+    def _learner_range(self, handler: Any, version: str, require_leader: bool) -> Any:
         """A learner serves a Range only when it is serializable (its data may lag)."""
         behavior = handler.unary_unary
         member = self._member
@@ -240,6 +289,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def range_on_learner(request: Any, context: Any) -> Any:
             if not request.serializable:
                 await context.abort(*ERR_LEARNER)
+            self._count(False, version)
             if require_leader and member.leader == _NO_LEADER_ID:
                 await context.abort(*ERR_NO_LEADER)
             return await behavior(request, context)

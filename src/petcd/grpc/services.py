@@ -56,10 +56,12 @@ from petcd.server import errors as server_errors
 from petcd.server.config import Config
 from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
+from petcd.server.metrics import ServerMetrics
 
 
 class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     cfg: Config
+    metrics: ServerMetrics
 
     async def range(self, req: RangeRequest) -> RangeResponse: ...
 
@@ -390,7 +392,13 @@ def make_server(
     Raises ``OSError`` if a listener cannot be bound.
     """
     server = grpc.aio.server(
-        interceptors=[RequestGuard(member, member.cfg.election_timeout_ms / 1000.0)],
+        interceptors=[
+            RequestGuard(
+                member,
+                member.cfg.election_timeout_ms / 1000.0,
+                registry=member.metrics.registry,
+            )
+        ],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", _MAX_SEND_BYTES),

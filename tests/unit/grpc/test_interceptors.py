@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc.interceptors import (
@@ -274,3 +275,34 @@ def test_over_grpc_a_stream_that_requires_a_leader_ends_with_no_leader() -> None
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_client_requests_are_counted_by_type_and_client_version_as_etcd() -> None:
+    member = FakeMember()
+    registry = CollectorRegistry()
+    guard = RequestGuard(member, 1.0, registry=registry)
+    v35 = (("client-api-version", "3.5"),)
+    intercept(guard, UNARY, Details("/etcdserverpb.KV/Put", v35))
+    intercept(guard, UNARY, Details("/etcdserverpb.KV/Range", v35))
+    intercept(guard, STREAM, Details("/etcdserverpb.Watch/Watch", v35))
+    intercept(guard, UNARY, Details("/etcdserverpb.KV/Range"))
+    member.leader = 0  # refused for want of a leader: still counted
+    intercept(guard, STREAM, Details("/etcdserverpb.Watch/Watch", (*v35, *REQUIRE_LEADER)))
+    member.is_learner = True  # refused on a learner: not counted
+    intercept(guard, UNARY, Details("/etcdserverpb.KV/Put", v35))
+    h = intercept(guard, UNARY, Details("/etcdserverpb.KV/Range", v35))
+    assert asyncio.run(outcome(h.unary_unary, rpc_pb2.RangeRequest())) == ERR_LEARNER
+    assert asyncio.run(outcome(h.unary_unary, rpc_pb2.RangeRequest(serializable=True))) == (
+        rpc_pb2.RangeResponse(count=7)
+    )
+    intercept(guard, UNARY, Details("/etcdserverpb.Maintenance/Status"))
+    lines = [
+        line
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("etcd_server_client_requests_total")
+    ]
+    assert sorted(lines) == [
+        'etcd_server_client_requests_total{client_api_version="3.5",type="stream"} 2.0',
+        'etcd_server_client_requests_total{client_api_version="3.5",type="unary"} 3.0',
+        'etcd_server_client_requests_total{client_api_version="unknown",type="unary"} 2.0',
+    ], lines
