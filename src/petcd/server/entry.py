@@ -406,6 +406,15 @@ def _read_txn(r: _Reader, depth: int = 0) -> TxnRequest:
     return TxnRequest(compares, success, failure)
 
 
+def request_id(data: bytes) -> int:
+    """The request id of an entry's data, without decoding the request."""
+    if len(data) < 2:
+        raise EntryFormatError("entry data is truncated")
+    if data[0] != FORMAT_VERSION:
+        raise EntryFormatError(f"unknown entry format version {data[0]}")
+    return _Reader(data, 2).uvarint()
+
+
 def decode(data: bytes) -> DecodedEntry:
     """The request in an entry's data; raises ``EntryFormatError`` if it is malformed."""
     if len(data) < 2:
