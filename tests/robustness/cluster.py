@@ -21,7 +21,8 @@ on exactly the processes the cluster started, by pid:
   proxies tell the dialing member by its peer handshake (``petcd_peer_sender``), so a pair
   can be cut in both directions while every other pair still talks: a symmetric isolation
   of one member, a split into groups, or a partial partition (two members that cannot talk
-  to each other but both reach a third). ``connect_all()`` undoes them.
+  to each other but both reach a third); ``cut_one_way(i, j)`` and ``slow_one_way(i, j, ms)``
+  act on what i sends j only. ``connect_all()`` undoes them.
 
 ``heal()`` reconnects, resumes paused members and restarts killed ones. ``stop()`` kills
 everything. The log of member ``name`` is ``<base>/<name>/petcd-<name>.log`` whatever the
@@ -227,6 +228,17 @@ class Cluster:
         assert i != j
         self.proxies[j].set_sender_mode(self.member_ids[i], mode)
         self.proxies[i].set_sender_mode(self.member_ids[j], mode)
+
+    def cut_one_way(self, i: int, j: int, mode: Mode = Mode.BLACKHOLE) -> None:
+        """Member ``j`` hears nothing from ``i`` (``i`` still hears ``j``)."""
+        assert self.proxied and self.proxies[j].sniff is not None, "needs petcd with proxies"
+        assert i != j
+        self.proxies[j].set_sender_mode(self.member_ids[i], mode)
+
+    def slow_one_way(self, i: int, j: int, delay_ms: float) -> None:
+        """What ``i`` sends ``j`` arrives ``delay_ms`` late (0: on time again)."""
+        assert self.proxied and self.proxies[j].sniff is not None, "needs petcd with proxies"
+        self.proxies[j].set_sender_delay(self.member_ids[i], delay_ms)
 
     def isolate(self, i: int, mode: Mode = Mode.BLACKHOLE) -> None:
         """Member ``i`` can talk to nobody and nobody to it (a symmetric partition)."""

@@ -20,9 +20,9 @@ Modes (``set_mode``), applied to existing and new connections alike:
 
 Per sender (``sniff``): given a function that names the sender of a connection from its first
 ``sniff_bytes`` bytes (for petcd peers, :func:`petcd_peer_sender` reads the member id from the
-peer handshake), ``set_sender_mode(sender, mode)`` applies a mode to that sender's connections
-only, both directions of them; the proxy-wide mode, when not ``PASS``, wins. Between members
-this cuts chosen pairs (a symmetric or partial partition) although every member dials the same
+peer handshake), ``set_sender_mode(sender, mode)`` applies a mode to that sender's
+connections only, both directions of them (``set_sender_delay``: a delay of what it sends
+after the handshake); the proxy-wide mode, when not ``PASS``, wins. Between members this cuts chosen pairs (a symmetric or partial partition) although every member dials the same
 proxy. The first bytes are read before the target is dialled; a connection that does not send
 them within ``sniff_timeout_s`` is closed. Without ``sniff`` the proxy never inspects the bytes.
 
@@ -84,6 +84,7 @@ class TcpProxy:
     sniff_bytes: int = 0
     sniff_timeout_s: float = 5.0
     sender_modes: dict[Hashable, Mode] = field(default_factory=dict)
+    sender_delays_ms: dict[Hashable, float] = field(default_factory=dict)
     _senders: dict[asyncio.StreamWriter, Hashable] = field(default_factory=dict)
     _thread: threading.Thread | None = None
     # (wall-clock time, client port, what happened), the last few hundred, for post-mortems
@@ -156,9 +157,26 @@ class TcpProxy:
 
         self._call(apply)
 
+    def set_sender_delay(self, sender: Hashable, delay_ms: float) -> None:
+        """What ``sender`` sends after its first bytes (the handshake, which gets through at
+        once, as does the reply) arrives ``delay_ms`` late, instead of the proxy-wide delay;
+        0 removes it. A chunk whose sender gets cut while it waits is lost."""
+        assert self.sniff is not None, "per-sender delays need a sniff function"
+
+        def apply() -> None:
+            if delay_ms > 0:
+                self.sender_delays_ms[sender] = delay_ms
+            else:
+                self.sender_delays_ms.pop(sender, None)
+
+        self._call(apply)
+
     def clear_sender_modes(self) -> None:
+        """Every sender back to the proxy-wide mode and delay."""
         for sender in list(self.sender_modes):
             self.set_sender_mode(sender, Mode.PASS)
+        for sender in list(self.sender_delays_ms):
+            self.set_sender_delay(sender, 0)
 
     def mode_for(self, sender: Hashable | None) -> Mode:
         """The mode that applies to a connection of ``sender`` (None: not known)."""
@@ -220,8 +238,8 @@ class TcpProxy:
         self._writers.update((writer, up_writer))
         try:
             await asyncio.gather(
-                self._pump(reader, up_writer, sender, first),
-                self._pump(up_reader, writer, sender, b""),
+                self._pump(reader, up_writer, sender, first, upstream=True),
+                self._pump(up_reader, writer, sender, b"", upstream=False),
                 return_exceptions=True,
             )
         finally:
@@ -237,11 +255,13 @@ class TcpProxy:
         writer: asyncio.StreamWriter,
         sender: Hashable | None,
         first: bytes,
+        upstream: bool,
     ) -> None:
         try:
-            data = first
+            data, sniffed = first, bool(first)
             while True:
                 if not data:
+                    sniffed = False
                     data = await reader.read(65536)
                     if not data:
                         break
@@ -251,8 +271,11 @@ class TcpProxy:
                 if mode is Mode.BLACKHOLE:
                     data = b""
                     continue  # swallowed
-                if self.delay_ms > 0:
-                    await asyncio.sleep(self.delay_ms / 1000)
+                delay_ms = self.delay_ms
+                if upstream and not sniffed:
+                    delay_ms = self.sender_delays_ms.get(sender, delay_ms)
+                if delay_ms > 0:
+                    await asyncio.sleep(delay_ms / 1000)
                     if self.mode_for(sender) is not Mode.PASS:
                         data = b""
                         continue

@@ -179,11 +179,14 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     failed = asyncio.create_task(member.wait_stopped())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({ready, failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    publishing: asyncio.Task[None] | None = None
     if ready in done:
-        try:
-            await member.publish()
-        except Exception as e:
-            log.warn("failed to publish local member to cluster through raft", error=str(e))
+        # Retried until it succeeds (etcd's publishV3); a stop or a failure ends the wait.
+        publishing = asyncio.create_task(member.publish())
+        done, _ = await asyncio.wait(
+            {publishing, failed, stopping}, return_when=asyncio.FIRST_COMPLETED
+        )
+    if publishing is not None and publishing in done and publishing.exception() is None:
         log.info("enabled capabilities for version", cluster_version=ETCD_CLUSTER_VERSION[:3])
         log.info("ready to serve client requests")
         for u in cfg.listen_client_urls:
@@ -193,7 +196,12 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             )
         for u in http_urls:
             log.info("serving HTTP endpoints (health, version, metrics)", address=str(u))
-        done, _ = await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if publishing is not None:
+        if not done & {failed, stopping}:
+            done, _ = await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        publishing.cancel()
+        with contextlib.suppress(BaseException):
+            await publishing
     code = 0
     if isinstance(member.fatal_error, MemberRemovedError):
         # etcd: the removed member stops and the process exits 0.

@@ -1328,11 +1328,30 @@ class Member:
         return info
 
     async def publish(self) -> None:
-        """Publish this member's name and client URLs through raft (etcd's publishV3)."""
+        """Publish this member's name and client URLs through raft (etcd's publishV3).
+
+        Retried until it succeeds or the member stops, as etcd: a proposal forwarded to a
+        leader that never gets it (a partition, a leader change) is lost, and a member that
+        never publishes stays "unstarted", or keeps its old client URLs, in the member list.
+        """
         attrs = entry_codec.MemberAttributes(
             self.id, self.cfg.name, tuple(str(u) for u in self.cfg.advertise_client_urls)
         )
-        await self._propose(attrs)
+        while True:
+            try:
+                await self._propose(attrs)
+                break
+            except StoppedError:
+                raise
+            except Exception as e:  # no leader, timed out: try again
+                if self._stopping:
+                    raise StoppedError() from e
+                self.log.warn(
+                    "failed to publish local member to cluster through raft",
+                    local_member_id=format_id(self.id),
+                    error=str(e) or type(e).__name__,
+                )
+                await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000.0)
         self.log.info(
             "published local member to cluster through raft",
             local_member_id=format_id(self.id),
