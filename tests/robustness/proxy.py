@@ -22,7 +22,8 @@ Per sender (``sniff``): given a function that names the sender of a connection f
 ``sniff_bytes`` bytes (for petcd peers, :func:`petcd_peer_sender` reads the member id from the
 peer handshake), ``set_sender_mode(sender, mode)`` applies a mode to that sender's
 connections only, both directions of them (``set_sender_delay``: a delay of what it sends
-after the handshake); the proxy-wide mode, when not ``PASS``, wins. Between members this cuts chosen pairs (a symmetric or partial partition) although every member dials the same
+after the handshake); the proxy-wide mode, when not ``PASS``, wins. Between members this
+cuts chosen pairs (a symmetric or partial partition) although every member dials the same
 proxy. The first bytes are read before the target is dialled; a connection that does not send
 them within ``sniff_timeout_s`` is closed. Without ``sniff`` the proxy never inspects the bytes.
 
