@@ -630,6 +630,7 @@ def test_member_that_could_not_publish_publishes_after_the_heal(
         lambda: _ok(_ctl(c.endpoints, "member", "list")).count("http://127.0.0.1:") == 6,
         "every member to publish",
     )
+    applied = int(_status(m.endpoint).raftAppliedIndex)
     c.kill(late)
     # A new term while it is down, and entries of that term it lacks: after its restart it
     # is ready (and publishes) only once the leader sent it some, which takes a round trip.
@@ -647,8 +648,11 @@ def test_member_that_could_not_publish_publishes_after_the_heal(
         if j != late:
             c.slow_one_way(late, j, 1000)
     c.restart(late, wait=False)
-    # Ready (a leader, an entry of this term applied) means it just proposed its attributes.
-    _wait(lambda: bool(_keys(m.endpoint, b"missed/")), "it to apply an entry of this term")
+    # Ready (a leader, an entry of this term applied: any entry past those it had) means it
+    # just proposed its attributes.
+    _wait(
+        lambda: _status(m.endpoint).raftAppliedIndex > applied, "it to apply an entry of this term"
+    )
     for j in range(3):
         if j != late:
             c.cut_one_way(late, j)
