@@ -726,10 +726,19 @@ class Member:
     def _expire_proposals(self) -> None:
         """Fail the proposals that waited longer than the request timeout (etcd's)."""
         deadlines, now = self._deadlines, time.monotonic()
+        expired = False
         while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
             _, fut = deadlines.popleft()
             if not fut.done():
                 fut.set_exception(RequestTimeoutError())
+                expired = True
+        if expired:
+            # A proposal that timed out may never be applied (a new leader overwrote it):
+            # forget its waiter and request; if it is applied after all, it is decoded.
+            for rid in [rid for rid, f in self._waiters.items() if f.done()]:
+                del self._waiters[rid]
+                if self._local_requests.pop(rid, None) is not None:
+                    self.metrics.proposals_pending.dec()
 
     async def _commit_timer(self) -> None:
         # The backend commits at apply boundaries when its batch is old enough; this timer

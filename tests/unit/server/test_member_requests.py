@@ -1,0 +1,80 @@
+"""The member's per-request path: proposal timeouts and the proposer's own entries.
+
+Theory of operation
+-------------------
+A one-member ``Member`` in a temporary directory, driven in-process. The WAL's sync is slowed
+down on purpose so that a proposal is in raft but not yet applied when its request times out:
+the caller gets etcd's timeout, the write is still applied later (as in etcd, a timed-out
+request may take effect), and the member forgets the waiter, so that nothing accumulates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from petcd.mvcc.requests import PutRequest, RangeRequest, RequestOp, TxnRequest
+from petcd.server.config import Config, Url
+from petcd.server.errors import RequestTimeoutError
+from petcd.server.log import Logger
+from petcd.server.member import Member
+
+
+def _config(tmp_path: Path) -> Config:
+    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
+    return Config(
+        name="solo",
+        data_dir=str(tmp_path / "solo.etcd"),
+        listen_peer_urls=(),
+        initial_advertise_peer_urls=(peer,),
+        initial_cluster=(("solo", (peer,)),),
+    )
+
+
+def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> None:
+    async def run() -> None:
+        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
+        await m.start()
+        try:
+            await asyncio.wait_for(m.wait_ready(), 10)
+            await m.put(PutRequest(b"k", b"v1"))
+            wal = m.wal
+            sync = wal.sync
+
+            def slow_sync() -> None:
+                time.sleep(0.8)
+                sync()
+
+            wal.sync = slow_sync  # type: ignore[method-assign]
+            m._concurrent_at = time.monotonic() + 60  # the worker-thread path: the loop runs on
+            m.request_timeout_s = 0.2
+            started = time.monotonic()
+            with pytest.raises(RequestTimeoutError):
+                await m.put(PutRequest(b"k", b"v2"))
+            assert time.monotonic() - started < 0.7  # the ticker's sweep, not the slow sync
+            # Still being synced, but already forgotten (a new leader could overwrite it).
+            assert not m._waiters and not m._local_requests
+            wal.sync = sync  # type: ignore[method-assign]
+            m.request_timeout_s = 5.0
+            # The entry was in raft already: it is applied after all, from its decoded data.
+            for _ in range(100):
+                if m._waiters or m.kv.range(RangeRequest(b"k")).kvs[0].value != b"v2":
+                    await asyncio.sleep(0.05)
+            assert m.kv.range(RangeRequest(b"k")).kvs[0].value == b"v2"
+            assert not m._waiters and not m._local_requests
+            # The proposer's own entries (applied from the request objects) give the same
+            # answers as decoded ones.
+            r = await m.txn(TxnRequest(success=(RequestOp(request_put=PutRequest(b"k", b"v3")),)))
+            assert r.succeeded and r.responses[0].response_put is not None
+            got = await m.range(RangeRequest(b"k"))
+            assert [kv.value for kv in got.kvs] == [b"v3"]
+            assert got.header.revision == r.header.revision == 4
+            assert not m._waiters and not m._local_requests
+        finally:
+            await m.stop()
+
+    asyncio.run(run())
