@@ -230,6 +230,11 @@ class _Peer:
     stats: PeerStats = field(default_factory=PeerStats)
     url_index: int = 0
     writer: asyncio.StreamWriter | None = None
+    # The connected writer's high-water mark: above it, messages wait in the queue for the
+    # write loop, which drains (with the write timeout) before writing more.
+    high_water_bytes: int = 0
+    # True while the write loop awaits drain: send() must queue, not write.
+    draining: bool = False
     broken: bool = False
     accepting: bool = False
     task: asyncio.Task[None] | None = None
@@ -425,15 +430,55 @@ class PeerTransport:
                     unreachable = set()
                 unreachable.add(p.id)
         for p in touched.values():
-            p.wake.set()
             n = len(p.queue)
             if n > p.stats.queued_messages_peak:
                 p.stats.queued_messages_peak = n
+            w = p.writer
+            if (
+                w is not None
+                and not p.draining
+                and not p.broken
+                and w.transport.get_write_buffer_size() <= p.high_water_bytes
+            ):
+                # The connection is idle: write now instead of waking the write loop, which
+                # would run only after everything else queued on the event loop (a Ready
+                # round's apply, other requests): on a busy member that was 0.1-0.6 ms per
+                # hop of every replicated write.
+                if not self._write_now(p, w):
+                    if unreachable is None:
+                        unreachable = set()
+                    unreachable.add(p.id)
+            else:
+                p.wake.set()
         if unreachable:
             loop = self._loop
             assert loop is not None, "send() before start()"
             for mid in unreachable:
                 loop.call_soon(self._report_unreachable, mid)
+
+    def _write_now(self, p: _Peer, writer: asyncio.StreamWriter) -> bool:
+        """Write everything queued for ``p`` on its idle connection (from ``send``).
+
+        False when the batch was dropped: the connection is gone (or a message could not be
+        encoded); the write loop is woken to notice it and redial, as if its own write failed.
+        """
+        batch = p.queue.take_all()
+        try:
+            buf = codec.encode_frames(batch)
+            _write(writer, buf)
+        except (ConnectionResetError, CodecError) as e:
+            p.stats.dropped_messages += len(batch)
+            p.broken = True
+            p.wake.set()
+            self._state(p, p.generation, "direct write failed", error=str(e))
+            return False
+        stats = p.stats
+        stats.sent_messages += len(batch)
+        stats.sent_batches += 1
+        stats.sent_bytes += len(buf)
+        if writer.transport.get_write_buffer_size() > p.high_water_bytes:
+            p.wake.set()  # the write loop drains, with the write timeout, before more is sent
+        return True
 
     # -- the per-peer stream writer ------------------------------------------------------------
 
@@ -590,6 +635,8 @@ class PeerTransport:
                 return
             failures = 0
             p.backoff.reset()
+            p.high_water_bytes = writer.transport.get_write_buffer_limits()[1]
+            p.draining = False
             p.writer = writer
             p.broken = False
             p.accepting = True
@@ -648,7 +695,7 @@ class PeerTransport:
     async def _write_loop(self, p: _Peer, writer: asyncio.StreamWriter, gen: int) -> None:
         stats = p.stats
         transport = writer.transport
-        high_water_bytes = transport.get_write_buffer_limits()[1]
+        high_water_bytes = p.high_water_bytes
         write_timeout_s = self.cfg.write_timeout_seconds
         while True:
             await p.wake.wait()
@@ -658,15 +705,16 @@ class PeerTransport:
             if p.broken:
                 raise ConnectionResetError("connection closed by the remote peer")
             batch = p.queue.take_all()
-            if not batch:
-                continue
-            buf = codec.encode_frames(batch)
-            _write(writer, buf)
-            stats.sent_messages += len(batch)
-            stats.sent_batches += 1
-            stats.sent_bytes += len(buf)
+            if batch:
+                buf = codec.encode_frames(batch)
+                _write(writer, buf)
+                stats.sent_messages += len(batch)
+                stats.sent_batches += 1
+                stats.sent_bytes += len(buf)
+            # Woken with nothing queued: send() wrote past the high-water mark itself.
             if transport.get_write_buffer_size() <= high_water_bytes:
                 continue  # drain() would return at once: skip the timer
+            p.draining = True
             try:
                 await asyncio.wait_for(writer.drain(), write_timeout_s)
             except TimeoutError:
@@ -675,6 +723,8 @@ class PeerTransport:
                 raise ConnectionResetError(
                     f"write to remote peer stalled for {write_timeout_s}s"
                 ) from None
+            finally:
+                p.draining = False
 
     # -- snapshots: the sender -----------------------------------------------------------------
 
