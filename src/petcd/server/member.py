@@ -23,7 +23,9 @@ core has something ready, in etcd's fixed order:
 2. ``rd = node.ready()``; persist ``rd.snapshot`` marker, ``rd.hard_state`` and ``rd.entries``
    to the WAL, with one ``fdatasync`` in a worker thread when ``rd.must_sync`` (new proposals
    keep queueing meanwhile: group commit); append them to ``MemoryStorage``;
-3. send ``rd.messages`` through the peer transport (only now: what they promise is durable);
+3. send ``rd.messages`` through the peer transport (only now: what they promise is durable;
+   a leader's appends and heartbeats went out before step 2, so that the followers' fsyncs
+   overlap its own: ``_send_appends_early``);
 4. apply ``rd.committed_entries`` to the KVStore in one backend batch (conf changes also go to
    ``node.apply_conf_change``); resolve the futures of the requests this member proposed;
 5. ``node.advance(rd)``; resolve read rounds whose index is now applied; maybe snapshot.
@@ -140,6 +142,7 @@ from petcd.raft.types import (
     Index,
     MemberId,
     Message,
+    MessageType,
     Role,
     Snapshot,
     SnapshotMetadata,
@@ -185,6 +188,8 @@ from petcd.wal import WAL, snapshot_markers
 from petcd.wal import exists as wal_exists
 
 _WAL_META = struct.Struct(">QQ")  # member id, cluster id
+# What a leader sends before its own WAL fsync (Member._send_appends_early).
+_EARLY_TYPES = frozenset({MessageType.APP, MessageType.HEARTBEAT})
 _T = TypeVar("_T")
 # When proposals come one at a time (one client, or clients far apart), a Ready's WAL batch is
 # fdatasync'ed on the loop thread itself: handing it to a worker thread and back costs two
@@ -881,6 +886,9 @@ class Member:
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        messages: tuple[Message, ...] | list[Message] = rd.messages
+        if messages and rd.must_sync and self._transport is not None:
+            messages = self._send_appends_early(rd)
         # 1. persist
         if rd.snapshot is not None and not rd.snapshot.is_empty:
             await self._install_snapshot(rd.snapshot)
@@ -901,8 +909,8 @@ class Member:
         if rd.hard_state is not None:
             self._storage.set_hard_state(rd.hard_state)
         # 2. send, only now that what the messages promise is durable
-        if rd.messages and self._transport is not None:
-            self._transport.send(rd.messages)
+        if messages and self._transport is not None:
+            self._transport.send(messages)
         # 3. apply
         if rd.committed_entries:
             self._apply(rd.committed_entries)
@@ -915,6 +923,31 @@ class Member:
         self._resolve_reads()
         if rd.committed_entries:
             await self._after_apply()
+
+    def _send_appends_early(self, rd: Ready) -> list[Message]:
+        """A leader's appends and heartbeats go out before its own WAL fsync; returns the rest.
+
+        Raft allows a leader to write its log in parallel with replicating it (thesis 10.2.1;
+        etcd's leader sends before saving too), which takes one fsync off every write's path:
+        the followers' fsyncs overlap the leader's. It stays safe because a commit still needs
+        this member's own entries durable: raft counts the leader's match at append time, but
+        followers' acks for these entries can only be stepped while the fsync below runs, and
+        whatever that commit releases (apply, answers, commit indexes sent to followers) happens
+        in a later Ready, after this fsync returned. A single-voter quorum commits at append
+        time, so its messages (to learners) keep waiting. Everything else (append responses,
+        votes, read-index answers) promises something about this member's own state and waits.
+        """
+        raft = self.node.raft
+        if raft.role is not Role.LEADER or raft.quorum < 2 or rd.snapshot is not None:
+            return list(rd.messages)
+        early: list[Message] = []
+        rest: list[Message] = []
+        for m in rd.messages:
+            (early if m.type in _EARLY_TYPES else rest).append(m)
+        if early:
+            assert self._transport is not None
+            self._transport.send(early)
+        return rest
 
     async def _install_snapshot(self, snap: Snapshot) -> None:
         """A leader sent the state machine (its backend file): adopt it, then the log."""
