@@ -14,12 +14,16 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
   connection (a joining member; only when ``members_source`` is given) gets the cluster's
   members and their peer URLs as the handshake reply (``encode_member_listing``), then closes.
 - for each peer (``add_peer``) one task dials a long-lived stream connection (cycling through
-  the peer's URLs, with capped exponential backoff between failures) and writes: it waits for
-  the queue to be non-empty, takes everything queued, encodes it as one buffer, writes it and
-  awaits ``drain``. A watcher task reads the connection only to notice EOF (the listener never
+  the peer's URLs, with capped exponential backoff between failures) and runs the write loop:
+  it waits for the queue to be non-empty, takes everything queued, encodes it as one buffer,
+  writes it and, past the transport's high-water mark, awaits ``drain`` (with the write
+  timeout). A watcher task reads the connection only to notice EOF (the listener never
   writes after the handshake).
 - ``send(messages)`` never awaits: per message, it appends to the target peer's bounded
-  queue. A peer whose queue is full, or that is not connected (except during the first dial
+  queue; then, for a peer whose connection is idle (connected, not draining, its buffer below
+  the high-water mark), it writes the queue at once, as one buffer per peer, instead of waking
+  the write loop (which would run only after everything else queued on the event loop: a
+  hop per message on every replicated write). A peer whose queue is full, or that is not connected (except during the first dial
   attempt after a start or a lost connection, when messages wait for it), gets the message
   dropped and is reported through ``report_unreachable`` (once per peer per ``send``; queued
   messages dropped when a dial fails or a connection is lost are reported too); a MsgSnap starts a
