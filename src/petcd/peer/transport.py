@@ -23,11 +23,12 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
   queue; then, for a peer whose connection is idle (connected, not draining, its buffer below
   the high-water mark), it writes the queue at once, as one buffer per peer, instead of waking
   the write loop (which would run only after everything else queued on the event loop: a
-  hop per message on every replicated write). A peer whose queue is full, or that is not connected (except during the first dial
-  attempt after a start or a lost connection, when messages wait for it), gets the message
-  dropped and is reported through ``report_unreachable`` (once per peer per ``send``; queued
-  messages dropped when a dial fails or a connection is lost are reported too); a MsgSnap starts a
-  snapshot task on its own connection, which ends with ``report_snapshot(peer, failed)``. The
+  hop per message on every replicated write). A peer whose queue is full, or that is not
+  connected (except during the first dial attempt after a start or a lost connection, when
+  messages wait for it), gets the message dropped and is reported through
+  ``report_unreachable`` (once per peer per ``send``; queued messages dropped when a dial
+  fails or a connection is lost are reported too); a MsgSnap starts a snapshot task on its
+  own connection, which ends with ``report_snapshot(peer, failed)``. The
   task gets the file from ``snapshot_source`` (a ``SnapshotFile``: the sender's state machine
   and the metadata that file really holds, which replaces the message's).
 
