@@ -509,6 +509,41 @@ def test_isolated_leader_steps_down_and_rejoins_as_follower(
     _assert_everywhere(c, acked, b"lead/")
 
 
+def test_five_members_split_two_three_with_the_leader_in_the_minority(
+    tmp_path: Path, clusters: list[Cluster]
+) -> None:
+    """Five members split 2 | 3, the leader on the side of two: that side cannot serve
+    (its leader steps down), the three elect a leader and serve; after the heal all five
+    follow it and agree."""
+    c = _start(clusters, _make(tmp_path, 5, proxied=True))
+    leader = c.leader_index()
+    assert leader is not None
+    minority = [leader, (leader + 1) % 5]
+    majority = [i for i in range(5) if i not in minority]
+    writers = Writers([c.members[i].endpoint for i in majority], prefix=b"split/").start()
+    try:
+        writers.wait_more(30, "writes before the split")
+        c.partition(minority, majority)
+        new = _wait_new_leader(c, majority, c.member_ids[leader])
+        _wait(
+            lambda: all(_leader_of(c, i) == 0 for i in minority),
+            "the minority to have no leader",
+        )
+        small = [c.members[i].endpoint for i in minority]
+        _assert_unserved(_ctl(small, "put", "split/refused", "x", "--command-timeout=3s"))
+        big = [c.members[i].endpoint for i in majority]
+        _ok(_ctl(big, "put", "split/during", "v"))
+        writers.wait_more(50, "writes through the majority")
+        c.connect_all()
+        _wait(
+            lambda: all(_leader_of(c, i) == c.member_ids[new] for i in range(5)),
+            "all five to follow the majority's leader",
+        )
+    finally:
+        writers.stop()
+    _assert_everywhere(c, writers.acked | {b"split/during"}, b"split/")
+
+
 @pytest.mark.parametrize("pair", ["followers", "leader-follower"])
 def test_partial_partition_keeps_serving(
     tmp_path: Path, clusters: list[Cluster], pair: str
