@@ -393,13 +393,13 @@ def test_leader_kill_under_write_load(tmp_path: Path, clusters: list[Cluster]) -
 
 @pytest.mark.long
 def test_leader_kill_under_write_load_repeated(tmp_path: Path, clusters: list[Cluster]) -> None:
-    """The leader killed again and again for about a minute, with 8 writers."""
+    """The leader killed again and again for a minute (5 times at least), with 8 writers."""
     c = _start(clusters, _make(tmp_path, 3))
     writers = Writers(c.endpoints, count=8).start()
     timings: list[tuple[float, float]] = []
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or len(timings) < 5:
             timings.append(_kill_leader_under_load(c, writers))
     finally:
         writers.stop()
@@ -407,7 +407,6 @@ def test_leader_kill_under_write_load_repeated(tmp_path: Path, clusters: list[Cl
     bound_s = 3 * ELECTION_MS / 1000
     slow = [t for t in timings if max(t) > bound_s]
     assert not slow, f"{len(slow)} of {len(timings)} failovers over {bound_s}s: {slow}"
-    assert len(timings) >= 5
     _assert_everywhere(c, writers.acked, writers.prefix)
 
 
