@@ -173,6 +173,12 @@ def _assert_hashkv_equal(c: Cluster) -> None:
         lambda: len({_status(m.endpoint).header.revision for m in c.members}) == 1,
         "every member at the same revision",
     )
+    # ``--cluster`` asks the member list for client URLs: every member published its own
+    # (a member cut off before publishing retries after the heal, within a request timeout).
+    _wait(
+        lambda: _ok(_ctl(c.endpoints, "member", "list")).count(", http://") == 2 * c.size,
+        "every member's client URL in the member list",
+    )
     res = _ctl(c.endpoints, "endpoint", "hashkv", "--cluster")
     out = _ok(res)
     lines = [ln for ln in out.splitlines() if ln.strip()]
