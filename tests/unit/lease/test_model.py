@@ -279,7 +279,11 @@ TestLessorModel = LessorMachine.TestCase
 TestLessorModel.settings = settings(max_examples=75, stateful_step_count=50, deadline=None)
 
 
+# 2000 examples of 100 steps: about 60 s of CPU, 270 s of wall time on a 2-core machine at a
+# load average of 12. pytest-timeout's default 300 s stopped it mid-example, which Hypothesis
+# then reported as a FlakyStrategyDefinition rather than as a timeout.
 @pytest.mark.long
+@pytest.mark.timeout(900)
 def test_lessor_model_long() -> None:
     run_state_machine_as_test(
         LessorMachine,
