@@ -22,6 +22,12 @@ def test_make_mirror_argument_errors(differ: Differ) -> None:
 def test_mirror_copies_the_base_then_follows_updates(
     differ: Differ, lone_target: ServerProcess
 ) -> None:
+    # The differ's servers live for the whole session and lone_target for the module, and this
+    # test runs once per (source, destination) pair: start from empty prefixes on both sides, or
+    # the previous pair's mm/c is part of the base copy.
+    differ.check("del", "--prefix", "mm/")
+    with Client([lone_target.endpoint]) as dest:
+        dest.delete(b"copy/", prefix=True)
     differ.check("put", "mm/a", "1")
     differ.check("put", "mm/b", "2")
     proc = subprocess.Popen(
