@@ -251,12 +251,9 @@ def test_rolling_restart_under_writes_loses_nothing(cluster: list[PetcdProcess])
         assert not lost, f"{m.name} lost {len(lost)} acknowledged writes: {lost[:5]}"
     worst = sorted(gaps)[-5:]
     print(f"rolling restart: {len(acked)} writes, {len(errors)} errors, longest gaps {worst}")
-    if worst[-1] >= ELECTION_TIMEOUT_S:
-        # Known bug (about 1 run in 8 on a quiet machine, more under load): right after a
-        # leader transfer, a follower's write can stall for 2-3 s until that follower is
-        # stopped; cause not found yet (see the issue 6 note). Reported, not hidden: the run
-        # shows as XFAIL with the measured gaps.
-        pytest.xfail(f"client stalled {worst[-1]:.2f} s (> election timeout): {errors}")
+    # Found by this bar: a follower re-dialled a restarted leader only after its backoff and
+    # dropped a forwarded proposal meanwhile; proposals under an old leader waited 7 s.
+    assert worst[-1] < ELECTION_TIMEOUT_S, (worst, errors)
 
 
 def test_linearizable_reads_through_several_followers_at_once(

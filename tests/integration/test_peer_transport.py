@@ -298,6 +298,36 @@ def test_reconnects_after_the_peer_comes_back(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_peer_that_dials_us_ends_our_backoff_towards_it(tmp_path: Path) -> None:
+    """A restarted member dials its peers at once; a peer that was backing off towards it
+    must redial then, not wait out its backoff (regression: a proposal a follower forwarded
+    to a restarted new leader in that window was lost, the client stalled for seconds)."""
+
+    async def main() -> None:
+        a = make_member(1, tmp_path, backoff_initial_seconds=8.0, backoff_max_seconds=8.0)
+        b = make_member(2, tmp_path)
+        await start(a, b)
+        try:
+            await wait_for(lambda: a.transport.is_connected(b.id), "connected")
+            await b.transport.stop()
+            await wait_for(lambda: not a.transport.is_connected(b.id), "A notices B is gone")
+            # A now backs off for 8 s. B comes back and talks to A first.
+            b2 = make_member(2, tmp_path, port=b.port)
+            await listen(b2)
+            b2.transport.add_peer(a.id, [a.url])
+            b2.transport.send([app(b2.id, a.id, 0)])
+            began = time.monotonic()
+            await wait_for(lambda: a.transport.is_connected(b.id), "A redialled B", 4.0)
+            assert time.monotonic() - began < 4.0
+            a.transport.send([app(a.id, b.id, 1)])
+            await wait_for(lambda: len(b2.received) == 1, "delivered after the redial")
+            await b2.transport.stop()
+        finally:
+            await stop(a, b)
+
+    run(main())
+
+
 def test_slow_receiver_queue_is_bounded_and_others_flow(tmp_path: Path) -> None:
     async def main() -> None:
         queue_max = 32

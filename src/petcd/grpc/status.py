@@ -23,6 +23,7 @@ ERR_NO_SPACE = "etcdserver: mvcc: database space exceeded"
 
 _SERVER: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
     server_errors.NoLeaderError: (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"),
+    server_errors.LeaderChangedError: (grpc.StatusCode.UNAVAILABLE, "etcdserver: leader changed"),
     server_errors.RequestTimeoutError: (
         grpc.StatusCode.UNAVAILABLE,
         "etcdserver: request timed out",

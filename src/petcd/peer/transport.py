@@ -246,6 +246,11 @@ class _Peer:
     # Bumped by _close_peer: a connection task serves one generation and never touches the
     # peer's shared state once it is stale (even if its cancellation were lost).
     generation: int = 0
+    # Set when the peer dialled us: it is up (again), so a backoff towards it ends at once.
+    # A restarted member dials every peer on start; without this, a peer could keep waiting
+    # out its backoff (up to backoff_max_seconds) and drop what raft sends meanwhile - a
+    # proposal forwarded to a new leader in that window was lost for good.
+    peer_is_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class PeerTransport:
@@ -688,7 +693,9 @@ class PeerTransport:
     async def _backoff(self, p: _Peer, gen: int, why: str) -> None:
         delay_s = p.backoff.next_delay()
         self._state(p, gen, "backoff", reason=why, delay_seconds=round(delay_s, 3))
-        await asyncio.sleep(delay_s)
+        p.peer_is_up.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(p.peer_is_up.wait(), delay_s)
 
     def _drop_queued(self, p: _Peer) -> None:
         p.accepting = False
@@ -884,6 +891,9 @@ class PeerTransport:
             if hello.kind == codec.KIND_MEMBERS:
                 await asyncio.wait_for(writer.drain(), self.cfg.dial_timeout_seconds)
             elif hello.kind == codec.KIND_STREAM:
+                peer = self._peers.get(hello.from_)
+                if peer is not None:
+                    peer.peer_is_up.set()
                 await self._receive_stream(hello.from_, reader, writer)
             else:
                 await self._receive_snapshot(hello.from_, reader, writer)

@@ -56,6 +56,12 @@ class LeaderTransferTimeoutError(RequestError):
     """etcd: ``etcdserver: request timed out, leader transfer took too long`` (UNAVAILABLE)."""
 
 
+class LeaderChangedError(RequestError):
+    """etcd: ``etcdserver: leader changed`` (UNAVAILABLE): the leader a proposal went to lost
+    its leadership before the proposal was answered. The outcome is unknown (the new leader may
+    still commit it), as after a timeout, but the client learns it at once and can retry."""
+
+
 class RequestTimeoutError(RequestError):
     """etcd: ``etcdserver: request timed out`` (UNAVAILABLE)."""
 

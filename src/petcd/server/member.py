@@ -163,6 +163,7 @@ from petcd.server.errors import (
     ConfigError,
     CorruptError,
     JoinError,
+    LeaderChangedError,
     LeaderTransferTimeoutError,
     LearnerNotReadyError,
     MemberExistError,
@@ -1095,6 +1096,8 @@ class Member:
                 self.log.info(
                     f"raft.node: {format_id(self.id)} lost leader {format_id(self._lead)}"
                 )
+            if self._lead != NONE_ID:
+                self._fail_proposals_of_old_leader()
             self._lead = lead
             if lead != self.id and self.lessor.is_primary:
                 self.lessor.demote()
@@ -1107,6 +1110,26 @@ class Member:
                 self._kick()
         self.metrics.has_leader.set(1 if lead != NONE_ID else 0)
         self.metrics.is_leader.set(1 if role is Role.LEADER else 0)
+
+    def _fail_proposals_of_old_leader(self) -> None:
+        """The leader changed: answer the proposals handed to raft under the old one now.
+
+        A leader drops proposals while it transfers its leadership, and a follower forwards
+        proposals without an answer, so they would wait for the request timeout (7 s) although
+        the client could retry at once. Their outcome is unknown (the new leader may still
+        commit them), exactly as after a timeout, so they fail with etcd's ``leader changed``;
+        an entry applied later is decoded as any other."""
+        failed = 0
+        for rid, fut in list(self._waiters.items()):
+            if fut.done():
+                continue
+            fut.set_exception(LeaderChangedError())
+            del self._waiters[rid]
+            failed += 1
+            if self._local_requests.pop(rid, None) is not None:
+                self.metrics.proposals_pending.dec()
+        if failed:
+            self.metrics.proposals_failed.inc(failed)
 
     @property
     def _single_voter(self) -> bool:

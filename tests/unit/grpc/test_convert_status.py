@@ -88,6 +88,10 @@ def test_etcd_status_codes_and_messages() -> None:
         "etcdserver: request is too large",
     )
     assert status_for(server_errors.NoLeaderError()) == (c.UNAVAILABLE, "etcdserver: no leader")
+    assert status_for(server_errors.LeaderChangedError()) == (
+        c.UNAVAILABLE,
+        "etcdserver: leader changed",
+    )
     assert status_for(server_errors.RequestTimeoutError()) == (
         c.UNAVAILABLE,
         "etcdserver: request timed out",
