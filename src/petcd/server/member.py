@@ -742,9 +742,14 @@ class Member:
             # A proposal that timed out may never be applied (a new leader overwrote it):
             # forget its waiter and request; if it is applied after all, it is decoded.
             for rid in [rid for rid, f in self._waiters.items() if f.done()]:
-                del self._waiters[rid]
-                if self._local_requests.pop(rid, None) is not None:
-                    self.metrics.proposals_pending.dec()
+                self._forget_proposal(rid)
+
+    def _forget_proposal(self, rid: int) -> None:
+        """Drop an answered proposal's waiter and request: if its entry is applied after all,
+        it is decoded as another member's would be."""
+        del self._waiters[rid]
+        if self._local_requests.pop(rid, None) is not None:
+            self.metrics.proposals_pending.dec()
 
     async def _commit_timer(self) -> None:
         # The backend commits at apply boundaries when its batch is old enough; this timer
@@ -1119,17 +1124,12 @@ class Member:
         the client could retry at once. Their outcome is unknown (the new leader may still
         commit them), exactly as after a timeout, so they fail with etcd's ``leader changed``;
         an entry applied later is decoded as any other."""
-        failed = 0
-        for rid, fut in list(self._waiters.items()):
-            if fut.done():
-                continue
-            fut.set_exception(LeaderChangedError())
-            del self._waiters[rid]
-            failed += 1
-            if self._local_requests.pop(rid, None) is not None:
-                self.metrics.proposals_pending.dec()
-        if failed:
-            self.metrics.proposals_failed.inc(failed)
+        pending = [rid for rid, fut in self._waiters.items() if not fut.done()]
+        for rid in pending:
+            self._waiters[rid].set_exception(LeaderChangedError())
+            self._forget_proposal(rid)
+        if pending:
+            self.metrics.proposals_failed.inc(len(pending))
 
     @property
     def _single_voter(self) -> bool:
@@ -1576,7 +1576,7 @@ class Member:
             errors=("etcdserver: no leader",) * (st.lead == 0)
             + tuple(f"memberID:{m} alarm:{_alarm_name(a)} " for m, a in sorted(self._alarms)),
             db_size_in_use=self._backend.size_in_use_bytes(),
-            is_learner=self.id in self._members and self._members[self.id].is_learner,
+            is_learner=self.is_learner,
         )
 
     def members(self) -> tuple[ResponseHeader, tuple[MemberInfo, ...]]:
