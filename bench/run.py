@@ -530,7 +530,9 @@ def summarize(
         for a, b in ratio_pairs(targets):
             ra, rb = rate(a), rate(b)
             row[f"{a}/{b}"] = None if ra is None or not rb else round(ra / rb, 3)
-        loads = [r["loadavg1_before"] for r in runs if r["workload"] == w]
+        loads = [
+            r["loadavg1_before"] for r in runs if r["workload"] == w and "loadavg1_before" in r
+        ]
         row["loadavg1"] = [min(loads), max(loads)] if loads else None
         table.append(row)
     return table
@@ -689,6 +691,12 @@ def run_matrix(args: argparse.Namespace) -> int:
                 if t in servers and (t in full_servers or not WORKLOADS[w].needs_full_server)
             ]
             for n, (rnd, w, t) in enumerate(plan, 1):
+                if t not in servers:  # died in an earlier measurement: n/a from here on
+                    log(f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} n/a (the server died)")
+                    report["runs"].append(
+                        {"round": rnd, "workload": w, "target": t, "error": "server died"}
+                    )
+                    continue
                 wl, srv = WORKLOADS[w], servers[t]
                 total = max(1, int(args.total * wl.total_scale))
                 entry: dict[str, Any] = {"round": rnd, "workload": w, "target": t}
