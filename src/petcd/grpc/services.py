@@ -384,14 +384,52 @@ _KEEPALIVE_TIMEOUT_MS = 20_000
 
 
 def make_server(
-    member: KVMember, listeners: list[tuple[str, int]], max_request_bytes: int, log: Logger
+    member: KVMember,
+    listeners: list[tuple[str, int]],
+    max_request_bytes: int,
+    log: Logger,
+    transport: str = "grpcio",
 ) -> Any:
     """A grpc.aio server with etcd's services bound to ``listeners``, behind etcd's
-    per-request checks (``petcd.grpc.interceptors``: learners, ``hasleader``).
+    per-request checks (``petcd.grpc.interceptors``: learners, ``hasleader``); with
+    ``transport="native"`` the same services on ``petcd.grpc.native.NativeServer``.
 
-    Raises ``OSError`` if a listener cannot be bound.
+    Raises ``OSError`` if a listener cannot be bound, ``NativeTransportUnavailable`` if the
+    native front end is asked for and not built.
     """
-    server = grpc.aio.server(
+    if transport == "native":
+        from petcd.grpc.native import NativeServer
+
+        server: Any = NativeServer(
+            listeners,
+            max_recv_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES,
+            max_send_bytes=_MAX_SEND_BYTES,
+            interceptors=[
+                RequestGuard(
+                    member,
+                    member.cfg.election_timeout_ms / 1000.0,
+                    registry=member.metrics.registry,
+                )
+            ],
+            keepalive_min_time_ms=_KEEPALIVE_MIN_TIME_MS,
+            keepalive_interval_ms=_KEEPALIVE_INTERVAL_MS,
+            keepalive_timeout_ms=_KEEPALIVE_TIMEOUT_MS,
+            log=log,
+        )
+    else:
+        server = _grpcio_server(member, max_request_bytes)
+    _add_services(server, member, max_request_bytes, log)
+    if transport == "native":
+        return server
+    for host, port in listeners:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen on {address}")
+    return server
+
+
+def _grpcio_server(member: KVMember, max_request_bytes: int) -> Any:
+    return grpc.aio.server(
         interceptors=[
             RequestGuard(
                 member,
@@ -412,6 +450,9 @@ def make_server(
             ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
         ],
     )
+
+
+def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Logger) -> None:
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
     add_watch_service(
         WatchService(member, log, fragment_bytes_max=max_request_bytes + GRPC_OVERHEAD_BYTES),
@@ -432,8 +473,3 @@ def make_server(
     v3lock_pb2_grpc.add_LockServicer_to_server(  # type: ignore[no-untyped-call]
         LockService(member, log), server
     )
-    for host, port in listeners:
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if server.add_insecure_port(address) == 0:
-            raise OSError(f"cannot listen on {address}")
-    return server

@@ -47,6 +47,7 @@ QUOTA_BACKEND_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024
 _ENV_KNOWN_NON_FLAGS = frozenset({"ETCD_UNSUPPORTED_ARCH"})
 
 _LOG_LEVELS = ("debug", "info", "warn", "error", "dpanic", "panic", "fatal")
+CLIENT_TRANSPORTS = ("grpcio", "native")
 
 
 class Action(enum.Enum):
@@ -119,6 +120,7 @@ class Config:
     experimental_watch_progress_notify_interval_s: float = 600.0
     experimental_enable_lease_checkpoint_persist: bool = False
     config_file: str = ""
+    client_transport: str = "grpcio"  # petcd's own: the gRPC server of the client listeners
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
 
@@ -152,6 +154,11 @@ class Config:
             raise ConfigError(
                 f'invalid value "{self.log_level}" for flag -log-level: '
                 "valid values are debug, info, warn, error, dpanic, panic, fatal"
+            )
+        if self.client_transport not in CLIENT_TRANSPORTS:
+            raise ConfigError(
+                f'invalid value "{self.client_transport}" for flag -client-transport: '
+                'valid values are "grpcio", "native"'
             )
         if self.logger != "zap":
             raise ConfigError(f"unknown logger option {self.logger!r} (petcd supports 'zap')")
@@ -368,6 +375,10 @@ def _check_value(spec: FlagSpec, text: str) -> None:
         parse_urls(text)
 
 
+# petcd's own flags (PETCD_* variables), as opposed to etcd's.
+_PETCD_FLAGS = tuple(s.name for s in FLAGS if s.env_name.startswith("PETCD_"))
+
+
 # --- command line --------------------------------------------------------------------------
 
 
@@ -425,7 +436,7 @@ def _from_environment(
     values: dict[str, str] = {}
     env_to_spec = {spec.env_name: spec for spec in FLAGS}
     for key in sorted(environ):
-        if not key.startswith("ETCD_"):
+        if not key.startswith("ETCD_") and key not in env_to_spec:
             continue
         spec = env_to_spec.get(key)
         if spec is None:
@@ -576,6 +587,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
             "experimental-enable-lease-checkpoint-persist"
         ),
         config_file=get("config-file"),
+        client_transport=get("client-transport"),
         ignored=tuple(
             (s.name, values[s.name])
             for s in FLAGS
@@ -600,6 +612,9 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Parsed:
     if config_file:
         values = _from_config_file(config_file)
         warnings.append(f"loaded server configuration from {config_file!r}; other flags ignored")
+        for name in _PETCD_FLAGS:  # petcd's own variables still apply unless the file sets them
+            if name not in values and name in from_env:
+                values[name] = from_env[name]
     else:
         values = {**from_env, **given}
     return Parsed(Action.RUN, _build(values, warnings), tuple(warnings))

@@ -51,9 +51,12 @@ class FlagSpec:
     group: str
     support: Support = Support.SUPPORTED
     yaml_key: str | None = None  # None: the flag name itself
+    env: str | None = None  # None: ETCD_<NAME>; petcd's own flags use PETCD_<NAME>
 
     @property
     def env_name(self) -> str:
+        if self.env is not None:
+            return self.env
         return "ETCD_" + self.name.upper().replace("-", "_")
 
     @property
@@ -787,6 +790,17 @@ FLAGS: tuple[FlagSpec, ...] = (
         _UNSAFE,
         D,
     ),
+    # --- petcd's own flags (not etcd's: their variables are PETCD_*, which etcd ignores) ----
+    FlagSpec(
+        "client-transport",
+        Kind.STRING,
+        "grpcio",
+        "The gRPC server for client traffic: 'grpcio' (grpc.aio) or 'native' (petcd's Rust "
+        "front end, built by make install). Also PETCD_CLIENT_TRANSPORT, which applies even "
+        "with --config-file when the file does not set client-transport.",
+        "petcd",
+        env="PETCD_CLIENT_TRANSPORT",
+    ),
     # --- the config file itself ------------------------------------------------------------
     FlagSpec(
         "config-file",
@@ -801,7 +815,7 @@ FLAGS: tuple[FlagSpec, ...] = (
 FLAGS_BY_NAME: dict[str, FlagSpec] = {f.name: f for f in FLAGS}
 assert len(FLAGS_BY_NAME) == len(FLAGS), "duplicate flag in FLAGS"
 
-_GROUP_ORDER = (_M, _C, _SEC, _AUTH, _MON, _LOG, _EXP, _UNSAFE)
+_GROUP_ORDER = (_M, _C, _SEC, _AUTH, _MON, _LOG, _EXP, _UNSAFE, "petcd")
 
 
 def usage() -> str:

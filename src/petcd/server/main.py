@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
+    from petcd.grpc.native import NativeTransportUnavailable
     from petcd.grpc.services import make_server
     from petcd.server.member import Member
     from petcd.wal import exists as wal_exists
@@ -128,7 +129,12 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     )
     listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
     try:
-        grpc_server = make_server(member, listeners, cfg.max_request_bytes, log)
+        grpc_server = make_server(
+            member, listeners, cfg.max_request_bytes, log, transport=cfg.client_transport
+        )
+    except NativeTransportUnavailable as e:
+        log.fatal("cannot start the client transport", error=str(e))
+        return 1
     except (OSError, RuntimeError) as e:
         log.fatal("failed to listen on client urls", error=str(e))
         return 1

@@ -1,0 +1,818 @@
+"""petcd's gRPC services on the native front end (``petcd._frontend``) instead of grpc.aio.
+
+Theory of operation
+-------------------
+``petcd._frontend.Frontend`` (Rust, its own threads) does HTTP/2 and gRPC framing, deadlines,
+size limits and keepalive. It queues events (a call starts, a request message, the client's
+half-close, the call is over from the client's side, a congested call drained) and makes an
+eventfd readable when its queue goes from empty to non-empty. ``NativeServer`` registers that
+fd with the running asyncio loop, takes the whole queue on wake-up and dispatches it; every
+answer produced during one loop iteration goes back in ONE ``Frontend.send`` call (scheduled
+with ``call_soon`` when the first answer of the iteration is queued).
+
+``NativeServer`` offers the surface of the ``grpc.aio`` server petcd uses, so the existing
+servicers, the generated ``add_*Servicer_to_server`` functions, ``add_watch_service`` and the
+``RequestGuard`` interceptor run on it unchanged, with what grpc.aio's server does
+(``grpc/_cython/_cygrpc/aio/server.pyx.pxi``) as the reference for behaviour:
+
+- A method path resolves to its ``grpc.RpcMethodHandler`` through the registered handlers,
+  then the generic handlers; the result is cached per path (only for paths that resolve, so
+  a client cannot grow the cache). The interceptors run for every call, as in grpc.aio: their
+  answer depends on the call's metadata and on the member's state at that moment, and
+  ``RequestGuard`` counts each call, so their result is never cached.
+- An unknown path gets ``UNIMPLEMENTED`` with grpc-go's texts (``unknown service X``,
+  ``unknown method M for service X``, as etcd's clients see them) rather than grpc.aio's
+  ``Method not found!``.
+- The call object is the handler's ``context``: ``abort`` (sends the status and raises
+  ``grpc.aio.AbortError``), ``set_code``/``set_details``, ``write``, ``read``,
+  ``time_remaining``, ``invocation_metadata``, ``peer``, ``cancelled``, ``done``,
+  ``add_done_callback``. An exception from a handler is logged and sent as ``UNKNOWN``
+  ``Unexpected <class '...'>: ...`` unless the handler set another code first (grpc.aio's
+  texts, so the generated base classes' unimplemented methods answer ``UNIMPLEMENTED``).
+- Unary-request calls: the handler starts when the request message arrives. A unary-unary
+  handler's coroutine is first stepped in the dispatch callback itself; only if it suspends
+  (it waits for raft, say) is a Task created to drive the rest (``_Resume``). A handler that
+  answers without waiting (a serializable Range, Status) therefore costs no Task and no extra
+  loop iteration. Streaming calls always run in a Task of their own (``LeaderMonitor`` needs
+  ``asyncio.current_task()``).
+- CANCEL (the client reset the stream, went away, or its deadline passed) cancels the call's
+  task, as grpc.aio does; nothing is sent for the call afterwards.
+- Backpressure: ``send`` names the calls with more than 1 MiB queued in the front end; the
+  next ``write`` on such a call waits for its DRAINED event. A writer that queues more than
+  ``_UNFLUSHED_BYTES_MAX`` within one loop iteration waits for the flush, so a handler that
+  writes without ever suspending cannot monopolise the loop or grow the batch without bound.
+
+Never: block in the dispatch callback; send anything for a call after its status or its
+CANCEL; let an exception from one call's handler escape into the dispatch of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import importlib
+import inspect
+import time
+import types
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import grpc
+from grpc.aio import EOF, AbortError, UsageError
+
+from petcd.server.log import Logger
+
+# Event kinds queued by the front end (frontend-api.md).
+_NEW, _MESSAGE, _HALF_CLOSE, _CANCEL, _DRAINED = 0, 1, 2, 3, 4
+
+_OK = grpc.StatusCode.OK
+_CODE_NUMBER: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.StatusCode}
+_CANCELLED = _CODE_NUMBER[grpc.StatusCode.CANCELLED]
+_UNIMPLEMENTED = _CODE_NUMBER[grpc.StatusCode.UNIMPLEMENTED]
+_INTERNAL = _CODE_NUMBER[grpc.StatusCode.INTERNAL]
+_UNKNOWN = _CODE_NUMBER[grpc.StatusCode.UNKNOWN]
+_NO_REQUEST = "grpc: the client half-closed the call without sending the request message"
+
+# Bytes one call may queue within one loop iteration before its writer waits for the flush.
+_UNFLUSHED_BYTES_MAX = 1 << 20
+
+NOT_BUILT_MESSAGE = (
+    "the native client transport is not built: run `make install` (needs Rust/cargo), "
+    "or start with --client-transport=grpcio"
+)
+
+
+class NativeTransportUnavailable(RuntimeError):
+    """``petcd._frontend`` cannot be imported (the Rust extension was not built)."""
+
+
+class FrontendLike(Protocol):
+    """What ``NativeServer`` uses of ``petcd._frontend.Frontend`` (tests pass a fake)."""
+
+    def ports(self) -> list[int]: ...
+
+    def start(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def take(self) -> list[tuple[Any, ...]]: ...
+
+    def send(self, items: list[tuple[Any, ...]]) -> list[int]: ...
+
+    def stop_accepting(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def load_frontend_class() -> Callable[..., FrontendLike]:
+    """``petcd._frontend.Frontend``, or ``NativeTransportUnavailable`` with what to do."""
+    try:
+        module = importlib.import_module("petcd._frontend")
+    except ImportError as e:
+        raise NativeTransportUnavailable(f"{NOT_BUILT_MESSAGE} ({e})") from None
+    cls: Callable[..., FrontendLike] = module.Frontend
+    return cls
+
+
+class _HandlerCallDetails:
+    """What an interceptor sees of a call (grpc.HandlerCallDetails)."""
+
+    __slots__ = ("invocation_metadata", "method")
+
+    def __init__(self, method: str, invocation_metadata: tuple[tuple[str, Any], ...]) -> None:
+        self.method = method
+        self.invocation_metadata = invocation_metadata
+
+
+class _Resume:
+    """Awaitable that goes on driving a coroutine already stepped once by the dispatcher.
+
+    ``first`` is what the coroutine yielded on that first step (the future it waits on, or
+    None for a bare yield): handed to the Task first, then every send/throw goes to the
+    coroutine, exactly as if the Task had driven it from the start.
+    """
+
+    __slots__ = ("coro", "first", "primed")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+        self.primed = True
+
+    def __await__(self) -> _Resume:
+        return self
+
+    def __iter__(self) -> _Resume:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        if self.primed:
+            self.primed = False
+            return self.first
+        return self.coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self.primed = False
+        return self.coro.throw(*exc)
+
+    def close(self) -> None:
+        self.coro.close()
+
+
+async def _resume(step: _Resume) -> None:
+    await step
+
+
+class _Call:
+    """One RPC: its state in the adapter, and the ``context`` its handler gets."""
+
+    __slots__ = (
+        "_callbacks",
+        "_deadline",
+        "_server",
+        "_trailing",
+        "aborted",
+        "blocked",
+        "cancelled_by_client",
+        "deserializer",
+        "drain",
+        "finished",
+        "half_closed",
+        "handler",
+        "id",
+        "inbox",
+        "metadata",
+        "method",
+        "peer_text",
+        "reader",
+        "serializer",
+        "status_code",
+        "status_details",
+        "task",
+        "unary_pending",
+        "unflushed",
+    )
+
+    def __init__(
+        self,
+        server: NativeServer,
+        call_id: int,
+        method: str,
+        metadata: tuple[tuple[str, Any], ...],
+        timeout: float | None,
+        peer: str,
+    ) -> None:
+        self._server = server
+        self.id = call_id
+        self.method = method
+        self.metadata = metadata
+        self._deadline = None if timeout is None else time.time() + timeout
+        self.peer_text = peer
+        self.task: asyncio.Task[None] | None = None
+        self.inbox: collections.deque[bytes] = collections.deque()
+        self.half_closed = False
+        self.reader: asyncio.Future[None] | None = None  # a read() waiting for a message
+        self.unary_pending = False  # a unary-request handler waits for its message
+        self.handler: Any = None
+        self.deserializer: Callable[[bytes], Any] | None = None
+        self.serializer: Callable[[Any], bytes] | None = None
+        self.finished = False  # the status went out (or the call is over for the client)
+        self.cancelled_by_client = False
+        self.blocked = False  # the front end holds over 1 MiB for this call: wait for DRAINED
+        self.drain: asyncio.Future[None] | None = None
+        self.unflushed = 0  # bytes queued since the last flush
+        self.aborted: BaseException | None = None
+        self.status_code: grpc.StatusCode = _OK
+        self.status_details = ""
+        self._trailing: tuple[Any, ...] = ()
+        self._callbacks: list[Callable[[Any], None]] | None = None
+
+    # --- grpc.aio.ServicerContext ----------------------------------------------------------
+
+    async def read(self) -> Any:
+        if self.finished:
+            raise UsageError("RPC already finished.")
+        while not self.inbox:
+            if self.half_closed:
+                return EOF
+            self.reader = self._server.loop.create_future()
+            try:
+                await self.reader
+            finally:
+                self.reader = None
+            if self.finished:
+                raise UsageError("RPC already finished.")
+        raw = self.inbox.popleft()
+        d = self.deserializer
+        return raw if d is None else d(raw)
+
+    async def write(self, message: Any) -> None:
+        if self.finished:
+            raise UsageError("RPC already finished.")
+        while self.blocked:
+            if self.drain is None:
+                self.drain = self._server.loop.create_future()
+            await self.drain
+            if self.finished:
+                raise UsageError("RPC already finished.")
+        s = self.serializer
+        data: bytes = message if s is None else s(message)
+        server = self._server
+        server.queue((self.id, data))
+        if not self.unflushed:
+            server.unflushed_calls.append(self)
+        self.unflushed += len(data)
+        if self.unflushed > _UNFLUSHED_BYTES_MAX:
+            await server.flushed()
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        # The front end sends the response headers itself before the first message; petcd
+        # sends no custom initial metadata.
+        if self.finished:
+            raise UsageError("RPC already finished.")
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: tuple[Any, ...] = ()
+    ) -> None:
+        if self.aborted is not None:
+            raise UsageError("Abort already called!")
+        self.aborted = AbortError("Locally aborted.")
+        if details == "" and self.status_details:
+            details = self.status_details
+        else:
+            self.status_details = details
+        if trailing_metadata:
+            self._trailing = tuple(trailing_metadata)
+        self.status_code = code
+        self._server.finish(self, None, _CODE_NUMBER[code], details)
+        raise self.aborted
+
+    async def abort_with_status(self, status: Any) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        # Accepted and kept (trailing_metadata()); the front end sends only grpc-status and
+        # grpc-message, and nothing in petcd sets trailing metadata.
+        self._trailing = tuple(metadata)
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return self._trailing
+
+    def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return self.metadata
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.status_code = code
+
+    def code(self) -> grpc.StatusCode | None:
+        return None if self.status_code is _OK else self.status_code
+
+    def set_details(self, details: str) -> None:
+        self.status_details = details
+
+    def details(self) -> str:
+        return self.status_details
+
+    def set_compression(self, compression: Any) -> None:
+        pass  # responses are sent uncompressed
+
+    def disable_next_message_compression(self) -> None:
+        pass
+
+    def peer(self) -> str:
+        return self.peer_text
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None
+
+    def auth_context(self) -> dict[str, Any]:
+        return {}
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(self._deadline - time.time(), 0.0)
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+
+    def done(self) -> bool:
+        return self.finished
+
+    def cancelled(self) -> bool:
+        return self.cancelled_by_client
+
+    # --- adapter internals ------------------------------------------------------------------
+
+    def run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, None
+        for cb in callbacks or ():
+            try:
+                cb(self)
+            except Exception as e:
+                self._server.log_error("error in a done callback", self.method, e)
+
+    def fail(self, e: Exception) -> None:
+        """grpc.aio's answer to an exception escaping the handler."""
+        self._server.log_error("unexpected exception in gRPC handler", self.method, e)
+        if self.finished:
+            return
+        code = _UNKNOWN if self.status_code is _OK else _CODE_NUMBER[self.status_code]
+        self._server.finish(self, None, code, f"Unexpected {type(e)}: {e}")
+
+    def end_cancelled(self) -> None:
+        """The handler ended with CancelledError: nothing more is sent unless the client is
+        still there (something else cancelled the handler), then it learns the call ended."""
+        if not self.finished:
+            self._server.finish(self, None, _CANCELLED, "")
+
+
+class NativeServer:
+    """A ``grpc.aio.Server`` look-alike serving on ``petcd._frontend.Frontend``.
+
+    ``listeners``: (host, port) pairs, all bound at construction (``OSError`` if one cannot
+    be). ``frontend_class`` replaces ``petcd._frontend.Frontend`` (tests).
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[tuple[str, int]],
+        *,
+        max_recv_bytes: int,
+        max_send_bytes: int,
+        interceptors: Iterable[Any] = (),
+        keepalive_min_time_ms: int,
+        keepalive_interval_ms: int,
+        keepalive_timeout_ms: int,
+        threads: int = 1,
+        log: Logger | None = None,
+        frontend_class: Callable[..., FrontendLike] | None = None,
+        eager: bool = True,
+    ) -> None:
+        cls = load_frontend_class() if frontend_class is None else frontend_class
+        self._fe: FrontendLike = cls(
+            [(h, p) for h, p in listeners],
+            max_recv_bytes=max_recv_bytes,
+            max_send_bytes=max_send_bytes,
+            keepalive_min_time_ms=keepalive_min_time_ms,
+            keepalive_interval_ms=keepalive_interval_ms,
+            keepalive_timeout_ms=keepalive_timeout_ms,
+            threads=threads,
+        )
+        self._interceptors = tuple(interceptors)
+        self._eager = eager  # step unary-unary handlers before giving them a task
+        self._log = log
+        self._generic: list[Any] = []
+        self._registered: dict[str, Any] = {}
+        self._services: set[str] = set()  # names of the services with a handler
+        self._resolved: dict[str, Any] = {}  # method path -> handler, for paths that resolve
+        self._calls: dict[int, _Call] = {}
+        self._out: list[tuple[Any, ...]] = []
+        self._flush_scheduled = False
+        self._flush_waiter: asyncio.Future[None] | None = None
+        self.unflushed_calls: list[_Call] = []  # calls with unflushed > 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._started = False
+        self._stopped = False
+        self._idle: asyncio.Event | None = None  # set when no call is open (stop waits)
+
+    # --- grpc.aio.Server surface ------------------------------------------------------------
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+        for h in handlers:
+            self._generic.append(h)
+            name = getattr(h, "service_name", None)
+            if callable(name):
+                self._services.add(name())
+        self._resolved.clear()
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, Any]) -> None:
+        if self._started:
+            return  # grpc.aio: not once the server has started
+        for method, handler in handlers.items():
+            self._registered[f"/{service_name}/{method}"] = handler
+        self._services.add(service_name)
+        self._resolved.clear()
+
+    def ports(self) -> list[int]:
+        return list(self._fe.ports())
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "NativeServer used before start()"
+        return self._loop
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._fe.start()
+        self._fd = self._fe.fileno()
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._started = True
+        self._on_readable()  # anything queued before the reader was registered
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop accepting; let open calls finish for ``grace`` seconds (None: none), then
+        cancel their handlers and close every connection."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._fe.stop_accepting()
+        if not self._started:
+            self._fe.close()
+            return
+        assert self._idle is not None
+        if grace is not None and self._calls:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        tasks = [c.task for c in self._calls.values() if c.task is not None]
+        for call in list(self._calls.values()):
+            call.finished = True
+            if call.task is None:
+                self._end(call)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._flush()
+        self.loop.remove_reader(self._fd)
+        self._fe.close()
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        while not self._stopped:
+            await asyncio.sleep(0.1 if timeout is None else min(timeout, 0.1))
+        return False
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def queue(self, item: tuple[Any, ...]) -> None:
+        self._out.append(item)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def finish(self, call: _Call, message: bytes | None, code: int, details: str) -> None:
+        """Queue the call's status (after ``message`` if given); the call is over."""
+        if call.finished:
+            return
+        call.finished = True
+        self.queue((call.id, message, code, details))
+
+    def flushed(self) -> asyncio.Future[None]:
+        """A future done after the next flush."""
+        if self._flush_waiter is None:
+            self._flush_waiter = self.loop.create_future()
+        return self._flush_waiter
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        items, self._out = self._out, []
+        if self.unflushed_calls:
+            for call in self.unflushed_calls:
+                call.unflushed = 0
+            self.unflushed_calls = []
+        waiter, self._flush_waiter = self._flush_waiter, None
+        if items:
+            for call_id in self._fe.send(items):
+                blocked = self._calls.get(call_id)
+                if blocked is not None:
+                    blocked.blocked = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        calls = self._calls
+        for ev in self._fe.take():
+            kind = ev[0]
+            if kind == _MESSAGE:
+                call = calls.get(ev[1])
+                if call is None or call.finished:
+                    continue
+                if call.unary_pending:
+                    call.unary_pending = False
+                    self._start_unary(call, ev[2])
+                else:
+                    call.inbox.append(ev[2])
+                    if call.reader is not None and not call.reader.done():
+                        call.reader.set_result(None)
+            elif kind == _NEW:
+                self._new_call(ev[1], ev[2], ev[3], ev[4], ev[5])
+            elif kind == _HALF_CLOSE:
+                call = calls.get(ev[1])
+                if call is None or call.finished:
+                    continue
+                call.half_closed = True
+                if call.unary_pending:
+                    call.unary_pending = False
+                    self._no_request(call)
+                elif call.reader is not None and not call.reader.done():
+                    call.reader.set_result(None)
+            elif kind == _CANCEL:
+                call = calls.get(ev[1])
+                if call is None:
+                    continue
+                self._cancel(call)
+            elif kind == _DRAINED:
+                call = calls.get(ev[1])
+                if call is None:
+                    continue
+                call.blocked = False
+                if call.drain is not None:
+                    if not call.drain.done():
+                        call.drain.set_result(None)
+                    call.drain = None
+
+    def _cancel(self, call: _Call) -> None:
+        call.cancelled_by_client = True
+        call.finished = True
+        call.unary_pending = False
+        if call.task is not None:
+            call.task.cancel()
+        else:
+            self._end(call)
+
+    def _forget(self, call: _Call) -> None:
+        self._calls.pop(call.id, None)
+        if not self._calls and self._idle is not None:
+            self._idle.set()
+
+    def _new_call(
+        self,
+        call_id: int,
+        method: str,
+        metadata: tuple[tuple[str, Any], ...],
+        timeout: float | None,
+        peer: str,
+    ) -> None:
+        call = _Call(self, call_id, method, metadata, timeout, peer)
+        self._calls[call_id] = call
+        if self._idle is not None:
+            self._idle.clear()
+        if not self._interceptors:
+            self._handler_found(call, self._resolve(method))
+            return
+        details = _HandlerCallDetails(method, metadata)
+        coro = self._intercept(iter(self._interceptors), details)
+        try:
+            first = coro.send(None)
+        except StopIteration as done:
+            self._handler_found(call, done.value)
+            return
+        except Exception as e:
+            call.fail(e)
+            self._end(call)
+            return
+        # An interceptor that awaits something real: finish the look-up in a task.
+        call.task = self.loop.create_task(self._intercept_later(call, _Resume(coro, first)))
+
+    async def _intercept_later(self, call: _Call, step: _Resume) -> None:
+        try:
+            handler = await step
+        except asyncio.CancelledError:
+            call.end_cancelled()
+            self._end(call)
+            return
+        except Exception as e:
+            call.fail(e)
+            self._end(call)
+            return
+        call.task = None
+        self._handler_found(call, handler)
+
+    async def _intercept(self, interceptors: Any, details: _HandlerCallDetails) -> Any:
+        interceptor = next(interceptors, None)
+        if interceptor is None:
+            return self._resolve(details.method)
+
+        async def continuation(d: Any) -> Any:
+            return await self._intercept(interceptors, d)
+
+        return await interceptor.intercept_service(continuation, details)
+
+    def _resolve(self, method: str) -> Any:
+        handler = self._resolved.get(method)
+        if handler is not None:
+            return handler
+        handler = self._registered.get(method)
+        if handler is None:
+            details = _HandlerCallDetails(method, ())
+            for generic in self._generic:
+                handler = generic.service(details)
+                if handler is not None:
+                    break
+        if handler is not None and len(self._resolved) < 4096:
+            self._resolved[method] = handler
+        return handler
+
+    def _unknown(self, method: str) -> str:
+        """grpc-go's text for a method path nothing serves."""
+        path = method[1:] if method.startswith("/") else method
+        service, sep, name = path.rpartition("/")
+        if not sep:
+            return f"malformed method name: {method!r}"
+        if service in self._services:
+            return f"unknown method {name} for service {service}"
+        return f"unknown service {service}"
+
+    def _handler_found(self, call: _Call, handler: Any) -> None:
+        if call.finished:  # cancelled while an interceptor was awaited
+            self._end(call)
+            return
+        if handler is None:
+            self.finish(call, None, _UNIMPLEMENTED, self._unknown(call.method))
+            self._end(call)
+            return
+        call.handler = handler
+        call.deserializer = handler.request_deserializer
+        call.serializer = handler.response_serializer
+        if handler.request_streaming:
+            call.task = self.loop.create_task(self._run(call, _Requests(call)))
+        elif call.inbox:  # the message arrived while an interceptor was awaited
+            self._start_unary(call, call.inbox.popleft())
+        elif call.half_closed:
+            self._no_request(call)
+        else:
+            call.unary_pending = True
+
+    def _no_request(self, call: _Call) -> None:
+        self.finish(call, None, _INTERNAL, _NO_REQUEST)
+        self._end(call)
+
+    def _start_unary(self, call: _Call, payload: bytes) -> None:
+        handler = call.handler
+        d = call.deserializer
+        try:
+            request = payload if d is None else d(payload)
+        except Exception as e:  # grpc.aio: the handler's exception path (UNKNOWN)
+            call.fail(e)
+            self._end(call)
+            return
+        if handler.response_streaming:
+            call.task = self.loop.create_task(self._run(call, request))
+            return
+        coro = self._run_unary(call, handler.unary_unary, request)
+        if not self._eager:
+            call.task = self.loop.create_task(coro)
+            return
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return  # answered without waiting: no task at all
+        call.task = self.loop.create_task(_resume(_Resume(coro, first)))
+
+    def _end(self, call: _Call) -> None:
+        """The call's handler is over: forget the call, run its done callbacks."""
+        call.finished = True
+        call.task = None
+        self._forget(call)
+        call.run_callbacks()
+
+    async def _run_unary(self, call: _Call, behavior: Any, request: Any) -> None:
+        try:
+            try:
+                result = behavior(request, call)
+                if type(result) is types.CoroutineType or inspect.isawaitable(result):
+                    result = await result
+            except AbortError:
+                return
+            if call.aborted is not None:
+                self.log_error("abort error suppressed by the handler", call.method, None)
+                return
+            if call.finished:
+                return
+            code = call.status_code
+            if code is _OK:
+                s = call.serializer
+                self.finish(call, result if s is None else s(result), 0, call.status_details)
+            else:
+                self.finish(call, None, _CODE_NUMBER[code], call.status_details)
+        except asyncio.CancelledError:
+            call.end_cancelled()
+        except Exception as e:
+            call.fail(e)
+        finally:
+            self._end(call)
+
+    async def _run(self, call: _Call, request: Any) -> None:
+        """A streaming call (or a unary-request one with a streamed response)."""
+        handler = call.handler
+        agen: Any = None
+        try:
+            try:
+                if handler.request_streaming:
+                    behavior = (
+                        handler.stream_stream
+                        if handler.response_streaming
+                        else handler.stream_unary
+                    )
+                else:
+                    behavior = handler.unary_stream
+                result = behavior(request, call)
+                if inspect.isawaitable(result):
+                    result = await result
+                elif handler.response_streaming and hasattr(result, "__anext__"):
+                    agen = result
+                    async for message in agen:
+                        await call.write(message)
+                elif handler.response_streaming and result is not None:
+                    for message in result:  # a synchronous generator handler
+                        await call.write(message)
+            except AbortError:
+                return
+            finally:
+                if agen is not None:
+                    await agen.aclose()
+            if call.aborted is not None:
+                self.log_error("abort error suppressed by the handler", call.method, None)
+                return
+            if call.finished:
+                return
+            code = call.status_code
+            if handler.response_streaming or code is not _OK:
+                self.finish(call, None, _CODE_NUMBER[code], call.status_details)
+            else:
+                s = call.serializer
+                self.finish(call, result if s is None else s(result), 0, call.status_details)
+        except asyncio.CancelledError:
+            call.end_cancelled()
+        except Exception as e:
+            call.fail(e)
+        finally:
+            self._end(call)
+
+    def log_error(self, msg: str, method: str, e: BaseException | None) -> None:
+        if self._log is not None:
+            self._log.error(msg, method=method, error=repr(e))
+
+
+class _Requests:
+    """The request iterator of a streaming call: messages until the client half-closes."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await self._call.read()
+        if message is EOF:
+            raise StopAsyncIteration
+        return message
