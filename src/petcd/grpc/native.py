@@ -664,7 +664,7 @@ class NativeServer:
         path = method[1:] if method.startswith("/") else method
         service, sep, name = path.rpartition("/")
         if not sep:
-            return f"malformed method name: {method!r}"
+            return f'malformed method name: "{method}"'
         if service in self._services:
             return f"unknown method {name} for service {service}"
         return f"unknown service {service}"

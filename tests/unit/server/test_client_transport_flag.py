@@ -1,0 +1,59 @@
+"""petcd's own ``--client-transport`` flag: command line, PETCD_CLIENT_TRANSPORT, config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from petcd.server.config import parse
+from petcd.server.errors import ConfigError
+from petcd.server.flags import usage
+
+
+def transport(argv: list[str], env: dict[str, str] | None = None) -> str:
+    parsed = parse(argv, env or {})
+    assert parsed.config is not None
+    return parsed.config.client_transport
+
+
+def test_default_is_grpcio_and_the_flag_selects_native() -> None:
+    assert transport([]) == "grpcio"
+    assert transport(["--client-transport", "native"]) == "native"
+    assert transport(["--client-transport=grpcio"], {"PETCD_CLIENT_TRANSPORT": "native"}) == (
+        "grpcio"
+    )
+
+
+def test_the_variable_is_petcd_own_not_an_etcd_one() -> None:
+    assert transport([], {"PETCD_CLIENT_TRANSPORT": "native"}) == "native"
+    parsed = parse([], {"ETCD_CLIENT_TRANSPORT": "native"})
+    assert parsed.config is not None and parsed.config.client_transport == "grpcio"
+    assert any("ETCD_CLIENT_TRANSPORT" in w for w in parsed.warnings)
+
+
+def test_config_file_key_and_the_variable_when_the_file_has_none(tmp_path: Path) -> None:
+    with_key = tmp_path / "a.yaml"
+    with_key.write_text("name: default\nclient-transport: native\n")
+    assert transport(["--config-file", str(with_key)]) == "native"
+    without = tmp_path / "b.yaml"
+    without.write_text("name: default\n")
+    assert transport(["--config-file", str(without)]) == "grpcio"
+    env = {"PETCD_CLIENT_TRANSPORT": "native"}
+    assert transport(["--config-file", str(without)], env) == "native"
+    # the file wins over the variable, as it does over everything else
+    env = {"PETCD_CLIENT_TRANSPORT": "grpcio"}
+    assert transport(["--config-file", str(with_key)], env) == "native"
+
+
+def test_an_unknown_transport_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match='valid values are "grpcio", "native"'):
+        parse(["--client-transport", "h2"], {})
+    with pytest.raises(ConfigError, match="client-transport"):
+        parse([], {"PETCD_CLIENT_TRANSPORT": "quic"})
+
+
+def test_help_lists_the_flag() -> None:
+    text = usage()
+    assert "--client-transport 'grpcio'" in text
+    assert "PETCD_CLIENT_TRANSPORT" in text
