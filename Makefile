@@ -10,7 +10,12 @@ APT_STAMP := $(VENV)/.etcd-stamp
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The native front end (Rust): pip builds it through setuptools-rust, so a change to the
+# crate re-runs the install.
+NATIVE := native/frontend/Cargo.toml native/frontend/Cargo.lock $(wildcard native/frontend/src/*.rs)
+
+$(STAMP): pyproject.toml $(NATIVE)
+	@command -v cargo >/dev/null || { echo "error: building petcd needs Rust: install cargo (e.g. https://rustup.rs, or apt-get install cargo) and run make again" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -34,6 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	cd native/frontend && cargo test -q --no-default-features --lib
 
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py
@@ -48,4 +54,4 @@ bench: $(STAMP) $(APT_STAMP)
 	$(MAKE) -C bench all
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info native/frontend/target src/petcd/_frontend*.so

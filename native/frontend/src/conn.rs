@@ -1,0 +1,665 @@
+//! One HTTP/2 connection: a single task owns the h2 connection and every stream on it.
+//!
+//! Theory of operation. The task is a hand-written future. Each stream gets its own
+//! waker, which records the stream's call id in a "dirty" list and wakes the task; so
+//! when h2 signals data, a reset or send capacity for a stream, the task polls only that
+//! stream. Python's `send()` hands the task one batch per connection through a channel;
+//! the task gives all of it to h2 before it polls the connection, so a batch leaves in
+//! as few socket writes as h2's buffer allows. Outgoing bytes wait in a per-stream backlog
+//! and are handed to h2 only as far as the peer's flow-control window goes: the backlog is
+//! what `send()` counts against HIGH_WATER. Deadlines sit in a heap with one timer; the
+//! keepalive PING has a second timer.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use h2::server::{Connection, SendResponse};
+use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::time::{Instant, Sleep};
+
+use crate::grpc::{self, Deframer, Parsed};
+use crate::shared::{
+    lock, CallReg, CallShared, ConnCmd, ConnHandle, Event, MetaValue, Out, Shared, LOW_WATER,
+};
+
+/// Serves one accepted socket until the peer goes away or the front end closes.
+pub async fn serve(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let _ = sock.set_nodelay(true);
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(1 << 24)
+        .max_concurrent_streams(u32::MAX)
+        .max_header_list_size(16 << 20)
+        .max_send_buffer_size(1 << 20)
+        .handshake::<_, Bytes>(sock);
+    let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(120), handshake).await else {
+        return;
+    };
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = unbounded_channel();
+    let handle = Arc::new(ConnHandle { id, tx });
+    lock(&shared.conns).insert(id, handle.clone());
+    let cfg = &shared.cfg;
+    let keepalive = if cfg.keepalive_interval_ms > 0 {
+        conn.ping_pong().map(|pp| Keepalive {
+            pp,
+            interval: Duration::from_millis(cfg.keepalive_interval_ms),
+            timeout: Duration::from_millis(cfg.keepalive_timeout_ms.max(1)),
+            waiting: false,
+            timer: Box::pin(tokio::time::sleep(Duration::from_millis(cfg.keepalive_interval_ms))),
+        })
+    } else {
+        None
+    };
+    let task = ConnTask {
+        conn,
+        shared: shared.clone(),
+        handle,
+        rx,
+        peer: peer_string(addr).into(),
+        streams: HashMap::new(),
+        wake: Arc::new(ConnWake { dirty: Mutex::new(Vec::new()), task: AtomicWaker::new() }),
+        local_dirty: Vec::new(),
+        deadlines: BinaryHeap::new(),
+        deadline_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        deadline_armed: None,
+        keepalive,
+        closing: false,
+        events: Vec::new(),
+    };
+    task.await;
+    lock(&shared.conns).remove(&id);
+}
+
+/// grpc's peer format; IPv4-mapped IPv6 addresses are shown as IPv4, as grpc does.
+fn peer_string(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("ipv4:{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => format!("ipv4:{}:{}", v4, a.port()),
+            None => format!("ipv6:[{}]:{}", a.ip(), a.port()),
+        },
+    }
+}
+
+struct ConnWake {
+    dirty: Mutex<Vec<u64>>,
+    task: AtomicWaker,
+}
+
+struct StreamWake {
+    id: u64,
+    conn: Arc<ConnWake>,
+}
+
+impl Wake for StreamWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.conn.dirty).push(self.id);
+        self.conn.task.wake();
+    }
+}
+
+struct Keepalive {
+    pp: PingPong,
+    interval: Duration,
+    timeout: Duration,
+    waiting: bool,
+    timer: Pin<Box<Sleep>>,
+}
+
+struct Stream {
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+    recv: Option<RecvStream>,
+    deframer: Deframer,
+    /// grpc-encoding of the request, for the compressed-message error.
+    encoding: Option<String>,
+    backlog: VecDeque<Bytes>,
+    /// The front of the backlog was partly handed to h2 (a message is half out).
+    partial: bool,
+    trailers: Option<HeaderMap>,
+    call: Arc<CallShared>,
+    waker: Waker,
+    /// Nothing more to do: remove it.
+    done: bool,
+}
+
+fn trailers(code: u32, details: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from(code));
+    if !details.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&grpc::percent_encode(details)) {
+            h.insert("grpc-message", v);
+        }
+    }
+    h
+}
+
+fn response_head() -> Response<()> {
+    let mut r = Response::new(());
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+    r
+}
+
+impl Stream {
+    fn open_send(&mut self) -> bool {
+        if self.send.is_none() {
+            let Some(mut respond) = self.respond.take() else { return false };
+            match respond.send_response(response_head(), false) {
+                Ok(s) => self.send = Some(s),
+                Err(_) => {
+                    self.done = true;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        if self.trailers.is_some() || self.done {
+            return;
+        }
+        if self.open_send() {
+            self.backlog.push_back(frame);
+        }
+    }
+
+    fn finish(&mut self, msg: Option<Bytes>, code: u32, details: &str) {
+        if self.trailers.is_some() || self.done {
+            return;
+        }
+        if self.send.is_none() && msg.is_none() {
+            // Trailers-only, as grpc-go answers errors.
+            if let Some(mut respond) = self.respond.take() {
+                let mut r = response_head();
+                r.headers_mut().extend(trailers(code, details));
+                let _ = respond.send_response(r, true);
+            }
+            self.done = true;
+            return;
+        }
+        if let Some(m) = msg {
+            self.push(m);
+        }
+        self.trailers = Some(trailers(code, details));
+    }
+
+    /// Ends the call now, dropping whatever is still queued (deadline, over-size).
+    fn abort(&mut self, code: u32, details: &str) {
+        self.backlog.clear();
+        self.trailers = None;
+        if self.partial {
+            if let Some(s) = self.send.as_mut() {
+                s.send_reset(Reason::CANCEL);
+            }
+            self.done = true;
+            return;
+        }
+        if let Some(mut s) = self.send.take() {
+            let _ = s.send_trailers(trailers(code, details));
+            self.done = true;
+            return;
+        }
+        self.finish(None, code, details);
+    }
+
+    /// Hands the backlog to h2 as far as its send capacity goes; then the trailers.
+    /// Returns the number of bytes handed over.
+    fn flush(&mut self) -> usize {
+        let mut fed = 0;
+        let mut cx = Context::from_waker(&self.waker);
+        if let Some(send) = self.send.as_mut() {
+            let want: usize = self.backlog.iter().map(Bytes::len).sum();
+            if want > 0 {
+                send.reserve_capacity(want);
+            }
+            let mut spins = 0;
+            while let Some(front) = self.backlog.front_mut() {
+                let mut cap = send.capacity();
+                if cap == 0 {
+                    match send.poll_capacity(&mut cx) {
+                        Poll::Ready(Some(Ok(_))) if spins < 4 => {
+                            spins += 1;
+                            cap = send.capacity();
+                            if cap == 0 {
+                                continue;
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                            self.backlog.clear();
+                            self.done = true;
+                            return fed;
+                        }
+                        _ => break,
+                    }
+                }
+                let chunk = if front.len() <= cap {
+                    self.partial = false;
+                    self.backlog.pop_front().unwrap_or_default()
+                } else {
+                    self.partial = true;
+                    front.split_to(cap)
+                };
+                fed += chunk.len();
+                if send.send_data(chunk, false).is_err() {
+                    self.backlog.clear();
+                    self.done = true;
+                    return fed;
+                }
+            }
+            if self.backlog.is_empty() {
+                if let Some(t) = self.trailers.take() {
+                    let _ = send.send_trailers(t);
+                    self.done = true;
+                }
+            }
+        }
+        fed
+    }
+
+    /// Polls the peer's RST_STREAM. True if the stream was reset (or the connection broke).
+    fn poll_reset(&mut self) -> bool {
+        let mut cx = Context::from_waker(&self.waker);
+        let r = if let Some(s) = self.send.as_mut() {
+            s.poll_reset(&mut cx)
+        } else if let Some(r) = self.respond.as_mut() {
+            r.poll_reset(&mut cx)
+        } else {
+            return false;
+        };
+        r.is_ready()
+    }
+}
+
+struct ConnTask {
+    conn: Connection<TcpStream, Bytes>,
+    shared: Arc<Shared>,
+    handle: Arc<ConnHandle>,
+    rx: UnboundedReceiver<ConnCmd>,
+    peer: Arc<str>,
+    streams: HashMap<u64, Stream>,
+    wake: Arc<ConnWake>,
+    local_dirty: Vec<u64>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    deadline_timer: Pin<Box<Sleep>>,
+    deadline_armed: Option<Instant>,
+    keepalive: Option<Keepalive>,
+    closing: bool,
+    events: Vec<Event>,
+}
+
+impl ConnTask {
+    fn on_request(&mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let (parts, body) = req.into_parts();
+        let grpc_ct = parts
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if parts.method != http::Method::POST || !grpc_ct {
+            let mut r = Response::new(());
+            *r.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            let _ = respond.send_response(r, true);
+            return;
+        }
+        let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut metadata = Vec::with_capacity(parts.headers.len());
+        let mut timeout = None;
+        let mut encoding = None;
+        for (k, v) in parts.headers.iter() {
+            let key = k.as_str();
+            match key {
+                "content-type" | "te" | "grpc-accept-encoding" => {}
+                "grpc-timeout" => timeout = grpc::parse_timeout(v.as_bytes()),
+                "grpc-encoding" => encoding = Some(String::from_utf8_lossy(v.as_bytes()).into()),
+                _ => {
+                    let value = if key.ends_with("-bin") {
+                        MetaValue::Bin(grpc::base64_decode(v.as_bytes()).unwrap_or_default())
+                    } else {
+                        MetaValue::Str(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    };
+                    metadata.push((key.to_owned(), value));
+                }
+            }
+        }
+        let call = Arc::new(CallShared::default());
+        lock(&self.shared.calls)
+            .insert(id, CallReg { conn: self.handle.clone(), call: call.clone() });
+        self.events.push(Event::New {
+            id,
+            method: parts.uri.path().to_owned(),
+            metadata,
+            timeout,
+            peer: self.peer.clone(),
+        });
+        if let Some(t) = timeout {
+            let at = Instant::now() + Duration::from_secs_f64(t.min(1e9));
+            self.deadlines.push(Reverse((at, id)));
+        }
+        let waker = Waker::from(Arc::new(StreamWake { id, conn: self.wake.clone() }));
+        self.streams.insert(
+            id,
+            Stream {
+                respond: Some(respond),
+                send: None,
+                recv: Some(body),
+                deframer: Deframer::default(),
+                encoding,
+                backlog: VecDeque::new(),
+                partial: false,
+                trailers: None,
+                call,
+                waker,
+                done: false,
+            },
+        );
+        self.local_dirty.push(id);
+    }
+
+    /// Does whatever a stream's wake-up (or a batch from Python) asks for.
+    fn poll_stream(&mut self, id: u64) {
+        let Some(st) = self.streams.get_mut(&id) else { return };
+        let shared = &*self.shared;
+        let events = &mut self.events;
+        // Incoming messages.
+        if let Some(recv) = st.recv.as_mut() {
+            let mut cx = Context::from_waker(&st.waker);
+            loop {
+                match recv.poll_data(&mut cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let _ = recv.flow_control().release_capacity(chunk.len());
+                        st.deframer.push(&chunk);
+                        let mut failed = None;
+                        while let Some(p) = st.deframer.next(shared.cfg.max_recv_bytes) {
+                            match p {
+                                Parsed::Message(m) => events.push(Event::Message(id, m)),
+                                Parsed::TooLarge(got, max) => {
+                                    failed = Some((
+                                        grpc::CODE_RESOURCE_EXHAUSTED,
+                                        format!(
+                                            "grpc: received message larger than max ({got} vs. {max})"
+                                        ),
+                                    ));
+                                    break;
+                                }
+                                Parsed::Compressed => {
+                                    failed = Some(match st.encoding.as_deref() {
+                                        None | Some("identity") => (
+                                            grpc::CODE_INTERNAL,
+                                            "grpc: compressed flag set with identity or empty encoder"
+                                                .to_owned(),
+                                        ),
+                                        Some(name) => (
+                                            grpc::CODE_UNIMPLEMENTED,
+                                            format!("grpc: Decompressor is not installed for grpc-encoding \"{name}\""),
+                                        ),
+                                    });
+                                    break;
+                                }
+                            }
+                        }
+                        if let Some((code, text)) = failed {
+                            st.recv = None;
+                            if shared.cancel(id, events) {
+                                st.abort(code, &text);
+                            } else {
+                                st.done = st.trailers.is_none() && st.backlog.is_empty();
+                            }
+                            break;
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        st.recv = None;
+                        if lock(&shared.calls).contains_key(&id) {
+                            events.push(Event::HalfClose(id));
+                        }
+                        break;
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // Reset by the peer, or the connection failed.
+                        st.recv = None;
+                        shared.cancel(id, events);
+                        st.done = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        // The peer's RST_STREAM after it half-closed.
+        if !st.done && st.recv.is_none() && st.poll_reset() {
+            shared.cancel(id, events);
+            st.done = true;
+        }
+        // Outgoing bytes.
+        if !st.done {
+            let fed = st.flush();
+            if fed > 0 {
+                let left = st.call.pending.fetch_sub(fed, Ordering::SeqCst) - fed;
+                if left <= LOW_WATER
+                    && st.call.over.load(Ordering::SeqCst)
+                    && st.call.over.swap(false, Ordering::SeqCst)
+                    && lock(&shared.calls).contains_key(&id)
+                {
+                    events.push(Event::Drained(id));
+                }
+            }
+        }
+        if st.done {
+            self.streams.remove(&id);
+        }
+    }
+
+    fn apply(&mut self, cmd: ConnCmd) {
+        match cmd {
+            ConnCmd::Batch(items) => {
+                for item in items {
+                    match item {
+                        Out::Msg(id, frame) => {
+                            if let Some(st) = self.streams.get_mut(&id) {
+                                st.push(frame);
+                                self.local_dirty.push(id);
+                            }
+                        }
+                        Out::Finish(id, msg, code, details) => {
+                            if let Some(st) = self.streams.get_mut(&id) {
+                                st.finish(msg, code, &details);
+                                self.local_dirty.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+            ConnCmd::Close => self.close(),
+        }
+    }
+
+    fn close(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        for (&id, st) in self.streams.iter_mut() {
+            if self.shared.cancel(id, &mut self.events) {
+                st.abort(grpc::CODE_UNAVAILABLE, "server closed the connection");
+            }
+        }
+        self.conn.graceful_shutdown();
+        self.conn.abrupt_shutdown(Reason::NO_ERROR);
+    }
+
+    fn expire_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        let now = Instant::now();
+        let mut any = false;
+        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(st) = self.streams.get_mut(&id) {
+                if self.shared.cancel(id, &mut self.events) {
+                    st.abort(grpc::CODE_DEADLINE_EXCEEDED, "context deadline exceeded");
+                    self.local_dirty.push(id);
+                    any = true;
+                }
+            }
+        }
+        // Entries of calls that ended long ago: drop them lazily when the heap is large.
+        if self.deadlines.len() > 4 * self.streams.len() + 1024 {
+            let streams = &self.streams;
+            self.deadlines.retain(|Reverse((_, id))| streams.contains_key(id));
+        }
+        if let Some(Reverse((at, _))) = self.deadlines.peek().copied() {
+            if self.deadline_armed != Some(at) {
+                self.deadline_timer.as_mut().reset(at);
+                self.deadline_armed = Some(at);
+            }
+            if self.deadline_timer.as_mut().poll(cx).is_ready() {
+                self.deadline_armed = None;
+                cx.waker().wake_by_ref();
+            }
+        }
+        any
+    }
+
+    /// False if the peer missed its PING ACK: the connection is dead.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(ka) = self.keepalive.as_mut() else { return true };
+        if ka.waiting {
+            if let Poll::Ready(r) = ka.pp.poll_pong(cx) {
+                ka.waiting = false;
+                if r.is_err() {
+                    return true; // the connection is failing anyway
+                }
+                ka.timer.as_mut().reset(Instant::now() + ka.interval);
+            }
+        }
+        while ka.timer.as_mut().poll(cx).is_ready() {
+            if ka.waiting {
+                return false;
+            }
+            if ka.pp.send_ping(Ping::opaque()).is_err() {
+                return true;
+            }
+            ka.waiting = true;
+            ka.timer.as_mut().reset(Instant::now() + ka.timeout);
+            if ka.pp.poll_pong(cx).is_ready() {
+                ka.waiting = false;
+                ka.timer.as_mut().reset(Instant::now() + ka.interval);
+            }
+        }
+        true
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wake.task.register(cx.waker());
+        let mut finished = false;
+        for _round in 0..32 {
+            let mut work = false;
+            // Python's batches first, so that the connection poll below writes them.
+            while let Poll::Ready(cmd) = self.rx.poll_recv(cx) {
+                work = true;
+                match cmd {
+                    Some(cmd) => self.apply(cmd),
+                    None => self.close(),
+                }
+            }
+            if self.expire_deadlines(cx) {
+                work = true;
+            }
+            if !self.poll_keepalive(cx) {
+                finished = true;
+                break;
+            }
+            let mut dirty = std::mem::take(&mut self.local_dirty);
+            dirty.append(&mut lock(&self.wake.dirty));
+            if !dirty.is_empty() {
+                work = true;
+                dirty.sort_unstable();
+                dirty.dedup();
+                for id in dirty {
+                    self.poll_stream(id);
+                }
+            }
+            // Drives the socket: reads frames, writes and flushes what is queued.
+            loop {
+                match self.conn.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((req, respond)))) => {
+                        work = true;
+                        if self.closing {
+                            drop(respond);
+                        } else {
+                            self.on_request(req, respond);
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                        finished = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if finished {
+                break;
+            }
+            if !work && self.local_dirty.is_empty() {
+                break;
+            }
+        }
+        if finished {
+            for (&id, _) in self.streams.iter() {
+                self.shared.cancel(id, &mut self.events);
+            }
+            self.streams.clear();
+        } else if !self.local_dirty.is_empty() || !lock(&self.wake.dirty).is_empty() {
+            cx.waker().wake_by_ref(); // out of rounds: yield, then go on
+        }
+        self.shared.push_events(&mut self.events);
+        if finished {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Future for ConnTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.poll_inner(cx))) {
+            Ok(p) => p,
+            Err(e) => {
+                let what = e
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| e.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                eprintln!("petcd._frontend: connection task panicked, closing it: {what}");
+                let mut events = Vec::new();
+                for (&id, _) in this.streams.iter() {
+                    this.shared.cancel(id, &mut events);
+                }
+                this.streams.clear();
+                this.shared.push_events(&mut events);
+                Poll::Ready(())
+            }
+        }
+    }
+}

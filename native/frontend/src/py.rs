@@ -1,0 +1,224 @@
+//! The Python binding: class `Frontend` of module `petcd._frontend`.
+
+use std::net::TcpListener as StdTcpListener;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+
+use crate::grpc;
+use crate::server::{self, Running};
+use crate::shared::{lock, Config, Event, MetaValue, Out, Shared};
+
+enum State {
+    /// Bound, not serving yet (None after stop_accepting()).
+    Bound(Option<Vec<StdTcpListener>>),
+    Running(Running),
+    Closed,
+}
+
+#[pyclass(module = "petcd._frontend")]
+struct Frontend {
+    shared: Arc<Shared>,
+    ports: Vec<u16>,
+    threads: usize,
+    state: Mutex<State>,
+}
+
+fn message_bytes(obj: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(grpc::frame(b.as_bytes()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(grpc::frame(&b.to_vec()));
+    }
+    Err(PyTypeError::new_err("a message must be bytes"))
+}
+
+#[pymethods]
+impl Frontend {
+    #[new]
+    #[pyo3(signature = (listeners, *, max_recv_bytes, max_send_bytes, keepalive_min_time_ms,
+                        keepalive_interval_ms, keepalive_timeout_ms, threads = 1))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        listeners: Vec<(String, u16)>,
+        max_recv_bytes: usize,
+        max_send_bytes: usize,
+        keepalive_min_time_ms: u64,
+        keepalive_interval_ms: u64,
+        keepalive_timeout_ms: u64,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let bound = py.detach(|| {
+            let mut bound = Vec::with_capacity(listeners.len());
+            for (host, port) in &listeners {
+                match server::bind(host, *port) {
+                    Ok(l) => bound.push(l),
+                    Err(e) => {
+                        let text = format!(
+                            "cannot listen on {}: {}",
+                            server::show_addr(host, *port),
+                            server::os_text(&e)
+                        );
+                        return Err((e.raw_os_error(), text));
+                    }
+                }
+            }
+            Ok(bound)
+        });
+        let bound = match bound {
+            Ok(b) => b,
+            Err((Some(errno), text)) => return Err(PyOSError::new_err((errno, text))),
+            Err((None, text)) => return Err(PyOSError::new_err(text)),
+        };
+        let mut ports = Vec::with_capacity(bound.len());
+        for l in &bound {
+            ports.push(l.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port());
+        }
+        let cfg = Config {
+            max_recv_bytes,
+            max_send_bytes,
+            keepalive_min_time_ms,
+            keepalive_interval_ms,
+            keepalive_timeout_ms,
+        };
+        let shared = Shared::new(cfg).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(Frontend {
+            shared: Arc::new(shared),
+            ports,
+            threads: threads.max(1),
+            state: Mutex::new(State::Bound(Some(bound))),
+        })
+    }
+
+    /// The bound ports, in listener order.
+    fn ports(&self) -> Vec<u16> {
+        self.ports.clone()
+    }
+
+    /// Starts serving.
+    fn start(&self) -> PyResult<()> {
+        let mut state = lock(&self.state);
+        match &mut *state {
+            State::Bound(listeners) => {
+                let listeners = listeners.take().unwrap_or_default();
+                let running = Running::start(listeners, self.shared.clone(), self.threads)
+                    .map_err(|e| PyOSError::new_err(e.to_string()))?;
+                *state = State::Running(running);
+                Ok(())
+            }
+            State::Running(_) => Err(PyRuntimeError::new_err("the front end is already started")),
+            State::Closed => Err(PyValueError::new_err("the front end is closed")),
+        }
+    }
+
+    /// The eventfd that is readable whenever take() has events.
+    fn fileno(&self) -> i32 {
+        self.shared.eventfd()
+    }
+
+    /// Every queued event, in arrival order.
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.shared.take();
+        let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(events.len());
+        for ev in events {
+            let t = match ev {
+                Event::New { id, method, metadata, timeout, peer } => {
+                    let mut md: Vec<Bound<'py, PyAny>> = Vec::with_capacity(metadata.len());
+                    for (k, v) in metadata {
+                        let item = match v {
+                            MetaValue::Str(s) => (k, s).into_pyobject(py)?.into_any(),
+                            MetaValue::Bin(b) => {
+                                (k, PyBytes::new(py, &b)).into_pyobject(py)?.into_any()
+                            }
+                        };
+                        md.push(item);
+                    }
+                    let md = PyTuple::new(py, md)?;
+                    (0u8, id, method, md, timeout, &*peer).into_pyobject(py)?.into_any()
+                }
+                Event::Message(id, m) => {
+                    (1u8, id, PyBytes::new(py, &m)).into_pyobject(py)?.into_any()
+                }
+                Event::HalfClose(id) => (2u8, id).into_pyobject(py)?.into_any(),
+                Event::Cancel(id) => (3u8, id).into_pyobject(py)?.into_any(),
+                Event::Drained(id) => (4u8, id).into_pyobject(py)?.into_any(),
+            };
+            out.push(t);
+        }
+        PyList::new(py, out)
+    }
+
+    /// Queues response messages and call ends; returns the calls now over 1 MiB queued.
+    fn send(&self, py: Python<'_>, items: &Bound<'_, PyList>) -> PyResult<Vec<u64>> {
+        let mut outs = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let t = item
+                .cast::<PyTuple>()
+                .map_err(|_| PyTypeError::new_err("send() items must be tuples"))?;
+            let id: u64 = t.get_item(0)?.extract()?;
+            match t.len() {
+                2 => outs.push(Out::Msg(id, message_bytes(&t.get_item(1)?)?)),
+                4 => {
+                    let m = t.get_item(1)?;
+                    let msg = if m.is_none() { None } else { Some(message_bytes(&m)?) };
+                    let code: u32 = t.get_item(2)?.extract()?;
+                    let details: String = t.get_item(3)?.extract()?;
+                    outs.push(Out::Finish(id, msg, code, details));
+                }
+                _ => {
+                    return Err(PyTypeError::new_err(
+                        "send() items are (call_id, message) or (call_id, message, code, details)",
+                    ))
+                }
+            }
+        }
+        let shared = self.shared.clone();
+        Ok(py.detach(move || shared.send(outs)))
+    }
+
+    /// Closes the listeners; open connections go on.
+    fn stop_accepting(&self) {
+        let mut state = lock(&self.state);
+        match &mut *state {
+            State::Bound(listeners) => *listeners = None,
+            State::Running(r) => {
+                let _ = r.stop_accepting.send(true);
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// GOAWAY to every connection, every open call ended, the runtime stopped. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.close_now());
+    }
+}
+
+impl Frontend {
+    fn close_now(&self) {
+        let previous = std::mem::replace(&mut *lock(&self.state), State::Closed);
+        if let State::Running(mut r) = previous {
+            r.stop();
+        }
+    }
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        // The runtime threads never take the GIL, so joining them here cannot deadlock.
+        self.close_now();
+    }
+}
+
+#[pymodule]
+fn _frontend(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Frontend>()?;
+    for (name, kind) in [("NEW", 0), ("MESSAGE", 1), ("HALF_CLOSE", 2), ("CANCEL", 3), ("DRAINED", 4)] {
+        m.add(name, kind)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Listeners and the runtime: binding (in the constructor, on Python's thread), the accept
+//! loops, and the orderly shutdown.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::conn;
+use crate::shared::{lock, ConnCmd, Event, Shared};
+
+/// "host:port" as an error message shows it (IPv6 literals in brackets).
+pub fn show_addr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// An io::Error's text without Rust's " (os error N)" suffix.
+pub fn os_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Binds one listener: SO_REUSEADDR, a dual-stack socket for "::", the first IPv4 address
+/// of a name that resolves to several (as Go's net.Listen does).
+pub fn bind(host: &str, port: u16) -> io::Result<StdTcpListener> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no address"))?;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if let SocketAddr::V6(a) = addr {
+        if a.ip().is_unspecified() {
+            sock.set_only_v6(false)?;
+        }
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
+/// The running runtime, as Python's side holds it.
+pub struct Running {
+    pub stop_accepting: watch::Sender<bool>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts the runtime on its own thread(s), all named "petcd-frontend".
+    pub fn start(
+        listeners: Vec<StdTcpListener>,
+        shared: Arc<Shared>,
+        threads: usize,
+    ) -> io::Result<Running> {
+        let rt = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("petcd-frontend")
+                .enable_all()
+                .build()?
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new().name("petcd-frontend".into()).spawn(move || {
+            rt.block_on(run(listeners, shared, stop_rx, shutdown_rx));
+            rt.shutdown_timeout(Duration::from_millis(500));
+        })?;
+        Ok(Running { stop_accepting: stop_tx, shutdown: Some(shutdown_tx), thread: Some(thread) })
+    }
+
+    /// Stops accepting, closes every connection (GOAWAY) and joins the runtime.
+    pub fn stop(&mut self) {
+        let _ = self.stop_accepting.send(true);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                eprintln!("petcd._frontend: the runtime thread panicked");
+            }
+        }
+    }
+}
+
+async fn run(
+    listeners: Vec<StdTcpListener>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                tokio::spawn(accept_loop(l, shared.clone(), stop.clone()));
+            }
+            Err(e) => eprintln!("petcd._frontend: cannot use a listener: {e}"),
+        }
+    }
+    let _ = shutdown.await;
+    let conns: Vec<_> = lock(&shared.conns).values().cloned().collect();
+    for c in conns {
+        let _ = c.tx.send(ConnCmd::Close);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !lock(&shared.conns).is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Calls of connections that did not finish in time.
+    let mut events: Vec<Event> =
+        lock(&shared.calls).drain().map(|(id, _)| Event::Cancel(id)).collect();
+    shared.push_events(&mut events);
+}
+
+async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            r = l.accept() => match r {
+                Ok((sock, addr)) => {
+                    tokio::spawn(conn::serve(sock, addr, shared.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and the like: do not spin.
+                    eprintln!("petcd._frontend: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            r = stop.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,104 @@
+"""petcd's native gRPC front end (Rust, native/frontend/): HTTP/2 and gRPC framing on
+threads of its own; Python takes each call's events in batches and answers in batches.
+
+The binding interface is docs/helpers' frontend-api.md, restated here. Event tuples
+returned by :meth:`Frontend.take`:
+
+* ``(0, call_id, method, metadata, timeout, peer)`` NEW: a call began. ``call_id`` is an
+  int never reused; ``method`` the HTTP/2 ``:path`` (``"/etcdserverpb.KV/Range"``);
+  ``metadata`` a tuple of ``(key, value)`` in header order, keys lower-case, without
+  pseudo-headers, ``content-type``, ``te``, ``grpc-timeout``, ``grpc-encoding`` and
+  ``grpc-accept-encoding``; values are ``str``, except for keys ending in ``-bin``:
+  the base64-decoded ``bytes``. ``timeout`` is the ``grpc-timeout`` in seconds or None;
+  ``peer`` is grpc's form, ``"ipv4:127.0.0.1:54321"`` or ``"ipv6:[::1]:54321"``.
+* ``(1, call_id, payload)`` MESSAGE: one whole request message, without its 5-byte prefix.
+* ``(2, call_id)`` HALF_CLOSE: the client sent END_STREAM; no more messages.
+* ``(3, call_id)`` CANCEL: the call is over from the client's side (RST_STREAM, the
+  connection closed, or its deadline passed, in which case the front end has already
+  answered DEADLINE_EXCEEDED "context deadline exceeded"), or the front end ended it
+  itself (an over-size or compressed request, an over-size response). Python must stop
+  the handler; anything sent for the call afterwards is ignored.
+* ``(4, call_id)`` DRAINED: after :meth:`Frontend.send` reported the call over 1 MiB
+  queued, its queued outgoing bytes fell to 256 KiB or less.
+
+Differences from frontend-api.md, as implemented:
+
+* A compressed request message (flag 1) always fails: gzip is not built in. With a named
+  ``grpc-encoding`` the status is UNIMPLEMENTED "grpc: Decompressor is not installed for
+  grpc-encoding \\"<name>\\""; without one (or ``identity``) INTERNAL "grpc: compressed flag
+  set with identity or empty encoder", as grpc-go answers.
+* ``keepalive_min_time_ms`` is accepted and not enforced: h2 does not expose the PINGs a
+  client sends, so clients that ping too often are not sent GOAWAY too_many_pings.
+* ``close()`` ends open calls with RST/GOAWAY (the client sees UNAVAILABLE) and queues
+  CANCEL for each of them; the events stay takeable after close().
+"""
+
+from typing import TypeAlias
+
+Metadata: TypeAlias = tuple[tuple[str, str | bytes], ...]
+NewCall: TypeAlias = tuple[int, int, str, Metadata, float | None, str]
+# NEW, MESSAGE, or HALF_CLOSE / CANCEL / DRAINED.
+Event: TypeAlias = NewCall | tuple[int, int, bytes] | tuple[int, int]
+SendItem: TypeAlias = tuple[int, bytes] | tuple[int, bytes | None, int, str]
+
+# The event kinds (first element of an event tuple).
+NEW: int  # 0
+MESSAGE: int  # 1
+HALF_CLOSE: int  # 2
+CANCEL: int  # 3
+DRAINED: int  # 4
+
+class Frontend:
+    """The front end. Binds every listener in the constructor (SO_REUSEADDR; host
+    "127.0.0.1", "0.0.0.0", "::", "::1" or a name; port 0 = any free port) and raises
+    OSError naming the address when one cannot be bound, e.g. "cannot listen on
+    127.0.0.1:2379: Address already in use" (with its errno)."""
+
+    def __init__(
+        self,
+        listeners: list[tuple[str, int]],
+        *,
+        max_recv_bytes: int,
+        max_send_bytes: int,
+        keepalive_min_time_ms: int,
+        keepalive_interval_ms: int,
+        keepalive_timeout_ms: int,
+        threads: int = 1,
+    ) -> None: ...
+    def ports(self) -> list[int]:
+        """The bound ports, in listener order."""
+
+    def start(self) -> None:
+        """Starts serving: a tokio runtime with ``threads`` worker threads named
+        "petcd-frontend"."""
+
+    def fileno(self) -> int:
+        """A non-blocking eventfd, readable whenever :meth:`take` has events; written only
+        when the queue goes from empty to non-empty."""
+
+    def take(self) -> list[Event]:
+        """Every queued event, in arrival order (see the module docstring); resets the
+        eventfd."""
+
+    def send(self, items: list[SendItem]) -> list[int]:
+        """Queues, never blocking on the network:
+
+        * ``(call_id, message)``: one response message (the response HEADERS go first);
+        * ``(call_id, message_or_None, code, details)``: an optional last message, then
+          trailers grpc-status/grpc-message (percent-encoded; omitted when empty) and
+          END_STREAM. With nothing sent before and no message: one trailers-only HEADERS.
+
+        A message over ``max_send_bytes`` ends the call with RESOURCE_EXHAUSTED "grpc:
+        trying to send message larger than max (<got> vs. <max>)" and queues CANCEL.
+        Items for unknown, finished or cancelled calls are ignored. The items of one
+        connection go out in as few socket writes as possible.
+
+        Returns the call ids that now have more than 1 MiB queued and not yet written:
+        send nothing more on those until their DRAINED event."""
+
+    def stop_accepting(self) -> None:
+        """Closes the listeners; open connections go on."""
+
+    def close(self) -> None:
+        """Sends GOAWAY, ends every open call, stops the runtime. Idempotent; also done
+        when the object is dropped."""
