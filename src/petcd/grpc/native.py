@@ -55,7 +55,7 @@ import importlib
 import inspect
 import time
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -409,6 +409,8 @@ class NativeServer:
             threads=threads,
         )
         self._interceptors = tuple(interceptors)
+        self._first_interceptor = self._interceptors[0] if self._interceptors else None
+        self._continuation = self._chain()
         self._eager = eager  # step unary-unary handlers before giving them a task
         self._log = log
         self._generic: list[Any] = []
@@ -424,7 +426,7 @@ class NativeServer:
         self._fd = -1
         self._started = False
         self._stopped = False
-        self._idle: asyncio.Event | None = None  # set when no call is open (stop waits)
+        self._all_ended: asyncio.Future[None] | None = None  # stop() waits: no call open
 
     # --- grpc.aio.Server surface ------------------------------------------------------------
 
@@ -456,8 +458,6 @@ class NativeServer:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._fe.start()
         self._fd = self._fe.fileno()
         self._loop.add_reader(self._fd, self._on_readable)
@@ -474,10 +474,10 @@ class NativeServer:
         if not self._started:
             self._fe.close()
             return
-        assert self._idle is not None
         if grace is not None and self._calls:
+            self._all_ended = self.loop.create_future()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace)
+                await asyncio.wait_for(self._all_ended, grace)
         tasks = [c.task for c in self._calls.values() if c.task is not None]
         for call in list(self._calls.values()):
             call.finished = True
@@ -588,8 +588,8 @@ class NativeServer:
 
     def _forget(self, call: _Call) -> None:
         self._calls.pop(call.id, None)
-        if not self._calls and self._idle is not None:
-            self._idle.set()
+        if not self._calls and self._all_ended is not None and not self._all_ended.done():
+            self._all_ended.set_result(None)
 
     def _new_call(
         self,
@@ -601,13 +601,11 @@ class NativeServer:
     ) -> None:
         call = _Call(self, call_id, method, metadata, timeout, peer)
         self._calls[call_id] = call
-        if self._idle is not None:
-            self._idle.clear()
-        if not self._interceptors:
+        if self._first_interceptor is None:
             self._handler_found(call, self._resolve(method))
             return
         details = _HandlerCallDetails(method, metadata)
-        coro = self._intercept(iter(self._interceptors), details)
+        coro = self._first_interceptor.intercept_service(self._continuation, details)
         try:
             first = coro.send(None)
         except StopIteration as done:
@@ -634,15 +632,23 @@ class NativeServer:
         call.task = None
         self._handler_found(call, handler)
 
-    async def _intercept(self, interceptors: Any, details: _HandlerCallDetails) -> Any:
-        interceptor = next(interceptors, None)
-        if interceptor is None:
+    def _chain(self) -> Callable[[Any], Awaitable[Any]]:
+        """The continuation the first interceptor gets: the next interceptors, then the
+        handler look-up (grpc.aio builds the same chain per call)."""
+
+        async def resolve(details: Any) -> Any:
             return self._resolve(details.method)
 
-        async def continuation(d: Any) -> Any:
-            return await self._intercept(interceptors, d)
+        def link(interceptor: Any, after: Callable[[Any], Awaitable[Any]]) -> Any:
+            async def continuation(details: Any) -> Any:
+                return await interceptor.intercept_service(after, details)
 
-        return await interceptor.intercept_service(continuation, details)
+            return continuation
+
+        chain: Callable[[Any], Awaitable[Any]] = resolve
+        for interceptor in reversed(self._interceptors[1:]):
+            chain = link(interceptor, chain)
+        return chain
 
     def _resolve(self, method: str) -> Any:
         handler = self._resolved.get(method)

@@ -643,3 +643,28 @@ def test_a_missing_native_module_names_what_to_do(monkeypatch: pytest.MonkeyPatc
         native.load_frontend_class()
     assert "run `make install` (needs Rust/cargo)" in str(e.value)
     assert "--client-transport=grpcio" in str(e.value)
+
+
+class Recorder(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, name: str, log: list[str], refuse: bool = False) -> None:
+        self.name, self.log, self.refuse = name, log, refuse
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        self.log.append(f"{self.name}:{details.method}")
+        handler = await continuation(details)
+        return None if self.refuse else handler
+
+
+def test_interceptors_run_in_order_for_every_call() -> None:
+    log: list[str] = []
+    chain = (Recorder("a", log), Recorder("b", log), Recorder("c", log, refuse=True))
+
+    async def body(server: NativeServer, fe: FakeFrontend) -> None:
+        fe.inject(*unary(1, "/etcdserverpb.KV/Range", rpc_pb2.RangeRequest()))
+        fe.inject(*unary(2, "/etcdserverpb.KV/Put", rpc_pb2.PutRequest()))
+        await until(lambda: fe.status(2) is not None)
+        assert log == [f"{n}:/etcdserverpb.KV/{m}" for m in ("Range", "Put") for n in "abc"]
+        # an interceptor that hands back no handler: grpc's unknown-method answer
+        assert fe.status(1) == (UNIMPLEMENTED, "unknown method Range for service etcdserverpb.KV")
+
+    scenario(body, register=register_kv(KV()), interceptors=chain)
