@@ -426,6 +426,7 @@ class NativeServer:
         self._fd = -1
         self._started = False
         self._stopped = False
+        self._closed = False  # the front end is closed: nothing more is sent
         self._all_ended: asyncio.Future[None] | None = None  # stop() waits: no call open
 
     # --- grpc.aio.Server surface ------------------------------------------------------------
@@ -472,6 +473,7 @@ class NativeServer:
         self._stopped = True
         self._fe.stop_accepting()
         if not self._started:
+            self._closed = True
             self._fe.close()
             return
         if grace is not None and self._calls:
@@ -489,6 +491,7 @@ class NativeServer:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._flush()
         self.loop.remove_reader(self._fd)
+        self._closed = True
         self._fe.close()
 
     async def wait_for_termination(self, timeout: float | None = None) -> bool:
@@ -525,7 +528,7 @@ class NativeServer:
                 call.unflushed = 0
             self.unflushed_calls = []
         waiter, self._flush_waiter = self._flush_waiter, None
-        if items:
+        if items and not self._closed:
             for call_id in self._fe.send(items):
                 blocked = self._calls.get(call_id)
                 if blocked is not None:
