@@ -33,8 +33,10 @@ servicers, the generated ``add_*Servicer_to_server`` functions, ``add_watch_serv
   handler's coroutine is first stepped in the dispatch callback itself; only if it suspends
   (it waits for raft, say) is a Task created to drive the rest (``_Resume``). A handler that
   answers without waiting (a serializable Range, Status) therefore costs no Task and no extra
-  loop iteration. Streaming calls always run in a Task of their own (``LeaderMonitor`` needs
-  ``asyncio.current_task()``).
+  loop iteration. A step that ends in a wait costs a little more than a plain Task, so a
+  method whose calls keep waiting (Put) goes back to a Task per call, with a probe now and
+  then (``_EAGER_CREDIT_*``). Streaming calls always run in a Task of their own
+  (``LeaderMonitor`` needs ``asyncio.current_task()``).
 - CANCEL (the client reset the stream, went away, or its deadline passed) cancels the call's
   task, as grpc.aio does; nothing is sent for the call afterwards.
 - Backpressure: ``send`` names the calls with more than 1 MiB queued in the front end; the
@@ -73,6 +75,14 @@ _UNIMPLEMENTED = _CODE_NUMBER[grpc.StatusCode.UNIMPLEMENTED]
 _INTERNAL = _CODE_NUMBER[grpc.StatusCode.INTERNAL]
 _UNKNOWN = _CODE_NUMBER[grpc.StatusCode.UNKNOWN]
 _NO_REQUEST = "grpc: the client half-closed the call without sending the request message"
+
+# Eager stepping of unary handlers, per method path: a handler that answers without waiting
+# earns credit, one that waits loses it; at zero, calls get a task at once (a step that ends
+# in a wait costs more than a plain task), except every _EAGER_PROBE_EVERY-th call, which
+# tries again (a Range may be serializable or not, a method's mix may change).
+_EAGER_CREDIT_START = 4
+_EAGER_CREDIT_MAX = 8
+_EAGER_PROBE_EVERY = 32
 
 # Bytes one call may queue within one loop iteration before its writer waits for the flush.
 _UNFLUSHED_BYTES_MAX = 1 << 20
@@ -412,6 +422,8 @@ class NativeServer:
         self._first_interceptor = self._interceptors[0] if self._interceptors else None
         self._continuation = self._chain()
         self._eager = eager  # step unary-unary handlers before giving them a task
+        self._eager_credit: dict[str, int] = {}  # method path -> recent answers without wait
+        self._eager_probe = 0
         self._log = log
         self._generic: list[Any] = []
         self._registered: dict[str, Any] = {}
@@ -715,13 +727,19 @@ class NativeServer:
             call.task = self.loop.create_task(self._run(call, request))
             return
         coro = self._run_unary(call, handler.unary_unary, request)
-        if not self._eager:
+        credit = self._eager_credit.get(call.method, _EAGER_CREDIT_START)
+        self._eager_probe += 1
+        if not self._eager or (credit == 0 and self._eager_probe % _EAGER_PROBE_EVERY):
             call.task = self.loop.create_task(coro)
             return
         try:
             first = coro.send(None)
-        except StopIteration:
-            return  # answered without waiting: no task at all
+        except StopIteration:  # answered without waiting: no task at all
+            if credit < _EAGER_CREDIT_MAX:
+                self._eager_credit[call.method] = credit + 1
+            return
+        if credit > 0:
+            self._eager_credit[call.method] = credit - 1
         call.task = self.loop.create_task(_resume(_Resume(coro, first)))
 
     def _end(self, call: _Call) -> None:

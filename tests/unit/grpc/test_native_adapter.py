@@ -154,14 +154,17 @@ class KV(rpc_pb2_grpc.KVServicer):
         self.release = asyncio.Event()
         self.cancelled: list[str] = []
         self.current_tasks: list[asyncio.Task[Any] | None] = []
+        self.put_started_in: list[asyncio.Task[Any] | None] = []
 
     async def Range(self, request: Any, context: Any) -> Any:
         self.current_tasks.append(asyncio.current_task())
         return rpc_pb2.RangeResponse(count=len(request.key))
 
     async def Put(self, request: Any, context: Any) -> Any:
+        self.put_started_in.append(asyncio.current_task())
         try:
             await self.release.wait()
+            await asyncio.sleep(0)  # always a real wait, as a write waits for raft
         except asyncio.CancelledError:
             self.cancelled.append("Put")
             raise
@@ -668,3 +671,25 @@ def test_interceptors_run_in_order_for_every_call() -> None:
         assert fe.status(1) == (UNIMPLEMENTED, "unknown method Range for service etcdserverpb.KV")
 
     scenario(body, register=register_kv(KV()), interceptors=chain)
+
+
+def test_a_method_whose_calls_keep_waiting_goes_back_to_a_task_per_call() -> None:
+    kv = KV()
+    kv.release.set()
+
+    async def body(server: NativeServer, fe: FakeFrontend) -> None:
+        for i in range(1, 11):
+            fe.inject(*unary(i, "/etcdserverpb.KV/Put", rpc_pb2.PutRequest(key=b"k")))
+            await until(lambda i=i: fe.status(i) is not None)  # type: ignore[misc]
+        stepped = [t is None for t in kv.put_started_in]
+        # the first calls are stepped in the dispatcher, the later ones start in a task
+        assert stepped[0] and not stepped[-1], stepped
+        assert all(fe.status(i) == (OK, "") for i in range(1, 11))
+        # a method that answers at once keeps being stepped
+        kv.current_tasks.clear()
+        for i in range(11, 21):
+            fe.inject(*unary(i, "/etcdserverpb.KV/Range", rpc_pb2.RangeRequest(key=b"k")))
+        await until(lambda: fe.status(20) is not None)
+        assert kv.current_tasks == [None] * 10
+
+    scenario(body, register=register_kv(kv))
