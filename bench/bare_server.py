@@ -16,6 +16,10 @@ Options:
 * ``--uvloop`` runs the asyncio loop on uvloop.
 * ``--sync N`` serves with grpcio's synchronous server and a pool of N threads instead of
   ``grpc.aio`` (for comparison; petcd uses grpc.aio).
+* ``--transport native`` serves with petcd's native front end (``petcd._frontend``, Rust)
+  instead of grpcio: one take/send loop on asyncio, as ``petcd.grpc.native`` drives it,
+  decoding and encoding with the same generated classes. It is the bare transport of the
+  native stack. ``--threads N`` sets the front end's runtime threads (default 1).
 * ``--codec raw`` skips protobuf: requests are taken as bytes and the empty response is
   sent as zero bytes (an empty message is zero bytes on the wire). The difference between
   ``pb`` and ``raw`` is what protobuf decoding costs on this path.
@@ -141,7 +145,80 @@ def _serve_sync(args: argparse.Namespace) -> None:
     server.wait_for_termination()
 
 
+def _serve_native(args: argparse.Namespace) -> None:
+    """The native front end: take every queued event on the eventfd's wake-up, answer the
+    batch's requests in one send()."""
+    from petcd._frontend import Frontend
+
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
+    handlers: dict[str, tuple[Callable[[bytes], Any], Callable[[], bytes]]] = {}
+    for name in ("Put", "Range", "Txn"):
+        if args.codec == "raw":
+            handlers[f"/{_KV_SERVICE}/{name}"] = (_identity, bytes)
+        else:
+            from petcd.api.etcdserverpb import rpc_pb2
+
+            req = getattr(rpc_pb2, f"{name}Request").FromString
+            resp: Any = getattr(rpc_pb2, f"{name}Response")
+
+            def encode(r: Any = resp) -> bytes:
+                return bytes(r().SerializeToString())
+
+            handlers[f"/{_KV_SERVICE}/{name}"] = (req, encode)
+    host, _, port = args.listen.rpartition(":")
+    fe = Frontend(
+        [(host.strip("[]"), int(port))],
+        max_recv_bytes=8 << 20,
+        max_send_bytes=2**31 - 1,
+        keepalive_min_time_ms=5000,
+        keepalive_interval_ms=2 * 3600 * 1000,
+        keepalive_timeout_ms=20000,
+        threads=args.threads,
+    )
+    methods: dict[int, str] = {}
+
+    def on_events() -> None:
+        out: list[Any] = []
+        events: list[Any] = fe.take()
+        for ev in events:
+            kind, call_id = ev[0], ev[1]
+            if kind == 0:
+                if ev[2] in handlers:
+                    methods[call_id] = ev[2]
+                else:
+                    out.append((call_id, None, 12, f"unknown method {ev[2]}"))
+            elif kind == 1:
+                handler = handlers.get(methods.pop(call_id, ""))
+                if handler is not None:
+                    handler[0](ev[2])
+                    out.append((call_id, handler[1](), 0, ""))
+            elif kind == 3:
+                methods.pop(call_id, None)
+        if out:
+            fe.send(out)
+
+    loop = asyncio.new_event_loop()
+    stopped = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    fe.start()
+    loop.add_reader(fe.fileno(), on_events)
+    print("ready", flush=True)
+    try:
+        loop.run_until_complete(stopped.wait())
+    finally:
+        loop.remove_reader(fe.fileno())
+        fe.close()
+        loop.close()
+
+
 def _run_child(args: argparse.Namespace) -> None:
+    if args.transport == "native":
+        _serve_native(args)
+        return
     if args.sync:
         _serve_sync(args)
         return
@@ -218,10 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")
     parser.add_argument("--codec", choices=("pb", "raw"), default="pb")
     parser.add_argument("--sync", type=int, default=0, metavar="THREADS", help="sync server")
+    parser.add_argument("--transport", choices=("grpcio", "native"), default="grpcio")
+    parser.add_argument("--threads", type=int, default=1, help="--transport native: threads")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.procs < 1:
         parser.error("--procs must be >= 1")
+    if args.transport == "native" and (args.procs > 1 or args.sync):
+        parser.error("--transport native serves in one process, without --sync")
     if args.child or args.procs == 1:
         _run_child(args)
         return 0

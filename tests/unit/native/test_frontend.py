@@ -234,9 +234,10 @@ def test_request_over_max_recv_bytes(serve: Serve) -> None:
             raw_unary(ch)(b"a" * 2000, timeout=10)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert err.value.details() == "grpc: received message larger than max (2000 vs. 1000)"
+    s.driver.wait_for(lambda evs: any(e[0] == 3 for e in evs))
     news = s.driver.new_calls()
     assert len(news) == 2
-    s.driver.wait_for(lambda evs: (3, news[1][1]) in evs)
+    assert (3, news[1][1]) in s.driver.events
     assert [e[0] for e in s.driver.of(news[1][1])] == [0, 3]
 
 

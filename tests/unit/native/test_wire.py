@@ -1,0 +1,119 @@
+"""The native front end's HTTP/2 frames, seen with a raw client (tests/unit/native/rawh2.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .conftest import Served, echo, raw_unary
+from .rawh2 import DATA, END_STREAM, HEADERS, RawH2, frame, grpc_headers
+
+Serve = Callable[..., Served]
+
+
+def test_error_is_one_trailers_only_headers_frame(serve: Serve) -> None:
+    s = serve(lambda ev: [(ev[1], None, 5, "not here")] if ev[0] == 2 else [])
+    c = RawH2(s.port)
+    try:
+        c.request(1, grpc_headers(s.port), b"x")
+        frames = c.response(1)
+    finally:
+        c.close()
+    assert [(k, f & END_STREAM) for k, f, _ in frames] == [(HEADERS, END_STREAM)]
+
+
+def test_ok_response_is_headers_data_trailers(serve: Serve) -> None:
+    s = serve(echo)
+    c = RawH2(s.port)
+    try:
+        c.request(1, grpc_headers(s.port), b"abc")
+        frames = c.response(1)
+    finally:
+        c.close()
+    assert [(k, f & END_STREAM) for k, f, _ in frames] == [(HEADERS, 0), (DATA, 0), (HEADERS, 1)]
+    assert frames[1][2] == b"\x00\x00\x00\x00\x03abc"
+
+
+def test_not_grpc_content_type_is_415_without_new(serve: Serve) -> None:
+    s = serve(echo)
+    c = RawH2(s.port)
+    try:
+        headers = [
+            (k, b"text/plain" if k == b"content-type" else v) for k, v in grpc_headers(s.port)
+        ]
+        c.request(1, headers, b"x")
+        frames = c.response(1)
+        c.request(3, grpc_headers(s.port), b"after")  # the connection goes on
+        assert [k for k, _, _ in c.response(3)] == [HEADERS, DATA, HEADERS]
+    finally:
+        c.close()
+    assert [(k, f & END_STREAM) for k, f, _ in frames] == [(HEADERS, END_STREAM)]
+    # :status 415: 0x48 = literal with indexing, name :status (static index 8); 0x83 =
+    # Huffman-coded, 3 bytes; "h-\xff" = "415" in HPACK's Huffman code (011010 00001 011011 +
+    # padding).
+    assert frames[0][2] == b"H\x83h-\xff"
+    assert [e[2] for e in s.driver.new_calls()] == ["/t.S/M"]
+    assert len(s.driver.new_calls()) == 1
+
+
+def test_server_side_deadline_without_client_deadline(serve: Serve) -> None:
+    s = serve()  # never answers
+    c = RawH2(s.port)
+    try:
+        t0 = time.monotonic()
+        c.request(1, grpc_headers(s.port, grpc_timeout=b"300m"), b"x")
+        frames = c.response(1, timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        c.close()
+    assert [(k, f & END_STREAM) for k, f, _ in frames] == [(HEADERS, END_STREAM)]
+    assert 0.25 < elapsed < 5
+    s.driver.wait_for(lambda evs: any(e[0] == 3 for e in evs))
+    (new,) = s.driver.new_calls()
+    assert new[4] is not None and abs(new[4] - 0.3) < 1e-9
+    s.driver.wait_for(lambda evs: (3, new[1]) in evs)
+
+
+def test_compressed_message_is_refused(serve: Serve) -> None:
+    s = serve(echo)
+    c = RawH2(s.port)
+    try:
+        c.request(1, grpc_headers(s.port, grpc_encoding=b"gzip"), None)
+        c.send(frame(DATA, END_STREAM, 1, b"\x01\x00\x00\x00\x02zz"))
+        frames = c.response(1)
+    finally:
+        c.close()
+    assert [(k, f & END_STREAM) for k, f, _ in frames] == [(HEADERS, END_STREAM)]
+    s.driver.wait_for(lambda evs: any(e[0] == 3 for e in evs))
+    (new,) = s.driver.new_calls()
+    assert (3, new[1]) in s.driver.events
+    assert not any(e[0] == 1 for e in s.driver.of(new[1]))
+
+
+def test_keepalive_closes_a_peer_that_does_not_answer_pings(serve: Serve) -> None:
+    s = serve(echo, keepalive_interval_ms=200, keepalive_timeout_ms=300)
+    dead = RawH2(s.port, ack_pings=False)
+    try:
+        t0 = time.monotonic()
+        dead.sock.settimeout(10)
+        while dead.read_frame() is not None:
+            pass
+        assert dead.pings >= 1
+        assert time.monotonic() - t0 < 5
+    finally:
+        dead.close()
+    # A real client answers the PINGs and keeps its connection.
+    with s.channel() as ch:
+        assert raw_unary(ch)(b"1", timeout=10) == b"1"
+        time.sleep(1.0)
+        assert raw_unary(ch)(b"2", timeout=10) == b"2"
+    live = RawH2(s.port)
+    try:
+        live.request(1, grpc_headers(s.port), b"x")
+        assert [k for k, _, _ in live.response(1)] == [HEADERS, DATA, HEADERS]
+        live.pump(1.0)  # reads (and ACKs the PINGs) for a second
+        live.request(3, grpc_headers(s.port), b"y")
+        assert [k for k, _, _ in live.response(3)] == [HEADERS, DATA, HEADERS]
+        assert live.pings >= 2
+    finally:
+        live.close()
