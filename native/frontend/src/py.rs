@@ -180,16 +180,16 @@ impl Frontend {
         Ok(py.detach(move || shared.send(outs)))
     }
 
-    /// Closes the listeners; open connections go on.
-    fn stop_accepting(&self) {
-        let mut state = lock(&self.state);
-        match &mut *state {
-            State::Bound(listeners) => *listeners = None,
-            State::Running(r) => {
-                let _ = r.stop_accepting.send(true);
+    /// Closes the listeners (returns once they are closed); open connections go on.
+    fn stop_accepting(&self, py: Python<'_>) {
+        py.detach(|| {
+            let mut state = lock(&self.state);
+            match &mut *state {
+                State::Bound(listeners) => *listeners = None,
+                State::Running(r) => r.stop_accepting(&self.shared),
+                State::Closed => {}
             }
-            State::Closed => {}
-        }
+        })
     }
 
     /// GOAWAY to every connection, every open call ended, the runtime stopped. Idempotent.

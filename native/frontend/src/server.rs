@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -57,7 +58,7 @@ pub fn bind(host: &str, port: u16) -> io::Result<StdTcpListener> {
 
 /// The running runtime, as Python's side holds it.
 pub struct Running {
-    pub stop_accepting: watch::Sender<bool>,
+    stop_tx: watch::Sender<bool>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -79,17 +80,27 @@ impl Running {
                 .build()?
         };
         let (stop_tx, stop_rx) = watch::channel(false);
+        shared.listening.fetch_add(listeners.len(), Ordering::SeqCst);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let thread = std::thread::Builder::new().name("petcd-frontend".into()).spawn(move || {
             rt.block_on(run(listeners, shared, stop_rx, shutdown_rx));
             rt.shutdown_timeout(Duration::from_millis(500));
         })?;
-        Ok(Running { stop_accepting: stop_tx, shutdown: Some(shutdown_tx), thread: Some(thread) })
+        Ok(Running { stop_tx, shutdown: Some(shutdown_tx), thread: Some(thread) })
+    }
+
+    /// Closes the listeners and waits (up to 2 s) until they are closed.
+    pub fn stop_accepting(&self, shared: &Shared) {
+        let _ = self.stop_tx.send(true);
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while shared.listening.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Stops accepting, closes every connection (GOAWAY) and joins the runtime.
     pub fn stop(&mut self) {
-        let _ = self.stop_accepting.send(true);
+        let _ = self.stop_tx.send(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -112,7 +123,10 @@ async fn run(
             Ok(l) => {
                 tokio::spawn(accept_loop(l, shared.clone(), stop.clone()));
             }
-            Err(e) => eprintln!("petcd._frontend: cannot use a listener: {e}"),
+            Err(e) => {
+                shared.listening.fetch_sub(1, Ordering::SeqCst);
+                eprintln!("petcd._frontend: cannot use a listener: {e}");
+            }
         }
     }
     let _ = shutdown.await;
@@ -130,7 +144,17 @@ async fn run(
     shared.push_events(&mut events);
 }
 
-async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(l: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    accept_until_stopped(&l, &shared, stop).await;
+    drop(l);
+    shared.listening.fetch_sub(1, Ordering::SeqCst);
+}
+
+async fn accept_until_stopped(
+    l: &TcpListener,
+    shared: &Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         if *stop.borrow() {
             return;

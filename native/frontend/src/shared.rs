@@ -90,6 +90,8 @@ pub struct Shared {
     pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     pub next_call: AtomicU64,
     pub next_conn: AtomicU64,
+    /// Listeners still open (their accept loops have not ended).
+    pub listening: AtomicUsize,
     pub cfg: Config,
 }
 
@@ -113,6 +115,7 @@ impl Shared {
             conns: Mutex::new(HashMap::new()),
             next_call: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
+            listening: AtomicUsize::new(0),
             cfg,
         })
     }
