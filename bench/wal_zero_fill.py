@@ -29,8 +29,9 @@ this script measures it again, in two ways, figures only (never a pass/fail):
     server's CPU time per request and the mean of ``etcd_disk_wal_fsync_duration_seconds``
     from /metrics (difference of _sum / _count around the measurement). JSON with ``--out``.
     ``--petcd`` picks the binary (default: this tree's .venv). With ``--before PETCD`` the two
-    members are instead that binary (``before``) and this tree's (``after``), nothing
-    rewritten: for an implementation in this tree against main.
+    members are instead that binary (``before``) and ``--petcd`` (``after``), nothing
+    rewritten: for an implementation against main. ``--warmup S`` first runs S seconds of
+    unrecorded put against each member (so that an implementation's one-off work is over).
 
 Every process started here is stopped by pid in a ``finally``; data lives in a temporary
 directory under /tmp, removed at the end.
@@ -334,7 +335,10 @@ def measure(m: Member, workload: str, seconds: float) -> dict[str, Any]:
 def run_server(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if args.before:
         # Two builds: `before` (another tree's petcd) and this tree's; no rewriting.
-        members = [Member("before", work, Path(args.before)), Member("after", work)]
+        members = [
+            Member("before", work, Path(args.before)),
+            Member("after", work, Path(args.petcd)),
+        ]
     else:
         petcd = Path(args.petcd)
         members = [Member("fallocate", work, petcd), Member("zero", work, petcd)]
@@ -351,6 +355,12 @@ def run_server(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 unwritten_extents(p) for p in wal_segments(m.data_dir)
             ]
             out["start_s"][m.name] = round(m.start(), 3)
+        for m in members:
+            if args.warmup:
+                # Not recorded: lets a zero-filling implementation finish its first segment.
+                measure(m, "put", args.warmup)
+        if args.warmup:
+            time.sleep(3)
         for r in range(args.rounds):
             for wl in args.workloads.split(","):
                 order = members if r % 2 == 0 else members[::-1]
@@ -412,7 +422,10 @@ def main() -> int:
         help="server: compare this petcd binary ('before') with this tree's ('after') "
         "instead of fallocate'd vs rewritten segments",
     )
-    p.add_argument("--petcd", default=str(PETCD), help="server: the petcd binary (rewrite mode)")
+    p.add_argument("--petcd", default=str(PETCD), help="server: the petcd binary ('after')")
+    p.add_argument(
+        "--warmup", type=float, default=0.0, help="server: seconds of unrecorded put first"
+    )
     p.add_argument("--meta-noise", type=int, default=0, help="processes committing the journal")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
