@@ -29,6 +29,9 @@ Differences from frontend-api.md, as implemented:
   set with identity or empty encoder", as grpc-go answers.
 * ``keepalive_min_time_ms`` is accepted and not enforced: h2 does not expose the PINGs a
   client sends, so clients that ping too often are not sent GOAWAY too_many_pings.
+* Metadata order: header order, except that the values of a repeated key come together at
+  the key's first position (the HTTP header map groups them). A ``-bin`` value that is not
+  base64 arrives as ``b""``; an unparsable ``grpc-timeout`` as no timeout.
 * ``close()`` ends open calls with RST/GOAWAY (the client sees UNAVAILABLE) and queues
   CANCEL for each of them; the events stay takeable after close().
 """

@@ -246,7 +246,13 @@ impl Stream {
                             self.done = true;
                             return fed;
                         }
-                        _ => break,
+                        Poll::Ready(Some(Ok(_))) => {
+                            // Capacity keeps being announced and taken back: come back on
+                            // the next round rather than spin (no waker is registered).
+                            self.waker.wake_by_ref();
+                            break;
+                        }
+                        Poll::Pending => break,
                     }
                 }
                 let chunk = if front.len() <= cap {

@@ -18,7 +18,7 @@ enum State {
     Closed,
 }
 
-#[pyclass(module = "petcd._frontend")]
+#[pyclass(module = "petcd._frontend", frozen)]
 struct Frontend {
     shared: Arc<Shared>,
     ports: Vec<u16>,
