@@ -260,7 +260,22 @@ class _Call:
         d = self.deserializer
         return raw if d is None else d(raw)
 
-    async def write(self, message: Any) -> None:
+    def write(self, message: Any) -> Awaitable[None]:
+        """Queue ``message``; the awaitable waits only when the call is congested (DRAINED
+        not yet seen) or has queued over ``_UNFLUSHED_BYTES_MAX`` in this loop iteration.
+
+        Not a coroutine function: a write that need not wait (nearly all of them) is done at
+        once and hands back an already finished future (awaiting one costs less than
+        creating and running a coroutine).
+        """
+        if self.finished or self.blocked:
+            return self._write_later(message)
+        self._put(message)
+        if self.unflushed > _UNFLUSHED_BYTES_MAX:
+            return self._server.flushed()
+        return self._server.done
+
+    async def _write_later(self, message: Any) -> None:
         if self.finished:
             raise UsageError("RPC already finished.")
         while self.blocked:
@@ -269,6 +284,11 @@ class _Call:
             await self.drain
             if self.finished:
                 raise UsageError("RPC already finished.")
+        self._put(message)
+        if self.unflushed > _UNFLUSHED_BYTES_MAX:
+            await self._server.flushed()
+
+    def _put(self, message: Any) -> None:
         s = self.serializer
         data: bytes = message if s is None else s(message)
         server = self._server
@@ -276,8 +296,6 @@ class _Call:
         if not self.unflushed:
             server.unflushed_calls.append(self)
         self.unflushed += len(data)
-        if self.unflushed > _UNFLUSHED_BYTES_MAX:
-            await server.flushed()
 
     async def send_initial_metadata(self, metadata: Any) -> None:
         # The front end sends the response headers itself before the first message; petcd
@@ -471,6 +489,8 @@ class NativeServer:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
+        self.done = self._loop.create_future()  # finished once, awaited by every quick write
+        self.done.set_result(None)
         self._fe.start()
         self._fd = self._fe.fileno()
         self._loop.add_reader(self._fd, self._on_readable)
