@@ -307,3 +307,42 @@ def test_an_unknown_service_gets_grpc_go_s_status(server: PetcdProcess) -> None:
             call(b"", timeout=WAIT_S)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert e.value.details() == "unknown service etcdserverpb.Nope"
+
+
+def test_hasleader_on_a_member_that_lost_its_quorum(tmp_path: Path) -> None:
+    # tests/integration/test_require_leader.py in full runs on whichever transport
+    # PETCD_CLIENT_TRANSPORT names; this is its core on the native one whatever the default.
+    from tests.compat.k8s.watch_stream import StreamEnded, WatchStream
+    from tests.robustness.cluster import Cluster
+
+    no_leader = (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+    md = (("hasleader", "true"),)
+    c = Cluster(
+        tmp_path,
+        "petcd",
+        3,
+        extra_args=[
+            "--client-transport", "native",
+            "--heartbeat-interval", "50",
+            "--election-timeout", "500",
+        ],
+    )  # fmt: skip
+    try:
+        c.start()
+        endpoint = c.endpoints[0]
+        with WatchStream(endpoint, md) as required, grpc.insecure_channel(endpoint) as ch:
+            kv = kv_stub(ch)
+            serializable = rpc_pb2.RangeRequest(key=b"k", serializable=True)
+            kv.Range(serializable, metadata=md, timeout=WAIT_S)
+            required.create(b"k", b"")
+            c.kill(1)
+            c.kill(2)
+            with pytest.raises(StreamEnded) as ended:
+                required.next(timeout_s=WAIT_S)
+            assert (ended.value.code, ended.value.details) == no_leader
+            with pytest.raises(grpc.RpcError) as refused:
+                kv.Range(serializable, metadata=md, timeout=WAIT_S)
+            assert (refused.value.code(), refused.value.details()) == no_leader
+            assert kv.Range(serializable, timeout=WAIT_S).header.member_id != 0
+    finally:
+        c.stop()
