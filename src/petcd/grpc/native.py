@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import contextlib
 import importlib
 import inspect
@@ -135,12 +136,15 @@ class _HandlerCallDetails:
         self.invocation_metadata = invocation_metadata
 
 
-class _Resume:
-    """Awaitable that goes on driving a coroutine already stepped once by the dispatcher.
+class _Resume(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine already stepped once by the dispatcher, handed to a Task to go on.
 
     ``first`` is what the coroutine yielded on that first step (the future it waits on, or
     None for a bare yield): handed to the Task first, then every send/throw goes to the
-    coroutine, exactly as if the Task had driven it from the start.
+    coroutine, exactly as if the Task had driven it from the start. The Task drives this
+    object itself (it is a ``collections.abc.Coroutine``), so a cancel that comes before the
+    Task's first step (a CANCEL in the same batch as the request) is thrown into the handler
+    too, where a wrapper coroutine would swallow it without ever starting.
     """
 
     __slots__ = ("coro", "first", "primed")
@@ -171,10 +175,6 @@ class _Resume:
 
     def close(self) -> None:
         self.coro.close()
-
-
-async def _resume(step: _Resume) -> None:
-    await step
 
 
 class _Call:
@@ -617,7 +617,10 @@ class NativeServer:
         call.finished = True
         call.unary_pending = False
         if call.task is not None:
+            # The handler's task ends it (and runs its done callbacks); forget the call now
+            # in case the task is cancelled before it ever ran (its coroutine never starts).
             call.task.cancel()
+            self._forget(call)
         else:
             self._end(call)
 
@@ -760,7 +763,7 @@ class NativeServer:
             return
         if credit > 0:
             self._eager_credit[call.method] = credit - 1
-        call.task = self.loop.create_task(_resume(_Resume(coro, first)))
+        call.task = self.loop.create_task(_Resume(coro, first))
 
     def _end(self, call: _Call) -> None:
         """The call's handler is over: forget the call, run its done callbacks."""

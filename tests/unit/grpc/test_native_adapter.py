@@ -693,3 +693,26 @@ def test_a_method_whose_calls_keep_waiting_goes_back_to_a_task_per_call() -> Non
         assert kv.current_tasks == [None] * 10
 
     scenario(body, register=register_kv(kv))
+
+
+@EAGER
+def test_a_cancel_in_the_same_batch_as_the_request_reaches_the_waiting_handler(
+    eager: bool,
+) -> None:
+    # Stepped, the handler waits and gets its task, and the CANCEL right behind the request
+    # cancels that task before it ever ran: the handler must still see CancelledError (its
+    # clean-up runs: a Lock deletes its waiter key). Either way the call is forgotten.
+    kv = KV()
+
+    async def body(server: NativeServer, fe: FakeFrontend) -> None:
+        fe.inject(*unary(1, "/etcdserverpb.KV/Put", rpc_pb2.PutRequest()), (CANCEL, 1))
+        await until(lambda: server._calls == {})
+        await settle()
+        # stepped: the handler started and saw the cancel; with a plain task it never started
+        assert len(kv.put_started_in) == int(eager)
+        assert kv.cancelled == ["Put"] * int(eager)
+        kv.release.set()
+        await settle()
+        assert fe.sent(1) == []
+
+    scenario(body, register=register_kv(kv), eager=eager)
