@@ -130,6 +130,7 @@ struct Stream {
     /// grpc-encoding of the request, for the compressed-message error.
     encoding: Option<String>,
     backlog: VecDeque<Bytes>,
+    backlog_bytes: usize,
     /// The front of the backlog was partly handed to h2 (a message is half out).
     partial: bool,
     trailers: Option<HeaderMap>,
@@ -176,6 +177,7 @@ impl Stream {
             return;
         }
         if self.open_send() {
+            self.backlog_bytes += frame.len();
             self.backlog.push_back(frame);
         }
     }
@@ -203,6 +205,7 @@ impl Stream {
     /// Ends the call now, dropping whatever is still queued (deadline, over-size).
     fn abort(&mut self, code: u32, details: &str) {
         self.backlog.clear();
+        self.backlog_bytes = 0;
         self.trailers = None;
         if self.partial {
             if let Some(s) = self.send.as_mut() {
@@ -225,9 +228,8 @@ impl Stream {
         let mut fed = 0;
         let mut cx = Context::from_waker(&self.waker);
         if let Some(send) = self.send.as_mut() {
-            let want: usize = self.backlog.iter().map(Bytes::len).sum();
-            if want > 0 {
-                send.reserve_capacity(want);
+            if self.backlog_bytes > 0 {
+                send.reserve_capacity(self.backlog_bytes);
             }
             let mut spins = 0;
             while let Some(front) = self.backlog.front_mut() {
@@ -263,6 +265,7 @@ impl Stream {
                     front.split_to(cap)
                 };
                 fed += chunk.len();
+                self.backlog_bytes -= chunk.len();
                 if send.send_data(chunk, false).is_err() {
                     self.backlog.clear();
                     self.done = true;
@@ -367,6 +370,7 @@ impl ConnTask {
                 deframer: Deframer::default(),
                 encoding,
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 partial: false,
                 trailers: None,
                 call,
