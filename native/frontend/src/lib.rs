@@ -7,7 +7,9 @@
 //! why it exists.
 
 pub mod conn;
+pub mod fixio;
 pub mod grpc;
+pub mod hpack;
 pub mod server;
 pub mod shared;
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
+
+import pytest
 
 from .conftest import Served, echo, raw_unary
 from .rawh2 import DATA, END_STREAM, HEADERS, RawH2, frame, grpc_headers
@@ -117,3 +122,35 @@ def test_keepalive_closes_a_peer_that_does_not_answer_pings(serve: Serve) -> Non
         assert live.pings >= 2
     finally:
         live.close()
+
+
+def test_authority_with_a_scheme_is_accepted(serve: Serve) -> None:
+    """etcdctl 3.4's per-endpoint clients send ":authority: http://host:port", which the h2
+    crate alone would reset (PROTOCOL_ERROR) and grpc-go servers accept."""
+    s = serve(echo)
+    c = RawH2(s.port)
+    try:
+        headers = [
+            (k, b"http://127.0.0.1:%d" % s.port if k == b":authority" else v)
+            for k, v in grpc_headers(s.port)
+        ]
+        c.request(1, headers, b"x")
+        assert [k for k, _, _ in c.response(1)] == [HEADERS, DATA, HEADERS]
+    finally:
+        c.close()
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="needs etcdctl (make etcd)")
+def test_etcdctl_endpoint_health_with_a_url_endpoint(serve: Serve) -> None:
+    # Any request is answered with an empty message (health reads a key: an empty Range).
+    s = serve(lambda ev: [(ev[1], b"", 0, "")] if ev[0] == 2 else [])
+    out = subprocess.run(
+        ["etcdctl", f"--endpoints=http://127.0.0.1:{s.port}", "endpoint", "health"],
+        env={**os.environ, "ETCDCTL_API": "3"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"http://127.0.0.1:{s.port} is healthy" in out.stdout + out.stderr
+    assert "/etcdserverpb.KV/Range" in [e[2] for e in s.driver.new_calls()]
