@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::{Instant, Sleep};
 
-use crate::fixio::FixIo;
+use crate::authority::AuthorityFix;
 use crate::grpc::{self, Deframer, Parsed};
 use crate::shared::{
     lock, CallReg, CallShared, ConnCmd, ConnHandle, Event, MetaValue, Out, Shared, LOW_WATER,
@@ -44,7 +44,7 @@ pub async fn serve(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         .max_concurrent_streams(u32::MAX)
         .max_header_list_size(16 << 20)
         .max_send_buffer_size(1 << 20)
-        .handshake::<_, Bytes>(FixIo::new(sock));
+        .handshake::<_, Bytes>(AuthorityFix::new(sock));
     let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(120), handshake).await else {
         return;
     };
@@ -298,7 +298,7 @@ impl Stream {
 }
 
 struct ConnTask {
-    conn: Connection<FixIo<TcpStream>, Bytes>,
+    conn: Connection<AuthorityFix<TcpStream>, Bytes>,
     shared: Arc<Shared>,
     handle: Arc<ConnHandle>,
     rx: UnboundedReceiver<ConnCmd>,

@@ -6,10 +6,9 @@
 //! src/petcd/_frontend.pyi for the interface and docs/enhancements/0004-transport.md for
 //! why it exists.
 
+pub mod authority;
 pub mod conn;
-pub mod fixio;
 pub mod grpc;
-pub mod hpack;
 pub mod server;
 pub mod shared;
 
