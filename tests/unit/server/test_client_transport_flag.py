@@ -57,3 +57,28 @@ def test_help_lists_the_flag() -> None:
     text = usage()
     assert "--client-transport 'grpcio'" in text
     assert "PETCD_CLIENT_TRANSPORT" in text
+
+
+def test_native_without_the_built_module_exits_1_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from petcd.server.main import main
+
+    monkeypatch.setitem(sys.modules, "petcd._frontend", None)  # import fails as if not built
+    data_dir = tmp_path / "data"
+    code = main(
+        [
+            "--data-dir", str(data_dir),
+            "--client-transport", "native",
+            "--listen-client-urls", "http://127.0.0.1:0",
+            "--advertise-client-urls", "http://127.0.0.1:2379",
+            "--listen-peer-urls", "http://127.0.0.1:0",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the native client transport is not built: run `make install`" in err
+    assert "--client-transport=grpcio" in err
+    assert not data_dir.exists()  # nothing created
