@@ -69,7 +69,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "bin" / "loadgen"
 RESULTS_DIR = BENCH_DIR / "results"
-TARGETS = ("etcd", "petcd", "bare")
+# "petcd" and "bare" are petcd on its default client transport (the native front end) and that
+# transport's floor; "petcd-grpcio" and "bare-grpcio" the same on the grpc.aio fallback.
+TARGETS = ("etcd", "petcd", "bare", "petcd-grpcio", "bare-grpcio")
+BARE_TRANSPORT = {"bare": "native", "bare-grpcio": "grpcio"}
 
 # The issue's standard load: 8-byte keys, 256-byte values, 100 clients over 10 connections.
 _STD = ["--key-size", "8", "--val-size", "256", "--key-space-size", "100000"]
@@ -407,9 +410,11 @@ def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Pat
     if target == "etcd":
         argv = [args.etcd, *etcd_argv("bench", data_dir, port, free_port())]
         argv += ["--quota-backend-bytes", str(8 << 30)]
-    elif target == "petcd":
+    elif target in ("petcd", "petcd-grpcio"):
         argv = [args.petcd, *etcd_argv("bench", data_dir, port, free_port())]
         argv += ["--quota-backend-bytes", str(8 << 30)]
+        if target == "petcd-grpcio":
+            argv += ["--client-transport", "grpcio"]
     elif target in args.extra_targets:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -418,9 +423,11 @@ def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Pat
         ]
     else:
         argv = [args.python, str(BENCH_DIR / "bare_server.py"), "--listen", f"127.0.0.1:{port}"]
-        argv += ["--procs", str(args.bare_procs)]
-        if args.bare_uvloop:
-            argv.append("--uvloop")
+        argv += ["--transport", BARE_TRANSPORT[target]]
+        if target == "bare-grpcio":
+            argv += ["--procs", str(args.bare_procs)]
+            if args.bare_uvloop:
+                argv.append("--uvloop")
     return Server(target, argv, port, logf)
 
 
@@ -540,7 +547,7 @@ def summarize(
 
 def ratio_pairs(targets: Sequence[str]) -> list[tuple[str, str]]:
     """petcd/etcd, petcd/bare, then every other target against etcd."""
-    pairs = [("petcd", "etcd"), ("petcd", "bare")]
+    pairs = [("petcd", "etcd"), ("petcd", "bare"), ("petcd-grpcio", "bare-grpcio")]
     pairs += [(t, "etcd") for t in targets if t not in ("etcd", "petcd")]
     return [(a, b) for a, b in pairs if a in targets and b in targets]
 
@@ -682,7 +689,7 @@ def run_matrix(args: argparse.Namespace) -> int:
                     "startup_s": round(srv.startup_s, 3),
                 }
                 log(f"  {t} serving on {srv.endpoint} after {srv.startup_s:.2f}s")
-            full_servers = {"etcd", "petcd", *args.extra_serves_watch}
+            full_servers = {"etcd", "petcd", "petcd-grpcio", *args.extra_serves_watch}
             plan = [
                 (r, w, t)
                 for r in range(1, args.rounds + 1)
