@@ -120,7 +120,7 @@ class Config:
     experimental_watch_progress_notify_interval_s: float = 600.0
     experimental_enable_lease_checkpoint_persist: bool = False
     config_file: str = ""
-    client_transport: str = "grpcio"  # petcd's own: the gRPC server of the client listeners
+    client_transport: str = "native"  # petcd's own: the gRPC server of the client listeners
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
 

@@ -794,10 +794,10 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec(
         "client-transport",
         Kind.STRING,
-        "grpcio",
-        "The gRPC server for client traffic: 'grpcio' (grpc.aio) or 'native' (petcd's Rust "
-        "front end, built by make install). Also PETCD_CLIENT_TRANSPORT, which applies even "
-        "with --config-file when the file does not set client-transport.",
+        "native",
+        "The gRPC server for client traffic: 'native' (petcd's Rust front end, built by make "
+        "install) or 'grpcio' (grpc.aio, the slower fallback). Also PETCD_CLIENT_TRANSPORT, "
+        "which applies even with --config-file when the file does not set client-transport.",
         "petcd",
         env="PETCD_CLIENT_TRANSPORT",
     ),

@@ -17,33 +17,33 @@ def transport(argv: list[str], env: dict[str, str] | None = None) -> str:
     return parsed.config.client_transport
 
 
-def test_default_is_grpcio_and_the_flag_selects_native() -> None:
-    assert transport([]) == "grpcio"
-    assert transport(["--client-transport", "native"]) == "native"
-    assert transport(["--client-transport=grpcio"], {"PETCD_CLIENT_TRANSPORT": "native"}) == (
-        "grpcio"
+def test_default_is_native_and_the_flag_selects_grpcio() -> None:
+    assert transport([]) == "native"
+    assert transport(["--client-transport", "grpcio"]) == "grpcio"
+    assert transport(["--client-transport=native"], {"PETCD_CLIENT_TRANSPORT": "grpcio"}) == (
+        "native"
     )
 
 
 def test_the_variable_is_petcd_own_not_an_etcd_one() -> None:
-    assert transport([], {"PETCD_CLIENT_TRANSPORT": "native"}) == "native"
-    parsed = parse([], {"ETCD_CLIENT_TRANSPORT": "native"})
-    assert parsed.config is not None and parsed.config.client_transport == "grpcio"
+    assert transport([], {"PETCD_CLIENT_TRANSPORT": "grpcio"}) == "grpcio"
+    parsed = parse([], {"ETCD_CLIENT_TRANSPORT": "grpcio"})
+    assert parsed.config is not None and parsed.config.client_transport == "native"
     assert any("ETCD_CLIENT_TRANSPORT" in w for w in parsed.warnings)
 
 
 def test_config_file_key_and_the_variable_when_the_file_has_none(tmp_path: Path) -> None:
     with_key = tmp_path / "a.yaml"
-    with_key.write_text("name: default\nclient-transport: native\n")
-    assert transport(["--config-file", str(with_key)]) == "native"
+    with_key.write_text("name: default\nclient-transport: grpcio\n")
+    assert transport(["--config-file", str(with_key)]) == "grpcio"
     without = tmp_path / "b.yaml"
     without.write_text("name: default\n")
-    assert transport(["--config-file", str(without)]) == "grpcio"
-    env = {"PETCD_CLIENT_TRANSPORT": "native"}
-    assert transport(["--config-file", str(without)], env) == "native"
-    # the file wins over the variable, as it does over everything else
+    assert transport(["--config-file", str(without)]) == "native"
     env = {"PETCD_CLIENT_TRANSPORT": "grpcio"}
-    assert transport(["--config-file", str(with_key)], env) == "native"
+    assert transport(["--config-file", str(without)], env) == "grpcio"
+    # the file wins over the variable, as it does over everything else
+    env = {"PETCD_CLIENT_TRANSPORT": "native"}
+    assert transport(["--config-file", str(with_key)], env) == "grpcio"
 
 
 def test_an_unknown_transport_is_a_configuration_error() -> None:
@@ -55,7 +55,7 @@ def test_an_unknown_transport_is_a_configuration_error() -> None:
 
 def test_help_lists_the_flag() -> None:
     text = usage()
-    assert "--client-transport 'grpcio'" in text
+    assert "--client-transport 'native'" in text
     assert "PETCD_CLIENT_TRANSPORT" in text
 
 
