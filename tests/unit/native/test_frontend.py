@@ -65,7 +65,7 @@ def test_metadata_timeout_and_peer(serve: Serve) -> None:
         ("trace-bin", b"\x00\xff\x10"),
         ("token", "second"),
     ]
-    assert timeout is not None and 6.0 < timeout <= 7.0
+    assert timeout is not None and 6.0 < timeout <= 7.1  # grpc rounds the header up
     assert re.fullmatch(r"ipv4:127\.0\.0\.1:\d+", peer), peer
 
 
