@@ -403,6 +403,31 @@ def watch_events_bytes(header: ResponseHeader, watch_id: int, events: tuple[Even
     return b"".join(parts)
 
 
+_watch_id_fields: dict[int, bytes] = {0: b""}  # watch_id -> its field (none for 0)
+_WATCH_ID_CACHE_ENTRIES_MAX = 4096
+
+
+def watch_fanout_bytes(
+    header: ResponseHeader, watch_ids: list[int], events: tuple[Event, ...]
+) -> list[bytes]:
+    """``watch_events_bytes(header, w, events)`` for each ``w`` of ``watch_ids``, in order: the
+    header and events fields encoded once for all of them."""
+    hdr = _header_field(header)
+    body = b"".join([_event_field(ev) for ev in events])
+    fields = _watch_id_fields
+    out: list[bytes] = []
+    for wid in watch_ids:
+        fld = fields.get(wid)
+        if fld is None:
+            fld = _WATCH_ID_TAG + _varint(wid)
+            if len(fields) >= _WATCH_ID_CACHE_ENTRIES_MAX:
+                fields.clear()
+                fields[0] = b""
+            fields[wid] = fld
+        out.append(hdr + fld + body)
+    return out
+
+
 _WATCH_FRAGMENT_FIELD = b"\x38\x01"  # WatchResponse.fragment = true, field 7, varint
 
 

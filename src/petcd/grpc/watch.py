@@ -44,7 +44,7 @@ import grpc
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc import convert
 from petcd.grpc.status import is_expected, status_for
-from petcd.mvcc.requests import ResponseHeader, WatchResponse
+from petcd.mvcc.requests import Event, ResponseHeader, WatchResponse
 from petcd.mvcc.watchable_store import Watcher, WatchSink
 from petcd.server.log import Logger
 
@@ -104,14 +104,41 @@ class _StreamSink:
         self.wake.set()
         return True
 
+    def send_fanout(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> int:
+        room = self.capacity - self.events
+        if len(watchers) > room:
+            self.refused = True
+            if room <= 0:
+                return 0
+            watchers = watchers[:room]
+        self.items.append(Fanout(watchers, events, revision))
+        self.events += len(watchers)
+        self.wake.set()
+        return len(watchers)
+
     def control(self, message: Any) -> None:
         self.items.append(message)
         self.wake.set()
 
 
-def _events_bytes(resp: WatchResponse) -> int:
+class Fanout:
+    """One delivery of the same events at one revision to several watchers of a stream: what
+    ``WatchResponse(w.watch_id, events, revision)`` for each of ``watchers``, in order, is."""
+
+    __slots__ = ("events", "revision", "watchers")
+
+    def __init__(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> None:
+        self.watchers = watchers
+        self.events = events
+        self.revision = revision
+
+    def responses(self) -> list[WatchResponse]:
+        return [WatchResponse(w.watch_id, self.events, self.revision) for w in self.watchers]
+
+
+def _events_bytes(events: tuple[Event, ...]) -> int:
     n = 0
-    for ev in resp.events:
+    for ev in events:
         n += len(ev.kv.key) + len(ev.kv.value) + 32
         if ev.prev_kv is not None:
             n += len(ev.prev_kv.key) + len(ev.prev_kv.value) + 32
@@ -127,24 +154,59 @@ def coalesce(items: list[Any]) -> list[Any]:
     etcd sends a catching-up watcher several revisions at once. A merge never crosses a
     control response (created, canceled, progress) nor a compaction cancel, so nothing moves
     past a progress notification, and a merged response stays under ``COALESCE_BYTES_MAX``.
+
+    ``Fanout`` items stand for one response per watcher; a run of them for the same watchers
+    (the common case: every write reaches the same watchers) is merged as a whole and stays
+    one ``Fanout``; anything else is merged watcher by watcher.
     """
     out: list[Any] = []
+    segment: list[Any] = []
+    for item in items:
+        if type(item) is Fanout or (isinstance(item, WatchResponse) and not item.compact_revision):
+            segment.append(item)
+            continue
+        if segment:
+            _coalesce_segment(segment, out)
+            segment = []
+        out.append(item)
+    if segment:
+        _coalesce_segment(segment, out)
+    return out
+
+
+def _coalesce_segment(items: list[Any], out: list[Any]) -> None:
+    """``coalesce`` for event responses with no control response between them."""
+    first = items[0]
+    if len(items) == 1:
+        out.append(first)
+        return
+    if type(first) is Fanout and all(
+        type(item) is Fanout and item.watchers == first.watchers for item in items
+    ):
+        merged: Fanout = first
+        size = _events_bytes(first.events)
+        for item in items[1:]:
+            more = _events_bytes(item.events)
+            if size + more <= COALESCE_BYTES_MAX:
+                merged = Fanout(first.watchers, merged.events + item.events, item.revision)
+                size += more
+            else:
+                out.append(merged)
+                merged, size = item, more
+        out.append(merged)
+        return
     open_at: dict[int, tuple[int, int]] = {}  # watch_id -> (index in out, estimated bytes)
     for item in items:
-        if not isinstance(item, WatchResponse) or item.compact_revision:
-            open_at.clear()
-            out.append(item)
-            continue
-        size = _events_bytes(item)
-        at = open_at.get(item.watch_id)
-        if at is not None and at[1] + size <= COALESCE_BYTES_MAX:
-            prev: WatchResponse = out[at[0]]
-            out[at[0]] = WatchResponse(item.watch_id, prev.events + item.events, item.revision)
-            open_at[item.watch_id] = (at[0], at[1] + size)
-        else:
-            open_at[item.watch_id] = (len(out), size)
-            out.append(item)
-    return out
+        for resp in item.responses() if type(item) is Fanout else (item,):
+            size = _events_bytes(resp.events)
+            at = open_at.get(resp.watch_id)
+            if at is not None and at[1] + size <= COALESCE_BYTES_MAX:
+                prev: WatchResponse = out[at[0]]
+                out[at[0]] = WatchResponse(resp.watch_id, prev.events + resp.events, resp.revision)
+                open_at[resp.watch_id] = (at[0], at[1] + size)
+            else:
+                open_at[resp.watch_id] = (len(out), size)
+                out.append(resp)
 
 
 class _Stream:
@@ -250,6 +312,21 @@ class _Stream:
                 self.sink.control(rpc_pb2.WatchResponse(header=header, watch_id=wid))
             self.quiet.add(wid)
 
+    def fanout_to_proto(self, item: Fanout, headers: dict[int, ResponseHeader]) -> list[Any]:
+        """``to_proto`` of each of the fan-out's responses, the shared part encoded once."""
+        if self.fragment_ids:
+            fragment_ids = self.fragment_ids
+            if any(w.watch_id in fragment_ids for w in item.watchers):
+                return [m for r in item.responses() for m in self.to_proto(r, headers)]
+        ids = [w.watch_id for w in item.watchers]
+        if self.quiet:
+            self.quiet.difference_update(ids)
+        h = headers.get(item.revision)
+        if h is None:
+            h = headers[item.revision] = self.member.watch_header(item.revision)
+        parts = convert.watch_fanout_bytes(h, ids, item.events)
+        return parts if self.raw else [rpc_pb2.WatchResponse.FromString(p) for p in parts]
+
     def to_proto(
         self, resp: WatchResponse, headers: dict[int, ResponseHeader] | None = None
     ) -> list[Any]:
@@ -349,7 +426,9 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                     headers: dict[int, ResponseHeader] = {}
                     out: list[Any] = []
                     for item in coalesce(batch):
-                        if isinstance(item, WatchResponse):
+                        if type(item) is Fanout:
+                            out.extend(stream.fanout_to_proto(item, headers))
+                        elif isinstance(item, WatchResponse):
                             out.extend(stream.to_proto(item, headers))
                         else:
                             out.append(item)

@@ -45,6 +45,7 @@ from petcd.mvcc.requests import (
     WriteResponse,
 )
 from petcd.mvcc.watchable_store import (
+    FanoutSink,
     QueueSink,
     WatchableStore,
     Watcher,
@@ -66,6 +67,7 @@ __all__ = [
     "EmptyKeyError",
     "Event",
     "EventType",
+    "FanoutSink",
     "FutureRevisionError",
     "HashKVResult",
     "InvalidSortOptionError",

@@ -58,6 +58,20 @@ class WatchSink(Protocol):
         ...
 
 
+class FanoutSink(WatchSink, Protocol):
+    """A sink that also takes one delivery for several of its watchers at once.
+
+    The watchable store uses ``send_fanout`` (when the sink has it) for the watchers of one key
+    that ask for neither prev_kv nor filters: they all get the same events at one revision, so
+    the sink can encode the response once and differ only in ``watch_id``.
+    """
+
+    def send_fanout(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> int:
+        """Accept ``WatchResponse(w.watch_id, events, revision)`` for ``watchers`` in order,
+        without blocking, as many as fit: return how many were accepted (a prefix)."""
+        ...
+
+
 class QueueSink:
     """A bounded FIFO sink (etcd's watch channel, 128 responses deep by default)."""
 
@@ -71,6 +85,12 @@ class QueueSink:
             return False
         self._items.append(response)
         return True
+
+    def send_fanout(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> int:
+        n = max(0, min(len(watchers), self.capacity - len(self._items)))
+        for w in watchers[:n]:
+            self._items.append(WatchResponse(w.watch_id, events, revision))
+        return n
 
     def __len__(self) -> int:
         return len(self._items)
@@ -107,6 +127,7 @@ class Watcher:
     _start: bytes = b""
     _end: bytes | None = None
     _single: bool = True
+    _plain: bool = True  # neither prev_kv nor filters: gets exactly the events of its key
 
     def matches(self, key: bytes) -> bool:
         if self._single:
@@ -172,6 +193,7 @@ class WatchableStore(KVStore):
             _end=end,
             _single=single,
         )
+        w._plain = not w.prev_kv and not w.filters
         if start_rev == 0 or start_rev > current:
             w.min_rev = max(current + 1, start_rev)
             self._add_synced(w)
@@ -231,34 +253,96 @@ class WatchableStore(KVStore):
         return self._load(rev) if rev is not None else None
 
     def _notify(self, revision: int, changes: list[KeyValue]) -> None:
-        if not self._synced_keys and not self._synced_ranges:
-            return
-        batches: dict[Watcher, list[Event]] = {}
-        prevs: dict[bytes, KeyValue | None] = {}
+        keys = self._synced_keys
         ranges = self._synced_ranges
-        for kv in changes:
-            ev = Event(EventType.PUT if kv.create_revision else EventType.DELETE, kv)
-            ws = self._synced_keys.get(kv.key)
-            targets: Iterable[Watcher] = ws if ws is not None else ()
-            if ranges:
-                targets = itertools.chain(targets, (w for w in ranges if w.matches(kv.key)))
-            for w in targets:
-                if revision < w.min_rev or not w.wants(ev):
+        if not keys and not ranges:
+            return
+        # The events of each key, in order. A plain single-key watcher gets exactly the events
+        # of its key: one tuple shared by all of them, handed to each sink once for all of its
+        # watchers (send_fanout). Range watchers and those with prev_kv or filters get their
+        # own response, as before.
+        events = [
+            Event(EventType.PUT if kv.create_revision else EventType.DELETE, kv) for kv in changes
+        ]
+        per_key: dict[bytes, list[Event]] = {}
+        for ev in events:
+            got = per_key.get(ev.kv.key)
+            if got is None:
+                per_key[ev.kv.key] = [ev]
+            else:
+                got.append(ev)
+        own: dict[Watcher, list[Event]] = {}
+        prevs: dict[int, Event] = {}  # id(event) -> the event with its prev_kv
+        after = revision + 1
+        for key, evs in per_key.items():
+            ws = keys.get(key)
+            if ws is None:
+                continue
+            by_sink: dict[WatchSink, list[Watcher]] = {}
+            for w in ws:
+                if revision < w.min_rev:
                     continue
-                out = ev
-                if w.prev_kv:
-                    if kv.key not in prevs:
-                        prevs[kv.key] = self._prev_kv(kv.key, revision)
-                    out = Event(ev.type, kv, prevs[kv.key])
-                batches.setdefault(w, []).append(out)
-        for w, evs in batches.items():
-            resp = WatchResponse(w.watch_id, tuple(evs), revision)
-            w.min_rev = revision + 1
-            if not w.sink.send(resp):
-                self._remove_synced(w)
-                w.state = WatcherState.VICTIM
-                w.pending.append(resp)
-                self._victims[w] = None
+                if w._plain:
+                    group = by_sink.get(w.sink)
+                    if group is None:
+                        by_sink[w.sink] = [w]
+                    else:
+                        group.append(w)
+                else:
+                    own[w] = self._own_events(w, evs, revision, prevs)
+            if not by_sink:
+                continue
+            shared = tuple(evs)
+            for sink, group in by_sink.items():
+                for w in group:
+                    w.min_rev = after
+                send_fanout = getattr(sink, "send_fanout", None)
+                if send_fanout is None:
+                    for w in group:
+                        resp = WatchResponse(w.watch_id, shared, revision)
+                        if not sink.send(resp):
+                            self._make_victim(w, resp)
+                    continue
+                accepted: int = send_fanout(group, shared, revision)
+                for w in group[accepted:]:
+                    self._make_victim(w, WatchResponse(w.watch_id, shared, revision))
+        if ranges:
+            for w in ranges:
+                if revision < w.min_rev:
+                    continue
+                mine = [ev for ev in events if w.matches(ev.kv.key)]
+                if mine:
+                    own[w] = self._own_events(w, mine, revision, prevs)
+        for w, mine in own.items():
+            if mine:
+                resp = WatchResponse(w.watch_id, tuple(mine), revision)
+                w.min_rev = after
+                if not w.sink.send(resp):
+                    self._make_victim(w, resp)
+
+    def _own_events(
+        self, w: Watcher, evs: list[Event], revision: int, prevs: dict[int, Event]
+    ) -> list[Event]:
+        """``evs`` as watcher ``w`` sees them: its filters applied, prev_kv attached (the
+        events with prev_kv are shared, through ``prevs``, by the watchers that ask for it)."""
+        out: list[Event] = []
+        for ev in evs:
+            if not w.wants(ev):
+                continue
+            if w.prev_kv:
+                with_prev = prevs.get(id(ev))
+                if with_prev is None:
+                    prev = self._prev_kv(ev.kv.key, revision)
+                    with_prev = prevs[id(ev)] = Event(ev.type, ev.kv, prev)
+                ev = with_prev
+            out.append(ev)
+        return out
+
+    def _make_victim(self, w: Watcher, resp: WatchResponse) -> None:
+        self._remove_synced(w)
+        w.state = WatcherState.VICTIM
+        w.pending.append(resp)
+        self._victims[w] = None
 
     # -- catching up ---------------------------------------------------------------------
 
@@ -375,4 +459,4 @@ class WatchableStore(KVStore):
             self._unsynced[w] = None
 
 
-__all__ = ["QueueSink", "WatchSink", "WatchableStore", "Watcher", "WatcherState"]
+__all__ = ["FanoutSink", "QueueSink", "WatchSink", "WatchableStore", "Watcher", "WatcherState"]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.grpc import convert
-from petcd.grpc.watch import COALESCE_BYTES_MAX, coalesce, serialize_watch_response
+from petcd.grpc.watch import (
+    COALESCE_BYTES_MAX,
+    Fanout,
+    _StreamSink,
+    coalesce,
+    serialize_watch_response,
+)
 from petcd.mvcc.requests import Event, EventType, KeyValue, ResponseHeader, WatchResponse
+from petcd.mvcc.watchable_store import QueueSink, Watcher
 
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -110,3 +119,63 @@ def test_coalesce_keeps_merged_responses_under_the_size_bound() -> None:
     out = coalesce([resp(0, r, big) for r in range(2, 8)])
     assert [revs(r) for r in out] == [[2, 3], [4, 5], [6, 7]]
     assert all(sum(len(e.kv.value) for e in r.events) <= COALESCE_BYTES_MAX for r in out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(headers, st.lists(i64, max_size=5), st.lists(events, min_size=1, max_size=3).map(tuple))
+def test_fanout_bytes_equal_each_watchers_own_response(
+    h: ResponseHeader, ids: list[int], evs: tuple[Event, ...]
+) -> None:
+    assert convert.watch_fanout_bytes(h, ids, evs) == [reference(h, w, evs) for w in ids]
+
+
+def watchers(*ids: int) -> list[Watcher]:
+    return [Watcher(i, b"k", b"", QueueSink(), False, frozenset(), 0) for i in ids]
+
+
+def fan(ws: list[Watcher], rev: int, value: bytes = b"v") -> Fanout:
+    return Fanout(ws, resp(0, rev, value).events, rev)
+
+
+def expand(items: list[object]) -> list[object]:
+    return [r for i in items for r in (i.responses() if isinstance(i, Fanout) else [i])]
+
+
+def shape(items: list[object]) -> list[object]:
+    return [(r.watch_id, r.revision, revs(r)) if isinstance(r, WatchResponse) else r for r in items]
+
+
+def test_coalesce_merges_a_run_of_fanouts_to_the_same_watchers_into_one() -> None:
+    ab = watchers(0, 1)
+    out = coalesce([fan(ab, 2), fan(ab, 3), fan(ab, 4)])
+    assert len(out) == 1 and isinstance(out[0], Fanout) and out[0].watchers is ab
+    assert shape(expand(out)) == [(0, 4, [2, 3, 4]), (1, 4, [2, 3, 4])]
+
+
+def test_coalesce_of_fanouts_equals_coalesce_of_their_responses() -> None:
+    a, b, c = watchers(0, 1, 2)
+    progress = rpc_pb2.WatchResponse(watch_id=-1)
+    big = b"x" * (COALESCE_BYTES_MAX // 3)
+    cases: list[list[object]] = [
+        [fan([a, b], 2), fan([a], 3), fan([a, b], 4)],  # b fell behind at 3
+        [fan([a, b], 2), resp(2, 2), fan([a, b], 3), resp(0, 3)],  # mixed with own responses
+        [fan([a, b], 2), progress, fan([a, b], 3), fan([a, b], 4)],  # never across a control
+        [fan([a, b, c], r, big) for r in range(2, 8)],  # the size bound
+        [fan([a, b], 2), fan([b, a], 3)],  # same watchers, another order
+    ]
+    for items in cases:
+        assert shape(expand(coalesce(items))) == shape(coalesce(expand(items))), items
+
+
+def test_stream_sink_takes_a_fanout_up_to_its_capacity() -> None:
+    async def main() -> None:
+        sink = _StreamSink(capacity=5)
+        ws = watchers(0, 1, 2)
+        ev = resp(0, 2).events
+        assert sink.send_fanout(ws, ev, 2) == 3
+        assert sink.send_fanout(ws, ev, 3) == 2 and sink.refused
+        assert sink.send_fanout(ws, ev, 4) == 0
+        assert [len(i.watchers) for i in sink.items] == [3, 2]
+        assert sink.events == 5 and sink.wake.is_set()
+
+    asyncio.run(main())

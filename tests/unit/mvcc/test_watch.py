@@ -220,3 +220,65 @@ def test_replace_backend_and_reload_then_watchers_resync(h: Harness, tmp_path: P
         (3, b"2"),
         (4, b"3"),
     ]
+
+
+class PlainSink:
+    """A sink without ``send_fanout``: the store must fall back to one send per watcher."""
+
+    def __init__(self) -> None:
+        self.got: list[WatchResponse] = []
+
+    def send(self, response: WatchResponse) -> bool:
+        self.got.append(response)
+        return True
+
+
+def test_watchers_of_one_key_sharing_a_sink_get_one_fanout_each_write(h: Harness) -> None:
+    sink, plain, other = QueueSink(), PlainSink(), QueueSink()
+    ws = [h.store.watch(b"k", sink=sink) for _ in range(3)]
+    wp = h.store.watch(b"k", sink=plain)
+    prev = h.store.watch(b"k", sink=sink, prev_kv=True)
+    noput = h.store.watch(b"k", sink=sink, filters=[WatchFilterType.NOPUT])
+    o = h.store.watch(b"k", sink=other)
+    h.apply(PutRequest(b"k", b"1"))
+    h.apply(TxnRequest(success=(RequestOp(request_put=PutRequest(b"k", b"2")),)))
+    h.apply(DeleteRangeRequest(b"k"))
+    got = sink.drain()
+    by_id = {w.watch_id: [r for r in got if r.watch_id == w.watch_id] for w in [*ws, prev, noput]}
+    for w in ws:
+        assert [(r.revision, [e.kv.value for e in r.events]) for r in by_id[w.watch_id]] == [
+            (2, [b"1"]),
+            (3, [b"2"]),
+            (4, [b""]),
+        ]
+    # the plain watchers of one write share one events tuple
+    assert by_id[ws[0].watch_id][0].events is by_id[ws[2].watch_id][0].events
+    assert [
+        [e.prev_kv.value if e.prev_kv else None for e in r.events] for r in by_id[prev.watch_id]
+    ] == [[None], [b"1"], [b"2"]]
+    assert [r.revision for r in by_id[noput.watch_id]] == [4]
+    assert [r.revision for r in plain.got] == [2, 3, 4]
+    assert all(r.watch_id == wp.watch_id for r in plain.got)
+    assert [(r.watch_id, r.revision) for r in other.drain()] == [(o.watch_id, r) for r in (2, 3, 4)]
+    assert all(w.min_rev == 5 for w in [*ws, wp, prev, noput, o])
+
+
+def test_a_full_shared_sink_takes_what_fits_and_the_rest_become_victims(h: Harness) -> None:
+    sink = QueueSink(capacity=5)
+    ws = [h.store.watch(b"k", sink=sink) for _ in range(3)]
+    h.apply(PutRequest(b"k", b"1"))  # 3 fit
+    h.apply(PutRequest(b"k", b"2"))  # 2 fit, one watcher becomes a victim
+    assert sorted(w.state.value for w in ws) == ["synced", "synced", "victim"]
+    h.apply(PutRequest(b"k", b"3"))  # the sink is full: both synced ones become victims
+    assert all(w.state is WatcherState.VICTIM for w in ws)
+    got = sink.drain()
+    for _ in range(20):
+        if not h.store.sync() and not len(sink):
+            break
+        got += sink.drain()
+    assert all(w.state is WatcherState.SYNCED for w in ws)
+    h.apply(PutRequest(b"k", b"4"))
+    got += sink.drain()
+    for w in ws:
+        mine = [r for r in got if r.watch_id == w.watch_id]
+        assert [m for _, _, m in flat(mine)] == [2, 3, 4, 5]

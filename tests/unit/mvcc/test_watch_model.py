@@ -1,7 +1,9 @@
 """Property test of the watch guarantees under slow consumers.
 
 Random writes, watchers created at random moments with random start revisions, key ranges
-and tiny buffers (so they become victims), random consumer reads and sync() calls. At the
+and tiny buffers (so they become victims), some sharing one buffer as the watchers of one gRPC
+stream do (so one write reaches several of them in one ``send_fanout``), random consumer reads
+and sync() calls. At the
 end every watcher must have received exactly the events of history from its start revision
 on, for its keys, in order, each revision whole and once. History itself is checked against
 the store: the events of revision r turn the state at r-1 into the state at r.
@@ -37,7 +39,13 @@ write = st.one_of(
 )
 step = st.one_of(
     write,
-    st.tuples(st.just("watch"), st.sampled_from(RANGES), st.integers(0, 12), st.integers(1, 3)),
+    st.tuples(
+        st.just("watch"),
+        st.sampled_from(RANGES),
+        st.integers(0, 12),
+        st.integers(1, 3),
+        st.booleans(),  # share the buffer of the watcher created before
+    ),
     st.tuples(st.just("read"), st.integers(0, 5)),
     st.tuples(st.just("sync")),
 )
@@ -59,6 +67,12 @@ def test_every_watcher_gets_exactly_its_history(tmp_path_factory: object, steps:
         everything = QueueSink(capacity=10**6)
         store.watch(b"\x00", b"\x00", sink=everything)
         watchers: list[tuple[Watcher, QueueSink, int, list[WatchResponse]]] = []
+        got_by_id: dict[int, list[WatchResponse]] = {}
+
+        def read(sink: QueueSink) -> None:
+            for r in sink.drain():
+                got_by_id[r.watch_id].append(r)
+
         value = 0
         for s in steps:
             kind = s[0]
@@ -72,24 +86,24 @@ def test_every_watcher_gets_exactly_its_history(tmp_path_factory: object, steps:
                 ops = tuple(RequestOp(request_put=PutRequest(k, b"%d" % value)) for k in s[1])
                 h.apply(TxnRequest(success=ops))
             elif kind == "watch":
-                (key, end), start, cap = s[1], s[2], s[3]
-                sink = QueueSink(capacity=cap)
+                (key, end), start, cap, share = s[1], s[2], s[3], s[4]
+                sink = watchers[-1][1] if share and watchers else QueueSink(capacity=cap)
                 w = store.watch(key, end, start, sink=sink)
                 first = start if start else store.current_revision + 1
-                watchers.append((w, sink, first, []))
+                got_by_id[w.watch_id] = []
+                watchers.append((w, sink, first, got_by_id[w.watch_id]))
             elif kind == "read" and watchers:
-                _, sink, _, got = watchers[s[1] % len(watchers)]
-                got.extend(sink.drain())
+                read(watchers[s[1] % len(watchers)][1])
             else:
                 store.sync()
         # the consumers catch up completely
         for _ in range(1000):
-            for _, sink, _, got in watchers:
-                got.extend(sink.drain())
+            for _, sink, _, _ in watchers:
+                read(sink)
             if not store.sync():
                 break
-        for _, sink, _, got in watchers:
-            got.extend(sink.drain())
+        for _, sink, _, _ in watchers:
+            read(sink)
 
         history = everything.drain()
         # history is complete and consistent with the stored revisions
