@@ -26,7 +26,10 @@ revision was compacted gets etcd's ``canceled`` response with ``compact_revision
 text: clients derive "required revision has been compacted" from it) and is dropped. Each time
 the writer wakes it takes everything queued and merges the event responses of each watcher
 into one (``coalesce``), never across a control response; event responses are serialized once
-per event for all watchers when the service is registered by ``add_watch_service``. The
+per event for all watchers when the service is registered by ``add_watch_service``. The store
+hands the stream one ``Fanout`` (the same events at one revision for several of its watchers)
+instead of one response per watcher: its header and events are encoded once, and each
+watcher's message differs only in its ``watch_id`` field. The
 client half-closing its side does not end the stream (etcd keeps sending); the stream ends
 when the client cancels it or the server stops.
 """

@@ -11,7 +11,10 @@ gRPC stream; no asyncio here.
 Every watcher is in exactly one group::
 
     synced    up to date; fed directly by each write txn (all events of one txn in ONE
-              response, with that txn's revision)
+              response, with that txn's revision). The "plain" watchers of one key (no
+              prev_kv, no filters) get one shared events tuple, and a sink that has
+              ``send_fanout`` gets it once for all of its watchers of that key (a gRPC stream
+              then encodes it once): no per-watcher object on the hot path
     unsynced  behind (start revision <= current, or just recovered); caught up from the
               backend's history by sync(), in bounded batches, then moved to synced
     victim    a send failed (slow consumer); holds the responses not yet accepted; sync()
