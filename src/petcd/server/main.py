@@ -126,6 +126,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     log.info(
         "configuring client listeners",
         listen_client_urls=[str(u) for u in cfg.listen_client_urls],
+        client_transport=cfg.client_transport,
     )
     listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
     try:
