@@ -6,15 +6,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 APT_STAMP := $(VENV)/.etcd-stamp
 
-.PHONY: run test test-long lint typecheck proto bench clean install etcd
+.PHONY: run test test-long lint typecheck proto bench clean install etcd FORCE
 
 install: $(STAMP)
 
 # The native front end (Rust): pip builds it through setuptools-rust, so a change to the
 # crate re-runs the install.
 NATIVE := native/frontend/Cargo.toml native/frontend/Cargo.lock $(wildcard native/frontend/src/*.rs)
+# A missing built module (removed by hand or by a checkout) re-runs the install too.
+NATIVE_BUILT := $(if $(wildcard src/petcd/_frontend*.so),,FORCE)
 
-$(STAMP): pyproject.toml $(NATIVE)
+$(STAMP): pyproject.toml $(NATIVE) $(NATIVE_BUILT)
 	@command -v cargo >/dev/null || { echo "error: building petcd needs Rust: install cargo (e.g. https://rustup.rs, or apt-get install cargo) and run make again" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -55,3 +57,6 @@ bench: $(STAMP) $(APT_STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info native/frontend/target src/petcd/_frontend*.so
+
+# Always out of date: a prerequisite that forces its target to run.
+FORCE:
