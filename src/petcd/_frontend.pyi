@@ -20,6 +20,9 @@ returned by :meth:`Frontend.take`:
   the handler; anything sent for the call afterwards is ignored.
 * ``(4, call_id)`` DRAINED: after :meth:`Frontend.send` reported the call over 1 MiB
   queued, its queued outgoing bytes fell to 256 KiB or less.
+* ``(8, fd, peer)`` HTTP1 (only with ``http1=True``): a new connection whose first bytes
+  are not HTTP/2's preface. ``fd`` is its socket, now Python's to serve and close, with
+  nothing read from it yet; ``peer`` as in NEW.
 
 Differences from frontend-api.md, as implemented:
 
@@ -40,8 +43,8 @@ from typing import TypeAlias
 
 Metadata: TypeAlias = tuple[tuple[str, str | bytes], ...]
 NewCall: TypeAlias = tuple[int, int, str, Metadata, float | None, str]
-# NEW, MESSAGE, or HALF_CLOSE / CANCEL / DRAINED.
-Event: TypeAlias = NewCall | tuple[int, int, bytes] | tuple[int, int]
+# NEW, MESSAGE, or HALF_CLOSE / CANCEL / DRAINED, or HTTP1.
+Event: TypeAlias = NewCall | tuple[int, int, bytes] | tuple[int, int] | tuple[int, int, str]
 SendItem: TypeAlias = tuple[int, bytes] | tuple[int, bytes | None, int, str]
 
 # The event kinds (first element of an event tuple).
@@ -50,6 +53,7 @@ MESSAGE: int  # 1
 HALF_CLOSE: int  # 2
 CANCEL: int  # 3
 DRAINED: int  # 4
+HTTP1: int  # 8
 
 class Frontend:
     """The front end. Binds every listener in the constructor (SO_REUSEADDR; host
@@ -67,6 +71,7 @@ class Frontend:
         keepalive_interval_ms: int,
         keepalive_timeout_ms: int,
         threads: int = 1,
+        http1: bool = False,
     ) -> None: ...
     def ports(self) -> list[int]:
         """The bound ports, in listener order."""

@@ -38,6 +38,24 @@ use crate::shared::{
 /// Serves one accepted socket until the peer goes away or the front end closes.
 pub async fn serve(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let _ = sock.set_nodelay(true);
+    if shared.cfg.http1 {
+        let sniffed = tokio::time::timeout(Duration::from_secs(120), starts_with_preface(&sock));
+        match sniffed.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                // HTTP/1 (or anything else but HTTP/2): Python serves it. The peeked bytes
+                // are still in the socket.
+                if let Ok(std) = sock.into_std() {
+                    shared.push_events(&mut vec![Event::Http1(
+                        std.into(),
+                        peer_string(addr).into(),
+                    )]);
+                }
+                return;
+            }
+            _ => return, // closed, failed or silent for 2 minutes before its first bytes
+        }
+    }
     let handshake = h2::server::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(1 << 24)
@@ -82,6 +100,29 @@ pub async fn serve(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     };
     task.await;
     lock(&shared.conns).remove(&id);
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113, 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection's first bytes are HTTP/2's preface, looking without reading.
+/// An HTTP/1 request differs from it by its second byte at the latest ("POST", "PUT").
+async fn starts_with_preface(sock: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = sock.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A preface cut in two segments: peek again once more has arrived.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// grpc's peer format; IPv4-mapped IPv6 addresses are shown as IPv4, as grpc does.

@@ -1,6 +1,7 @@
 //! The Python binding: class `Frontend` of module `petcd._frontend`.
 
 use std::net::TcpListener as StdTcpListener;
+use std::os::fd::IntoRawFd;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -40,7 +41,8 @@ fn message_bytes(obj: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
 impl Frontend {
     #[new]
     #[pyo3(signature = (listeners, *, max_recv_bytes, max_send_bytes, keepalive_min_time_ms,
-                        keepalive_interval_ms, keepalive_timeout_ms, threads = 1))]
+                        keepalive_interval_ms, keepalive_timeout_ms, threads = 1,
+                        http1 = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -51,6 +53,7 @@ impl Frontend {
         keepalive_interval_ms: u64,
         keepalive_timeout_ms: u64,
         threads: usize,
+        http1: bool,
     ) -> PyResult<Self> {
         let bound = py.detach(|| {
             let mut bound = Vec::with_capacity(listeners.len());
@@ -84,6 +87,7 @@ impl Frontend {
             keepalive_min_time_ms,
             keepalive_interval_ms,
             keepalive_timeout_ms,
+            http1,
         };
         let shared = Shared::new(cfg).map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(Frontend {
@@ -146,6 +150,9 @@ impl Frontend {
                 Event::HalfClose(id) => (2u8, id).into_pyobject(py)?.into_any(),
                 Event::Cancel(id) => (3u8, id).into_pyobject(py)?.into_any(),
                 Event::Drained(id) => (4u8, id).into_pyobject(py)?.into_any(),
+                Event::Http1(fd, peer) => {
+                    (8u8, fd.into_raw_fd(), &*peer).into_pyobject(py)?.into_any()
+                }
             };
             out.push(t);
         }
@@ -219,7 +226,7 @@ impl Drop for Frontend {
 #[pymodule]
 fn _frontend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Frontend>()?;
-    for (name, kind) in [("NEW", 0), ("MESSAGE", 1), ("HALF_CLOSE", 2), ("CANCEL", 3), ("DRAINED", 4)] {
+    for (name, kind) in [("NEW", 0), ("MESSAGE", 1), ("HALF_CLOSE", 2), ("CANCEL", 3), ("DRAINED", 4), ("HTTP1", 8)] {
         m.add(name, kind)?;
     }
     Ok(())

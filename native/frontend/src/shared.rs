@@ -34,6 +34,9 @@ pub enum Event {
     HalfClose(u64),
     Cancel(u64),
     Drained(u64),
+    /// A connection on the gRPC port that is not HTTP/2 (``Config::http1``): Python owns
+    /// the socket from here on; a dropped event closes it.
+    Http1(std::os::fd::OwnedFd, Arc<str>),
 }
 
 /// One outgoing item of `send()`, already framed (5-byte prefix included).
@@ -81,6 +84,9 @@ pub struct Config {
     pub keepalive_min_time_ms: u64,
     pub keepalive_interval_ms: u64,
     pub keepalive_timeout_ms: u64,
+    /// Hand connections that do not start with the HTTP/2 preface to Python (HTTP1 events)
+    /// instead of failing their HTTP/2 handshake.
+    pub http1: bool,
 }
 
 pub struct Shared {

@@ -56,6 +56,7 @@ import collections.abc
 import contextlib
 import importlib
 import inspect
+import socket
 import time
 import types
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -68,6 +69,7 @@ from petcd.server.log import Logger
 
 # Event kinds queued by the front end (frontend-api.md).
 _NEW, _MESSAGE, _HALF_CLOSE, _CANCEL, _DRAINED = 0, 1, 2, 3, 4
+_HTTP1 = 8  # a connection that is not HTTP/2: (8, fd, peer)
 
 _OK = grpc.StatusCode.OK
 _CODE_NUMBER: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.StatusCode}
@@ -425,8 +427,12 @@ class NativeServer:
         log: Logger | None = None,
         frontend_class: Callable[..., FrontendLike] | None = None,
         eager: bool = True,
+        http1: Callable[[socket.socket], None] | None = None,
     ) -> None:
         cls = load_frontend_class() if frontend_class is None else frontend_class
+        # ``http1``: takes the connections on the listeners that are not HTTP/2 (etcd serves
+        # HTTP/1 on its gRPC port); without it they fail the HTTP/2 handshake.
+        extra: dict[str, Any] = {} if http1 is None else {"http1": True}
         self._fe: FrontendLike = cls(
             [(h, p) for h, p in listeners],
             max_recv_bytes=max_recv_bytes,
@@ -435,7 +441,9 @@ class NativeServer:
             keepalive_interval_ms=keepalive_interval_ms,
             keepalive_timeout_ms=keepalive_timeout_ms,
             threads=threads,
+            **extra,
         )
+        self._http1 = http1
         self._interceptors = tuple(interceptors)
         self._first_interceptor = self._interceptors[0] if self._interceptors else None
         self._continuation = self._chain()
@@ -611,6 +619,20 @@ class NativeServer:
                     if not call.drain.done():
                         call.drain.set_result(None)
                     call.drain = None
+            elif kind == _HTTP1:
+                self._accept_http1(ev[1], ev[2])
+
+    def _accept_http1(self, fd: int, peer: str) -> None:
+        sock = socket.socket(fileno=fd)
+        if self._http1 is None or self._stopped:
+            sock.close()
+            return
+        try:
+            self._http1(sock)
+        except Exception as e:
+            sock.close()
+            if self._log is not None:
+                self._log.error("cannot serve an HTTP/1 connection", peer=peer, error=repr(e))
 
     def _cancel(self, call: _Call) -> None:
         call.cancelled_by_client = True

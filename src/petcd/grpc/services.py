@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -389,13 +391,15 @@ def make_server(
     max_request_bytes: int,
     log: Logger,
     transport: str = "grpcio",
+    http1: Callable[[socket.socket], None] | None = None,
 ) -> Any:
     """A grpc.aio server with etcd's services bound to ``listeners``, behind etcd's
     per-request checks (``petcd.grpc.interceptors``: learners, ``hasleader``); with
     ``transport="native"`` the same services on ``petcd.grpc.native.NativeServer``.
 
     Raises ``OSError`` if a listener cannot be bound, ``NativeTransportUnavailable`` if the
-    native front end is asked for and not built.
+    native front end is asked for and not built. ``http1`` (native only) takes the
+    connections that are not HTTP/2, as sockets.
     """
     if transport == "native":
         from petcd.grpc.native import NativeServer
@@ -415,6 +419,7 @@ def make_server(
             keepalive_interval_ms=_KEEPALIVE_INTERVAL_MS,
             keepalive_timeout_ms=_KEEPALIVE_TIMEOUT_MS,
             log=log,
+            http1=http1,
         )
     else:
         server = _grpcio_server(member, max_request_bytes)

@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 etcd serves these next to gRPC on its client port (it multiplexes HTTP/1 and HTTP/2 on one
 listener) and, when asked, on ``--listen-client-http-urls`` and ``--listen-metrics-urls``.
-petcd's gRPC server (``grpc.aio``, C-core) owns its listening sockets, so it cannot share a
-port with an HTTP/1 server; petcd therefore serves these endpoints only on
-``--listen-client-http-urls`` (all of them) and ``--listen-metrics-urls`` (all of them, as etcd
-does), never on a gRPC client port. ``docs/server.md`` says so.
+petcd does the same: on the client port, the native front end hands every connection that
+does not begin with HTTP/2's preface to ``HttpOnClientPort`` (``petcd.http.accepted``), which
+serves it with this module's app. With ``--client-transport=grpcio`` the client port is gRPC
+only (grpc.aio owns its sockets). ``docs/server.md`` says so.
 
 The answers follow etcd 3.5:
 

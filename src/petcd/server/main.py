@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION, __version__
+from petcd.http.accepted import HttpOnClientPort
 from petcd.server.config import Action, Config, parse
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
@@ -129,9 +130,19 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         client_transport=cfg.client_transport,
     )
     listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
+    # etcd serves HTTP/1 (health, version, metrics, the JSON gateway) on its client port too;
+    # the native front end hands such connections over (grpc.aio cannot share its sockets).
+    on_client_port: HttpOnClientPort | None = None
+    if cfg.client_transport == "native":
+        on_client_port = HttpOnClientPort(member, log)
     try:
         grpc_server = make_server(
-            member, listeners, cfg.max_request_bytes, log, transport=cfg.client_transport
+            member,
+            listeners,
+            cfg.max_request_bytes,
+            log,
+            transport=cfg.client_transport,
+            http1=None if on_client_port is None else on_client_port.accept,
         )
     except NativeTransportUnavailable as e:
         log.fatal("cannot start the client transport", error=str(e))
@@ -201,7 +212,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                 "serving client traffic insecurely; this is strongly discouraged!",
                 address=f"{u.bind_host}:{u.port}",
             )
-        for u in http_urls:
+        for u in [*(cfg.listen_client_urls if on_client_port is not None else ()), *http_urls]:
             log.info("serving HTTP endpoints (health, version, metrics)", address=str(u))
     if publishing is not None:
         if not done & {failed, stopping}:
@@ -232,6 +243,8 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     for t in (ready, failed, stopping):
         t.cancel()
     await grpc_server.stop(1.0)
+    if on_client_port is not None:
+        await on_client_port.stop()
     for h in http:
         await h.stop()
     with contextlib.suppress(Exception):

@@ -60,11 +60,17 @@ def grpc_headers(port: int, path: bytes = b"/t.S/M", **extra: bytes) -> list[tup
 
 
 class RawH2:
-    def __init__(self, port: int, ack_pings: bool = True) -> None:
+    def __init__(self, port: int, ack_pings: bool = True, split_preface: int = 0) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.ack_pings = ack_pings
         self.pings = 0
-        self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        if split_preface:  # the preface in two TCP segments, 0.1 s apart
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.sendall(PREFACE[:split_preface])
+            time.sleep(0.1)
+            self.sock.sendall(PREFACE[split_preface:] + frame(SETTINGS, 0, 0))
+        else:
+            self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
         self._buf = b""
 
     def close(self) -> None:

@@ -1,0 +1,82 @@
+"""HTTP/1 on the gRPC client port: the connections the native front end did not take.
+
+Theory of operation
+-------------------
+etcd multiplexes its client port: HTTP/2 goes to gRPC, HTTP/1 to ``/health``, ``/version``,
+``/metrics`` and the JSON gateway (``/v3/...``). petcd's native front end
+(``petcd._frontend``) peeks at each new connection's first bytes; one that does not begin
+with HTTP/2's preface is handed over, as a socket, through ``NativeServer``'s ``http1``
+callback to ``HttpOnClientPort.accept``, which lets aiohttp serve it with the app of
+``petcd.http.server`` (gateway included, as on ``--listen-client-http-urls``).
+
+aiohttp costs 0.4 s to import, so it is imported, and its app set up, at the first such
+connection; sockets that arrive meanwhile wait for it. ``stop()`` closes the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from petcd.server.log import Logger
+
+
+class HttpOnClientPort:
+    """Serves accepted HTTP/1 sockets with petcd's HTTP app (``member`` is its source)."""
+
+    def __init__(self, member: Any, log: Logger | None = None) -> None:
+        self._member = member
+        self._log = log
+        self._runner: Any = None
+        self._ready: asyncio.Future[Any] | None = None  # the aiohttp protocol factory
+        self._pending: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    def accept(self, sock: socket.socket) -> None:
+        """Serve ``sock`` (a connected socket the caller gives up)."""
+        if self._stopped:
+            sock.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(sock))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        try:
+            factory = await self._factory()
+            if self._stopped:
+                sock.close()
+                return
+            await asyncio.get_running_loop().connect_accepted_socket(factory, sock)
+        except BaseException as e:
+            sock.close()
+            if self._log is not None and not isinstance(e, asyncio.CancelledError):
+                self._log.error("cannot serve an HTTP/1 connection", error=repr(e))
+            if not isinstance(e, Exception):
+                raise
+
+    async def _factory(self) -> Any:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                from aiohttp import web
+
+                from petcd.http.server import make_app
+
+                runner = web.AppRunner(make_app(self._member, self._member), access_log=None)
+                await runner.setup()
+                self._runner = runner
+                self._ready.set_result(runner.server)
+            except BaseException as e:
+                self._ready.set_exception(e)
+                raise
+        return await asyncio.shield(self._ready)
+
+    async def stop(self) -> None:
+        """Closes every connection this served; later ones are closed at once."""
+        self._stopped = True
+        for task in list(self._pending):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
