@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,27 @@ def test_etcdctl_endpoint_health_with_a_url_endpoint(serve: Serve) -> None:
     assert out.returncode == 0, out.stderr
     assert f"http://127.0.0.1:{s.port} is healthy" in out.stdout + out.stderr
     assert "/etcdserverpb.KV/Range" in [e[2] for e in s.driver.new_calls()]
+
+
+def test_small_messages_of_one_send_share_data_frames(serve: Serve) -> None:
+    """A watch fan-out sends one ~300-byte message per watcher; h2 writes every DATA frame of
+    256 bytes or more with a socket write of its own, so the front end joins the whole
+    messages queued for a stream into frames of up to 16 KiB (bytes and order unchanged)."""
+    messages = [bytes([i]) * 300 for i in range(100)]
+
+    def burst(ev: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if ev[0] != 2:
+            return []
+        return [*((ev[1], m) for m in messages), (ev[1], None, 0, "")]
+
+    s = serve(burst)
+    c = RawH2(s.port)
+    try:
+        c.request(1, grpc_headers(s.port), b"go")
+        frames = c.response(1)
+    finally:
+        c.close()
+    data = [p for k, _, p in frames if k == DATA]
+    assert b"".join(data) == b"".join(b"\x00\x00\x00\x01\x2c" + m for m in messages)
+    assert all(len(p) <= 16384 for p in data)
+    assert len(data) <= 4, [len(p) for p in data]
