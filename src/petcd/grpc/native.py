@@ -60,7 +60,7 @@ import socket
 import time
 import types
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 from grpc.aio import EOF, AbortError, UsageError
@@ -138,6 +138,18 @@ class _HandlerCallDetails:
         self.invocation_metadata = invocation_metadata
 
 
+class UnarySubmit(NamedTuple):
+    """The callback form of a unary-unary method (``NativeServer.add_unary_submit``)."""
+
+    submit: Callable[[Any], asyncio.Future[Any]]
+    """The decoded request -> a future of the result; may raise."""
+    respond: Callable[[Any], Any]
+    """The future's result -> the response message; may raise."""
+    fail: Callable[[Exception], tuple[grpc.StatusCode, str]]
+    """An exception from ``submit``, ``respond`` or the future -> the status to send (the
+    coroutine method's own answer, logging included)."""
+
+
 class _Resume(collections.abc.Coroutine):  # type: ignore[type-arg]
     """A coroutine already stepped once by the dispatcher, handed to a Task to go on.
 
@@ -193,6 +205,8 @@ class _Call:
         "deserializer",
         "drain",
         "finished",
+        "form",
+        "future",
         "half_closed",
         "handler",
         "id",
@@ -225,6 +239,8 @@ class _Call:
         self._deadline = None if timeout is None else time.time() + timeout
         self.peer_text = peer
         self.task: asyncio.Task[None] | None = None
+        self.future: asyncio.Future[Any] | None = None  # what a submit form's call waits for
+        self.form: UnarySubmit | None = None
         self.inbox: collections.deque[bytes] = collections.deque()
         self.half_closed = False
         self.reader: asyncio.Future[None] | None = None  # a read() waiting for a message
@@ -399,6 +415,49 @@ class _Call:
         code = _UNKNOWN if self.status_code is _OK else _CODE_NUMBER[self.status_code]
         self._server.finish(self, None, code, f"Unexpected {type(e)}: {e}")
 
+    def submitted(self, fut: asyncio.Future[Any]) -> None:
+        """The done callback of a submit form's future: answer as the coroutine method
+        would, then the call is over. Nothing is sent if the call already ended."""
+        self.future = None
+        if self.finished:  # cancelled by the client, or the server is stopping
+            return
+        server = self._server
+        if fut.cancelled():
+            self.end_cancelled()
+        else:
+            exc = fut.exception()
+            if exc is None:
+                assert self.form is not None
+                try:
+                    response = self.form.respond(fut.result())
+                except Exception as e:
+                    self.submit_failed(e)
+                else:
+                    s = self.serializer
+                    try:
+                        data = response if s is None else s(response)
+                    except Exception as e:
+                        self.fail(e)
+                    else:
+                        server.finish(self, data, 0, "")
+            else:
+                self.submit_failed(exc)
+        server._end(self)
+
+    def submit_failed(self, exc: BaseException) -> None:
+        """A submit form's failure: the status its ``fail`` names (as ``abort`` sends it)."""
+        if not isinstance(exc, Exception):
+            raise exc
+        assert self.form is not None
+        try:
+            code, details = self.form.fail(exc)
+        except Exception as e:
+            self.fail(e)
+            return
+        self.status_code = code
+        self.status_details = details
+        self._server.finish(self, None, _CODE_NUMBER[code], details)
+
     def end_cancelled(self) -> None:
         """The handler ended with CancelledError: nothing more is sent unless the client is
         still there (something else cancelled the handler), then it learns the call ended."""
@@ -428,6 +487,7 @@ class NativeServer:
         frontend_class: Callable[..., FrontendLike] | None = None,
         eager: bool = True,
         http1: Callable[[socket.socket], None] | None = None,
+        submit: bool = True,
     ) -> None:
         cls = load_frontend_class() if frontend_class is None else frontend_class
         # ``http1``: takes the connections on the listeners that are not HTTP/2 (etcd serves
@@ -455,6 +515,8 @@ class NativeServer:
         self._registered: dict[str, Any] = {}
         self._services: set[str] = set()  # names of the services with a handler
         self._resolved: dict[str, Any] = {}  # method path -> handler, for paths that resolve
+        self._submit = submit  # use the submit forms offered (add_unary_submit)
+        self._submit_forms: dict[Any, UnarySubmit] = {}  # unary_unary behavior -> its form
         self._calls: dict[int, _Call] = {}
         self._out: list[tuple[Any, ...]] = []
         self._flush_scheduled = False
@@ -484,6 +546,16 @@ class NativeServer:
             self._registered[f"/{service_name}/{method}"] = handler
         self._services.add(service_name)
         self._resolved.clear()
+
+    def add_unary_submit(self, behavior: Callable[..., Any], form: UnarySubmit) -> None:
+        """Serve the unary-unary calls whose handler behaviour is ``behavior`` (the bound
+        servicer method, as registered) through ``form``, with no coroutine and no task:
+        the decoded request goes to ``form.submit``, and the future's done callback sends
+        ``form.respond``'s message or ``form.fail``'s status. A handler an interceptor
+        replaced (a refusal) is not ``behavior`` and runs as usual. A CANCEL cancels the
+        future. (Not part of grpc.aio: callers check for it.)"""
+        if self._submit:
+            self._submit_forms[behavior] = form
 
     def ports(self) -> list[int]:
         return list(self._fe.ports())
@@ -524,6 +596,8 @@ class NativeServer:
         for call in list(self._calls.values()):
             call.finished = True
             if call.task is None:
+                if call.future is not None:
+                    call.future.cancel()
                 self._end(call)
         for task in tasks:
             task.cancel()
@@ -644,6 +718,8 @@ class NativeServer:
             call.task.cancel()
             self._forget(call)
         else:
+            if call.future is not None:  # a submit form's call: abandon the request
+                call.future.cancel()
             self._end(call)
 
     def _forget(self, call: _Call) -> None:
@@ -771,7 +847,20 @@ class NativeServer:
         if handler.response_streaming:
             call.task = self.loop.create_task(self._run(call, request))
             return
-        coro = self._run_unary(call, handler.unary_unary, request)
+        behavior = handler.unary_unary
+        form = self._submit_forms.get(behavior)
+        if form is not None:
+            call.form = form
+            try:
+                fut = form.submit(request)
+            except Exception as e:
+                call.submit_failed(e)
+                self._end(call)
+                return
+            call.future = fut
+            fut.add_done_callback(call.submitted)
+            return
+        coro = self._run_unary(call, behavior, request)
         credit = self._eager_credit.get(call.method, _EAGER_CREDIT_START)
         self._eager_probe += 1
         if not self._eager or (credit == 0 and self._eager_probe % _EAGER_PROBE_EVERY):

@@ -22,6 +22,7 @@ answers ``UNIMPLEMENTED`` (grpc's default for a servicer method that is not over
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import socket
@@ -38,6 +39,7 @@ from petcd.grpc.election import ElectionService
 from petcd.grpc.interceptors import GuardedMember, RequestGuard
 from petcd.grpc.lease import LeaseMember, LeaseService
 from petcd.grpc.lock import LockService
+from petcd.grpc.native import NativeServer, UnarySubmit
 from petcd.grpc.status import is_expected, status_for
 from petcd.grpc.watch import WatchMember, WatchService, add_watch_service
 from petcd.mvcc.requests import (
@@ -72,6 +74,8 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
 
     async def txn(self, req: TxnRequest) -> TxnResponse: ...
+
+    def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> asyncio.Future[Any]: ...
 
     async def compact(self, req: CompactionRequest) -> CompactionResponse: ...
 
@@ -110,11 +114,16 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     async def move_leader(self, target: int) -> None: ...
 
 
-async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
+def _failure(exc: BaseException, log: Logger | None, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status a handler sends for ``exc``; an unexpected error is logged."""
     code, message = status_for(exc)
     if not is_expected(exc) and log is not None:
         log.error("unexpected error in gRPC handler", method=method, error=repr(exc))
-    await context.abort(code, message)
+    return code, message
+
+
+async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
+    await context.abort(*_failure(exc, log, method))
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
@@ -150,6 +159,38 @@ class KVService(rpc_pb2_grpc.KVServicer):
             return convert.txn_response_pb(resp)
         except Exception as e:
             await _abort(context, e, self._log, "Txn")
+
+    # The callback forms of the writes (``NativeServer.add_unary_submit``): the same member
+    # call, conversions and statuses as the methods above, without a coroutine per call.
+
+    def _submit_put(self, request: Any) -> asyncio.Future[Any]:
+        return self._member.submit(convert.put_request(request))
+
+    def _submit_delete_range(self, request: Any) -> asyncio.Future[Any]:
+        return self._member.submit(convert.delete_range_request(request))
+
+    def _submit_txn(self, request: Any) -> asyncio.Future[Any]:
+        return self._member.submit(convert.txn_request(request))
+
+    def submit_forms(self) -> list[tuple[Any, UnarySubmit]]:
+        """(coroutine method, its callback form) for Put, DeleteRange and Txn."""
+        log = self._log
+        return [
+            (
+                method,
+                UnarySubmit(submit, respond, functools.partial(_failure, log=log, method=name)),
+            )
+            for method, submit, respond, name in (
+                (self.Put, self._submit_put, convert.put_response_pb, "Put"),
+                (
+                    self.DeleteRange,
+                    self._submit_delete_range,
+                    convert.delete_range_response_pb,
+                    "DeleteRange",
+                ),
+                (self.Txn, self._submit_txn, convert.txn_response_pb, "Txn"),
+            )
+        ]
 
     async def Compact(self, request: Any, context: Any) -> Any:
         try:
@@ -402,8 +443,6 @@ def make_server(
     connections that are not HTTP/2, as sockets.
     """
     if transport == "native":
-        from petcd.grpc.native import NativeServer
-
         server: Any = NativeServer(
             listeners,
             max_recv_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -458,7 +497,11 @@ def _grpcio_server(member: KVMember, max_request_bytes: int) -> Any:
 
 
 def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Logger) -> None:
-    rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, log), server)  # type: ignore[no-untyped-call]
+    kv = KVService(member, log)
+    rpc_pb2_grpc.add_KVServicer_to_server(kv, server)  # type: ignore[no-untyped-call]
+    if isinstance(server, NativeServer):
+        for method, form in kv.submit_forms():
+            server.add_unary_submit(method, form)
     add_watch_service(
         WatchService(member, log, fragment_bytes_max=max_request_bytes + GRPC_OVERHEAD_BYTES),
         server,

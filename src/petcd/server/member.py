@@ -1512,6 +1512,27 @@ class Member:
         finally:
             self._inflight -= 1
 
+    def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> asyncio.Future[Any]:
+        """``put``/``delete_range``/``txn`` without a coroutine: validates ``req`` and queues
+        it as ``_propose`` does (raising what they raise), and returns the future that the
+        apply loop resolves with the response (or fails, e.g. after the request timeout).
+        Cancelling the future abandons the request, as cancelling their caller does."""
+        validate_request(req, self.cfg.max_txn_ops)
+        if self._stopping or self._fatal is not None:
+            raise StoppedError()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals.append((req, fut))
+        self._kick()
+        self._inflight += 1
+        if self._inflight > 1:
+            self._concurrent_at = time.monotonic()
+        self._deadlines.append((time.monotonic() + self.request_timeout_s, fut))
+        fut.add_done_callback(self._submitted_done)
+        return fut
+
+    def _submitted_done(self, fut: asyncio.Future[Any]) -> None:
+        self._inflight -= 1
+
     async def _read_barrier(self) -> None:
         if self._stopping or self._fatal is not None:
             raise StoppedError()
