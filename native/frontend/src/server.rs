@@ -129,7 +129,9 @@ async fn run(
             }
         }
     }
+    tokio::spawn(dispatcher(shared.clone()));
     let _ = shutdown.await;
+    shared.dispatch(); // what Python sent before close() goes out before the GOAWAY
     let conns: Vec<_> = lock(&shared.conns).values().cloned().collect();
     for c in conns {
         let _ = c.tx.send(ConnCmd::Close);
@@ -142,6 +144,14 @@ async fn run(
     let mut events: Vec<Event> =
         lock(&shared.calls).drain().map(|(id, _)| Event::Cancel(id)).collect();
     shared.push_events(&mut events);
+}
+
+/// Hands `send()`'s batches to their connections (see `Shared::outbox`).
+async fn dispatcher(shared: Arc<Shared>) {
+    loop {
+        shared.outbox_ready.notified().await;
+        shared.dispatch();
+    }
 }
 
 async fn accept_loop(l: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {

@@ -91,6 +91,12 @@ pub struct Config {
 
 pub struct Shared {
     queue: Mutex<Vec<Event>>,
+    /// Batches of `send()` not yet handed to their connections. The dispatcher task
+    /// (`server::run`) hands them over from inside the runtime: a task woken from outside
+    /// the runtime costs a syscall on the waking thread (the runtime's unpark), so one
+    /// `send()` wakes the dispatcher once instead of waking every connection it feeds.
+    outbox: Mutex<Vec<(Arc<ConnHandle>, Vec<Out>)>>,
+    pub outbox_ready: tokio::sync::Notify,
     eventfd: i32,
     pub calls: Mutex<HashMap<u64, CallReg>>,
     pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
@@ -116,6 +122,8 @@ impl Shared {
         }
         Ok(Shared {
             queue: Mutex::new(Vec::with_capacity(1024)),
+            outbox: Mutex::new(Vec::new()),
+            outbox_ready: tokio::sync::Notify::new(),
             eventfd: efd,
             calls: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -227,13 +235,30 @@ impl Shared {
                 groups[g].1.push(item);
             }
         }
-        for (conn, batch) in groups {
-            let _ = conn.tx.send(ConnCmd::Batch(batch));
+        if !groups.is_empty() {
+            let mut outbox = lock(&self.outbox);
+            let was_empty = outbox.is_empty();
+            outbox.append(&mut groups);
+            if was_empty {
+                self.outbox_ready.notify_one();
+            }
         }
         self.push_events(&mut cancels);
         over.sort_unstable();
         over.dedup();
         over
+    }
+}
+
+impl Shared {
+    /// Hands the batches queued by `send()` to their connections, in order. Holds the
+    /// outbox lock while it does, so that whatever a caller sends a connection afterwards
+    /// (a Close) comes after them.
+    pub fn dispatch(&self) {
+        let mut outbox = lock(&self.outbox);
+        for (conn, batch) in outbox.drain(..) {
+            let _ = conn.tx.send(ConnCmd::Batch(batch));
+        }
     }
 }
 
