@@ -237,11 +237,18 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: Any,
     ) -> Any:
         handler = await continuation(handler_call_details)
+        return self.check(
+            handler, handler_call_details.method, handler_call_details.invocation_metadata
+        )
+
+    def check(self, handler: Any, method: str, metadata: Any) -> Any:
+        """``intercept_service`` once the handler is looked up, without a coroutine (a
+        transport that looks the handler up itself calls this directly)."""
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
             return None
         require_leader: bool | None = None
         version: str | None = None
-        for key, value in handler_call_details.invocation_metadata or ():
+        for key, value in metadata or ():
             # etcd reads the first value of each key
             if key == REQUIRE_LEADER_KEY:
                 if require_leader is None:
@@ -251,7 +258,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         streaming = handler.request_streaming or handler.response_streaming
         if self._member.is_learner:
             return self._guard_learner(
-                handler, handler_call_details, streaming, version, bool(require_leader)
+                handler, method, metadata, streaming, version, bool(require_leader)
             )
         self._count(streaming, version or "unknown")
         if require_leader:
@@ -266,15 +273,20 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return handler
 
     def _guard_learner(
-        self, handler: Any, details: Any, streaming: bool, version: str | None, require: bool
+        self,
+        handler: Any,
+        method: str,
+        metadata: Any,
+        streaming: bool,
+        version: str | None,
+        require: bool,
     ) -> Any:
-        method: str = details.method
         if streaming:
             if method != _SNAPSHOT:
                 return _refusal(handler, ERR_LEARNER)
         elif method == _RANGE:
             return self._learner_range(handler, version or "unknown", require)
-        elif method == _HASH_KV and PEER_HASHKV in details.invocation_metadata:
+        elif method == _HASH_KV and PEER_HASHKV in (metadata or ()):
             pass
         elif method != _STATUS:
             return _refusal(handler, ERR_LEARNER)

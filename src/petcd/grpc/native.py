@@ -507,6 +507,13 @@ class NativeServer:
         self._interceptors = tuple(interceptors)
         self._first_interceptor = self._interceptors[0] if self._interceptors else None
         self._continuation = self._chain()
+        # A lone interceptor with ``check(handler, method, metadata)`` (RequestGuard: what its
+        # intercept_service does after the look-up) is called directly: no coroutines.
+        self._check: Callable[[Any, str, Any], Any] | None = (
+            getattr(self._first_interceptor, "check", None)
+            if len(self._interceptors) == 1
+            else None
+        )
         self._eager = eager  # step unary-unary handlers before giving them a task
         self._eager_credit: dict[str, int] = {}  # method path -> recent answers without wait
         self._eager_probe = 0
@@ -739,6 +746,16 @@ class NativeServer:
         self._calls[call_id] = call
         if self._first_interceptor is None:
             self._handler_found(call, self._resolve(method))
+            return
+        check = self._check
+        if check is not None:
+            try:
+                handler = check(self._resolve(method), method, metadata)
+            except Exception as e:
+                call.fail(e)
+                self._end(call)
+                return
+            self._handler_found(call, handler)
             return
         details = _HandlerCallDetails(method, metadata)
         coro = self._first_interceptor.intercept_service(self._continuation, details)
