@@ -16,13 +16,14 @@ requests/s and CPU time per request (all threads), for each variant, rounds inte
 only, never a pass/fail.
 
     .venv/bin/python bench/adapter_path.py [--requests N] [--clients N] [--rounds N]
-        [--workload put|txn-put|delete]
+        [--workload put|txn-put|delete] [--member real|fake]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -32,9 +33,17 @@ from typing import Any
 import uvloop
 
 from petcd.api.etcdserverpb import rpc_pb2
+from petcd.grpc.interceptors import RequestGuard
 from petcd.grpc.native import NativeServer
 from petcd.grpc.services import GRPC_OVERHEAD_BYTES, _add_services
-from petcd.grpc.interceptors import RequestGuard
+from petcd.mvcc.requests import (
+    DeleteRangeResponse,
+    PutRequest,
+    PutResponse,
+    ResponseHeader,
+    TxnRequest,
+    TxnResponse,
+)
 from petcd.server.config import parse
 from petcd.server.log import Logger
 from petcd.server.member import Member
@@ -79,10 +88,8 @@ class Driver:
 
     def take(self) -> list[tuple[Any, ...]]:
         events, self._events = self._events, []
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._fd)
-        except BlockingIOError:
-            pass
         return events
 
     def send(self, items: list[tuple[Any, ...]]) -> list[int]:
@@ -93,9 +100,9 @@ class Driver:
                 if item[2] != 0:
                     self.errors += 1
                 self.call(client)
-        if self.left == 0 and not self._owner and self.finished is not None:
-            if not self.finished.done():
-                self.finished.set_result(None)
+        done = self.left == 0 and not self._owner
+        if done and self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
         return []
 
     def stop_accepting(self) -> None:
@@ -121,7 +128,52 @@ class Driver:
         )
 
 
-async def _measure(member: Member, args: argparse.Namespace) -> None:
+class FakeMember:
+    """``--member fake``: answers every write with one prebuilt response, all the writes
+    submitted in one loop iteration together on the next (a batch, as raft's Ready), so
+    the figures are the adapter's alone."""
+
+    def __init__(self, member: Member) -> None:
+        self.cfg = member.cfg
+        self.metrics = member.metrics
+        self.leader = 1
+        self.is_learner = False
+        self._pending: list[asyncio.Future[Any]] = []
+        self._put = PutResponse(ResponseHeader(1, 1, 2, 3), None)
+        self._txn = TxnResponse(ResponseHeader(1, 1, 2, 3), True, ())
+        self._delete = DeleteRangeResponse(ResponseHeader(1, 1, 2, 3), 1, ())
+
+    def _resolve(self) -> None:
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            if not fut.done():
+                fut.set_result(fut.answer)  # type: ignore[attr-defined]
+
+    def submit(self, req: Any) -> asyncio.Future[Any]:
+        fut: Any = asyncio.get_running_loop().create_future()
+        if type(req) is PutRequest:
+            fut.answer = self._put
+        elif type(req) is TxnRequest:
+            fut.answer = self._txn
+        else:
+            fut.answer = self._delete
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._resolve)
+        self._pending.append(fut)
+        return fut
+
+    async def put(self, req: Any) -> Any:
+        return await self.submit(req)
+
+    async def txn(self, req: Any) -> Any:
+        return await self.submit(req)
+
+    async def delete_range(self, req: Any) -> Any:
+        return await self.submit(req)
+
+
+async def _measure(real: Member, args: argparse.Namespace) -> None:
+    member: Any = real if args.member == "real" else FakeMember(real)
     servers = {}
     for name, submit in (("submit", True), ("coroutine", False)):
         server = NativeServer(
@@ -154,7 +206,8 @@ async def _measure(member: Member, args: argparse.Namespace) -> None:
                 assert drv.errors == 0, f"{drv.errors} requests failed"
                 cpu = (c1.user - c0.user + c1.system - c0.system) / drv.done * 1e6
                 results[name].append((drv.done / (t1 - t0), cpu))
-                print(f"{name:10s} {drv.done / (t1 - t0):9,.0f}/s  cpu {cpu:6.1f} us/req", flush=True)
+                rate = drv.done / (t1 - t0)
+                print(f"{name:10s} {rate:9,.0f}/s  cpu {cpu:6.1f} us/req", flush=True)
         for name, rows in results.items():
             cpus = sorted(c for _, c in rows)
             rates = sorted(r for r, _ in rows)
@@ -203,6 +256,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workload", choices=("put", "txn-put", "delete"), default="put")
+    p.add_argument(
+        "--member", choices=("real", "fake"), default="real", help="fake: the adapter alone"
+    )
     args = p.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     uvloop.run(_main(args))

@@ -1520,13 +1520,17 @@ class Member:
         validate_request(req, self.cfg.max_txn_ops)
         if self._stopping or self._fatal is not None:
             raise StoppedError()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # The Ready loop's task knows the loop: get_running_loop() costs a getpid() syscall.
+        task = self._loop_task
+        loop = asyncio.get_running_loop() if task is None else task.get_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._proposals.append((req, fut))
         self._kick()
         self._inflight += 1
+        now = time.monotonic()
         if self._inflight > 1:
-            self._concurrent_at = time.monotonic()
-        self._deadlines.append((time.monotonic() + self.request_timeout_s, fut))
+            self._concurrent_at = now
+        self._deadlines.append((now + self.request_timeout_s, fut))
         fut.add_done_callback(self._submitted_done)
         return fut
 
