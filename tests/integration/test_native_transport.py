@@ -6,8 +6,9 @@ Covered: KV (put, get, del, txn), watch (events, a cancel request, a stream the 
 drops), leases (grant, keep-alive, time-to-live, revoke), member list, endpoint status, a
 snapshot of a few MiB, the two request size limits (the member's ``request is too large`` and
 the transport's ``received message larger than max``), etcdctl's lock and elect, ``hasleader``
-metadata, a client deadline on a call the server holds (a Lock waiting for its turn), and an
-unknown service. The whole integration and compat suites also run on this transport with
+metadata, a client deadline on a call the server holds (a Lock waiting for its turn), the
+statuses of failing writes and deadlines on writes in flight (the writes' callback forms), and
+an unknown service. The whole integration and compat suites also run on this transport with
 ``PETCD_CLIENT_TRANSPORT=native``.
 """
 
@@ -238,6 +239,49 @@ def test_requests_over_the_limits(server: PetcdProcess) -> None:
     assert details.startswith("grpc: received message larger than max (")
     assert details.endswith(f" vs. {RECV_LIMIT_BYTES})")
     assert ok(etcdctl(ep, "put", "big/after", "ok")) == "OK\n"  # the connection goes on
+
+
+def test_failing_writes_get_etcd_s_statuses_and_deadlines_end_writes_in_flight(
+    server: PetcdProcess,
+) -> None:
+    # Put, Txn and DeleteRange are served by their callback forms on this transport
+    # (NativeServer.add_unary_submit): the same statuses as the coroutine methods.
+    def put_op(key: bytes, lease: int = 0) -> Any:
+        return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=b"v", lease=lease))
+
+    not_found = (grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
+    cases: list[tuple[str, Any, tuple[grpc.StatusCode, str]]] = [
+        ("Put", rpc_pb2.PutRequest(key=b"we/k", value=b"v", lease=424242), not_found),
+        ("Txn", rpc_pb2.TxnRequest(success=[put_op(b"we/k", 424242)]), not_found),
+        (
+            "Txn",
+            rpc_pb2.TxnRequest(success=[put_op(b"we/d"), put_op(b"we/d")]),
+            (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request"),
+        ),
+        (
+            "DeleteRange",
+            rpc_pb2.DeleteRangeRequest(),
+            (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: key is not provided"),
+        ),
+    ]
+    with server.channel() as ch:
+        kv = kv_stub(ch)
+        for method, request, expected in cases:
+            with pytest.raises(grpc.RpcError) as e:
+                getattr(kv, method)(request, timeout=WAIT_S)
+            assert (e.value.code(), e.value.details()) == expected, method
+        # Deadlines passing while writes wait for raft: the client sees DEADLINE_EXCEEDED,
+        # the server abandons them and goes on.
+        calls = [
+            kv.Put.future(rpc_pb2.PutRequest(key=b"we/dl%d" % i, value=b"v"), timeout=0.001)
+            for i in range(50)
+        ]
+        codes = {c.code() for c in calls}
+        assert grpc.StatusCode.DEADLINE_EXCEEDED in codes
+        assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}
+        r = kv.Put(rpc_pb2.PutRequest(key=b"we/after", value=b"ok"), timeout=WAIT_S)
+        assert r.header.revision > 0
+    assert not [r for r in server.log_records() if "unexpected" in str(r.get("msg"))]
 
 
 def test_etcdctl_lock_and_elect(server: PetcdProcess) -> None:

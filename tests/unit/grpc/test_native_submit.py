@@ -1,0 +1,371 @@
+"""The writes' callback forms on the native adapter (``NativeServer.add_unary_submit``,
+``KVService.submit_forms``, ``Member.submit``) against a real one-member ``Member``.
+
+Theory of operation
+-------------------
+petcd's real services and ``RequestGuard`` are registered on a ``NativeServer`` whose front
+end is the fake of test_native_adapter.py, in front of a real ``Member`` in a temporary
+directory. Every scenario runs twice: with the callback forms (``submit=True``, what petcd
+serves with) and with the coroutine methods (``submit=False``, the grpc.aio servicer path);
+the client-visible results (message, status code and text, what is sent after a CANCEL)
+must be the same. With the forms, a write waiting for raft must have no task. The WAL's
+sync is slowed down where a write must still be waiting when the next event comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from petcd.api.etcdserverpb import rpc_pb2
+from petcd.grpc.interceptors import ERR_LEARNER, ERR_NO_LEADER, RequestGuard
+from petcd.grpc.native import NativeServer
+from petcd.grpc.services import _add_services
+from petcd.server.config import Config, Url
+from petcd.server.log import Logger
+from petcd.server.member import Member
+from tests.unit.grpc.test_native_adapter import (
+    CANCEL,
+    HALF_CLOSE,
+    MESSAGE,
+    NEW,
+    OK,
+    PEER,
+    FakeFrontend,
+    unary,
+)
+
+PUT = "/etcdserverpb.KV/Put"
+TXN = "/etcdserverpb.KV/Txn"
+DELETE = "/etcdserverpb.KV/DeleteRange"
+MAX_REQUEST_BYTES = 4096
+SLOW_SYNC_S = 3.0  # a write waits this long for the WAL where it must stay pending...
+ABANDON_S = 1.5  # ...and is abandoned well before, when its call ends
+
+SUBMIT = pytest.mark.parametrize("submit", [True, False], ids=["submit", "coroutine"])
+
+
+def code(c: grpc.StatusCode) -> int:
+    n: int = c.value[0]
+    return n
+
+
+class GuardView:
+    """What the RequestGuard sees of the member (its leader, learner state), set by tests."""
+
+    def __init__(self, member: Member) -> None:
+        self._member = member
+        self.leader_override: int | None = None
+        self.learner = False
+
+    @property
+    def leader(self) -> int:
+        return self._member.leader if self.leader_override is None else self.leader_override
+
+    @property
+    def is_learner(self) -> bool:
+        return self.learner
+
+
+class Env:
+    def __init__(self, member: Member, server: NativeServer, fe: FakeFrontend, guard: GuardView):
+        self.member = member
+        self.server = server
+        self.fe = fe
+        self.guard = guard
+
+    async def answer(self, call_id: int) -> tuple[Any, int, str]:
+        await until_s(lambda: self.fe.status(call_id) is not None)
+        [(_, message, status, details)] = self.fe.sent(call_id)
+        return message, status, details
+
+    def slow_sync(self, seconds: float) -> Callable[[], None]:
+        """Slows the WAL's sync (writes stay pending); returns the undo."""
+        wal = self.member.wal
+        sync = wal.sync
+
+        def slow() -> None:
+            time.sleep(seconds)
+            sync()
+
+        wal.sync = slow  # type: ignore[method-assign]
+        # The worker-thread sync path, so that the loop runs on while a sync is slow.
+        self.member._concurrent_at = time.monotonic() + 60
+
+        def undo() -> None:
+            wal.sync = sync  # type: ignore[method-assign]
+
+        return undo
+
+
+async def until_s(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def run(tmp_path: Path, submit: bool, body: Callable[[Env], Awaitable[None]]) -> str:
+    """Runs ``body``; returns the member's log."""
+    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
+    cfg = Config(
+        name="solo",
+        data_dir=str(tmp_path / "solo.etcd"),
+        listen_peer_urls=(),
+        initial_advertise_peer_urls=(peer,),
+        initial_cluster=(("solo", (peer,)),),
+        max_request_bytes=MAX_REQUEST_BYTES,
+    )
+    out = io.StringIO()
+
+    async def main() -> None:
+        log = Logger("info", [out])
+        member = Member.open(cfg, log)
+        await member.start()
+        guard = GuardView(member)
+        server = NativeServer(
+            [("127.0.0.1", 0)],
+            max_recv_bytes=1 << 20,
+            max_send_bytes=2**31 - 1,
+            interceptors=[RequestGuard(guard, 1.0)],
+            keepalive_min_time_ms=5000,
+            keepalive_interval_ms=7_200_000,
+            keepalive_timeout_ms=20_000,
+            frontend_class=FakeFrontend,
+            log=log,
+            submit=submit,
+        )
+        _add_services(server, member, MAX_REQUEST_BYTES, log)
+        fe = server._fe
+        assert isinstance(fe, FakeFrontend)
+        try:
+            await asyncio.wait_for(member.wait_ready(), 10)
+            await server.start()
+            try:
+                await body(Env(member, server, fe, guard))
+            finally:
+                await server.stop(None)
+        finally:
+            await member.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    return out.getvalue()
+
+
+def put(key: bytes, value: bytes = b"v", **kw: Any) -> Any:
+    return rpc_pb2.PutRequest(key=key, value=value, **kw)
+
+
+def txn_put(*keys: bytes, lease: int = 0) -> Any:
+    return rpc_pb2.TxnRequest(
+        success=[
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=b"t", lease=lease))
+            for k in keys
+        ]
+    )
+
+
+@SUBMIT
+def test_put_txn_delete_answer_with_the_member_s_responses(tmp_path: Path, submit: bool) -> None:
+    async def body(env: Env) -> None:
+        env.fe.inject(*unary(1, PUT, put(b"a", b"1")))
+        message, status, details = await env.answer(1)
+        assert (status, details) == (OK, "")
+        r = rpc_pb2.PutResponse.FromString(message)
+        assert r.header.revision == 2 and r.header.member_id == env.member.id
+        env.fe.inject(*unary(2, PUT, put(b"a", b"2", prev_kv=True)))
+        message, status, _ = await env.answer(2)
+        assert rpc_pb2.PutResponse.FromString(message).prev_kv.value == b"1"
+        env.fe.inject(*unary(3, TXN, txn_put(b"b", b"c")))
+        message, status, _ = await env.answer(3)
+        t = rpc_pb2.TxnResponse.FromString(message)
+        assert status == OK and t.succeeded and t.header.revision == 4
+        env.fe.inject(*unary(4, DELETE, rpc_pb2.DeleteRangeRequest(key=b"a", range_end=b"c")))
+        message, status, _ = await env.answer(4)
+        assert status == OK and rpc_pb2.DeleteRangeResponse.FromString(message).deleted == 2
+        assert not env.server._calls
+
+    run(tmp_path, submit, body)
+
+
+def test_a_write_waiting_for_raft_has_a_future_and_no_task(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        undo = env.slow_sync(0.3)
+        env.fe.inject(*unary(1, PUT, put(b"a")))
+        await until_s(lambda: 1 in env.server._calls and env.server._calls[1].future is not None)
+        call = env.server._calls[1]
+        assert call.task is None
+        assert env.member._inflight == 1
+        undo()
+        _, status, _ = await env.answer(1)
+        assert status == OK
+        await until_s(lambda: env.member._inflight == 0)
+
+    run(tmp_path, True, body)
+
+
+@SUBMIT
+def test_failed_writes_get_etcd_s_codes_and_texts(tmp_path: Path, submit: bool) -> None:
+    lease_not_found = (code(grpc.StatusCode.NOT_FOUND), "etcdserver: requested lease not found")
+    too_large = (code(grpc.StatusCode.INVALID_ARGUMENT), "etcdserver: request is too large")
+    invalid = code(grpc.StatusCode.INVALID_ARGUMENT)
+
+    async def body(env: Env) -> None:
+        cases: list[tuple[str, Any, tuple[int, str]]] = [
+            # raised when applied (the future fails)
+            (PUT, put(b"k", lease=12345), lease_not_found),
+            (TXN, txn_put(b"k", lease=12345), lease_not_found),
+            # raised before raft (the future fails when the proposal is encoded)
+            (PUT, put(b"k", b"x" * (MAX_REQUEST_BYTES + 1)), too_large),
+            # raised by the validation (submit raises at once)
+            (PUT, put(b""), (invalid, "etcdserver: key is not provided")),
+            (TXN, txn_put(b"d", b"d"), (invalid, "etcdserver: duplicate key given in txn request")),
+            (
+                TXN,
+                txn_put(*(b"m%d" % i for i in range(129))),
+                (invalid, "etcdserver: too many operations in txn request"),
+            ),
+            (DELETE, rpc_pb2.DeleteRangeRequest(), (invalid, "etcdserver: key is not provided")),
+        ]
+        for i, (method, request, _) in enumerate(cases, 1):
+            env.fe.inject(*unary(i, method, request))
+        for i, (method, _, expected) in enumerate(cases, 1):
+            message, status, details = await env.answer(i)
+            assert (message, status, details) == (None, *expected), method
+        assert not env.server._calls
+
+    log = run(tmp_path, submit, body)
+    assert "unexpected error in gRPC handler" not in log
+
+
+@SUBMIT
+def test_an_unexpected_error_is_unknown_with_its_text_and_logged(
+    tmp_path: Path, submit: bool
+) -> None:
+    async def body(env: Env) -> None:
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("boom")
+
+        async def broken_put(*args: Any) -> Any:
+            raise RuntimeError("boom")
+
+        env.member.submit = broken  # type: ignore[method-assign]
+        env.member.put = broken_put  # type: ignore[method-assign]
+        env.fe.inject(*unary(1, PUT, put(b"a")))
+        assert await env.answer(1) == (None, code(grpc.StatusCode.UNKNOWN), "boom")
+
+    log = run(tmp_path, submit, body)
+    assert "unexpected error in gRPC handler" in log and "RuntimeError('boom')" in log
+
+
+@SUBMIT
+def test_the_request_timeout_is_etcd_s_request_timed_out(tmp_path: Path, submit: bool) -> None:
+    async def body(env: Env) -> None:
+        undo = env.slow_sync(0.8)
+        env.member.request_timeout_s = 0.2
+        try:
+            env.fe.inject(*unary(1, PUT, put(b"a")))
+            expected = (None, code(grpc.StatusCode.UNAVAILABLE), "etcdserver: request timed out")
+            assert await env.answer(1) == expected
+        finally:
+            undo()
+
+    run(tmp_path, submit, body)
+
+
+@SUBMIT
+def test_hasleader_without_a_leader_and_a_learner_refuse_writes(
+    tmp_path: Path, submit: bool
+) -> None:
+    async def body(env: Env) -> None:
+        env.guard.leader_override = 0
+        env.fe.inject(*unary(1, PUT, put(b"a"), (("hasleader", "true"),)))
+        no_leader = (None, code(ERR_NO_LEADER[0]), ERR_NO_LEADER[1])
+        assert await env.answer(1) == no_leader
+        env.fe.inject(*unary(2, TXN, txn_put(b"a"), (("hasleader", "true"),)))
+        assert await env.answer(2) == no_leader
+        # without the metadata the member (which has a leader) takes the write
+        env.fe.inject(*unary(3, PUT, put(b"a")))
+        assert (await env.answer(3))[1] == OK
+        env.guard.leader_override = None
+        env.guard.learner = True
+        env.fe.inject(*unary(4, PUT, put(b"b")))
+        env.fe.inject(*unary(5, DELETE, rpc_pb2.DeleteRangeRequest(key=b"a")))
+        learner = (None, code(ERR_LEARNER[0]), ERR_LEARNER[1])
+        assert await env.answer(4) == learner
+        assert await env.answer(5) == learner
+        assert env.member.kv.current_revision == 2  # only call 3 wrote
+
+    run(tmp_path, submit, body)
+
+
+@SUBMIT
+def test_a_cancel_during_a_write_sends_nothing_and_releases_the_call(
+    tmp_path: Path, submit: bool
+) -> None:
+    # CANCEL: the client reset the stream or its deadline passed (the front end has then
+    # answered DEADLINE_EXCEEDED itself).
+    async def body(env: Env) -> None:
+        undo = env.slow_sync(SLOW_SYNC_S)
+        env.fe.inject(*unary(1, PUT, put(b"a", b"1")))
+        await until_s(lambda: env.member._inflight == 1)
+        env.fe.inject((CANCEL, 1))
+        # The request is abandoned at once (its future cancelled), not when raft is done.
+        await until_s(lambda: not env.server._calls and env.member._inflight == 0, ABANDON_S)
+        # In the same batch as the request: never started, or abandoned at once.
+        env.fe.inject(*unary(2, PUT, put(b"b", b"2")), (CANCEL, 2))
+        await until_s(lambda: not env.server._calls and env.member._inflight == 0, ABANDON_S)
+        undo()
+        env.fe.inject(*unary(3, PUT, put(b"c", b"3")))
+        _, status, _ = await env.answer(3)
+        assert status == OK
+        await asyncio.sleep(0.1)
+        assert env.fe.sent(1) == [] and env.fe.sent(2) == []
+        assert not env.member._waiters and env.member._inflight == 0
+
+    run(tmp_path, submit, body)
+
+
+@SUBMIT
+def test_stopping_the_server_with_a_write_in_flight(tmp_path: Path, submit: bool) -> None:
+    async def body(env: Env) -> None:
+        undo = env.slow_sync(SLOW_SYNC_S)
+        env.fe.inject(*unary(1, PUT, put(b"a")))
+        await until_s(lambda: env.member._inflight == 1)
+        await env.server.stop(None)
+        await until_s(lambda: env.member._inflight == 0, ABANDON_S)  # abandoned, not answered
+        undo()
+        assert env.fe.sent(1) == [] and not env.server._calls
+
+    run(tmp_path, submit, body)
+
+
+@SUBMIT
+def test_many_concurrent_writes_each_get_their_own_answer(tmp_path: Path, submit: bool) -> None:
+    async def body(env: Env) -> None:
+        n = 200
+        events: list[tuple[Any, ...]] = []
+        for i in range(1, n + 1):
+            events += [
+                (NEW, i, PUT, (("user-agent", "test"),), None, PEER),
+                (MESSAGE, i, put(b"k%03d" % i, b"v%d" % i).SerializeToString()),
+                (HALF_CLOSE, i),
+            ]
+        env.fe.inject(*events)
+        await until_s(lambda: all(env.fe.status(i) is not None for i in range(1, n + 1)))
+        revisions = set()
+        for i in range(1, n + 1):
+            message, status, _ = await env.answer(i)
+            assert status == OK
+            revisions.add(rpc_pb2.PutResponse.FromString(message).header.revision)
+        assert revisions == set(range(2, n + 2))
+        assert env.member._inflight == 0 and not env.server._calls
+
+    run(tmp_path, submit, body)
