@@ -17,6 +17,7 @@ only, never a pass/fail.
 
     .venv/bin/python bench/adapter_path.py [--requests N] [--clients N] [--rounds N]
         [--workload put|txn-put|delete] [--member real|fake]
+        [--only submit|coroutine]
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ class FakeMember:
 async def _measure(real: Member, args: argparse.Namespace) -> None:
     member: Any = real if args.member == "real" else FakeMember(real)
     servers = {}
-    for name, submit in (("submit", True), ("coroutine", False)):
+    variants = [("submit", True), ("coroutine", False)]
+    for name, submit in [v for v in variants if args.only in (None, v[0])]:
         server = NativeServer(
             [("127.0.0.1", 0)],
             max_recv_bytes=member.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -259,6 +261,7 @@ def main() -> None:
     p.add_argument(
         "--member", choices=("real", "fake"), default="real", help="fake: the adapter alone"
     )
+    p.add_argument("--only", choices=("submit", "coroutine"), help="run one variant")
     args = p.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     uvloop.run(_main(args))

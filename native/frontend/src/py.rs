@@ -1,12 +1,13 @@
 //! The Python binding: class `Frontend` of module `petcd._frontend`.
 
+use std::collections::HashMap;
 use std::net::TcpListener as StdTcpListener;
 use std::os::fd::IntoRawFd;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::grpc;
 use crate::server::{self, Running};
@@ -25,6 +26,52 @@ struct Frontend {
     ports: Vec<u16>,
     threads: usize,
     state: Mutex<State>,
+    interned: Mutex<Interned>,
+}
+
+/// Entries each map of `Interned` may hold; a full map is emptied.
+const INTERNED_MAX: usize = 512;
+
+/// The Python objects NEW events repeat call after call (method paths, peers, clientv3's
+/// metadata pairs), made once: decoding them again for every call cost take() about as
+/// much as the rest of the event. Bounded, so that a client sending a new value on every
+/// call cannot grow it (it only loses the saving).
+#[derive(Default)]
+struct Interned {
+    texts: HashMap<String, Py<PyString>>,
+    pairs: HashMap<(String, String), Py<PyTuple>>,
+}
+
+impl Interned {
+    fn text<'py>(&mut self, py: Python<'py>, s: &str) -> Bound<'py, PyString> {
+        if let Some(v) = self.texts.get(s) {
+            return v.bind(py).clone();
+        }
+        if self.texts.len() >= INTERNED_MAX {
+            self.texts.clear();
+        }
+        let v = PyString::new(py, s);
+        self.texts.insert(s.to_owned(), v.clone().unbind());
+        v
+    }
+
+    fn pair<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: String,
+        value: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let k = (key, value);
+        if let Some(t) = self.pairs.get(&k) {
+            return Ok(t.bind(py).clone().into_any());
+        }
+        if self.pairs.len() >= INTERNED_MAX {
+            self.pairs.clear();
+        }
+        let t = PyTuple::new(py, [PyString::new(py, &k.0), PyString::new(py, &k.1)])?;
+        self.pairs.insert(k, t.clone().unbind());
+        Ok(t.into_any())
+    }
 }
 
 fn message_bytes(obj: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
@@ -79,7 +126,11 @@ impl Frontend {
         };
         let mut ports = Vec::with_capacity(bound.len());
         for l in &bound {
-            ports.push(l.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port());
+            ports.push(
+                l.local_addr()
+                    .map_err(|e| PyOSError::new_err(e.to_string()))?
+                    .port(),
+            );
         }
         let cfg = Config {
             max_recv_bytes,
@@ -95,6 +146,7 @@ impl Frontend {
             ports,
             threads: threads.max(1),
             state: Mutex::new(State::Bound(Some(bound))),
+            interned: Mutex::new(Interned::default()),
         })
     }
 
@@ -128,25 +180,36 @@ impl Frontend {
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self.shared.take();
         let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(events.len());
+        let mut interned = lock(&self.interned);
         for ev in events {
             let t = match ev {
-                Event::New { id, method, metadata, timeout, peer } => {
+                Event::New {
+                    id,
+                    method,
+                    metadata,
+                    timeout,
+                    peer,
+                } => {
                     let mut md: Vec<Bound<'py, PyAny>> = Vec::with_capacity(metadata.len());
                     for (k, v) in metadata {
                         let item = match v {
-                            MetaValue::Str(s) => (k, s).into_pyobject(py)?.into_any(),
-                            MetaValue::Bin(b) => {
-                                (k, PyBytes::new(py, &b)).into_pyobject(py)?.into_any()
-                            }
+                            MetaValue::Str(s) => interned.pair(py, k, s)?,
+                            MetaValue::Bin(b) => (interned.text(py, &k), PyBytes::new(py, &b))
+                                .into_pyobject(py)?
+                                .into_any(),
                         };
                         md.push(item);
                     }
                     let md = PyTuple::new(py, md)?;
-                    (0u8, id, method, md, timeout, &*peer).into_pyobject(py)?.into_any()
+                    let method = interned.text(py, &method);
+                    let peer = interned.text(py, &peer);
+                    (0u8, id, method, md, timeout, peer)
+                        .into_pyobject(py)?
+                        .into_any()
                 }
-                Event::Message(id, m) => {
-                    (1u8, id, PyBytes::new(py, &m)).into_pyobject(py)?.into_any()
-                }
+                Event::Message(id, m) => (1u8, id, PyBytes::new(py, &m))
+                    .into_pyobject(py)?
+                    .into_any(),
                 Event::HalfClose(id) => (2u8, id).into_pyobject(py)?.into_any(),
                 Event::Cancel(id) => (3u8, id).into_pyobject(py)?.into_any(),
                 Event::Drained(id) => (4u8, id).into_pyobject(py)?.into_any(),
@@ -171,7 +234,11 @@ impl Frontend {
                 2 => outs.push(Out::Msg(id, message_bytes(&t.get_item(1)?)?)),
                 4 => {
                     let m = t.get_item(1)?;
-                    let msg = if m.is_none() { None } else { Some(message_bytes(&m)?) };
+                    let msg = if m.is_none() {
+                        None
+                    } else {
+                        Some(message_bytes(&m)?)
+                    };
                     let code: u32 = t.get_item(2)?.extract()?;
                     let details: String = t.get_item(3)?.extract()?;
                     outs.push(Out::Finish(id, msg, code, details));

@@ -97,6 +97,7 @@ pub struct Shared {
     /// `send()` wakes the dispatcher once instead of waking every connection it feeds.
     outbox: Mutex<Vec<(Arc<ConnHandle>, Vec<Out>)>>,
     pub outbox_ready: tokio::sync::Notify,
+    dispatching: Mutex<()>,
     eventfd: i32,
     pub calls: Mutex<HashMap<u64, CallReg>>,
     pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
@@ -124,6 +125,7 @@ impl Shared {
             queue: Mutex::new(Vec::with_capacity(1024)),
             outbox: Mutex::new(Vec::new()),
             outbox_ready: tokio::sync::Notify::new(),
+            dispatching: Mutex::new(()),
             eventfd: efd,
             calls: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -251,12 +253,13 @@ impl Shared {
 }
 
 impl Shared {
-    /// Hands the batches queued by `send()` to their connections, in order. Holds the
-    /// outbox lock while it does, so that whatever a caller sends a connection afterwards
-    /// (a Close) comes after them.
+    /// Hands the batches queued by `send()` to their connections, in order. Holds
+    /// `dispatching` (not the outbox, which `send()` takes) while it does, so that whatever
+    /// a caller sends a connection after its own dispatch() (a Close) comes after them.
     pub fn dispatch(&self) {
-        let mut outbox = lock(&self.outbox);
-        for (conn, batch) in outbox.drain(..) {
+        let _order = lock(&self.dispatching);
+        let batches = std::mem::take(&mut *lock(&self.outbox));
+        for (conn, batch) in batches {
             let _ = conn.tx.send(ConnCmd::Batch(batch));
         }
     }

@@ -69,6 +69,25 @@ def test_metadata_timeout_and_peer(serve: Serve) -> None:
     assert re.fullmatch(r"ipv4:127\.0\.0\.1:\d+", peer), peer
 
 
+def test_repeated_and_ever_new_metadata_values_arrive_intact(serve: Serve) -> None:
+    # take() makes the strings and pairs that NEW events repeat once (a bounded cache that
+    # is emptied when full): past its bound (512) every value must still be the one sent.
+    s = serve(echo)
+    n = 1100
+    with s.channel() as ch:
+        for i in range(n):
+            method = f"/test.Echo/M{i % 3}"
+            metadata = [("client-api-version", "3.5"), ("token", f"t{i}"), ("k-bin", b"%d" % i)]
+            assert raw_unary(ch, method)(b"x", timeout=10, metadata=metadata) == b"x"
+    calls = s.driver.new_calls()
+    assert len(calls) == n
+    for i, (_, _, method, metadata, _, peer) in enumerate(calls):
+        assert method == f"/test.Echo/M{i % 3}"
+        got = [(k, v) for k, v in metadata if k in ("client-api-version", "token", "k-bin")]
+        assert got == [("client-api-version", "3.5"), ("token", f"t{i}"), ("k-bin", b"%d" % i)]
+        assert peer == calls[0][5]
+
+
 def test_no_timeout_is_none(serve: Serve) -> None:
     s = serve(echo)
     with s.channel() as ch:
