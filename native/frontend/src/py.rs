@@ -126,11 +126,7 @@ impl Frontend {
         };
         let mut ports = Vec::with_capacity(bound.len());
         for l in &bound {
-            ports.push(
-                l.local_addr()
-                    .map_err(|e| PyOSError::new_err(e.to_string()))?
-                    .port(),
-            );
+            ports.push(l.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port());
         }
         let cfg = Config {
             max_recv_bytes,
@@ -183,13 +179,7 @@ impl Frontend {
         let mut interned = lock(&self.interned);
         for ev in events {
             let t = match ev {
-                Event::New {
-                    id,
-                    method,
-                    metadata,
-                    timeout,
-                    peer,
-                } => {
+                Event::New { id, method, metadata, timeout, peer } => {
                     let mut md: Vec<Bound<'py, PyAny>> = Vec::with_capacity(metadata.len());
                     for (k, v) in metadata {
                         let item = match v {
@@ -203,13 +193,11 @@ impl Frontend {
                     let md = PyTuple::new(py, md)?;
                     let method = interned.text(py, &method);
                     let peer = interned.text(py, &peer);
-                    (0u8, id, method, md, timeout, peer)
-                        .into_pyobject(py)?
-                        .into_any()
+                    (0u8, id, method, md, timeout, peer).into_pyobject(py)?.into_any()
                 }
-                Event::Message(id, m) => (1u8, id, PyBytes::new(py, &m))
-                    .into_pyobject(py)?
-                    .into_any(),
+                Event::Message(id, m) => {
+                    (1u8, id, PyBytes::new(py, &m)).into_pyobject(py)?.into_any()
+                }
                 Event::HalfClose(id) => (2u8, id).into_pyobject(py)?.into_any(),
                 Event::Cancel(id) => (3u8, id).into_pyobject(py)?.into_any(),
                 Event::Drained(id) => (4u8, id).into_pyobject(py)?.into_any(),
@@ -234,11 +222,7 @@ impl Frontend {
                 2 => outs.push(Out::Msg(id, message_bytes(&t.get_item(1)?)?)),
                 4 => {
                     let m = t.get_item(1)?;
-                    let msg = if m.is_none() {
-                        None
-                    } else {
-                        Some(message_bytes(&m)?)
-                    };
+                    let msg = if m.is_none() { None } else { Some(message_bytes(&m)?) };
                     let code: u32 = t.get_item(2)?.extract()?;
                     let details: String = t.get_item(3)?.extract()?;
                     outs.push(Out::Finish(id, msg, code, details));
