@@ -19,7 +19,11 @@ read transaction) and a batch becomes durable atomically. ``maybe_commit()`` com
 the batch holds ``batch_limit`` writes or is ``batch_interval_ms`` old (measured on the
 injected ``clock``). It is called by the state machine only at an apply boundary: a commit
 must never separate data from the consistent index that covers it. The server also calls it
-from a timer so that an idle batch does not wait for the next write.
+from a timer so that an idle batch does not wait for the next write. ``start_commit()`` splits
+a commit in two: the batch is cut at once (at the apply boundary) and the returned function
+writes it later in a worker thread, while the caller goes on applying into the next batch;
+the member commits this way, so that the LMDB transaction and its fsync never stall its
+Ready loop (etcd commits its backend beside its apply loop too).
 
 Crash consistency: LMDB is opened with ``sync=True, metasync=False``. The LMDB documentation
 says that ``MDB_NOMETASYNC`` keeps atomicity, consistency and isolation and may only lose the
@@ -90,6 +94,8 @@ BUCKETS: tuple[str, ...] = (
 
 CONSISTENT_INDEX_KEY = b"consistent_index"
 _CI = struct.Struct(">QQ")
+# A batch cut from the overlay by _detach: (env, batch, its write count, consistent index set).
+_Detached = tuple[Any, dict[str, dict[bytes, bytes | None]], int, bool]
 
 MAP_SIZE_BYTES_DEFAULT = 8 * 1024 * 1024 * 1024
 _MAX_DBS = 16
@@ -297,11 +303,46 @@ class Backend:
         with self._commit_mutex:
             self._commit_serialized()
 
+    def start_commit(self) -> Callable[[], None] | None:
+        """Detach the pending batch now and return the function that writes it, for a
+        caller that wants the LMDB transaction and its fsync off its own thread.
+
+        Call it where ``maybe_commit`` may be called (at an apply boundary): the batch is
+        cut here. The returned function may run in any thread; until it returns, reads see
+        the batch and writes go into a new one, as during ``commit()``, and other commits
+        wait for it. Returns None when nothing is pending or a commit is running (then try
+        again later).
+        """
+        if not self._commit_mutex.acquire(blocking=False):
+            return None
+        try:
+            detached = self._detach()
+        except BaseException:
+            self._commit_mutex.release()
+            raise
+        if detached is None:
+            self._commit_mutex.release()
+            return None
+
+        def write() -> None:
+            try:
+                self._write_detached(detached)
+            finally:
+                self._commit_mutex.release()
+
+        return write
+
     def _commit_serialized(self) -> None:
+        detached = self._detach()
+        if detached is not None:
+            self._write_detached(detached)
+
+    def _detach(self) -> _Detached | None:
+        """The pending batch, now readable as ``_committing``; None if there is none."""
         with self._lock:
             env = self._require_env()
             if self._pending == 0 and not self._ci_dirty:
-                return
+                return None
             ci_dirty = self._ci_dirty
             if ci_dirty:
                 self._overlay[META][CONSISTENT_INDEX_KEY] = _CI.pack(*self._ci)
@@ -315,6 +356,10 @@ class Backend:
                 # A live reader would pin the pages this commit frees.
                 self._rtxn.abort()
                 self._rtxn = None
+        return env, batch, pending, ci_dirty
+
+    def _write_detached(self, detached: _Detached) -> None:
+        env, batch, pending, ci_dirty = detached
         try:
             with env.begin(write=True) as txn:
                 for bucket, overlay in batch.items():

@@ -242,6 +242,55 @@ def test_reads_and_writes_proceed_while_a_commit_runs_in_another_thread(tmp_path
     b.close()
 
 
+def test_start_commit_cuts_the_batch_now_and_writes_it_later(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    assert b.start_commit() is None  # nothing pending
+    b.put(KEY, b"a", b"1")
+    b.set_consistent_index(Index(7), Term(2))
+    pausing = _PausingEnv(b._env)
+    b._env = pausing  # type: ignore[assignment]
+    write = b.start_commit()
+    assert write is not None
+    # Cut: what comes now belongs to the next batch, and is still readable with the first.
+    b.put(KEY, b"b", b"2")
+    assert b.pending_writes == 1
+    assert b.range(KEY, b"") == [(b"a", b"1"), (b"b", b"2")]
+    assert b.start_commit() is None  # one at a time
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert pausing.started.wait(timeout=30)
+    forced = threading.Thread(target=b.commit)  # a force commit waits for it
+    forced.start()
+    forced.join(timeout=0.2)
+    assert forced.is_alive()
+    assert b.get(KEY, b"a") == b"1"
+    pausing.release.set()
+    writer.join()
+    forced.join()
+    b._env = pausing._env  # type: ignore[assignment]
+    assert b.commits == 2 and b.pending_writes == 0
+    b._close_env()
+    b = open_backend(tmp_path)
+    assert b.range(KEY, b"") == [(b"a", b"1"), (b"b", b"2")]
+    assert b.consistent_index() == (7, 2)
+    b.close()
+
+
+def test_a_failed_start_commit_write_puts_the_batch_back(tmp_path: Path) -> None:
+    b = open_backend(tmp_path, map_size_bytes=1 << 20)
+    for i in range(400):
+        b.put(KEY, i.to_bytes(4, "big"), b"x" * 4000)
+    b.set_consistent_index(Index(3), Term(1))
+    write = b.start_commit()
+    assert write is not None
+    b.put(KEY, b"later", b"y")
+    with pytest.raises(DatabaseSpaceExceededError):
+        write()
+    assert b.pending_writes == 402 and b.consistent_index() == (3, 1)  # the index counts one
+    assert b.get(KEY, b"later") == b"y" and b.get(KEY, (5).to_bytes(4, "big")) == b"x" * 4000
+    assert b.start_commit() is not None  # the mutex was released
+
+
 def test_copy_to_from_another_thread_is_consistent(tmp_path: Path) -> None:
     b = open_backend(tmp_path)
     for i in range(2000):

@@ -78,3 +78,47 @@ def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> 
             await m.stop()
 
     asyncio.run(run())
+
+
+def test_writes_go_on_while_the_backend_commits(tmp_path: Path) -> None:
+    """The backend's LMDB commit runs beside the Ready loop: a slow commit does not hold up
+    the writes that come meanwhile (they go into the next batch), and both batches land."""
+
+    async def run() -> None:
+        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
+        await m.start()
+        try:
+            await asyncio.wait_for(m.wait_ready(), 10)
+            backend = m._backend
+            write = backend._write_detached
+            writing = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def slow_write(detached: object) -> None:
+                loop.call_soon_threadsafe(writing.set)
+                time.sleep(1.0)
+                write(detached)  # type: ignore[arg-type]
+
+            backend._write_detached = slow_write  # type: ignore[method-assign]
+            await m.put(PutRequest(b"first", b"1"))
+            await asyncio.wait_for(writing.wait(), 5)  # the commit timer started it
+            started = time.monotonic()
+            for i in range(5):
+                await m.put(PutRequest(b"during-%d" % i, b"2"))
+            assert time.monotonic() - started < 0.6  # not after the 1 s commit
+            assert m._backend_commit is not None  # still writing
+            await asyncio.wait_for(asyncio.shield(m._backend_commit), 5)
+            resp = await m.range(RangeRequest(b"d", b"e"))
+            assert [kv.key for kv in resp.kvs] == [b"during-%d" % i for i in range(5)]
+        finally:
+            await m.stop()
+        m2 = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
+        await m2.start()
+        try:
+            await asyncio.wait_for(m2.wait_ready(), 10)
+            assert (await m2.range(RangeRequest(b"first"))).kvs[0].value == b"1"
+            assert (await m2.range(RangeRequest(b"d", b"e"))).count == 5
+        finally:
+            await m2.stop()
+
+    asyncio.run(run())
