@@ -185,7 +185,7 @@ from petcd.server.ids import RequestIdGenerator, cluster_id, format_id, member_i
 from petcd.server.log import Logger
 from petcd.server.metrics import ServerMetrics
 from petcd.snap import Snapshotter
-from petcd.wal import WAL, snapshot_markers
+from petcd.wal import WAL, WalFatalError, snapshot_markers
 from petcd.wal import exists as wal_exists
 
 _WAL_META = struct.Struct(">QQ")  # member id, cluster id
@@ -327,6 +327,8 @@ class Member:
         # (deadline, future) of every proposal, in deadline order (one timeout for all)
         self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self._concurrent_at = 0.0  # time.monotonic() when two or more were last in flight
+        # How the process ends when memory got ahead of the WAL (_persist_and_apply).
+        self._exit_process: Callable[[int], None] = os._exit
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._reads: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, _ReadRound] = {}
@@ -926,25 +928,31 @@ class Member:
             await self._install_snapshot(rd.snapshot)
         if rd.hard_state is not None or rd.entries:
             self._wal.save(rd.hard_state, rd.entries)
+        applied = False
         if rd.must_sync:
             started = time.monotonic()
             if (
                 len(rd.entries) <= _INLINE_SYNC_ENTRIES_MAX
                 and started - self._concurrent_at > _INLINE_SYNC_QUIET_S
             ):
-                self._wal.sync()
+                if not messages and self._may_apply_during_sync(rd):
+                    self._persist_and_apply(rd)
+                    applied = True
+                else:
+                    self._wal.sync()
             else:
                 await self._in_thread(self._wal.sync)
             self.metrics.wal_fsync_seconds.observe(time.monotonic() - started)
-        if rd.entries:
-            self._storage.append(rd.entries)
-        if rd.hard_state is not None:
-            self._storage.set_hard_state(rd.hard_state)
+        if not applied:
+            if rd.entries:
+                self._storage.append(rd.entries)
+            if rd.hard_state is not None:
+                self._storage.set_hard_state(rd.hard_state)
         # 2. send, only now that what the messages promise is durable
         if messages and self._transport is not None:
             self._transport.send(messages)
         # 3. apply
-        if rd.committed_entries:
+        if rd.committed_entries and not applied:
             self._apply(rd.committed_entries)
         # 4. advance
         self.node.advance(rd)
@@ -955,6 +963,42 @@ class Member:
         self._resolve_reads()
         if rd.committed_entries:
             await self._after_apply()
+
+    @staticmethod
+    def _may_apply_during_sync(rd: Ready) -> bool:
+        """Whether ``rd`` may be applied while its WAL write goes to the disk
+        (``_persist_and_apply``): a lone member's own new entries, committed at append time,
+        none of them a conf change (whose apply reconfigures the peer transport)."""
+        if not rd.committed_entries or rd.snapshot is not None:
+            return False
+        return all(e.type == EntryType.NORMAL for e in rd.committed_entries)
+
+    def _persist_and_apply(self, rd: Ready) -> None:
+        """Persist ``rd`` and apply its committed entries, the apply overlapping the disk write.
+
+        ``WAL.write`` issues the write and starts its writeback; the apply (CPU only: MVCC,
+        backend overlay, futures resolved, watch events queued) runs meanwhile; ``WAL.sync``
+        then waits for the data and the fdatasync. Nothing of the apply is visible before the
+        records are durable: this method never yields to the event loop, so no answer, read,
+        watch event or message goes out and no backend commit starts until ``sync`` returned
+        (etcd's order for a lone member, persist -> apply -> answer, as far as anyone can
+        observe). If the fdatasync fails, memory is ahead of the log: the process exits at
+        once (etcd's lg.Fatal), without the backend commit a normal stop would make.
+        """
+        self._wal.write()
+        try:
+            if rd.entries:
+                self._storage.append(rd.entries)
+            if rd.hard_state is not None:
+                self._storage.set_hard_state(rd.hard_state)
+            self._apply(rd.committed_entries)
+        finally:
+            try:
+                self._wal.sync()
+            except WalFatalError as e:
+                self.log.fatal("failed to save Raft hard state and entries", error=str(e))
+                self._exit_process(1)
+                raise
 
     def _send_appends_early(self, rd: Ready) -> list[Message]:
         """A leader's appends and heartbeats go out before its own WAL fsync; returns the rest.

@@ -21,13 +21,20 @@ Whatever was saved while a sync ran goes out with the next one (group commit). W
 returns, everything saved before it was called is durable: either this call wrote it, or an
 earlier sync that took it finished its fdatasync before this call got ``_sync_mu``.
 
+``write`` is the first half of ``sync`` on its own: the pwrite, and a hint to the kernel to
+start writing those pages back (``sync_file_range``), without waiting. A caller with CPU work
+that must not become visible before the records are durable (the server's apply of a lone
+proposal) calls ``write``, does that work, then ``sync``, whose fdatasync then finds the data
+write already under way. Nothing ``write`` wrote counts as durable until a ``sync`` returns.
+
 Invariants
 ----------
 - Every named segment starts with whole, fsynced opening records (created as ``*.tmp``, fsynced,
   renamed, directory fsynced). Every segment but the last was fdatasynced to its end before the
   next one was created.
 - ``_written_*`` describe what is in the files; ``_saved_*`` also include the pending buffer.
-  Segment opening records use ``_written_*`` only, so a cut never makes unsynced state durable.
+  Segment opening records use ``_written_*`` only, and a cut first fdatasyncs what ``write``
+  left unsynced (``_dirty``), so a cut never makes unsynced state durable.
 - After a failed write or fdatasync the WAL is unusable (``WalFatalError``), because the file
   may no longer match what was acknowledged.
 - This module never truncates a record that a sync acknowledged: damage that is not a torn tail
@@ -58,7 +65,7 @@ from petcd.wal.errors import (
     WalSnapshotMismatchError,
     WalSnapshotNotFoundError,
 )
-from petcd.wal.fileutil import StrPath, fsync_dir, preallocate, pwrite_all
+from petcd.wal.fileutil import StrPath, fsync_dir, preallocate, pwrite_all, start_writeback
 from petcd.wal.record import RecordBuffer, RecordType, SegmentHeader
 
 DEFAULT_SEGMENT_SIZE_BYTES = 64 * 1024 * 1024
@@ -331,6 +338,7 @@ class WAL:
         self._written_hard_state = hard_state
         self._written_snapshot = snapshot
         self._failed: BaseException | None = None
+        self._dirty = False  # written (by ``write``) since the last fdatasync
         self._sync_count = 0
 
     # -- construction --------------------------------------------------------------------
@@ -467,25 +475,23 @@ class WAL:
             self._saved_last_index = max(self._saved_last_index, metadata.index)
 
     def sync(self) -> None:
-        """Write everything saved so far with one pwrite and make it durable with one fdatasync.
+        """Write everything saved so far with one pwrite and make it durable with one fdatasync
+        (together with what ``write`` wrote before).
 
         Safe to call from a worker thread while other threads keep calling ``save``.
         """
         with self._sync_mu:
-            with self._mu:
-                self._check_open()
-                self._check_not_failed()
-                buf = self._pending
-                if not buf:
-                    return
-                self._pending = RecordBuffer()
-                last_index = self._saved_last_index
-                hard_state = self._saved_hard_state
-                snapshot = self._saved_snapshot
-            self._write_durably(buf)
-            self._written_last_index = last_index
-            self._written_hard_state = hard_state
-            self._written_snapshot = snapshot
+            self._write_pending(writeback=False)
+            if self._dirty:
+                self._fdatasync()
+
+    def write(self) -> None:
+        """Write everything saved so far with one pwrite and start its writeback; do not wait.
+
+        Not durable until the next ``sync`` returns (see the module docstring).
+        """
+        with self._sync_mu:
+            self._write_pending(writeback=True)
 
     def release_to(self, index: Index) -> None:
         """Delete the segments whose entries all precede ``index`` (never the one holding it).
@@ -496,6 +502,8 @@ class WAL:
         with self._sync_mu:
             self._check_open()
             self._check_not_failed()
+            if self._dirty:
+                self._fdatasync()
             if index > self._written_snapshot.index:
                 raise WalAppendError(
                     f"wal: release_to({index}) beyond the durable snapshot marker "
@@ -527,8 +535,11 @@ class WAL:
                 self._pending = RecordBuffer()
                 self._closed = True
             try:
-                if buf and self._failed is None:
-                    self._write_durably(buf)
+                if self._failed is None:
+                    if buf:
+                        self._write(buf, writeback=False)
+                    if self._dirty:
+                        self._fdatasync()
             finally:
                 if self._fd >= 0:
                     os.close(self._fd)
@@ -549,7 +560,7 @@ class WAL:
 
     @property
     def sync_count(self) -> int:
-        """How many fdatasync calls ``sync`` has made (one per non-empty batch)."""
+        """How many fdatasync calls the WAL has made (one per written batch)."""
         return self._sync_count
 
     def segment_names(self) -> list[str]:
@@ -567,23 +578,54 @@ class WAL:
         if self._failed is not None:
             raise WalFatalError(f"wal: unusable after an earlier failure: {self._failed}")
 
-    def _write_durably(self, buf: RecordBuffer) -> None:
+    def _write_pending(self, *, writeback: bool) -> None:
+        with self._mu:
+            self._check_open()
+            self._check_not_failed()
+            buf = self._pending
+            if not buf:
+                return
+            self._pending = RecordBuffer()
+            last_index = self._saved_last_index
+            hard_state = self._saved_hard_state
+            snapshot = self._saved_snapshot
+        self._write(buf, writeback=writeback)
+        self._written_last_index = last_index
+        self._written_hard_state = hard_state
+        self._written_snapshot = snapshot
+
+    def _write(self, buf: RecordBuffer, *, writeback: bool) -> None:
+        # Each write is fdatasynced before the next one starts (the reader's torn-tail rule
+        # in _scan relies on it), and before a cut names the next segment.
+        if self._dirty:
+            self._fdatasync()
         try:
             if (
                 self._offset > self._opening_end
                 and self._offset + len(buf) > self._segment_size_bytes
             ):
                 self._cut()
-            pwrite_all(self._fd, buf.seal(self._offset), self._offset)
+            offset = self._offset
+            pwrite_all(self._fd, buf.seal(offset), offset)
             self._offset += len(buf)
-            os.fdatasync(self._fd)
-            self._sync_count += 1
+            self._dirty = True
+            if writeback:
+                start_writeback(self._fd, offset, len(buf))
         except OSError as exc:
             self._failed = exc
-            raise WalFatalError(f"wal: write or fdatasync failed: {exc}") from exc
+            raise WalFatalError(f"wal: write failed: {exc}") from exc
+
+    def _fdatasync(self) -> None:
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._failed = exc
+            raise WalFatalError(f"wal: fdatasync failed: {exc}") from exc
+        self._dirty = False
+        self._sync_count += 1
 
     def _cut(self) -> None:
-        """Start the next segment; the current one was fdatasynced by the previous sync."""
+        """Start the next segment; the current one was fdatasynced to its end before."""
         last = self._segments[-1]
         old_fd = self._fd
         self._start_segment(seq=last.seq + 1, first_index=self._written_last_index + 1)

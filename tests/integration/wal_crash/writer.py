@@ -107,6 +107,11 @@ def main() -> None:
                 say(f"E {e.index} {e.term}")
             say(f"H {term} {commit}")
             wal.save(HardState(Term(term), MemberId(1), Index(commit)), entries)
+            if rng.random() < 0.3:
+                # Written, its writeback started, not yet synced (the server's lone-proposal
+                # path): not acknowledged until the next sync; later saves, cuts and
+                # release_to must sync it first.
+                wal.write()
             if rng.random() < 0.03:
                 # The leader's snapshot (a newer term) replaces this member's log.
                 term += 1
