@@ -15,6 +15,7 @@ is written back to the protobuf message, as etcd's clients set it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from petcd.api.etcdserverpb import rpc_pb2
@@ -407,13 +408,8 @@ _watch_id_fields: dict[int, bytes] = {0: b""}  # watch_id -> its field (none for
 _WATCH_ID_CACHE_ENTRIES_MAX = 4096
 
 
-def watch_fanout_bytes(
-    header: ResponseHeader, watch_ids: list[int], events: tuple[Event, ...]
-) -> list[bytes]:
-    """``watch_events_bytes(header, w, events)`` for each ``w`` of ``watch_ids``, in order: the
-    header and events fields encoded once for all of them."""
-    hdr = _header_field(header)
-    body = b"".join([_event_field(ev) for ev in events])
+def watch_id_fields(watch_ids: Sequence[int]) -> list[bytes]:
+    """The encoded ``watch_id`` field of each of ``watch_ids`` (empty for 0, as protobuf)."""
     fields = _watch_id_fields
     out: list[bytes] = []
     for wid in watch_ids:
@@ -424,8 +420,25 @@ def watch_fanout_bytes(
                 fields.clear()
                 fields[0] = b""
             fields[wid] = fld
-        out.append(hdr + fld + body)
+        out.append(fld)
     return out
+
+
+def watch_fanout_bytes(
+    header: ResponseHeader,
+    watch_ids: Sequence[int],
+    events: tuple[Event, ...],
+    id_fields: Sequence[bytes] | None = None,
+) -> list[bytes]:
+    """``watch_events_bytes(header, w, events)`` for each ``w`` of ``watch_ids``, in order: the
+    header and events fields encoded once for all of them. ``id_fields``, if given, is
+    ``watch_id_fields(watch_ids)`` (a caller that fans out to the same watchers again and
+    again keeps it)."""
+    hdr = _header_field(header)
+    body = b"".join([_event_field(ev) for ev in events])
+    if id_fields is None:
+        id_fields = watch_id_fields(watch_ids)
+    return [hdr + fld + body for fld in id_fields]
 
 
 _WATCH_FRAGMENT_FIELD = b"\x38\x01"  # WatchResponse.fragment = true, field 7, varint

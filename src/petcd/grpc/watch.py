@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -107,7 +107,9 @@ class _StreamSink:
         self.wake.set()
         return True
 
-    def send_fanout(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> int:
+    def send_fanout(
+        self, watchers: Sequence[Watcher], events: tuple[Event, ...], revision: int
+    ) -> int:
         room = self.capacity - self.events
         if len(watchers) > room:
             self.refused = True
@@ -130,7 +132,9 @@ class Fanout:
 
     __slots__ = ("events", "revision", "watchers")
 
-    def __init__(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> None:
+    def __init__(
+        self, watchers: Sequence[Watcher], events: tuple[Event, ...], revision: int
+    ) -> None:
         self.watchers = watchers
         self.events = events
         self.revision = revision
@@ -184,7 +188,9 @@ def _coalesce_segment(items: list[Any], out: list[Any]) -> None:
         out.append(first)
         return
     if type(first) is Fanout and all(
-        type(item) is Fanout and item.watchers == first.watchers for item in items
+        type(item) is Fanout
+        and (item.watchers is first.watchers or item.watchers == first.watchers)
+        for item in items
     ):
         merged: Fanout = first
         size = _events_bytes(first.events)
@@ -231,6 +237,11 @@ class _Stream:
         self.raw = raw  # the stream's serializer passes bytes through (add_watch_service)
         self.fragment_ids: set[int] = set()  # watchers created with fragment
         self.fragment_bytes_max = fragment_bytes_max
+        # The watch ids of the last fan-out's watchers: the store hands the same watchers
+        # object write after write while its group is unchanged.
+        self._fanout_watchers: Sequence[Watcher] = ()
+        self._fanout_ids: list[int] = []
+        self._fanout_id_fields: list[bytes] = []
         member.add_watch_sync_listener(self.on_sync)
 
     def close(self) -> None:
@@ -321,13 +332,18 @@ class _Stream:
             fragment_ids = self.fragment_ids
             if any(w.watch_id in fragment_ids for w in item.watchers):
                 return [m for r in item.responses() for m in self.to_proto(r, headers)]
-        ids = [w.watch_id for w in item.watchers]
+        if item.watchers is self._fanout_watchers:
+            ids = self._fanout_ids
+        else:
+            ids = self._fanout_ids = [w.watch_id for w in item.watchers]
+            self._fanout_id_fields = convert.watch_id_fields(ids)
+            self._fanout_watchers = item.watchers
         if self.quiet:
             self.quiet.difference_update(ids)
         h = headers.get(item.revision)
         if h is None:
             h = headers[item.revision] = self.member.watch_header(item.revision)
-        parts = convert.watch_fanout_bytes(h, ids, item.events)
+        parts = convert.watch_fanout_bytes(h, ids, item.events, self._fanout_id_fields)
         return parts if self.raw else [rpc_pb2.WatchResponse.FromString(p) for p in parts]
 
     def to_proto(

@@ -12,9 +12,11 @@ Every watcher is in exactly one group::
 
     synced    up to date; fed directly by each write txn (all events of one txn in ONE
               response, with that txn's revision). The "plain" watchers of one key (no
-              prev_kv, no filters) get one shared events tuple, and a sink that has
-              ``send_fanout`` gets it once for all of its watchers of that key (a gRPC stream
-              then encodes it once): no per-watcher object on the hot path
+              prev_kv, no filters) that share a sink form a ``_SinkGroup``: a write to the key
+              hands each group one shared events tuple (``send_fanout``: a gRPC stream then
+              encodes it once), and the group, not each watcher, records the next revision.
+              A write touches groups, not watchers; only a watcher that leaves its group
+              (cancelled, a victim, a reload) is handled on its own
     unsynced  behind (start revision <= current, or just recovered); caught up from the
               backend's history by sync(), in bounded batches, then moved to synced
     victim    a send failed (slow consumer); holds the responses not yet accepted; sync()
@@ -38,7 +40,7 @@ from __future__ import annotations
 import collections
 import enum
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,9 +71,14 @@ class FanoutSink(WatchSink, Protocol):
     the sink can encode the response once and differ only in ``watch_id``.
     """
 
-    def send_fanout(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> int:
+    def send_fanout(
+        self, watchers: Sequence[Watcher], events: tuple[Event, ...], revision: int
+    ) -> int:
         """Accept ``WatchResponse(w.watch_id, events, revision)`` for ``watchers`` in order,
-        without blocking, as many as fit: return how many were accepted (a prefix)."""
+        without blocking, as many as fit: return how many were accepted (a prefix).
+
+        ``watchers`` is the same object for every write as long as the group does not change
+        (a sink may cache what it derives from it, by identity); it is never modified."""
         ...
 
 
@@ -89,7 +96,9 @@ class QueueSink:
         self._items.append(response)
         return True
 
-    def send_fanout(self, watchers: list[Watcher], events: tuple[Event, ...], revision: int) -> int:
+    def send_fanout(
+        self, watchers: Sequence[Watcher], events: tuple[Event, ...], revision: int
+    ) -> int:
         n = max(0, min(len(watchers), self.capacity - len(self._items)))
         for w in watchers[:n]:
             self._items.append(WatchResponse(w.watch_id, events, revision))
@@ -124,13 +133,25 @@ class Watcher:
     sink: WatchSink
     prev_kv: bool
     filters: frozenset[int]
-    min_rev: int
+    _rev: int  # the next revision it needs (min_rev) while it is in no group
     state: WatcherState = WatcherState.UNSYNCED
     pending: list[WatchResponse] = field(default_factory=list)
     _start: bytes = b""
     _end: bytes | None = None
     _single: bool = True
     _plain: bool = True  # neither prev_kv nor filters: gets exactly the events of its key
+    _group: _SinkGroup | None = None  # synced, plain, single key: its group keeps min_rev
+
+    @property
+    def min_rev(self) -> int:
+        """The next revision the watcher needs."""
+        g = self._group
+        return self._rev if g is None else g.min_rev
+
+    @min_rev.setter
+    def min_rev(self, rev: int) -> None:
+        assert self._group is None, "a grouped watcher's revision is its group's"
+        self._rev = rev
 
     def matches(self, key: bytes) -> bool:
         if self._single:
@@ -141,6 +162,65 @@ class Watcher:
         if ev.type == EventType.PUT:
             return WatchFilterType.NOPUT not in self.filters
         return WatchFilterType.NODELETE not in self.filters
+
+
+class _SinkGroup:
+    """The synced plain watchers of one key that share one sink, in the order they joined.
+
+    Every write to the key reaches all of them at once, so they need the same next revision:
+    ``min_rev`` is kept here, not per watcher. ``watchers()`` is one tuple, rebuilt only when
+    the membership changes, so a sink sees the same object write after write.
+    """
+
+    __slots__ = ("_tuple", "members", "min_rev", "sink")
+
+    def __init__(self, sink: WatchSink, min_rev: int) -> None:
+        self.sink = sink
+        self.min_rev = min_rev
+        self.members: dict[Watcher, None] = {}
+        self._tuple: tuple[Watcher, ...] | None = None
+
+    def watchers(self) -> tuple[Watcher, ...]:
+        t = self._tuple
+        if t is None:
+            t = self._tuple = tuple(self.members)
+        return t
+
+    def add(self, w: Watcher) -> None:
+        assert w._group is None
+        # No event of the key lies between the group's next revision and the newcomer's (the
+        # group sees every write to the key), so the later of the two serves both.
+        self.min_rev = max(self.min_rev, w._rev)
+        self.members[w] = None
+        self._tuple = None
+        w._group = self
+
+    def remove(self, w: Watcher) -> None:
+        assert w._group is self
+        w._rev = self.min_rev
+        w._group = None
+        del self.members[w]
+        self._tuple = None
+
+
+class _KeyWatchers:
+    """The synced watchers of one key: plain ones in groups by sink, the rest on their own
+    (prev_kv or filters, or a start revision still in the future)."""
+
+    __slots__ = ("groups", "others")
+
+    def __init__(self) -> None:
+        self.groups: dict[WatchSink, _SinkGroup] = {}
+        self.others: set[Watcher] = set()
+
+    def join(self, w: Watcher) -> None:
+        g = self.groups.get(w.sink)
+        if g is None:
+            g = self.groups[w.sink] = _SinkGroup(w.sink, w._rev)
+        g.add(w)
+
+    def __len__(self) -> int:
+        return sum(len(g.members) for g in self.groups.values()) + len(self.others)
 
 
 class WatchableStore(KVStore):
@@ -156,7 +236,7 @@ class WatchableStore(KVStore):
         watchers_per_sync_max: int = 512,
     ) -> None:
         self._watch_ids = itertools.count(1)
-        self._synced_keys: dict[bytes, set[Watcher]] = {}
+        self._synced_keys: dict[bytes, _KeyWatchers] = {}
         self._synced_ranges: set[Watcher] = set()
         self._unsynced: dict[Watcher, None] = {}
         self._victims: dict[Watcher, None] = {}
@@ -191,7 +271,7 @@ class WatchableStore(KVStore):
             sink=sink,
             prev_kv=prev_kv,
             filters=frozenset(int(f) for f in filters),
-            min_rev=start_rev,
+            _rev=start_rev,
             _start=start,
             _end=end,
             _single=single,
@@ -223,22 +303,34 @@ class WatchableStore(KVStore):
     def _add_synced(self, w: Watcher) -> None:
         w.state = WatcherState.SYNCED
         if w._single:
-            self._synced_keys.setdefault(w._start, set()).add(w)
+            kw = self._synced_keys.get(w._start)
+            if kw is None:
+                kw = self._synced_keys[w._start] = _KeyWatchers()
+            if w._plain and w._rev <= self.current_revision + 1:
+                kw.join(w)
+            else:
+                kw.others.add(w)
         else:
             self._synced_ranges.add(w)
 
     def _remove_synced(self, w: Watcher) -> None:
         if w._single:
-            group = self._synced_keys[w._start]
-            group.discard(w)
-            if not group:
+            kw = self._synced_keys[w._start]
+            g = w._group
+            if g is not None:
+                g.remove(w)
+                if not g.members:
+                    del kw.groups[g.sink]
+            else:
+                kw.others.discard(w)
+            if not kw.groups and not kw.others:
                 del self._synced_keys[w._start]
         else:
             self._synced_ranges.discard(w)
 
     def watcher_counts(self) -> tuple[int, int, int]:
         """(synced, unsynced, victims), for metrics and tests."""
-        synced = sum(len(g) for g in self._synced_keys.values()) + len(self._synced_ranges)
+        synced = sum(len(kw) for kw in self._synced_keys.values()) + len(self._synced_ranges)
         return synced, len(self._unsynced), len(self._victims)
 
     @property
@@ -278,37 +370,43 @@ class WatchableStore(KVStore):
         prevs: dict[int, Event] = {}  # id(event) -> the event with its prev_kv
         after = revision + 1
         for key, evs in per_key.items():
-            ws = keys.get(key)
-            if ws is None:
+            kw = keys.get(key)
+            if kw is None:
                 continue
-            by_sink: dict[WatchSink, list[Watcher]] = {}
-            for w in ws:
-                if revision < w.min_rev:
-                    continue
-                if w._plain:
-                    group = by_sink.get(w.sink)
-                    if group is None:
-                        by_sink[w.sink] = [w]
+            if kw.others:
+                ready: list[Watcher] | None = None
+                for w in kw.others:
+                    if revision < w._rev:
+                        continue
+                    if w._plain:  # its start revision has come: it joins its sink's group
+                        if ready is None:
+                            ready = [w]
+                        else:
+                            ready.append(w)
                     else:
-                        group.append(w)
-                else:
-                    own[w] = self._own_events(w, evs, revision, prevs)
-            if not by_sink:
+                        own[w] = self._own_events(w, evs, revision, prevs)
+                if ready is not None:
+                    for w in ready:
+                        kw.others.discard(w)
+                        kw.join(w)
+            if not kw.groups:
                 continue
             shared = tuple(evs)
-            for sink, group in by_sink.items():
-                for w in group:
-                    w.min_rev = after
+            for g in list(kw.groups.values()):  # a victim may leave (and end) its group
+                ws = g.watchers()
+                g.min_rev = after
+                sink = g.sink
                 send_fanout = getattr(sink, "send_fanout", None)
                 if send_fanout is None:
-                    for w in group:
+                    for w in ws:
                         resp = WatchResponse(w.watch_id, shared, revision)
                         if not sink.send(resp):
                             self._make_victim(w, resp)
                     continue
-                accepted: int = send_fanout(group, shared, revision)
-                for w in group[accepted:]:
-                    self._make_victim(w, WatchResponse(w.watch_id, shared, revision))
+                accepted: int = send_fanout(ws, shared, revision)
+                if accepted < len(ws):
+                    for w in ws[accepted:]:
+                        self._make_victim(w, WatchResponse(w.watch_id, shared, revision))
         if ranges:
             for w in ranges:
                 if revision < w.min_rev:
@@ -451,8 +549,9 @@ class WatchableStore(KVStore):
         # After a reload every synced watcher must re-check against the new history.
         if getattr(self, "_synced_keys", None) is None:
             return
-        for group in list(self._synced_keys.values()):
-            for w in list(group):
+        for kw in list(self._synced_keys.values()):
+            ws = [w for g in kw.groups.values() for w in g.members]
+            for w in [*ws, *kw.others]:
                 self._remove_synced(w)
                 w.state = WatcherState.UNSYNCED
                 self._unsynced[w] = None

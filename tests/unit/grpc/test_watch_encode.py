@@ -12,6 +12,7 @@ from petcd.grpc import convert
 from petcd.grpc.watch import (
     COALESCE_BYTES_MAX,
     Fanout,
+    _Stream,
     _StreamSink,
     coalesce,
     serialize_watch_response,
@@ -177,5 +178,32 @@ def test_stream_sink_takes_a_fanout_up_to_its_capacity() -> None:
         assert sink.send_fanout(ws, ev, 4) == 0
         assert [len(i.watchers) for i in sink.items] == [3, 2]
         assert sink.events == 5 and sink.wake.is_set()
+
+    asyncio.run(main())
+
+
+class HeaderMember:
+    """What ``_Stream`` asks of the member to encode responses."""
+
+    def watch_header(self, revision: int = 0) -> ResponseHeader:
+        return ResponseHeader(7, 8, revision, 3)
+
+    def add_watch_sync_listener(self, cb: object) -> None:
+        pass
+
+
+def test_stream_fanout_bytes_follow_the_watchers_object_it_is_handed() -> None:
+    """The stream keeps the watch ids of the last fan-out's watchers (the store hands the same
+    object while a group is unchanged); a new object is read afresh."""
+
+    async def main() -> None:
+        stream = _Stream(HeaderMember(), None, raw=True)  # type: ignore[arg-type]
+        group = tuple(watchers(0, 1, 300))
+        smaller = group[::2]
+        for ws, rev in [(group, 2), (group, 3), (smaller, 4), (group, 5)]:
+            item = fan(list(ws), rev) if rev == 5 else Fanout(ws, resp(0, rev).events, rev)
+            got = stream.fanout_to_proto(item, {})
+            h = HeaderMember().watch_header(rev)
+            assert got == [reference(h, w.watch_id, item.events) for w in ws], rev
 
     asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from petcd.mvcc import (
@@ -17,6 +18,7 @@ from petcd.mvcc import (
     WatchFilterType,
     WatchResponse,
 )
+from petcd.mvcc.watchable_store import Watcher
 from tests.unit.mvcc.conftest import Harness
 
 
@@ -282,3 +284,43 @@ def test_a_full_shared_sink_takes_what_fits_and_the_rest_become_victims(h: Harne
     for w in ws:
         mine = [r for r in got if r.watch_id == w.watch_id]
         assert [m for _, _, m in flat(mine)] == [2, 3, 4, 5]
+
+
+class RecordingFanoutSink(QueueSink):
+    """A QueueSink that records the watchers object of every fan-out it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=1000)
+        self.fanouts: list[tuple[Sequence[Watcher], int]] = []
+
+    def send_fanout(
+        self, watchers: Sequence[Watcher], events: tuple[Event, ...], revision: int
+    ) -> int:
+        self.fanouts.append((watchers, revision))
+        return super().send_fanout(watchers, events, revision)
+
+
+def test_a_write_hands_each_sink_one_fanout_of_an_unchanged_group(h: Harness) -> None:
+    sink = RecordingFanoutSink()
+    a, b, c = (h.store.watch(b"k", sink=sink) for _ in range(3))
+    late = h.store.watch(b"k", start_rev=5, sink=sink)  # revision 5 is still to come
+    h.apply(PutRequest(b"k", b"1"))  # 2
+    h.apply(PutRequest(b"other", b"x"))  # 3: not k, no fan-out
+    h.apply(PutRequest(b"k", b"2"))  # 4
+    (w2, r2), (w4, r4) = sink.fanouts
+    assert (r2, r4) == (2, 4)
+    assert w4 is w2 and list(w2) == [a, b, c]  # the same object while the group is unchanged
+    assert (a.min_rev, late.min_rev) == (5, 5)
+    h.apply(PutRequest(b"k", b"3"))  # 5: the late watcher's first revision, it joins
+    assert list(sink.fanouts[-1][0]) == [a, b, c, late]
+    assert h.store.cancel(b)
+    h.apply(PutRequest(b"k", b"4"))  # 6
+    assert list(sink.fanouts[-1][0]) == [a, c, late]
+    got = sink.drain()
+    assert [(r.watch_id, r.revision) for r in got if r.watch_id == late.watch_id] == [
+        (late.watch_id, 5),
+        (late.watch_id, 6),
+    ]
+    assert [r.revision for r in got if r.watch_id == b.watch_id] == [2, 4, 5]
+    assert all(w.min_rev == 7 for w in (a, c, late)) and b.min_rev == 6
+    assert h.store.watcher_counts() == (3, 0, 0)
