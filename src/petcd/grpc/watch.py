@@ -234,7 +234,7 @@ class _Stream:
         self.progress_pending = False
         self.notify_ids: set[int] = set()  # watchers created with progress_notify
         self.quiet: set[int] = set()  # notify watchers with no events since the last tick
-        self.raw = raw  # the stream's serializer passes bytes through (add_watch_service)
+        self.raw = raw  # responses are written as bytes (add_watch_service)
         self.fragment_ids: set[int] = set()  # watchers created with fragment
         self.fragment_bytes_max = fragment_bytes_max
         # The watch ids of the last fan-out's watchers: the store hands the same watchers
@@ -369,14 +369,13 @@ class _Stream:
             header = convert.header_pb(h)
             header.revision = 0  # etcd's compaction response carries no revision
             self.fragment_ids.discard(resp.watch_id)
-            return [
-                rpc_pb2.WatchResponse(
-                    header=header,
-                    watch_id=resp.watch_id,
-                    canceled=True,
-                    compact_revision=resp.compact_revision,
-                )
-            ]
+            msg = rpc_pb2.WatchResponse(
+                header=header,
+                watch_id=resp.watch_id,
+                canceled=True,
+                compact_revision=resp.compact_revision,
+            )
+            return [msg.SerializeToString() if self.raw else msg]
         if resp.watch_id in self.fragment_ids:
             parts = convert.watch_fragments_bytes(
                 h, resp.watch_id, resp.events, self.fragment_bytes_max
@@ -402,14 +401,25 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         self.fragment_bytes_max = fragment_bytes_max
 
     async def Watch(self, request_iterator: Any, context: Any) -> None:
-        """The reader/writer form of the stream (the generated servicer's registration)."""
-        async with contextlib.aclosing(self.responses(request_iterator, context)) as out:
-            async for item in out:
-                await context.write(item)
+        """The reader/writer form of the stream (the generated servicer's registration, and
+        ``add_watch_service``'s on any server but grpc.aio's): ``context.write`` each response,
+        one generator step per batch rather than per message."""
+        write = context.write
+        async with contextlib.aclosing(self.batches(request_iterator, context)) as out:
+            async for batch in out:
+                for item in batch:
+                    await write(item)
 
     async def responses(self, request_iterator: Any, context: Any) -> AsyncGenerator[Any, None]:
         """The stream's responses, in order; grpc.aio writes what a generator handler yields
         with a little less work per message than ``context.write`` from a coroutine."""
+        async with contextlib.aclosing(self.batches(request_iterator, context)) as out:
+            async for batch in out:
+                for item in batch:
+                    yield item
+
+    async def batches(self, request_iterator: Any, context: Any) -> AsyncGenerator[list[Any], None]:
+        """The stream's responses, in order, as a list for each time the writer wakes."""
         stream = _Stream(self._member, self._log, self.raw, self.fragment_bytes_max)
         sink = stream.sink
         failure: list[BaseException] = []
@@ -449,10 +459,9 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                             out.extend(stream.fanout_to_proto(item, headers))
                         elif isinstance(item, WatchResponse):
                             out.extend(stream.to_proto(item, headers))
-                        else:
-                            out.append(item)
-                    for item in out:
-                        yield item
+                        else:  # a control response (created, canceled, progress)
+                            out.append(item.SerializeToString() if self.raw else item)
+                    yield out
                 if sink.refused:
                     sink.refused = False
                     self._member.wake_watch_sync()
@@ -465,7 +474,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
 
 
 def serialize_watch_response(message: Any) -> bytes:
-    """The Watch method's response serializer: bytes pass through, messages are serialized."""
+    """Bytes pass through, messages are serialized: what a Watch stream writes, as bytes."""
     if isinstance(message, bytes):
         return message
     data: bytes = message.SerializeToString()
@@ -473,17 +482,20 @@ def serialize_watch_response(message: Any) -> bytes:
 
 
 def add_watch_service(service: WatchService, server: Any) -> None:
-    """Register ``service`` as etcdserverpb.Watch on a grpc.aio ``server``.
+    """Register ``service`` as etcdserverpb.Watch on ``server`` (grpc.aio's, or the native
+    transport's, which takes grpc.aio's handlers: there the coroutine form ``Watch`` costs
+    less per message than an async generator).
 
-    Unlike the generated ``add_WatchServicer_to_server``, the response serializer lets the
-    service write event responses as bytes encoded once per event for all watchers.
+    Unlike the generated ``add_WatchServicer_to_server``, there is no response serializer:
+    the service writes every response as bytes (``raw``), event responses encoded once per
+    event for all watchers.
     """
     service.raw = True
     handlers = {
         "Watch": grpc.stream_stream_rpc_method_handler(
-            service.responses,
+            service.responses if isinstance(server, grpc.aio.Server) else service.Watch,
             request_deserializer=rpc_pb2.WatchRequest.FromString,
-            response_serializer=serialize_watch_response,
+            response_serializer=None,
         )
     }
     server.add_generic_rpc_handlers(

@@ -51,8 +51,8 @@ async def drive(member: StoreMember, raw: bool) -> list[Any]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    if raw:
-        assert any(isinstance(m, bytes) for m in ctx.written)
+    if raw:  # add_watch_service registers no serializer: every response must be bytes
+        assert all(isinstance(m, bytes) for m in ctx.written)
     else:
         assert not any(isinstance(m, bytes) for m in ctx.written)
     return [rpc_pb2.WatchResponse.FromString(m) if isinstance(m, bytes) else m for m in ctx.written]
