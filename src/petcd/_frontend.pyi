@@ -107,6 +107,11 @@ class Frontend:
     def stop_accepting(self) -> None:
         """Closes the listeners; open connections go on."""
 
+    def drain(self) -> None:
+        """GOAWAY on every open connection: its calls in progress go on, the client starts
+        no new ones there (grpc clients take them to another connection); the connection
+        ends once its last call did. Call :meth:`stop_accepting` first."""
+
     def close(self) -> None:
         """Sends GOAWAY, ends every open call, stops the runtime. Idempotent; also done
         when the object is dropped."""

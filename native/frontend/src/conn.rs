@@ -568,6 +568,13 @@ impl ConnTask {
                     }
                 }
             }
+            ConnCmd::Drain => {
+                if !self.closing {
+                    // h2 sends GOAWAY (last stream id 2^31-1, then, after a PING round trip,
+                    // the last one it took) and ends the connection once its streams are done.
+                    self.conn.graceful_shutdown();
+                }
+            }
             ConnCmd::Close => self.close(),
         }
     }

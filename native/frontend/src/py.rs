@@ -12,7 +12,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::grpc;
 use crate::server::{self, Running};
-use crate::shared::{lock, Config, Event, MetaValue, Out, Shared};
+use crate::shared::{lock, Config, ConnCmd, Event, MetaValue, Out, Shared};
 
 enum State {
     /// Bound, not serving yet (None after stop_accepting()).
@@ -275,6 +275,16 @@ impl Frontend {
                 State::Closed => {}
             }
         })
+    }
+
+    /// GOAWAY to every open connection: its calls in progress go on, the client starts no
+    /// new ones on it (grpc clients take them to another connection). The listeners stay as
+    /// they are: call stop_accepting() first.
+    fn drain(&self) {
+        let conns: Vec<_> = lock(&self.shared.conns).values().cloned().collect();
+        for c in conns {
+            let _ = c.tx.send(ConnCmd::Drain);
+        }
     }
 
     /// GOAWAY to every connection, every open call ended, the runtime stopped. Idempotent.

@@ -55,6 +55,8 @@ impl Out {
 
 pub enum ConnCmd {
     Batch(Vec<Out>),
+    /// GOAWAY: the calls in progress go on, the client opens no new ones here.
+    Drain,
     Close,
 }
 

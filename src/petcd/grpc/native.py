@@ -115,6 +115,8 @@ class FrontendLike(Protocol):
 
     def stop_accepting(self) -> None: ...
 
+    def drain(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -596,6 +598,9 @@ class NativeServer:
             self._fe.close()
             return
         if grace is not None and self._calls:
+            # GOAWAY: clients take their new calls to another member (grpc-go's GracefulStop,
+            # which etcd's stop uses); the calls in progress get the grace period.
+            self._fe.drain()
             self._all_ended = self.loop.create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_ended, grace)

@@ -43,6 +43,7 @@ class FakeFrontend:
         self.congested: set[int] = set()  # ids send() reports as over 1 MiB queued
         self.started = False
         self.accepting = True
+        self.drained = False
         self.closed = False
 
     # the API
@@ -68,6 +69,9 @@ class FakeFrontend:
 
     def stop_accepting(self) -> None:
         self.accepting = False
+
+    def drain(self) -> None:
+        self.drained = True
 
     def close(self) -> None:
         self.closed = True
@@ -608,7 +612,7 @@ def test_stop_lets_calls_finish_within_grace_then_cancels_the_rest() -> None:
         assert fe.status(2) == (OK, "")
         assert ended == ["cancelled", "stream"]
         assert fe.status(1) is None  # the front end's close() ends it
-        assert fe.closed and not fe.accepting
+        assert fe.closed and not fe.accepting and fe.drained  # GOAWAY before the grace
 
     scenario(body, register=register)
 
