@@ -281,6 +281,7 @@ impl Frontend {
     /// new ones on it (grpc clients take them to another connection). The listeners stay as
     /// they are: call stop_accepting() first.
     fn drain(&self) {
+        self.shared.dispatch(); // what Python sent before goes out before the GOAWAY
         let conns: Vec<_> = lock(&self.shared.conns).values().cloned().collect();
         for c in conns {
             let _ = c.tx.send(ConnCmd::Drain);
