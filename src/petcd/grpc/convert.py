@@ -424,6 +424,12 @@ def watch_id_fields(watch_ids: Sequence[int]) -> list[bytes]:
     return out
 
 
+# The events tuple of the last fan-out and its encoded fields: the store hands every stream of
+# one write the same tuple (held here, so its identity stays unique).
+_fanout_events: tuple[Event, ...] | None = None
+_fanout_body = b""
+
+
 def watch_fanout_bytes(
     header: ResponseHeader,
     watch_ids: Sequence[int],
@@ -434,8 +440,13 @@ def watch_fanout_bytes(
     header and events fields encoded once for all of them. ``id_fields``, if given, is
     ``watch_id_fields(watch_ids)`` (a caller that fans out to the same watchers again and
     again keeps it)."""
+    global _fanout_events, _fanout_body
     hdr = _header_field(header)
-    body = b"".join([_event_field(ev) for ev in events])
+    if events is _fanout_events:  # the same write, fanned out to another stream
+        body = _fanout_body
+    else:
+        body = b"".join([_event_field(ev) for ev in events])
+        _fanout_events, _fanout_body = events, body
     if id_fields is None:
         id_fields = watch_id_fields(watch_ids)
     return [hdr + fld + body for fld in id_fields]

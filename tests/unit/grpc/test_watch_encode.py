@@ -207,3 +207,13 @@ def test_stream_fanout_bytes_follow_the_watchers_object_it_is_handed() -> None:
             assert got == [reference(h, w.watch_id, item.events) for w in ws], rev
 
     asyncio.run(main())
+
+
+def test_fanout_bytes_of_one_write_for_several_streams() -> None:
+    """The encoded events are kept for the next stream of the same write (the same tuple)."""
+    ev1, ev2 = resp(0, 2, b"one").events, resp(0, 3, b"two").events
+    h2, h3 = ResponseHeader(1, 2, 2, 9), ResponseHeader(1, 2, 3, 9)
+    assert convert.watch_fanout_bytes(h2, [0, 5], ev1) == [reference(h2, w, ev1) for w in (0, 5)]
+    assert convert.watch_fanout_bytes(h2, [7], ev1) == [reference(h2, 7, ev1)]
+    assert convert.watch_fanout_bytes(h3, [7], ev2) == [reference(h3, 7, ev2)]
+    assert convert.watch_fanout_bytes(h3, [1], (*ev2,)) == [reference(h3, 1, ev2)]
