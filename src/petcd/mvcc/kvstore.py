@@ -378,6 +378,9 @@ class KVStore:
         self._compact_rev = -1
         self._compaction: _Compaction | None = None
         self._hdr = ResponseHeader(revision=0)
+        # The header of every top-level response: ``_own_header`` (the revision only) unless
+        # the server installed its own (``set_header_source``).
+        self._header: Callable[[int], ResponseHeader] = self._own_header
         self._restore()
 
     # -- open ----------------------------------------------------------------------------
@@ -459,7 +462,14 @@ class KVStore:
         assert raw is not None, f"revision {rev >> SUB_BITS}:{rev & SUB_MASK} not in backend"
         return decode_kv(raw)
 
-    def _header(self, revision: int) -> ResponseHeader:
+    def set_header_source(self, header: Callable[[int], ResponseHeader]) -> None:
+        """Build the header of every top-level response with ``header(revision)`` (the
+        server's full header: cluster, member, revision, term) instead of a bare revision, so
+        that the server need not copy each response to replace its header. Nested txn
+        responses keep their empty header."""
+        self._header = header
+
+    def _own_header(self, revision: int) -> ResponseHeader:
         # Headers are frozen: share one per revision instead of building one per response.
         hdr = self._hdr
         if hdr.revision != revision:
@@ -559,15 +569,25 @@ class KVStore:
     # -- writes --------------------------------------------------------------------------
 
     def apply(
-        self, req: WriteRequest, *, index: Index, term: Term, commit: bool = True
+        self,
+        req: WriteRequest,
+        *,
+        index: Index,
+        term: Term,
+        commit: bool = True,
+        validated: bool = False,
     ) -> WriteResponse:
         """Apply one committed write; record (index, term) as applied in the same batch.
 
         Raises an MvccError (after recording the index) if the request fails; nothing else
         changed then. ``commit=False`` leaves the batch-commit decision to the caller (for an
         entry that also changes leases: call ``backend.maybe_commit()`` after it).
+        ``validated=True``: the caller already ran ``validate_request(req, max_txn_ops)`` on
+        this very request (it looks at the request only, so it would pass again).
         """
         try:
+            if not validated:
+                validate_request(req, self._max_txn_ops)
             return self._apply(req)
         finally:
             self._backend.set_consistent_index(index, term)
@@ -583,6 +603,7 @@ class KVStore:
         try:
             for req, index, term in items:
                 try:
+                    validate_request(req, self._max_txn_ops)
                     out.append(self._apply(req))
                 except MvccError as e:
                     out.append(e)
@@ -592,7 +613,7 @@ class KVStore:
         return out
 
     def _apply(self, req: WriteRequest) -> WriteResponse:
-        validate_request(req, self._max_txn_ops)
+        """A validated write request as one write txn."""
         tx = _WriteTxn(self._current_rev)
         resp: WriteResponse
         if isinstance(req, PutRequest):

@@ -152,6 +152,49 @@ def _bytes(out: bytearray, b: bytes) -> None:
     out += b
 
 
+# uvarints below 0x80 are one byte: the usual flags, lengths of short keys and small leases.
+_UV1 = tuple(bytes((i,)) for i in range(0x80))
+
+
+def _uv(n: int) -> bytes | bytearray:
+    """``_uvarint`` as a value, for building an entry with one ``join``."""
+    if 0 <= n < 0x80:
+        return _UV1[n]
+    out = bytearray()
+    _uvarint(out, n)
+    return out
+
+
+def _zigzag(n: int) -> int:
+    assert -(1 << 63) <= n < (1 << 63), n
+    return (n << 1) ^ (n >> 63) if n < 0 else n << 1
+
+
+_PUT_PREFIX = bytes((FORMAT_VERSION, Kind.PUT))
+
+
+def _encode_put(request_id: int, r: PutRequest) -> bytes:
+    """``encode`` of a PutRequest, the most common entry, in one join (same bytes as
+    ``_put``)."""
+    key, value = r.key, r.value
+    return b"".join(
+        (
+            _PUT_PREFIX,
+            _uv(request_id),
+            _UV1[
+                (1 if r.prev_kv else 0)
+                | (2 if r.ignore_value else 0)
+                | (4 if r.ignore_lease else 0)
+            ],
+            _uv(len(key)),
+            key,
+            _uv(len(value)),
+            value,
+            _uv(_zigzag(r.lease)),
+        )
+    )
+
+
 def _flags(out: bytearray, *bits: bool) -> None:
     out.append(sum(1 << i for i, bit in enumerate(bits) if bit))
 
@@ -229,6 +272,8 @@ def _txn(out: bytearray, r: TxnRequest) -> None:
 
 def encode(request_id: int, request: EntryRequest) -> bytes:
     """The entry data for ``request``, proposed by a client waiting under ``request_id``."""
+    if type(request) is PutRequest:
+        return _encode_put(request_id, request)
     out = bytearray((FORMAT_VERSION,))
     if isinstance(request, PutRequest):
         out.append(Kind.PUT)
@@ -412,7 +457,16 @@ def request_id(data: bytes) -> int:
         raise EntryFormatError("entry data is truncated")
     if data[0] != FORMAT_VERSION:
         raise EntryFormatError(f"unknown entry format version {data[0]}")
-    return _Reader(data, 2).uvarint()
+    # _Reader.uvarint inlined: this runs for every applied entry.
+    n = shift = 0
+    for b in data[2:12]:
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n
+        shift += 7
+        if shift > 63:
+            raise EntryFormatError("varint too long")
+    raise EntryFormatError("entry data is truncated")
 
 
 def decode(data: bytes) -> DecodedEntry:

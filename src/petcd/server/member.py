@@ -200,6 +200,7 @@ _T = TypeVar("_T")
 _INLINE_SYNC_ENTRIES_MAX = 1
 # ... and only when no two proposals were in flight at once for this long.
 _INLINE_SYNC_QUIET_S = 0.2
+_MVCC_WRITES = (PutRequest, DeleteRangeRequest, TxnRequest)
 
 
 ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
@@ -405,6 +406,9 @@ class Member:
             ),
         )
         self.kv = WatchableStore(self._backend, lessor=self.lessor, max_txn_ops=cfg.max_txn_ops)
+        # Responses get the member's header (cluster, member, revision, term) as mvcc builds
+        # them: one header and one response object per request instead of two of each.
+        self.kv.set_header_source(self._header)
         self._members = {
             MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
                 MemberId(int.from_bytes(k, "big")), v
@@ -1208,6 +1212,7 @@ class Member:
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         backend = self._backend
         term = self._term()
+        answered = 0  # this member's requests applied: proposals_pending falls once per batch
         for e in entries:
             assert e.index == self._applied + 1, (e.index, self._applied)
             if e.type == EntryType.CONF_CHANGE:
@@ -1227,9 +1232,11 @@ class Member:
                 if e.term == term and self._lead == self.id and not self.lessor.is_primary:
                     # The leader's first entry of its term: leases start counting down now.
                     self.lessor.promote(self.cfg.election_timeout_ms / 1000.0)
-            else:
-                self._apply_request(e, term)
+            elif self._apply_request(e, term):
+                answered += 1
             self._applied = e.index
+        if answered:
+            self.metrics.proposals_pending.dec(answered)
         self.metrics.proposals_applied.set(self._applied)
         # Not node.status(): that copies every peer's progress, once per Ready.
         self.metrics.proposals_committed.set(self.node.raft.raft_log.committed)
@@ -1338,22 +1345,31 @@ class Member:
             if mid != self.id and info.peer_urls:
                 t.add_peer(mid, info.peer_urls)
 
-    def _apply_request(self, e: Entry, term: Term) -> None:
+    def _apply_request(self, e: Entry, term: Term) -> bool:
+        """Apply one client request; True if it was this member's, awaited by a waiter."""
         # What this member proposed itself is applied from the request it encoded (equal to
         # the decoded one: the codec round-trips exactly), which saves decoding on the leader.
+        # Such a request also passed validate_request before it was proposed (put, txn,
+        # delete_range, submit), with the same max_txn_ops, so mvcc need not check it again;
+        # a decoded one (another member's, or replayed from the WAL) is checked as always.
         rid = entry_codec.request_id(e.data)
         req = self._local_requests.pop(rid, None)
+        local = req is not None
         if req is None:
             req = entry_codec.decode(e.data).request
         result: Any
         try:
-            if refused_when_corrupt(req) and any(
-                a == ALARM_CORRUPT for _, a in self._alarms
+            if (
+                self._alarms
+                and refused_when_corrupt(req)
+                and any(a == ALARM_CORRUPT for _, a in self._alarms)
             ):  # etcd's corrupt applier
                 result = CorruptError()
                 self._backend.set_consistent_index(e.index, e.term)
-            elif isinstance(req, PutRequest | DeleteRangeRequest | TxnRequest):
-                result = self.kv.apply(req, index=e.index, term=e.term, commit=False)
+            elif isinstance(req, _MVCC_WRITES):
+                result = self.kv.apply(
+                    req, index=e.index, term=e.term, commit=False, validated=local
+                )
             elif isinstance(req, entry_codec.LeaseGrant | entry_codec.LeaseCheckpoints):
                 try:
                     result = self._apply_lease(req)
@@ -1384,16 +1400,19 @@ class Member:
         except (MvccError, LeaseError) as err:
             result = err
         fut = self._waiters.pop(rid, None)
-        if fut is not None:
-            self.metrics.proposals_pending.dec()
-            if fut.done():
-                return
-            if isinstance(result, Exception):
-                fut.set_exception(result)
-            elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | tuple | type(None)):
-                fut.set_result(result)
-            else:
-                fut.set_result(self._with_header(result, term))
+        if fut is None:
+            return False
+        if fut.done():
+            pass
+        elif type(result) is PutResponse:  # the common case first
+            fut.set_result(self._with_header(result, term))
+        elif isinstance(result, Exception):
+            fut.set_exception(result)
+        elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | tuple | type(None)):
+            fut.set_result(result)
+        else:
+            fut.set_result(self._with_header(result, term))
+        return True
 
     def _apply_lease(
         self, req: entry_codec.LeaseGrant | entry_codec.LeaseCheckpoints
@@ -1554,6 +1573,8 @@ class Member:
 
     def _with_header(self, resp: Any, term: int) -> Any:
         h = self._header(resp.header.revision, term)
+        if resp.header is h:  # mvcc built it with _header already (set_header_source)
+            return resp
         # Direct constructors: dataclasses.replace costs several µs per response.
         if type(resp) is PutResponse:
             return PutResponse(h, resp.prev_kv)
@@ -1636,7 +1657,10 @@ class Member:
         if not req.serializable:
             await self._read_barrier()
         resp = self.kv.range(req)
-        return RangeResponse(self._header(resp.header.revision), resp.kvs, resp.more, resp.count)
+        h = self._header(resp.header.revision)
+        if resp.header is h:  # mvcc built it with _header already (set_header_source)
+            return resp
+        return RangeResponse(h, resp.kvs, resp.more, resp.count)
 
     async def put(self, req: PutRequest) -> PutResponse:
         validate_request(req, self.cfg.max_txn_ops)

@@ -18,14 +18,20 @@ from petcd.mvcc.requests import (
     TxnRequest,
 )
 from petcd.server.entry import (
+    FORMAT_VERSION,
     AlarmChange,
     EntryFormatError,
+    Kind,
     LeaseCheckpoints,
     LeaseGrant,
     LeaseRevoke,
     MemberAttributes,
+    _put,
+    _Reader,
+    _uvarint,
     decode,
     encode,
+    request_id,
 )
 
 i64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
@@ -136,3 +142,41 @@ def test_rejects_unknown_version_kind_and_trailing_bytes() -> None:
         decode(data[:1] + b"\x63" + data[2:])
     with pytest.raises(EntryFormatError, match="trailing"):
         decode(data + b"\x00")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, (1 << 64) - 1), puts)
+def test_put_fast_path_writes_the_generic_bytes(rid: int, request: PutRequest) -> None:
+    # encode() builds a PutRequest's entry in one join; it must equal the field-by-field
+    # encoding that txn ops use (the format's definition), byte for byte.
+    generic = bytearray((FORMAT_VERSION, Kind.PUT))
+    _uvarint(generic, rid)
+    _put(generic, request)
+    assert encode(rid, request) == bytes(generic)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, (1 << 64) - 1), requests)
+def test_request_id_reads_what_decode_reads(rid: int, request: object) -> None:
+    data = encode(rid, request)  # type: ignore[arg-type]
+    assert request_id(data) == decode(data).request_id == rid
+    # Every prefix: the same id or the same error as the general varint reader.
+    for n in range(len(data)):
+        try:
+            want: int | str = _Reader(data[:n], 2).uvarint() if n >= 2 else "truncated"
+        except EntryFormatError as e:
+            want = str(e)
+        try:
+            got: int | str = request_id(data[:n])
+        except EntryFormatError as e:
+            got = str(e)
+        assert got == want or (n < 2 and "truncated" in str(got))
+
+
+def test_request_id_rejects_an_overlong_varint_and_unknown_version() -> None:
+    with pytest.raises(EntryFormatError, match="varint too long"):
+        request_id(bytes((FORMAT_VERSION, Kind.PUT)) + b"\xff" * 10 + b"\x01")
+    with pytest.raises(EntryFormatError, match="truncated"):
+        request_id(bytes((FORMAT_VERSION, Kind.PUT)) + b"\xff" * 9)
+    with pytest.raises(EntryFormatError, match="version"):
+        request_id(b"\x02\x01\x01")
