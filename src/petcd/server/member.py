@@ -201,6 +201,7 @@ _INLINE_SYNC_ENTRIES_MAX = 1
 # ... and only when no two proposals were in flight at once for this long.
 _INLINE_SYNC_QUIET_S = 0.2
 _MVCC_WRITES = (PutRequest, DeleteRangeRequest, TxnRequest)
+_QUOTA_CHECKED = (PutRequest, TxnRequest, entry_codec.LeaseGrant)  # etcd's quota applier
 
 
 ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
@@ -871,29 +872,34 @@ class Member:
             batch, self._proposals = self._proposals, []
             datas: list[bytes] = []
             ids: list[int] = []
+            # Nothing below changes the alarms, the quota or the db size: read them once.
+            next_id, encode = self._ids.next, entry_codec.encode
+            proposed, local_requests = self._waiters, self._local_requests
+            request_bytes_max = self.cfg.max_request_bytes
+            quota_bytes, db_size_bytes = self._quota_bytes, self._db_size_bytes
+            nospace: bool | None = None  # the NOSPACE alarm, looked up when first needed
             for req, fut in batch:
                 if fut.done():
                     continue
-                rid = self._ids.next()
-                data = entry_codec.encode(rid, req)
-                if len(data) > self.cfg.max_request_bytes:
+                rid = next_id()
+                data = encode(rid, req)
+                if len(data) > request_bytes_max:
                     fut.set_exception(RequestTooLargeError())
                     continue
-                if isinstance(req, PutRequest | TxnRequest | entry_codec.LeaseGrant):
-                    if self._has_nospace_alarm():
+                if isinstance(req, _QUOTA_CHECKED):
+                    if nospace is None:
+                        nospace = self._has_nospace_alarm()
+                    if nospace:
                         fut.set_exception(NoSpaceError())
                         continue
-                    if (
-                        self._quota_bytes > 0
-                        and self._db_size_bytes + len(data) > self._quota_bytes
-                    ):
+                    if quota_bytes > 0 and db_size_bytes + len(data) > quota_bytes:
                         fut.set_exception(NoSpaceError())
                         self._raise_nospace_alarm()
                         continue
                 datas.append(data)
                 ids.append(rid)
-                self._waiters[rid] = fut
-                self._local_requests[rid] = req
+                proposed[rid] = fut
+                local_requests[rid] = req
             if datas:
                 try:
                     self.node.propose_many(datas)
