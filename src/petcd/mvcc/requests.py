@@ -12,16 +12,20 @@ and the generated protobuf classes mechanically. Differences, all forced by Pyth
   (``RequestOp.request_*``, ``ResponseOp.response_*``); ``Compare``'s ``target_union``
   becomes the plain fields ``version``, ``create_revision``, ``mod_revision``, ``value``,
   ``lease``, of which ``target`` selects one;
-- ``ResponseHeader`` is filled by mvcc with ``revision`` only; the server fills the cluster
-  id, member id and raft term.
+- ``ResponseHeader`` is filled by mvcc with ``revision`` only, unless the server gave it
+  its own header source (``KVStore.set_header_source``: cluster id, member id and raft term
+  too).
 
-All values are frozen, so a response can be shared between a waiting handler and watchers.
+All values are frozen, so a response can be shared between a waiting handler and watchers
+(``petcd.fastinit`` only makes building them cheaper).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from petcd.fastinit import fast_init
 
 
 class SortOrder(enum.IntEnum):
@@ -65,6 +69,7 @@ class WatchFilterType(enum.IntEnum):
     NODELETE = 1
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: bytes
@@ -75,6 +80,7 @@ class KeyValue:
     lease: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event:
     type: EventType
@@ -82,6 +88,7 @@ class Event:
     prev_kv: KeyValue | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResponseHeader:
     cluster_id: int = 0
@@ -90,6 +97,7 @@ class ResponseHeader:
     raft_term: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RangeRequest:
     key: bytes
@@ -107,6 +115,7 @@ class RangeRequest:
     max_create_revision: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RangeResponse:
     header: ResponseHeader
@@ -115,6 +124,7 @@ class RangeResponse:
     count: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PutRequest:
     key: bytes
@@ -125,12 +135,14 @@ class PutRequest:
     ignore_lease: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PutResponse:
     header: ResponseHeader
     prev_kv: KeyValue | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeleteRangeRequest:
     key: bytes
@@ -138,6 +150,7 @@ class DeleteRangeRequest:
     prev_kv: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeleteRangeResponse:
     header: ResponseHeader
@@ -145,6 +158,7 @@ class DeleteRangeResponse:
     prev_kvs: tuple[KeyValue, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Compare:
     result: int
@@ -158,6 +172,7 @@ class Compare:
     lease: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RequestOp:
     request_range: RangeRequest | None = None
@@ -166,6 +181,7 @@ class RequestOp:
     request_txn: TxnRequest | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResponseOp:
     response_range: RangeResponse | None = None
@@ -174,6 +190,7 @@ class ResponseOp:
     response_txn: TxnResponse | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TxnRequest:
     compare: tuple[Compare, ...] = ()
@@ -181,6 +198,7 @@ class TxnRequest:
     failure: tuple[RequestOp, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TxnResponse:
     header: ResponseHeader
@@ -188,17 +206,20 @@ class TxnResponse:
     responses: tuple[ResponseOp, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CompactionRequest:
     revision: int
     physical: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CompactionResponse:
     header: ResponseHeader
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HashKVResult:
     """What etcd's HashKVResponse carries besides the header."""
@@ -208,6 +229,7 @@ class HashKVResult:
     hash_revision: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class WatchResponse:
     """One delivery to a watcher (store level; the gRPC stream adds ids and the header).

@@ -24,6 +24,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import NewType
 
+from petcd.fastinit import fast_init
+
 MemberId = NewType("MemberId", int)
 Term = NewType("Term", int)
 Index = NewType("Index", int)
@@ -72,6 +74,7 @@ class Role(enum.Enum):
     LEADER = "StateLeader"
 
 
+@fast_init  # built for every proposal
 @dataclass(frozen=True, slots=True)
 class Entry:
     term: Term
