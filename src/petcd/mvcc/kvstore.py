@@ -494,9 +494,12 @@ class KVStore:
                 return RangeResponse(hdr, (), False, 0)
             return RangeResponse(hdr, (self._load(latest),), False, 1)
         _check_range(req)
-        return self._range(req, self._current_rev)
+        return self._range(req, self._current_rev, self._header)
 
-    def _range(self, r: RangeRequest, cur: int) -> RangeResponse:
+    def _range(
+        self, r: RangeRequest, cur: int, header: Callable[[int], ResponseHeader]
+    ) -> RangeResponse:
+        """``header``: ``_header`` for a top-level response, ``_own_header`` inside a txn."""
         rev = r.revision
         if rev > cur:
             raise FutureRevisionError()
@@ -525,7 +528,7 @@ class KVStore:
         else:
             pairs, total = self._index.revisions(start, end, rev, limit)
         if r.count_only:
-            return RangeResponse(self._header(cur), (), False, total)
+            return RangeResponse(header(cur), (), False, total)
         load = self._load
         kvs = [load(p) for _, p in pairs]
         if filtered:
@@ -552,7 +555,7 @@ class KVStore:
                 KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
                 for kv in kvs
             ]
-        return RangeResponse(self._header(cur), tuple(kvs), more, total)
+        return RangeResponse(header(cur), tuple(kvs), more, total)
 
     def _live(self, key: bytes, range_end: bytes) -> list[tuple[bytes, int]]:
         start, end, single = _interval(key, range_end)
@@ -618,9 +621,9 @@ class KVStore:
         resp: WriteResponse
         if isinstance(req, PutRequest):
             prev = self._check_put(req)
-            resp = self._put(tx, req, prev)
+            resp = self._put(tx, req, prev, self._header)
         elif isinstance(req, DeleteRangeRequest):
-            resp = self._delete(tx, req)
+            resp = self._delete(tx, req, self._header)
         else:
             resp = self._txn_top(tx, req)
         self._end(tx)
@@ -654,7 +657,14 @@ class KVStore:
         ):
             raise LeaseNotFoundError()
 
-    def _put(self, tx: _WriteTxn, p: PutRequest, prev: KeyValue | None) -> PutResponse:
+    def _put(
+        self,
+        tx: _WriteTxn,
+        p: PutRequest,
+        prev: KeyValue | None,
+        header: Callable[[int], ResponseHeader],
+    ) -> PutResponse:
+        """``header``: ``_header`` for a top-level response, ``_own_header`` inside a txn."""
         key = p.key
         main = tx.begin + 1
         rev = (main << SUB_BITS) | len(tx.changes)
@@ -685,15 +695,18 @@ class KVStore:
             if lease:
                 lessor.attach(lease, key)
         tx.changes.append(kv)
-        return PutResponse(self._header(main), prev if p.prev_kv else None)
+        return PutResponse(header(main), prev if p.prev_kv else None)
 
-    def _delete(self, tx: _WriteTxn, d: DeleteRangeRequest) -> DeleteRangeResponse:
+    def _delete(
+        self, tx: _WriteTxn, d: DeleteRangeRequest, header: Callable[[int], ResponseHeader]
+    ) -> DeleteRangeResponse:
+        """``header``: ``_header`` for a top-level response, ``_own_header`` inside a txn."""
         targets = self._live(d.key, d.range_end)
         olds = [self._load(r) for _, r in targets] if d.prev_kv else []
         for key, latest in targets:
             self._tombstone(tx, key, latest)
         return DeleteRangeResponse(
-            self._header(tx.view()),
+            header(tx.view()),
             len(targets),
             tuple(olds),
         )
@@ -809,7 +822,8 @@ class KVStore:
         responses: list[ResponseOp] = []
         for op in t.success if ok else t.failure:
             if op.request_range is not None:
-                rr = self._range(op.request_range, tx.view())
+                # Nested responses carry the revision only (etcd), never the server's header.
+                rr = self._range(op.request_range, tx.view(), self._own_header)
                 responses.append(ResponseOp(response_range=rr))
             elif op.request_put is not None:
                 p = op.request_put
@@ -817,9 +831,10 @@ class KVStore:
                 if p.prev_kv or p.ignore_value or p.ignore_lease:
                     latest = self._index.latest(p.key)
                     prev = self._load(latest) if latest is not None else None
-                responses.append(ResponseOp(response_put=self._put(tx, p, prev)))
+                put = self._put(tx, p, prev, self._own_header)
+                responses.append(ResponseOp(response_put=put))
             elif op.request_delete_range is not None:
-                dr = self._delete(tx, op.request_delete_range)
+                dr = self._delete(tx, op.request_delete_range, self._own_header)
                 responses.append(ResponseOp(response_delete_range=dr))
             else:
                 assert op.request_txn is not None

@@ -23,10 +23,12 @@ from petcd.mvcc import (
     PutRequest,
     RangeRequest,
     RequestOp,
+    ResponseHeader,
     SortOrder,
     SortTarget,
     TooManyOpsError,
     TxnRequest,
+    TxnResponse,
     ValueProvidedError,
     validate_request,
 )
@@ -563,3 +565,37 @@ def test_ignore_value_put_after_a_delete_of_the_same_txn_is_rejected_before_any_
     # the same shapes with the key put back first are fine
     resp = h.apply(txn(put(b"b", b"3"), delete(b"c", b"\x00")))
     assert resp.header.revision == 4
+
+
+def test_header_source_fills_top_level_headers_only(h: Harness) -> None:
+    # The server's header (cluster, member, term) goes on the response it hands to a client;
+    # responses nested in a txn keep the bare revision, as etcd's do.
+    built: list[int] = []
+
+    def header(revision: int) -> ResponseHeader:
+        built.append(revision)
+        return ResponseHeader(cluster_id=7, member_id=8, revision=revision, raft_term=9)
+
+    h.store.set_header_source(header)
+    assert h.apply(PutRequest(b"a", b"1")).header == ResponseHeader(7, 8, 2, 9)
+    assert h.store.range(RangeRequest(b"a")).header == ResponseHeader(7, 8, 2, 9)
+    assert h.store.range(RangeRequest(b"a", b"b", limit=1)).header == ResponseHeader(7, 8, 2, 9)
+    resp = h.apply(txn(put(b"b"), get(b"a"), delete(b"c"), RequestOp(request_txn=txn(get(b"b")))))
+    assert resp.header == ResponseHeader(7, 8, 3, 9)
+    assert isinstance(resp, TxnResponse)
+    nested = [
+        r.response_put or r.response_range or r.response_delete_range or r.response_txn
+        for r in resp.responses
+    ]
+    assert [n.header if n else None for n in nested] == [
+        ResponseHeader(revision=3),
+        ResponseHeader(revision=3),
+        ResponseHeader(revision=3),
+        ResponseHeader(),
+    ]
+    inner = resp.responses[3].response_txn
+    assert inner is not None and inner.responses[0].response_range is not None
+    assert inner.responses[0].response_range.header == ResponseHeader(revision=3)
+    assert h.apply(DeleteRangeRequest(b"b")).header == ResponseHeader(7, 8, 4, 9)
+    h.compact(2)
+    assert built and all(r > 0 for r in built)
