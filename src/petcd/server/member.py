@@ -325,6 +325,12 @@ class Member:
         self._inflight = 0  # proposals awaited by callers
         # request id -> the request this member proposed, until applied (see _apply_request)
         self._local_requests: dict[int, entry_codec.EntryRequest] = {}
+        # (log index, entry data, request id) of what this member appended to its log as the
+        # leader, in log order: the entry being applied is normally the head, the very same
+        # bytes object, whose id then need not be decoded again. Only a shortcut: any other
+        # entry (forwarded by a follower, a new leader's) has its id read from its data, and
+        # heads below the applied index (overwritten by another leader) are dropped.
+        self._appended: collections.deque[tuple[int, bytes, int]] = collections.deque()
         self._last_header = ResponseHeader()
         # (deadline, future) of every proposal, in deadline order (one timeout for all)
         self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
@@ -901,6 +907,9 @@ class Member:
                 proposed[rid] = fut
                 local_requests[rid] = req
             if datas:
+                # A leader appends these very bytes objects to its log (a follower forwards).
+                raft = self.node.raft
+                first = raft.raft_log.last_index() + 1 if raft.role is Role.LEADER else 0
                 try:
                     self.node.propose_many(datas)
                     self.metrics.proposals_pending.inc(len(datas))
@@ -911,6 +920,11 @@ class Member:
                         fut = self._waiters.pop(rid)
                         if not fut.done():
                             fut.set_exception(NoLeaderError())
+                else:
+                    if first:
+                        self._appended.extend(
+                            zip(range(first, first + len(datas)), datas, ids, strict=True)
+                        )
         if self._reads:
             waiters, self._reads = self._reads, []
             ctx = self._next_read_ctx()
@@ -1358,11 +1372,17 @@ class Member:
         # Such a request also passed validate_request before it was proposed (put, txn,
         # delete_range, submit), with the same max_txn_ops, so mvcc need not check it again;
         # a decoded one (another member's, or replayed from the WAL) is checked as always.
-        rid = entry_codec.request_id(e.data)
+        data, appended = e.data, self._appended
+        while appended and appended[0][0] < e.index:
+            appended.popleft()  # overwritten by another leader's entry: never applied
+        if appended and appended[0][1] is data:
+            rid = appended.popleft()[2]  # the id this member encoded into these very bytes
+        else:
+            rid = entry_codec.request_id(data)
         req = self._local_requests.pop(rid, None)
         local = req is not None
         if req is None:
-            req = entry_codec.decode(e.data).request
+            req = entry_codec.decode(data).request
         result: Any
         try:
             if (
