@@ -329,7 +329,7 @@ class Member:
         # leader, in log order: the entry being applied is normally the head, the very same
         # bytes object, whose id then need not be decoded again. Only a shortcut: any other
         # entry (forwarded by a follower, a new leader's) has its id read from its data, and
-        # heads below the applied index (overwritten by another leader) are dropped.
+        # records at or below the applied index are dropped (overwritten by another leader).
         self._appended: collections.deque[tuple[int, bytes, int]] = collections.deque()
         self._last_header = ResponseHeader()
         # (deadline, future) of every proposal, in deadline order (one timeout for all)
@@ -1373,11 +1373,14 @@ class Member:
         # delete_range, submit), with the same max_txn_ops, so mvcc need not check it again;
         # a decoded one (another member's, or replayed from the WAL) is checked as always.
         data, appended = e.data, self._appended
-        while appended and appended[0][0] < e.index:
-            appended.popleft()  # overwritten by another leader's entry: never applied
-        if appended and appended[0][1] is data:
-            rid = appended.popleft()[2]  # the id this member encoded into these very bytes
-        else:
+        rid: int | None = None
+        while appended and appended[0][0] <= e.index:
+            _, mine, mine_rid = appended.popleft()  # at or below the applied index: done
+            if mine is data:
+                rid = mine_rid  # the id this member encoded into these very bytes
+                break
+            # else overwritten by another leader's entry: never applied
+        if rid is None:
             rid = entry_codec.request_id(data)
         req = self._local_requests.pop(rid, None)
         local = req is not None

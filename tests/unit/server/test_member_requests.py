@@ -65,7 +65,7 @@ def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> 
                 if m._waiters or m.kv.range(RangeRequest(b"k")).kvs[0].value != b"v2":
                     await asyncio.sleep(0.05)
             assert m.kv.range(RangeRequest(b"k")).kvs[0].value == b"v2"
-            assert not m._waiters and not m._local_requests
+            assert not m._waiters and not m._local_requests and not m._appended
             # The proposer's own entries (applied from the request objects) give the same
             # answers as decoded ones.
             r = await m.txn(TxnRequest(success=(RequestOp(request_put=PutRequest(b"k", b"v3")),)))
@@ -73,7 +73,7 @@ def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> 
             got = await m.range(RangeRequest(b"k"))
             assert [kv.value for kv in got.kvs] == [b"v3"]
             assert got.header.revision == r.header.revision == 4
-            assert not m._waiters and not m._local_requests
+            assert not m._waiters and not m._local_requests and not m._appended
         finally:
             await m.stop()
 
@@ -120,5 +120,39 @@ def test_writes_go_on_while_the_backend_commits(tmp_path: Path) -> None:
             assert (await m2.range(RangeRequest(b"d", b"e"))).count == 5
         finally:
             await m2.stop()
+
+    asyncio.run(run())
+
+
+def test_the_leaders_appended_shortcut_never_misattributes(tmp_path: Path) -> None:
+    """The leader finds the request id of its own entries by the identity of their data; an
+    entry it does not recognise there is decoded, and stale records are dropped."""
+
+    async def run() -> None:
+        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
+        await m.start()
+        try:
+            await asyncio.wait_for(m.wait_ready(), 10)
+            first = await m.put(PutRequest(b"a", b"1"))
+            assert not m._appended
+            # A record for the next index with other bytes (as if another leader's entry had
+            # replaced this member's): the real entry there is decoded, not taken for it.
+            nxt = m.node.raft.raft_log.last_index() + 1
+            m._appended.append((nxt, b"someone else's entry", 12345))
+            second = await m.put(PutRequest(b"b", b"2", prev_kv=True))
+            assert second.header.revision == first.header.revision + 1
+            assert second.prev_kv is None
+            assert not m._appended  # the stale record went with the entry at its index
+            results = await asyncio.gather(
+                *(m.put(PutRequest(b"c%d" % i, b"%d" % i)) for i in range(20))
+            )
+            assert sorted(r.header.revision for r in results) == list(
+                range(second.header.revision + 1, second.header.revision + 21)
+            )
+            got = await m.range(RangeRequest(b"c", b"d"))
+            assert sorted(kv.value for kv in got.kvs) == sorted(b"%d" % i for i in range(20))
+            assert not m._appended and not m._waiters and not m._local_requests
+        finally:
+            await m.stop()
 
     asyncio.run(run())
