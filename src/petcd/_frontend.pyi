@@ -26,10 +26,14 @@ returned by :meth:`Frontend.take`:
 
 Differences from frontend-api.md, as implemented:
 
-* A compressed request message (flag 1) always fails: gzip is not built in. With a named
-  ``grpc-encoding`` the status is UNIMPLEMENTED "grpc: Decompressor is not installed for
-  grpc-encoding \\"<name>\\""; without one (or ``identity``) INTERNAL "grpc: compressed flag
-  set with identity or empty encoder", as grpc-go answers.
+* A compressed request message (flag 1) with ``grpc-encoding: gzip`` arrives as MESSAGE
+  already decompressed; over ``max_recv_bytes`` once decompressed it fails with
+  RESOURCE_EXHAUSTED "grpc: received message after decompression larger than max (<n> vs.
+  <max>)", and one that is not gzip with INTERNAL "grpc: failed to decompress the received
+  message: <why>". With another ``grpc-encoding`` the status is UNIMPLEMENTED "grpc:
+  Decompressor is not installed for grpc-encoding \\"<name>\\""; without one (or
+  ``identity``) INTERNAL "grpc: compressed flag set with identity or empty encoder", as
+  grpc-go answers. Responses are never compressed.
 * ``keepalive_min_time_ms`` is accepted and not enforced: h2 does not expose the PINGs a
   client sends, so clients that ping too often are not sent GOAWAY too_many_pings.
 * Metadata order: header order, except that the values of a repeated key come together at

@@ -480,7 +480,26 @@ impl ConnTask {
                                     ));
                                     break;
                                 }
-                                Parsed::Compressed => {
+                                Parsed::Compressed(body) if st.encoding.as_deref() == Some("gzip") => {
+                                    let max = shared.cfg.max_recv_bytes;
+                                    match grpc::gunzip(&body, max) {
+                                        Ok(m) => events.push(Event::Message(id, m.into())),
+                                        Err(e) => {
+                                            failed = Some(match e {
+                                                grpc::Gunzip::TooLarge(got) => (
+                                                    grpc::CODE_RESOURCE_EXHAUSTED,
+                                                    format!("grpc: received message after decompression larger than max ({got} vs. {max})"),
+                                                ),
+                                                grpc::Gunzip::Invalid(why) => (
+                                                    grpc::CODE_INTERNAL,
+                                                    format!("grpc: failed to decompress the received message: {why}"),
+                                                ),
+                                            });
+                                            break;
+                                        }
+                                    }
+                                }
+                                Parsed::Compressed(_) => {
                                     failed = Some(match st.encoding.as_deref() {
                                         None | Some("identity") => (
                                             grpc::CODE_INTERNAL,

@@ -28,8 +28,8 @@ pub enum Parsed {
     Message(Bytes),
     /// The prefix announced a message larger than the limit: (announced size, limit).
     TooLarge(usize, usize),
-    /// The compressed flag was set.
-    Compressed,
+    /// A whole message with the compressed flag set (prefix removed, still compressed).
+    Compressed(Bytes),
 }
 
 /// Reassembles length-prefixed gRPC messages from DATA frames of any size.
@@ -59,11 +59,9 @@ impl Deframer {
             self.buf.reserve(5 + n - self.buf.len());
             return None;
         }
-        if flag & 1 != 0 {
-            return Some(Parsed::Compressed);
-        }
         self.buf.advance(5);
-        Some(Parsed::Message(self.buf.split_to(n).freeze()))
+        let body = self.buf.split_to(n).freeze();
+        Some(if flag & 1 != 0 { Parsed::Compressed(body) } else { Parsed::Message(body) })
     }
 
     /// Bytes of an incomplete message left over.
@@ -92,6 +90,32 @@ pub fn parse_timeout(v: &[u8]) -> Option<f64> {
         _ => return None,
     };
     Some(n as f64 * per_unit)
+}
+
+/// Why a gzip-compressed request message could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gunzip {
+    /// Larger than the limit once decompressed: at least this many bytes.
+    TooLarge(usize),
+    /// Not gzip, or truncated: the decoder's error text.
+    Invalid(String),
+}
+
+/// Decompresses a gzip-compressed message (`grpc-encoding: gzip`), reading at most one byte
+/// past `max` so that a small message that inflates hugely is refused without being
+/// inflated in full.
+pub fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(max));
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::GzDecoder::new(data)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| Gunzip::Invalid(e.to_string()))?;
+    if out.len() > max {
+        return Err(Gunzip::TooLarge(out.len()));
+    }
+    Ok(out)
 }
 
 /// `grpc-message` encoding: bytes outside printable ASCII, and '%', become %XX.
@@ -222,6 +246,18 @@ mod tests {
         let mut d = Deframer::default();
         d.push(&frame(b"xy")[..]);
         d.buf[0] = 1;
-        assert_eq!(d.next(10), Some(Parsed::Compressed));
+        assert_eq!(d.next(10), Some(Parsed::Compressed(Bytes::from_static(b"xy"))));
+        assert_eq!(d.next(10), None);
+    }
+
+    #[test]
+    fn gunzip_within_the_limit() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&[7u8; 1000]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(gunzip(&gz, 1000).unwrap(), vec![7u8; 1000]);
+        assert_eq!(gunzip(&gz, 999), Err(Gunzip::TooLarge(1000)));
+        assert!(matches!(gunzip(b"not gzip", 1000), Err(Gunzip::Invalid(_))));
     }
 }

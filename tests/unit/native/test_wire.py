@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from .conftest import Served, echo, raw_unary
@@ -80,20 +82,52 @@ def test_server_side_deadline_without_client_deadline(serve: Serve) -> None:
     s.driver.wait_for(lambda evs: (3, new[1]) in evs)
 
 
-def test_compressed_message_is_refused(serve: Serve) -> None:
-    s = serve(echo)
+def _compressed_call(s: Served, encoding: bytes, body: bytes) -> list[tuple[int, int, bytes]]:
     c = RawH2(s.port)
     try:
-        c.request(1, grpc_headers(s.port, grpc_encoding=b"gzip"), None)
-        c.send(frame(DATA, END_STREAM, 1, b"\x01\x00\x00\x00\x02zz"))
-        frames = c.response(1)
+        c.request(1, grpc_headers(s.port, grpc_encoding=encoding), None)
+        prefix = b"\x01" + len(body).to_bytes(4, "big")
+        c.send(frame(DATA, END_STREAM, 1, prefix + body))
+        return c.response(1)
     finally:
         c.close()
+
+
+def _refused(s: Served, frames: list[tuple[int, int, bytes]]) -> None:
     assert [(k, f & END_STREAM) for k, f, _ in frames] == [(HEADERS, END_STREAM)]
     s.driver.wait_for(lambda evs: any(e[0] == 3 for e in evs))
     (new,) = s.driver.new_calls()
     assert (3, new[1]) in s.driver.events
     assert not any(e[0] == 1 for e in s.driver.of(new[1]))
+
+
+def test_gzip_compressed_message_arrives_decompressed(serve: Serve) -> None:
+    s = serve(echo)
+    frames = _compressed_call(s, b"gzip", gzip.compress(b"hello " * 100))
+    # echoed back, uncompressed (flag 0)
+    assert frames[1][2] == b"\x00" + (600).to_bytes(4, "big") + b"hello " * 100
+
+
+def test_gzip_with_grpcio_client_compression(serve: Serve) -> None:
+    s = serve(echo)
+    with s.channel() as ch:
+        call = raw_unary(ch)
+        assert call(b"x" * 5000, timeout=10, compression=grpc.Compression.Gzip) == b"x" * 5000
+
+
+def test_compressed_message_with_an_unknown_encoding_is_refused(serve: Serve) -> None:
+    s = serve(echo)
+    _refused(s, _compressed_call(s, b"snappy", b"zz"))
+
+
+def test_corrupt_gzip_is_refused(serve: Serve) -> None:
+    s = serve(echo)
+    _refused(s, _compressed_call(s, b"gzip", b"zz"))
+
+
+def test_gzip_bomb_over_max_recv_bytes_is_refused(serve: Serve) -> None:
+    s = serve(echo, max_recv_bytes=4096)
+    _refused(s, _compressed_call(s, b"gzip", gzip.compress(b"\0" * 1_000_000)))
 
 
 def test_keepalive_closes_a_peer_that_does_not_answer_pings(serve: Serve) -> None:
