@@ -26,12 +26,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
-import tempfile
 import time
 from typing import Any
 
 import uvloop
+from member_path import one_member  # bench/ is on sys.path when run as a script
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.grpc.interceptors import RequestGuard
@@ -45,7 +44,6 @@ from petcd.mvcc.requests import (
     TxnRequest,
     TxnResponse,
 )
-from petcd.server.config import parse
 from petcd.server.log import Logger
 from petcd.server.member import Member
 
@@ -222,34 +220,9 @@ async def _measure(real: Member, args: argparse.Namespace) -> None:
             await server.stop(None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def _main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="petcd-adapter-path-") as d:
-        url = f"http://127.0.0.1:{_free_port()}"  # the member listens for peers (none come)
-        parsed = parse(
-            [
-                *("--name", "m", "--data-dir", f"{d}/data", "--log-level", "error"),
-                *("--listen-client-urls", url, "--advertise-client-urls", url),
-                *("--initial-cluster", f"m={url}", "--initial-advertise-peer-urls", url),
-                *("--listen-peer-urls", url),
-            ],
-            {},
-        )
-        assert parsed.config is not None
-        m = Member(parsed.config, Logger("error", []))
-        m.open_data()
-        await m.start()
-        try:
-            await m.wait_ready()
-            await _measure(m, args)
-        finally:
-            await m.stop()
+    async with one_member("petcd-adapter-path-") as m:
+        await _measure(m, args)
 
 
 def main() -> None:

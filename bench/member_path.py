@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import uvloop
 
@@ -80,8 +81,10 @@ def _free_port() -> int:
         return port
 
 
-async def _main(n: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="petcd-member-path-") as d:
+@contextlib.asynccontextmanager
+async def one_member(prefix: str) -> AsyncIterator[Member]:
+    """A started, ready one-member Member in a temporary directory (stopped on exit)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
         url = f"http://127.0.0.1:{_free_port()}"  # the member listens for peers (none come)
         parsed = parse(
             [
@@ -98,9 +101,14 @@ async def _main(n: int) -> None:
         await m.start()
         try:
             await m.wait_ready()
-            await _measure(m, n)
+            yield m
         finally:
             await m.stop()
+
+
+async def _main(n: int) -> None:
+    async with one_member("petcd-member-path-") as m:
+        await _measure(m, n)
 
 
 def main() -> None:
