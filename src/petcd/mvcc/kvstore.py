@@ -905,6 +905,18 @@ class KVStore:
 
     def hash_kv(self, revision: int = 0) -> HashKVResult:
         """etcd's HashKV: crc32c over the key bucket up to ``revision`` (0 = current)."""
+        return self.start_hash_kv(revision)()
+
+    def start_hash_kv(self, revision: int = 0) -> Callable[[], HashKVResult]:
+        """``hash_kv`` in two halves, so that the long one can run off the event loop.
+
+        This call checks ``revision``, reads what the hash needs from the key index (which only
+        the caller's thread may touch) and takes a snapshot of the key bucket (an LMDB read
+        transaction plus a copy of the uncommitted batch). The returned function walks that
+        snapshot and may run in any thread, once: later writes, compactions and backend commits
+        do not change its result. Until it has run, the read transaction pins the pages that
+        commits free, and the backend must not be closed.
+        """
         compact, current = self._compact_rev, self._current_rev
         if 0 < revision <= compact:
             raise CompactedError(compact)
@@ -912,16 +924,22 @@ class KVStore:
             raise FutureRevisionError()
         if revision <= 0:
             revision = current
-        keep = self._index.keep(revision)
-        upper = _REVKEY.pack(revision + 1, b"_", 0)
         lower = (compact + 1) << SUB_BITS
-        h = crc32c.update(0, KEY.encode())
-        for k, v in self._backend.iterate(KEY, b"", upper):
-            rev = parse_rev_key(k)
-            if abs(rev) < lower and keep and rev not in keep:
-                continue
-            h = crc32c.update(h, k + v)
-        return HashKVResult(hash=h, compact_revision=compact, hash_revision=revision)
+        # Only revisions at or below the compaction are filtered (a never-compacted store: none).
+        keep = self._index.keep(revision) if compact > 0 else set()
+        upper = _REVKEY.pack(revision + 1, b"_", 0)
+        items = self._backend.iterate(KEY, b"", upper)
+
+        def walk() -> HashKVResult:
+            h = crc32c.update(0, KEY.encode())
+            for k, v in items:
+                rev = parse_rev_key(k)
+                if abs(rev) < lower and keep and rev not in keep:
+                    continue
+                h = crc32c.update(h, k + v)
+            return HashKVResult(hash=h, compact_revision=compact, hash_revision=revision)
+
+        return walk
 
 
 def _is_write(t: TxnRequest) -> bool:

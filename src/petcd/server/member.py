@@ -69,7 +69,9 @@ unsynced and slow ("victim") watchers every 100 ms or when woken.
 
 Everything runs on the event loop thread except WAL ``sync``, backend commits, defragment and
 snapshot copies, which run in worker threads, and only between apply rounds (a backend commit
-must never separate an entry's data from its consistent index). A failed fsync is fatal: the
+must never separate an entry's data from its consistent index), and HashKV's walk over a
+snapshot of the key bucket, which may run at any time (the backend is not closed, defragmented
+or replaced while one runs). A failed fsync is fatal: the
 member logs it and the process exits.
 """
 
@@ -360,6 +362,9 @@ class Member:
         # Backend work that commits (defrag, snapshot copies) runs in the Ready loop between
         # rounds, never while entries are being applied.
         self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        # HashKV walks running in worker threads over a backend snapshot (``hash_kv``): the
+        # backend is not closed, defragmented or replaced until they have finished.
+        self._hash_walks: set[asyncio.Future[HashKVResult]] = set()
         self._transport: PeerTransport | None = None
         self._alarms: set[tuple[int, int]] = set()  # (member id, alarm type), replicated
         self._members: dict[MemberId, MemberInfo] = {}
@@ -720,6 +725,7 @@ class Member:
         if self._backend_commit is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._backend_commit)
+        await self._hash_walks_done()
         if self._fatal is None:
             await asyncio.to_thread(self._backend.commit)
         self._backend.close()
@@ -839,6 +845,7 @@ class Member:
                     await self._maybe_commit_backend()
                 while self._jobs:
                     fn, job = self._jobs.pop(0)
+                    await self._hash_walks_done()  # a job may close the backend (defrag)
                     try:
                         job.set_result(await self._in_thread(fn))
                     except Exception as e:
@@ -1070,6 +1077,7 @@ class Member:
         await self._in_thread(lambda: self._snapshotter.save_bytes(meta, b""))
         self._wal.save_snapshot(meta)
         await self._in_thread(self._wal.sync)
+        await self._hash_walks_done()
         ci, _ = await self._in_thread(lambda: self._backend.replace_with(db_path))
         if ci != meta.index:
             self.log.warn(
@@ -1880,9 +1888,30 @@ class Member:
         return self._header(self.kv.current_revision), tuple(sorted(self._alarms))
 
     async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]:
-        """etcd's HashKV at ``revision`` (0: current), over the applied state."""
-        result = self.kv.hash_kv(revision)
-        return self._header(self.kv.current_revision), result
+        """etcd's HashKV at ``revision`` (0: current), over the applied state.
+
+        The key bucket is walked in a worker thread over a snapshot taken now
+        (``KVStore.start_hash_kv``): on a large store the walk takes seconds, during which the
+        loop keeps serving, ticking and heartbeating. A caller that goes away does not stop the
+        walk; the member waits for walks before it closes or swaps the backend.
+        """
+        if self._stopping:
+            raise StoppedError()
+        walk = self.kv.start_hash_kv(revision)
+        header = self._header(self.kv.current_revision)
+        fut = asyncio.get_running_loop().run_in_executor(None, walk)
+        self._hash_walks.add(fut)
+        fut.add_done_callback(self._hash_walk_done)
+        return header, await asyncio.shield(fut)
+
+    def _hash_walk_done(self, fut: asyncio.Future[HashKVResult]) -> None:
+        self._hash_walks.discard(fut)
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the caller may have gone away (it got it if not)
+
+    async def _hash_walks_done(self) -> None:
+        while self._hash_walks:
+            await asyncio.wait(list(self._hash_walks))
 
     # -- leases --------------------------------------------------------------------------------
 

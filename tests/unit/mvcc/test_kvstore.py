@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from petcd.mvcc import (
@@ -13,6 +15,7 @@ from petcd.mvcc import (
     DuplicateKeyError,
     EmptyKeyError,
     FutureRevisionError,
+    HashKVResult,
     InvalidSortOptionError,
     KeyNotFoundError,
     KeyValue,
@@ -482,6 +485,32 @@ def test_hash_kv(h: Harness, tmp_path: object) -> None:
         pass
     assert h.store.hash_kv(4) == before  # physical compaction progress does not matter
     assert h.reopen().hash_kv(4) == before
+
+
+def test_a_started_hash_walks_the_snapshot_of_its_start_in_another_thread(h: Harness) -> None:
+    for i in range(20):
+        h.apply(PutRequest(b"k%d" % (i % 7), b"v%d" % i))
+    h.compact(10)
+    expected = h.store.hash_kv()
+    walk = h.store.start_hash_kv()
+    # What happens before the walk runs does not change it: writes into the batch, a
+    # compaction and its physical deletes, backend commits.
+    for i in range(20):
+        h.apply(PutRequest(b"k%d" % (i % 5), b"w%d" % i))
+    h.compact(30)
+    while h.store.compaction_step(3):
+        pass
+    h.backend.commit()
+    assert h.store.hash_kv() != expected
+    result: list[HashKVResult] = []
+    t = threading.Thread(target=lambda: result.append(walk()))
+    t.start()
+    t.join()
+    assert result == [expected]
+    with pytest.raises(CompactedError):
+        h.store.start_hash_kv(30)  # the checks are made when the hash is started
+    with pytest.raises(FutureRevisionError):
+        h.store.start_hash_kv(99)
 
 
 def test_reopen_restores_everything(h: Harness) -> None:

@@ -174,7 +174,7 @@ class FakeHasher:
     def cluster_id(self) -> int:
         return 0xC1
 
-    def hash_kv(self) -> tuple[HashKVResult, int]:
+    async def hash_kv(self) -> tuple[HashKVResult, int]:
         self.calls.append("hash")
         return self.hashes.pop(0) if len(self.hashes) > 1 else self.hashes[0]
 
