@@ -393,7 +393,7 @@ def make_cluster(target: str, args: argparse.Namespace, work: Path) -> ClusterSe
     names = [f"{target}-m{i}" for i in range(args.cluster)]
     peers = {n: free_port() for n in names}
     initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in peers.items())
-    binary = args.etcd if target == "etcd" else args.petcd
+    binary = args.etcd if target == "etcd" else args.alt_petcd.get(target, args.petcd)
     members = []
     for n in names:
         port = free_port()
@@ -410,8 +410,9 @@ def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Pat
     if target == "etcd":
         argv = [args.etcd, *etcd_argv("bench", data_dir, port, free_port())]
         argv += ["--quota-backend-bytes", str(8 << 30)]
-    elif target in ("petcd", "petcd-grpcio"):
-        argv = [args.petcd, *etcd_argv("bench", data_dir, port, free_port())]
+    elif target in ("petcd", "petcd-grpcio") or target in args.alt_petcd:
+        binary = args.alt_petcd.get(target, args.petcd)
+        argv = [binary, *etcd_argv("bench", data_dir, port, free_port())]
         argv += ["--quota-backend-bytes", str(8 << 30)]
         if target == "petcd-grpcio":
             argv += ["--client-transport", "grpcio"]
@@ -503,7 +504,10 @@ def fmt_ms(x: float | None) -> str:
 
 
 def summarize(
-    runs: list[dict[str, Any]], workloads: Sequence[str], targets: Sequence[str]
+    runs: list[dict[str, Any]],
+    workloads: Sequence[str],
+    targets: Sequence[str],
+    alts: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     table = []
     for w in workloads:
@@ -534,7 +538,7 @@ def summarize(
             cell = row.get(t)
             return None if cell is None else float(cell["rate"])
 
-        for a, b in ratio_pairs(targets):
+        for a, b in ratio_pairs(targets, alts):
             ra, rb = rate(a), rate(b)
             row[f"{a}/{b}"] = None if ra is None or not rb else round(ra / rb, 3)
         loads = [
@@ -545,10 +549,12 @@ def summarize(
     return table
 
 
-def ratio_pairs(targets: Sequence[str]) -> list[tuple[str, str]]:
-    """petcd/etcd, petcd/bare, then every other target against etcd."""
+def ratio_pairs(targets: Sequence[str], alts: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """petcd/etcd, petcd/bare, then every other target against etcd, then petcd against each
+    --petcd-alt target (another petcd binary)."""
     pairs = [("petcd", "etcd"), ("petcd", "bare"), ("petcd-grpcio", "bare-grpcio")]
     pairs += [(t, "etcd") for t in targets if t not in ("etcd", "petcd")]
+    pairs += [("petcd", t) for t in alts]
     return [(a, b) for a, b in pairs if a in targets and b in targets]
 
 
@@ -561,9 +567,11 @@ def print_rows(rows: list[list[str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def print_table(table: list[dict[str, Any]], targets: Sequence[str]) -> None:
+def print_table(
+    table: list[dict[str, Any]], targets: Sequence[str], alts: Sequence[str] = ()
+) -> None:
     """Two tables: rates and ratios, then latencies."""
-    pairs = ratio_pairs(targets)
+    pairs = ratio_pairs(targets, alts)
     rates = [["workload", *[f"{t}/s" for t in targets], *[f"{a}/{b}" for a, b in pairs], "load1"]]
     lats = [["workload", *[f"p50 {t}" for t in targets], *[f"p99 {t}" for t in targets]]]
     cpus = [["workload", *targets, *[f"{a}/{b}" for a, b in pairs]]]
@@ -635,14 +643,17 @@ def run_matrix(args: argparse.Namespace) -> int:
         if w not in WORKLOADS:
             raise SystemExit(f"unknown workload {w!r}; known: {', '.join(WORKLOADS)}")
     targets += [t for t in args.extra_targets if t not in targets]
+    alts = list(args.alt_petcd)
+    targets += [t for t in alts if t not in targets]
     for t in targets:
-        if t not in TARGETS and t not in args.extra_targets:
+        if t not in TARGETS and t not in args.extra_targets and t not in args.alt_petcd:
             raise SystemExit(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
     if args.cluster > 1:
-        dropped = [t for t in targets if t not in ("etcd", "petcd")]
+        clusters = ("etcd", "petcd", *alts)
+        dropped = [t for t in targets if t not in clusters]
         if dropped:
             log(f"--cluster {args.cluster}: only etcd and petcd run as clusters; not {dropped}")
-        targets = [t for t in targets if t in ("etcd", "petcd")]
+        targets = [t for t in targets if t in clusters]
     info = machine_info()
     report: dict[str, Any] = {
         "kind": "matrix",
@@ -660,6 +671,7 @@ def run_matrix(args: argparse.Namespace) -> int:
             "bare_uvloop": args.bare_uvloop,
             "workloads": {w: " ".join(WORKLOADS[w].loadgen_args) for w in workloads},
             "extra_targets": args.extra_targets,
+            "alt_petcd": args.alt_petcd,
         },
         "targets": {},
         "runs": [],
@@ -689,7 +701,7 @@ def run_matrix(args: argparse.Namespace) -> int:
                     "startup_s": round(srv.startup_s, 3),
                 }
                 log(f"  {t} serving on {srv.endpoint} after {srv.startup_s:.2f}s")
-            full_servers = {"etcd", "petcd", "petcd-grpcio", *args.extra_serves_watch}
+            full_servers = {"etcd", "petcd", "petcd-grpcio", *alts, *args.extra_serves_watch}
             plan = [
                 (r, w, t)
                 for r in range(1, args.rounds + 1)
@@ -742,9 +754,9 @@ def run_matrix(args: argparse.Namespace) -> int:
             for srv in servers.values():
                 srv.stop()
     report["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    report["table"] = summarize(report["runs"], workloads, targets)
+    report["table"] = summarize(report["runs"], workloads, targets, alts)
     print()
-    print_table(report["table"], targets)
+    print_table(report["table"], targets, alts)
     for t, st in report["targets"].items():
         if not st["available"]:
             print(f"{t}: n/a ({st['reason'][:200]})")
@@ -1021,6 +1033,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run like bare (no watch)",
     )
     p.add_argument(
+        "--petcd-alt",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another petcd binary as a target NAME, run exactly like petcd (also as a "
+        "--cluster, and with watch), e.g. main=/work/main/.venv/bin/petcd for an A/B of a "
+        "branch against main in one run",
+    )
+    p.add_argument(
         "--extra-serves-watch",
         action="append",
         default=[],
@@ -1059,6 +1080,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not name or name in TARGETS:
             p.error(f"--extra wants NAME=COMMAND with a new NAME, got {spec!r}")
         args.extra_targets[name] = command
+    args.alt_petcd = {}
+    for spec in args.petcd_alt:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or name in TARGETS or name in args.extra_targets:
+            p.error(f"--petcd-alt wants NAME=PATH with a new NAME, got {spec!r}")
+        args.alt_petcd[name] = path
     if not LOADGEN.exists():
         raise SystemExit(f"{LOADGEN} missing: build it with `make -C bench loadgen`")
     if args.rounds < 1:
