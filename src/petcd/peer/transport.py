@@ -7,8 +7,12 @@ The wire format is specified in docs/enhancements/0005-peer-transport.md (the co
 
 - it listens on the member's peer URLs (``start``); every accepted connection first gets a
   handshake check (cluster id, sender not removed and known, receiver id ours). A **stream**
-  connection then carries frames: every read of up to ``read_bytes`` is decoded and all whole
-  messages in it go to ``on_messages(list)`` in one call. A **snapshot** connection carries one
+  connection then carries frames: its transport is handed to a ``_StreamReceiver`` protocol,
+  and every chunk the event loop reads is decoded and all whole messages in it go to
+  ``on_messages(list)`` in one call, inside the loop's read callback (no ``StreamReader``
+  buffer and no task between the socket and raft: on a replicated write every hop - MsgProp,
+  MsgApp, MsgAppResp, the commit - is one received chunk, and the task hop cost one more
+  event loop iteration each). A **snapshot** connection carries one
   MsgSnap and the state machine file, written to a temporary file in ``snapshot_dir``,
   fsynced, checked (size, CRC-32) and handed to ``on_snapshot(message, path)``. A **members**
   connection (a joining member; only when ``members_source`` is given) gets the cluster's
@@ -155,7 +159,6 @@ class TransportConfig:
     write_timeout_seconds: float = 5.0
     snapshot_chunk_bytes: int = 1024 * 1024
     snapshot_idle_timeout_seconds: float = 30.0
-    read_bytes: int = 256 * 1024
     frame_bytes_max: int = codec.FRAME_BYTES_MAX
 
     def __post_init__(self) -> None:
@@ -173,7 +176,7 @@ class TransportConfig:
             or self.snapshot_idle_timeout_seconds <= 0
         ):
             raise ValueError("timeouts must be positive")
-        if self.snapshot_chunk_bytes < 1 or self.read_bytes < 1 or self.frame_bytes_max < 1:
+        if self.snapshot_chunk_bytes < 1 or self.frame_bytes_max < 1:
             raise ValueError("sizes must be positive")
 
 
@@ -918,36 +921,31 @@ class PeerTransport:
     async def _receive_stream(
         self, sender: MemberId, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Deliver the stream's messages until it ends; raises what ended it (``CodecError``)."""
         conns = self._inbound.setdefault(sender, set())
         conns.add(writer)
-        decoder = codec.FrameDecoder(self.cfg.frame_bytes_max)
-        read_bytes = self.cfg.read_bytes
-        deliver = self._on_messages
-        stats = self._inbound_stats.setdefault(sender, InboundStats())
-        allowed = STREAM_MESSAGE_TYPES
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        receiver = _StreamReceiver(
+            codec.FrameDecoder(self.cfg.frame_bytes_max),
+            self._on_messages,
+            self._inbound_stats.setdefault(sender, InboundStats()),
+            done,
+        )
+        # No await since the handshake reply was written: a conforming dialer has sent nothing
+        # more yet, so everything from here on reaches the receiver. Whatever a dialer sent
+        # before reading our reply is already in the reader's buffer (a private attribute of
+        # StreamReader, with no public way to take it without waiting): hand it over first.
+        early = bytes(getattr(reader, "_buffer", b""))
+        at_eof = reader.at_eof()
+        transport = writer.transport
         try:
-            while True:
-                data = await reader.read(read_bytes)
-                if not data:
-                    return
-                stats.received_bytes += len(data)
-                msgs = decoder.feed(data)
-                bad: Message | None = None
-                for i, m in enumerate(msgs):
-                    # ``from_`` is not checked against the sender: Raft forwards some messages
-                    # unchanged (a MsgTransferLeader carries the transferee's id, a re-forwarded
-                    # MsgProp its proposer's).
-                    if m.type not in allowed:
-                        bad = m
-                        del msgs[i:]
-                        break
-                if msgs:
-                    stats.received_messages += len(msgs)
-                    deliver(msgs)
-                if bad is not None:
-                    raise CodecError(f"{bad.type.name} is not sent on a stream connection")
-                if decoder.error is not None:
-                    raise decoder.error
+            if not at_eof:
+                transport.set_protocol(receiver)
+            if early:
+                receiver.data_received(early)
+            if at_eof:
+                receiver.eof_received()
+            await done
         finally:
             conns.discard(writer)
 
@@ -1016,6 +1014,70 @@ class PeerTransport:
             if not handed_over:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+class _StreamReceiver(asyncio.Protocol):
+    """The protocol of an inbound stream connection after its handshake.
+
+    ``data_received`` decodes the chunk and delivers its whole messages at once, in the
+    event loop's read callback. The outcome goes to ``done``: a result on EOF or a lost
+    connection, the ``CodecError`` of a malformed frame or a message type that must not come
+    on a stream (the good messages before it are still delivered), or whatever ``deliver``
+    raised. After that, nothing more is decoded; the connection's handler closes it.
+    """
+
+    __slots__ = ("_decoder", "_deliver", "_done", "_stats")
+
+    def __init__(
+        self,
+        decoder: codec.FrameDecoder,
+        deliver: Callable[[list[Message]], None],
+        stats: InboundStats,
+        done: asyncio.Future[None],
+    ) -> None:
+        self._decoder = decoder
+        self._deliver = deliver
+        self._stats = stats
+        self._done = done
+
+    def data_received(self, data: bytes) -> None:
+        done = self._done
+        if done.done():
+            return
+        stats = self._stats
+        stats.received_bytes += len(data)
+        decoder = self._decoder
+        try:
+            msgs = decoder.feed(data)
+            bad: Message | None = None
+            allowed = STREAM_MESSAGE_TYPES
+            for i, m in enumerate(msgs):
+                # ``from_`` is not checked against the sender: Raft forwards some messages
+                # unchanged (a MsgTransferLeader carries the transferee's id, a re-forwarded
+                # MsgProp its proposer's).
+                if m.type not in allowed:
+                    bad = m
+                    del msgs[i:]
+                    break
+            if msgs:
+                stats.received_messages += len(msgs)
+                self._deliver(msgs)
+            if bad is not None:
+                raise CodecError(f"{bad.type.name} is not sent on a stream connection")
+            if decoder.error is not None:
+                raise decoder.error
+        except Exception as e:
+            if not done.done():
+                done.set_exception(e)
+
+    def eof_received(self) -> bool:
+        if not self._done.done():
+            self._done.set_result(None)
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
 
 
 def encode_member_listing(members: Mapping[MemberId, Sequence[str]]) -> str:
