@@ -35,7 +35,7 @@ Invariants
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 SUB_BITS = 32
 SUB_MASK = (1 << SUB_BITS) - 1
@@ -229,13 +229,30 @@ class KeyIndex:
                 out.append((k, last))
         return out
 
+    def keys_snapshot(self) -> list[bytes]:
+        """Every key now, in no particular order (for ``compact_keys``)."""
+        return list(self._revs)
+
     def compact(self, at_main: int) -> set[int]:
         """Drop what compaction at ``at_main`` removes; return the revisions <= it kept."""
         keep: set[int] = set()
+        self.compact_keys(list(self._revs), at_main, keep)
+        return keep
+
+    def compact_keys(self, keys: Sequence[bytes], at_main: int, keep: set[int]) -> None:
+        """``compact`` for some keys only, adding the revisions <= ``at_main`` kept to ``keep``.
+
+        A compaction may be spread over calls on slices of the key list taken when it started
+        (keys created since then have only later revisions; keys gone since are skipped):
+        reads at ``at_main`` or later give the same answers before, between and after them.
+        """
         bound = (at_main + 1) << SUB_BITS
+        all_revs = self._revs
         emptied = []
-        shrunk = []
-        for k, revs in self._revs.items():
+        for k in keys:
+            revs = all_revs.get(k)
+            if revs is None:
+                continue
             if type(revs) is int:
                 if abs(revs) >= bound:
                     continue
@@ -255,19 +272,13 @@ class KeyIndex:
                 if p:
                     del revs[:p]
                 keep.add(r)
-            if len(revs) <= 1:
-                shrunk.append(k)
-        for k in shrunk:
-            lst = self._revs[k]
-            assert isinstance(lst, list)
-            if lst:
-                self._revs[k] = lst[0]
-            else:
+            if len(revs) == 1:
+                all_revs[k] = revs[0]
+            elif not revs:
                 emptied.append(k)
         for k in emptied:
-            del self._revs[k]
+            del all_revs[k]
             self._keys.remove(k)
-        return keep
 
     def keep(self, at_main: int) -> set[int]:
         """The revisions that ``compact(at_main)`` would keep (nothing is changed)."""

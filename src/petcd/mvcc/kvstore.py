@@ -25,9 +25,11 @@ then the state checks run along that path in etcd's order (every put first, then
 revision), then the ops execute in order. A nested txn's
 response header is empty (revision 0), as in etcd.
 
-Compaction at R: the index drops what R makes unreachable at once (reads below R fail with
-CompactedError from then on); the backend records are deleted later in small steps by
-``compaction_step`` so that a big compaction never stalls writes. ``meta`` holds
+Compaction at R: reads below R fail with CompactedError at once; the work is done later in
+small steps by ``compaction_step``, so that a big compaction never stalls writes: first the
+index drops what R makes unreachable, a slice of the keys (those of R's time) per step, which
+no read at R or later can tell; then, with the set of revisions kept complete, the backend
+records are deleted. ``meta`` holds
 ``scheduledCompactRev``/``finishedCompactRev``; a compaction interrupted by a restart is
 resumed on open.
 
@@ -96,6 +98,9 @@ _HDR = struct.Struct(">qqqqq")  # create_revision, mod_revision, version, lease,
 _HDR_SIZE = _HDR.size
 _REVKEY = struct.Struct(">QcQ")
 _Q = struct.Struct(">q")
+# Index keys compacted per compaction step, per backend record a step may delete: so that both
+# kinds of step take about as long (1.1 us per index key, 1.8 us per record, measured).
+_INDEX_KEYS_PER_RECORD = 2
 _SORT_ORDERS = frozenset(int(v) for v in SortOrder)
 _SORT_TARGETS = frozenset(int(v) for v in SortTarget)
 
@@ -278,11 +283,15 @@ class _WriteTxn:
 
 
 class _Compaction:
-    __slots__ = ("keep", "position", "revision")
+    __slots__ = ("index_keys", "index_position", "keep", "position", "revision")
 
-    def __init__(self, revision: int, keep: set[int]) -> None:
+    def __init__(self, revision: int, keep: set[int], index_keys: list[bytes] | None) -> None:
         self.revision = revision
         self.keep = keep
+        # The index's keys when the compaction started, while the index is being compacted
+        # (``keep`` is complete only once they are all done); then None.
+        self.index_keys = index_keys
+        self.index_position = 0
         self.position = b""
 
 
@@ -424,7 +433,7 @@ class KVStore:
         if self._compact_rev > 0:
             keep = self._index.compact(self._compact_rev)
             if finished is None or _Q.unpack(finished)[0] != self._compact_rev:
-                self._compaction = _Compaction(self._compact_rev, keep)
+                self._compaction = _Compaction(self._compact_rev, keep, None)
         if self._lessor is not None:
             for key, lease in leases.items():
                 self._lessor.attach(lease, key)
@@ -857,10 +866,11 @@ class KVStore:
                 raise CompactedError(self._compact_rev)
             if revision > self._current_rev:
                 raise FutureRevisionError()
-            keep = self._index.compact(revision)
             self._compact_rev = revision
             self._backend.put(META, SCHEDULED_COMPACT_KEY, _Q.pack(revision))
-            self._compaction = _Compaction(revision, keep)
+            # A compaction still running is superseded: this one's index pass covers every key
+            # and keeps a subset of what it kept, so its deletes include the old one's.
+            self._compaction = _Compaction(revision, set(), self._index.keys_snapshot())
             self._on_compacted(revision)
             return CompactionResponse(self._header(self._current_rev))
         finally:
@@ -876,7 +886,8 @@ class KVStore:
         return self._compaction is not None
 
     def compaction_step(self, max_keys: int = 1000, *, commit: bool = True) -> bool:
-        """Delete up to ``max_keys`` compacted records; True while more work remains.
+        """Compact ``2 * max_keys`` keys of the index or delete up to ``max_keys`` compacted
+        records; True while more work remains.
 
         Call it between applies (never inside an entry's apply). ``commit=False`` leaves the
         batch-commit decision to the caller.
@@ -884,6 +895,15 @@ class KVStore:
         job = self._compaction
         if job is None:
             return False
+        if job.index_keys is not None:
+            first = job.index_position
+            last = first + _INDEX_KEYS_PER_RECORD * max_keys
+            self._index.compact_keys(job.index_keys[first:last], job.revision, job.keep)
+            if last >= len(job.index_keys):
+                job.index_keys = None
+            else:
+                job.index_position = last
+            return True
         backend = self._backend
         end = _REVKEY.pack(job.revision + 1, b"_", 0)
         items = backend.range(KEY, job.position, end, limit=max_keys)

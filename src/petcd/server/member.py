@@ -202,6 +202,8 @@ _T = TypeVar("_T")
 _INLINE_SYNC_ENTRIES_MAX = 1
 # ... and only when no two proposals were in flight at once for this long.
 _INLINE_SYNC_QUIET_S = 0.2
+# How often a member without writes takes a compaction step (etcd's compaction batch interval).
+_COMPACTION_STEP_INTERVAL_S = 0.01
 _MVCC_WRITES = (PutRequest, DeleteRangeRequest, TxnRequest)
 _QUOTA_CHECKED = (PutRequest, TxnRequest, entry_codec.LeaseGrant)  # etcd's quota applier
 
@@ -779,12 +781,17 @@ class Member:
 
     async def _commit_timer(self) -> None:
         # The backend commits at apply boundaries when its batch is old enough; this timer
-        # wakes the Ready loop so that an idle batch is committed too. Only the Ready loop
-        # touches the backend's batch: a commit must never fall between an entry's data and
-        # its consistent index.
+        # wakes the Ready loop so that an idle batch is committed too, and a compaction goes
+        # on without writes. Only the Ready loop touches the backend's batch: a commit must
+        # never fall between an entry's data and its consistent index.
+        applied = self._applied
         while True:
-            await asyncio.sleep(0.1)
-            if self._backend.pending_writes:
+            compacting = self.kv.compaction_pending
+            await asyncio.sleep(_COMPACTION_STEP_INTERVAL_S if compacting else 0.1)
+            # Under writes every apply round takes a compaction step already.
+            idle = self._applied == applied
+            applied = self._applied
+            if (compacting and idle) or self._backend.pending_writes:
                 self._commit_due = True
                 self._kick()
 
@@ -842,6 +849,7 @@ class Member:
                         "the member has been permanently removed from the cluster"
                     )
                 if self._commit_due:
+                    self._compaction_step()
                     await self._maybe_commit_backend()
                 while self._jobs:
                     fn, job = self._jobs.pop(0)
@@ -1429,9 +1437,8 @@ class Member:
             elif isinstance(req, CompactionRequest):
                 result = self.kv.compact(req.revision, index=e.index, term=e.term, commit=False)
                 self._compactor.compacted(req.revision)
-                if req.physical:
-                    while self.kv.compaction_step(commit=False):
-                        pass
+                # Done by compaction steps between Ready rounds (``_compaction_step``); a
+                # "physical" request is answered once they are (``compact``).
             else:
                 raise AssertionError(f"unknown entry request {req!r}")
         except (MvccError, LeaseError) as err:
@@ -1551,9 +1558,14 @@ class Member:
             publish_timeout=f"{self.request_timeout_s:g}s",
         )
 
-    async def _after_apply(self) -> None:
+    def _compaction_step(self) -> None:
+        """One step of a compaction, if one is pending (between apply rounds, on the Ready
+        loop: the batch is committed by ``_maybe_commit_backend``, from a worker thread)."""
         if self.kv.compaction_pending:
-            self.kv.compaction_step(commit=False)  # committed below, from a worker thread
+            self.kv.compaction_step(commit=False)
+
+    async def _after_apply(self) -> None:
+        self._compaction_step()
         await self._maybe_commit_backend()
         if self._applied - self._snapshot_index > self.cfg.snapshot_count:
             await self._snapshot()
@@ -1715,7 +1727,13 @@ class Member:
         return result
 
     async def compact(self, req: CompactionRequest) -> CompactionResponse:
+        """etcd's Compact; with ``physical``, answered once this member's compaction has
+        removed the compacted records (it goes on in steps between Ready rounds)."""
         result: CompactionResponse = await self._propose(req)
+        while req.physical and self.kv.compaction_pending:
+            if self._stopping or self._fatal is not None:
+                raise StoppedError()
+            await asyncio.sleep(_COMPACTION_STEP_INTERVAL_S)
         return result
 
     def status(self) -> StatusInfo:

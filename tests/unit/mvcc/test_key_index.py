@@ -129,3 +129,64 @@ def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]]) -> None:
             ]
             assert total == len(pairs)
         assert ki.keep(main) == {rv for rv in (ki.latest(k) for k in model) if rv is not None}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["put", "del", "compact", "step"]),
+            st.sampled_from([b"a", b"b", b"c", b"d"]),
+        ),
+        max_size=60,
+    )
+)
+def test_a_compaction_spread_over_steps_between_writes(ops: list[tuple[str, bytes]]) -> None:
+    """``compact_keys`` on one key at a time, writes and new compactions in between: reads at
+    the compacted revision or later never change, and the keep set of a finished pass is the
+    one ``compact`` returns."""
+    ki = KeyIndex()
+    twin = KeyIndex()  # compacted in one go at every compaction
+    model: dict[bytes, list[int]] = {}
+    compacted = 0
+    main = 1
+    job: tuple[int, list[bytes], set[int]] | None = None
+    for kind, key in ops:
+        live = key in model and model[key][-1] > 0
+        if kind == "put":
+            main += 1
+            for index in (ki, twin):
+                index.put(key, r(main))
+            model.setdefault(key, []).append(r(main))
+        elif kind == "del" and live:
+            main += 1
+            for index in (ki, twin):
+                index.tombstone(key, r(main))
+            model[key].append(-r(main))
+        elif kind == "compact":
+            compacted = main
+            job = (main, ki.keys_snapshot(), set())  # supersedes a pass still running
+            twin_keep = twin.compact(main)
+        elif kind == "step" and job is not None:
+            at, keys, keep = job
+            ki.compact_keys(keys[:1], at, keep)
+            if len(keys) > 1:
+                job = (at, keys[1:], keep)
+            else:
+                assert at == compacted and keep == twin_keep
+                job = None
+        for at_main in range(max(compacted, 1), main + 1):
+            for k, revs in model.items():
+                at_revs = [x for x in revs if abs(x) >> 32 <= at_main]
+                want = at_revs[-1] if at_revs and at_revs[-1] > 0 else None
+                assert ki.get(k, at_main) == want
+            pairs, total = ki.revisions(b"a", None, at_main)
+            assert pairs == twin.revisions(b"a", None, at_main)[0] and total == len(pairs)
+        assert ki.keep(main) == twin.keep(main)
+    if job is not None:
+        at, keys, keep = job
+        ki.compact_keys(keys, at, keep)
+        assert keep == twin_keep
+    assert {k: ki.get(k, main) for k in model} == {k: twin.get(k, main) for k in model}
+    assert list(ki.revisions(b"", None, main)[0]) == list(twin.revisions(b"", None, main)[0])
+    assert ki._revs == twin._revs and list(ki._keys) == list(twin._keys)

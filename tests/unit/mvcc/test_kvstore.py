@@ -466,6 +466,30 @@ def test_interrupted_compaction_resumes_after_reopen(h: Harness) -> None:
     assert len(h.backend.range("key", b"")) == 2  # rev 20 (kept) and 21
 
 
+def test_a_compaction_compacts_the_index_in_steps_before_deleting_records(h: Harness) -> None:
+    for rnd in range(3):
+        for i in range(25):
+            h.apply(PutRequest(b"k%02d" % i, b"v%d" % rnd))
+    h.apply(DeleteRangeRequest(b"k00"))
+    at = h.store.current_revision
+    before = [list(h.store.range(RangeRequest(b"k", b"l", revision=r)).kvs) for r in (at, 0)]
+    h.compact(at)
+    with pytest.raises(CompactedError):
+        h.store.range(RangeRequest(b"k", revision=at - 1))
+    records = len(h.backend.range("key", b""))
+    steps = 0
+    while h.store.compaction_step(1):  # 2 index keys, or 1 record, per step
+        steps += 1
+        during = [list(h.store.range(RangeRequest(b"k", b"l", revision=r)).kvs) for r in (at, 0)]
+        assert during == before
+        if steps <= 12:
+            assert len(h.backend.range("key", b"")) == records  # the index pass first
+    assert steps >= 12 + records
+    assert len(h.backend.range("key", b"")) == 24  # one record per live key
+    hashed = h.store.hash_kv()
+    assert h.reopen().hash_kv() == hashed
+
+
 def test_hash_kv(h: Harness, tmp_path: object) -> None:
     h.apply(PutRequest(b"a", b"1"))
     h.apply(PutRequest(b"b", b"2"))
