@@ -405,6 +405,18 @@ def main() -> int:
     p.add_argument("--no-trace", action="store_true", help="members run without the wrappers")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="petcd-timeline-"))
+    try:
+        return _measure(args, work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, work: Path) -> int:
+    import run
+
     names = [f"m{i}" for i in range(args.members)]
     peers = {n: run.free_port() for n in names}
     initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in peers.items())
@@ -454,7 +466,6 @@ def main() -> int:
         os.environ.clear()
         os.environ.update(env_base)
     if args.no_trace:
-        shutil.rmtree(work, ignore_errors=True)
         return 0
     traces = {}
     for n in names:
@@ -470,10 +481,6 @@ def main() -> int:
         print(f"  {k:{width}}  n={v['n']:6}  p50 {v['p50_us']:8.1f} µs  p90 {v['p90_us']:8.1f} µs")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"kept {work}")
     return 0
 
 
