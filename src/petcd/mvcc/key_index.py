@@ -282,26 +282,42 @@ class KeyIndex:
 
     def keep(self, at_main: int) -> set[int]:
         """The revisions that ``compact(at_main)`` would keep (nothing is changed)."""
-        keep: set[int] = set()
-        bound = (at_main + 1) << SUB_BITS
-        for revs in self._revs.values():
-            if type(revs) is int:
-                if 0 < revs < bound:
-                    keep.add(revs)
-                continue
-            assert isinstance(revs, list)
-            if abs(revs[0]) >= bound:
-                continue
-            r = revs[bisect.bisect_left(revs, bound, key=abs) - 1]
-            if r > 0:
-                keep.add(r)
-        return keep
+        return keep_of(self._revs.values(), at_main)
+
+    def values_snapshot(self) -> list[_Revs]:
+        """Every key's revisions now (the lists themselves), for ``keep_of`` in another thread
+        while this one goes on: see ``keep_of``."""
+        return list(self._revs.values())
 
     def items(self) -> Iterator[tuple[bytes, list[int]]]:
         """(key, revisions) in key order (copies: mutating them changes nothing)."""
         revs = self._revs
         for k in self._keys:
             yield k, _as_list(revs[k])
+
+
+def keep_of(values: Iterable[_Revs], at_main: int) -> set[int]:
+    """``KeyIndex.keep`` over ``values`` (all of an index's, or a ``values_snapshot``).
+
+    On a snapshot, this may run in another thread while the index's own thread goes on writing,
+    as long as no compaction changes the index meanwhile: writes only append revisions above
+    ``at_main`` to the lists (each append atomic under the GIL) or replace a key's entry by a
+    new object, neither of which changes the answer.
+    """
+    keep: set[int] = set()
+    bound = (at_main + 1) << SUB_BITS
+    for revs in values:
+        if type(revs) is int:
+            if 0 < revs < bound:
+                keep.add(revs)
+            continue
+        assert isinstance(revs, list)
+        if abs(revs[0]) >= bound:
+            continue
+        r = revs[bisect.bisect_left(revs, bound, key=abs) - 1]
+        if r > 0:
+            keep.add(r)
+    return keep
 
 
 def _as_list(revs: _Revs) -> list[int]:

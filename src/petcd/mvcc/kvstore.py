@@ -46,6 +46,7 @@ Invariants
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -64,7 +65,7 @@ from petcd.mvcc.errors import (
     TooManyOpsError,
     ValueProvidedError,
 )
-from petcd.mvcc.key_index import SUB_BITS, SUB_MASK, KeyIndex
+from petcd.mvcc.key_index import SUB_BITS, SUB_MASK, KeyIndex, keep_of
 from petcd.mvcc.requests import (
     CompactionResponse,
     Compare,
@@ -386,6 +387,10 @@ class KVStore:
         self._current_rev = 1
         self._compact_rev = -1
         self._compaction: _Compaction | None = None
+        # HashKV walks started and not finished (``start_hash_kv``): they read the index's
+        # revision lists from another thread, so compaction leaves the index alone meanwhile.
+        self._hash_walks = 0
+        self._hash_walks_lock = threading.Lock()
         self._hdr = ResponseHeader(revision=0)
         # The header of every top-level response: ``_own_header`` (the revision only) unless
         # the server installed its own (``set_header_source``).
@@ -896,6 +901,8 @@ class KVStore:
         if job is None:
             return False
         if job.index_keys is not None:
+            if self._hash_walks:
+                return True  # later: a hash is reading the index
             first = job.index_position
             last = first + _INDEX_KEYS_PER_RECORD * max_keys
             self._index.compact_keys(job.index_keys[first:last], job.revision, job.keep)
@@ -930,12 +937,13 @@ class KVStore:
     def start_hash_kv(self, revision: int = 0) -> Callable[[], HashKVResult]:
         """``hash_kv`` in two halves, so that the long one can run off the event loop.
 
-        This call checks ``revision``, reads what the hash needs from the key index (which only
-        the caller's thread may touch) and takes a snapshot of the key bucket (an LMDB read
-        transaction plus a copy of the uncommitted batch). The returned function walks that
-        snapshot and may run in any thread, once: later writes, compactions and backend commits
-        do not change its result. Until it has run, the read transaction pins the pages that
-        commits free, and the backend must not be closed.
+        This call checks ``revision`` and takes snapshots: of the key index's revision lists
+        (a list of references) and of the key bucket (an LMDB read transaction plus a copy of
+        the uncommitted batch). The returned function computes the kept revisions and walks the
+        bucket; it may run in any thread and must be called exactly once: later writes,
+        compactions and backend commits do not change its result. Until it has returned, the
+        read transaction pins the pages that commits free, the backend must not be closed, and
+        compaction steps leave the index alone (``compaction_step``).
         """
         compact, current = self._compact_rev, self._current_rev
         if 0 < revision <= compact:
@@ -946,11 +954,18 @@ class KVStore:
             revision = current
         lower = (compact + 1) << SUB_BITS
         # Only revisions at or below the compaction are filtered (a never-compacted store: none).
-        keep = self._index.keep(revision) if compact > 0 else set()
+        values = self._index.values_snapshot() if compact > 0 else []
         upper = _REVKEY.pack(revision + 1, b"_", 0)
         items = self._backend.iterate(KEY, b"", upper)
+        with self._hash_walks_lock:
+            self._hash_walks += 1
 
         def walk() -> HashKVResult:
+            try:
+                keep = keep_of(values, revision)
+            finally:
+                with self._hash_walks_lock:
+                    self._hash_walks -= 1
             h = crc32c.update(0, KEY.encode())
             for k, v in items:
                 rev = parse_rev_key(k)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petcd.mvcc.key_index import KeyIndex, SortedKeys, pack_rev
+from petcd.mvcc.key_index import KeyIndex, SortedKeys, keep_of, pack_rev
 
 
 @settings(max_examples=100, deadline=None)
@@ -190,3 +190,27 @@ def test_a_compaction_spread_over_steps_between_writes(ops: list[tuple[str, byte
     assert {k: ki.get(k, main) for k in model} == {k: twin.get(k, main) for k in model}
     assert list(ki.revisions(b"", None, main)[0]) == list(twin.revisions(b"", None, main)[0])
     assert ki._revs == twin._revs and list(ki._keys) == list(twin._keys)
+
+
+def test_keep_of_a_snapshot_is_not_changed_by_later_writes() -> None:
+    ki = KeyIndex()
+    main = 1
+    for i in range(30):
+        main += 1
+        key = b"k%d" % (i % 7)
+        if i % 5 == 4 and ki.latest(key) is not None:
+            ki.tombstone(key, r(main))
+        else:
+            ki.put(key, r(main))
+    at = main
+    expected = ki.keep(at)
+    values = ki.values_snapshot()
+    for i in range(30):  # ints become lists, lists grow, tombstones, new keys
+        main += 1
+        key = b"k%d" % (i % 9)
+        if i % 3 == 2 and ki.latest(key) is not None:
+            ki.tombstone(key, r(main))
+        else:
+            ki.put(key, r(main))
+    assert ki.keep(at) == expected
+    assert keep_of(values, at) == expected

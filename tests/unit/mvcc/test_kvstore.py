@@ -522,8 +522,11 @@ def test_a_started_hash_walks_the_snapshot_of_its_start_in_another_thread(h: Har
     for i in range(20):
         h.apply(PutRequest(b"k%d" % (i % 5), b"w%d" % i))
     h.compact(30)
-    while h.store.compaction_step(3):
-        pass
+    job = h.store._compaction
+    assert job is not None
+    for _ in range(50):  # the index pass waits until the walk has read the index
+        assert h.store.compaction_step(3)
+    assert job.index_keys is not None and job.index_position == 0
     h.backend.commit()
     assert h.store.hash_kv() != expected
     result: list[HashKVResult] = []
@@ -531,6 +534,12 @@ def test_a_started_hash_walks_the_snapshot_of_its_start_in_another_thread(h: Har
     t.start()
     t.join()
     assert result == [expected]
+    assert h.store.compaction_step(3) and job.index_position == 6  # now it goes on
+    # A hash started halfway through the index pass is the one of the finished compaction.
+    halfway = h.store.start_hash_kv()()
+    while h.store.compaction_step(3):
+        pass
+    assert halfway == h.store.hash_kv()
     with pytest.raises(CompactedError):
         h.store.start_hash_kv(30)  # the checks are made when the hash is started
     with pytest.raises(FutureRevisionError):
