@@ -339,6 +339,10 @@ class Member:
         # (deadline, future) of every proposal, in deadline order (one timeout for all)
         self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self._concurrent_at = 0.0  # time.monotonic() when two or more were last in flight
+        # A lone member's Ready whose entries are durable and advanced but whose committed
+        # entries are not applied yet: they are applied while the next batch's fdatasync runs
+        # (_handle_ready, "Pipelined apply"), or before anything else happens.
+        self._deferred_apply: Ready | None = None
         # How the process ends when memory got ahead of the WAL (_persist_and_apply).
         self._exit_process: Callable[[int], None] = os._exit
         self._waiters: dict[int, asyncio.Future[Any]] = {}
@@ -844,6 +848,10 @@ class Member:
                             "the member has been permanently removed from the cluster"
                         )
                     self._flush_inputs()
+                if self._deferred_apply is not None:
+                    # Nothing came to overlap it with: apply it now.
+                    self._apply_deferred()
+                    await self._after_apply()
                 if self._removed_self:
                     raise MemberRemovedError(
                         "the member has been permanently removed from the cluster"
@@ -957,6 +965,10 @@ class Member:
         return self.id.to_bytes(8, "big") + self._round_seq.to_bytes(8, "big")
 
     async def _handle_ready(self, rd: Ready) -> None:
+        applied_deferred = self._deferred_apply is not None
+        overlap = applied_deferred and self._may_overlap_deferred(rd)
+        if applied_deferred and not overlap:
+            self._apply_deferred()  # anything but a plain next batch keeps the unpipelined order
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         messages: tuple[Message, ...] | list[Message] = rd.messages
@@ -970,7 +982,9 @@ class Member:
         applied = False
         if rd.must_sync:
             started = time.monotonic()
-            if (
+            if overlap:
+                await self._sync_applying_deferred()
+            elif (
                 len(rd.entries) <= _INLINE_SYNC_ENTRIES_MAX
                 and started - self._concurrent_at > _INLINE_SYNC_QUIET_S
             ):
@@ -990,9 +1004,13 @@ class Member:
         # 2. send, only now that what the messages promise is durable
         if messages and self._transport is not None:
             self._transport.send(messages)
-        # 3. apply
+        # 3. apply (or leave it to overlap the next batch's fdatasync)
         if rd.committed_entries and not applied:
-            self._apply(rd.committed_entries)
+            if self._may_defer_apply(rd):
+                self._deferred_apply = rd
+            else:
+                self._apply(rd.committed_entries)
+                applied = True
         # 4. advance
         self.node.advance(rd)
         for rs in rd.read_states:
@@ -1000,8 +1018,68 @@ class Member:
             if rnd is not None:
                 rnd.index = rs.index
         self._resolve_reads()
-        if rd.committed_entries:
+        if applied or applied_deferred:
             await self._after_apply()
+
+    # Pipelined apply (a lone member under concurrent load). Unpipelined, a round is
+    # fdatasync(k) then apply(k) + answers, then the next batch is proposed and written: the
+    # disk idles during the apply and the CPU during the fdatasync. Pipelined, once
+    # fdatasync(k) returned, batch k is advanced but not applied (``_deferred_apply``); the
+    # next round proposes batch k+1, writes it, starts fdatasync(k+1) in a worker thread and
+    # only then applies batch k and resolves its answers, which go out while the disk works
+    # (etcd's apply runs beside its raft loop the same way). Invariants:
+    # - an entry is applied (visible, answered) only after its own WAL records are durable:
+    #   batch k is deferred only once fdatasync(k) returned;
+    # - apply order is log order: at most one batch is deferred, and it is applied before
+    #   anything else is applied or installed, and before the loop waits for new work;
+    # - the WAL is touched by one thread at a time: the deferred apply touches no WAL, and a
+    #   snapshot (_after_apply) is only taken once the fdatasync in flight returned;
+    # - a failed fdatasync is fatal as before (WalFatalError ends the Ready loop), and stop()
+    #   waits for the Ready loop, hence for the fdatasync in flight;
+    # - only a lone voter's plain rounds take part: normal entries, no snapshot, no soft
+    #   state change, no messages. Conf changes, snapshots, leader changes and clusters keep
+    #   the unpipelined order. The core's applied index runs ahead of ``_applied`` while a
+    #   batch is deferred (as etcd's after Advance); with normal entries only, nothing in the
+    #   core depends on it (it matters for conf changes, which are never deferred), and reads
+    #   wait for ``_applied``.
+
+    def _may_defer_apply(self, rd: Ready) -> bool:
+        """Whether ``rd``'s committed entries, durable now, may wait for the next round: only
+        when a next batch is already queued (its fdatasync is what the apply overlaps)."""
+        return (
+            bool(self._proposals)
+            and not self._stopping
+            and self._single_voter
+            and rd.soft_state is None
+            and not rd.messages
+            and self._may_apply_during_sync(rd)
+        )
+
+    @staticmethod
+    def _may_overlap_deferred(rd: Ready) -> bool:
+        """Whether the deferred batch may be applied while ``rd`` is being synced."""
+        return (
+            rd.must_sync
+            and rd.snapshot is None
+            and rd.soft_state is None
+            and not rd.messages
+            and all(e.type == EntryType.NORMAL for e in rd.committed_entries)
+        )
+
+    def _apply_deferred(self) -> None:
+        rd, self._deferred_apply = self._deferred_apply, None
+        assert rd is not None
+        self._apply(rd.committed_entries)
+        self._resolve_reads()
+
+    async def _sync_applying_deferred(self) -> None:
+        """fdatasync the WAL in a worker thread and apply the deferred batch meanwhile."""
+        # Submitted to the thread at once (a task would only start after the apply).
+        sync = asyncio.get_running_loop().run_in_executor(None, self._wal.sync)
+        try:
+            self._apply_deferred()
+        finally:
+            await sync
 
     @staticmethod
     def _may_apply_during_sync(rd: Ready) -> bool:

@@ -1,0 +1,180 @@
+"""A lone member under concurrent puts: batch k is applied while batch k+1's fdatasync runs
+(``Member._handle_ready``, "Pipelined apply"), and never before its own fdatasync returned.
+
+Theory of operation
+-------------------
+A one-member ``Member`` in a temporary directory, driven in-process by many concurrent client
+tasks. The WAL's ``save`` is wrapped to note the last index written, its ``sync`` to note when
+an fdatasync runs and which index it makes durable, and the member's ``_apply`` to note every
+applied entry. Applying an entry above the durable index would make a write visible (and
+answered) before it is durable; an apply that runs while a later batch is written but not yet
+durable is the overlap the pipeline exists for (unpipelined, the loop applies only once all it
+wrote is durable). The second test blocks an fdatasync and checks that the writes it carries
+are neither answered nor visible until it returns, while the batch before it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from petcd.mvcc.requests import PutRequest, RangeRequest
+from petcd.raft.types import Entry, HardState
+from petcd.server.config import Config, Url
+from petcd.server.log import Logger
+from petcd.server.member import Member
+
+
+def _config(tmp_path: Path) -> Config:
+    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
+    return Config(
+        name="solo",
+        data_dir=str(tmp_path / "solo.etcd"),
+        listen_peer_urls=(),
+        initial_advertise_peer_urls=(peer,),
+        initial_cluster=(("solo", (peer,)),),
+    )
+
+
+class _Disk:
+    """Wraps a member's WAL: notes what is saved, what is durable, and when syncs run."""
+
+    def __init__(self, m: Member, sync_delay_s: float) -> None:
+        self.saved = 0  # last entry index handed to WAL.save
+        self.durable = 0  # last entry index an fdatasync made durable
+        self.in_flight = False
+        self.started = 0  # fdatasyncs started
+        self.block_from: int | None = None  # the fdatasyncs from this one on wait for gate
+        self.gate = threading.Event()
+        self.syncs = 0  # fdatasyncs returned
+        wal = m.wal
+        save, sync = wal.save, wal.sync
+
+        def noting_save(hs: HardState | None, entries: Sequence[Entry] = ()) -> None:
+            save(hs, entries)
+            if entries:
+                self.saved = entries[-1].index
+
+        def slow_sync() -> None:
+            target = self.saved  # nothing is saved while a sync runs (the loop awaits it)
+            n, self.started = self.started, self.started + 1
+            self.in_flight = True
+            try:
+                time.sleep(sync_delay_s)
+                if self.block_from is not None and n >= self.block_from:
+                    self.gate.wait(30)
+                sync()
+            finally:
+                self.in_flight = False
+            self.durable = max(self.durable, target)
+            self.syncs += 1
+
+        wal.save = noting_save  # type: ignore[method-assign]
+        wal.sync = slow_sync  # type: ignore[method-assign]
+
+
+def test_a_batch_is_applied_while_the_next_one_syncs_and_only_once_durable(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
+        await m.start()
+        try:
+            await asyncio.wait_for(m.wait_ready(), 10)
+            await m.put(PutRequest(b"k", b"v0"))
+            # The worker-thread path throughout: the lone-put path applies during the WAL write,
+            # unobservably (test_member_persist.py), which the check below would flag.
+            m._concurrent_at = time.monotonic() + 60
+            disk = _Disk(m, sync_delay_s=0.02)
+            apply = m._apply
+            early: list[tuple[int, int]] = []
+            overlapped = 0
+
+            def noting_apply(entries: tuple[Entry, ...]) -> None:
+                nonlocal overlapped
+                if entries[-1].index > disk.durable:
+                    early.append((entries[-1].index, disk.durable))
+                if disk.saved > disk.durable:
+                    overlapped += 1  # a later batch is written, its fdatasync not returned
+                apply(entries)
+
+            m._apply = noting_apply  # type: ignore[method-assign]
+            # Open loop: writes keep arriving while an fdatasync runs, so that a next batch
+            # is queued whenever one returns (closed-loop clients here would move in lockstep).
+            written: list[tuple[bytes, bytes]] = []
+
+            async def put(i: int) -> None:
+                key, value = b"k%03d" % i, b"v%d" % i
+                resp = await m.put(PutRequest(key, value))
+                # Answered: durable, and visible to a read on this member.
+                got = m.kv.range(RangeRequest(key))
+                assert got.kvs[0].value == value
+                assert resp.header.revision <= got.header.revision
+                written.append((key, value))
+
+            tasks = []
+            for i in range(150):
+                tasks.append(asyncio.create_task(put(i)))
+                await asyncio.sleep(0.002)
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            assert len(written) == 150
+            assert not early, f"applied above the durable index (index, durable): {early[:5]}"
+            # Unpipelined, the loop applies only once everything written is durable.
+            assert overlapped >= 3, (overlapped, disk.syncs)
+            got = m.kv.range(RangeRequest(b"k", b"l"))
+            assert len(got.kvs) == 150 + 1
+        finally:
+            await m.stop()
+
+    asyncio.run(run())
+
+
+def test_writes_whose_fdatasync_is_blocked_are_neither_answered_nor_visible(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
+        await m.start()
+        try:
+            await asyncio.wait_for(m.wait_ready(), 10)
+            await m.put(PutRequest(b"k", b"v0"))
+            m._concurrent_at = time.monotonic() + 60  # the worker-thread path throughout
+            disk = _Disk(m, sync_delay_s=0.05)
+            answered: list[int] = []
+
+            async def put(i: int) -> None:
+                await m.put(PutRequest(b"p%03d" % i, b"x"))
+                answered.append(i)
+
+            # The first batch: its fdatasync runs (slowly) while the second batch queues.
+            first = [asyncio.create_task(put(i)) for i in range(10)]
+            while not disk.in_flight:
+                await asyncio.sleep(0.001)
+            disk.block_from = disk.started  # the next fdatasync (the second batch's) blocks
+            second = [asyncio.create_task(put(i)) for i in range(10, 20)]
+            await asyncio.wait_for(asyncio.gather(*first), 10)
+            assert sorted(answered) == list(range(10))
+            # The second batch reached the disk but its fdatasync does not return.
+            for _ in range(200):
+                if disk.in_flight and disk.saved > disk.durable:
+                    break
+                await asyncio.sleep(0.01)
+            assert disk.in_flight and disk.saved > disk.durable
+            await asyncio.sleep(0.3)
+            assert sorted(answered) == list(range(10)), "answered before its fdatasync returned"
+            got = m.kv.range(RangeRequest(b"p", b"q"))
+            assert [kv.key for kv in got.kvs] == [b"p%03d" % i for i in range(10)]
+            disk.gate.set()
+            await asyncio.wait_for(asyncio.gather(*second), 10)
+            assert sorted(answered) == list(range(20))
+            got = m.kv.range(RangeRequest(b"p", b"q"))
+            assert len(got.kvs) == 20
+        finally:
+            disk.gate.set()
+            await m.stop()
+
+    asyncio.run(run())
