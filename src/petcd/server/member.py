@@ -1074,6 +1074,9 @@ class Member:
 
     async def _sync_applying_deferred(self) -> None:
         """fdatasync the WAL in a worker thread and apply the deferred batch meanwhile."""
+        # The write is issued and its writeback started here: the worker thread needs the GIL
+        # to begin, which the apply below holds until it yields (or for a switch interval).
+        self._wal.write()
         # Submitted to the thread at once (a task would only start after the apply).
         sync = asyncio.get_running_loop().run_in_executor(None, self._wal.sync)
         try:
