@@ -30,6 +30,11 @@ core has something ready, in etcd's fixed order:
    ``node.apply_conf_change``); resolve the futures of the requests this member proposed;
 5. ``node.advance(rd)``; resolve read rounds whose index is now applied; maybe snapshot.
 
+A lone member under concurrent writes pipelines steps 2 and 4: when a batch's fdatasync
+returns and the next batch is already queued, its apply waits until the next batch's write and
+fdatasync have been started, so that apply and answers overlap the disk (``_deferred_apply``;
+invariants next to ``_may_defer_apply``). Nothing is applied before its own fdatasync returned.
+
 Linearizable reads use ReadIndex: reads that arrive together share one ``read_index`` request
 (a "round"); when its ``ReadState`` arrives and ``applied >= index`` they read locally.
 Serializable reads read locally at once.
@@ -1042,6 +1047,10 @@ class Member:
     #   batch is deferred (as etcd's after Advance); with normal entries only, nothing in the
     #   core depends on it (it matters for conf changes, which are never deferred), and reads
     #   wait for ``_applied``.
+    # Measured (2026-11-28, 2 shared cores, 100 clients, paired runs against the unpipelined
+    # loop): about +4% puts/s at load 2-3, nothing measurable at load 7-10 (the fdatasync is
+    # ~0.5 ms there, the round's CPU dominates). An fdatasync on the loop thread instead of a
+    # worker thread did no better, and would stall reads and watches behind a slow disk.
 
     def _may_defer_apply(self, rd: Ready) -> bool:
         """Whether ``rd``'s committed entries, durable now, may wait for the next round: only
