@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from tests.integration.petcd_proc import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
@@ -36,13 +36,6 @@ PETCD_BIN = str(REPO / ".venv" / "bin" / "petcd")
 PETCDCTL_BIN = str(REPO / ".venv" / "bin" / "petcdctl")
 PETCD_SERVER_MAIN = REPO / "src" / "petcd" / "server" / "main.py"
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def available_targets() -> list[str]:

@@ -1,10 +1,11 @@
 """Start and stop real ``petcd`` processes on loopback ports for the integration tests.
 
 Theory of operation: ``PetcdProcess`` runs ``.venv/bin/petcd`` with every URL flag set on
-127.0.0.1 and on ports the kernel just handed out, in a data directory the test owns, logging
-to a file next to it. ``start()`` waits until Maintenance.Status reports a leader. ``kill()``
-(SIGKILL) and ``terminate()`` (SIGTERM, then wait) act on exactly the process it started, by
-pid; ``stop()`` makes sure it is gone. Nothing here is a pytest fixture: tests compose them.
+127.0.0.1 and on ports found free just before (``free_port``), in a data directory the test
+owns, logging to a file next to it. ``start()`` waits until Maintenance.Status reports a
+leader. ``kill()`` (SIGKILL) and ``terminate()`` (SIGTERM, then wait) act on exactly the
+process it started, by pid; ``stop()`` makes sure it is gone. Nothing here is a pytest
+fixture: tests compose them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,11 +32,40 @@ ETCDCTL_BIN = "/usr/bin/etcdctl"
 START_TIMEOUT_S = 30.0
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_LOW = 10000
+_PORTS_HIGH = max(_PORTS_LOW + 1000, _ephemeral_low() - 1)
+_ports_given: set[int] = set()
+_ports_random = random.Random()  # its own: hypothesis seeds the global one
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port on 127.0.0.1 that is free now, never the same twice in this process.
+
+    It is drawn below the kernel's ephemeral range: a port from that range (what binding to
+    port 0 returns) may be taken by any outgoing connection (a member dialing its peers, a
+    client) between this call and the server's bind, which made cluster tests fail now and
+    then with "address already in use".
+    """
+    for _ in range(200):
+        port = _ports_random.randint(_PORTS_LOW, _PORTS_HIGH)
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
         return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {_PORTS_LOW}-{_PORTS_HIGH}")
 
 
 @dataclass

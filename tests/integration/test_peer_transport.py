@@ -36,16 +36,10 @@ from petcd.raft.types import (
     SnapshotMetadata,
     Term,
 )
+from tests.integration.petcd_proc import free_port
 
 CLUSTER = 0xC1
 TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ListLogger:
