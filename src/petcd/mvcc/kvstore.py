@@ -387,10 +387,11 @@ class KVStore:
         self._current_rev = 1
         self._compact_rev = -1
         self._compaction: _Compaction | None = None
-        # HashKV walks started and not finished (``start_hash_kv``): they read the index's
-        # revision lists from another thread, so compaction leaves the index alone meanwhile.
-        self._hash_walks = 0
-        self._hash_walks_lock = threading.Lock()
+        # HashKV walks started that have not yet read the index's revision lists
+        # (``start_hash_kv``): they read them from another thread, so a compaction's index
+        # pass waits meanwhile.
+        self._index_readers = 0
+        self._index_readers_lock = threading.Lock()
         self._hdr = ResponseHeader(revision=0)
         # The header of every top-level response: ``_own_header`` (the revision only) unless
         # the server installed its own (``set_header_source``).
@@ -901,7 +902,7 @@ class KVStore:
         if job is None:
             return False
         if job.index_keys is not None:
-            if self._hash_walks:
+            if self._index_readers:
                 return True  # later: a hash is reading the index
             first = job.index_position
             last = first + _INDEX_KEYS_PER_RECORD * max_keys
@@ -957,15 +958,15 @@ class KVStore:
         values = self._index.values_snapshot() if compact > 0 else []
         upper = _REVKEY.pack(revision + 1, b"_", 0)
         items = self._backend.iterate(KEY, b"", upper)
-        with self._hash_walks_lock:
-            self._hash_walks += 1
+        with self._index_readers_lock:
+            self._index_readers += 1
 
         def walk() -> HashKVResult:
             try:
                 keep = keep_of(values, revision)
             finally:
-                with self._hash_walks_lock:
-                    self._hash_walks -= 1
+                with self._index_readers_lock:
+                    self._index_readers -= 1
             h = crc32c.update(0, KEY.encode())
             for k, v in items:
                 rev = parse_rev_key(k)

@@ -28,7 +28,7 @@ from petcd.mvcc.requests import (
     TxnRequest,
 )
 from petcd.server import entry as entry_codec
-from petcd.server.config import Action, Config, Url, parse
+from petcd.server.config import Action, parse
 from petcd.server.corrupt import (
     FailureKind,
     Finding,
@@ -46,6 +46,7 @@ from petcd.server.corrupt import (
 )
 from petcd.server.errors import ConfigError, CorruptError
 from petcd.server.log import Logger
+from tests.unit.server.solo import start_solo
 
 LOCAL = 0x1111
 A, B = 0xAAAA, 0xBBBB
@@ -308,26 +309,13 @@ def test_refused_when_corrupt_as_etcds_corrupt_applier() -> None:
     assert [refused_when_corrupt(r) for r in allowed] == [False] * len(allowed)
 
 
-def _member_config(tmp_path: Path) -> Config:
-    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
-    return Config(
-        name="solo",
-        data_dir=str(tmp_path / "solo.etcd"),
-        listen_peer_urls=(),
-        initial_advertise_peer_urls=(peer,),
-        initial_cluster=(("solo", (peer,)),),
-    )
-
-
 def test_member_refuses_writes_while_corrupt_and_after_restart(tmp_path: Path) -> None:
-    from petcd.server.member import ALARM_ACTIVATE, ALARM_CORRUPT, ALARM_DEACTIVATE, Member
+    from petcd.server.member import ALARM_ACTIVATE, ALARM_CORRUPT, ALARM_DEACTIVATE
 
     async def run(step: int) -> None:
         log, _ = _logger()
-        m = Member.open(_member_config(tmp_path), log)
-        await m.start()
+        m = await start_solo(tmp_path, log)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             if step == 1:
                 await m.put(PutRequest(b"k", b"v1"))
                 await m.alarm_change(ALARM_ACTIVATE, 0, ALARM_CORRUPT)

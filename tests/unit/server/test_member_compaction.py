@@ -13,7 +13,6 @@ inside the apply.
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from pathlib import Path
 
@@ -25,18 +24,15 @@ from petcd.mvcc.requests import (
     RequestOp,
     TxnRequest,
 )
-from petcd.server.log import Logger
 from petcd.server.member import Member
-from tests.unit.server.test_member_requests import _config
+from tests.unit.server.solo import start_solo
 
 _TXNS = 40
 _PUTS_PER_TXN = 100  # keys k0..k99, each written 40 times: 4,000 records
 
 
 async def _member(tmp_path: Path) -> Member:
-    m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-    await m.start()
-    await asyncio.wait_for(m.wait_ready(), 10)
+    m = await start_solo(tmp_path)
     for t in range(_TXNS):
         ops = tuple(
             RequestOp(request_put=PutRequest(b"k%02d" % i, b"v%d" % t))

@@ -12,7 +12,6 @@ the revision it was asked at, and stopping must wait for it before closing the b
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import pytest
 from petcd.mvcc import crc32c
 from petcd.mvcc.requests import PutRequest, RangeRequest
 from petcd.server.errors import StoppedError
-from petcd.server.log import Logger
 from petcd.server.member import Member
-from tests.unit.server.test_member_requests import _config
+from tests.unit.server.solo import start_solo
 
 _KEYS = 200
 _SLEEP_PER_ITEM_S = 0.005  # about 1 s per walk
@@ -41,9 +39,7 @@ def slow_crc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _member(tmp_path: Path) -> Member:
-    m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-    await m.start()
-    await asyncio.wait_for(m.wait_ready(), 10)
+    m = await start_solo(tmp_path)
     for i in range(_KEYS):
         await m.put(PutRequest(b"k%03d" % i, b"v"))
     return m

@@ -21,33 +21,20 @@ from pathlib import Path
 import pytest
 
 from petcd.mvcc.requests import PutRequest, RangeRequest
-from petcd.server.config import Config, Url
 from petcd.server.errors import StoppedError
 from petcd.server.log import Logger
 from petcd.server.member import Member
 from petcd.wal import WalFatalError
 from petcd.wal import wal as wal_module
-
-
-def _config(tmp_path: Path) -> Config:
-    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
-    return Config(
-        name="solo",
-        data_dir=str(tmp_path / "solo.etcd"),
-        listen_peer_urls=(),
-        initial_advertise_peer_urls=(peer,),
-        initial_cluster=(("solo", (peer,)),),
-    )
+from tests.unit.server.solo import solo_config, start_solo
 
 
 def test_a_lone_put_is_applied_during_the_write_but_seen_only_after_the_sync(
     tmp_path: Path,
 ) -> None:
     async def run() -> None:
-        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m.start()
+        m = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             await m.put(PutRequest(b"k", b"v0"))
             wal = m.wal
             write, sync = wal.write, wal.sync
@@ -104,7 +91,7 @@ def test_a_failed_fdatasync_after_the_overlapped_apply_ends_the_process(
 ) -> None:
     async def run() -> None:
         out = io.StringIO()
-        m = Member.open(_config(tmp_path), Logger("error", [out]))
+        m = Member.open(solo_config(tmp_path), Logger("error", [out]))
         answered: list[bytes] = []
         exits: list[tuple[int, list[bytes]]] = []
 

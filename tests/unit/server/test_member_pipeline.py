@@ -16,7 +16,6 @@ are neither answered nor visible until it returns, while the batch before it is.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 import time
 from collections.abc import Sequence
@@ -24,20 +23,8 @@ from pathlib import Path
 
 from petcd.mvcc.requests import PutRequest, RangeRequest
 from petcd.raft.types import Entry, HardState
-from petcd.server.config import Config, Url
-from petcd.server.log import Logger
 from petcd.server.member import Member
-
-
-def _config(tmp_path: Path) -> Config:
-    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
-    return Config(
-        name="solo",
-        data_dir=str(tmp_path / "solo.etcd"),
-        listen_peer_urls=(),
-        initial_advertise_peer_urls=(peer,),
-        initial_cluster=(("solo", (peer,)),),
-    )
+from tests.unit.server.solo import start_solo
 
 
 class _Disk:
@@ -81,10 +68,8 @@ def test_a_batch_is_applied_while_the_next_one_syncs_and_only_once_durable(
     tmp_path: Path,
 ) -> None:
     async def run() -> None:
-        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m.start()
+        m = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             await m.put(PutRequest(b"k", b"v0"))
             # The worker-thread path throughout: the lone-put path applies during the WAL write,
             # unobservably (test_member_persist.py), which the check below would flag.
@@ -137,10 +122,8 @@ def test_writes_whose_fdatasync_is_blocked_are_neither_answered_nor_visible(
     tmp_path: Path,
 ) -> None:
     async def run() -> None:
-        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m.start()
+        m = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             await m.put(PutRequest(b"k", b"v0"))
             m._concurrent_at = time.monotonic() + 60  # the worker-thread path throughout
             disk = _Disk(m, sync_delay_s=0.05)

@@ -11,36 +11,20 @@ request may take effect), and the member forgets the waiter, so that nothing acc
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from pathlib import Path
 
 import pytest
 
 from petcd.mvcc.requests import PutRequest, RangeRequest, RequestOp, TxnRequest
-from petcd.server.config import Config, Url
 from petcd.server.errors import RequestTimeoutError
-from petcd.server.log import Logger
-from petcd.server.member import Member
-
-
-def _config(tmp_path: Path) -> Config:
-    peer = Url("http", "127.0.0.1", 1)  # never listened on: listen_peer_urls is empty
-    return Config(
-        name="solo",
-        data_dir=str(tmp_path / "solo.etcd"),
-        listen_peer_urls=(),
-        initial_advertise_peer_urls=(peer,),
-        initial_cluster=(("solo", (peer,)),),
-    )
+from tests.unit.server.solo import start_solo
 
 
 def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> None:
     async def run() -> None:
-        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m.start()
+        m = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             await m.put(PutRequest(b"k", b"v1"))
             wal = m.wal
             sync = wal.sync
@@ -85,10 +69,8 @@ def test_writes_go_on_while_the_backend_commits(tmp_path: Path) -> None:
     the writes that come meanwhile (they go into the next batch), and both batches land."""
 
     async def run() -> None:
-        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m.start()
+        m = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             backend = m._backend
             write = backend._write_detached
             writing = asyncio.Event()
@@ -112,10 +94,8 @@ def test_writes_go_on_while_the_backend_commits(tmp_path: Path) -> None:
             assert [kv.key for kv in resp.kvs] == [b"during-%d" % i for i in range(5)]
         finally:
             await m.stop()
-        m2 = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m2.start()
+        m2 = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m2.wait_ready(), 10)
             assert (await m2.range(RangeRequest(b"first"))).kvs[0].value == b"1"
             assert (await m2.range(RangeRequest(b"d", b"e"))).count == 5
         finally:
@@ -129,10 +109,8 @@ def test_the_leaders_appended_shortcut_never_misattributes(tmp_path: Path) -> No
     entry it does not recognise there is decoded, and stale records are dropped."""
 
     async def run() -> None:
-        m = Member.open(_config(tmp_path), Logger("error", [io.StringIO()]))
-        await m.start()
+        m = await start_solo(tmp_path)
         try:
-            await asyncio.wait_for(m.wait_ready(), 10)
             first = await m.put(PutRequest(b"a", b"1"))
             assert not m._appended
             # A record for the next index with other bytes (as if another leader's entry had
