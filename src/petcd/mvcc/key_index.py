@@ -236,7 +236,7 @@ class KeyIndex:
     def compact(self, at_main: int) -> set[int]:
         """Drop what compaction at ``at_main`` removes; return the revisions <= it kept."""
         keep: set[int] = set()
-        self.compact_keys(list(self._revs), at_main, keep)
+        self.compact_keys(self.keys_snapshot(), at_main, keep)
         return keep
 
     def compact_keys(self, keys: Sequence[bytes], at_main: int, keep: set[int]) -> None:
