@@ -18,10 +18,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import uvloop
 
@@ -30,6 +31,9 @@ from petcd.grpc import convert
 from petcd.server.config import parse
 from petcd.server.log import Logger
 from petcd.server.member import Member
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.ports import free_port
 
 
 async def _measure(m: Member, n: int) -> None:
@@ -74,18 +78,11 @@ async def _measure(m: Member, n: int) -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def one_member(prefix: str) -> AsyncIterator[Member]:
     """A started, ready one-member Member in a temporary directory (stopped on exit)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as d:
-        url = f"http://127.0.0.1:{_free_port()}"  # the member listens for peers (none come)
+        url = f"http://127.0.0.1:{free_port()}"  # the member listens for peers (none come)
         parsed = parse(
             [
                 *("--name", "m", "--data-dir", f"{d}/data", "--log-level", "error"),

@@ -67,6 +67,9 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_DIR))
+from tests.ports import free_port  # noqa: E402  (the tests' rule: never an ephemeral port)
+
 LOADGEN = BENCH_DIR / "bin" / "loadgen"
 RESULTS_DIR = BENCH_DIR / "results"
 # "petcd" and "bare" are petcd on its default client transport (the native front end) and that
@@ -165,12 +168,6 @@ CLUSTER_WORKLOADS = ("put", "put-1c", "range-l")
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tree_pids(root: int) -> list[int]:

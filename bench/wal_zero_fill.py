@@ -45,7 +45,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,9 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_DIR))
+from tests.ports import free_port  # noqa: E402  (the tests' rule: never an ephemeral port)
+
 LOADGEN = BENCH_DIR / "bin" / "loadgen"
 PETCD = REPO_DIR / ".venv" / "bin" / "petcd"
 SEGMENT = 64 << 20
@@ -221,12 +223,6 @@ def print_standalone(res: dict[str, Any]) -> None:
 
 
 # -- server -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Member:

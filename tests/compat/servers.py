@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from tests.integration.petcd_proc import free_port
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.compat.servers import ETCD_BIN, ETCDCTL_BIN
-from tests.integration.petcd_proc import PETCD_BIN, free_port
+from tests.integration.petcd_proc import PETCD_BIN
+from tests.ports import free_port
 from tests.robustness.cluster import Member
 
 pytestmark = pytest.mark.long

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,47 +23,12 @@ from typing import Any
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PETCD_BIN = str(REPO / ".venv" / "bin" / "petcd")
 ETCDCTL_BIN = "/usr/bin/etcdctl"
 START_TIMEOUT_S = 30.0
-
-
-def _ephemeral_low() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-_PORTS_LOW = 10000
-_PORTS_HIGH = max(_PORTS_LOW + 1000, _ephemeral_low() - 1)
-_ports_given: set[int] = set()
-_ports_random = random.Random()  # its own: hypothesis seeds the global one
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that is free now, never the same twice in this process.
-
-    It is drawn below the kernel's ephemeral range: a port from that range (what binding to
-    port 0 returns) may be taken by any outgoing connection (a member dialing its peers, a
-    client) between this call and the server's bind, which made cluster tests fail now and
-    then with "address already in use".
-    """
-    for _ in range(200):
-        port = _ports_random.randint(_PORTS_LOW, _PORTS_HIGH)
-        if port in _ports_given:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _ports_given.add(port)
-        return port
-    raise RuntimeError(f"no free port on 127.0.0.1 in {_PORTS_LOW}-{_PORTS_HIGH}")
 
 
 @dataclass

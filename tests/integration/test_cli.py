@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 from petcd import ETCD_VERSION
-from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port, run_petcd
+from tests.integration.petcd_proc import PetcdProcess, etcdctl, run_petcd
+from tests.ports import free_port
 
 
 def test_version() -> None:

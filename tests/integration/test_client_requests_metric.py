@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.petcd_proc import PETCD_BIN, etcdctl, free_port
+from tests.integration.petcd_proc import PETCD_BIN, etcdctl
+from tests.ports import free_port
 from tests.robustness.cluster import ETCD_BIN, Member
 
 _SAMPLE = re.compile(

@@ -31,7 +31,8 @@ import grpc
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
-from tests.integration.petcd_proc import etcdctl, free_port, kv_stub, maintenance_stub
+from tests.integration.petcd_proc import etcdctl, kv_stub, maintenance_stub
+from tests.ports import free_port
 from tests.robustness.cluster import Cluster
 from tests.robustness.proxy import Mode
 

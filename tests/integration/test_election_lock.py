@@ -23,7 +23,8 @@ import pytest
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.api.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
-from tests.integration.petcd_proc import ETCDCTL_BIN, PetcdProcess, free_port, kv_stub
+from tests.integration.petcd_proc import ETCDCTL_BIN, PetcdProcess, kv_stub
+from tests.ports import free_port
 
 ETCD_BIN = "/usr/bin/etcd"
 

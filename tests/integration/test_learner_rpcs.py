@@ -24,7 +24,8 @@ from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.api.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 from petcd.grpc.interceptors import PEER_HASHKV
-from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port
+from tests.integration.petcd_proc import PetcdProcess, etcdctl
+from tests.ports import free_port
 
 TOKEN = "itest-learner-rpcs"
 LEARNER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")

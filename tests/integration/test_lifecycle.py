@@ -16,7 +16,8 @@ from petcd.api.etcdserverpb import rpc_pb2
 from petcd.backend import KEY, Backend
 from petcd.raft.types import HardState, Index
 from petcd.wal import WAL
-from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port, kv_stub, maintenance_stub
+from tests.integration.petcd_proc import PetcdProcess, etcdctl, kv_stub, maintenance_stub
+from tests.ports import free_port
 
 
 def _put_many(p: PetcdProcess, prefix: bytes, n: int) -> int:

@@ -16,7 +16,8 @@ import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.server.ids import member_id
-from tests.integration.petcd_proc import PetcdProcess, etcdctl, free_port, kv_stub
+from tests.integration.petcd_proc import PetcdProcess, etcdctl, kv_stub
+from tests.ports import free_port
 
 TOKEN = "itest-membership"
 

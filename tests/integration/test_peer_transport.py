@@ -36,7 +36,7 @@ from petcd.raft.types import (
     SnapshotMetadata,
     Term,
 )
-from tests.integration.petcd_proc import free_port
+from tests.ports import free_port
 
 CLUSTER = 0xC1
 TIMEOUT_S = 10.0

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.petcd_proc import REPO, PetcdProcess, etcdctl, free_port
+from tests.integration.petcd_proc import REPO, PetcdProcess, etcdctl
+from tests.ports import free_port
 
 PETCDUTL = str(REPO / ".venv" / "bin" / "petcdutl")
 PETCDCTL = str(REPO / ".venv" / "bin" / "petcdctl")

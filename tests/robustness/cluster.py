@@ -44,7 +44,8 @@ import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.server.ids import member_id
-from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, free_port, maintenance_stub
+from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, maintenance_stub
+from tests.ports import free_port
 from tests.robustness.proxy import PETCD_PEER_SNIFF_BYTES, Mode, TcpProxy, petcd_peer_sender
 
 ETCD_BIN = "/usr/bin/etcd"

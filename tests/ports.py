@@ -1,0 +1,42 @@
+"""Free TCP ports on 127.0.0.1 for the tests and the benchmarks (``bench/``).
+
+Ports are drawn at random below the kernel's ephemeral range and never given twice in one
+process. A port from the ephemeral range (what binding to port 0 returns) may be taken by any
+outgoing connection (a member dialing its peers, a client) between the draw and the server's
+bind, which made cluster tests fail now and then with "address already in use".
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_LOW = 10000
+_PORTS_HIGH = max(_PORTS_LOW + 1000, _ephemeral_low() - 1)
+_ports_given: set[int] = set()
+_ports_random = random.Random()  # its own: hypothesis seeds the global one
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that is free now, never the same twice in this process."""
+    for _ in range(200):
+        port = _ports_random.randint(_PORTS_LOW, _PORTS_HIGH)
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {_PORTS_LOW}-{_PORTS_HIGH}")
