@@ -8,18 +8,25 @@ uses and the writer the caller uses (``set_hard_state``, ``append``, ``apply_sna
 ``create_snapshot``, ``compact``); the server keeps one in front of its WAL, the tests and the
 simulator use it alone.
 
-Layout of ``MemoryStorage``::
+Layout of ``MemoryStorage``: the entry with index ``_offset + k`` is
+``(_terms[k], _types[k], _datas[k])``, and ``k = 0`` is a dummy entry: the (index, term) of the
+last compacted entry (the snapshot's)::
 
-    _ents[0]      a dummy entry: (index, term) of the last compacted entry (the snapshot's)
-    _ents[1:]     the log, consecutive indexes from first_index() to last_index()
+    snapshot index = _offset      first_index() = _offset + 1
+    last_index()   = _offset + len(_terms) - 1
 
-    snapshot index = _ents[0].index      first_index() = _ents[0].index + 1
-    last_index()   = _ents[0].index + len(_ents) - 1
+Terms are kept in an ``array('q')``, types in a ``bytearray`` and payloads in a list of bytes,
+not as ``Entry`` objects: none of these per-entry values is an object the cyclic garbage
+collector tracks. An ``Entry`` object (a slotted class) would be tracked for as long as the log
+keeps it, up to a snapshot's worth of entries (100,000 by default), and every collection of
+the older generations walked them: 55-75 ms pauses of the whole member under load, and a
+young-generation pass every ~12,000 writes (docs/enhancements/0004-transport.md, session 6).
+``entries()`` builds the ``Entry`` objects it returns.
 
 Invariants
 ----------
-- ``_ents`` is never empty and its indexes are consecutive.
-- ``_ents[0]`` matches the snapshot's (index, term) or was produced by ``compact``.
+- ``_terms``, ``_types`` and ``_datas`` have the same length, at least 1 (the dummy).
+- The dummy matches the snapshot's (index, term) or was produced by ``compact``.
 - ``entries(lo, hi)`` is half-open and returns at least one entry when ``lo < hi`` even if that
   one entry exceeds ``max_bytes``.
 
@@ -32,6 +39,7 @@ member added; a member that joins later learns them by replaying the same entrie
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -68,6 +76,10 @@ class Storage(Protocol):
     def snapshot(self) -> Snapshot: ...
 
 
+_TYPES = tuple(sorted(EntryType))  # EntryType by value
+assert all(int(t) == v for v, t in enumerate(_TYPES))
+
+
 def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` whose payload fits ``max_bytes``; never fewer than one."""
     if max_bytes is None or len(ents) <= 1:
@@ -83,13 +95,20 @@ def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
 class MemoryStorage:
     """An in-memory ``Storage`` with the writer side the caller drives."""
 
-    __slots__ = ("_conf_state", "_ents", "_hard_state", "_snapshot")
+    __slots__ = ("_conf_state", "_datas", "_hard_state", "_offset", "_snapshot", "_terms", "_types")
 
     def __init__(self) -> None:
         self._hard_state = HardState()
         self._snapshot = Snapshot()
         self._conf_state = ConfState()
-        self._ents: list[Entry] = [Entry(Term(0), Index(0))]
+        self._reset(Index(0), Term(0))
+
+    def _reset(self, index: Index, term: Term) -> None:
+        """Only the dummy entry: (``index``, ``term``)."""
+        self._offset = index
+        self._terms = array("q", (term,))
+        self._types = bytearray(1)
+        self._datas: list[bytes] = [b""]
 
     @classmethod
     def bootstrap(
@@ -124,29 +143,40 @@ class MemoryStorage:
         return self._hard_state, self._conf_state
 
     def entries(self, lo: Index, hi: Index, max_bytes: int | None = None) -> list[Entry]:
-        ents = self._ents
-        offset = ents[0].index
+        offset = self._offset
         if lo <= offset:
             raise CompactedError(f"entries from {lo}: compacted up to {offset}")
-        last = offset + len(ents) - 1
+        last = offset + len(self._terms) - 1
         if hi > last + 1:
             raise UnavailableError(f"entries up to {hi}: last index is {last}")
-        return limit_size(ents[lo - offset : hi - offset], max_bytes)
+        first, end = lo - offset, hi - offset
+        datas = self._datas
+        if max_bytes is not None and end - first > 1:
+            total = 0
+            for k in range(first, end):
+                total += len(datas[k])
+                if total > max_bytes and k > first:
+                    end = k
+                    break
+        terms, types, kinds = self._terms, self._types, _TYPES
+        return [
+            Entry(Term(terms[k]), Index(offset + k), kinds[types[k]], datas[k])
+            for k in range(first, end)
+        ]
 
     def term(self, i: Index) -> Term:
-        ents = self._ents
-        offset = ents[0].index
+        offset = self._offset
         if i < offset:
             raise CompactedError(f"term of {i}: compacted up to {offset}")
-        if i - offset >= len(ents):
-            raise UnavailableError(f"term of {i}: last index is {offset + len(ents) - 1}")
-        return ents[i - offset].term
+        if i - offset >= len(self._terms):
+            raise UnavailableError(f"term of {i}: last index is {self.last_index()}")
+        return Term(self._terms[i - offset])
 
     def first_index(self) -> Index:
-        return Index(self._ents[0].index + 1)
+        return Index(self._offset + 1)
 
     def last_index(self) -> Index:
-        return Index(self._ents[0].index + len(self._ents) - 1)
+        return Index(self._offset + len(self._terms) - 1)
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -173,7 +203,7 @@ class MemoryStorage:
             )
         self._snapshot = snap
         self._conf_state = snap.metadata.conf_state
-        self._ents = [Entry(snap.metadata.term, snap.metadata.index)]
+        self._reset(snap.metadata.index, snap.metadata.term)
 
     def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a snapshot of the state machine at ``index`` (which must be in the log)."""
@@ -181,34 +211,41 @@ class MemoryStorage:
             raise SnapshotOutOfDateError(
                 f"snapshot at {index} is not newer than {self._snapshot.metadata.index}"
             )
-        offset = self._ents[0].index
         assert index <= self.last_index(), f"snapshot {index} is beyond the last index"
-        term = self._ents[index - offset].term
+        term = Term(self._terms[index - self._offset])
         self._snapshot = Snapshot(SnapshotMetadata(index, term, conf_state), data)
         return self._snapshot
 
     def compact(self, index: Index) -> None:
         """Discard the entries up to and including ``index``."""
-        ents = self._ents
-        offset = ents[0].index
+        offset = self._offset
         if index <= offset:
             raise CompactedError(f"compact to {index}: already compacted up to {offset}")
         assert index <= self.last_index(), f"compact to {index} is beyond the last index"
-        i = index - offset
-        self._ents = [Entry(ents[i].term, ents[i].index), *ents[i + 1 :]]
+        i = index - offset  # entry ``index`` becomes the dummy
+        del self._terms[:i]
+        del self._types[:i]
+        del self._datas[:i]
+        self._types[0] = 0
+        self._datas[0] = b""
+        self._offset = index
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append ``entries``, replacing any conflicting tail of the log."""
         if not entries:
             return
-        ents = self._ents
-        first = ents[0].index + 1
+        first = self._offset + 1
         if entries[-1].index < first:
             return
         if entries[0].index < first:
             entries = entries[first - entries[0].index :]
-        at = entries[0].index - ents[0].index
-        assert at <= len(ents), f"missing log entries before {entries[0].index}"
-        if at < len(ents):
-            del ents[at:]
-        ents.extend(entries)
+        at = entries[0].index - self._offset
+        terms = self._terms
+        assert at <= len(terms), f"missing log entries before {entries[0].index}"
+        if at < len(terms):
+            del terms[at:]
+            del self._types[at:]
+            del self._datas[at:]
+        terms.extend([e.term for e in entries])
+        self._types.extend([e.type for e in entries])
+        self._datas.extend([e.data for e in entries])

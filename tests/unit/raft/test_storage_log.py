@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from petcd.raft import (
     Config,
     ConfState,
     Entry,
+    EntryType,
     Index,
     MemberId,
     MemoryStorage,
@@ -57,6 +59,40 @@ def test_memory_storage_entries_size_limit_returns_at_least_one() -> None:
     assert len(st.entries(Index(1), Index(6), max_bytes=0)) == 1
     assert len(st.entries(Index(1), Index(6), max_bytes=25)) == 2
     assert len(st.entries(Index(1), Index(6), max_bytes=50)) == 5
+
+
+def test_memory_storage_gives_back_what_was_appended() -> None:
+    st = MemoryStorage()
+    appended = [
+        Entry(Term(1), Index(1), EntryType.CONF_CHANGE, b"cc"),
+        Entry(Term(2), Index(2), EntryType.NORMAL, b"put"),
+        Entry(Term(2), Index(3)),
+    ]
+    st.append(appended)
+    got = st.entries(Index(1), Index(4))
+    assert got == appended
+    assert [type(e.type) for e in got] == [EntryType] * 3
+
+
+def test_memory_storage_keeps_nothing_the_cyclic_collector_walks() -> None:
+    # Each entry the log keeps used to be an Entry object, tracked by the collector for as
+    # long as the log kept it: a snapshot's worth of them made every older-generation pass
+    # walk them (55-75 ms pauses under load). The log keeps terms, types and payloads in
+    # arrays and a list of bytes instead.
+    st = MemoryStorage()
+    gc.collect()
+    before = len(gc.get_objects())
+    st.append([Entry(Term(1), Index(i), data=b"v" * 300) for i in range(1, 1001)])
+    st.compact(Index(10))
+    st.append([Entry(Term(2), Index(i), data=b"w") for i in range(900, 1101)])
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50
+    assert (st.first_index(), st.last_index(), st.term(Index(899)), st.term(Index(900))) == (
+        11,
+        1100,
+        1,
+        2,
+    )
 
 
 def test_memory_storage_append_truncates_conflicting_tail_and_ignores_compacted() -> None:
