@@ -7,14 +7,24 @@ green run; but after a failed run it keeps every directory made by ``tmp_path_fa
 module fixtures' clusters), 6-10 GB for a full run, and the last two runs are kept: a CI disk
 fills after a few red runs. So at the end of a red run the members' data files are removed
 from the base directory, and the logs, configs and small files stay for whoever investigates.
+
+Signals: several tests stop a child (``etcdctl watch``, ``elect``, ``lock``) with SIGINT, as a
+user's Ctrl-C does. A process started in the background by a non-interactive shell (``make
+test &``, some CI runners) inherits SIGINT ignored, and so would every child: etcdctl would
+never stop. pytest's process therefore handles SIGINT itself (Python's default handler), and
+children start with the default action again.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import pytest
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # WAL segments and their preallocated spares (petcd's and etcd's), backend files.
 _MEMBER_DATA = re.compile(r"(\.wal|\.tmp|\.snap\.db)$|^(db|data\.mdb)$")
