@@ -84,12 +84,18 @@ def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` whose payload fits ``max_bytes``; never fewer than one."""
     if max_bytes is None or len(ents) <= 1:
         return ents
+    n = _fitting([len(e.data) for e in ents], max_bytes)
+    return ents if n == len(ents) else ents[:n]
+
+
+def _fitting(sizes: Sequence[int], max_bytes: int) -> int:
+    """How many of the leading payload sizes ``sizes`` fit ``max_bytes``; at least one."""
     total = 0
-    for i, e in enumerate(ents):
-        total += len(e.data)
+    for i, n in enumerate(sizes):
+        total += n
         if total > max_bytes and i > 0:
-            return ents[:i]
-    return ents
+            return i
+    return len(sizes)
 
 
 class MemoryStorage:
@@ -152,12 +158,7 @@ class MemoryStorage:
         first, end = lo - offset, hi - offset
         datas = self._datas
         if max_bytes is not None and end - first > 1:
-            total = 0
-            for k in range(first, end):
-                total += len(datas[k])
-                if total > max_bytes and k > first:
-                    end = k
-                    break
+            end = first + _fitting([len(d) for d in datas[first:end]], max_bytes)
         terms, types, kinds = self._terms, self._types, _TYPES
         return [
             Entry(Term(terms[k]), Index(offset + k), kinds[types[k]], datas[k])
