@@ -65,7 +65,7 @@ from petcd.mvcc.errors import (
     TooManyOpsError,
     ValueProvidedError,
 )
-from petcd.mvcc.key_index import SUB_BITS, SUB_MASK, KeyIndex, keep_of
+from petcd.mvcc.key_index import SUB_BITS, SUB_MASK, KeyIndex, keep_of, new_revs, with_rev
 from petcd.mvcc.requests import (
     CompactionResponse,
     Compare,
@@ -402,7 +402,7 @@ class KVStore:
 
     def _restore(self) -> None:
         backend = self._backend
-        revs: dict[bytes, int | list[int]] = {}
+        revs: dict[bytes, int | bytes | list[int]] = {}
         leases: dict[bytes, int] = {}
         track_leases = self._lessor is not None
         max_main = 0
@@ -426,9 +426,9 @@ class KVStore:
             if lst is None:
                 revs[key] = rev
             elif type(lst) is int:
-                revs[key] = [lst, rev]
+                revs[key] = new_revs(lst, rev)
             else:
-                lst.append(rev)  # type: ignore[union-attr]
+                revs[key] = with_rev(lst, rev)  # type: ignore[arg-type]
             max_main = main
         self._index = KeyIndex.from_revisions(revs)
         scheduled = backend.get(META, SCHEDULED_COMPACT_KEY)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petcd.mvcc.key_index import KeyIndex, SortedKeys, keep_of, pack_rev
+from petcd.mvcc.key_index import PACKED_MAX, KeyIndex, SortedKeys, keep_of, pack_rev
 
 
 @settings(max_examples=100, deadline=None)
@@ -92,13 +94,15 @@ def test_revisions_counts_all_and_limits_list() -> None:
     ops=st.lists(
         st.tuples(st.sampled_from(["put", "del", "compact"]), st.sampled_from([b"a", b"b", b"c"])),
         max_size=40,
-    )
+    ),
+    # Just below 2**31: a key's revisions outgrow what 64 bits packed hold, and become a list.
+    first_main=st.sampled_from([1, 2**31 - 6]),
 )
-def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]]) -> None:
+def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]], first_main: int) -> None:
     ki = KeyIndex()
     model: dict[bytes, list[int]] = {}  # full history, never compacted
-    compacted = 0
-    main = 1
+    compacted = first_main - 1
+    main = first_main
     for kind, key in ops:
         live = key in model and model[key][-1] > 0
         if kind == "put":
@@ -214,3 +218,66 @@ def test_keep_of_a_snapshot_is_not_changed_by_later_writes() -> None:
             ki.put(key, r(main))
     assert ki.keep(at) == expected
     assert keep_of(values, at) == expected
+
+
+def test_rewriting_keys_leaves_nothing_for_the_garbage_collector() -> None:
+    ki = KeyIndex()
+    for i in range(1000):
+        ki.put(b"k%d" % i, r(i + 2))
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for i in range(1000):
+            ki.put(b"k%d" % i, r(i + 1002))
+        ki.tombstone(b"k0", r(2002))
+        assert gc.get_count()[0] - before < 50  # a list per key: 1,000 more
+    finally:
+        gc.enable()
+    assert not any(gc.is_tracked(v) for v in ki.values_snapshot())
+    assert ki.get(b"k0", 2001) == r(1002) and ki.get(b"k0", 2002) is None
+    assert ki.get(b"k1", 1002) == r(3) and ki.latest(b"k1") == r(1003)
+    assert dict(ki.items())[b"k0"] == [r(2), r(1002), -r(2002)]
+
+
+def test_a_long_history_is_a_list_and_a_compaction_packs_it_again() -> None:
+    ki = KeyIndex()
+    n = PACKED_MAX + 5
+    for main in range(2, 2 + n):
+        ki.put(b"k", r(main))
+    history = [r(m) for m in range(2, 2 + n)]
+    assert ki.values_snapshot() == [history]  # a list past PACKED_MAX
+    assert [ki.get(b"k", m) for m in (1, 2, 10, n + 1)] == [None, r(2), r(10), r(n + 1)]
+    ki.tombstone(b"k", r(n + 2))
+    assert ki.get(b"k", n + 2) is None and ki.latest(b"k") is None
+    assert ki.keep(n - 3) == {r(n - 3)}
+    assert ki.compact(n - 3) == {r(n - 3)}
+    [packed] = ki.values_snapshot()
+    assert type(packed) is bytes
+    assert dict(ki.items())[b"k"] == [r(n - 3), r(n - 2), r(n - 1), r(n), r(n + 1), -r(n + 2)]
+    assert ki.compact(n + 1) == {r(n + 1)}
+    assert dict(ki.items())[b"k"] == [r(n + 1), -r(n + 2)]
+    ki.put(b"k", r(n + 3))
+    assert ki.get(b"k", n + 1) == r(n + 1) and ki.get(b"k", n + 2) is None
+    assert ki.revisions(b"k", None, n + 3) == ([(b"k", r(n + 3))], 1)
+    assert ki.compact(n + 3) == {r(n + 3)}
+    assert ki.values_snapshot() == [r(n + 3)]
+    ki.tombstone(b"k", r(n + 4))
+    assert ki.compact(n + 4) == set() and len(ki) == 0
+
+
+def test_a_revision_past_2_to_the_31_makes_the_packed_revisions_a_list() -> None:
+    ki = KeyIndex()
+    big = 2**31
+    ki.put(b"k", r(big - 2, 1))
+    ki.put(b"k", r(big - 1, 7))
+    assert type(ki.values_snapshot()[0]) is bytes
+    ki.put(b"k", r(big))  # main << 32 | sub no longer fits a signed 64-bit integer
+    ki.tombstone(b"k", r(big + 1))
+    assert ki.values_snapshot()[0] == [r(big - 2, 1), r(big - 1, 7), r(big), -r(big + 1)]
+    assert [ki.get(b"k", m) for m in (big - 1, big, big + 1)] == [r(big - 1, 7), r(big), None]
+    assert ki.keep(big) == {r(big)}
+    assert ki.compact(big) == {r(big)}
+    assert ki.values_snapshot()[0] == [r(big), -r(big + 1)]
+    ki.put(b"n", r(big + 2))
+    ki.put(b"n", r(big + 3))  # its second revision is already too big: a list at once
+    assert ki.values_snapshot()[1] == [r(big + 2), r(big + 3)]
