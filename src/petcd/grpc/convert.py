@@ -20,6 +20,7 @@ from typing import Any
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.api.mvccpb import kv_pb2
+from petcd.mvcc.kvstore import add_records
 from petcd.mvcc.requests import (
     CompactionRequest,
     Compare,
@@ -154,9 +155,11 @@ def key_value_pb(kv: KeyValue) -> Any:
     )
 
 
-def _fill_range_response(m: Any, r: RangeResponse) -> None:
+def _fill_range_response(m: Any, r: RangeResponse, records: list[bytes] | None = None) -> None:
     _fill_header(m.header, r.header)
     add = m.kvs.add
+    if records is not None:  # the KeyValues as stored (KVStore.range_records)
+        add_records(add, records)
     for kv in r.kvs:
         add(
             key=kv.key,
@@ -172,9 +175,10 @@ def _fill_range_response(m: Any, r: RangeResponse) -> None:
         m.count = r.count
 
 
-def range_response_pb(r: RangeResponse) -> Any:
+def range_response_pb(r: RangeResponse, records: list[bytes] | None = None) -> Any:
+    """``records``: the response's KeyValues as stored, when ``r`` has none (``range_records``)."""
     m = rpc_pb2.RangeResponse()
-    _fill_range_response(m, r)
+    _fill_range_response(m, r, records)
     return m
 
 

@@ -69,6 +69,10 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
 
     async def range(self, req: RangeRequest) -> RangeResponse: ...
 
+    async def range_records(
+        self, req: RangeRequest
+    ) -> tuple[RangeResponse, list[bytes] | None]: ...
+
     async def put(self, req: PutRequest) -> PutResponse: ...
 
     async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
@@ -134,8 +138,12 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def Range(self, request: Any, context: Any) -> Any:
         try:
-            resp = await self._member.range(convert.range_request(request))
-            return convert.range_response_pb(resp)
+            if not request.range_end:  # one key: nothing to gain from the records
+                return convert.range_response_pb(
+                    await self._member.range(convert.range_request(request))
+                )
+            resp, records = await self._member.range_records(convert.range_request(request))
+            return convert.range_response_pb(resp, records)
         except Exception as e:
             await _abort(context, e, self._log, "Range")
 

@@ -1795,7 +1795,18 @@ class Member:
         validate_request(req, self.cfg.max_txn_ops)
         if not req.serializable:
             await self._read_barrier()
-        resp = self.kv.range(req)
+        return self._range_header(self.kv.range(req))
+
+    async def range_records(self, req: RangeRequest) -> tuple[RangeResponse, list[bytes] | None]:
+        """``range``, with a plain listing's KeyValues left as stored records
+        (``KVStore.range_records``: the response has no kvs then, ``add_records`` reads them)."""
+        validate_request(req, self.cfg.max_txn_ops)
+        if not req.serializable:
+            await self._read_barrier()
+        resp, records = self.kv.range_records(req)
+        return self._range_header(resp), records
+
+    def _range_header(self, resp: RangeResponse) -> RangeResponse:
         h = self._header(resp.header.revision)
         if resp.header is h:  # mvcc built it with _header already (set_header_source)
             return resp

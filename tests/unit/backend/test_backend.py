@@ -81,6 +81,31 @@ def test_range_merges_batch_with_committed_state(tmp_path: Path) -> None:
     b.close()
 
 
+def test_get_many_reads_what_get_reads_committed_committing_or_pending(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    for k in (b"a", b"c", b"e", b"g"):
+        b.put(KEY, k, k.upper())
+    b.commit()
+    keys = [b"a", b"b", b"c", b"e", b"g", b"h", b"zz", b"a"]
+    assert b.get_many(KEY, keys) == [b"A", None, b"C", b"E", b"G", None, None, b"A"]
+    assert b.get_many(KEY, [b"g", b"a"]) == [b"G", b"A"]  # all committed, in the order asked
+    b.put(KEY, b"b", b"B")
+    b.put(KEY, b"c", b"C2")
+    b.delete(KEY, b"e")
+    write = b.start_commit()  # that batch is being committed ...
+    assert write is not None
+    b.put(KEY, b"h", b"H")  # ... and this one is pending
+    b.delete(KEY, b"g")
+    want = [b"A", b"B", b"C2", None, None, b"H", None, b"A"]
+    assert b.get_many(KEY, keys) == want == [b.get(KEY, k) for k in keys]
+    write()
+    assert b.get_many(KEY, keys) == want
+    b.commit()
+    assert b.get_many(KEY, keys) == want
+    assert b.get_many(KEY, []) == []
+    b.close()
+
+
 def test_iterate_is_a_snapshot(tmp_path: Path) -> None:
     b = open_backend(tmp_path)
     for i in range(10):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from petcd.mvcc import (
     CompactedError,
@@ -35,6 +38,7 @@ from petcd.mvcc import (
     ValueProvidedError,
     validate_request,
 )
+from petcd.mvcc.kvstore import add_records
 from petcd.raft.types import Index, Term
 from tests.unit.mvcc.conftest import Harness
 
@@ -661,3 +665,76 @@ def test_header_source_fills_top_level_headers_only(h: Harness) -> None:
     assert h.apply(DeleteRangeRequest(b"b")).header == ResponseHeader(7, 8, 4, 9)
     h.compact(2)
     assert built and all(r > 0 for r in built)
+
+
+# -- a listing's records ---------------------------------------------------------------------
+
+
+def _decoded(h: Harness, req: RangeRequest) -> object:
+    """``range_records(req)`` as ``range(req)`` would answer it (or the error it raised)."""
+    try:
+        resp, records = h.store.range_records(req)
+    except MvccError as e:
+        return type(e), str(e)
+    if records is None:
+        return resp
+    kvs: list[KeyValue] = []
+    add_records(lambda **f: kvs.append(KeyValue(**f)), records)  # type: ignore[arg-type]
+    assert resp.kvs == ()
+    return replace(resp, kvs=tuple(kvs))
+
+
+def _expected(h: Harness, req: RangeRequest) -> object:
+    try:
+        return h.store.range(req)
+    except MvccError as e:
+        return type(e), str(e)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from([b"", b"a", b"b", b"k3", b"\x00"]),
+    end=st.sampled_from([b"", b"\x00", b"c", b"k5", b"a"]),
+    limit=st.integers(0, 4),
+    revision=st.integers(-1, 14),
+    order=st.sampled_from([0, 1, 2, 5]),
+    target=st.sampled_from([0, 1, 3]),
+    flags=st.sampled_from(["", "keys_only", "count_only", "min_mod_revision", "lease"]),
+)
+def test_range_records_answers_what_range_answers(
+    h: Harness,
+    key: bytes,
+    end: bytes,
+    limit: int,
+    revision: int,
+    order: int,
+    target: int,
+    flags: str,
+) -> None:
+    if h.store.current_revision == 1:  # the history, written once per test function
+        for i in range(8):
+            h.apply(PutRequest(b"k%d" % i, b"v%d" % i))
+            if i == 4:
+                h.backend.commit()  # some records committed, the later ones still pending
+        h.apply(PutRequest(b"k2", b"again"))
+        h.apply(DeleteRangeRequest(b"k5"))
+        h.apply(PutRequest(b"a", b"x" * 300))
+        h.compact(3)
+    extra = {"min_mod_revision": 5} if flags == "min_mod_revision" else {}
+    if flags in ("keys_only", "count_only"):
+        extra = {flags: True}
+    req = RangeRequest(
+        key, end, limit=limit, revision=revision, sort_order=order, sort_target=target, **extra
+    )  # type: ignore[arg-type]
+    assert _decoded(h, req) == _expected(h, req)
+
+
+def test_range_records_of_a_listing_are_the_stored_records(h: Harness) -> None:
+    for i in range(5):
+        h.apply(PutRequest(b"k%d" % i, b"v%d" % i, lease=0))
+    resp, records = h.store.range_records(RangeRequest(b"k1", b"k4", limit=2))
+    assert records is not None and len(records) == 2 and resp.more and resp.count == 3
+    resp, records = h.store.range_records(RangeRequest(b"k1", b"k4", keys_only=True))
+    assert records is None and [kv.value for kv in resp.kvs] == [b""] * 3
