@@ -27,7 +27,9 @@ is keep-alive answers/s and the time to grant the leases is reported beside it.
 
 ``--scale`` is a separate mode: for etcd and petcd in turn, load ``--scale-keys`` keys,
 then record the load rate, the server's RSS, the data directory's size on disk, and after
-a restart the time until it serves a linearizable read, and the RSS again.
+a restart the time until it serves a linearizable read, and the RSS again; then, for
+``--scale-update-seconds``, puts to random keys of those loaded (100 clients): rate, p99 and
+max latency (what a stop-the-world pause shows up in), and the RSS after them.
 
 ``--watch-memory`` is another: for etcd and petcd in turn, each freshly started (a server's
 allocator keeps what it once used, so only a first measurement is clean), the RSS before,
@@ -93,6 +95,10 @@ class Workload:
     needs_full_server: bool = False  # not run on bare, nor on --extra unless it serves watch
     # The result fields the table's p50/p99 come from ("p" -> p50_ms, "last_p" -> last_p50_ms).
     latency_prefix: str = "p"
+    # loadgen arguments run once per target before its first measurement of this workload
+    # (untimed), with the --total given: e.g. the keys a Range of many keys reads.
+    setup: tuple[str, ...] = ()
+    setup_total: int = 0
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -117,6 +123,29 @@ WORKLOADS: dict[str, Workload] = {
             "serializable Range of one key, 100 clients / 10 conns",
         ),
         Workload("txn-put", ("txn-put", *_MANY, *_STD), "Txn with one Put, 100 clients / 10 conns"),
+        Workload(
+            "range-100",
+            (
+                "range",
+                *_MANY,
+                "--key-size",
+                "8",
+                "--val-size",
+                "256",
+                "--key-space-size",
+                "10000",
+                "--range-keys",
+                "100",
+                "--consistency",
+                "l",
+            ),
+            "linearizable Range of 100 consecutive keys (256-byte values; a page of a list), "
+            "100 clients / 10 conns; keys 0-9,999 put first",
+            total_scale=0.2,
+            needs_full_server=True,
+            setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
+            setup_total=10_000,
+        ),
         Workload(
             "watch",
             (*_WATCH, "--watchers-per-stream", "100", "--max-lag", "10"),
@@ -429,6 +458,14 @@ def make_server(target: str, args: argparse.Namespace, work: Path, data_dir: Pat
     return Server(target, argv, port, logf)
 
 
+def run_setup(endpoint: str, wl: Workload) -> None:
+    """The workload's untimed set-up (``Workload.setup``) against one target."""
+    setup = Workload(f"{wl.name}-setup", wl.setup, "set-up")
+    res = run_loadgen(endpoint, setup, wl.setup_total, 600)
+    if res["errors"]:
+        raise RuntimeError(f"{res['errors']} errors: {res.get('first_error', '')}")
+
+
 def run_loadgen(endpoint: str, wl: Workload, total: int, seconds: float) -> dict[str, Any]:
     argv = [str(LOADGEN), *wl.loadgen_args, "--endpoints", endpoint, "--json"]
     argv += ["--total", str(total), "--duration", f"{seconds}s", "--timeout", "10s"]
@@ -706,7 +743,14 @@ def run_matrix(args: argparse.Namespace) -> int:
                 for t in targets
                 if t in servers and (t in full_servers or not WORKLOADS[w].needs_full_server)
             ]
+            set_up: set[tuple[str, str]] = set()  # (workload, target) whose setup ran
             for n, (rnd, w, t) in enumerate(plan, 1):
+                if t in servers and WORKLOADS[w].setup and (w, t) not in set_up:
+                    set_up.add((w, t))
+                    try:
+                        run_setup(servers[t].endpoint, WORKLOADS[w])
+                    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+                        log(f"  {w} set-up on {t} failed: {e}")
                 if t not in servers:  # died in an earlier measurement: n/a from here on
                     log(f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} n/a (the server died)")
                     report["runs"].append(
@@ -782,6 +826,20 @@ def run_scale(args: argparse.Namespace) -> int:
         ("load", *_MANY, "--key-size", "8", "--val-size", str(args.scale_val_size)),
         "load N keys",
     )
+    update = Workload(
+        "update",
+        (
+            "put",
+            *_MANY,
+            "--key-size",
+            "8",
+            "--val-size",
+            str(args.scale_val_size),
+            "--key-space-size",
+            str(args.scale_keys),
+        ),
+        "put to random keys of the N loaded",
+    )
     with workdir(args.keep) as work:
         for t in targets:
             data = work / f"{t}.data"
@@ -813,6 +871,17 @@ def run_scale(args: argparse.Namespace) -> int:
                     f"  serving again after {srv.startup_s:.2f}s, "
                     f"RSS {st['restarted_rss_bytes'] / 2**20:,.0f} MiB"
                 )
+                if args.scale_update_seconds > 0:
+                    res = run_loadgen(
+                        srv.endpoint, update, args.scale_keys * 10, args.scale_update_seconds
+                    )
+                    st["update"] = res
+                    st["updated_rss_bytes"] = rss_bytes(srv.proc.pid)
+                    log(
+                        f"  updates: {res['requests_per_s']:,.0f} puts/s, p99 "
+                        f"{res['p99_ms']:.1f} ms, max {res['max_ms']:.1f} ms, errors "
+                        f"{res['errors']}, RSS {st['updated_rss_bytes'] / 2**20:,.0f} MiB"
+                    )
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
                 st["error"] = str(e)
                 log(f"  {t}: n/a: {e}")
@@ -822,6 +891,8 @@ def run_scale(args: argparse.Namespace) -> int:
     mib = 2**20
     print(f"\nscale: {args.scale_keys:,} keys of 8 bytes, values of {args.scale_val_size} bytes")
     rows = [["target", "puts/s", "RSS MiB", "disk MiB", "start-up s", "RSS after restart MiB"]]
+    if args.scale_update_seconds > 0:
+        rows[0] += ["updates/s", "p99 ms", "max ms", "RSS after updates MiB"]
     for t, st in report["targets"].items():
         if "error" in st:
             rows.append([t, "n/a", "-", "-", "-", st["error"][:60]])
@@ -836,6 +907,13 @@ def run_scale(args: argparse.Namespace) -> int:
                 f"{st['restarted_rss_bytes'] / mib:,.0f}",
             ]
         )
+        if "update" in st:
+            rows[-1] += [
+                f"{st['update']['requests_per_s']:,.0f}",
+                f"{st['update']['p99_ms']:.1f}",
+                f"{st['update']['max_ms']:.1f}",
+                f"{st['updated_rss_bytes'] / mib:,.0f}",
+            ]
     print_rows(rows)
     out = Path(args.out) if args.out else results_path(args.label, "-scale")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1049,6 +1127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", action="store_true", help="memory/start-up/disk with many keys")
     p.add_argument("--scale-keys", type=int, default=1_000_000)
     p.add_argument("--scale-val-size", type=int, default=256)
+    p.add_argument(
+        "--scale-update-seconds",
+        type=float,
+        default=20.0,
+        help="--scale: after the restart, put to random keys of those loaded for this long "
+        "(100 clients): rate, p99 and max latency, RSS; 0 skips it",
+    )
     p.add_argument(
         "--cluster",
         type=int,

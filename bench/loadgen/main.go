@@ -15,7 +15,9 @@
 //	put       Put key=value; keys drawn from [0, --key-space-size) at random, or in
 //	          order with --sequential-keys.
 //	range     Range on one key drawn the same way; --consistency l (linearizable, the
-//	          default) or s (serializable).
+//	          default) or s (serializable). With --range-keys N > 1, a Range of the N
+//	          consecutive keys from the one drawn (from [0, --key-space-size - N]), the
+//	          way a client lists a page of objects.
 //	txn-put   Txn with no compare and --txn-ops Put operations in its success branch.
 //	watch     --streams gRPC watch streams, --watchers-per-stream watchers on each, all on
 //	          one key; one writer puts --total values in a row (at most --max-lag puts
@@ -65,6 +67,7 @@ type options struct {
 	keySpaceSize      int
 	sequentialKeys    bool
 	consistency       string
+	rangeKeys         int
 	txnOps            int
 	streams           int
 	watchersPerStream int
@@ -115,6 +118,8 @@ type Result struct {
 	RevokeSeconds float64 `json:"revoke_seconds,omitempty"`
 	RevokeErrors  int     `json:"revoke_errors,omitempty"`
 	Consistency   string  `json:"consistency,omitempty"`
+	RangeKeys     int     `json:"range_keys,omitempty"`
+	KeysRead      int64   `json:"keys_read,omitempty"`
 }
 
 func main() {
@@ -140,6 +145,7 @@ func run(args []string) error {
 	fs.IntVar(&o.keySpaceSize, "key-space-size", 1, "distinct keys drawn from")
 	fs.BoolVar(&o.sequentialKeys, "sequential-keys", false, "keys in order instead of at random")
 	fs.StringVar(&o.consistency, "consistency", "l", "range consistency: l or s")
+	fs.IntVar(&o.rangeKeys, "range-keys", 1, "range: consecutive keys per Range")
 	fs.IntVar(&o.txnOps, "txn-ops", 1, "puts per txn (txn-put)")
 	fs.IntVar(&o.streams, "streams", 10, "watch streams (watch)")
 	fs.IntVar(&o.watchersPerStream, "watchers-per-stream", 10, "watchers per stream (watch)")
@@ -191,6 +197,9 @@ func (o *options) validate() error {
 	}
 	if o.clients < 1 || o.conns < 1 || o.total < 1 || o.keySpaceSize < 1 || o.txnOps < 1 {
 		return errors.New("--clients, --conns, --total, --key-space-size, --txn-ops must be >= 1")
+	}
+	if o.rangeKeys < 1 || o.rangeKeys > o.keySpaceSize {
+		return errors.New("--range-keys must be >= 1 and at most --key-space-size")
 	}
 	if o.consistency != "l" && o.consistency != "s" {
 		return errors.New("--consistency must be l or s")
@@ -267,6 +276,7 @@ func runRequests(o options) (*Result, error) {
 	value := string(randomBytes(o.valSize))
 	var next atomic.Int64 // index of the next request to issue
 	var nerr atomic.Int64
+	var keysRead atomic.Int64
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, o.clients)
 	var wg sync.WaitGroup
@@ -283,13 +293,19 @@ func runRequests(o options) (*Result, error) {
 				if i >= o.total || (o.duration > 0 && time.Since(start) >= o.duration) {
 					break
 				}
-				k := i % o.keySpaceSize
+				span := o.keySpaceSize - o.rangeKeys + 1 // first keys of a full --range-keys run
+				k := i % span
 				if !o.sequentialKeys {
-					k = rng.IntN(o.keySpaceSize)
+					k = rng.IntN(span)
+				}
+				end := ""
+				if o.rangeKeys > 1 {
+					end = makeKey(k+o.rangeKeys, o.keySize)
 				}
 				t0 := time.Now()
-				err := doRequest(o, cli, makeKey(k, o.keySize), value)
+				n, err := doRequest(o, cli, makeKey(k, o.keySize), end, value)
 				mine = append(mine, time.Since(t0))
+				keysRead.Add(int64(n))
 				if err != nil {
 					if nerr.Add(1) == 1 {
 						firstErr.Store(err.Error())
@@ -312,11 +328,17 @@ func runRequests(o options) (*Result, error) {
 	}
 	if o.workload == "range" {
 		res.Consistency = o.consistency
+		res.KeysRead = keysRead.Load()
+		if o.rangeKeys > 1 {
+			res.RangeKeys = o.rangeKeys
+		}
 	}
 	return res, nil
 }
 
-func doRequest(o options, cli *clientv3.Client, key, value string) error {
+// doRequest issues one request; for a Range it returns the keys read. end: a Range's
+// range end ("": the key alone).
+func doRequest(o options, cli *clientv3.Client, key, end, value string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	var err error
@@ -324,11 +346,18 @@ func doRequest(o options, cli *clientv3.Client, key, value string) error {
 	case "put", "load":
 		_, err = cli.Put(ctx, key, value)
 	case "range":
+		var opts []clientv3.OpOption
 		if o.consistency == "s" {
-			_, err = cli.Get(ctx, key, clientv3.WithSerializable())
-		} else {
-			_, err = cli.Get(ctx, key)
+			opts = append(opts, clientv3.WithSerializable())
 		}
+		if end != "" {
+			opts = append(opts, clientv3.WithRange(end))
+		}
+		resp, gerr := cli.Get(ctx, key, opts...)
+		if gerr != nil {
+			return 0, gerr
+		}
+		return len(resp.Kvs), nil
 	case "txn-put":
 		ops := make([]clientv3.Op, o.txnOps)
 		for j := range ops {
@@ -340,7 +369,7 @@ func doRequest(o options, cli *clientv3.Client, key, value string) error {
 		}
 		_, err = cli.Txn(ctx).Then(ops...).Commit()
 	}
-	return err
+	return 0, err
 }
 
 func randomBytes(n int) []byte {
@@ -408,6 +437,10 @@ func report(o options, r *Result) error {
 			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
 	default:
 		fmt.Printf("  requests/s %.1f\n", r.RequestsPS)
+		if r.RangeKeys > 1 {
+			fmt.Printf("  keys read %d (%.1f per Range of %d)\n", r.KeysRead,
+				float64(r.KeysRead)/float64(max(r.Total, 1)), r.RangeKeys)
+		}
 		fmt.Printf("  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
 			r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
 	}

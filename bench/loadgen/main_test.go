@@ -44,12 +44,12 @@ func TestSummarizeRate(t *testing.T) {
 
 func TestValidateRejectsKeysTooSmall(t *testing.T) {
 	o := options{workload: "put", clients: 1, conns: 1, total: 1, keySize: 2, keySpaceSize: 1000,
-		txnOps: 1, consistency: "l"}
+		txnOps: 1, rangeKeys: 1, consistency: "l"}
 	if err := o.validate(); err == nil {
 		t.Fatal("3-digit key numbers accepted in 2-byte keys")
 	}
 	o = options{workload: "load", clients: 1, conns: 1, total: 500, keySize: 8, keySpaceSize: 1,
-		txnOps: 1, consistency: "l"}
+		txnOps: 1, rangeKeys: 1, consistency: "l"}
 	if err := o.validate(); err != nil || !o.sequentialKeys || o.keySpaceSize != 500 {
 		t.Fatalf("load mode: err %v, %+v", err, o)
 	}
@@ -133,7 +133,7 @@ func TestForEachParallelRunsEveryIndexOnceAndCountsErrors(t *testing.T) {
 
 func TestValidateNewWorkloads(t *testing.T) {
 	base := options{clients: 1, conns: 1, total: 1, keySize: 8, keySpaceSize: 1, txnOps: 1,
-		consistency: "l", streams: 100, watchersPerStream: 100, leases: 10, leaseTTL: time.Minute}
+		rangeKeys: 1, consistency: "l", streams: 100, watchersPerStream: 100, leases: 10, leaseTTL: time.Minute}
 	o := base
 	o.workload = "watch-idle"
 	if err := o.validate(); err != nil || o.keySpaceSize != 10000 {
@@ -153,5 +153,19 @@ func TestValidateNewWorkloads(t *testing.T) {
 	o.workload, o.leaseTTL = "lease-keepalive", 0
 	if err := o.validate(); err == nil {
 		t.Fatal("lease TTL 0 accepted")
+	}
+}
+
+func TestValidateRangeKeysWithinTheKeySpace(t *testing.T) {
+	o := options{workload: "range", clients: 1, conns: 1, total: 1, keySize: 8,
+		keySpaceSize: 1000, txnOps: 1, rangeKeys: 100, consistency: "l"}
+	if err := o.validate(); err != nil {
+		t.Fatalf("100 keys of 1,000: %v", err)
+	}
+	for _, n := range []int{0, 1001} {
+		o.rangeKeys = n
+		if err := o.validate(); err == nil {
+			t.Fatalf("--range-keys %d of 1,000 keys accepted", n)
+		}
 	}
 }
