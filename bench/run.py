@@ -188,6 +188,7 @@ DEFAULT_WORKLOADS = (
     "range-1c",
     "range-s",
     "txn-put",
+    "range-100",
     "watch",
     "lease-keepalive",
 )
