@@ -812,6 +812,7 @@ def run_matrix(args: argparse.Namespace) -> int:
 
 def run_scale(args: argparse.Namespace) -> int:
     targets = [t for t in args.targets.split(",") if t in ("etcd", "petcd")]
+    targets += [t for t in args.alt_petcd if t not in targets]  # --petcd-alt: a before/after
     report: dict[str, Any] = {
         "kind": "scale",
         "label": args.label,
@@ -1114,8 +1115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="NAME=PATH",
         help="another petcd binary as a target NAME, run exactly like petcd (also as a "
-        "--cluster, and with watch), e.g. main=/work/main/.venv/bin/petcd for an A/B of a "
-        "branch against main in one run",
+        "--cluster, with watch, and in --scale), e.g. main=/work/main/.venv/bin/petcd for an "
+        "A/B of a branch against main in one run",
     )
     p.add_argument(
         "--extra-serves-watch",
