@@ -147,6 +147,30 @@ WORKLOADS: dict[str, Workload] = {
             setup_total=10_000,
         ),
         Workload(
+            "range-page",
+            (
+                "range",
+                *_MANY,
+                "--key-size",
+                "8",
+                "--val-size",
+                "256",
+                "--key-space-size",
+                "10000",
+                "--range-limit",
+                "100",
+                "--consistency",
+                "l",
+            ),
+            "linearizable Range from a random key to the end of 10,000 keys with limit 100 "
+            "(a page of a long list: the count covers the rest), 100 clients / 10 conns; "
+            "keys 0-9,999 put first",
+            total_scale=0.2,
+            needs_full_server=True,
+            setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
+            setup_total=10_000,
+        ),
+        Workload(
             "watch",
             (*_WATCH, "--watchers-per-stream", "100", "--max-lag", "10"),
             "10 streams x 100 watchers on one key, 1 writer at most 10 puts ahead: "

@@ -17,7 +17,9 @@
 //	range     Range on one key drawn the same way; --consistency l (linearizable, the
 //	          default) or s (serializable). With --range-keys N > 1, a Range of the N
 //	          consecutive keys from the one drawn (from [0, --key-space-size - N]), the
-//	          way a client lists a page of objects.
+//	          way a client lists a page of objects. With --range-limit N > 0 instead, a
+//	          Range from the drawn key to the end of the key space with limit N: a page of a
+//	          long listing, whose count still covers every key to the end.
 //	txn-put   Txn with no compare and --txn-ops Put operations in its success branch.
 //	watch     --streams gRPC watch streams, --watchers-per-stream watchers on each, all on
 //	          one key; one writer puts --total values in a row (at most --max-lag puts
@@ -68,6 +70,7 @@ type options struct {
 	sequentialKeys    bool
 	consistency       string
 	rangeKeys         int
+	rangeLimit        int
 	txnOps            int
 	streams           int
 	watchersPerStream int
@@ -119,6 +122,7 @@ type Result struct {
 	RevokeErrors  int     `json:"revoke_errors,omitempty"`
 	Consistency   string  `json:"consistency,omitempty"`
 	RangeKeys     int     `json:"range_keys,omitempty"`
+	RangeLimit    int     `json:"range_limit,omitempty"`
 	KeysRead      int64   `json:"keys_read,omitempty"`
 }
 
@@ -146,6 +150,8 @@ func run(args []string) error {
 	fs.BoolVar(&o.sequentialKeys, "sequential-keys", false, "keys in order instead of at random")
 	fs.StringVar(&o.consistency, "consistency", "l", "range consistency: l or s")
 	fs.IntVar(&o.rangeKeys, "range-keys", 1, "range: consecutive keys per Range")
+	fs.IntVar(&o.rangeLimit, "range-limit", 0,
+		"range: a Range to the end of the key space with this limit (0: --range-keys)")
 	fs.IntVar(&o.txnOps, "txn-ops", 1, "puts per txn (txn-put)")
 	fs.IntVar(&o.streams, "streams", 10, "watch streams (watch)")
 	fs.IntVar(&o.watchersPerStream, "watchers-per-stream", 10, "watchers per stream (watch)")
@@ -201,6 +207,9 @@ func (o *options) validate() error {
 	if o.rangeKeys < 1 || o.rangeKeys > o.keySpaceSize {
 		return errors.New("--range-keys must be >= 1 and at most --key-space-size")
 	}
+	if o.rangeLimit < 0 || (o.rangeLimit > 0 && o.rangeKeys > 1) {
+		return errors.New("--range-limit must be >= 0, and not given with --range-keys")
+	}
 	if o.consistency != "l" && o.consistency != "s" {
 		return errors.New("--consistency must be l or s")
 	}
@@ -221,6 +230,14 @@ func (o *options) validate() error {
 		o.valSize = 16 // the send time and the put's number travel in the first 16 bytes
 	}
 	return nil
+}
+
+// keySpaceEnd is the first key after every key of an n-key space (keys of size bytes).
+func keySpaceEnd(n, size int) string {
+	if end := makeKey(n, size); len(end) == size {
+		return end
+	}
+	return strings.Repeat("9", size) + "\x00"
 }
 
 // makeKey renders key number n zero-padded to size bytes.
@@ -274,6 +291,7 @@ func runRequests(o options) (*Result, error) {
 	}
 	defer closeAll(clis)
 	value := string(randomBytes(o.valSize))
+	spaceEnd := keySpaceEnd(o.keySpaceSize, o.keySize)
 	var next atomic.Int64 // index of the next request to issue
 	var nerr atomic.Int64
 	var keysRead atomic.Int64
@@ -301,6 +319,8 @@ func runRequests(o options) (*Result, error) {
 				end := ""
 				if o.rangeKeys > 1 {
 					end = makeKey(k+o.rangeKeys, o.keySize)
+				} else if o.rangeLimit > 0 {
+					end = spaceEnd
 				}
 				t0 := time.Now()
 				n, err := doRequest(o, cli, makeKey(k, o.keySize), end, value)
@@ -332,6 +352,7 @@ func runRequests(o options) (*Result, error) {
 		if o.rangeKeys > 1 {
 			res.RangeKeys = o.rangeKeys
 		}
+		res.RangeLimit = o.rangeLimit
 	}
 	return res, nil
 }
@@ -352,6 +373,9 @@ func doRequest(o options, cli *clientv3.Client, key, end, value string) (int, er
 		}
 		if end != "" {
 			opts = append(opts, clientv3.WithRange(end))
+		}
+		if o.rangeLimit > 0 {
+			opts = append(opts, clientv3.WithLimit(int64(o.rangeLimit)))
 		}
 		resp, gerr := cli.Get(ctx, key, opts...)
 		if gerr != nil {

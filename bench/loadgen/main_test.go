@@ -169,3 +169,12 @@ func TestValidateRangeKeysWithinTheKeySpace(t *testing.T) {
 		}
 	}
 }
+
+func TestKeySpaceEndIsAfterEveryKey(t *testing.T) {
+	if got := keySpaceEnd(10000, 8); got != "00010000" {
+		t.Fatalf("keySpaceEnd(10000, 8) = %q", got)
+	}
+	if got := keySpaceEnd(1000, 3); got != "999\x00" || got <= makeKey(999, 3) {
+		t.Fatalf("keySpaceEnd(1000, 3) = %q", got)
+	}
+}

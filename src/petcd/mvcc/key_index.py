@@ -176,6 +176,22 @@ class SortedKeys:
         elif j == len(chunk):
             self._maxes[i] = chunk[-1]
 
+    def count(self, start: bytes, end: bytes | None) -> int:
+        """How many keys ``start <= key < end`` (``end=None``: unbounded): a walk over the
+        chunks' sizes, not the keys."""
+        return max(0, self._rank(end) - self._rank(start))  # 0 when end <= start
+
+    def _rank(self, key: bytes | None) -> int:
+        """How many keys are below ``key`` (None: all)."""
+        if key is None:
+            return self._size
+        maxes = self._maxes
+        i = bisect.bisect_left(maxes, key)
+        if i == len(maxes):
+            return self._size
+        chunks = self._chunks
+        return sum(map(len, chunks[:i])) + bisect.bisect_left(chunks[i], key)
+
     def irange(self, start: bytes, end: bytes | None) -> Iterator[bytes]:
         """Keys with ``start <= key < end`` (``end=None``: unbounded), ascending."""
         i = bisect.bisect_left(self._maxes, start)
@@ -206,13 +222,18 @@ class KeyIndex:
     Memory: a key with a single revision (the common case: written once, or compacted down
     to its latest version) stores that revision as a bare ``int``; see the module docstring
     for more. ``_as_list`` gives the uniform view.
+
+    ``_dead`` holds the keys whose latest revision is a tombstone (deleted, not yet compacted
+    away), so that the live keys of a range at the newest revision are counted from two
+    ``SortedKeys.count`` calls instead of a look at every key (``revisions(current=True)``).
     """
 
-    __slots__ = ("_keys", "_revs")
+    __slots__ = ("_dead", "_keys", "_revs")
 
     def __init__(self) -> None:
         self._revs: dict[bytes, _Revs] = {}
         self._keys = SortedKeys()
+        self._dead = SortedKeys()
 
     @classmethod
     def from_revisions(cls, revs: dict[bytes, _Revs]) -> KeyIndex:
@@ -220,6 +241,9 @@ class KeyIndex:
         index = cls()
         index._revs = revs
         index._keys = SortedKeys(sorted(revs))
+        index._dead = SortedKeys(
+            sorted(k for k, v in revs.items() if (v if type(v) is int else _last(v)) < 0)
+        )
         return index
 
     def __len__(self) -> int:
@@ -234,9 +258,14 @@ class KeyIndex:
         elif type(revs) is int:
             assert abs(revs) < rev
             all_revs[key] = new_revs(revs, rev)
+            if revs < 0:  # a new generation of a deleted key
+                self._dead.remove(key)
         else:
-            assert not isinstance(revs, int) and abs(_last(revs)) < rev
+            last = _last(revs)
+            assert not isinstance(revs, int) and abs(last) < rev
             all_revs[key] = with_rev(revs, rev)
+            if last < 0:
+                self._dead.remove(key)
 
     def tombstone(self, key: bytes, rev: int) -> None:
         revs = self._revs[key]
@@ -246,6 +275,7 @@ class KeyIndex:
         else:
             assert not isinstance(revs, int) and 0 < _last(revs) < rev
             self._revs[key] = with_rev(revs, -rev)
+        self._dead.add(key)
 
     def latest(self, key: bytes) -> int | None:
         """The revision of the live key now, or None if absent or deleted."""
@@ -271,15 +301,19 @@ class KeyIndex:
         return _at(_seq(revs), at_main)  # type: ignore[arg-type]
 
     def revisions(
-        self, key: bytes, end: bytes | None, at_main: int, limit: int = 0
+        self, key: bytes, end: bytes | None, at_main: int, limit: int = 0, current: bool = False
     ) -> tuple[list[tuple[bytes, int]], int]:
         """Live (key, revision) pairs at ``at_main`` for ``key <= k < end``, and their count.
 
-        ``limit > 0`` caps the list (the count is still the total, as etcd's).
+        ``limit > 0`` caps the list (the count is still the total, as etcd's). ``current``:
+        ``at_main`` is the newest revision in the index, so that a key is live iff its latest
+        revision is not a tombstone: the walk stops at ``limit`` pairs and the count comes
+        from the sorted key sets.
         """
         out: list[tuple[bytes, int]] = []
         total = 0
         all_revs = self._revs
+        counted = current and limit > 0
         for k in self._keys.irange(key, end):
             revs = all_revs[k]
             if type(revs) is int:
@@ -300,6 +334,8 @@ class KeyIndex:
             total += 1
             if limit <= 0 or len(out) < limit:
                 out.append((k, r))
+            elif counted:
+                return out, self._keys.count(key, end) - self._dead.count(key, end)
         return out, total
 
     def live_keys(self, key: bytes, end: bytes | None) -> list[tuple[bytes, int]]:
@@ -363,6 +399,7 @@ class KeyIndex:
         for k in emptied:
             del all_revs[k]
             self._keys.remove(k)
+            self._dead.remove(k)
 
     def keep(self, at_main: int) -> set[int]:
         """The revisions that ``compact(at_main)`` would keep (nothing is changed)."""

@@ -577,7 +577,9 @@ class KVStore:
             got = self._index.get(start, rev)
             pairs = [(start, got)] if got is not None else []
             return pairs, len(pairs)
-        return self._index.revisions(start, end, rev, limit)
+        # At the newest revision (``cur``: the store's, or a write txn's view of its own
+        # writes), the index counts the live keys past ``limit`` without visiting them.
+        return self._index.revisions(start, end, rev, limit, current=rev == cur)
 
     def _range(
         self, r: RangeRequest, cur: int, header: Callable[[int], ResponseHeader]

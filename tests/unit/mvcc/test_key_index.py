@@ -37,6 +37,24 @@ def r(main: int, sub: int = 0) -> int:
     return pack_rev(main, sub)
 
 
+def _dead_keys(ki: KeyIndex) -> list[bytes]:
+    """The keys of the index whose latest revision is a tombstone, from their histories."""
+    return [k for k, revs in ki.items() if revs[-1] < 0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(st.binary(min_size=1, max_size=2), max_size=60, unique=True),
+    start=st.binary(max_size=2),
+    end=st.one_of(st.none(), st.binary(max_size=2)),
+)
+def test_sorted_keys_count_is_the_length_of_irange(
+    keys: list[bytes], start: bytes, end: bytes | None
+) -> None:
+    sk = SortedKeys(sorted(keys), load=4)
+    assert sk.count(start, end) == len(list(sk.irange(start, end)))
+
+
 def test_get_across_generations() -> None:
     ki = KeyIndex()
     ki.put(b"k", r(2))
@@ -132,6 +150,11 @@ def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]], first_main
                 ki.get(k, at_main) for k in sorted(model) if ki.get(k, at_main) is not None
             ]
             assert total == len(pairs)
+        for start, end in ((b"a", None), (b"b", b"c"), (b"b", None)):
+            for limit in (1, 2):  # the count past the limit taken from the sorted key sets
+                fast = ki.revisions(start, end, main, limit, current=True)
+                assert fast == ki.revisions(start, end, main, limit)
+        assert list(ki._dead) == _dead_keys(ki)
         assert ki.keep(main) == {rv for rv in (ki.latest(k) for k in model) if rv is not None}
 
 
@@ -194,6 +217,7 @@ def test_a_compaction_spread_over_steps_between_writes(ops: list[tuple[str, byte
     assert {k: ki.get(k, main) for k in model} == {k: twin.get(k, main) for k in model}
     assert list(ki.revisions(b"", None, main)[0]) == list(twin.revisions(b"", None, main)[0])
     assert ki._revs == twin._revs and list(ki._keys) == list(twin._keys)
+    assert list(ki._dead) == list(twin._dead) == _dead_keys(ki)
 
 
 def test_keep_of_a_snapshot_is_not_changed_by_later_writes() -> None:

@@ -738,3 +738,21 @@ def test_range_records_of_a_listing_are_the_stored_records(h: Harness) -> None:
     assert records is not None and len(records) == 2 and resp.more and resp.count == 3
     resp, records = h.store.range_records(RangeRequest(b"k1", b"k4", keys_only=True))
     assert records is None and [kv.value for kv in resp.kvs] == [b""] * 3
+
+
+def test_a_page_counts_the_live_keys_to_the_end_of_the_range(h: Harness) -> None:
+    for i in range(10):
+        h.apply(PutRequest(b"k%d" % i))
+    h.apply(DeleteRangeRequest(b"k3"))
+    h.apply(DeleteRangeRequest(b"k7"))
+    h.apply(PutRequest(b"k7", b"again"))  # a new generation: live again
+    h.compact(h.store.current_revision)  # k3's tombstone compacted away
+    h.apply(DeleteRangeRequest(b"k8"))
+    r = h.store.range(RangeRequest(b"k1", b"\x00", limit=2))
+    assert [kv.key for kv in r.kvs] == [b"k1", b"k2"] and r.more and r.count == 7
+    r = h.store.range(RangeRequest(b"k1", b"\x00", limit=2, revision=14))  # before k8's deletion
+    assert r.more and r.count == 8
+    r = h.store.range(RangeRequest(b"k0", b"\x00", limit=2, revision=h.store.current_revision))
+    assert r.count == 8
+    h.reopen()
+    assert h.store.range(RangeRequest(b"k1", b"\x00", limit=1)).count == 7
