@@ -213,6 +213,7 @@ DEFAULT_WORKLOADS = (
     "range-s",
     "txn-put",
     "range-100",
+    "range-page",
     "watch",
     "lease-keepalive",
 )
