@@ -598,6 +598,10 @@ class KVStore:
             limit = 0
         if limit > 0:
             limit += 1
+        if r.count_only:
+            # Only the count is wanted: at the newest revision the index takes it from its
+            # key sets once one pair is found (``KeyIndex.revisions``).
+            limit = 1
         pairs, total = self._range_pairs(r, cur, limit)
         if r.count_only:
             return RangeResponse(header(cur), (), False, total)

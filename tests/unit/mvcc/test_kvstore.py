@@ -754,5 +754,9 @@ def test_a_page_counts_the_live_keys_to_the_end_of_the_range(h: Harness) -> None
     assert r.more and r.count == 8
     r = h.store.range(RangeRequest(b"k0", b"\x00", limit=2, revision=h.store.current_revision))
     assert r.count == 8
+    count_only = RangeRequest(b"k1", b"\x00", count_only=True)
+    assert h.store.range(count_only) == replace(h.store.range(RangeRequest(b"k1", b"\x00")), kvs=())
+    assert h.store.range(count_only).count == 7
     h.reopen()
     assert h.store.range(RangeRequest(b"k1", b"\x00", limit=1)).count == 7
+    assert h.store.range(count_only).count == 7
