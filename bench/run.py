@@ -171,6 +171,30 @@ WORKLOADS: dict[str, Workload] = {
             setup_total=10_000,
         ),
         Workload(
+            "range-page-past",
+            (
+                "range",
+                *_MANY,
+                "--key-size",
+                "8",
+                "--val-size",
+                "256",
+                "--key-space-size",
+                "10000",
+                "--range-limit",
+                "100",
+                "--consistency",
+                "l",
+                "--range-past-rev",
+            ),
+            "range-page at a revision that is not the newest (the revision before one more "
+            "put): a later page of a listing while others write",
+            total_scale=0.2,
+            needs_full_server=True,
+            setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
+            setup_total=10_000,
+        ),
+        Workload(
             "watch",
             (*_WATCH, "--watchers-per-stream", "100", "--max-lag", "10"),
             "10 streams x 100 watchers on one key, 1 writer at most 10 puts ahead: "

@@ -19,7 +19,10 @@
 //	          consecutive keys from the one drawn (from [0, --key-space-size - N]), the
 //	          way a client lists a page of objects. With --range-limit N > 0 instead, a
 //	          Range from the drawn key to the end of the key space with limit N: a page of a
-//	          long listing, whose count still covers every key to the end.
+//	          long listing, whose count still covers every key to the end. With
+//	          --range-past-rev, every Range reads at the revision before one more (untimed)
+//	          put outside the key space, as a client's later pages read at the revision of
+//	          its first one while others write.
 //	txn-put   Txn with no compare and --txn-ops Put operations in its success branch.
 //	watch     --streams gRPC watch streams, --watchers-per-stream watchers on each, all on
 //	          one key; one writer puts --total values in a row (at most --max-lag puts
@@ -71,6 +74,7 @@ type options struct {
 	consistency       string
 	rangeKeys         int
 	rangeLimit        int
+	rangePastRev      bool
 	txnOps            int
 	streams           int
 	watchersPerStream int
@@ -152,6 +156,8 @@ func run(args []string) error {
 	fs.IntVar(&o.rangeKeys, "range-keys", 1, "range: consecutive keys per Range")
 	fs.IntVar(&o.rangeLimit, "range-limit", 0,
 		"range: a Range to the end of the key space with this limit (0: --range-keys)")
+	fs.BoolVar(&o.rangePastRev, "range-past-rev", false,
+		"range: read at the revision before one more put (not the newest)")
 	fs.IntVar(&o.txnOps, "txn-ops", 1, "puts per txn (txn-put)")
 	fs.IntVar(&o.streams, "streams", 10, "watch streams (watch)")
 	fs.IntVar(&o.watchersPerStream, "watchers-per-stream", 10, "watchers per stream (watch)")
@@ -232,6 +238,18 @@ func (o *options) validate() error {
 	return nil
 }
 
+// pastRevision puts a marker key outside every key space and returns the revision before
+// that put: a revision that is not the newest.
+func pastRevision(cli *clientv3.Client, timeout time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	resp, err := cli.Put(ctx, "\x00loadgen-past-revision", "x")
+	if err != nil {
+		return 0, fmt.Errorf("--range-past-rev: %w", err)
+	}
+	return resp.Header.Revision - 1, nil
+}
+
 // keySpaceEnd is the first key after every key of an n-key space (keys of size bytes).
 func keySpaceEnd(n, size int) string {
 	if end := makeKey(n, size); len(end) == size {
@@ -292,6 +310,12 @@ func runRequests(o options) (*Result, error) {
 	defer closeAll(clis)
 	value := string(randomBytes(o.valSize))
 	spaceEnd := keySpaceEnd(o.keySpaceSize, o.keySize)
+	var atRev int64
+	if o.workload == "range" && o.rangePastRev {
+		if atRev, err = pastRevision(clis[0], o.timeout); err != nil {
+			return nil, err
+		}
+	}
 	var next atomic.Int64 // index of the next request to issue
 	var nerr atomic.Int64
 	var keysRead atomic.Int64
@@ -323,7 +347,7 @@ func runRequests(o options) (*Result, error) {
 					end = spaceEnd
 				}
 				t0 := time.Now()
-				n, err := doRequest(o, cli, makeKey(k, o.keySize), end, value)
+				n, err := doRequest(o, cli, makeKey(k, o.keySize), end, value, atRev)
 				mine = append(mine, time.Since(t0))
 				keysRead.Add(int64(n))
 				if err != nil {
@@ -359,7 +383,7 @@ func runRequests(o options) (*Result, error) {
 
 // doRequest issues one request; for a Range it returns the keys read. end: a Range's
 // range end ("": the key alone).
-func doRequest(o options, cli *clientv3.Client, key, end, value string) (int, error) {
+func doRequest(o options, cli *clientv3.Client, key, end, value string, atRev int64) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	var err error
@@ -376,6 +400,9 @@ func doRequest(o options, cli *clientv3.Client, key, end, value string) (int, er
 		}
 		if o.rangeLimit > 0 {
 			opts = append(opts, clientv3.WithLimit(int64(o.rangeLimit)))
+		}
+		if atRev > 0 {
+			opts = append(opts, clientv3.WithRev(atRev))
 		}
 		resp, gerr := cli.Get(ctx, key, opts...)
 		if gerr != nil {
