@@ -300,15 +300,30 @@ class KeyIndex:
             return revs if revs > 0 and revs >> SUB_BITS <= at_main else None
         return _at(_seq(revs), at_main)  # type: ignore[arg-type]
 
+    def count_live(self, key: bytes, end: bytes | None) -> int:
+        """Live keys in ``[key, end)`` at the newest revision, from the sorted key sets."""
+        return self._keys.count(key, end) - self._dead.count(key, end)
+
+    def count_keys(self, key: bytes, end: bytes | None) -> int:
+        """Keys in ``[key, end)``, live or not (still in the index)."""
+        return self._keys.count(key, end)
+
     def revisions(
-        self, key: bytes, end: bytes | None, at_main: int, limit: int = 0, current: bool = False
+        self,
+        key: bytes,
+        end: bytes | None,
+        at_main: int,
+        limit: int = 0,
+        current: bool = False,
+        count: bool = True,
     ) -> tuple[list[tuple[bytes, int]], int]:
         """Live (key, revision) pairs at ``at_main`` for ``key <= k < end``, and their count.
 
         ``limit > 0`` caps the list (the count is still the total, as etcd's). ``current``:
         ``at_main`` is the newest revision in the index, so that a key is live iff its latest
         revision is not a tombstone: the walk stops at ``limit`` pairs and the count comes
-        from the sorted key sets.
+        from the sorted key sets. ``count=False`` (with ``limit > 0``): the walk stops at
+        ``limit`` pairs and the count returned is -1.
         """
         out: list[tuple[bytes, int]] = []
         total = 0
@@ -334,6 +349,8 @@ class KeyIndex:
             total += 1
             if limit <= 0 or len(out) < limit:
                 out.append((k, r))
+                if not count and len(out) == limit:
+                    return out, -1
             elif counted:
                 return out, self._keys.count(key, end) - self._dead.count(key, end)
         return out, total

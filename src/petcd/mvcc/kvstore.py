@@ -579,7 +579,37 @@ class KVStore:
             return pairs, len(pairs)
         # At the newest revision (``cur``: the store's, or a write txn's view of its own
         # writes), the index counts the live keys past ``limit`` without visiting them.
-        return self._index.revisions(start, end, rev, limit, current=rev == cur)
+        index = self._index
+        if rev == cur or limit <= 0:
+            return index.revisions(start, end, rev, limit, current=rev == cur)
+        # An older revision with a limit (a later page of a listing while others write): the
+        # count now, corrected for the keys changed since ``rev``, when those are few.
+        changed = self._keys_changed_since(
+            rev, start, end, max(64, index.count_keys(start, end) // 3)
+        )
+        if changed is None:
+            return index.revisions(start, end, rev, limit)
+        pairs, _ = index.revisions(start, end, rev, limit, count=False)
+        total = index.count_live(start, end)
+        for k in changed:
+            total += (index.get(k, rev) is not None) - (index.latest(k) is not None)
+        return pairs, total
+
+    def _keys_changed_since(
+        self, rev: int, start: bytes, end: bytes | None, most: int
+    ) -> set[bytes] | None:
+        """The keys in ``[start, end)`` written or deleted after main revision ``rev``, read
+        from the backend's records after it; None if there are more than ``most`` records."""
+        items = self._backend.range(KEY, rev_key((rev + 1) << SUB_BITS), None, limit=most + 1)
+        if len(items) > most:
+            return None
+        unpack, h = _HDR.unpack_from, _HDR_SIZE
+        keys: set[bytes] = set()
+        for _, raw in items:
+            k = raw[h : h + unpack(raw)[4]]
+            if k >= start and (end is None or k < end):
+                keys.add(k)
+        return keys
 
     def _range(
         self, r: RangeRequest, cur: int, header: Callable[[int], ResponseHeader]

@@ -760,3 +760,32 @@ def test_a_page_counts_the_live_keys_to_the_end_of_the_range(h: Harness) -> None
     h.reopen()
     assert h.store.range(RangeRequest(b"k1", b"\x00", limit=1)).count == 7
     assert h.store.range(count_only).count == 7
+
+
+@pytest.mark.parametrize("writes_after", [3, 200])  # few changes since: counted; many: walked
+def test_a_page_at_an_older_revision_counts_what_a_walk_counts(
+    h: Harness, writes_after: int
+) -> None:
+    for i in range(40):
+        h.apply(PutRequest(b"k%02d" % i))
+    h.apply(DeleteRangeRequest(b"k05"))
+    h.compact(h.store.current_revision)
+    past = [h.store.current_revision]
+    h.apply(DeleteRangeRequest(b"k10"))
+    h.apply(PutRequest(b"k05", b"back"))
+    h.apply(PutRequest(b"k40"))  # created after the first past revision
+    past.append(h.store.current_revision)
+    for i in range(writes_after):
+        h.apply(PutRequest(b"x%03d" % i))  # outside the ranges read
+    h.apply(DeleteRangeRequest(b"k20"))
+    h.apply(PutRequest(b"k10", b"again"))
+    index = h.store._index
+    for rev in past:
+        for start, end in ((b"k", b"l"), (b"k03", b"k25"), (b"k", b"\x00"), (b"k30", b"k")):
+            for limit in (1, 3):
+                got = h.store.range(RangeRequest(start, end, limit=limit, revision=rev))
+                walk_end = None if end == b"\x00" else end
+                want, total = index.revisions(start, walk_end, rev, limit + 1)
+                assert got.count == total
+                assert [kv.key for kv in got.kvs] == [k for k, _ in want[:limit]]
+                assert got.more == (len(want) > limit)
