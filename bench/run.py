@@ -101,6 +101,24 @@ class Workload:
     setup_total: int = 0
 
 
+_LISTING_KEYS = 10_000  # what the listing workloads read, put by their set-up step
+
+
+def _listing(name: str, flags: tuple[str, ...], description: str) -> Workload:
+    """A linearizable Range of many keys over keys 0-9,999 (256-byte values), 100 clients,
+    with ``flags`` saying which keys; not run on bare (an empty answer is no floor for it)."""
+    return Workload(
+        name,
+        ("range", *_MANY, "--key-size", "8", "--val-size", "256",
+         "--key-space-size", str(_LISTING_KEYS), *flags, "--consistency", "l"),
+        description,
+        total_scale=0.2,
+        needs_full_server=True,
+        setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
+        setup_total=_LISTING_KEYS,
+    )  # fmt: skip
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -123,76 +141,24 @@ WORKLOADS: dict[str, Workload] = {
             "serializable Range of one key, 100 clients / 10 conns",
         ),
         Workload("txn-put", ("txn-put", *_MANY, *_STD), "Txn with one Put, 100 clients / 10 conns"),
-        Workload(
+        _listing(
             "range-100",
-            (
-                "range",
-                *_MANY,
-                "--key-size",
-                "8",
-                "--val-size",
-                "256",
-                "--key-space-size",
-                "10000",
-                "--range-keys",
-                "100",
-                "--consistency",
-                "l",
-            ),
+            ("--range-keys", "100"),
             "linearizable Range of 100 consecutive keys (256-byte values; a page of a list), "
             "100 clients / 10 conns; keys 0-9,999 put first",
-            total_scale=0.2,
-            needs_full_server=True,
-            setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
-            setup_total=10_000,
         ),
-        Workload(
+        _listing(
             "range-page",
-            (
-                "range",
-                *_MANY,
-                "--key-size",
-                "8",
-                "--val-size",
-                "256",
-                "--key-space-size",
-                "10000",
-                "--range-limit",
-                "100",
-                "--consistency",
-                "l",
-            ),
+            ("--range-limit", "100"),
             "linearizable Range from a random key to the end of 10,000 keys with limit 100 "
             "(a page of a long list: the count covers the rest), 100 clients / 10 conns; "
             "keys 0-9,999 put first",
-            total_scale=0.2,
-            needs_full_server=True,
-            setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
-            setup_total=10_000,
         ),
-        Workload(
+        _listing(
             "range-page-past",
-            (
-                "range",
-                *_MANY,
-                "--key-size",
-                "8",
-                "--val-size",
-                "256",
-                "--key-space-size",
-                "10000",
-                "--range-limit",
-                "100",
-                "--consistency",
-                "l",
-                "--range-past-rev",
-            ),
+            ("--range-limit", "100", "--range-past-rev"),
             "range-page at a revision that is not the newest (the revision before one more "
             "put): a later page of a listing while others write",
-            total_scale=0.2,
-            needs_full_server=True,
-            setup=("load", *_MANY, "--key-size", "8", "--val-size", "256"),
-            setup_total=10_000,
         ),
         Workload(
             "watch",

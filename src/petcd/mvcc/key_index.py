@@ -352,7 +352,7 @@ class KeyIndex:
                 if not count and len(out) == limit:
                     return out, -1
             elif counted:
-                return out, self._keys.count(key, end) - self._dead.count(key, end)
+                return out, self.count_live(key, end)
         return out, total
 
     def live_keys(self, key: bytes, end: bytes | None) -> list[tuple[bytes, int]]:

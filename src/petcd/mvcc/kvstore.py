@@ -534,7 +534,7 @@ class KVStore:
         """``range``, with the KeyValues of a plain Range of several keys (no sort but by key
         ascending, no revision filter, neither keys_only nor count_only) left as their stored
         records, for ``add_records``: (the response without kvs, the records). Anything else:
-        (``range(req)``, None). A page of a listing costs about half as much this way."""
+        (``range(req)``, None). A page of 100 keys takes about a third less CPU this way."""
         if (
             not req.range_end
             or req.keys_only
