@@ -88,24 +88,27 @@ def compare(m: Any) -> Compare:
 
 
 def request_op(m: Any) -> RequestOp:
+    # Positional arguments: (request_range, request_put, request_delete_range, request_txn).
     which = m.WhichOneof("request")
+    if which == "request_put":  # the common case first
+        return RequestOp(None, put_request(m.request_put))
     if which == "request_range":
-        return RequestOp(request_range=range_request(m.request_range))
-    if which == "request_put":
-        return RequestOp(request_put=put_request(m.request_put))
+        return RequestOp(range_request(m.request_range))
     if which == "request_delete_range":
-        return RequestOp(request_delete_range=delete_range_request(m.request_delete_range))
+        return RequestOp(None, None, delete_range_request(m.request_delete_range))
     if which == "request_txn":
-        return RequestOp(request_txn=txn_request(m.request_txn))
+        return RequestOp(None, None, None, txn_request(m.request_txn))
     # etcd treats an empty RequestOp as a no-op range of nothing; petcd rejects it upstream.
     return RequestOp()
 
 
 def txn_request(m: Any) -> TxnRequest:
+    # Every Kubernetes write is a Txn: no generator per field, nothing built for empty ones.
+    c, s, f = m.compare, m.success, m.failure
     return TxnRequest(
-        compare=tuple(compare(c) for c in m.compare),
-        success=tuple(request_op(o) for o in m.success),
-        failure=tuple(request_op(o) for o in m.failure),
+        tuple(map(compare, c)) if c else (),
+        tuple(map(request_op, s)) if s else (),
+        tuple(map(request_op, f)) if f else (),
     )
 
 

@@ -192,8 +192,10 @@ def validate_request(
             raise EmptyKeyError()
     elif isinstance(req, TxnRequest):
         _check_txn(req, max_txn_ops)
-        _check_intervals(req.success)
-        _check_intervals(req.failure)
+        for ops in (req.success, req.failure):
+            # One op alone collides with nothing, unless it is a txn with branches of its own.
+            if len(ops) > 1 or (ops and ops[0].request_txn is not None):
+                _check_intervals(ops)
     else:  # pragma: no cover - typing makes this unreachable
         raise TypeError(f"not an mvcc request: {req!r}")
 
@@ -377,7 +379,12 @@ def _compare_kv(c: Compare, kv: KeyValue) -> bool:
         else:
             x = y = 0
         result = (x > y) - (x < y)
-    r = c.result
+    return _holds(c.result, result)
+
+
+def _holds(r: int, result: int) -> bool:
+    """Whether a comparison that gave ``result`` (-1, 0, 1) satisfies the compare result
+    ``r``."""
     if r == CompareResult.EQUAL:
         return result == 0
     if r == CompareResult.NOT_EQUAL:
@@ -855,6 +862,11 @@ class KVStore:
 
     def _compare(self, c: Compare, cur: int) -> bool:
         start, end, single = _interval(c.key, c.range_end)
+        if single and c.target == CompareTarget.MOD:
+            # Kubernetes' compare: the key's mod revision is its index revision (no load).
+            got = self._index.get(start, cur)
+            x, y = (0 if got is None else got >> SUB_BITS), c.mod_revision
+            return _holds(c.result, (x > y) - (x < y))
         if single:
             got = self._index.get(start, cur)
             revs = [got] if got is not None else []
@@ -913,7 +925,17 @@ class KVStore:
         return pos
 
     def _txn_top(self, tx: _WriteTxn, t: TxnRequest) -> TxnResponse:
-        path = self._compare_path(t, tx.begin)
+        cur = tx.begin
+        ok = all(self._compare(c, cur) for c in t.compare) if t.compare else True
+        ops = t.success if ok else t.failure
+        if self._plain(ops):
+            # Nothing on the chosen branch can fail: run it without the checking passes.
+            responses = self._run_ops(tx, ops)
+            return TxnResponse(self._header(tx.view()), ok, responses)
+        path = [ok]
+        for op in ops:
+            if op.request_txn is not None:
+                path.extend(self._compare_path(op.request_txn, cur))
         if _is_write(t):
             self._check_path(t, path, 0, _TxnSim(self._index))
         self._check_path(t, path, 0, None)
@@ -927,26 +949,54 @@ class KVStore:
         pos += 1
         responses: list[ResponseOp] = []
         for op in t.success if ok else t.failure:
-            if op.request_range is not None:
-                # Nested responses carry the revision only (etcd), never the server's header.
-                rr = self._range(op.request_range, tx.view(), self._own_header)
-                responses.append(ResponseOp(response_range=rr))
-            elif op.request_put is not None:
-                p = op.request_put
-                prev = None
-                if p.prev_kv or p.ignore_value or p.ignore_lease:
-                    latest = self._index.latest(p.key)
-                    prev = self._load(latest) if latest is not None else None
-                put = self._put(tx, p, prev, self._own_header)
-                responses.append(ResponseOp(response_put=put))
-            elif op.request_delete_range is not None:
-                dr = self._delete(tx, op.request_delete_range, self._own_header)
-                responses.append(ResponseOp(response_delete_range=dr))
-            else:
-                assert op.request_txn is not None
+            if op.request_txn is not None:
                 nested, pos = self._txn(tx, op.request_txn, path, pos)
-                responses.append(ResponseOp(response_txn=nested))
+                responses.append(ResponseOp(None, None, None, nested))
+            else:
+                responses.append(self._run_op(tx, op))
         return TxnResponse(ResponseHeader(), ok, tuple(responses)), pos
+
+    def _plain(self, ops: Sequence[RequestOp]) -> bool:
+        """Whether none of these ops can fail the txn's checks (``_check_path``): no nested
+        txn, no ignore_value/ignore_lease put, no put with a lease that does not exist, no
+        range at a revision."""
+        lessor = self._lessor
+        for op in ops:
+            p = op.request_put
+            if p is not None:
+                if p.ignore_value or p.ignore_lease:
+                    return False
+                if p.lease and lessor is not None and not lessor.lease_exists(p.lease):
+                    return False
+            elif op.request_range is not None:
+                if op.request_range.revision:
+                    return False
+            elif op.request_txn is not None:
+                return False
+        return True
+
+    def _run_ops(self, tx: _WriteTxn, ops: Sequence[RequestOp]) -> tuple[ResponseOp, ...]:
+        """The responses of a txn branch without nested txns, executed in order."""
+        if len(ops) == 1:
+            return (self._run_op(tx, ops[0]),)
+        return tuple([self._run_op(tx, op) for op in ops])
+
+    def _run_op(self, tx: _WriteTxn, op: RequestOp) -> ResponseOp:
+        """One op of a txn that is not a txn. ``ResponseOp``'s fields, positionally:
+        (response_range, response_put, response_delete_range, response_txn)."""
+        p = op.request_put
+        if p is not None:
+            prev = None
+            if p.prev_kv or p.ignore_value or p.ignore_lease:
+                latest = self._index.latest(p.key)
+                prev = self._load(latest) if latest is not None else None
+            return ResponseOp(None, self._put(tx, p, prev, self._own_header))
+        if op.request_range is not None:
+            # Nested responses carry the revision only (etcd), never the server's header.
+            return ResponseOp(self._range(op.request_range, tx.view(), self._own_header))
+        assert op.request_delete_range is not None
+        dr = self._delete(tx, op.request_delete_range, self._own_header)
+        return ResponseOp(None, None, dr)
 
     # -- compaction ----------------------------------------------------------------------
 

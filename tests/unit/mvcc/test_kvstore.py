@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from petcd.backend import Backend
 from petcd.mvcc import (
     CompactedError,
     Compare,
@@ -274,10 +275,13 @@ def test_lease_attach_detach_and_not_found(h: Harness) -> None:
     with pytest.raises(LeaseNotFoundError):
         store.apply(txn(put(b"d"), put(b"c", lease=99)), index=Index(6), term=Term(1))
     assert store.get(b"d") is None and store.current_revision == 5
+    # a txn's put with a lease that exists (the txn's fast path) attaches the key
+    store.apply(txn(put(b"e", lease=5)), index=Index(7), term=Term(1))
+    assert lessor.leases[5] == {b"e"}
     # a restart re-attaches live keys to their leases
     relessor = FakeLessor({5, 6})
     KVStore(h.backend, lessor=relessor)
-    assert relessor.leases == {5: set(), 6: {b"a"}}
+    assert relessor.leases == {5: {b"e"}, 6: {b"a"}}
 
 
 # -- txn -----------------------------------------------------------------------------------
@@ -789,3 +793,68 @@ def test_a_page_at_an_older_revision_counts_what_a_walk_counts(
                 assert got.count == total
                 assert [kv.key for kv in got.kvs] == [k for k, _ in want[:limit]]
                 assert got.more == (len(want) > limit)
+
+
+_small_keys = st.sampled_from([b"a", b"b", b"c"])
+_flat_ops = st.one_of(
+    st.builds(lambda k, v: put(k, v), _small_keys, st.sampled_from([b"1", b"2"])),
+    st.builds(lambda k, p: put(k, prev_kv=p), _small_keys, st.booleans()),
+    st.builds(lambda k: put(k, lease=5), _small_keys),
+    st.builds(lambda k: put(k, lease=99), _small_keys),  # no such lease: LeaseNotFound
+    st.builds(lambda k: put(k, b"", ignore_value=True), _small_keys),
+    st.builds(delete, _small_keys),
+    st.builds(lambda k: get(k, b"\x00"), _small_keys),
+    st.builds(lambda k, r: get(k, revision=r), _small_keys, st.integers(0, 12)),
+)
+_compares = st.builds(
+    lambda t, r, k, n: cmp(t, r, k, version=n, create_revision=n, mod_revision=n, value=b"1"),
+    st.sampled_from(list(CompareTarget)),
+    st.sampled_from(list(CompareResult)),
+    _small_keys,
+    st.integers(0, 6),
+)
+_flat_txns = st.builds(
+    TxnRequest,
+    st.lists(_compares, max_size=2).map(tuple),
+    st.lists(_flat_ops, max_size=3).map(tuple),
+    st.lists(_flat_ops, max_size=2).map(tuple),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_flat_txns, min_size=1, max_size=8))
+def test_txn_fast_path_answers_what_the_checking_path_answers(
+    tmp_path_factory: pytest.TempPathFactory, reqs: list[TxnRequest]
+) -> None:
+    # KVStore runs a txn branch that cannot fail its checks without them (``_plain``) and
+    # compares a single key's mod revision from the index. Forcing every txn through the
+    # checking path must give the same answers, errors and store, request by request.
+    stores = []
+    for fast in (True, False):
+        s = KVStore(Backend(str(tmp_path_factory.mktemp("s") / "db")), lessor=FakeLessor({5}))
+        if not fast:
+            s._plain = lambda ops: False  # type: ignore[method-assign]
+        stores.append(s)
+    for i, req in enumerate(reqs, 1):
+        if any(isinstance(x, MvccError) for x in _try_validate(req)):
+            continue
+        got = []
+        for s in stores:
+            try:
+                got.append(s.apply(req, index=Index(i), term=Term(1)))
+            except MvccError as e:
+                got.append(type(e))
+        assert got[0] == got[1], req
+        assert [s.current_revision for s in stores] == [stores[0].current_revision] * 2
+    everything = RangeRequest(b"\x00", b"\x00")
+    assert stores[0].range(everything) == stores[1].range(everything)
+
+
+def _try_validate(req: TxnRequest) -> list[MvccError]:
+    try:
+        validate_request(req)
+    except MvccError as e:
+        return [e]
+    return []

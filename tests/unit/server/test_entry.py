@@ -28,6 +28,7 @@ from petcd.server.entry import (
     MemberAttributes,
     _put,
     _Reader,
+    _txn,
     _uvarint,
     decode,
     encode,
@@ -180,3 +181,31 @@ def test_request_id_rejects_an_overlong_varint_and_unknown_version() -> None:
         request_id(bytes((FORMAT_VERSION, Kind.PUT)) + b"\xff" * 9)
     with pytest.raises(EntryFormatError, match="version"):
         request_id(b"\x02\x01\x01")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, (1 << 64) - 1), txns)
+def test_txn_fast_path_writes_the_generic_bytes(rid: int, request: TxnRequest) -> None:
+    # encode() builds a TxnRequest's entry from bytes pieces in one join; it must equal the
+    # field-by-field encoding (the format's definition), byte for byte.
+    generic = bytearray((FORMAT_VERSION, Kind.TXN))
+    _uvarint(generic, rid)
+    _txn(generic, request)
+    assert encode(rid, request) == bytes(generic)
+
+
+def test_known_txn_bytes_are_stable() -> None:
+    # Kubernetes' update: if mod_revision(k) == 5 then put k=v with lease 7 else get k.
+    t = TxnRequest(
+        compare=(Compare(CompareResult.EQUAL, CompareTarget.MOD, b"k", mod_revision=5),),
+        success=(RequestOp(request_put=PutRequest(b"k", b"v", lease=7)),),
+        failure=(RequestOp(request_range=RangeRequest(b"k", limit=2)),),
+    )
+    expected = (
+        "0103 01"  # version, kind TXN, request id 1
+        " 01 00 02 016b 00 0a"  # one compare: EQUAL, MOD, key k, no range end, 5
+        " 01 02 00 016b 0176 0e"  # one success op: put, no flags, k, v, lease 7
+        " 01 01 00 016b 00 04 00000000000000"  # one failure op: range k, limit 2, zeros
+    )
+    assert encode(1, t).hex() == expected.replace(" ", "")
+    assert decode(encode(1, t)).request == t
