@@ -141,6 +141,14 @@ WORKLOADS: dict[str, Workload] = {
             "serializable Range of one key, 100 clients / 10 conns",
         ),
         Workload("txn-put", ("txn-put", *_MANY, *_STD), "Txn with one Put, 100 clients / 10 conns"),
+        Workload(
+            "txn-update",
+            ("txn-update", *_MANY, *_STD[:4], "--key-space-size", "1000"),
+            "Kubernetes' optimistic update: Txn(if mod_revision(k) = the revision last seen, "
+            "put k, else get k) over 1,000 keys, each client updating its own 10, "
+            "100 clients / 10 conns",
+            needs_full_server=True,
+        ),
         _listing(
             "range-100",
             ("--range-keys", "100"),
@@ -202,6 +210,7 @@ DEFAULT_WORKLOADS = (
     "range-1c",
     "range-s",
     "txn-put",
+    "txn-update",
     "range-100",
     "range-page",
     "watch",
@@ -796,6 +805,8 @@ def run_matrix(args: argparse.Namespace) -> int:
                     extra = ""
                     if "grant_seconds" in res:
                         extra = f"  grant {res['leases']:,} in {res['grant_seconds']:.2f}s"
+                    if "conflicts" in res:
+                        extra = f"  conflicts {res['conflicts']:,}"
                     log(
                         f"[{n}/{len(plan)}] round {rnd} {w:8} {t:5} {rate_of(res):>10,.0f}/s"
                         f"  p50 {res.get(lp + '50_ms', 0):.1f} ms"

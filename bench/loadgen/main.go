@@ -24,6 +24,12 @@
 //	          put outside the key space, as a client's later pages read at the revision of
 //	          its first one while others write.
 //	txn-put   Txn with no compare and --txn-ops Put operations in its success branch.
+//	txn-update  Kubernetes' optimistic update (its storage layer's GuaranteedUpdate and
+//	          Create): Txn(If mod_revision(key) == the revision last seen, Then Put, Else
+//	          Get). Client goroutine w owns the keys k with k % --clients == w and remembers
+//	          each key's mod revision from the answers (0 before its first, which makes
+//	          that Txn a create); a failed compare's Get gives the revision for the next
+//	          try. Reports how many Txns took the Else branch (conflicts).
 //	watch     --streams gRPC watch streams, --watchers-per-stream watchers on each, all on
 //	          one key; one writer puts --total values in a row (at most --max-lag puts
 //	          ahead of full delivery when set), each value carrying its send time and
@@ -128,6 +134,8 @@ type Result struct {
 	RangeKeys     int     `json:"range_keys,omitempty"`
 	RangeLimit    int     `json:"range_limit,omitempty"`
 	KeysRead      int64   `json:"keys_read,omitempty"`
+	// txn-update: Txns whose compare failed (the Else branch ran).
+	Conflicts int64 `json:"conflicts,omitempty"`
 }
 
 func main() {
@@ -140,7 +148,7 @@ func main() {
 func run(args []string) error {
 	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
 		return errors.New(
-			"usage: loadgen put|range|txn-put|watch|watch-idle|lease-keepalive|load [flags]")
+			"usage: loadgen put|range|txn-put|txn-update|watch|watch-idle|lease-keepalive|load [flags]")
 	}
 	o := options{workload: args[0]}
 	fs := flag.NewFlagSet(o.workload, flag.ContinueOnError)
@@ -199,6 +207,10 @@ func run(args []string) error {
 func (o *options) validate() error {
 	switch o.workload {
 	case "put", "range", "txn-put", "watch", "lease-keepalive":
+	case "txn-update":
+		if o.keySpaceSize < o.clients {
+			return errors.New("txn-update: --key-space-size must be at least --clients")
+		}
 	case "watch-idle":
 		o.keySpaceSize = max(o.keySpaceSize, o.streams*o.watchersPerStream)
 	case "load":
@@ -319,6 +331,7 @@ func runRequests(o options) (*Result, error) {
 	var next atomic.Int64 // index of the next request to issue
 	var nerr atomic.Int64
 	var keysRead atomic.Int64
+	var conflicts atomic.Int64
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, o.clients)
 	var wg sync.WaitGroup
@@ -330,6 +343,7 @@ func runRequests(o options) (*Result, error) {
 			cli := clis[w%len(clis)]
 			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			mine := make([]time.Duration, 0, o.total/o.clients+1)
+			seen := map[int]int64{} // txn-update: the mod revision last seen of each own key
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= o.total || (o.duration > 0 && time.Since(start) >= o.duration) {
@@ -340,6 +354,9 @@ func runRequests(o options) (*Result, error) {
 				if !o.sequentialKeys {
 					k = rng.IntN(span)
 				}
+				if o.workload == "txn-update" {
+					k = ownKey(w, o.clients, o.keySpaceSize, rng)
+				}
 				end := ""
 				if o.rangeKeys > 1 {
 					end = makeKey(k+o.rangeKeys, o.keySize)
@@ -347,7 +364,17 @@ func runRequests(o options) (*Result, error) {
 					end = spaceEnd
 				}
 				t0 := time.Now()
-				n, err := doRequest(o, cli, makeKey(k, o.keySize), end, value, atRev)
+				var n int
+				var err error
+				if o.workload == "txn-update" {
+					var ok bool
+					ok, err = doUpdate(o, cli, makeKey(k, o.keySize), value, k, seen)
+					if err == nil && !ok {
+						conflicts.Add(1)
+					}
+				} else {
+					n, err = doRequest(o, cli, makeKey(k, o.keySize), end, value, atRev)
+				}
 				mine = append(mine, time.Since(t0))
 				keysRead.Add(int64(n))
 				if err != nil {
@@ -378,7 +405,41 @@ func runRequests(o options) (*Result, error) {
 		}
 		res.RangeLimit = o.rangeLimit
 	}
+	res.Conflicts = conflicts.Load()
 	return res, nil
+}
+
+// ownKey draws one of goroutine w's own keys for txn-update: the k < space with
+// k % clients == w (space >= clients, so every goroutine has at least one).
+func ownKey(w, clients, space int, rng *mrand.Rand) int {
+	return w + clients*rng.IntN((space-w+clients-1)/clients)
+}
+
+// doUpdate issues one txn-update Txn on key (number k) and records the key's mod revision
+// in seen; it returns whether the compare held (the Put ran).
+func doUpdate(o options, cli *clientv3.Client, key, value string, k int, seen map[int]int64) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", seen[k])).
+		Then(clientv3.OpPut(key, value)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	if resp.Succeeded {
+		seen[k] = resp.Header.Revision
+		return true, nil
+	}
+	if len(resp.Responses) != 1 || resp.Responses[0].GetResponseRange() == nil {
+		return false, fmt.Errorf("txn-update: the Else branch answered %v", resp.Responses)
+	}
+	seen[k] = 0
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		seen[k] = kvs[0].ModRevision
+	}
+	return false, nil
 }
 
 // doRequest issues one request; for a Range it returns the keys read. end: a Range's

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	mrand "math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +177,23 @@ func TestKeySpaceEndIsAfterEveryKey(t *testing.T) {
 	}
 	if got := keySpaceEnd(1000, 3); got != "999\x00" || got <= makeKey(999, 3) {
 		t.Fatalf("keySpaceEnd(1000, 3) = %q", got)
+	}
+}
+
+func TestOwnKeysPartitionTheKeySpace(t *testing.T) {
+	const clients, space = 7, 30
+	owner := map[int]int{}
+	for w := range clients {
+		rng := mrand.New(mrand.NewPCG(uint64(w), 1))
+		for range 2000 {
+			k := ownKey(w, clients, space, rng)
+			if k < 0 || k >= space || k%clients != w {
+				t.Fatalf("goroutine %d drew key %d", w, k)
+			}
+			owner[k] = w
+		}
+	}
+	if len(owner) != space {
+		t.Fatalf("%d of %d keys drawn", len(owner), space)
 	}
 }
