@@ -119,3 +119,21 @@ class Frontend:
     def close(self) -> None:
         """Sends GOAWAY, ends every open call, stops the runtime. Idempotent; also done
         when the object is dropped."""
+
+def range_response(
+    cluster_id: int,
+    member_id: int,
+    revision: int,
+    raft_term: int,
+    records: list[bytes],
+    more: bool,
+    count: int,
+) -> bytes:
+    """etcd's ``RangeResponse`` encoded: the header's fields, one ``KeyValue`` per record in
+    order, ``more`` and ``count``; exactly the bytes protobuf writes for that message.
+
+    A record is petcd's stored KeyValue (``petcd.mvcc.kvstore.encode_kv``: five big-endian
+    int64 create_revision, mod_revision, version, lease and key length, then the key and the
+    value). ValueError names a record that is not one; TypeError if a record is not bytes.
+    See docs/enhancements/0006-range-encoding.md.
+    """

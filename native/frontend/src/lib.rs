@@ -5,10 +5,15 @@
 //! in batches (`take`, woken by an eventfd) and answers with batches (`send`). See
 //! src/petcd/_frontend.pyi for the interface and docs/enhancements/0004-transport.md for
 //! why it exists.
+//!
+//! One function apart from the transport: `kv::range_response`, the encoder of etcd's
+//! RangeResponse from petcd's stored records, called by the KV service on the event loop
+//! (docs/enhancements/0006-range-encoding.md).
 
 pub mod authority;
 pub mod conn;
 pub mod grpc;
+pub mod kv;
 pub mod server;
 pub mod shared;
 

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::grpc;
+use crate::kv;
 use crate::server::{self, Running};
 use crate::shared::{lock, Config, ConnCmd, Event, MetaValue, Out, Shared};
 
@@ -310,9 +311,36 @@ impl Drop for Frontend {
     }
 }
 
+/// etcd's RangeResponse bytes from petcd's stored KeyValue records (src/kv.rs).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn range_response<'py>(
+    py: Python<'py>,
+    cluster_id: u64,
+    member_id: u64,
+    revision: i64,
+    raft_term: u64,
+    records: &Bound<'py, PyList>,
+    more: bool,
+    count: i64,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let items: Vec<Bound<'py, PyAny>> = records.iter().collect();
+    let mut views: Vec<&[u8]> = Vec::with_capacity(items.len());
+    for item in &items {
+        let b = item
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("range_response() records must be bytes"))?;
+        views.push(b.as_bytes());
+    }
+    let header = kv::Header { cluster_id, member_id, revision, raft_term };
+    let out = kv::range_response(&header, &views, more, count).map_err(PyValueError::new_err)?;
+    Ok(PyBytes::new(py, &out))
+}
+
 #[pymodule]
 fn _frontend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Frontend>()?;
+    m.add_function(wrap_pyfunction!(range_response, m)?)?;
     for (name, kind) in [("NEW", 0), ("MESSAGE", 1), ("HALF_CLOSE", 2), ("CANCEL", 3), ("DRAINED", 4), ("HTTP1", 8)] {
         m.add(name, kind)?;
     }

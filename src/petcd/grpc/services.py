@@ -131,21 +131,45 @@ async def _abort(context: Any, exc: BaseException, log: Logger | None, method: s
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
+def _native_range_encoder() -> Callable[..., bytes] | None:
+    """``petcd._frontend.range_response`` (the Rust RangeResponse encoder), or None when the
+    native extension is not built."""
+    try:
+        from petcd._frontend import range_response
+    except ImportError:
+        return None
+    return range_response
+
+
 class KVService(rpc_pb2_grpc.KVServicer):
     def __init__(self, member: KVMember, log: Logger | None = None) -> None:
         self._member = member
         self._log = log
+        # add_kv_service sets it: Range answers bytes (its handler has no serializer).
+        self.raw = False
+        self._encode_range = _native_range_encoder()
 
     async def Range(self, request: Any, context: Any) -> Any:
         try:
-            if not request.range_end:  # one key: nothing to gain from the records
-                return convert.range_response_pb(
-                    await self._member.range(convert.range_request(request))
-                )
             resp, records = await self._member.range_records(convert.range_request(request))
+            if self.raw:
+                return self._range_bytes(resp, records)
             return convert.range_response_pb(resp, records)
         except Exception as e:
             await _abort(context, e, self._log, "Range")
+
+    def _range_bytes(self, resp: RangeResponse, records: list[bytes] | None) -> bytes:
+        """The encoded RangeResponse: a plain Range's stored records go to the native encoder
+        as they are (docs/enhancements/0006-range-encoding.md), anything else through
+        protobuf."""
+        encode = self._encode_range
+        if records is not None and encode is not None:
+            h = resp.header
+            return encode(
+                h.cluster_id, h.member_id, h.revision, h.raft_term, records, resp.more, resp.count
+            )
+        data: bytes = convert.range_response_pb(resp, records).SerializeToString()
+        return data
 
     async def Put(self, request: Any, context: Any) -> Any:
         try:
@@ -504,9 +528,34 @@ def _grpcio_server(member: KVMember, max_request_bytes: int) -> Any:
     )
 
 
+def add_kv_service(service: KVService, server: Any) -> None:
+    """Register ``service`` as etcdserverpb.KV, as the generated ``add_KVServicer_to_server``
+    does, except that Range has no response serializer: it answers bytes (``raw``)."""
+    service.raw = True
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=request.FromString,
+            response_serializer=None if response is None else response.SerializeToString,
+        )
+        for name, behavior, request, response in (
+            ("Range", service.Range, rpc_pb2.RangeRequest, None),
+            ("Put", service.Put, rpc_pb2.PutRequest, rpc_pb2.PutResponse),
+            ("DeleteRange", service.DeleteRange, rpc_pb2.DeleteRangeRequest,
+             rpc_pb2.DeleteRangeResponse),
+            ("Txn", service.Txn, rpc_pb2.TxnRequest, rpc_pb2.TxnResponse),
+            ("Compact", service.Compact, rpc_pb2.CompactionRequest, rpc_pb2.CompactionResponse),
+        )
+    }  # fmt: skip
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("etcdserverpb.KV", handlers),)
+    )
+    server.add_registered_method_handlers("etcdserverpb.KV", handlers)
+
+
 def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Logger) -> None:
     kv = KVService(member, log)
-    rpc_pb2_grpc.add_KVServicer_to_server(kv, server)  # type: ignore[no-untyped-call]
+    add_kv_service(kv, server)
     if isinstance(server, NativeServer):
         for method, form in kv.submit_forms():
             server.add_unary_submit(method, form)

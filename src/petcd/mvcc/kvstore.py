@@ -538,13 +538,30 @@ class KVStore:
         return self._range(req, self._current_rev, self._header)
 
     def range_records(self, req: RangeRequest) -> tuple[RangeResponse, list[bytes] | None]:
-        """``range``, with the KeyValues of a plain Range of several keys (no sort but by key
-        ascending, no revision filter, neither keys_only nor count_only) left as their stored
-        records, for ``add_records``: (the response without kvs, the records). Anything else:
-        (``range(req)``, None). A page of 100 keys takes about a third less CPU this way."""
+        """``range``, with the KeyValues of a plain Range (no sort but by key ascending, no
+        revision filter, neither keys_only nor count_only) left as their stored records, for
+        ``add_records`` or the native encoder: (the response without kvs, the records).
+        Anything else: (``range(req)``, None). A page of 100 keys takes about a third less CPU
+        this way with ``add_records``."""
         if (
             not req.range_end
-            or req.keys_only
+            and req.key
+            and req.revision == 0
+            and req.sort_order == 0
+            and req.sort_target == 0
+            and not (req.keys_only or req.count_only or req.min_mod_revision)
+            and not (req.max_mod_revision or req.min_create_revision or req.max_create_revision)
+        ):
+            # The common single-key read at the current revision (as in ``range``).
+            latest = self._index.latest(req.key)
+            hdr = self._header(self._current_rev)
+            if latest is None:
+                return RangeResponse(hdr, (), False, 0), []
+            raw = self._backend.get(KEY, rev_key(latest))
+            assert raw is not None, f"revision {latest >> SUB_BITS} not in backend"
+            return RangeResponse(hdr, (), False, 1), [raw]
+        if (
+            req.keys_only
             or req.count_only
             or req.min_mod_revision
             or req.max_mod_revision
@@ -562,7 +579,10 @@ class KVStore:
         if limit > 0 and len(pairs) > limit:
             del pairs[limit:]
             more = True
-        records = self._backend.get_many(KEY, [rev_key(p) for _, p in pairs])
+        if len(pairs) <= 1:  # one LMDB get costs a fifth of a getmulti of one key
+            records = [self._backend.get(KEY, rev_key(p)) for _, p in pairs]
+        else:
+            records = self._backend.get_many(KEY, [rev_key(p) for _, p in pairs])
         if None in records:
             missing = pairs[records.index(None)][1]
             raise AssertionError(f"revision {missing >> SUB_BITS} not in backend")
