@@ -16,7 +16,7 @@ requests/s and CPU time per request (all threads), for each variant, rounds inte
 only, never a pass/fail.
 
     .venv/bin/python bench/adapter_path.py [--requests N] [--clients N] [--rounds N]
-        [--workload put|txn-put|txn-update|delete] [--member real|fake]
+        [--workload put|txn-put|txn-update|range|delete] [--member real|fake]
         [--only submit|coroutine]
 """
 
@@ -59,6 +59,9 @@ def _payload(workload: str, i: int) -> tuple[str, bytes]:
     if workload == "txn-put":
         put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=_VALUE))
         return "/etcdserverpb.KV/Txn", rpc_pb2.TxnRequest(success=[put]).SerializeToString()
+    if workload == "range":  # a serializable Range of one key (absent: nothing is put)
+        req = rpc_pb2.RangeRequest(key=key, serializable=True)
+        return "/etcdserverpb.KV/Range", req.SerializeToString()
     if workload == "txn-update":  # Kubernetes' shape; the compare always holds here
         cmp = rpc_pb2.Compare(
             key=key, target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.LESS, mod_revision=1 << 62
@@ -238,7 +241,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=20000, help="requests per measurement")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workload", choices=("put", "txn-put", "txn-update", "delete"), default="put")
+    p.add_argument(
+        "--workload", choices=("put", "txn-put", "txn-update", "range", "delete"), default="put"
+    )
     p.add_argument(
         "--member", choices=("real", "fake"), default="real", help="fake: the adapter alone"
     )

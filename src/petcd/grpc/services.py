@@ -73,6 +73,10 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
         self, req: RangeRequest
     ) -> tuple[RangeResponse, list[bytes] | None]: ...
 
+    async def range_one(
+        self, key: bytes, serializable: bool
+    ) -> tuple[ResponseHeader, bytes | None]: ...
+
     async def put(self, req: PutRequest) -> PutResponse: ...
 
     async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
@@ -151,6 +155,26 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def Range(self, request: Any, context: Any) -> Any:
         try:
+            encode = self._encode_range
+            if self.raw and encode is not None:
+                # A Range of one key and nothing else (Kubernetes' get, the most common read)
+                # skips the RangeRequest: the encoded size tells that no other field is set
+                # (serializable adds 2 bytes).
+                key = request.key
+                n = len(key)
+                # bytes besides the key's field (tag, length of 1 or 2 bytes, the key)
+                rest = request.ByteSize() - n - (2 if n < 0x80 else 3) if 0 < n < 0x4000 else -1
+                if rest == 0 or (rest == 2 and request.serializable):
+                    h, raw = await self._member.range_one(key, rest == 2)
+                    return encode(
+                        h.cluster_id,
+                        h.member_id,
+                        h.revision,
+                        h.raft_term,
+                        [] if raw is None else [raw],
+                        False,
+                        0 if raw is None else 1,
+                    )
             resp, records = await self._member.range_records(convert.range_request(request))
             if self.raw:
                 return self._range_bytes(resp, records)

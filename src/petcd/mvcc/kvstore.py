@@ -537,6 +537,17 @@ class KVStore:
         _check_range(req)
         return self._range(req, self._current_rev, self._header)
 
+    def range_one(self, key: bytes) -> tuple[ResponseHeader, bytes | None]:
+        """A plain Range of one (non-empty) key at the current revision, as its stored record
+        (None: the key is not live) and the response's header."""
+        latest = self._index.latest(key)
+        hdr = self._header(self._current_rev)
+        if latest is None:
+            return hdr, None
+        raw = self._backend.get(KEY, rev_key(latest))
+        assert raw is not None, f"revision {latest >> SUB_BITS} not in backend"
+        return hdr, raw
+
     def range_records(self, req: RangeRequest) -> tuple[RangeResponse, list[bytes] | None]:
         """``range``, with the KeyValues of a plain Range (no sort but by key ascending, no
         revision filter, neither keys_only nor count_only) left as their stored records, for

@@ -1797,6 +1797,16 @@ class Member:
             await self._read_barrier()
         return self._range_header(self.kv.range(req))
 
+    async def range_one(
+        self, key: bytes, serializable: bool
+    ) -> tuple[ResponseHeader, bytes | None]:
+        """A Range of the one non-empty ``key`` with no other option (but ``serializable``):
+        the header and the key's stored record, None if it is not live (``KVStore.range_one``)."""
+        if not serializable:
+            await self._read_barrier()
+        hdr, raw = self.kv.range_one(key)
+        return self._header(hdr.revision), raw
+
     async def range_records(self, req: RangeRequest) -> tuple[RangeResponse, list[bytes] | None]:
         """``range``, with a plain listing's KeyValues left as stored records
         (``KVStore.range_records``: the response has no kvs then, ``add_records`` reads them)."""

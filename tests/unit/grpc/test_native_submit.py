@@ -389,9 +389,25 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
         for i, (k, v) in enumerate([(b"a", b"1"), (b"b", b"x" * 300), (b"c", b""), (b"a", b"2")]):
             env.fe.inject(*unary(100 + i, PUT, put(k, v, lease=0)))
             assert (await env.answer(100 + i))[1] == OK
+        if native:  # the plain single-key Ranges go through Member.range_one
+            one_keys: list[bytes] = []
+            range_one = env.member.range_one
+
+            async def counted(key: bytes, serializable: bool) -> Any:
+                one_keys.append(key)
+                return await range_one(key, serializable)
+
+            env.member.range_one = counted  # type: ignore[method-assign]
+        long_key = b"k" * 200  # a two-byte length
+        env.fe.inject(*unary(99, PUT, put(long_key, b"long")))
+        assert (await env.answer(99))[1] == OK
         requests = [
             rpc_pb2.RangeRequest(key=b"a"),  # one key
             rpc_pb2.RangeRequest(key=b"zz"),  # absent
+            rpc_pb2.RangeRequest(key=b"a", serializable=True),
+            rpc_pb2.RangeRequest(key=long_key, serializable=True),
+            rpc_pb2.RangeRequest(key=b"a", limit=1),  # one key with an option
+            rpc_pb2.RangeRequest(key=b"a", serializable=True, keys_only=True),
             rpc_pb2.RangeRequest(key=b"a", range_end=b"\x00", limit=2),  # a page, more
             rpc_pb2.RangeRequest(key=b"a", range_end=b"c", revision=3),  # an older revision
             rpc_pb2.RangeRequest(key=b"a", range_end=b"\x00", sort_order=2),  # not plain
@@ -406,6 +422,8 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
                 await env.member.range(convert.range_request(req))
             ).SerializeToString()
             assert message == expected, req
+        if native:
+            assert one_keys == [b"a", b"zz", b"a", long_key]
         env.fe.inject(*unary(50, RANGE, rpc_pb2.RangeRequest(key=b"a", revision=99)))
         _, status, details = await env.answer(50)
         assert (status, details) == (
