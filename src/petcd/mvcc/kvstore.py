@@ -200,6 +200,20 @@ def validate_request(
         raise TypeError(f"not an mvcc request: {req!r}")
 
 
+def _one_key_now(r: RangeRequest) -> bool:
+    """A Range of one key at the current revision with no option that changes its answer
+    (``limit`` and ``serializable`` do not, for one key)."""
+    return bool(
+        not r.range_end
+        and r.key
+        and r.revision == 0
+        and r.sort_order == 0
+        and r.sort_target == 0
+        and not (r.keys_only or r.count_only or r.min_mod_revision)
+        and not (r.max_mod_revision or r.min_create_revision or r.max_create_revision)
+    )
+
+
 def _check_range(r: RangeRequest) -> None:
     if not r.key:
         raise EmptyKeyError()
@@ -519,15 +533,7 @@ class KVStore:
 
     def range(self, req: RangeRequest) -> RangeResponse:
         """A Range at the current revision or a past one (``req.revision``)."""
-        if (
-            not req.range_end
-            and req.key
-            and req.revision == 0
-            and req.sort_order == 0
-            and req.sort_target == 0
-            and not (req.keys_only or req.count_only or req.min_mod_revision)
-            and not (req.max_mod_revision or req.min_create_revision or req.max_create_revision)
-        ):
+        if _one_key_now(req):
             # The common single-key read at the current revision.
             latest = self._index.latest(req.key)
             hdr = self._header(self._current_rev)
@@ -554,22 +560,10 @@ class KVStore:
         ``add_records`` or the native encoder: (the response without kvs, the records).
         Anything else: (``range(req)``, None). A page of 100 keys takes about a third less CPU
         this way with ``add_records``."""
-        if (
-            not req.range_end
-            and req.key
-            and req.revision == 0
-            and req.sort_order == 0
-            and req.sort_target == 0
-            and not (req.keys_only or req.count_only or req.min_mod_revision)
-            and not (req.max_mod_revision or req.min_create_revision or req.max_create_revision)
-        ):
-            # The common single-key read at the current revision (as in ``range``).
-            latest = self._index.latest(req.key)
-            hdr = self._header(self._current_rev)
-            if latest is None:
+        if _one_key_now(req):
+            hdr, raw = self.range_one(req.key)
+            if raw is None:
                 return RangeResponse(hdr, (), False, 0), []
-            raw = self._backend.get(KEY, rev_key(latest))
-            assert raw is not None, f"revision {latest >> SUB_BITS} not in backend"
             return RangeResponse(hdr, (), False, 1), [raw]
         if (
             req.keys_only
