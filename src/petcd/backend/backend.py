@@ -32,6 +32,8 @@ system crash unless the file system preserves write order. A lost batch is harml
 consistent index (``set_consistent_index``) is written in the same transaction as the data,
 so after any crash the file says exactly which raft entries it reflects and the server
 replays the WAL from there. A process crash (SIGKILL) loses only the uncommitted overlay.
+With ``unsafe_no_fsync`` (``--unsafe-no-fsync``) LMDB is opened with ``sync=False``: still
+safe against a killed process (the kernel has the pages), not against a machine crash.
 
 Threads: every method takes an internal lock for its in-memory work. ``commit()`` detaches
 the batch under the lock and writes it WITHOUT the lock, so a commit (with its fsync) may run
@@ -101,13 +103,13 @@ MAP_SIZE_BYTES_DEFAULT = 8 * 1024 * 1024 * 1024
 _MAX_DBS = 16
 
 
-def _open_env(path: str, map_size_bytes: int) -> lmdb.Environment:
+def _open_env(path: str, map_size_bytes: int, *, sync: bool = True) -> lmdb.Environment:
     return lmdb.open(
         path,
         subdir=False,
         map_size=map_size_bytes,
         max_dbs=_MAX_DBS,
-        sync=True,
+        sync=sync,
         metasync=False,
         readahead=False,
         writemap=False,
@@ -144,9 +146,14 @@ class Backend:
         batch_interval_ms: int = 100,
         batch_limit: int = 10000,
         clock: Callable[[], float] = time.monotonic,
+        unsafe_no_fsync: bool = False,
     ) -> None:
+        """``unsafe_no_fsync`` (etcd's ``--unsafe-no-fsync``, bbolt's NoSync): commits do not
+        fsync (LMDB ``sync=False``). A killed process loses nothing more than with fsync, but a
+        machine crash or power loss may lose commits or corrupt the file."""
         assert batch_interval_ms >= 0 and batch_limit >= 1
         self.path = path
+        self._fsync = not unsafe_no_fsync
         self._map_size_bytes = map_size_bytes
         self._batch_interval_s = batch_interval_ms / 1000.0
         self._batch_limit = batch_limit
@@ -172,7 +179,7 @@ class Backend:
     def _open(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        env = _open_env(self.path, self._map_size_bytes)
+        env = _open_env(self.path, self._map_size_bytes, sync=self._fsync)
         with env.begin(write=True) as txn:
             self._dbs = {b: env.open_db(b.encode(), txn=txn) for b in BUCKETS}
         self._env = env

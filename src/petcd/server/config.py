@@ -119,6 +119,7 @@ class Config:
     experimental_enable_lease_checkpoint: bool = False
     experimental_watch_progress_notify_interval_s: float = 600.0
     experimental_enable_lease_checkpoint_persist: bool = False
+    unsafe_no_fsync: bool = False
     config_file: str = ""
     client_transport: str = "native"  # petcd's own: the gRPC server of the client listeners
     # Flags petcd accepted but ignores, with their values (logged at start).
@@ -586,6 +587,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         experimental_enable_lease_checkpoint_persist=get_bool(
             "experimental-enable-lease-checkpoint-persist"
         ),
+        unsafe_no_fsync=get_bool("unsafe-no-fsync"),
         config_file=get("config-file"),
         client_transport=get("client-transport"),
         ignored=tuple(

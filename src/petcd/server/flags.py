@@ -788,7 +788,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "false",
         "Disables fsync, unsafe, will cause data loss.",
         _UNSAFE,
-        D,
+        S,
     ),
     # --- petcd's own flags (not etcd's: their variables are PETCD_*, which etcd ignores) ----
     FlagSpec(

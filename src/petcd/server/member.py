@@ -412,8 +412,15 @@ class Member:
         cfg, log = self.cfg, self.log
         os.makedirs(cfg.snap_path, mode=0o700, exist_ok=True)
         self._snapshotter = Snapshotter(cfg.snap_path, keep=max(cfg.max_snapshots, 1))
-        self._backend = Backend(cfg.backend_path)
+        self._backend = Backend(cfg.backend_path, unsafe_no_fsync=cfg.unsafe_no_fsync)
         log.info("opened backend db", path=cfg.backend_path)
+        if cfg.unsafe_no_fsync:
+            log.warn(
+                "--unsafe-no-fsync is set: the WAL and the backend are not fsynced; a machine "
+                "crash or power loss can lose acknowledged writes or damage the data dir "
+                "(a killed process cannot)",
+                data_dir=cfg.data_dir,
+            )
         self._recover_snapshot_backend()
         # The lessor before mvcc: mvcc re-attaches keys to their leases while it restores.
         self.lessor = Lessor(
@@ -492,7 +499,11 @@ class Member:
         hs, _ = storage.initial_state()
         ents = storage.entries(Index(1), Index(storage.last_index() + 1))
         os.makedirs(os.path.dirname(os.path.abspath(cfg.wal_path)), mode=0o700, exist_ok=True)
-        self._wal = WAL.create(cfg.wal_path, _WAL_META.pack(self.id, self.cluster_id))
+        self._wal = WAL.create(
+            cfg.wal_path,
+            _WAL_META.pack(self.id, self.cluster_id),
+            unsafe_no_fsync=cfg.unsafe_no_fsync,
+        )
         self._wal.save(hs, ents)
         self._wal.sync()
         return storage, Index(0)
@@ -520,7 +531,11 @@ class Member:
         )
         storage = MemoryStorage()
         os.makedirs(os.path.dirname(os.path.abspath(cfg.wal_path)), mode=0o700, exist_ok=True)
-        self._wal = WAL.create(cfg.wal_path, _WAL_META.pack(self.id, self.cluster_id))
+        self._wal = WAL.create(
+            cfg.wal_path,
+            _WAL_META.pack(self.id, self.cluster_id),
+            unsafe_no_fsync=cfg.unsafe_no_fsync,
+        )
         self._wal.sync()
         return storage, Index(0)
 
@@ -533,7 +548,7 @@ class Member:
             )
         markers = [m for m in snapshot_markers(cfg.wal_path) if m.index <= ci]
         marker = markers[-1] if markers else None
-        wal, state = WAL.open(cfg.wal_path, marker)
+        wal, state = WAL.open(cfg.wal_path, marker, unsafe_no_fsync=cfg.unsafe_no_fsync)
         self._wal = wal
         mid, cid = _WAL_META.unpack(state.metadata)
         self.id, self.cluster_id = MemberId(mid), cid
@@ -985,7 +1000,15 @@ class Member:
         if rd.hard_state is not None or rd.entries:
             self._wal.save(rd.hard_state, rd.entries)
         applied = False
-        if rd.must_sync:
+        if rd.must_sync and self.cfg.unsafe_no_fsync:
+            # --unsafe-no-fsync: the sync is a pwrite, nothing worth a thread or an overlap;
+            # and, as etcd, no fsync duration is observed.
+            if not messages and self._may_apply_during_sync(rd):
+                self._persist_and_apply(rd)
+                applied = True
+            else:
+                self._wal.sync()
+        elif rd.must_sync:
             started = time.monotonic()
             if overlap:
                 await self._sync_applying_deferred()
@@ -1058,6 +1081,7 @@ class Member:
         return (
             bool(self._proposals)
             and not self._stopping
+            and not self.cfg.unsafe_no_fsync
             and self._single_voter
             and rd.soft_state is None
             and not rd.messages

@@ -27,6 +27,15 @@ that must not become visible before the records are durable (the server's apply 
 proposal) calls ``write``, does that work, then ``sync``, whose fdatasync then finds the data
 write already under way. Nothing ``write`` wrote counts as durable until a ``sync`` returns.
 
+``unsafe_no_fsync`` (etcd's ``--unsafe-no-fsync``, its WAL's ``SetUnsafeNoFsync``): ``sync``
+writes but makes no fdatasync of the log, and ``write`` starts no writeback (nor does a cut
+fdatasync the segment it ends). The rare rest still fsyncs: a new segment's opening records,
+the directory, the repair of a torn tail. A killed process loses
+nothing more than with fsync: the kernel has the written pages. A machine crash or power loss
+may lose acknowledged records, or leave a damaged record before whole ones, which ``open``
+then refuses as corruption: the invariant below about writes being fdatasynced before the
+next one starts does not hold in this mode.
+
 Invariants
 ----------
 - Every named segment starts with whole, fsynced opening records (created as ``*.tmp``, fsynced,
@@ -313,11 +322,13 @@ class WAL:
         last_index: int,
         hard_state: HardState,
         snapshot: SnapshotMetadata,
+        unsafe_no_fsync: bool = False,
     ) -> None:
         # Use WAL.create or WAL.open.
         if segment_size_bytes <= 0:
             raise ValueError("segment_size_bytes must be positive")
         self._dir = os.fspath(dirpath)
+        self._no_fsync = unsafe_no_fsync
         self._lock_fd = lock_fd
         self._metadata = metadata
         self._segment_size_bytes = segment_size_bytes
@@ -350,9 +361,11 @@ class WAL:
         metadata: bytes = b"",
         *,
         segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES,
+        unsafe_no_fsync: bool = False,
     ) -> WAL:
         """Create a new, empty WAL in ``dirpath`` (made if missing). ``metadata`` is opaque
-        caller data stored in every segment (the server puts the member and cluster ids there)."""
+        caller data stored in every segment (the server puts the member and cluster ids there).
+        ``unsafe_no_fsync``: see the module docstring."""
         os.makedirs(dirpath, exist_ok=True)
         parent = os.path.dirname(os.path.abspath(os.fspath(dirpath)))
         fsync_dir(parent)
@@ -369,6 +382,7 @@ class WAL:
                 last_index=0,
                 hard_state=HardState(),
                 snapshot=SnapshotMetadata(),
+                unsafe_no_fsync=unsafe_no_fsync,
             )
             wal._start_segment(seq=0, first_index=0)
         except BaseException:
@@ -383,6 +397,7 @@ class WAL:
         snapshot: SnapshotMetadata | None = None,
         *,
         segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES,
+        unsafe_no_fsync: bool = False,
     ) -> tuple[WAL, WalState]:
         """Open an existing WAL for appending, after reading it (see ``read_all``).
 
@@ -403,6 +418,7 @@ class WAL:
                 last_index=scan.last_index,
                 hard_state=scan.hard_state,
                 snapshot=scan.snapshot,
+                unsafe_no_fsync=unsafe_no_fsync,
             )
             last = scan.segments[-1]
             fd = os.open(last.path, os.O_RDWR | os.O_CLOEXEC)
@@ -560,7 +576,8 @@ class WAL:
 
     @property
     def sync_count(self) -> int:
-        """How many fdatasync calls the WAL has made (one per written batch)."""
+        """How many fdatasync calls the WAL has made (one per written batch; none with
+        ``unsafe_no_fsync``)."""
         return self._sync_count
 
     def segment_names(self) -> list[str]:
@@ -609,13 +626,16 @@ class WAL:
             pwrite_all(self._fd, buf.seal(offset), offset)
             self._offset += len(buf)
             self._dirty = True
-            if writeback:
+            if writeback and not self._no_fsync:
                 start_writeback(self._fd, offset, len(buf))
         except OSError as exc:
             self._failed = exc
             raise WalFatalError(f"wal: write failed: {exc}") from exc
 
     def _fdatasync(self) -> None:
+        if self._no_fsync:
+            self._dirty = False  # --unsafe-no-fsync: the kernel has the pages, that is all
+            return
         try:
             os.fdatasync(self._fd)
         except OSError as exc:

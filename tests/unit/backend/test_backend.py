@@ -366,3 +366,22 @@ def test_full_map_raises_space_exceeded_and_keeps_the_batch(tmp_path: Path) -> N
     b = open_backend(tmp_path, map_size_bytes=1 << 20)
     assert b.range(KEY, b"") == [(b"small", b"1")] and b.consistent_index() == (9, 1)
     b.close()
+
+
+@pytest.mark.parametrize("no_fsync", [False, True])
+def test_unsafe_no_fsync_opens_lmdb_without_sync_and_commits_persist(
+    tmp_path: Path, no_fsync: bool
+) -> None:
+    b = open_backend(tmp_path, unsafe_no_fsync=no_fsync)
+    assert b._env is not None
+    assert b._env.flags()["sync"] is (not no_fsync)
+    b.put(KEY, b"k", b"v")
+    b.set_consistent_index(Index(7), Term(2))
+    b.commit()
+    b.defrag()  # reopens the file: the mode must survive it
+    assert b._env is not None
+    assert b._env.flags()["sync"] is (not no_fsync)
+    b.close()
+    b = open_backend(tmp_path)
+    assert b.get(KEY, b"k") == b"v" and b.consistent_index() == (Index(7), Term(2))
+    b.close()

@@ -281,3 +281,17 @@ def test_lease_checkpoint_flags() -> None:
     assert cfg.experimental_enable_lease_checkpoint
     assert cfg.experimental_enable_lease_checkpoint_persist
     assert warnings == ()
+
+
+def test_unsafe_no_fsync_from_flag_env_and_config_file(tmp_path: Path) -> None:
+    # envtest and other throw-away test set-ups start etcd with --unsafe-no-fsync=True.
+    assert run([])[0].unsafe_no_fsync is False
+    assert run(["--unsafe-no-fsync"])[0].unsafe_no_fsync is True
+    assert run(["--unsafe-no-fsync=True"])[0].unsafe_no_fsync is True
+    assert run(["--unsafe-no-fsync=false"])[0].unsafe_no_fsync is False
+    assert run([], {"ETCD_UNSAFE_NO_FSYNC": "true"})[0].unsafe_no_fsync is True
+    path = tmp_path / "etcd.yaml"
+    path.write_text("unsafe-no-fsync: true\n")
+    assert run(["--config-file", str(path)])[0].unsafe_no_fsync is True
+    with pytest.raises(FlagError):
+        parse(["--unsafe-no-fsync=maybe"], {})

@@ -873,3 +873,50 @@ def test_a_local_snapshot_keeps_the_entries_after_it(tmp_path: Path) -> None:
     w.close()
     assert read_all(tmp_path, snap(2, term=2)).entries == (ent(3, 2), ent(4, 2))
     assert read_all(tmp_path).entries == (ent(1), ent(2, 2), ent(3, 2), ent(4, 2))
+
+
+# -- --unsafe-no-fsync -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("no_fsync", [False, True])
+def test_unsafe_no_fsync_writes_everything_and_never_fdatasyncs_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_fsync: bool
+) -> None:
+    from petcd.wal import wal as wal_mod
+
+    fdatasyncs: list[int] = []
+    writebacks: list[int] = []
+    real_fdatasync, real_writeback = os.fdatasync, wal_mod.start_writeback
+
+    def counting_fdatasync(fd: int) -> None:
+        fdatasyncs.append(fd)
+        real_fdatasync(fd)
+
+    def counting_writeback(fd: int, offset: int, nbytes: int) -> None:
+        writebacks.append(fd)
+        real_writeback(fd, offset, nbytes)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    monkeypatch.setattr(wal_mod, "start_writeback", counting_writeback)
+    d = tmp_path / "wal"
+    w = WAL.create(d, b"m", segment_size_bytes=SEG, unsafe_no_fsync=no_fsync)
+    expected = []
+    for i in range(1, 120):  # about 60 records per 4 KiB segment: a few cuts
+        w.save(hs(1, i - 1), [ent(i)])
+        expected.append(ent(i))
+        if i % 2:
+            w.write()
+        w.sync()
+    w.close()
+    assert len(segments(d)) >= 3
+    assert (w.sync_count == 0) is no_fsync
+    assert (not fdatasyncs) is no_fsync
+    assert (not writebacks) is no_fsync
+    w2, state = WAL.open(d, segment_size_bytes=SEG, unsafe_no_fsync=no_fsync)
+    assert state.entries == tuple(expected)
+    fdatasyncs.clear()
+    w2.save(None, [ent(120)])
+    w2.sync()
+    assert (not fdatasyncs) is no_fsync
+    w2.close()
+    assert read_all(d).entries[-1] == ent(120)
