@@ -600,6 +600,7 @@ def summarize(
         for a, b in ratio_pairs(targets, alts):
             ra, rb = rate(a), rate(b)
             row[f"{a}/{b}"] = None if ra is None or not rb else round(ra / rb, 3)
+        row.update(own_work(row))
         loads = [
             r["loadavg1_before"] for r in runs if r["workload"] == w and "loadavg1_before" in r
         ]
@@ -624,6 +625,29 @@ def print_rows(rows: list[list[str]]) -> None:
         print("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(cells)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# The servers whose own work is measured against their bare transport: the ratio row of
+# issue 7 ("petcd's own work costs less than the transport") read as CPU time per request.
+OWN_WORK_PAIRS = (("petcd", "bare"), ("petcd-grpcio", "bare-grpcio"))
+
+
+def own_work(row: dict[str, Any]) -> dict[str, Any]:
+    """For each (server, its bare transport) measured in ``row``: the transport's server CPU
+    time per request (the bare server's) and the server's own (its CPU time per request minus
+    the bare server's), in µs, as ``own_us:<server>`` = {"transport": .., "own": ..}."""
+    out: dict[str, Any] = {}
+    for server, bare in OWN_WORK_PAIRS:
+        a, b = row.get(server), row.get(bare)
+        if not a or not b:
+            continue
+        transport = float(b["cpu_ms_per_request"]) * 1000
+        total = float(a["cpu_ms_per_request"]) * 1000
+        out[f"own_us:{server}"] = {
+            "transport": round(transport, 1),
+            "own": round(total - transport, 1),
+        }
+    return out
 
 
 def print_table(
@@ -672,6 +696,28 @@ def print_table(
         "watch-10x10: per 100 events),\nmedian over rounds; the steadiest figure on a shared "
         "machine (lower is better, so are the ratios)"
     )
+    own = [["workload", "server", "transport µs", "own µs", "own/transport"]]
+    for row in table:
+        for server, _ in OWN_WORK_PAIRS:
+            cell = row.get(f"own_us:{server}")
+            if cell:
+                own.append(
+                    [
+                        row["workload"],
+                        server,
+                        fmt_rate(cell["transport"]),
+                        fmt_rate(cell["own"]),
+                        fmt_ratio(cell["own"], cell["transport"]),
+                    ]
+                )
+    if len(own) > 1:
+        print()
+        print_rows(own)
+        print(
+            "server CPU time per request, µs: the transport's (the bare server's) and the "
+            "server's own work\n(its CPU time per request minus the bare server's), medians "
+            "over rounds; own/transport < 1: its own work costs less than the transport"
+        )
     for row in table:
         cells: dict[str, dict[str, Any]] = {t: row[t] for t in targets if row.get(t)}
         if any("grant_seconds" in c for c in cells.values()):
