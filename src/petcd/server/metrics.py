@@ -5,9 +5,10 @@ Theory of operation
 Dashboards and alerts written for etcd look for ``etcd_server_has_leader``,
 ``etcd_server_proposals_committed_total``, ``etcd_disk_wal_fsync_duration_seconds`` and so on;
 petcd exports the same names, with etcd's help texts in spirit and the same labels, for what it
-measures. ``ServerMetrics`` owns one ``CollectorRegistry`` per member (not the process-global
-default registry), so that several members in one test process do not collide; ``petcd.http``
-serves ``render()`` on ``/metrics``.
+measures, and the standard ``process_*`` metrics (RSS, CPU seconds, open fds) that etcd's
+process collector exports. ``ServerMetrics`` owns one ``CollectorRegistry`` per member (not the
+process-global default registry), so that several members in one test process do not collide;
+``petcd.http`` serves ``render()`` on ``/metrics``.
 
 The member updates the metrics from its event loop; nothing here does I/O.
 """
@@ -16,7 +17,14 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
 
@@ -27,6 +35,9 @@ class ServerMetrics:
     def __init__(self) -> None:
         r = CollectorRegistry(auto_describe=True)
         self.registry = r
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... under
+        # the names etcd's Go process collector uses: `etcdctl check datascale` reads the RSS.
+        ProcessCollector(registry=r)
         self.has_leader = Gauge(
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",

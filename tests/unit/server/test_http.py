@@ -60,6 +60,15 @@ def test_http_endpoints() -> None:
     assert out["down /livez"] == (200, "ok")
     assert out["/metrics"][0] == 200
     assert "etcd_server_has_leader 1.0" in out["/metrics"][1]
+    # etcd's process collector's names (etcdctl check datascale reads the RSS)
+    rss = [
+        line
+        for line in out["/metrics"][1].splitlines()
+        if line.startswith("process_resident_memory_bytes ")
+    ]
+    assert len(rss) == 1 and float(rss[0].split()[1]) > 1 << 20
+    assert "\nprocess_open_fds " in out["/metrics"][1]
+    assert "\nprocess_cpu_seconds_total " in out["/metrics"][1]
     assert f'etcd_server_version{{server_version="{ETCD_VERSION}"}} 1.0' in out["/metrics"][1]
 
 
