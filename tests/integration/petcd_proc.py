@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,17 @@ class PetcdProcess:
 
 def kv_stub(channel: grpc.Channel) -> Any:
     return rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
+
+
+def assert_acknowledged(
+    channel: grpc.Channel, acked: Mapping[bytes, tuple[bytes, int]], what: object = None
+) -> None:
+    """Every acknowledged put is there: key -> (value, the revision its answer named)."""
+    kv = kv_stub(channel)
+    for key, (value, revision) in acked.items():
+        got = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=10)
+        assert [kv_.value for kv_ in got.kvs] == [value], (what, key)
+        assert got.kvs[0].mod_revision == revision, (what, key)
 
 
 def maintenance_stub(channel: grpc.Channel) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from petcd.api.etcdserverpb import rpc_pb2
-from tests.integration.petcd_proc import PetcdProcess, kv_stub
+from tests.integration.petcd_proc import PetcdProcess, assert_acknowledged, kv_stub
 
 ROUNDS = 2
 PUTS_PER_ROUND = 40
@@ -26,11 +26,8 @@ def test_acknowledged_sequential_puts_survive_sigkill_right_after_the_answer(
         for r in range(ROUNDS):
             p.start()
             with p.channel() as ch:
+                assert_acknowledged(ch, acked, r)
                 kv = kv_stub(ch)
-                for key, (value, revision) in acked.items():
-                    got = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=10)
-                    assert [kv_.value for kv_ in got.kvs] == [value], (r, key)
-                    assert got.kvs[0].mod_revision == revision, (r, key)
                 for i in range(PUTS_PER_ROUND):
                     key = b"k%02d" % (i % 7)
                     value = b"r%d-%d" % (r, i)
@@ -39,10 +36,6 @@ def test_acknowledged_sequential_puts_survive_sigkill_right_after_the_answer(
             p.kill()  # at once after the last answer: nothing else gets flushed
         p.start()
         with p.channel() as ch:
-            kv = kv_stub(ch)
-            for key, (value, revision) in acked.items():
-                got = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=10)
-                assert [kv_.value for kv_ in got.kvs] == [value], key
-                assert got.kvs[0].mod_revision == revision, key
+            assert_acknowledged(ch, acked)
     finally:
         p.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
-from tests.integration.petcd_proc import PetcdProcess, etcdctl, kv_stub
+from tests.integration.petcd_proc import PetcdProcess, assert_acknowledged, etcdctl, kv_stub
 
 _FSYNC_COUNT = re.compile(r"^etcd_disk_wal_fsync_duration_seconds_count (\S+)$", re.M)
 
@@ -53,11 +53,7 @@ def _write(p: PetcdProcess, acked: dict[bytes, tuple[bytes, int]], tag: str) -> 
 
 def _check(p: PetcdProcess, acked: dict[bytes, tuple[bytes, int]]) -> None:
     with p.channel() as ch:
-        kv = kv_stub(ch)
-        for key, (value, revision) in acked.items():
-            got = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=10)
-            assert [kv_.value for kv_ in got.kvs] == [value], key
-            assert got.kvs[0].mod_revision == revision, key
+        assert_acknowledged(ch, acked)
 
 
 @pytest.mark.parametrize("no_fsync", [False, True], ids=["fsync", "unsafe-no-fsync"])
