@@ -190,23 +190,9 @@ _PUT_PREFIX = bytes((FORMAT_VERSION, Kind.PUT))
 def _encode_put(request_id: int, r: PutRequest) -> bytes:
     """``encode`` of a PutRequest, the most common entry, in one join (same bytes as
     ``_put``)."""
-    key, value = r.key, r.value
-    return b"".join(
-        (
-            _PUT_PREFIX,
-            _uv(request_id),
-            _UV1[
-                (1 if r.prev_kv else 0)
-                | (2 if r.ignore_value else 0)
-                | (4 if r.ignore_lease else 0)
-            ],
-            _uv(len(key)),
-            key,
-            _uv(len(value)),
-            value,
-            _uv(_zigzag(r.lease)),
-        )
-    )
+    parts = [_PUT_PREFIX, _uv(request_id)]
+    _put_parts(parts, r)
+    return b"".join(parts)
 
 
 def _flags(out: bytearray, *bits: bool) -> None:

@@ -10,7 +10,8 @@ process collector exports. ``ServerMetrics`` owns one ``CollectorRegistry`` per 
 process-global default registry), so that several members in one test process do not collide;
 ``petcd.http`` serves ``render()`` on ``/metrics``.
 
-The member updates the metrics from its event loop; nothing here does I/O.
+The member updates the metrics from its event loop; nothing here does I/O but ``render()``,
+whose process metrics read ``/proc/self`` (a few small files, once per scrape).
 """
 
 from __future__ import annotations
