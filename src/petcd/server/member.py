@@ -194,6 +194,7 @@ from petcd.server.metrics import ServerMetrics
 from petcd.snap import Snapshotter
 from petcd.wal import WAL, WalFatalError, snapshot_markers
 from petcd.wal import exists as wal_exists
+from petcd.wal.fileutil import AsyncFdatasync
 
 _WAL_META = struct.Struct(">QQ")  # member id, cluster id
 # What a leader sends before its own WAL fsync (Member._send_appends_early).
@@ -348,6 +349,9 @@ class Member:
         # entries are not applied yet: they are applied while the next batch's fdatasync runs
         # (_handle_ready, "Pipelined apply"), or before anything else happens.
         self._deferred_apply: Ready | None = None
+        # The WAL's fdatasyncs through Linux AIO, completions on the loop (``_sync_wal``).
+        self._aio: AsyncFdatasync | None = None
+        self._wal_sync_waiter: asyncio.Future[None] | None = None
         # How the process ends when memory got ahead of the WAL (_persist_and_apply).
         self._exit_process: Callable[[int], None] = os._exit
         self._waiters: dict[int, asyncio.Future[Any]] = {}
@@ -625,6 +629,15 @@ class Member:
         if peers or self.cfg.listen_peer_urls:
             # Always listening (as etcd): members may be added to a one-member cluster.
             await self._start_transport(peers)
+        if not self.cfg.unsafe_no_fsync:
+            self._aio = self._open_aio()
+            if self._aio is not None:
+                asyncio.get_running_loop().add_reader(self._aio.fileno(), self._on_wal_synced)
+            else:
+                self.log.info(
+                    "Linux AIO is not available (kernel or seccomp): "
+                    "the WAL's fdatasyncs run in a worker thread"
+                )
         self._loop_task = asyncio.create_task(self._run(), name="petcd-ready-loop")
         self._tasks = [
             asyncio.create_task(self._ticker(), name="petcd-ticker"),
@@ -752,6 +765,10 @@ class Member:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._backend_commit)
         await self._hash_walks_done()
+        if self._aio is not None:
+            asyncio.get_running_loop().remove_reader(self._aio.fileno())
+            self._aio.close()  # waits for an fdatasync still in flight
+            self._aio = None
         if self._fatal is None:
             await asyncio.to_thread(self._backend.commit)
         self._backend.close()
@@ -1022,7 +1039,7 @@ class Member:
                 else:
                     self._wal.sync()
             else:
-                await self._in_thread(self._wal.sync)
+                await self._sync_wal()
             self.metrics.wal_fsync_seconds.observe(time.monotonic() - started)
         if not applied:
             if rd.entries:
@@ -1053,15 +1070,16 @@ class Member:
     # fdatasync(k) then apply(k) + answers, then the next batch is proposed and written: the
     # disk idles during the apply and the CPU during the fdatasync. Pipelined, once
     # fdatasync(k) returned, batch k is advanced but not applied (``_deferred_apply``); the
-    # next round proposes batch k+1, writes it, starts fdatasync(k+1) in a worker thread and
-    # only then applies batch k and resolves its answers, which go out while the disk works
-    # (etcd's apply runs beside its raft loop the same way). Invariants:
+    # next round proposes batch k+1, writes it, starts fdatasync(k+1) (``_sync_wal``: Linux
+    # AIO, else a worker thread) and only then applies batch k and resolves its answers,
+    # which go out while the disk works (etcd's apply runs beside its raft loop the same
+    # way). Invariants:
     # - an entry is applied (visible, answered) only after its own WAL records are durable:
     #   batch k is deferred only once fdatasync(k) returned;
     # - apply order is log order: at most one batch is deferred, and it is applied before
     #   anything else is applied or installed, and before the loop waits for new work;
-    # - the WAL is touched by one thread at a time: the deferred apply touches no WAL, and a
-    #   snapshot (_after_apply) is only taken once the fdatasync in flight returned;
+    # - one sync at a time: the deferred apply touches no WAL, and a snapshot (_after_apply)
+    #   is only taken once the fdatasync in flight returned;
     # - a failed fdatasync is fatal as before (WalFatalError ends the Ready loop), and stop()
     #   waits for the Ready loop, hence for the fdatasync in flight;
     # - only a lone voter's plain rounds take part: normal entries, no snapshot, no soft
@@ -1105,8 +1123,55 @@ class Member:
         self._apply(rd.committed_entries)
         self._resolve_reads()
 
+    @staticmethod
+    def _open_aio() -> AsyncFdatasync | None:
+        return AsyncFdatasync.open()
+
+    def _start_wal_sync(self) -> asyncio.Future[None] | None:
+        """Write what the WAL has pending and submit its fdatasync to the kernel (Linux AIO);
+        the future is done when it completed (``_on_wal_synced``). None: nothing to wait for."""
+        assert self._aio is not None and self._wal_sync_waiter is None
+        if not self._wal.sync_start(self._aio.submit):
+            return None
+        fut = self._wal_sync_waiter = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _on_wal_synced(self) -> None:
+        """The AIO eventfd is readable: an fdatasync submitted by ``_start_wal_sync`` is done."""
+        assert self._aio is not None
+        for result in self._aio.reap():
+            waiter, self._wal_sync_waiter = self._wal_sync_waiter, None
+            try:
+                self._wal.sync_done(result)
+            except WalFatalError as e:
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(e)
+            else:
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    async def _sync_wal(self) -> None:
+        """``WAL.sync`` without holding up the event loop: through Linux AIO, or else in a
+        worker thread. A thread is what petcd used first; it needs the GIL to start the
+        fdatasync and again to report back, and while the loop runs Python each of those
+        waits up to the interpreter's switch interval (5 ms)."""
+        if self._aio is None:
+            await self._in_thread(self._wal.sync)
+            return
+        fut = self._start_wal_sync()
+        if fut is not None:
+            await fut
+
     async def _sync_applying_deferred(self) -> None:
-        """fdatasync the WAL in a worker thread and apply the deferred batch meanwhile."""
+        """fdatasync the WAL and apply the deferred batch meanwhile."""
+        if self._aio is not None:
+            fut = self._start_wal_sync()
+            try:
+                self._apply_deferred()
+            finally:
+                if fut is not None:
+                    await fut
+            return
         # The write is issued and its writeback started here: the worker thread needs the GIL
         # to begin, which the apply below holds until it yields (or for a switch interval).
         self._wal.write()
@@ -1198,7 +1263,7 @@ class Member:
         await self._in_thread(self._backend.commit)
         await self._in_thread(lambda: self._snapshotter.save_bytes(meta, b""))
         self._wal.save_snapshot(meta)
-        await self._in_thread(self._wal.sync)
+        await self._sync_wal()
         await self._hash_walks_done()
         ci, _ = await self._in_thread(lambda: self._backend.replace_with(db_path))
         if ci != meta.index:
@@ -1693,7 +1758,7 @@ class Member:
         meta = SnapshotMetadata(index, term, conf)
         await self._in_thread(lambda: self._snapshotter.save_bytes(meta, b""))
         self._wal.save_snapshot(meta)
-        await self._in_thread(self._wal.sync)
+        await self._sync_wal()
         self._storage.create_snapshot(index, conf, b"")
         compact_to = index - self.cfg.experimental_snapshot_catchup_entries
         if compact_to > self._storage.first_index():

@@ -57,7 +57,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from petcd.raft.types import Entry, HardState, Index, SnapshotMetadata
@@ -351,6 +351,8 @@ class WAL:
         self._failed: BaseException | None = None
         self._dirty = False  # written (by ``write``) since the last fdatasync
         self._sync_count = 0
+        self._writes = 0  # pwrites made: which of them an fdatasync in flight covers
+        self._sync_started_at: int | None = None  # ``_writes`` when ``sync_start`` submitted
 
     # -- construction --------------------------------------------------------------------
 
@@ -509,6 +511,51 @@ class WAL:
         with self._sync_mu:
             self._write_pending(writeback=True)
 
+    def sync_start(self, submit: Callable[[int], None]) -> bool:
+        """``sync`` in two halves, for a caller whose fdatasync completes later (the server's
+        ``AsyncFdatasync``): write what is pending and start its writeback as ``write`` does,
+        then pass the log's file descriptor to ``submit``, which starts an fdatasync of it
+        and returns at once. Returns False if there was nothing to make durable (nothing was
+        submitted); else the caller must call ``sync_done`` with the fdatasync's result before
+        it counts anything written so far as durable, and before the next ``sync_start``.
+
+        In between, ``save`` is fine and so are ``write`` and ``sync``: a write made meanwhile
+        first fdatasyncs (on this thread) what the submitted fdatasync may not have covered yet,
+        as every write does.
+        """
+        with self._sync_mu:
+            if self._sync_started_at is not None:
+                raise WalAppendError("wal: sync_start while a started sync is not done")
+            self._write_pending(writeback=True)
+            if not self._dirty:
+                return False
+            if self._no_fsync:
+                self._fdatasync()  # a no-op that marks the written bytes clean
+                return False
+            try:
+                submit(self._fd)
+            except OSError as exc:
+                self._failed = exc
+                raise WalFatalError(f"wal: fdatasync failed to start: {exc}") from exc
+            self._sync_started_at = self._writes
+            return True
+
+    def sync_done(self, result: int) -> None:
+        """The fdatasync that ``sync_start`` submitted finished with ``result`` (0, or a
+        negative errno). On success everything written before ``sync_start`` returned is
+        durable; a failure makes the WAL unusable (``WalFatalError``), as a failed ``sync``."""
+        with self._sync_mu:
+            started_at, self._sync_started_at = self._sync_started_at, None
+            if started_at is None:
+                raise WalAppendError("wal: sync_done without sync_start")
+            if result < 0:
+                exc = OSError(-result, os.strerror(-result))
+                self._failed = exc
+                raise WalFatalError(f"wal: fdatasync failed: {exc}") from exc
+            self._sync_count += 1
+            if self._writes == started_at:
+                self._dirty = False  # nothing was written since: all of it is durable
+
     def release_to(self, index: Index) -> None:
         """Delete the segments whose entries all precede ``index`` (never the one holding it).
 
@@ -626,6 +673,7 @@ class WAL:
             pwrite_all(self._fd, buf.seal(offset), offset)
             self._offset += len(buf)
             self._dirty = True
+            self._writes += 1
             if writeback and not self._no_fsync:
                 start_writeback(self._fd, offset, len(buf))
         except OSError as exc:

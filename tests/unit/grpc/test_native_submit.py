@@ -41,6 +41,7 @@ from tests.unit.grpc.test_native_adapter import (
     FakeFrontend,
     unary,
 )
+from tests.unit.server.solo import slow_wal_syncs
 
 PUT = "/etcdserverpb.KV/Put"
 TXN = "/etcdserverpb.KV/Txn"
@@ -87,22 +88,8 @@ class Env:
         return message, status, details
 
     def slow_sync(self, seconds: float) -> Callable[[], None]:
-        """Slows the WAL's sync (writes stay pending); returns the undo."""
-        wal = self.member.wal
-        sync = wal.sync
-
-        def slow() -> None:
-            time.sleep(seconds)
-            sync()
-
-        wal.sync = slow  # type: ignore[method-assign]
-        # The worker-thread sync path, so that the loop runs on while a sync is slow.
-        self.member._concurrent_at = time.monotonic() + 60
-
-        def undo() -> None:
-            wal.sync = sync  # type: ignore[method-assign]
-
-        return undo
+        """Slows the WAL's fdatasyncs while the loop runs on; returns the undo."""
+        return slow_wal_syncs(self.member, seconds)
 
 
 async def until_s(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:

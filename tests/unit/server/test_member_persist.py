@@ -7,7 +7,8 @@ A one-member ``Member`` in a temporary directory, driven in-process. A reader ta
 key serializably on every loop iteration while one client puts, one at a time; the WAL's
 ``sync`` is wrapped to note when it returned. A read that sees a value before the sync that
 made it durable had returned would be a write visible before it is durable. The second test
-fails the fdatasync and checks that the member ends the process instead of answering.
+fails the fdatasync and checks that the member ends the process instead of answering; the
+last does the same with an fdatasync submitted to the kernel (``_sync_wal``, Linux AIO).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,64 @@ def test_a_failed_fdatasync_after_the_overlapped_apply_ends_the_process(
             assert exits == [(1, [b"v0"])]
             assert isinstance(m.fatal_error, WalFatalError)
             assert "failed to save Raft hard state and entries" in out.getvalue()
+        finally:
+            await m.stop()
+
+    asyncio.run(run())
+
+
+class _KernelFdatasync:
+    """Stands in for ``AsyncFdatasync``: every fdatasync completes at once, with the real
+    result, or with -EIO once ``fail`` is set (what a failing disk makes the kernel report)."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._done: list[int] = []
+        self.in_flight = 0
+
+    def fileno(self) -> int:
+        return self._efd
+
+    def submit(self, fd: int) -> None:
+        os.fdatasync(fd)
+        self._done.append(-5 if self.fail else 0)
+        self.in_flight += 1
+        os.eventfd_write(self._efd, 1)
+
+    def reap(self) -> list[int]:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._efd)
+        done, self._done = self._done, []
+        self.in_flight -= len(done)
+        return done
+
+    def close(self) -> None:
+        os.close(self._efd)
+
+
+def test_a_failed_kernel_fdatasync_stops_the_member_without_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = _KernelFdatasync()
+    monkeypatch.setattr(Member, "_open_aio", staticmethod(lambda: kernel))
+
+    async def run() -> None:
+        out = io.StringIO()
+        m = await start_solo(tmp_path, Logger("error", [out]))
+        try:
+            await m.put(PutRequest(b"k", b"v0"))
+            assert m._aio is kernel
+            m._concurrent_at = time.monotonic() + 60  # the submitted fdatasync, not inline
+            kernel.fail = True
+            with pytest.raises(StoppedError):
+                await m.put(PutRequest(b"k", b"v1"))
+            await m.wait_stopped()
+            assert isinstance(m.fatal_error, WalFatalError)
+            assert "Input/output error" in str(m.fatal_error)
+            assert "member stopped on a fatal error" in out.getvalue()
+            # Nothing of the failed write became visible.
+            assert m.kv.range(RangeRequest(b"k")).kvs[0].value == b"v0"
         finally:
             await m.stop()
 

@@ -11,20 +11,88 @@ answered) before it is durable; an apply that runs while a later batch is writte
 durable is the overlap the pipeline exists for (unpipelined, the loop applies only once all it
 wrote is durable). The second test blocks an fdatasync and checks that the writes it carries
 are neither answered nor visible until it returns, while the batch before it is.
+
+Both run twice: with the fdatasync submitted to the kernel (Linux AIO, what the member uses
+where it can; here a stand-in that runs the real fdatasync in a thread after the delay and
+signals the eventfd as the kernel would), and in a worker thread (the fallback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import pytest
 
 from petcd.mvcc.requests import PutRequest, RangeRequest
 from petcd.raft.types import Entry, HardState
 from petcd.server.member import Member
 from tests.unit.server.solo import start_solo
+
+
+class _DelayedAio:
+    """Stands in for ``AsyncFdatasync``: each submitted fdatasync runs in a thread of its own,
+    after the ``_Disk``'s delay (and gate), and completes on an eventfd as the kernel's would."""
+
+    def __init__(self) -> None:
+        self.disk: _Disk | None = None
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._done: list[int] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.in_flight = 0
+
+    def fileno(self) -> int:
+        return self._efd
+
+    def submit(self, fd: int) -> None:
+        disk = self.disk
+        fd = os.dup(fd)  # the WAL may cut a segment and close its fd meanwhile, as in the kernel
+        self.in_flight += 1
+
+        def run() -> None:
+            try:
+                if disk is not None:
+                    disk.run_sync(lambda: os.fdatasync(fd))
+                else:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            with self._lock:
+                self._done.append(0)
+            os.eventfd_write(self._efd, 1)
+
+        t = threading.Thread(target=run, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def reap(self) -> list[int]:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._efd)
+        with self._lock:
+            done, self._done = self._done, []
+        self.in_flight -= len(done)
+        return done
+
+    def close(self) -> None:
+        for t in self._threads:
+            t.join(30)
+        os.close(self._efd)
+
+
+@pytest.fixture(params=["aio", "thread"])
+def fdatasync_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which way the member makes its WAL fdatasyncs; ``_Disk`` hooks into either."""
+    if request.param == "aio":
+        monkeypatch.setattr(Member, "_open_aio", staticmethod(_DelayedAio))
+    else:
+        monkeypatch.setattr(Member, "_open_aio", staticmethod(lambda: None))
+    return str(request.param)
 
 
 class _Disk:
@@ -38,6 +106,7 @@ class _Disk:
         self.block_from: int | None = None  # the fdatasyncs from this one on wait for gate
         self.gate = threading.Event()
         self.syncs = 0  # fdatasyncs returned
+        self._delay_s = sync_delay_s
         wal = m.wal
         save, sync = wal.save, wal.sync
 
@@ -46,26 +115,30 @@ class _Disk:
             if entries:
                 self.saved = entries[-1].index
 
-        def slow_sync() -> None:
-            target = self.saved  # nothing is saved while a sync runs (the loop awaits it)
-            n, self.started = self.started, self.started + 1
-            self.in_flight = True
-            try:
-                time.sleep(sync_delay_s)
-                if self.block_from is not None and n >= self.block_from:
-                    self.gate.wait(30)
-                sync()
-            finally:
-                self.in_flight = False
-            self.durable = max(self.durable, target)
-            self.syncs += 1
-
         wal.save = noting_save  # type: ignore[method-assign]
-        wal.sync = slow_sync  # type: ignore[method-assign]
+        if isinstance(m._aio, _DelayedAio):
+            m._aio.disk = self
+        else:
+            wal.sync = lambda: self.run_sync(sync)  # type: ignore[method-assign]
+
+    def run_sync(self, sync: Callable[[], None]) -> None:
+        """One fdatasync (``sync``), slowed down; notes what it makes durable."""
+        target = self.saved  # nothing is saved while a sync runs (the loop awaits it)
+        n, self.started = self.started, self.started + 1
+        self.in_flight = True
+        try:
+            time.sleep(self._delay_s)
+            if self.block_from is not None and n >= self.block_from:
+                self.gate.wait(30)
+            sync()
+        finally:
+            self.in_flight = False
+        self.durable = max(self.durable, target)
+        self.syncs += 1
 
 
 def test_a_batch_is_applied_while_the_next_one_syncs_and_only_once_durable(
-    tmp_path: Path,
+    tmp_path: Path, fdatasync_path: str
 ) -> None:
     async def run() -> None:
         m = await start_solo(tmp_path)
@@ -119,7 +192,7 @@ def test_a_batch_is_applied_while_the_next_one_syncs_and_only_once_durable(
 
 
 def test_writes_whose_fdatasync_is_blocked_are_neither_answered_nor_visible(
-    tmp_path: Path,
+    tmp_path: Path, fdatasync_path: str
 ) -> None:
     async def run() -> None:
         m = await start_solo(tmp_path)

@@ -18,7 +18,7 @@ import pytest
 
 from petcd.mvcc.requests import PutRequest, RangeRequest, RequestOp, TxnRequest
 from petcd.server.errors import RequestTimeoutError
-from tests.unit.server.solo import start_solo
+from tests.unit.server.solo import slow_wal_syncs, start_solo
 
 
 def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> None:
@@ -26,15 +26,7 @@ def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> 
         m = await start_solo(tmp_path)
         try:
             await m.put(PutRequest(b"k", b"v1"))
-            wal = m.wal
-            sync = wal.sync
-
-            def slow_sync() -> None:
-                time.sleep(0.8)
-                sync()
-
-            wal.sync = slow_sync  # type: ignore[method-assign]
-            m._concurrent_at = time.monotonic() + 60  # the worker-thread path: the loop runs on
+            undo = slow_wal_syncs(m, 0.8)  # the loop runs on meanwhile
             m.request_timeout_s = 0.2
             started = time.monotonic()
             with pytest.raises(RequestTimeoutError):
@@ -42,7 +34,7 @@ def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> 
             assert time.monotonic() - started < 0.7  # the ticker's sweep, not the slow sync
             # Still being synced, but already forgotten (a new leader could overwrite it).
             assert not m._waiters and not m._local_requests
-            wal.sync = sync  # type: ignore[method-assign]
+            undo()
             m.request_timeout_s = 5.0
             # The entry was in raft already: it is applied after all, from its decoded data.
             for _ in range(100):

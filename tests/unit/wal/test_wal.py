@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import struct
 import threading
 from pathlib import Path
@@ -40,6 +41,7 @@ from petcd.wal import (
     segment_name,
     snapshot_markers,
 )
+from petcd.wal.fileutil import AsyncFdatasync
 
 SEG = 4096  # small segments so that tests cut files
 
@@ -920,3 +922,122 @@ def test_unsafe_no_fsync_writes_everything_and_never_fdatasyncs_the_log(
     assert (not fdatasyncs) is no_fsync
     w2.close()
     assert read_all(d).entries[-1] == ent(120)
+
+
+# -- sync_start / sync_done (the fdatasync completes later, as through Linux AIO) ----------
+
+
+class _Submits:
+    """A stand-in for ``AsyncFdatasync.submit`` that only notes the file descriptors."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        self.fds.append(fd)
+
+
+def test_sync_start_writes_and_submits_and_sync_done_makes_it_count(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    submits = _Submits()
+    assert not w.sync_start(submits), "nothing pending: nothing to make durable"
+    w.save(hs(1, 1), [ent(1)])
+    assert w.sync_start(submits)
+    assert len(submits.fds) == 1
+    # Written (a reader sees it), not yet counted durable: the next sync fdatasyncs it.
+    assert read_all(tmp_path).entries == (ent(1),)
+    with pytest.raises(WalAppendError):
+        w.sync_start(submits)  # one started sync at a time
+    os.fdatasync(submits.fds[0])  # what the kernel does for the submission
+    w.sync_done(0)
+    assert w.sync_count == 1
+    with pytest.raises(WalAppendError):
+        w.sync_done(0)  # nothing was started
+    assert not w.sync_start(submits), "everything written is durable already"
+    w.close()
+    assert read_all(tmp_path).entries == (ent(1),)
+
+
+def test_a_write_while_a_started_sync_runs_is_not_covered_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    submits = _Submits()
+    w.save(hs(1, 1), [ent(1)])
+    assert w.sync_start(submits)
+    fdatasyncs: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        fdatasyncs.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    w.save(hs(1, 2), [ent(2)])
+    w.write()  # the first write may not be durable yet: fdatasynced here before this one
+    assert len(fdatasyncs) == 1
+    w.sync_done(0)  # the submitted one finishes: it does not cover the second write
+    w.sync()
+    assert len(fdatasyncs) == 2
+    w.close()
+    assert read_all(tmp_path).entries == (ent(1), ent(2))
+
+
+def test_a_failed_started_sync_makes_the_wal_unusable(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    w.save(hs(1), [ent(1)])
+    assert w.sync_start(_Submits())
+    with pytest.raises(WalFatalError, match="Input/output error"):
+        w.sync_done(-5)  # -EIO
+    w.save(hs(1), [ent(2)])
+    with pytest.raises(WalFatalError):
+        w.sync()
+    with pytest.raises(WalFatalError):
+        w.sync_start(_Submits())
+    w.close()
+
+
+def test_a_refused_submission_makes_the_wal_unusable(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG)
+    w.save(hs(1), [ent(1)])
+
+    def refusing(fd: int) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    with pytest.raises(WalFatalError, match="failed to start"):
+        w.sync_start(refusing)
+    with pytest.raises(WalFatalError):
+        w.sync()
+    w.close()
+
+
+def test_sync_start_with_unsafe_no_fsync_writes_and_submits_nothing(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, segment_size_bytes=SEG, unsafe_no_fsync=True)
+    submits = _Submits()
+    w.save(hs(1, 1), [ent(1)])
+    assert not w.sync_start(submits)
+    assert submits.fds == []
+    assert read_all(tmp_path).entries == (ent(1),)
+    w.close()
+
+
+def test_sync_start_across_segment_cuts_with_the_kernels_fdatasync(tmp_path: Path) -> None:
+    aio = AsyncFdatasync.open()
+    if aio is None:
+        pytest.skip("Linux AIO is not available here")
+    try:
+        w = WAL.create(tmp_path, b"m", segment_size_bytes=SEG)
+        expected = []
+        for i in range(1, 120):  # a few cuts
+            w.save(hs(1, i - 1), [ent(i)])
+            expected.append(ent(i))
+            assert w.sync_start(aio.submit)
+            assert select.select([aio.fileno()], [], [], 10)[0]
+            assert aio.reap() == [0]
+            w.sync_done(0)
+        w.close()
+        assert len(segments(tmp_path)) >= 3
+        _, state = WAL.open(tmp_path, segment_size_bytes=SEG)
+        assert state.entries == tuple(expected)
+    finally:
+        aio.close()
