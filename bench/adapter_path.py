@@ -172,6 +172,10 @@ class FakeMember:
         self._pending.append(fut)
         return fut
 
+    def add_answers_listener(self, listener: Any) -> None:
+        """Its answers are asyncio futures, flushed by the adapter's own scheduled flush:
+        it never tells a listener."""
+
     async def put(self, req: Any) -> Any:
         return await self.submit(req)
 

@@ -140,10 +140,27 @@ class _HandlerCallDetails:
         self.invocation_metadata = invocation_metadata
 
 
+class SubmitFuture(Protocol):
+    """What a submit form returns: an ``asyncio.Future``, or an object with the same methods
+    that runs its done callbacks at once (``petcd.server.answer.Answer``)."""
+
+    def done(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+    def result(self) -> Any: ...
+
+    def exception(self) -> BaseException | None: ...
+
+    def cancel(self) -> bool: ...
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None: ...
+
+
 class UnarySubmit(NamedTuple):
     """The callback form of a unary-unary method (``NativeServer.add_unary_submit``)."""
 
-    submit: Callable[[Any], asyncio.Future[Any]]
+    submit: Callable[[Any], SubmitFuture]
     """The decoded request -> a future of the result; may raise."""
     respond: Callable[[Any], Any]
     """The future's result -> the response message; may raise."""
@@ -241,7 +258,7 @@ class _Call:
         self._deadline = None if timeout is None else time.time() + timeout
         self.peer_text = peer
         self.task: asyncio.Task[None] | None = None
-        self.future: asyncio.Future[Any] | None = None  # what a submit form's call waits for
+        self.future: SubmitFuture | None = None  # what a submit form's call waits for
         self.form: UnarySubmit | None = None
         self.inbox: collections.deque[bytes] = collections.deque()
         self.half_closed = False
@@ -417,7 +434,7 @@ class _Call:
         code = _UNKNOWN if self.status_code is _OK else _CODE_NUMBER[self.status_code]
         self._server.finish(self, None, code, f"Unexpected {type(e)}: {e}")
 
-    def submitted(self, fut: asyncio.Future[Any]) -> None:
+    def submitted(self, fut: SubmitFuture) -> None:
         """The done callback of a submit form's future: answer as the coroutine method
         would, then the call is over. Nothing is sent if the call already ended."""
         self.future = None
@@ -645,6 +662,12 @@ class NativeServer:
         if self._flush_waiter is None:
             self._flush_waiter = self.loop.create_future()
         return self._flush_waiter
+
+    def flush_answers(self) -> None:
+        """Send what is queued now, not a loop turn later: the member's answers listener
+        (``Member.add_answers_listener``), called once a batch's answers are all queued."""
+        if self._out:
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False

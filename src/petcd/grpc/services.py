@@ -39,7 +39,7 @@ from petcd.grpc.election import ElectionService
 from petcd.grpc.interceptors import GuardedMember, RequestGuard
 from petcd.grpc.lease import LeaseMember, LeaseService
 from petcd.grpc.lock import LockService
-from petcd.grpc.native import NativeServer, UnarySubmit
+from petcd.grpc.native import NativeServer, SubmitFuture, UnarySubmit
 from petcd.grpc.status import is_expected, status_for
 from petcd.grpc.watch import WatchMember, WatchService, add_watch_service
 from petcd.mvcc.requests import (
@@ -83,7 +83,9 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
 
     async def txn(self, req: TxnRequest) -> TxnResponse: ...
 
-    def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> asyncio.Future[Any]: ...
+    def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> SubmitFuture: ...
+
+    def add_answers_listener(self, listener: Callable[[], None]) -> None: ...
 
     async def compact(self, req: CompactionRequest) -> CompactionResponse: ...
 
@@ -219,13 +221,13 @@ class KVService(rpc_pb2_grpc.KVServicer):
     # The callback forms of the writes (``NativeServer.add_unary_submit``): the same member
     # call, conversions and statuses as the methods above, without a coroutine per call.
 
-    def _submit_put(self, request: Any) -> asyncio.Future[Any]:
+    def _submit_put(self, request: Any) -> SubmitFuture:
         return self._member.submit(convert.put_request(request))
 
-    def _submit_delete_range(self, request: Any) -> asyncio.Future[Any]:
+    def _submit_delete_range(self, request: Any) -> SubmitFuture:
         return self._member.submit(convert.delete_range_request(request))
 
-    def _submit_txn(self, request: Any) -> asyncio.Future[Any]:
+    def _submit_txn(self, request: Any) -> SubmitFuture:
         return self._member.submit(convert.txn_request(request))
 
     def submit_forms(self) -> list[tuple[Any, UnarySubmit]]:
@@ -583,6 +585,7 @@ def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Lo
     if isinstance(server, NativeServer):
         for method, form in kv.submit_forms():
             server.add_unary_submit(method, form)
+        member.add_answers_listener(server.flush_answers)
     add_watch_service(
         WatchService(member, log, fragment_bytes_max=max_request_bytes + GRPC_OVERHEAD_BYTES),
         server,

@@ -157,6 +157,7 @@ from petcd.raft.types import (
 )
 from petcd.server import entry as entry_codec
 from petcd.server import join
+from petcd.server.answer import Answer
 from petcd.server.compactor import Compactor
 from petcd.server.config import Config
 from petcd.server.corrupt import (
@@ -205,6 +206,10 @@ _T = TypeVar("_T")
 # cross-thread wake-ups, each of which waits for the scheduler on a busy machine
 # (docs/enhancements/0004-transport.md, findings of 2026-11-27). Under concurrency the worker
 # thread is used, so that the loop keeps taking requests (the next batch) during the fsync.
+# What a proposal's requester waits on: a coroutine's future (``_propose``) or an ``Answer``
+# (``submit``).
+_Waiter = asyncio.Future[Any] | Answer
+
 _INLINE_SYNC_ENTRIES_MAX = 1
 # ... and only when no two proposals were in flight at once for this long.
 _INLINE_SYNC_QUIET_S = 0.2
@@ -331,7 +336,7 @@ class Member:
         self._snapshot_index = Index(0)
         self._consistent_index = Index(0)
         # Runtime state (event loop):
-        self._proposals: list[tuple[entry_codec.EntryRequest, asyncio.Future[Any]]] = []
+        self._proposals: list[tuple[entry_codec.EntryRequest, _Waiter]] = []
         self._inflight = 0  # proposals awaited by callers
         # request id -> the request this member proposed, until applied (see _apply_request)
         self._local_requests: dict[int, entry_codec.EntryRequest] = {}
@@ -343,7 +348,7 @@ class Member:
         self._appended: collections.deque[tuple[int, bytes, int]] = collections.deque()
         self._last_header = ResponseHeader()
         # (deadline, future) of every proposal, in deadline order (one timeout for all)
-        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self._deadlines: collections.deque[tuple[float, _Waiter]] = collections.deque()
         self._concurrent_at = 0.0  # time.monotonic() when two or more were last in flight
         # A lone member's Ready whose entries are durable and advanced but whose committed
         # entries are not applied yet: they are applied while the next batch's fdatasync runs
@@ -354,7 +359,11 @@ class Member:
         self._wal_sync_waiter: asyncio.Future[None] | None = None
         # How the process ends when memory got ahead of the WAL (_persist_and_apply).
         self._exit_process: Callable[[int], None] = os._exit
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        # Told when a batch's answers are all resolved and durable (the native transport
+        # sends them then, instead of a loop turn later): ``add_answers_listener``.
+        self._answers_listeners: list[Callable[[], None]] = []
+        self._answered = False  # requests were answered since the listeners were last told
         self._reads: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, _ReadRound] = {}
         # ReadIndex contexts must be unique across the cluster and across restarts: the leader
@@ -888,6 +897,7 @@ class Member:
                 if self._deferred_apply is not None:
                     # Nothing came to overlap it with: apply it now.
                     self._apply_deferred()
+                    self._answers_out()
                     await self._after_apply()
                 if self._removed_self:
                     raise MemberRemovedError(
@@ -923,6 +933,7 @@ class Member:
             raise
 
     def _flush_inputs(self) -> None:
+        fut: _Waiter
         if self._conf_proposals:
             ccs, self._conf_proposals = self._conf_proposals, []
             for cc, fut in ccs:
@@ -1064,6 +1075,7 @@ class Member:
                 rnd.index = rs.index
         self._resolve_reads()
         if applied or applied_deferred:
+            self._answers_out()
             await self._after_apply()
 
     # Pipelined apply (a lone member under concurrent load). Unpipelined, a round is
@@ -1168,6 +1180,7 @@ class Member:
             fut = self._start_wal_sync()
             try:
                 self._apply_deferred()
+                self._answers_out()  # batch k is durable; k+1's fdatasync is in flight
             finally:
                 if fut is not None:
                     await fut
@@ -1179,6 +1192,7 @@ class Member:
         sync = asyncio.get_running_loop().run_in_executor(None, self._wal.sync)
         try:
             self._apply_deferred()
+            self._answers_out()
         finally:
             await sync
 
@@ -1451,6 +1465,7 @@ class Member:
                 answered += 1
             self._applied = e.index
         if answered:
+            self._answered = True
             self.metrics.proposals_pending.dec(answered)
         self.metrics.proposals_applied.set(self._applied)
         # Not node.status(): that copies every peer's progress, once per Ready.
@@ -1831,18 +1846,20 @@ class Member:
         finally:
             self._inflight -= 1
 
-    def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> asyncio.Future[Any]:
+    def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> Answer:
         """``put``/``delete_range``/``txn`` without a coroutine: validates ``req`` and queues
         it as ``_propose`` does (raising what they raise), and returns the future that the
-        apply loop resolves with the response (or fails, e.g. after the request timeout).
-        Cancelling the future abandons the request, as cancelling their caller does."""
+        apply loop resolves with the response (or fails, e.g. after the request timeout): an
+        ``Answer``, whose done callbacks run as it is resolved. Cancelling it abandons the
+        request, as cancelling their caller does. Once a batch's answers are resolved (and
+        durable), the answers listeners are told."""
         validate_request(req, self.cfg.max_txn_ops)
         if self._stopping or self._fatal is not None:
             raise StoppedError()
         # The Ready loop's task knows the loop: get_running_loop() costs a getpid() syscall.
         task = self._loop_task
         loop = asyncio.get_running_loop() if task is None else task.get_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut = Answer(loop)
         self._proposals.append((req, fut))
         self._kick()
         self._inflight += 1
@@ -1853,8 +1870,19 @@ class Member:
         fut.add_done_callback(self._submitted_done)
         return fut
 
-    def _submitted_done(self, fut: asyncio.Future[Any]) -> None:
+    def _submitted_done(self, fut: Answer) -> None:
         self._inflight -= 1
+
+    def add_answers_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever the answers of an applied batch are all resolved and
+        may go out (their entries are durable): the moment to send them together."""
+        self._answers_listeners.append(listener)
+
+    def _answers_out(self) -> None:
+        if self._answered:
+            self._answered = False
+            for listener in self._answers_listeners:
+                listener()
 
     async def _read_barrier(self) -> None:
         if self._stopping or self._fatal is not None:

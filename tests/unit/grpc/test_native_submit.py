@@ -419,3 +419,31 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
         )
 
     run(tmp_path, True, body)
+
+
+def test_a_batch_s_answers_are_sent_before_the_member_moves_on(tmp_path: Path) -> None:
+    """The member's answers listener sends a batch's answers as soon as they are resolved and
+    durable: whenever its Ready loop goes on after an apply (``_after_apply``), the front end
+    has had an answer for every put applied, without waiting for the event loop to turn."""
+
+    async def body(env: Env) -> None:
+        member = env.member
+        after_apply = member._after_apply
+        checks: list[tuple[int, int]] = []  # (puts applied, answers sent)
+
+        async def noting_after_apply() -> None:
+            sent = sum(1 for batch in env.fe.sends for item in batch if item[2] == OK)
+            checks.append((member.kv.current_revision - 1, sent))
+            await after_apply()
+
+        member._after_apply = noting_after_apply  # type: ignore[method-assign]
+        ids = range(1, 31)
+        for i in ids:
+            env.fe.inject(*unary(i, PUT, put(b"k%d" % i)))
+        for i in ids:
+            _, status, _ = await env.answer(i)
+            assert status == OK
+        assert checks, "the member applied nothing"
+        assert all(applied == sent for applied, sent in checks), checks
+
+    run(tmp_path, True, body)
