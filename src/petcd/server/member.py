@@ -201,15 +201,15 @@ _WAL_META = struct.Struct(">QQ")  # member id, cluster id
 # What a leader sends before its own WAL fsync (Member._send_appends_early).
 _EARLY_TYPES = frozenset({MessageType.APP, MessageType.HEARTBEAT})
 _T = TypeVar("_T")
-# When proposals come one at a time (one client, or clients far apart), a Ready's WAL batch is
-# fdatasync'ed on the loop thread itself: handing it to a worker thread and back costs two
-# cross-thread wake-ups, each of which waits for the scheduler on a busy machine
-# (docs/enhancements/0004-transport.md, findings of 2026-11-27). Under concurrency the worker
-# thread is used, so that the loop keeps taking requests (the next batch) during the fsync.
 # What a proposal's requester waits on: a coroutine's future (``_propose``) or an ``Answer``
 # (``submit``).
 _Waiter = asyncio.Future[Any] | Answer
-
+# When proposals come one at a time (one client, or clients far apart), a Ready's WAL batch is
+# fdatasync'ed on the loop thread itself: handing it to a worker thread and back costs two
+# cross-thread wake-ups, each of which waits for the scheduler on a busy machine
+# (docs/enhancements/0004-transport.md, findings of 2026-11-27). Under concurrency the
+# fdatasync is submitted to the kernel (``_sync_wal``: Linux AIO, else a worker thread), so
+# that the loop keeps taking requests (the next batch) during the fsync.
 _INLINE_SYNC_ENTRIES_MAX = 1
 # ... and only when no two proposals were in flight at once for this long.
 _INLINE_SYNC_QUIET_S = 0.2

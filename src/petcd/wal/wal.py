@@ -27,6 +27,12 @@ that must not become visible before the records are durable (the server's apply 
 proposal) calls ``write``, does that work, then ``sync``, whose fdatasync then finds the data
 write already under way. Nothing ``write`` wrote counts as durable until a ``sync`` returns.
 
+``sync_start`` / ``sync_done`` are ``sync`` in two halves for a caller whose fdatasync runs
+elsewhere (the server submits it to the kernel through Linux AIO, ``fileutil.AsyncFdatasync``):
+``sync_start`` writes, starts the writeback and hands the file descriptor to the caller's
+submit function; ``sync_done`` takes the fdatasync's result. What was written before
+``sync_start`` counts as durable only after a successful ``sync_done``.
+
 ``unsafe_no_fsync`` (etcd's ``--unsafe-no-fsync``, its WAL's ``SetUnsafeNoFsync``): ``sync``
 writes but makes no fdatasync of the log, and ``write`` starts no writeback (nor does a cut
 fdatasync the segment it ends). The rare rest still fsyncs: a new segment's opening records,
