@@ -126,6 +126,19 @@ def _install(out_path: str) -> None:
         rec((now(), "sync_end"))
 
     W.sync = sync  # type: ignore[method-assign]
+    # Under concurrent writes the fdatasync is submitted (Linux AIO) and completed later.
+    orig_sync_start, orig_sync_done = W.sync_start, W.sync_done
+
+    def sync_start(self: Any, submit: Any) -> bool:
+        rec((now(), "sync"))
+        return orig_sync_start(self, submit)  # type: ignore[no-any-return]
+
+    def sync_done(self: Any, result: int) -> None:
+        orig_sync_done(self, result)
+        rec((now(), "sync_end"))
+
+    W.sync_start = sync_start  # type: ignore[method-assign]
+    W.sync_done = sync_done  # type: ignore[method-assign]
 
     def msg(m: Any) -> list[Any]:
         last = m.entries[-1].index if m.entries else m.index

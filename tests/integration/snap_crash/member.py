@@ -83,7 +83,10 @@ def _install() -> None:
         Backend.replace_with, "after-backend"
     )
     WAL.save_snapshot = _note_marker(WAL.save_snapshot)  # type: ignore[method-assign]
+    # The marker's sync: made in place (``sync``), or submitted to the kernel and completed
+    # on the event loop (``sync_done``), as the member does under Linux AIO.
     WAL.sync = _crash_after_marker_sync(WAL.sync)  # type: ignore[method-assign]
+    WAL.sync_done = _crash_after_marker_sync(WAL.sync_done)  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
