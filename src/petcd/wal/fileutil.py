@@ -52,19 +52,6 @@ def preallocate(fd: int, size_bytes: int) -> None:
             raise
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    fn.restype = ctypes.c_int
-    return cast(Callable[[int, int, int, int], int], fn)
-
-
-_sync_file_range = _load_sync_file_range() if sys.platform == "linux" else None
-
-
 def _load_libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -74,7 +61,17 @@ def _load_libc() -> ctypes.CDLL | None:
     return libc
 
 
+def _bind_sync_file_range(libc: ctypes.CDLL | None) -> Callable[[int, int, int, int], int] | None:
+    fn = getattr(libc, "sync_file_range", None) if libc is not None else None
+    if fn is None:
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
 _libc = _load_libc() if sys.platform == "linux" else None
+_sync_file_range = _bind_sync_file_range(_libc)
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 
 
@@ -118,7 +115,7 @@ class _IoEvent(ctypes.Structure):
     )
 
 
-# <asm/unistd_64.h> numbers (the same on x86-64 and, via the generic table, differ on arm64).
+# Syscall numbers: <asm/unistd_64.h> on x86-64, the generic table on arm64.
 _AIO_SYSCALLS = {
     "x86_64": (206, 207, 208, 209),  # io_setup, io_destroy, io_getevents, io_submit
     "aarch64": (0, 1, 4, 2),
@@ -147,7 +144,7 @@ class AsyncFdatasync:
         self._syscall = syscall
         self._ctx = ctypes.c_ulong(ctx)
         self._efd = efd
-        self._sys_setup, self._sys_destroy, self._sys_getevents, self._sys_submit = nr
+        _, self._sys_destroy, self._sys_getevents, self._sys_submit = nr  # io_setup: in open()
         self._iocb = _Iocb(aio_lio_opcode=_IOCB_CMD_FDSYNC, aio_flags=_IOCB_FLAG_RESFD)
         self._iocb.aio_resfd = efd
         self._iocbs = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(self._iocb))
