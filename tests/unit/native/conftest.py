@@ -1,7 +1,7 @@
 """Fixtures for the native front end's tests: a real ``petcd._frontend.Frontend`` on
 127.0.0.1, port 0, driven by a small take/send loop on a thread, and real grpcio clients.
 
-``Driver`` waits on the front end's eventfd, takes the events, records them, and passes
+``Driver`` waits on the front end's eventfd, takes the events, records them, then passes
 each one to the test's handler, whose returned send items it sends in one ``send()`` call
 per batch (as the adapter does). Tests can also call ``fe.send`` themselves.
 """
@@ -52,12 +52,14 @@ class Driver:
             if not batch:
                 continue
             self.batches += 1
-            out: list[tuple[Any, ...]] = []
-            for ev in batch:
-                out.extend(self.handler(ev))
+            # Recorded before the handler runs, so that a handler which looks at the
+            # recorded events sees the whole batch its event came in.
             with self._cond:
                 self.events.extend(batch)
                 self._cond.notify_all()
+            out: list[tuple[Any, ...]] = []
+            for ev in batch:
+                out.extend(self.handler(ev))
             if out:
                 over = self.fe.send(out)
                 with self._cond:
