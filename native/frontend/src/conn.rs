@@ -705,6 +705,10 @@ impl ConnTask {
                     self.poll_stream(id);
                 }
             }
+            // What the streams gave goes to Python before the socket is driven: polling the
+            // connection writes the WINDOW_UPDATEs for the data just read (a writev) and
+            // reads on, and the member need not wait for either.
+            self.shared.push_events(&mut self.events);
             // Drives the socket: reads frames, writes and flushes what is queued.
             loop {
                 match self.conn.poll_accept(cx) {
