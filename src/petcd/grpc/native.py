@@ -543,6 +543,7 @@ class NativeServer:
         self._resolved: dict[str, Any] = {}  # method path -> handler, for paths that resolve
         self._submit = submit  # use the submit forms offered (add_unary_submit)
         self._submit_forms: dict[Any, UnarySubmit] = {}  # unary_unary behavior -> its form
+        self._now_forms: dict[Any, Callable[[Any], Any]] = {}  # behavior -> add_unary_now's
         self._calls: dict[int, _Call] = {}
         self._out: list[tuple[Any, ...]] = []
         self._flush_scheduled = False
@@ -582,6 +583,17 @@ class NativeServer:
         future. (Not part of grpc.aio: callers check for it.)"""
         if self._submit:
             self._submit_forms[behavior] = form
+
+    def add_unary_now(self, behavior: Callable[..., Any], now: Callable[[Any], Any]) -> None:
+        """Answer the unary-unary calls whose handler behaviour is ``behavior`` with
+        ``now(request)`` when it has the response at hand: then no coroutine runs. ``now``
+        returns None when it has not (the request needs a wait, or anything out of the
+        ordinary): the handler then runs as usual, and so it does if ``now`` raises (the
+        handler meets the same error and answers it as it would have). A handler an
+        interceptor replaced is not ``behavior`` and runs as usual. Offered with the submit
+        forms (``submit``). (Not part of grpc.aio: callers check for it.)"""
+        if self._submit:
+            self._now_forms[behavior] = now
 
     def ports(self) -> list[int]:
         return list(self._fe.ports())
@@ -893,6 +905,18 @@ class NativeServer:
             call.task = self.loop.create_task(self._run(call, request))
             return
         behavior = handler.unary_unary
+        now = self._now_forms.get(behavior)
+        if now is not None:
+            try:
+                result = now(request)
+                s = call.serializer
+                data = result if result is None or s is None else s(result)
+            except Exception:
+                data = None  # the handler below meets it too, and answers it
+            if data is not None:
+                self.finish(call, data, 0, "")
+                self._end(call)
+                return
         form = self._submit_forms.get(behavior)
         if form is not None:
             call.form = form

@@ -77,6 +77,10 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
         self, key: bytes, serializable: bool
     ) -> tuple[ResponseHeader, bytes | None]: ...
 
+    def range_one_now(
+        self, key: bytes, serializable: bool
+    ) -> tuple[ResponseHeader, bytes | None] | None: ...
+
     async def put(self, req: PutRequest) -> PutResponse: ...
 
     async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
@@ -155,28 +159,52 @@ class KVService(rpc_pb2_grpc.KVServicer):
         self.raw = False
         self._encode_range = _native_range_encoder()
 
+    def _one_key(self, request: Any) -> bool | None:
+        """For a Range of one key and nothing else (Kubernetes' get, the most common read),
+        whether it is serializable; None for any other Range, or when Range answers protobuf.
+        Such a Range skips the RangeRequest: the encoded size tells that no other field is
+        set (serializable adds 2 bytes)."""
+        if not self.raw or self._encode_range is None:
+            return None
+        n = len(request.key)
+        # bytes besides the key's field (tag, length of 1 or 2 bytes, the key)
+        rest = request.ByteSize() - n - (2 if n < 0x80 else 3) if 0 < n < 0x4000 else -1
+        if rest == 0:
+            return False
+        if rest == 2 and request.serializable:
+            return True
+        return None
+
+    def range_now(self, request: Any) -> bytes | None:
+        """Range's answer when the member has it at once (``NativeServer.add_unary_now``): a
+        Range of one key that needs no wait (``Member.range_one_now``); None otherwise."""
+        serializable = self._one_key(request)
+        if serializable is None:
+            return None
+        got = self._member.range_one_now(request.key, serializable)
+        if got is None:
+            return None
+        return self._one_key_bytes(*got)
+
+    def _one_key_bytes(self, h: ResponseHeader, raw: bytes | None) -> bytes:
+        """The encoded RangeResponse of a one-key Range: the key's stored record, if live."""
+        encode = self._encode_range
+        assert encode is not None
+        return encode(
+            h.cluster_id,
+            h.member_id,
+            h.revision,
+            h.raft_term,
+            [] if raw is None else [raw],
+            False,
+            0 if raw is None else 1,
+        )
+
     async def Range(self, request: Any, context: Any) -> Any:
         try:
-            encode = self._encode_range
-            if self.raw and encode is not None:
-                # A Range of one key and nothing else (Kubernetes' get, the most common read)
-                # skips the RangeRequest: the encoded size tells that no other field is set
-                # (serializable adds 2 bytes).
-                key = request.key
-                n = len(key)
-                # bytes besides the key's field (tag, length of 1 or 2 bytes, the key)
-                rest = request.ByteSize() - n - (2 if n < 0x80 else 3) if 0 < n < 0x4000 else -1
-                if rest == 0 or (rest == 2 and request.serializable):
-                    h, raw = await self._member.range_one(key, rest == 2)
-                    return encode(
-                        h.cluster_id,
-                        h.member_id,
-                        h.revision,
-                        h.raft_term,
-                        [] if raw is None else [raw],
-                        False,
-                        0 if raw is None else 1,
-                    )
+            serializable = self._one_key(request)
+            if serializable is not None:
+                return self._one_key_bytes(*await self._member.range_one(request.key, serializable))
             resp, records = await self._member.range_records(convert.range_request(request))
             if self.raw:
                 return self._range_bytes(resp, records)
@@ -585,6 +613,7 @@ def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Lo
     if isinstance(server, NativeServer):
         for method, form in kv.submit_forms():
             server.add_unary_submit(method, form)
+        server.add_unary_now(kv.Range, kv.range_now)
         member.add_answers_listener(server.flush_answers)
     add_watch_service(
         WatchService(member, log, fragment_bytes_max=max_request_bytes + GRPC_OVERHEAD_BYTES),

@@ -1884,6 +1884,18 @@ class Member:
             for listener in self._answers_listeners:
                 listener()
 
+    def _reads_now(self) -> bool:
+        """Whether a linearizable read may go ahead at once: a lone voter that leads has
+        applied its commit index (``_read_barrier`` then returns without waiting)."""
+        if self._stopping or self._fatal is not None or self._lead != self.id:
+            return False
+        raft = self.node.raft
+        return (
+            raft.role is Role.LEADER
+            and self._single_voter
+            and self._applied >= raft.raft_log.committed
+        )
+
     async def _read_barrier(self) -> None:
         if self._stopping or self._fatal is not None:
             raise StoppedError()
@@ -1921,6 +1933,16 @@ class Member:
         the header and the key's stored record, None if it is not live (``KVStore.range_one``)."""
         if not serializable:
             await self._read_barrier()
+        hdr, raw = self.kv.range_one(key)
+        return self._header(hdr.revision), raw
+
+    def range_one_now(
+        self, key: bytes, serializable: bool
+    ) -> tuple[ResponseHeader, bytes | None] | None:
+        """``range_one`` when it needs no wait (serializable, or ``_reads_now``), without a
+        coroutine; None when it would wait (then call ``range_one``)."""
+        if not serializable and not self._reads_now():
+            return None
         hdr, raw = self.kv.range_one(key)
         return self._header(hdr.revision), raw
 

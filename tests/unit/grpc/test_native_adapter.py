@@ -226,6 +226,51 @@ def test_a_unary_handler_that_waits_runs_in_a_task_and_answers_later(eager: bool
     scenario(body, register=register_kv(kv), eager=eager)
 
 
+def test_a_now_form_answers_without_the_handler_or_leaves_the_call_to_it() -> None:
+    """``add_unary_now``: the form's answer goes out as the handler's would (serialized,
+    OK) and the handler never runs; None, or an exception, leaves the call to the handler."""
+    kv = KV()
+    asked: list[bytes] = []
+
+    def now(request: Any) -> Any:
+        asked.append(request.key)
+        if request.key == b"now":
+            return rpc_pb2.RangeResponse(count=99)
+        if request.key == b"boom":
+            raise RuntimeError("the handler meets this too")
+        return None
+
+    def register(server: NativeServer) -> None:
+        register_kv(kv)(server)
+        server.add_unary_now(kv.Range, now)
+
+    async def body(server: NativeServer, fe: FakeFrontend) -> None:
+        for i, key in enumerate([b"now", b"later", b"boom"], 1):
+            fe.inject(*unary(i, "/etcdserverpb.KV/Range", rpc_pb2.RangeRequest(key=key)))
+        await until(lambda: all(fe.status(i) is not None for i in (1, 2, 3)))
+        counts = [rpc_pb2.RangeResponse.FromString(fe.sent(i)[0][1]).count for i in (1, 2, 3)]
+        assert counts == [99, 5, 4]  # the handler answers len(key)
+        assert all(fe.status(i) == (OK, "") for i in (1, 2, 3))
+        assert asked == [b"now", b"later", b"boom"]
+        assert len(kv.current_tasks) == 2  # the handler ran for "later" and "boom" only
+        assert not server._calls
+
+    scenario(body, register=register)
+
+
+def test_a_now_form_is_not_used_without_submit_forms() -> None:
+    kv = KV()
+
+    async def body(server: NativeServer, fe: FakeFrontend) -> None:
+        server._submit = False  # as NativeServer(submit=False) was built
+        server.add_unary_now(kv.Range, lambda request: rpc_pb2.RangeResponse(count=99))
+        fe.inject(*unary(1, "/etcdserverpb.KV/Range", rpc_pb2.RangeRequest(key=b"abc")))
+        await until(lambda: fe.status(1) is not None)
+        assert rpc_pb2.RangeResponse.FromString(fe.sent(1)[0][1]).count == 3
+
+    scenario(body, register=register_kv(kv))
+
+
 @EAGER
 def test_abort_sends_its_code_and_details_and_no_message(eager: bool) -> None:
     async def body(server: NativeServer, fe: FakeFrontend) -> None:

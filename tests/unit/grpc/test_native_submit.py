@@ -376,15 +376,15 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
         for i, (k, v) in enumerate([(b"a", b"1"), (b"b", b"x" * 300), (b"c", b""), (b"a", b"2")]):
             env.fe.inject(*unary(100 + i, PUT, put(k, v, lease=0)))
             assert (await env.answer(100 + i))[1] == OK
-        if native:  # the plain single-key Ranges go through Member.range_one
+        if native:  # the plain single-key Ranges go through Member.range_one_now
             one_keys: list[bytes] = []
-            range_one = env.member.range_one
+            range_one_now = env.member.range_one_now
 
-            async def counted(key: bytes, serializable: bool) -> Any:
+            def counted(key: bytes, serializable: bool) -> Any:
                 one_keys.append(key)
-                return await range_one(key, serializable)
+                return range_one_now(key, serializable)
 
-            env.member.range_one = counted  # type: ignore[method-assign]
+            env.member.range_one_now = counted  # type: ignore[method-assign]
         long_key = b"k" * 200  # a two-byte length
         env.fe.inject(*unary(99, PUT, put(long_key, b"long")))
         assert (await env.answer(99))[1] == OK
@@ -417,6 +417,39 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
             code(grpc.StatusCode.OUT_OF_RANGE),
             "etcdserver: mvcc: required revision is a future revision",
         )
+
+    run(tmp_path, True, body)
+
+
+def test_a_one_key_range_that_must_wait_is_answered_by_the_handler(tmp_path: Path) -> None:
+    """A one-key linearizable Range is answered at once (``range_one_now``) only when the
+    member may read without waiting; otherwise Range's coroutine waits (``range_one``) and
+    answers the same bytes. A serializable one never waits."""
+
+    async def body(env: Env) -> None:
+        env.fe.inject(*unary(1, PUT, put(b"a", b"1")))
+        assert (await env.answer(1))[1] == OK
+        member = env.member
+        assert member._reads_now()
+        waited: list[bytes] = []
+        range_one = member.range_one
+
+        async def counted(key: bytes, serializable: bool) -> Any:
+            waited.append(key)
+            return await range_one(key, serializable)
+
+        member.range_one = counted  # type: ignore[method-assign]
+        env.fe.inject(*unary(2, RANGE, rpc_pb2.RangeRequest(key=b"a")))
+        at_once = await env.answer(2)
+        assert waited == []
+        member._reads_now = lambda: False  # type: ignore[method-assign]
+        env.fe.inject(*unary(3, RANGE, rpc_pb2.RangeRequest(key=b"a")))
+        env.fe.inject(*unary(4, RANGE, rpc_pb2.RangeRequest(key=b"a", serializable=True)))
+        assert await env.answer(3) == at_once
+        assert waited == [b"a"]
+        assert await env.answer(4) == at_once
+        assert waited == [b"a"]
+        assert rpc_pb2.RangeResponse.FromString(at_once[0]).kvs[0].value == b"1"
 
     run(tmp_path, True, body)
 
