@@ -1884,28 +1884,30 @@ class Member:
             for listener in self._answers_listeners:
                 listener()
 
+    def _lone_read_index(self) -> int | None:
+        """The read index when this member is the only voter and leads: its commit index
+        (what read_index would answer at once); None otherwise (a read index round)."""
+        raft = self.node.raft
+        if self._lead == self.id and raft.role is Role.LEADER and self._single_voter:
+            return raft.raft_log.committed
+        return None
+
     def _reads_now(self) -> bool:
         """Whether a linearizable read may go ahead at once: a lone voter that leads has
         applied its commit index (``_read_barrier`` then returns without waiting)."""
-        if self._stopping or self._fatal is not None or self._lead != self.id:
+        if self._stopping or self._fatal is not None:
             return False
-        raft = self.node.raft
-        return (
-            raft.role is Role.LEADER
-            and self._single_voter
-            and self._applied >= raft.raft_log.committed
-        )
+        index = self._lone_read_index()
+        return index is not None and self._applied >= index
 
     async def _read_barrier(self) -> None:
         if self._stopping or self._fatal is not None:
             raise StoppedError()
         if self._lead == NONE_ID:
             raise NoLeaderError()
-        raft = self.node.raft
-        if self._lead == self.id and raft.role is Role.LEADER and self._single_voter:
-            # The only voter is the leader for sure, and its commit index is the read index
-            # (what read_index would answer at once): read when applied has caught up.
-            index = raft.raft_log.committed
+        index = self._lone_read_index()
+        if index is not None:
+            # Read when applied has caught up with the read index.
             if self._applied >= index:
                 return
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
