@@ -43,7 +43,7 @@ Differences from frontend-api.md, as implemented:
   CANCEL for each of them; the events stay takeable after close().
 """
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 Metadata: TypeAlias = tuple[tuple[str, str | bytes], ...]
 NewCall: TypeAlias = tuple[int, int, str, Metadata, float | None, str]
@@ -137,3 +137,33 @@ def range_response(
     value). ValueError names a record that is not one; TypeError if a record is not bytes.
     See docs/enhancements/0006-range-encoding.md.
     """
+
+class RequestDecoder:
+    """etcd's write requests decoded from their bytes into petcd's request dataclasses
+    (``petcd.mvcc.requests``) without protobuf's objects. Only the encodings protobuf's own
+    serializers write are taken: each field at most once with its declared wire type, no
+    unknown field, at most one member of a ``oneof``, no nested Txn. For anything else the
+    methods return None, and the caller parses the bytes with protobuf and
+    ``petcd.grpc.convert``, which stay the reference: for every input a method does take,
+    its result equals theirs. See docs/enhancements/0008-request-decoding.md.
+
+    The constructor takes the dataclasses to build (TypeError unless each is a frozen,
+    slotted dataclass with etcd's fields in etcd's order)."""
+
+    def __init__(
+        self,
+        range: type,
+        put: type,
+        delete_range: type,
+        compare: type,
+        request_op: type,
+        txn: type,
+    ) -> None: ...
+    def put(self, data: bytes) -> Any | None:
+        """A ``PutRequest`` from an etcdserverpb.PutRequest's bytes, or None."""
+
+    def delete_range(self, data: bytes) -> Any | None:
+        """A ``DeleteRangeRequest`` from an etcdserverpb.DeleteRangeRequest's bytes, or None."""
+
+    def txn(self, data: bytes) -> Any | None:
+        """A ``TxnRequest`` from an etcdserverpb.TxnRequest's bytes, or None."""

@@ -8,10 +8,13 @@
 //!
 //! One function apart from the transport: `kv::range_response`, the encoder of etcd's
 //! RangeResponse from petcd's stored records, called by the KV service on the event loop
-//! (docs/enhancements/0006-range-encoding.md).
+//! (docs/enhancements/0006-range-encoding.md). And one decoder: `decode`, etcd's write
+//! requests read from their bytes for the member's request dataclasses (`pydecode`,
+//! docs/enhancements/0008-request-decoding.md).
 
 pub mod authority;
 pub mod conn;
+pub mod decode;
 pub mod grpc;
 pub mod kv;
 pub mod server;
@@ -19,3 +22,5 @@ pub mod shared;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod pydecode;

@@ -341,6 +341,7 @@ fn range_response<'py>(
 fn _frontend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Frontend>()?;
     m.add_function(wrap_pyfunction!(range_response, m)?)?;
+    m.add_class::<crate::pydecode::RequestDecoder>()?;
     for (name, kind) in [("NEW", 0), ("MESSAGE", 1), ("HALF_CLOSE", 2), ("CANCEL", 3), ("DRAINED", 4), ("HTTP1", 8)] {
         m.add(name, kind)?;
     }

@@ -167,6 +167,11 @@ class UnarySubmit(NamedTuple):
     fail: Callable[[Exception], tuple[grpc.StatusCode, str]]
     """An exception from ``submit``, ``respond`` or the future -> the status to send (the
     coroutine method's own answer, logging included)."""
+    decode: Callable[[bytes], Any] | None = None
+    """Optional: the request's bytes -> what ``submit_decoded`` takes, or None for bytes it
+    leaves to the handler's deserializer and ``submit`` (it must then not have raised)."""
+    submit_decoded: Callable[[Any], SubmitFuture] | None = None
+    """With ``decode``: ``submit`` for what ``decode`` returned."""
 
 
 class _Resume(collections.abc.Coroutine):  # type: ignore[type-arg]
@@ -894,6 +899,15 @@ class NativeServer:
 
     def _start_unary(self, call: _Call, payload: bytes) -> None:
         handler = call.handler
+        form = self._submit_forms.get(handler.unary_unary)
+        if form is not None and form.decode is not None and form.submit_decoded is not None:
+            try:
+                decoded = form.decode(payload)
+            except Exception:
+                decoded = None  # the deserializer below meets it too, and answers it
+            if decoded is not None:
+                self._submit_request(call, form, form.submit_decoded, decoded)
+                return
         d = call.deserializer
         try:
             request = payload if d is None else d(payload)
@@ -917,17 +931,8 @@ class NativeServer:
                 self.finish(call, data, 0, "")
                 self._end(call)
                 return
-        form = self._submit_forms.get(behavior)
         if form is not None:
-            call.form = form
-            try:
-                fut = form.submit(request)
-            except Exception as e:
-                call.submit_failed(e)
-                self._end(call)
-                return
-            call.future = fut
-            fut.add_done_callback(call.submitted)
+            self._submit_request(call, form, form.submit, request)
             return
         coro = self._run_unary(call, behavior, request)
         credit = self._eager_credit.get(call.method, _EAGER_CREDIT_START)
@@ -944,6 +949,23 @@ class NativeServer:
         if credit > 0:
             self._eager_credit[call.method] = credit - 1
         call.task = self.loop.create_task(_Resume(coro, first))
+
+    def _submit_request(
+        self,
+        call: _Call,
+        form: UnarySubmit,
+        submit: Callable[[Any], SubmitFuture],
+        request: Any,
+    ) -> None:
+        call.form = form
+        try:
+            fut = submit(request)
+        except Exception as e:
+            call.submit_failed(e)
+            self._end(call)
+            return
+        call.future = fut
+        fut.add_done_callback(call.submitted)
 
     def _end(self, call: _Call) -> None:
         """The call's handler is over: forget the call, run its done callbacks."""

@@ -45,6 +45,7 @@ from petcd.grpc.watch import WatchMember, WatchService, add_watch_service
 from petcd.mvcc.requests import (
     CompactionRequest,
     CompactionResponse,
+    Compare,
     DeleteRangeRequest,
     DeleteRangeResponse,
     HashKVResult,
@@ -52,6 +53,7 @@ from petcd.mvcc.requests import (
     PutResponse,
     RangeRequest,
     RangeResponse,
+    RequestOp,
     ResponseHeader,
     TxnRequest,
     TxnResponse,
@@ -139,6 +141,19 @@ def _failure(exc: BaseException, log: Logger | None, method: str) -> tuple[grpc.
 async def _abort(context: Any, exc: BaseException, log: Logger | None, method: str) -> NoReturn:
     await context.abort(*_failure(exc, log, method))
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _native_request_decoder() -> Any:
+    """``petcd._frontend.RequestDecoder`` for petcd's request dataclasses (the Rust decoder
+    of Put, DeleteRange and Txn requests, docs/enhancements/0008-request-decoding.md), or
+    None when the native extension is not built."""
+    try:
+        from petcd._frontend import RequestDecoder
+    except ImportError:
+        return None
+    return RequestDecoder(
+        RangeRequest, PutRequest, DeleteRangeRequest, Compare, RequestOp, TxnRequest
+    )
 
 
 def _native_range_encoder() -> Callable[..., bytes] | None:
@@ -258,23 +273,39 @@ class KVService(rpc_pb2_grpc.KVServicer):
     def _submit_txn(self, request: Any) -> SubmitFuture:
         return self._member.submit(convert.txn_request(request))
 
+    def _submit_decoded(
+        self, request: PutRequest | DeleteRangeRequest | TxnRequest
+    ) -> SubmitFuture:
+        return self._member.submit(request)
+
     def submit_forms(self) -> list[tuple[Any, UnarySubmit]]:
-        """(coroutine method, its callback form) for Put, DeleteRange and Txn."""
+        """(coroutine method, its callback form) for Put, DeleteRange and Txn. With the
+        native extension, the forms take the request's bytes to the Rust decoder first
+        (``UnarySubmit.decode``); what it leaves goes through protobuf and ``convert``."""
         log = self._log
+        decoder = _native_request_decoder()
+        submit_decoded = None if decoder is None else self._submit_decoded
         return [
             (
                 method,
-                UnarySubmit(submit, respond, functools.partial(_failure, log=log, method=name)),
+                UnarySubmit(
+                    submit,
+                    respond,
+                    functools.partial(_failure, log=log, method=name),
+                    None if decoder is None else getattr(decoder, decode),
+                    submit_decoded,
+                ),
             )
-            for method, submit, respond, name in (
-                (self.Put, self._submit_put, convert.put_response_pb, "Put"),
+            for method, submit, respond, name, decode in (
+                (self.Put, self._submit_put, convert.put_response_pb, "Put", "put"),
                 (
                     self.DeleteRange,
                     self._submit_delete_range,
                     convert.delete_range_response_pb,
                     "DeleteRange",
+                    "delete_range",
                 ),
-                (self.Txn, self._submit_txn, convert.txn_response_pb, "Txn"),
+                (self.Txn, self._submit_txn, convert.txn_response_pb, "Txn", "txn"),
             )
         ]
 

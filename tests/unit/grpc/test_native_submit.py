@@ -28,6 +28,7 @@ from petcd.api.etcdserverpb import rpc_pb2
 from petcd.grpc.interceptors import ERR_LEARNER, ERR_NO_LEADER, RequestGuard
 from petcd.grpc.native import NativeServer
 from petcd.grpc.services import _add_services
+from petcd.mvcc import requests as R
 from petcd.server.config import Config, Url
 from petcd.server.log import Logger
 from petcd.server.member import Member
@@ -180,6 +181,53 @@ def test_put_txn_delete_answer_with_the_member_s_responses(tmp_path: Path, submi
         assert not env.server._calls
 
     run(tmp_path, submit, body)
+
+
+def raw_unary(call_id: int, method: str, data: bytes) -> tuple[tuple[Any, ...], ...]:
+    """``unary``'s events with the message's bytes as given."""
+    return (
+        (NEW, call_id, method, (("user-agent", "test"),), None, PEER),
+        (MESSAGE, call_id, data),
+        (HALF_CLOSE, call_id),
+    )
+
+
+def test_writes_go_to_the_native_decoder_and_what_it_leaves_to_protobuf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Put, Txn and DeleteRange in protobuf's own encoding reach the member without protobuf
+    (the forms' protobuf path is not called); an encoding only protobuf reads (the key
+    twice: the last one wins) is answered as protobuf reads it."""
+    pytest.importorskip("petcd._frontend")
+    from petcd.grpc.services import KVService
+
+    through_protobuf: list[str] = []
+    for name in ("_submit_put", "_submit_txn", "_submit_delete_range"):
+        real = getattr(KVService, name)
+
+        def spy(self: Any, request: Any, _real: Any = real, _name: str = name) -> Any:
+            through_protobuf.append(_name)
+            return _real(self, request)
+
+        monkeypatch.setattr(KVService, name, spy)
+
+    async def body(env: Env) -> None:
+        env.fe.inject(*unary(1, PUT, put(b"a", b"1")))
+        env.fe.inject(*unary(2, TXN, txn_put(b"b", b"c")))
+        env.fe.inject(*unary(3, DELETE, rpc_pb2.DeleteRangeRequest(key=b"c")))
+        for i in (1, 2, 3):
+            _, status, details = await env.answer(i)
+            assert (status, details) == (OK, "")
+        assert through_protobuf == []
+        # PutRequest{key: "x", key: "y", value: "2"}: protobuf keeps the last key
+        env.fe.inject(*raw_unary(4, PUT, b"\x0a\x01x\x0a\x01y\x12\x012"))
+        _, status, _ = await env.answer(4)
+        assert status == OK
+        assert through_protobuf == ["_submit_put"]
+        resp = await env.member.range(R.RangeRequest(b"a", b"z"))
+        assert [(kv.key, kv.value) for kv in resp.kvs] == [(b"a", b"1"), (b"b", b"t"), (b"y", b"2")]
+
+    run(tmp_path, True, body)
 
 
 def test_a_write_waiting_for_raft_has_a_future_and_no_task(tmp_path: Path) -> None:
