@@ -143,6 +143,22 @@ async def _abort(context: Any, exc: BaseException, log: Logger | None, method: s
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
+_NO_RECORDS: list[bytes] = []
+
+
+def _field(tag: bytes, value: bytes) -> bytes:
+    """A length-delimited protobuf field: ``tag``, the length as a varint, ``value``."""
+    n = len(value)
+    if n < 0x80:
+        return b"".join((tag, bytes((n,)), value))
+    length = bytearray()
+    while n >= 0x80:
+        length.append(n & 0x7F | 0x80)
+        n >>= 7
+    length.append(n)
+    return b"".join((tag, length, value))
+
+
 def _native_request_decoder() -> Any:
     """``petcd._frontend.RequestDecoder`` for petcd's request dataclasses (the Rust decoder
     of Put, DeleteRange and Txn requests, docs/enhancements/0008-request-decoding.md), or
@@ -240,9 +256,47 @@ class KVService(rpc_pb2_grpc.KVServicer):
         data: bytes = convert.range_response_pb(resp, records).SerializeToString()
         return data
 
+    def _put_bytes(self, resp: PutResponse) -> bytes:
+        """The encoded PutResponse. Without a prev_kv it is a header alone, the same bytes
+        as a RangeResponse with nothing but its header (both have it as field 1): the
+        native encoder writes it (docs/enhancements/0006-range-encoding.md)."""
+        encode = self._encode_range
+        if encode is None or resp.prev_kv is not None:
+            data: bytes = convert.put_response_pb(resp).SerializeToString()
+            return data
+        h = resp.header
+        return encode(h.cluster_id, h.member_id, h.revision, h.raft_term, _NO_RECORDS, False, 0)
+
+    def _txn_bytes(self, resp: TxnResponse) -> bytes:
+        """The encoded TxnResponse. When every response in it is a Put's without a prev_kv
+        (a Txn of puts, Kubernetes' create and update), it is assembled from the native
+        encoder's headers (``_put_bytes``); anything else through protobuf."""
+        encode = self._encode_range
+        if encode is None:
+            return bytes(convert.txn_response_pb(resp).SerializeToString())
+        parts: list[bytes] = []
+        for op in resp.responses:
+            put = op.response_put
+            if put is None or put.prev_kv is not None:
+                return bytes(convert.txn_response_pb(resp).SerializeToString())
+            h = put.header
+            inner = encode(
+                h.cluster_id, h.member_id, h.revision, h.raft_term, _NO_RECORDS, False, 0
+            )
+            # ResponseOp.response_put (field 2) holding it, as TxnResponse.responses (field 3)
+            op_bytes = _field(b"\x12", inner)
+            parts.append(_field(b"\x1a", op_bytes))
+        h = resp.header
+        head = encode(h.cluster_id, h.member_id, h.revision, h.raft_term, _NO_RECORDS, False, 0)
+        if resp.succeeded:
+            return b"".join((head, b"\x10\x01", *parts))  # succeeded (field 2)
+        return b"".join((head, *parts))
+
     async def Put(self, request: Any, context: Any) -> Any:
         try:
             resp = await self._member.put(convert.put_request(request))
+            if self.raw:
+                return self._put_bytes(resp)
             return convert.put_response_pb(resp)
         except Exception as e:
             await _abort(context, e, self._log, "Put")
@@ -257,6 +311,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
     async def Txn(self, request: Any, context: Any) -> Any:
         try:
             resp = await self._member.txn(convert.txn_request(request))
+            if self.raw:
+                return self._txn_bytes(resp)
             return convert.txn_response_pb(resp)
         except Exception as e:
             await _abort(context, e, self._log, "Txn")
@@ -297,7 +353,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
                 ),
             )
             for method, submit, respond, name, decode in (
-                (self.Put, self._submit_put, convert.put_response_pb, "Put", "put"),
+                (self.Put, self._submit_put, self._put_bytes, "Put", "put"),
                 (
                     self.DeleteRange,
                     self._submit_delete_range,
@@ -305,7 +361,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
                     "DeleteRange",
                     "delete_range",
                 ),
-                (self.Txn, self._submit_txn, convert.txn_response_pb, "Txn", "txn"),
+                (self.Txn, self._submit_txn, self._txn_bytes, "Txn", "txn"),
             )
         ]
 
@@ -615,7 +671,8 @@ def _grpcio_server(member: KVMember, max_request_bytes: int) -> Any:
 
 def add_kv_service(service: KVService, server: Any) -> None:
     """Register ``service`` as etcdserverpb.KV, as the generated ``add_KVServicer_to_server``
-    does, except that Range has no response serializer: it answers bytes (``raw``)."""
+    does, except that Range, Put and Txn have no response serializer: they answer bytes
+    (``raw``)."""
     service.raw = True
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -625,10 +682,10 @@ def add_kv_service(service: KVService, server: Any) -> None:
         )
         for name, behavior, request, response in (
             ("Range", service.Range, rpc_pb2.RangeRequest, None),
-            ("Put", service.Put, rpc_pb2.PutRequest, rpc_pb2.PutResponse),
+            ("Put", service.Put, rpc_pb2.PutRequest, None),
             ("DeleteRange", service.DeleteRange, rpc_pb2.DeleteRangeRequest,
              rpc_pb2.DeleteRangeResponse),
-            ("Txn", service.Txn, rpc_pb2.TxnRequest, rpc_pb2.TxnResponse),
+            ("Txn", service.Txn, rpc_pb2.TxnRequest, None),
             ("Compact", service.Compact, rpc_pb2.CompactionRequest, rpc_pb2.CompactionResponse),
         )
     }  # fmt: skip
