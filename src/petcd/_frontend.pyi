@@ -148,7 +148,7 @@ class RequestDecoder:
     its result equals theirs. See docs/enhancements/0008-request-decoding.md.
 
     The constructor takes the dataclasses to build (TypeError unless each is a frozen,
-    slotted dataclass with etcd's fields in etcd's order)."""
+    slotted dataclass with etcd's fields in etcd's order and no ``__post_init__``)."""
 
     def __init__(
         self,

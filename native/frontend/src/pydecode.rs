@@ -33,9 +33,12 @@ impl Class {
         let params = cls.getattr("__dataclass_params__")?;
         let frozen: bool = params.getattr("frozen")?.extract()?;
         let slotted = cls.getattr("__dict__")?.contains("__slots__")?;
-        if names != expected || !frozen || !slotted {
+        // the generated __init__ would run it; the objects made here would not
+        let post_init = cls.hasattr("__post_init__")?;
+        if names != expected || !frozen || !slotted || post_init {
             return Err(PyTypeError::new_err(format!(
-                "RequestDecoder: {} must be a frozen, slotted dataclass with fields {expected:?}",
+                "RequestDecoder: {} must be a frozen, slotted dataclass with fields {expected:?} \
+                 and no __post_init__",
                 cls.name()?
             )));
         }

@@ -169,7 +169,7 @@ class UnarySubmit(NamedTuple):
     coroutine method's own answer, logging included)."""
     decode: Callable[[bytes], Any] | None = None
     """Optional: the request's bytes -> what ``submit_decoded`` takes, or None for bytes it
-    leaves to the handler's deserializer and ``submit`` (it must then not have raised)."""
+    leaves to the handler's deserializer and ``submit`` (so does an exception it raises)."""
     submit_decoded: Callable[[Any], SubmitFuture] | None = None
     """With ``decode``: ``submit`` for what ``decode`` returned."""
 

@@ -27,7 +27,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 
@@ -63,6 +63,9 @@ from petcd.server.config import Config
 from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
 from petcd.server.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from petcd._frontend import RequestDecoder
 
 
 class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
@@ -143,9 +146,6 @@ async def _abort(context: Any, exc: BaseException, log: Logger | None, method: s
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-_NO_RECORDS: list[bytes] = []
-
-
 def _field(tag: bytes, value: bytes) -> bytes:
     """A length-delimited protobuf field: ``tag``, the length as a varint, ``value``."""
     n = len(value)
@@ -159,7 +159,7 @@ def _field(tag: bytes, value: bytes) -> bytes:
     return b"".join((tag, length, value))
 
 
-def _native_request_decoder() -> Any:
+def _native_request_decoder() -> RequestDecoder | None:
     """``petcd._frontend.RequestDecoder`` for petcd's request dataclasses (the Rust decoder
     of Put, DeleteRange and Txn requests, docs/enhancements/0008-request-decoding.md), or
     None when the native extension is not built."""
@@ -257,40 +257,36 @@ class KVService(rpc_pb2_grpc.KVServicer):
         return data
 
     def _put_bytes(self, resp: PutResponse) -> bytes:
-        """The encoded PutResponse. Without a prev_kv it is a header alone, the same bytes
-        as a RangeResponse with nothing but its header (both have it as field 1): the
-        native encoder writes it (docs/enhancements/0006-range-encoding.md)."""
-        encode = self._encode_range
-        if encode is None or resp.prev_kv is not None:
+        """The encoded PutResponse. Without a prev_kv it is a header alone: the same bytes
+        as the RangeResponse of a one-key Range that found nothing (both carry the header as
+        field 1), which the native encoder writes (``_one_key_bytes``)."""
+        if self._encode_range is None or resp.prev_kv is not None:
             data: bytes = convert.put_response_pb(resp).SerializeToString()
             return data
-        h = resp.header
-        return encode(h.cluster_id, h.member_id, h.revision, h.raft_term, _NO_RECORDS, False, 0)
+        return self._one_key_bytes(resp.header, None)
 
     def _txn_bytes(self, resp: TxnResponse) -> bytes:
         """The encoded TxnResponse. When every response in it is a Put's without a prev_kv
         (a Txn of puts, Kubernetes' create and update), it is assembled from the native
-        encoder's headers (``_put_bytes``); anything else through protobuf."""
-        encode = self._encode_range
-        if encode is None:
-            return bytes(convert.txn_response_pb(resp).SerializeToString())
+        encoder's header bytes (``_one_key_bytes``, as ``_put_bytes``); anything else through
+        protobuf."""
         parts: list[bytes] = []
-        for op in resp.responses:
-            put = op.response_put
-            if put is None or put.prev_kv is not None:
-                return bytes(convert.txn_response_pb(resp).SerializeToString())
-            h = put.header
-            inner = encode(
-                h.cluster_id, h.member_id, h.revision, h.raft_term, _NO_RECORDS, False, 0
-            )
-            # ResponseOp.response_put (field 2) holding it, as TxnResponse.responses (field 3)
-            op_bytes = _field(b"\x12", inner)
-            parts.append(_field(b"\x1a", op_bytes))
-        h = resp.header
-        head = encode(h.cluster_id, h.member_id, h.revision, h.raft_term, _NO_RECORDS, False, 0)
-        if resp.succeeded:
-            return b"".join((head, b"\x10\x01", *parts))  # succeeded (field 2)
-        return b"".join((head, *parts))
+        if self._encode_range is not None:
+            for op in resp.responses:
+                put = op.response_put
+                if put is None or put.prev_kv is not None:
+                    break
+                # ResponseOp.response_put (field 2) holding it, as TxnResponse.responses (3)
+                parts.append(
+                    _field(b"\x1a", _field(b"\x12", self._one_key_bytes(put.header, None)))
+                )
+            else:
+                head = self._one_key_bytes(resp.header, None)
+                if resp.succeeded:
+                    return b"".join((head, b"\x10\x01", *parts))  # succeeded (field 2)
+                return b"".join((head, *parts))
+        data: bytes = convert.txn_response_pb(resp).SerializeToString()
+        return data
 
     async def Put(self, request: Any, context: Any) -> Any:
         try:

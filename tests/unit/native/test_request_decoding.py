@@ -286,3 +286,20 @@ def test_classes_that_do_not_fit_are_refused() -> None:
         frontend.RequestDecoder(
             R.RangeRequest, Other, R.DeleteRangeRequest, R.Compare, R.RequestOp, R.TxnRequest
         )
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        key: bytes
+        value: bytes = b""
+        lease: int = 0
+        prev_kv: bool = False
+        ignore_value: bool = False
+        ignore_lease: bool = False
+
+        def __post_init__(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="no __post_init__"):
+        frontend.RequestDecoder(
+            R.RangeRequest, Checked, R.DeleteRangeRequest, R.Compare, R.RequestOp, R.TxnRequest
+        )
