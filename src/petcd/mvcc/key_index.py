@@ -24,8 +24,18 @@ keys made the collector stop the member for 70-100 ms at a time (its young gener
 of new lists), and a restart spent about a second of its start-up in the collector.
 
 The key is live at main revision ``r`` iff the last entry with ``main <= r`` exists and is
-positive; that entry is the revision to load from the backend. Version and create revision
-are not kept here: they are in the stored KeyValue.
+positive; that entry is the revision to load from the backend.
+
+A live key's create revision and version (``live_generation``) come from its revisions too,
+so that a put need not read the stored KeyValue it replaces (etcd's ``keyIndex`` keeps them
+for the same reason): the latest generation starts after the last tombstone, its first
+revision is the creation and each revision adds one to the version. Only the first
+generation in the sequence may have lost its start to a compaction (or never had it on
+disk: a restart reads only what compaction left); for such a key ``_base`` holds the create
+revision and version of its first stored revision. ``_base`` is small: keys written again
+between two compactions only, one 2-tuple each. For a key kept as a list (more than
+``PACKED_MAX`` revisions) ``_tail`` holds the create revision and version of its latest
+revision, kept up to date by ``put``, so that a put never walks a long history.
 
 Compaction at ``R`` (etcd's ``keyIndex.compact``): let ``p`` be the last entry with
 ``main <= R``. If it is a tombstone, everything up to and including it is dropped (the
@@ -40,7 +50,12 @@ big list, and a range is a walk from one bisect.
 Invariants
 ----------
 - every revision list is non-empty and strictly increasing in ``abs()``;
-- ``SortedKeys`` holds exactly the keys of the revision dict.
+- ``SortedKeys`` holds exactly the keys of the revision dict;
+- ``_base[k]`` exists iff ``k``'s first stored revision is a put that is not its
+  generation's creation (version > 1); it is then ``(create main revision, version)`` of
+  that revision;
+- ``_tail[k]`` exists iff ``k``'s revisions are a ``list`` whose last entry is a put; it is
+  then ``(create main revision, version)`` of that put.
 """
 
 from __future__ import annotations
@@ -228,18 +243,39 @@ class KeyIndex:
     ``SortedKeys.count`` calls instead of a look at every key (``revisions(current=True)``).
     """
 
-    __slots__ = ("_dead", "_keys", "_revs")
+    __slots__ = ("_base", "_dead", "_keys", "_revs", "_tail")
 
     def __init__(self) -> None:
         self._revs: dict[bytes, _Revs] = {}
         self._keys = SortedKeys()
         self._dead = SortedKeys()
+        # key -> (create main, version) of its first stored revision, where that is not the
+        # creation (see the module docstring)
+        self._base: dict[bytes, tuple[int, int]] = {}
+        # key -> (create main, version) of its latest revision, for the keys kept as a list
+        # whose latest revision is a put (see the module docstring)
+        self._tail: dict[bytes, tuple[int, int]] = {}
 
     @classmethod
-    def from_revisions(cls, revs: dict[bytes, _Revs]) -> KeyIndex:
-        """Build from ``{key: revision or revisions}`` (increasing in abs, as read from disk)."""
+    def from_revisions(
+        cls,
+        revs: dict[bytes, _Revs],
+        bases: dict[bytes, tuple[int, int]] | None = None,
+        lists: Iterable[bytes] | None = None,
+    ) -> KeyIndex:
+        """Build from ``{key: revision or revisions}`` (increasing in abs, as read from disk)
+        and, for each key whose first revision read is a put with version > 1, ``bases[key]
+        = (create main revision, version)`` of that put (from its stored KeyValue).
+        ``lists``: the keys whose revisions are a ``list`` (None: look at every key)."""
         index = cls()
         index._revs = revs
+        if bases:
+            index._base = bases
+        tail = index._tail
+        for k in revs if lists is None else lists:
+            v = revs[k]
+            if type(v) is list and v[-1] > 0:
+                tail[k] = index._generation(k, v)
         index._keys = SortedKeys(sorted(revs))
         index._dead = SortedKeys(
             sorted(k for k, v in revs.items() if (v if type(v) is int else _last(v)) < 0)
@@ -255,17 +291,27 @@ class KeyIndex:
         if revs is None:
             all_revs[key] = rev
             self._keys.add(key)
-        elif type(revs) is int:
+            return
+        if type(revs) is int:
             assert abs(revs) < rev
-            all_revs[key] = new_revs(revs, rev)
-            if revs < 0:  # a new generation of a deleted key
-                self._dead.remove(key)
+            last = revs
+            new = new_revs(revs, rev)
         else:
             last = _last(revs)
             assert not isinstance(revs, int) and abs(last) < rev
-            all_revs[key] = with_rev(revs, rev)
+            new = with_rev(revs, rev)
+        all_revs[key] = new
+        if last < 0:  # a new generation of a deleted key
+            self._dead.remove(key)
+        if type(new) is list:
+            tail = self._tail
             if last < 0:
-                self._dead.remove(key)
+                tail[key] = (rev >> SUB_BITS, 1)
+            elif type(revs) is list:
+                create, version = tail[key]
+                tail[key] = (create, version + 1)
+            else:  # the key's revisions just became a list
+                tail[key] = self._generation(key, new)
 
     def tombstone(self, key: bytes, rev: int) -> None:
         revs = self._revs[key]
@@ -275,6 +321,7 @@ class KeyIndex:
         else:
             assert not isinstance(revs, int) and 0 < _last(revs) < rev
             self._revs[key] = with_rev(revs, -rev)
+            self._tail.pop(key, None)
         self._dead.add(key)
 
     def latest(self, key: bytes) -> int | None:
@@ -290,6 +337,51 @@ class KeyIndex:
         else:
             last = revs[-1]  # type: ignore[index]
         return last if last > 0 else None
+
+    def live_generation(self, key: bytes) -> tuple[int, int, int] | None:
+        """``(latest revision, create main revision, version)`` of the key if it is live now,
+        else None."""
+        revs = self._revs.get(key)
+        if revs is None:
+            return None
+        t = type(revs)
+        if t is int:
+            if revs < 0:  # type: ignore[operator]
+                return None
+            base = self._base.get(key)
+            if base is None:
+                return revs, revs >> SUB_BITS, 1  # type: ignore[return-value,operator]
+            return revs, base[0], base[1]  # type: ignore[return-value]
+        if t is bytes:
+            seq: Sequence[int] = _UNPACK[len(revs)](revs)  # type: ignore[arg-type]
+            last = seq[-1]
+            if last < 0:
+                return None
+            if min(seq) > 0:  # one generation, from the first stored revision
+                base = self._base.get(key)
+                if base is None:
+                    return last, seq[0] >> SUB_BITS, len(seq)
+                return last, base[0], base[1] + len(seq) - 1
+            create, version = self._generation(key, seq)
+            return last, create, version
+        last = revs[-1]  # type: ignore[index]
+        if last < 0:
+            return None
+        create, version = self._tail[key]
+        return last, create, version
+
+    def _generation(self, key: bytes, seq: Sequence[int]) -> tuple[int, int]:
+        """(create main revision, version) of ``seq[-1]``, a put of ``key`` (a walk back to
+        the last tombstone, or to the first stored revision)."""
+        i = len(seq) - 2
+        while i >= 0 and seq[i] > 0:
+            i -= 1
+        if i >= 0:
+            return seq[i + 1] >> SUB_BITS, len(seq) - 1 - i
+        base = self._base.get(key)
+        if base is None:
+            return seq[0] >> SUB_BITS, len(seq)
+        return base[0], base[1] + len(seq) - 1
 
     def get(self, key: bytes, at_main: int) -> int | None:
         """The revision of the key as of main revision ``at_main``, or None if not live."""
@@ -384,6 +476,7 @@ class KeyIndex:
         """
         bound = (at_main + 1) << SUB_BITS
         all_revs = self._revs
+        bases, tails = self._base, self._tail
         emptied = []
         for k in keys:
             revs = all_revs.get(k)
@@ -405,16 +498,23 @@ class KeyIndex:
             r = seq[p]
             if r < 0:
                 p += 1  # the generation ended at or before at_main: drop the tombstone too
+                bases.pop(k, None)  # what is left, if anything, starts with a creation
             else:
                 keep.add(r)
+                if p:
+                    _rebase(bases, k, seq, p)
             if p:
                 rest = _rest(revs, p)
                 if rest is None:
                     emptied.append(k)
                 else:
                     all_revs[k] = rest
+                    if type(rest) is not list:
+                        tails.pop(k, None)
         for k in emptied:
             del all_revs[k]
+            bases.pop(k, None)
+            tails.pop(k, None)
             self._keys.remove(k)
             self._dead.remove(k)
 
@@ -432,6 +532,24 @@ class KeyIndex:
         revs = self._revs
         for k in self._keys:
             yield k, _as_list(revs[k])
+
+
+def _rebase(bases: dict[bytes, tuple[int, int]], key: bytes, seq: Sequence[int], p: int) -> None:
+    """``seq[p]`` (a put) becomes ``key``'s first stored revision: record in ``bases`` its
+    create revision and version if it is not a creation."""
+    i = p - 1
+    while i >= 0 and seq[i] > 0:
+        i -= 1
+    if i >= 0:  # a tombstone before it: its generation starts after that, in seq
+        create, version = seq[i + 1] >> SUB_BITS, p - i
+    else:
+        base = bases.get(key)
+        create, version = base if base is not None else (seq[0] >> SUB_BITS, 1)
+        version += p
+    if version > 1:
+        bases[key] = (create, version)
+    else:
+        bases.pop(key, None)
 
 
 def keep_of(values: Iterable[_Revs], at_main: int) -> set[int]:

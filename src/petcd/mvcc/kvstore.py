@@ -115,6 +115,10 @@ class LeaseHook(Protocol):
 
     def detach(self, lease_id: int, key: bytes) -> None: ...
 
+    def lease_of(self, key: bytes) -> int:
+        """The lease ``key`` is attached to, 0 if none."""
+        ...
+
 
 def encode_kv(kv: KeyValue) -> bytes:
     key = kv.key
@@ -443,6 +447,8 @@ class KVStore:
     def _restore(self) -> None:
         backend = self._backend
         revs: dict[bytes, int | bytes | list[int]] = {}
+        bases: dict[bytes, tuple[int, int]] = {}  # see KeyIndex.from_revisions
+        lists: set[bytes] = set()
         leases: dict[bytes, int] = {}
         track_leases = self._lessor is not None
         max_main = 0
@@ -451,7 +457,7 @@ class KVStore:
         for k, v in backend.iterate(KEY):
             main, _, sub = rev_unpack(k)
             rev = (main << SUB_BITS) | sub
-            _, _, _, lease, n = hdr_unpack(v)
+            create, _, version, lease, n = hdr_unpack(v)
             key = v[_HDR_SIZE : _HDR_SIZE + n]
             if len(k) > 17:
                 rev = -rev
@@ -465,12 +471,15 @@ class KVStore:
             lst = revs.get(key)
             if lst is None:
                 revs[key] = rev
-            elif type(lst) is int:
-                revs[key] = new_revs(lst, rev)
+                if version > 1 and rev > 0:
+                    bases[key] = (create, version)
             else:
-                revs[key] = with_rev(lst, rev)  # type: ignore[arg-type]
+                more = new_revs(lst, rev) if type(lst) is int else with_rev(lst, rev)  # type: ignore[arg-type]
+                revs[key] = more
+                if type(more) is list:
+                    lists.add(key)
             max_main = main
-        self._index = KeyIndex.from_revisions(revs)
+        self._index = KeyIndex.from_revisions(revs, bases, lists)
         scheduled = backend.get(META, SCHEDULED_COMPACT_KEY)
         finished = backend.get(META, FINISHED_COMPACT_KEY)
         self._compact_rev = _Q.unpack(scheduled)[0] if scheduled is not None else -1
@@ -807,29 +816,34 @@ class KVStore:
         main = tx.begin + 1
         rev = (main << SUB_BITS) | len(tx.changes)
         index = self._index
-        old: KeyValue | None = prev
-        if old is None:
-            latest = index.latest(key)
-            if latest is not None:
-                old = self._load(latest)
         value = p.value
         lease = p.lease
-        # checked before the first change (_check_put / _check_path): never fails mid-txn
-        assert old is not None or not (p.ignore_value or p.ignore_lease), p
-        if old is not None:
+        lessor = self._lessor
+        old_lease = 0
+        if prev is not None:  # loaded by the caller (prev_kv, ignore_value, ignore_lease)
             if p.ignore_value:
-                value = old.value
+                value = prev.value
             if p.ignore_lease:
-                lease = old.lease
-            kv = KeyValue(key, old.create_revision, main, old.version + 1, value, lease)
+                lease = prev.lease
+            kv = KeyValue(key, prev.create_revision, main, prev.version + 1, value, lease)
+            old_lease = prev.lease
         else:
-            kv = KeyValue(key, main, main, 1, value, lease)
+            # checked before the first change (_check_put / _check_path): never fails mid-txn
+            assert not (p.ignore_value or p.ignore_lease), p
+            # The replaced KeyValue's create revision and version from the index, its lease
+            # from the lessor: the record itself is not read (as etcd's put).
+            gen = index.live_generation(key)
+            if gen is None:
+                kv = KeyValue(key, main, main, 1, value, lease)
+            else:
+                kv = KeyValue(key, gen[1], main, gen[2] + 1, value, lease)
+                if lessor is not None:
+                    old_lease = lessor.lease_of(key)
         self._backend.put(KEY, rev_key(rev), encode_kv(kv))
         index.put(key, rev)
-        lessor = self._lessor
         if lessor is not None:
-            if old is not None and old.lease:
-                lessor.detach(old.lease, key)
+            if old_lease:
+                lessor.detach(old_lease, key)
             if lease:
                 lessor.attach(lease, key)
         tx.changes.append(kv)
@@ -841,8 +855,8 @@ class KVStore:
         """``header``: ``_header`` for a top-level response, ``_own_header`` inside a txn."""
         targets = self._live(d.key, d.range_end)
         olds = [self._load(r) for _, r in targets] if d.prev_kv else []
-        for key, latest in targets:
-            self._tombstone(tx, key, latest)
+        for key, _ in targets:
+            self._tombstone(tx, key)
         return DeleteRangeResponse(
             header(tx.view()),
             len(targets),
@@ -861,9 +875,8 @@ class KVStore:
             tx = _WriteTxn(self._current_rev)
             index_ = self._index
             for key in keys:
-                latest = index_.latest(key)
-                if latest is not None:
-                    self._tombstone(tx, key, latest)
+                if index_.latest(key) is not None:
+                    self._tombstone(tx, key)
             self._end(tx)
             return len(tx.changes)
         finally:
@@ -871,16 +884,18 @@ class KVStore:
             if commit:
                 self._backend.maybe_commit()
 
-    def _tombstone(self, tx: _WriteTxn, key: bytes, latest: int) -> None:
+    def _tombstone(self, tx: _WriteTxn, key: bytes) -> None:
+        """Delete the live ``key``."""
         main = tx.begin + 1
         rev = (main << SUB_BITS) | len(tx.changes)
         tomb = KeyValue(key, 0, main, 0, b"", 0)
         self._backend.put(KEY, rev_key(-rev), encode_kv(tomb))
         self._index.tombstone(key, rev)
-        if self._lessor is not None:
-            lease = self._load(latest).lease
+        lessor = self._lessor
+        if lessor is not None:
+            lease = lessor.lease_of(key)
             if lease:
-                self._lessor.detach(lease, key)
+                lessor.detach(lease, key)
         tx.changes.append(tomb)
 
     # -- txn -----------------------------------------------------------------------------

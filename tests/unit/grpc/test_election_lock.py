@@ -61,6 +61,9 @@ class FakeLessor:
     def detach(self, lease_id: int, key: bytes) -> None:
         self.keys.get(lease_id, set()).discard(key)
 
+    def lease_of(self, key: bytes) -> int:
+        return next((lid for lid, keys in self.keys.items() if key in keys), 0)
+
 
 class StoreMember:
     """The member's async API over a WatchableStore; writes apply at once."""

@@ -7,7 +7,7 @@ import gc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petcd.mvcc.key_index import PACKED_MAX, KeyIndex, SortedKeys, keep_of, pack_rev
+from petcd.mvcc.key_index import PACKED_MAX, KeyIndex, SortedKeys, _as_list, keep_of, pack_rev
 
 
 @settings(max_examples=100, deadline=None)
@@ -107,6 +107,23 @@ def test_revisions_counts_all_and_limits_list() -> None:
     assert pairs == [(b"a", r(2)), (b"b", r(3))] and total == 2
 
 
+def _check_generations(ki: KeyIndex, model: dict[bytes, list[int]]) -> None:
+    """``live_generation`` against the full history: the latest revision of a live key, the
+    main revision of the first put after its last tombstone, and the puts since; and the
+    invariants of ``_base`` and ``_tail``."""
+    for k, revs in model.items():
+        if revs[-1] < 0:
+            assert ki.live_generation(k) is None
+            continue
+        i = len(revs) - 1
+        while i > 0 and revs[i - 1] > 0:
+            i -= 1
+        assert ki.live_generation(k) == (revs[-1], revs[i] >> 32, len(revs) - i)
+    lists = {k for k, v in ki._revs.items() if type(v) is list and v[-1] > 0}
+    assert set(ki._tail) == lists
+    assert set(ki._base) <= {k for k in ki._revs if _as_list(ki._revs[k])[0] > 0}
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     ops=st.lists(
@@ -156,6 +173,7 @@ def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]], first_main
                 assert fast == ki.revisions(start, end, main, limit)
         assert list(ki._dead) == _dead_keys(ki)
         assert ki.keep(main) == {rv for rv in (ki.latest(k) for k in model) if rv is not None}
+        _check_generations(ki, model)
 
 
 @settings(max_examples=150, deadline=None)
@@ -210,6 +228,8 @@ def test_a_compaction_spread_over_steps_between_writes(ops: list[tuple[str, byte
             pairs, total = ki.revisions(b"a", None, at_main)
             assert pairs == twin.revisions(b"a", None, at_main)[0] and total == len(pairs)
         assert ki.keep(main) == twin.keep(main)
+        _check_generations(ki, model)
+        _check_generations(twin, model)
     if job is not None:
         at, keys, keep = job
         ki.compact_keys(keys, at, keep)

@@ -258,6 +258,9 @@ class FakeLessor:
     def detach(self, lease_id: int, key: bytes) -> None:
         self.leases[lease_id].discard(key)
 
+    def lease_of(self, key: bytes) -> int:
+        return next((lid for lid, keys in self.leases.items() if key in keys), 0)
+
 
 def test_lease_attach_detach_and_not_found(h: Harness) -> None:
     lessor = FakeLessor({5, 6})
@@ -447,6 +450,44 @@ def test_compaction_rules(h: Harness) -> None:
     assert store.compact_revision == 5 and store.current_revision == 6
     with pytest.raises(CompactedError):
         store.range(RangeRequest(b"a", revision=4))
+
+
+def test_a_put_after_compaction_and_reopen_counts_on_from_the_history_it_replaced(
+    h: Harness,
+) -> None:
+    """A put takes the create revision and version from the key index, not from the record
+    it replaces: they stay right after a compaction dropped the key's first revisions, after
+    a reopen that finds only what the compaction kept, and past a history too long for the
+    index to say (then the record is read)."""
+    h.apply(PutRequest(b"a", b"1"))  # 2
+    h.apply(PutRequest(b"a", b"2"))  # 3
+    h.apply(PutRequest(b"b", b"1"))  # 4
+    h.apply(DeleteRangeRequest(b"b"))  # 5
+    h.apply(PutRequest(b"b", b"2"))  # 6
+    h.apply(PutRequest(b"b", b"3"))  # 7
+    h.compact(6)
+    h.apply(PutRequest(b"a", b"3"))  # 8
+    h.apply(PutRequest(b"b", b"4"))  # 9
+    assert h.store.get(b"a") == KeyValue(b"a", 2, 8, 3, b"3", 0)
+    assert h.store.get(b"b") == KeyValue(b"b", 6, 9, 3, b"4", 0)
+    while h.store.compaction_step(1):
+        pass
+    store = h.reopen()  # the first records on disk are a@3 (version 2) and b@6 (a creation)
+    store.apply(PutRequest(b"a", b"4"), index=Index(90), term=Term(1))  # 10
+    store.apply(PutRequest(b"b", b"5"), index=Index(91), term=Term(1))  # 11
+    assert store.get(b"a") == KeyValue(b"a", 2, 10, 4, b"4", 0)
+    assert store.get(b"b") == KeyValue(b"b", 6, 11, 4, b"5", 0)
+    store.compact(11, index=Index(92), term=Term(1))
+    for i in range(40):  # a long history: the key's revisions become a list
+        store.apply(PutRequest(b"a", b"%d" % i), index=Index(93 + i), term=Term(1))
+    assert store.get(b"a") == KeyValue(b"a", 2, 51, 44, b"39", 0)
+    store.apply(DeleteRangeRequest(b"a"), index=Index(140), term=Term(1))  # 52
+    store.apply(PutRequest(b"a", b"x"), index=Index(141), term=Term(1))  # 53
+    store.apply(PutRequest(b"a", b"y"), index=Index(142), term=Term(1))  # 54
+    assert store.get(b"a") == KeyValue(b"a", 53, 54, 2, b"y", 0)
+    store.compact(54, index=Index(143), term=Term(1))  # a@54 alone is left, version 2
+    store.apply(PutRequest(b"a", b"z"), index=Index(144), term=Term(1))  # 55
+    assert store.get(b"a") == KeyValue(b"a", 53, 55, 3, b"z", 0)
 
 
 def test_compaction_at_current_revision_keeps_current_revision(h: Harness) -> None:

@@ -423,6 +423,26 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.twin.current_revision == self.model.current
         assert self.store.compact_revision == self.model.compacted
 
+    @invariant()
+    def index_knows_create_revision_and_version(self) -> None:
+        """What a put takes instead of reading the record it replaces (``live_generation``)
+        is the live key's mod revision, create revision and version, in both stores, whatever
+        compactions and reopens came before."""
+        state = self.model.state()
+        for store in (self.store, self.twin):
+            for k in KEYS:
+                gen = store._index.live_generation(k)
+                kv = state.get(k)
+                if kv is None:
+                    assert gen is None
+                    continue
+                assert gen is not None
+                assert (gen[0] >> 32, gen[1], gen[2]) == (
+                    kv.mod_revision,
+                    kv.create_revision,
+                    kv.version,
+                )
+
     @precondition(lambda self: not self.store.compaction_pending)
     @invariant()
     def all_history_readable_and_hashes_equal(self) -> None:
