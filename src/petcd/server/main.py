@@ -72,10 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cfg = parsed.config
     assert cfg is not None
-    # What start-up builds (modules, the key index, the leases) lives as long as the process,
-    # and a collection pass finds nothing to free in it: the collector stays off until the
-    # member serves (_tune_gc).
-    gc.disable()
     log = Logger(cfg.log_level, open_outputs(cfg.log_outputs))
     log.info("Running: ", args=[sys.argv[0] if argv is None else "petcd", *args])
     for w in parsed.warnings:
@@ -87,10 +83,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.run
     received: list[int] = []
+    # What start-up builds (modules, the key index, the leases) lives as long as the process,
+    # and a collection pass finds nothing to free in it: the collector stays off until the
+    # member serves (_tune_gc), and is on again when main returns, whatever happened.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         code = int(runner(_serve(cfg, log, received)))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
+    finally:
+        if collecting:
+            gc.enable()
     if received and code == 0:
         sig = received[0]
         signal.signal(sig, signal.SIG_DFL)

@@ -66,8 +66,28 @@ def test_main_keeps_the_collector_off_until_the_member_serves(
     before = gc.get_threshold()
     try:
         assert server_main.main(["--data-dir", str(tmp_path / "d")]) == 0
+        assert gc.isenabled()
     finally:
         gc.enable()
         gc.unfreeze()
         gc.set_threshold(*before)
     assert seen == [False, True]
+
+
+def test_main_turns_the_collector_on_again_when_start_up_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A start-up that ends before the member serves (a port in use, a bad data dir) must
+    not leave the collector off for whoever called ``main`` (tests call it in-process)."""
+    seen: list[bool] = []
+
+    async def fail(cfg: Any, log: Any, received: list[int]) -> int:
+        seen.append(gc.isenabled())
+        return 1
+
+    monkeypatch.setattr(server_main, "_serve", fail)
+    try:
+        assert server_main.main(["--data-dir", str(tmp_path / "d")]) == 1
+        assert seen == [False] and gc.isenabled()
+    finally:
+        gc.enable()
