@@ -357,11 +357,6 @@ class KeyIndex:
             last = seq[-1]
             if last < 0:
                 return None
-            if min(seq) > 0:  # one generation, from the first stored revision
-                base = self._base.get(key)
-                if base is None:
-                    return last, seq[0] >> SUB_BITS, len(seq)
-                return last, base[0], base[1] + len(seq) - 1
             create, version = self._generation(key, seq)
             return last, create, version
         last = revs[-1]  # type: ignore[index]
@@ -371,12 +366,12 @@ class KeyIndex:
         return last, create, version
 
     def _generation(self, key: bytes, seq: Sequence[int]) -> tuple[int, int]:
-        """(create main revision, version) of ``seq[-1]``, a put of ``key`` (a walk back to
-        the last tombstone, or to the first stored revision)."""
-        i = len(seq) - 2
-        while i >= 0 and seq[i] > 0:
-            i -= 1
-        if i >= 0:
+        """(create main revision, version) of ``seq[-1]``, a put of ``key`` whose first
+        stored revision is ``seq[0]`` (a walk back to the last tombstone, or to ``seq[0]``)."""
+        if min(seq) < 0:  # else one generation from seq[0], found without a walk
+            i = len(seq) - 2
+            while seq[i] > 0:
+                i -= 1
             return seq[i + 1] >> SUB_BITS, len(seq) - 1 - i
         base = self._base.get(key)
         if base is None:
@@ -501,8 +496,12 @@ class KeyIndex:
                 bases.pop(k, None)  # what is left, if anything, starts with a creation
             else:
                 keep.add(r)
-                if p:
-                    _rebase(bases, k, seq, p)
+                if p:  # seq[p] becomes the first stored revision: a creation, or in _base
+                    create, version = self._generation(k, seq[: p + 1])
+                    if version > 1:
+                        bases[k] = (create, version)
+                    else:
+                        bases.pop(k, None)
             if p:
                 rest = _rest(revs, p)
                 if rest is None:
@@ -532,24 +531,6 @@ class KeyIndex:
         revs = self._revs
         for k in self._keys:
             yield k, _as_list(revs[k])
-
-
-def _rebase(bases: dict[bytes, tuple[int, int]], key: bytes, seq: Sequence[int], p: int) -> None:
-    """``seq[p]`` (a put) becomes ``key``'s first stored revision: record in ``bases`` its
-    create revision and version if it is not a creation."""
-    i = p - 1
-    while i >= 0 and seq[i] > 0:
-        i -= 1
-    if i >= 0:  # a tombstone before it: its generation starts after that, in seq
-        create, version = seq[i + 1] >> SUB_BITS, p - i
-    else:
-        base = bases.get(key)
-        create, version = base if base is not None else (seq[0] >> SUB_BITS, 1)
-        version += p
-    if version > 1:
-        bases[key] = (create, version)
-    else:
-        bases.pop(key, None)
 
 
 def keep_of(values: Iterable[_Revs], at_main: int) -> set[int]:
