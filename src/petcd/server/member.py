@@ -337,7 +337,8 @@ class Member:
         self._consistent_index = Index(0)
         # Runtime state (event loop):
         self._proposals: list[tuple[entry_codec.EntryRequest, _Waiter]] = []
-        self._inflight = 0  # proposals awaited by callers
+        # time.monotonic() of the first proposal queued since _flush_inputs last took them
+        self._proposals_since = 0.0
         # request id -> the request this member proposed, until applied (see _apply_request)
         self._local_requests: dict[int, entry_codec.EntryRequest] = {}
         # (log index, entry data, request id) of what this member appended to its log as the
@@ -347,8 +348,9 @@ class Member:
         # records at or below the applied index are dropped (overwritten by another leader).
         self._appended: collections.deque[tuple[int, bytes, int]] = collections.deque()
         self._last_header = ResponseHeader()
-        # (deadline, future) of every proposal, in deadline order (one timeout for all)
-        self._deadlines: collections.deque[tuple[float, _Waiter]] = collections.deque()
+        # (deadline, request ids) of each batch that _flush_inputs proposed, in deadline order
+        # (one timeout for all): a waiter still in _waiters at its batch's deadline times out.
+        self._deadlines: collections.deque[tuple[float, list[int]]] = collections.deque()
         self._concurrent_at = 0.0  # time.monotonic() when two or more were last in flight
         # A lone member's Ready whose entries are durable and advanced but whose committed
         # entries are not applied yet: they are applied while the next batch's fdatasync runs
@@ -808,19 +810,37 @@ class Member:
             self._expire_proposals()
 
     def _expire_proposals(self) -> None:
-        """Fail the proposals that waited longer than the request timeout (etcd's)."""
+        """Fail the proposals that waited longer than the request timeout (etcd's).
+
+        A batch's deadline counts from its first proposal's submission, so a proposal times
+        out at most one batch's gathering (a Ready round) early. Proposals the Ready loop has
+        not taken yet (it is busy, e.g. with a defragmentation) time out together, at the
+        first one's deadline.
+        """
         deadlines, now = self._deadlines, time.monotonic()
-        expired = False
-        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
-            _, fut = deadlines.popleft()
-            if not fut.done():
-                fut.set_exception(RequestTimeoutError())
-                expired = True
-        if expired:
-            # A proposal that timed out may never be applied (a new leader overwrote it):
-            # forget its waiter and request; if it is applied after all, it is decoded.
-            for rid in [rid for rid, f in self._waiters.items() if f.done()]:
+        waiters = self._waiters
+        while deadlines:
+            deadline, ids = deadlines[0]
+            if deadline > now:
+                if any(map(waiters.__contains__, ids)):
+                    break
+                deadlines.popleft()  # all applied: nothing to keep it for
+                continue
+            deadlines.popleft()
+            for rid in ids:
+                fut = waiters.get(rid)
+                if fut is None:
+                    continue  # applied
+                if not fut.done():
+                    fut.set_exception(RequestTimeoutError())
+                # It may never be applied (a new leader overwrote it): forget its waiter and
+                # request; if it is applied after all, it is decoded.
                 self._forget_proposal(rid)
+        if self._proposals and self._proposals_since + self.request_timeout_s <= now:
+            batch, self._proposals = self._proposals, []
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(RequestTimeoutError())
 
     def _forget_proposal(self, rid: int) -> None:
         """Drop an answered proposal's waiter and request: if its entry is applied after all,
@@ -955,6 +975,8 @@ class Member:
             request_bytes_max = self.cfg.max_request_bytes
             quota_bytes, db_size_bytes = self._quota_bytes, self._db_size_bytes
             nospace: bool | None = None  # the NOSPACE alarm, looked up when first needed
+            # The batch's deadline: from its first proposal's submission.
+            deadline = self._proposals_since + self.request_timeout_s
             for req, fut in batch:
                 if fut.done():
                     continue
@@ -992,6 +1014,7 @@ class Member:
                         if not fut.done():
                             fut.set_exception(NoLeaderError())
                 else:
+                    self._deadlines.append((deadline, ids))
                     if first:
                         self._appended.extend(
                             zip(range(first, first + len(datas)), datas, ids, strict=True)
@@ -1833,18 +1856,8 @@ class Member:
         if self._fatal is not None:
             raise StoppedError()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._proposals.append((req, fut))
-        self._kick()
-        self._inflight += 1
-        if self._inflight > 1:
-            self._concurrent_at = time.monotonic()
-        # One deadline queue swept by the ticker instead of asyncio.wait_for: wait_for costs a
-        # second future, a timer and two callbacks per request.
-        self._deadlines.append((time.monotonic() + self.request_timeout_s, fut))
-        try:
-            return await fut
-        finally:
-            self._inflight -= 1
+        self._queue_proposal(req, fut)
+        return await fut
 
     def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> Answer:
         """``put``/``delete_range``/``txn`` without a coroutine: validates ``req`` and queues
@@ -1860,18 +1873,23 @@ class Member:
         task = self._loop_task
         loop = asyncio.get_running_loop() if task is None else task.get_loop()
         fut = Answer(loop)
-        self._proposals.append((req, fut))
-        self._kick()
-        self._inflight += 1
-        now = time.monotonic()
-        if self._inflight > 1:
-            self._concurrent_at = now
-        self._deadlines.append((now + self.request_timeout_s, fut))
-        fut.add_done_callback(self._submitted_done)
+        self._queue_proposal(req, fut)
         return fut
 
-    def _submitted_done(self, fut: Answer) -> None:
-        self._inflight -= 1
+    def _queue_proposal(self, req: entry_codec.EntryRequest, fut: _Waiter) -> None:
+        # No timer per request: the ticker's sweep (_expire_proposals) fails the batches whose
+        # deadline passed (asyncio.wait_for would cost a second future, a timer and two
+        # callbacks per request).
+        now = time.monotonic()
+        proposals = self._proposals
+        if proposals:
+            self._concurrent_at = now
+        else:
+            self._proposals_since = now
+            if self._waiters:
+                self._concurrent_at = now
+        proposals.append((req, fut))
+        self._kick()
 
     def add_answers_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` whenever the answers of an applied batch are all resolved and

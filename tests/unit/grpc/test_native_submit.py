@@ -54,6 +54,13 @@ ABANDON_S = 1.5  # ...and is abandoned well before, when its call ends
 SUBMIT = pytest.mark.parametrize("submit", [True, False], ids=["submit", "coroutine"])
 
 
+def awaited(member: Member) -> int:
+    """Writes that a caller still waits for: queued for raft or proposed, not answered and
+    not abandoned (an abandoned one may stay proposed until it is applied)."""
+    queued = [fut for _, fut in member._proposals]
+    return sum(not fut.done() for fut in [*queued, *member._waiters.values()])
+
+
 def code(c: grpc.StatusCode) -> int:
     n: int = c.value[0]
     return n
@@ -237,11 +244,11 @@ def test_a_write_waiting_for_raft_has_a_future_and_no_task(tmp_path: Path) -> No
         await until_s(lambda: 1 in env.server._calls and env.server._calls[1].future is not None)
         call = env.server._calls[1]
         assert call.task is None
-        assert env.member._inflight == 1
+        assert awaited(env.member) == 1
         undo()
         _, status, _ = await env.answer(1)
         assert status == OK
-        await until_s(lambda: env.member._inflight == 0)
+        await until_s(lambda: awaited(env.member) == 0)
 
     run(tmp_path, True, body)
 
@@ -350,20 +357,20 @@ def test_a_cancel_during_a_write_sends_nothing_and_releases_the_call(
     async def body(env: Env) -> None:
         undo = env.slow_sync(SLOW_SYNC_S)
         env.fe.inject(*unary(1, PUT, put(b"a", b"1")))
-        await until_s(lambda: env.member._inflight == 1)
+        await until_s(lambda: awaited(env.member) == 1)
         env.fe.inject((CANCEL, 1))
         # The request is abandoned at once (its future cancelled), not when raft is done.
-        await until_s(lambda: not env.server._calls and env.member._inflight == 0, ABANDON_S)
+        await until_s(lambda: not env.server._calls and awaited(env.member) == 0, ABANDON_S)
         # In the same batch as the request: never started, or abandoned at once.
         env.fe.inject(*unary(2, PUT, put(b"b", b"2")), (CANCEL, 2))
-        await until_s(lambda: not env.server._calls and env.member._inflight == 0, ABANDON_S)
+        await until_s(lambda: not env.server._calls and awaited(env.member) == 0, ABANDON_S)
         undo()
         env.fe.inject(*unary(3, PUT, put(b"c", b"3")))
         _, status, _ = await env.answer(3)
         assert status == OK
         await asyncio.sleep(0.1)
         assert env.fe.sent(1) == [] and env.fe.sent(2) == []
-        assert not env.member._waiters and env.member._inflight == 0
+        assert not env.member._waiters and awaited(env.member) == 0
 
     run(tmp_path, submit, body)
 
@@ -373,9 +380,9 @@ def test_stopping_the_server_with_a_write_in_flight(tmp_path: Path, submit: bool
     async def body(env: Env) -> None:
         undo = env.slow_sync(SLOW_SYNC_S)
         env.fe.inject(*unary(1, PUT, put(b"a")))
-        await until_s(lambda: env.member._inflight == 1)
+        await until_s(lambda: awaited(env.member) == 1)
         await env.server.stop(None)
-        await until_s(lambda: env.member._inflight == 0, ABANDON_S)  # abandoned, not answered
+        await until_s(lambda: awaited(env.member) == 0, ABANDON_S)  # abandoned, not answered
         undo()
         assert env.fe.sent(1) == [] and not env.server._calls
 
@@ -401,7 +408,7 @@ def test_many_concurrent_writes_each_get_their_own_answer(tmp_path: Path, submit
             assert status == OK
             revisions.add(rpc_pb2.PutResponse.FromString(message).header.revision)
         assert revisions == set(range(2, n + 2))
-        assert env.member._inflight == 0 and not env.server._calls
+        assert awaited(env.member) == 0 and not env.server._calls
 
     run(tmp_path, submit, body)
 

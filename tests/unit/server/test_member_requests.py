@@ -56,6 +56,33 @@ def test_a_timed_out_proposal_is_applied_later_and_forgotten(tmp_path: Path) -> 
     asyncio.run(run())
 
 
+def test_proposals_time_out_while_the_ready_loop_is_busy(tmp_path: Path) -> None:
+    """A write queued while the Ready loop runs a long job (a defragmentation) has not been
+    proposed yet; it still fails with etcd's timeout at its deadline, not when the job ends,
+    and a write after the job goes through."""
+
+    async def run() -> None:
+        m = await start_solo(tmp_path)
+        try:
+            m.request_timeout_s = 0.2
+            job = asyncio.ensure_future(m._loop_job(lambda: time.sleep(1.0)))
+            await asyncio.sleep(0.05)  # the Ready loop is in the job now
+            started = time.monotonic()
+            with pytest.raises(RequestTimeoutError):
+                await m.put(PutRequest(b"k", b"v"))
+            assert time.monotonic() - started < 0.7  # the ticker's sweep, not the job's end
+            assert not job.done()
+            await job
+            m.request_timeout_s = 5.0
+            await m.put(PutRequest(b"k", b"w"))
+            assert [kv.value for kv in m.kv.range(RangeRequest(b"k")).kvs] == [b"w"]
+            assert not m._waiters and not m._local_requests and not m._proposals
+        finally:
+            await m.stop()
+
+    asyncio.run(run())
+
+
 def test_writes_go_on_while_the_backend_commits(tmp_path: Path) -> None:
     """The backend's LMDB commit runs beside the Ready loop: a slow commit does not hold up
     the writes that come meanwhile (they go into the next batch), and both batches land."""
