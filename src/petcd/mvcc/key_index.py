@@ -285,33 +285,57 @@ class KeyIndex:
     def __len__(self) -> int:
         return len(self._revs)
 
-    def put(self, key: bytes, rev: int) -> None:
+    def put(self, key: bytes, rev: int) -> tuple[int, int]:
+        """Record a put of ``key`` at ``rev``; return the new revision's (create main
+        revision, version), as ``live_generation`` answers them afterwards (a put need not ask
+        for them first: one look-up of the key's revisions for both)."""
         all_revs = self._revs
         revs = all_revs.get(key)
         if revs is None:
             all_revs[key] = rev
             self._keys.add(key)
-            return
-        if type(revs) is int:
-            assert abs(revs) < rev
-            last = revs
-            new = new_revs(revs, rev)
-        else:
-            last = _last(revs)
-            assert not isinstance(revs, int) and abs(last) < rev
-            new = with_rev(revs, rev)
-        all_revs[key] = new
-        if last < 0:  # a new generation of a deleted key
-            self._dead.remove(key)
-        if type(new) is list:
-            tail = self._tail
+            return rev >> SUB_BITS, 1
+        t = type(revs)
+        if t is int:
+            last: int = revs  # type: ignore[assignment]
+            assert abs(last) < rev
+            new = new_revs(last, rev)
+            all_revs[key] = new
+            if last < 0:  # a new generation of a deleted key
+                self._dead.remove(key)
+                gen = (rev >> SUB_BITS, 1)
+            else:
+                base = self._base.get(key)
+                gen = (last >> SUB_BITS, 2) if base is None else (base[0], base[1] + 1)
+            if type(new) is list:  # past 2**31 main revisions
+                self._tail[key] = gen
+            return gen
+        if t is bytes:
+            seq: Sequence[int] = _UNPACK[len(revs)](revs)  # type: ignore[arg-type]
+            last = seq[-1]
+            assert abs(last) < rev
+            new = with_rev(revs, rev)  # type: ignore[arg-type]
+            all_revs[key] = new
             if last < 0:
-                tail[key] = (rev >> SUB_BITS, 1)
-            elif type(revs) is list:
-                create, version = tail[key]
-                tail[key] = (create, version + 1)
-            else:  # the key's revisions just became a list
-                tail[key] = self._generation(key, new)
+                self._dead.remove(key)
+                gen = (rev >> SUB_BITS, 1)
+            else:
+                create, version = self._generation(key, seq)
+                gen = (create, version + 1)
+            if type(new) is list:  # the key's revisions just became a list
+                self._tail[key] = gen
+            return gen
+        last = revs[-1]  # type: ignore[index]
+        assert abs(last) < rev
+        revs.append(rev)  # type: ignore[union-attr]
+        if last < 0:
+            self._dead.remove(key)
+            gen = (rev >> SUB_BITS, 1)
+        else:
+            create, version = self._tail[key]
+            gen = (create, version + 1)
+        self._tail[key] = gen
+        return gen
 
     def tombstone(self, key: bytes, rev: int) -> None:
         revs = self._revs[key]

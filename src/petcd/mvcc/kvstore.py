@@ -827,20 +827,17 @@ class KVStore:
                 lease = prev.lease
             kv = KeyValue(key, prev.create_revision, main, prev.version + 1, value, lease)
             old_lease = prev.lease
+            index.put(key, rev)
         else:
             # checked before the first change (_check_put / _check_path): never fails mid-txn
             assert not (p.ignore_value or p.ignore_lease), p
-            # The replaced KeyValue's create revision and version from the index, its lease
+            # The create revision and version from the index, the replaced KeyValue's lease
             # from the lessor: the record itself is not read (as etcd's put).
-            gen = index.live_generation(key)
-            if gen is None:
-                kv = KeyValue(key, main, main, 1, value, lease)
-            else:
-                kv = KeyValue(key, gen[1], main, gen[2] + 1, value, lease)
-                if lessor is not None:
-                    old_lease = lessor.lease_of(key)
+            create, version = index.put(key, rev)
+            kv = KeyValue(key, create, main, version, value, lease)
+            if version > 1 and lessor is not None:  # it replaces a live KeyValue
+                old_lease = lessor.lease_of(key)
         self._backend.put(KEY, rev_key(rev), encode_kv(kv))
-        index.put(key, rev)
         if lessor is not None:
             if old_lease:
                 lessor.detach(old_lease, key)

@@ -1838,7 +1838,10 @@ class Member:
         return h
 
     def _with_header(self, resp: Any, term: int) -> Any:
-        h = self._header(resp.header.revision, term)
+        h = resp.header
+        if h is self._last_header and h.raft_term == term:
+            return resp  # mvcc built it with _header just now (set_header_source)
+        h = self._header(h.revision, term)
         if resp.header is h:  # mvcc built it with _header already (set_header_source)
             return resp
         # Direct constructors: dataclasses.replace costs several µs per response.

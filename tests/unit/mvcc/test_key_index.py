@@ -142,8 +142,9 @@ def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]], first_main
         live = key in model and model[key][-1] > 0
         if kind == "put":
             main += 1
-            ki.put(key, r(main))
+            gen = ki.put(key, r(main))
             model.setdefault(key, []).append(r(main))
+            assert (r(main), *gen) == ki.live_generation(key)  # checked against the model below
         elif kind == "del" and live:
             main += 1
             ki.tombstone(key, r(main))
@@ -201,7 +202,8 @@ def test_a_compaction_spread_over_steps_between_writes(ops: list[tuple[str, byte
         if kind == "put":
             main += 1
             for index in (ki, twin):
-                index.put(key, r(main))
+                gen = index.put(key, r(main))
+                assert (r(main), *gen) == index.live_generation(key)
             model.setdefault(key, []).append(r(main))
         elif kind == "del" and live:
             main += 1
