@@ -296,45 +296,25 @@ class KeyIndex:
             self._keys.add(key)
             return rev >> SUB_BITS, 1
         t = type(revs)
-        if t is int:
-            last: int = revs  # type: ignore[assignment]
-            assert abs(last) < rev
-            new = new_revs(last, rev)
-            all_revs[key] = new
-            if last < 0:  # a new generation of a deleted key
-                self._dead.remove(key)
-                gen = (rev >> SUB_BITS, 1)
-            else:
-                base = self._base.get(key)
-                gen = (last >> SUB_BITS, 2) if base is None else (base[0], base[1] + 1)
-            if type(new) is list:  # past 2**31 main revisions
-                self._tail[key] = gen
-            return gen
-        if t is bytes:
-            seq: Sequence[int] = _UNPACK[len(revs)](revs)  # type: ignore[arg-type]
+        if t is list:
+            last: int = revs[-1]  # type: ignore[index]
+            new = with_rev(revs, rev)  # type: ignore[arg-type]  # appended in place
+        else:
+            seq: Sequence[int] = (
+                (revs,) if t is int else _UNPACK[len(revs)](revs)  # type: ignore[arg-type]
+            )
             last = seq[-1]
-            assert abs(last) < rev
-            new = with_rev(revs, rev)  # type: ignore[arg-type]
-            all_revs[key] = new
-            if last < 0:
-                self._dead.remove(key)
-                gen = (rev >> SUB_BITS, 1)
-            else:
-                create, version = self._generation(key, seq)
-                gen = (create, version + 1)
-            if type(new) is list:  # the key's revisions just became a list
-                self._tail[key] = gen
-            return gen
-        last = revs[-1]  # type: ignore[index]
+            new = new_revs(last, rev) if t is int else with_rev(revs, rev)  # type: ignore[arg-type]
         assert abs(last) < rev
-        revs.append(rev)  # type: ignore[union-attr]
-        if last < 0:
+        all_revs[key] = new
+        if last < 0:  # a new generation of a deleted key
             self._dead.remove(key)
             gen = (rev >> SUB_BITS, 1)
         else:
-            create, version = self._tail[key]
+            create, version = self._tail[key] if t is list else self._generation(key, seq)
             gen = (create, version + 1)
-        self._tail[key] = gen
+        if type(new) is list:  # a list already, or the key's revisions just became one
+            self._tail[key] = gen
         return gen
 
     def tombstone(self, key: bytes, rev: int) -> None:

@@ -1842,8 +1842,6 @@ class Member:
         if h is self._last_header and h.raft_term == term:
             return resp  # mvcc built it with _header just now (set_header_source)
         h = self._header(h.revision, term)
-        if resp.header is h:  # mvcc built it with _header already (set_header_source)
-            return resp
         # Direct constructors: dataclasses.replace costs several µs per response.
         if type(resp) is PutResponse:
             return PutResponse(h, resp.prev_kv)
