@@ -22,6 +22,7 @@ from typing import IO
 from petcd.client import Client
 from petcd.ctl import (
     auth,
+    check,
     elect,
     endpoint,
     kv,
@@ -45,6 +46,7 @@ COMMAND_GROUPS = [
     maintenance,
     member,
     auth,
+    check,
     lock,
     elect,
     mirror,
