@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_STAMP := $(VENV)/.etcd-stamp
+APT_STAMP := $(VENV)/.apt-stamp
 
 .PHONY: run test test-long lint typecheck proto bench clean install etcd FORCE
 
@@ -27,10 +27,13 @@ $(STAMP): pyproject.toml $(NATIVE) $(NATIVE_BUILT)
 etcd: $(APT_STAMP)
 
 $(APT_STAMP): | $(STAMP)
-	@if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
+	@# etcd and etcdctl 3.4 for the differential tests and benchmarks; zsh and fish run the
+	@# scripts of `petcdctl completion` in the tests.
+	@if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || \
+	    ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q etcd-server etcd-client; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q etcd-server etcd-client zsh fish; \
 	fi
 	touch $(APT_STAMP)
 

@@ -1,5 +1,6 @@
-"""Differential tests of ``check perf`` and ``check datascale``: their refusals and the
-shape of a datascale run (etcdctl on etcd, petcdctl on the target)."""
+"""Differential tests of ``check perf`` and ``check datascale`` (their refusals and the
+shape of a datascale run) and of ``completion`` beside them (etcdctl on etcd, petcdctl on the
+target)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,7 @@ def test_check_datascale_runs_and_cleans_up(differ: Differ) -> None:
     assert shapes[1][:3] == shapes[0][:3]
     assert shapes[0][3] == shapes[1][3]  # the same 10,000 puts and one delete on both
     differ.check("get", "--prefix", "/etcdctl-check-datascale/", "--keys-only")
+
+
+def test_completion_and_compaction_share_a_prefix(differ: Differ) -> None:
+    differ.check("com", "5")  # unknown command "com", did you mean compaction or completion

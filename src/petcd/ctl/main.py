@@ -23,6 +23,7 @@ from petcd.client import Client
 from petcd.ctl import (
     auth,
     check,
+    completion,
     elect,
     endpoint,
     kv,
@@ -47,6 +48,7 @@ COMMAND_GROUPS = [
     member,
     auth,
     check,
+    completion,
     lock,
     elect,
     mirror,
@@ -87,6 +89,13 @@ def run(
         stderr.write(f"unsupported API version: {api}\n".encode())
         return EXIT_ERROR
     root = build_root()
+    if argv and argv[0] in (completion.COMPLETE, completion.COMPLETE_NO_DESC):
+        return completion.run_complete(
+            root,
+            argv[1:],
+            lambda text: stdout.write(os.fsencode(text)),
+            descriptions=argv[0] == completion.COMPLETE,
+        )
 
     def error(message: str) -> None:
         stderr.write(os.fsencode(f"Error: {message}\n"))

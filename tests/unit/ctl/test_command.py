@@ -47,8 +47,10 @@ def test_string_slices_append_after_the_first_set() -> None:
 def test_unique_prefixes_select_commands() -> None:
     assert resolve(_root(), ["ge", "k"]).command.name == "get"
     assert resolve(_root(), ["endpoint", "st"]).command.name == "status"
-    # "c" is ambiguous only if two commands start with it; compaction is alone here
-    assert resolve(_root(), ["com", "5"]).command.name == "compaction"
+    # a prefix is ambiguous only if two commands start with it: "compa" is compaction alone,
+    # "com" also completion (etcdctl 3.4 and 3.6, which have both, refuse it the same way)
+    assert resolve(_root(), ["compa", "5"]).command.name == "compaction"
+    assert resolve(_root(), ["com", "5"]).unknown_command == "com"
 
 
 def test_unknown_command_at_the_root() -> None:
