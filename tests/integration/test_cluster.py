@@ -126,6 +126,22 @@ def test_three_members_replicate_fail_over_and_catch_up(cluster: list[PetcdProce
             assert time.monotonic() < deadline, f"caught up {len(resp.kvs)}/30"
             time.sleep(0.1)
 
+    # Maintenance.Hash (for tests, as in etcd): members that applied the same entries answer
+    # the same hash of their whole backend (keys, leases, members, meta).
+    deadline = time.monotonic() + 20
+    while True:
+        hashes = {}
+        for m in cluster:
+            with m.channel() as ch:
+                got = maintenance_stub(ch).Hash(rpc_pb2.HashRequest(), timeout=10)
+            assert got.header.member_id == _status(m).header.member_id
+            hashes[m.name] = (got.header.revision, got.hash)
+        if len(set(hashes.values())) == 1:
+            break
+        assert time.monotonic() < deadline, hashes
+        time.sleep(0.2)
+    assert hashes["a"][1] != 0
+
 
 def test_lagging_member_is_sent_a_snapshot(tmp_path: Path) -> None:
     members = _cluster(tmp_path)

@@ -132,6 +132,7 @@ def test_a_learner_serves_only_status_serializable_range_and_snapshot(
             ),
             "MemberList": lambda: cluster.MemberList(rpc_pb2.MemberListRequest(), timeout=t),
             "Alarm": lambda: maint.Alarm(rpc_pb2.AlarmRequest(), timeout=t),
+            "Hash": lambda: maint.Hash(rpc_pb2.HashRequest(), timeout=t),
             "HashKV": lambda: maint.HashKV(rpc_pb2.HashKVRequest(), timeout=t),
             "Defragment": lambda: maint.Defragment(rpc_pb2.DefragmentRequest(), timeout=t),
             "Election.Leader": lambda: election.Leader(

@@ -9,7 +9,7 @@ can drive the same member). Failures are mapped by ``petcd.grpc.status.status_fo
 code and message; an unexpected exception is a bug: it is logged and sent as ``UNKNOWN``.
 
 Services served: ``etcdserverpb.KV`` (Range, Put, DeleteRange, Txn, Compact),
-``etcdserverpb.Maintenance`` Status, HashKV, Defragment, Snapshot, MoveLeader and Alarm
+``etcdserverpb.Maintenance`` Status, Hash, HashKV, Defragment, Snapshot, MoveLeader and Alarm
 (NOSPACE is raised when the quota is hit),
 ``etcdserverpb.Cluster`` (MemberList, MemberAdd, MemberRemove, MemberUpdate, MemberPromote;
 membership errors get etcd's rpctypes codes and texts here),
@@ -125,6 +125,8 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     ) -> tuple[ResponseHeader, tuple[tuple[int, int], ...]]: ...
 
     async def hash_kv(self, revision: int) -> tuple[ResponseHeader, HashKVResult]: ...
+
+    async def hash(self) -> tuple[ResponseHeader, int]: ...
 
     async def defragment(self) -> ResponseHeader: ...
 
@@ -391,6 +393,13 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             )
         except Exception as e:
             await _abort(context, e, self._log, "Status")
+
+    async def Hash(self, request: Any, context: Any) -> Any:
+        try:
+            header, value = await self._member.hash()
+            return rpc_pb2.HashResponse(header=convert.header_pb(header), hash=value)
+        except Exception as e:
+            await _abort(context, e, self._log, "Hash")
 
     async def HashKV(self, request: Any, context: Any) -> Any:
         try:

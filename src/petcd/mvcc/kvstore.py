@@ -50,7 +50,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
-from petcd.backend import KEY, META, Backend
+from petcd.backend import BUCKETS, CONSISTENT_INDEX_KEY, KEY, META, Backend
 from petcd.mvcc import crc32c
 from petcd.mvcc.errors import (
     CompactedError,
@@ -1152,6 +1152,31 @@ class KVStore:
                     continue
                 h = crc32c.update(h, k + v)
             return HashKVResult(hash=h, compact_revision=compact, hash_revision=revision)
+
+        return walk
+
+    def start_hash(self) -> Callable[[], int]:
+        """etcd's Maintenance.Hash in two halves, like ``start_hash_kv``: this call snapshots
+        every bucket of the backend (uncommitted writes included); the returned function walks
+        them in any thread, exactly once, and returns the crc32c (Castagnoli) of each bucket's
+        name followed by its keys and values, buckets in name order and keys in key order.
+        The consistent index (the last applied raft index and term, in ``meta``) is left out,
+        as etcd leaves it out: members reach it at different times. Members that applied the
+        same entries agree; the figure is petcd's own, not comparable with an etcd's (whose
+        bbolt buckets encode the same data differently). Until it has returned, the backend
+        must not be closed.
+        """
+        snapshots = [(name, self._backend.iterate(name)) for name in sorted(BUCKETS)]
+
+        def walk() -> int:
+            h = 0
+            for name, items in snapshots:
+                h = crc32c.update(h, name.encode())
+                for k, v in items:
+                    if name == META and k == CONSISTENT_INDEX_KEY:
+                        continue
+                    h = crc32c.update(h, k + v)
+            return h
 
         return walk
 

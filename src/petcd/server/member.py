@@ -390,7 +390,7 @@ class Member:
         self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         # HashKV walks running in worker threads over a backend snapshot (``hash_kv``): the
         # backend is not closed, defragmented or replaced until they have finished.
-        self._hash_walks: set[asyncio.Future[HashKVResult]] = set()
+        self._hash_walks: set[asyncio.Future[Any]] = set()
         self._transport: PeerTransport | None = None
         self._alarms: set[tuple[int, int]] = set()  # (member id, alarm type), replicated
         self._members: dict[MemberId, MemberInfo] = {}
@@ -2193,7 +2193,20 @@ class Member:
         fut.add_done_callback(self._hash_walk_done)
         return header, await asyncio.shield(fut)
 
-    def _hash_walk_done(self, fut: asyncio.Future[HashKVResult]) -> None:
+    async def hash(self) -> tuple[ResponseHeader, int]:
+        """etcd's Maintenance.Hash: a hash of the whole backend (``KVStore.start_hash``),
+        walked in a worker thread as ``hash_kv``'s walk is. For tests, as in etcd: members that
+        applied the same entries answer the same hash."""
+        if self._stopping:
+            raise StoppedError()
+        walk = self.kv.start_hash()
+        header = self._header(self.kv.current_revision)
+        fut = asyncio.get_running_loop().run_in_executor(None, walk)
+        self._hash_walks.add(fut)
+        fut.add_done_callback(self._hash_walk_done)
+        return header, await asyncio.shield(fut)
+
+    def _hash_walk_done(self, fut: asyncio.Future[Any]) -> None:
         self._hash_walks.discard(fut)
         if not fut.cancelled():
             fut.exception()  # retrieved: the caller may have gone away (it got it if not)
