@@ -44,7 +44,7 @@ from petcd.client.aio import AsyncClient
 from petcd.client.client import normalize_endpoint
 from petcd.client.requests import prefix_range_end
 from petcd.ctl.command import Command, Flag, FlagKind
-from petcd.ctl.context import ClientConfig, Invocation
+from petcd.ctl.context import ClientConfig, Invocation, async_client
 from petcd.ctl.errors import (
     EXIT_BAD_FEATURE,
     EXIT_ERROR,
@@ -209,20 +209,6 @@ def _progress(inv: Invocation, total: int) -> ProgressBar:
     return ProgressBar(out, total, terminal=bool(isatty and isatty()))
 
 
-def _async_client(config: ClientConfig) -> AsyncClient:
-    return AsyncClient(
-        list(config.endpoints),
-        config.dial_timeout_s,
-        config.command_timeout_s,
-        tls=config.tls,
-        insecure_transport=config.insecure_transport,
-        keepalive_time_s=config.keepalive_time_s,
-        keepalive_timeout_s=config.keepalive_timeout_s,
-        username=config.user or None,
-        password=config.password,
-    )
-
-
 def _run_interruptible(body: Callable[[asyncio.Event], Awaitable[Stats]]) -> Stats:
     """Run ``body`` on a new event loop; Ctrl-C sets the event it gets (stop early) instead
     of killing the process, for the length of the run only."""
@@ -255,16 +241,12 @@ async def perf_load(
     stop: asyncio.Event,
 ) -> Stats:
     """Put at ``model.limit`` per second for ``model.duration_s`` (or until ``stop``)."""
-    client = _async_client(config)
-    stats = Stats()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=model.clients)
-    value = bytes(1024)
     loop = asyncio.get_running_loop()
     started = loop.time()
     end = started + model.duration_s
     interval = 1.0 / model.limit
 
-    async def produce() -> None:
+    async def produce(queue: asyncio.Queue[bytes | None]) -> None:
         due = started
         while not stop.is_set():
             now = loop.time()
@@ -276,8 +258,6 @@ async def perf_load(
                 continue
             await queue.put(random_key(prefix, 256))
             due = max(due + interval, loop.time() - _CATCH_UP_S)
-        for _ in range(model.clients):
-            await queue.put(None)
 
     async def tick() -> None:
         while not stop.is_set():
@@ -290,15 +270,11 @@ async def perf_load(
 
     ticker = asyncio.create_task(tick())
     try:
-        await asyncio.gather(
-            produce(), _writers(client, queue, model.clients, value, stats, lambda: None)
-        )
-        stats.total_s = loop.time() - started
+        stats = await _load(config, model.clients, bytes(1024), produce, lambda: None)
         if not stop.is_set():
             progress.set(int(model.duration_s), force=True)
     finally:
         ticker.cancel()
-        await client.close()
     return stats
 
 
@@ -310,11 +286,6 @@ async def datascale_load(
     stop: asyncio.Event,
 ) -> Stats:
     """Put ``model.limit`` keys of 512 bytes with 512-byte values, as fast as the writers go."""
-    client = _async_client(config)
-    stats = Stats()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=model.clients)
-    value = bytes(512)
-    started = time.monotonic()
     done = 0
 
     def one_done() -> None:
@@ -322,18 +293,36 @@ async def datascale_load(
         done += 1
         progress.set(done)
 
-    async def produce() -> None:
+    async def produce(queue: asyncio.Queue[bytes | None]) -> None:
         for _ in range(model.limit):
             if stop.is_set():
                 break
             await queue.put(random_key(prefix, 512))
-        for _ in range(model.clients):
+
+    return await _load(config, model.clients, bytes(512), produce, one_done)
+
+
+async def _load(
+    config: ClientConfig,
+    clients: int,
+    value: bytes,
+    produce: Callable[[asyncio.Queue[bytes | None]], Awaitable[None]],
+    on_result: Callable[[], None],
+) -> Stats:
+    """Put ``value`` under the keys that ``produce`` queues, from ``clients`` writers over one
+    client, until ``produce`` returns and the queue is drained; the figures of the run."""
+    client = async_client(config)
+    stats = Stats()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=clients)
+    started = time.monotonic()
+
+    async def feed() -> None:
+        await produce(queue)
+        for _ in range(clients):
             await queue.put(None)
 
     try:
-        await asyncio.gather(
-            produce(), _writers(client, queue, model.clients, value, stats, one_done)
-        )
+        await asyncio.gather(feed(), _writers(client, queue, clients, value, stats, on_result))
     finally:
         await client.close()
     stats.total_s = time.monotonic() - started

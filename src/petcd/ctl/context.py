@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from petcd.client import Client, ClientError, TLSConfig
+from petcd.client.aio import AsyncClient
 from petcd.ctl.command import Command, Flag, FlagKind, format_flag_value
 from petcd.ctl.errors import (
     EXIT_BAD_CONNECTION,
@@ -125,17 +126,33 @@ class ClientConfig:
     password: str
 
 
+def _client_options(config: ClientConfig) -> dict[str, Any]:
+    return {
+        "tls": config.tls,
+        "insecure_transport": config.insecure_transport,
+        "keepalive_time_s": config.keepalive_time_s,
+        "keepalive_timeout_s": config.keepalive_timeout_s,
+        "username": config.user or None,
+        "password": config.password,
+    }
+
+
 def default_client_factory(config: ClientConfig) -> Client:
     return Client(
         list(config.endpoints),
         config.dial_timeout_s,
         config.command_timeout_s,
-        tls=config.tls,
-        insecure_transport=config.insecure_transport,
-        keepalive_time_s=config.keepalive_time_s,
-        keepalive_timeout_s=config.keepalive_timeout_s,
-        username=config.user or None,
-        password=config.password,
+        **_client_options(config),
+    )
+
+
+def async_client(config: ClientConfig) -> AsyncClient:
+    """The asyncio client for ``config`` (for commands that run many requests at once)."""
+    return AsyncClient(
+        list(config.endpoints),
+        config.dial_timeout_s,
+        config.command_timeout_s,
+        **_client_options(config),
     )
 
 
