@@ -216,14 +216,16 @@ def _run_interruptible(body: Callable[[asyncio.Event], Awaitable[Stats]]) -> Sta
     async def main() -> Stats:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        installed = True
         try:
             loop.add_signal_handler(signal.SIGINT, stop.set)
         except (RuntimeError, ValueError):  # not the main thread (an in-process caller)
-            return await body(stop)
+            installed = False
         try:
             return await body(stop)
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
 
     previous = signal.getsignal(signal.SIGINT)
     try:

@@ -2184,22 +2184,19 @@ class Member:
         loop keeps serving, ticking and heartbeating. A caller that goes away does not stop the
         walk; the member waits for walks before it closes or swaps the backend.
         """
-        if self._stopping:
-            raise StoppedError()
-        walk = self.kv.start_hash_kv(revision)
-        header = self._header(self.kv.current_revision)
-        fut = asyncio.get_running_loop().run_in_executor(None, walk)
-        self._hash_walks.add(fut)
-        fut.add_done_callback(self._hash_walk_done)
-        return header, await asyncio.shield(fut)
+        return await self._hash_walk(lambda: self.kv.start_hash_kv(revision))
 
     async def hash(self) -> tuple[ResponseHeader, int]:
         """etcd's Maintenance.Hash: a hash of the whole backend (``KVStore.start_hash``),
         walked in a worker thread as ``hash_kv``'s walk is. For tests, as in etcd: members that
         applied the same entries answer the same hash."""
+        return await self._hash_walk(self.kv.start_hash)
+
+    async def _hash_walk(self, start: Callable[[], Callable[[], _T]]) -> tuple[ResponseHeader, _T]:
+        """Take the snapshot (``start``) and the header now, walk it in a worker thread."""
         if self._stopping:
             raise StoppedError()
-        walk = self.kv.start_hash()
+        walk = start()
         header = self._header(self.kv.current_revision)
         fut = asyncio.get_running_loop().run_in_executor(None, walk)
         self._hash_walks.add(fut)
