@@ -59,6 +59,9 @@ CANCEL: int  # 3
 DRAINED: int  # 4
 HTTP1: int  # 8
 
+def tls12_cipher_suites() -> list[str]:
+    """The IANA names of the TLS 1.2 cipher suites a TLS listener can offer."""
+
 class Frontend:
     """The front end. Binds every listener in the constructor (SO_REUSEADDR; host
     "127.0.0.1", "0.0.0.0", "::", "::1" or a name; port 0 = any free port) and raises
@@ -76,7 +79,16 @@ class Frontend:
         keepalive_timeout_ms: int,
         threads: int = 1,
         http1: bool = False,
-    ) -> None: ...
+        tls: tuple[bytes, bytes, bytes | None, list[str], list[str]] | None = None,
+        secure: list[bool] | None = None,
+    ) -> None:
+        """``tls``: (certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions of
+        "1.2" / "1.3", TLS 1.2 cipher suites by IANA name or [] for the defaults); a client
+        certificate signed by the CA is required when one is given. ``secure``: per
+        listener, whether it serves TLS (default: none). ValueError says what is wrong with
+        the material. On a TLS listener ALPN picks the protocol: ``h2`` is HTTP/2; anything
+        else (``http/1.1``, none) with ``http1=True`` arrives as an HTTP1 event whose ``fd``
+        is one end of a Unix socket pair carrying the decrypted bytes."""
     def ports(self) -> list[int]:
         """The bound ports, in listener order."""
 

@@ -43,6 +43,8 @@ class PetcdProcess:
     # When set: exactly these arguments instead of the URL flags built from the ports.
     args: list[str] | None = None
     env: dict[str, str] | None = None
+    # When set: the client URL is https and the readiness probe and channel() use these.
+    credentials: grpc.ChannelCredentials | None = None
 
     @property
     def endpoint(self) -> str:
@@ -55,7 +57,8 @@ class PetcdProcess:
     def command(self) -> list[str]:
         if self.args is not None:
             return [PETCD_BIN, *self.args]
-        client_url = f"http://127.0.0.1:{self.client_port}"
+        scheme = "http" if self.credentials is None else "https"
+        client_url = f"{scheme}://127.0.0.1:{self.client_port}"
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         return [
             PETCD_BIN,
@@ -95,7 +98,7 @@ class PetcdProcess:
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         last: Exception | None = None
-        with grpc.insecure_channel(self.endpoint) as channel:
+        with self.channel() as channel:
             stub = maintenance_stub(channel)
             while time.monotonic() < deadline:
                 assert self.proc is not None
@@ -144,6 +147,8 @@ class PetcdProcess:
         self.kill()
 
     def channel(self) -> grpc.Channel:
+        if self.credentials is not None:
+            return grpc.secure_channel(self.endpoint, self.credentials)
         return grpc.insecure_channel(self.endpoint)
 
 

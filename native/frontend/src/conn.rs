@@ -25,9 +25,11 @@ use bytes::{Bytes, BytesMut};
 use h2::server::{Connection, SendResponse};
 use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use crate::authority::AuthorityFix;
 use crate::grpc::{self, Deframer, Parsed};
@@ -39,9 +41,19 @@ use crate::shared::{
 /// maximum frame size).
 const GATHER_BYTES_MAX: usize = 16_384;
 
-/// Serves one accepted socket until the peer goes away or the front end closes.
-pub async fn serve(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted socket until the peer goes away or the front end closes; `tls`
+/// when the listener is an https one.
+pub async fn serve(
+    sock: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) {
     let _ = sock.set_nodelay(true);
+    if let Some(acceptor) = tls {
+        serve_tls(sock, addr, shared, acceptor).await;
+        return;
+    }
     if shared.cfg.http1 {
         let sniffed = tokio::time::timeout(Duration::from_secs(120), starts_with_preface(&sock));
         match sniffed.await {
@@ -60,13 +72,47 @@ pub async fn serve(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             _ => return, // closed, failed or silent for 2 minutes before its first bytes
         }
     }
+    serve_h2(sock, addr, shared).await;
+}
+
+/// The TLS handshake, then HTTP/2 when ALPN chose it, else (HTTP/1, when served on this
+/// port) a socket pair whose other end Python serves as it serves a plain HTTP/1 socket.
+async fn serve_tls(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>, acceptor: TlsAcceptor) {
+    let handshake = tokio::time::timeout(Duration::from_secs(120), acceptor.accept(sock));
+    let Ok(Ok(stream)) = handshake.await else {
+        return; // failed (a bad or missing client certificate, not TLS at all) or silent
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    if h2 || !shared.cfg.http1 {
+        serve_h2(stream, addr, shared).await;
+        return;
+    }
+    let Ok((ours, theirs)) = std::os::unix::net::UnixStream::pair() else {
+        return;
+    };
+    if ours.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut ours) = tokio::net::UnixStream::from_std(ours) else {
+        return;
+    };
+    shared.push_events(&mut vec![Event::Http1(theirs.into(), peer_string(addr).into())]);
+    let mut stream = stream;
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut ours).await;
+}
+
+/// HTTP/2 on `io` (the socket, or the TLS stream over it) until either side ends it.
+async fn serve_h2<S>(io: S, addr: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handshake = h2::server::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(1 << 24)
         .max_concurrent_streams(u32::MAX)
         .max_header_list_size(16 << 20)
         .max_send_buffer_size(1 << 20)
-        .handshake::<_, Bytes>(AuthorityFix::new(sock));
+        .handshake::<_, Bytes>(AuthorityFix::new(io));
     let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(120), handshake).await else {
         return;
     };
@@ -369,8 +415,8 @@ fn gather(backlog: &mut VecDeque<Bytes>, first: Bytes, cap: usize) -> Bytes {
     buf.freeze()
 }
 
-struct ConnTask {
-    conn: Connection<AuthorityFix<TcpStream>, Bytes>,
+struct ConnTask<S> {
+    conn: Connection<AuthorityFix<S>, Bytes>,
     shared: Arc<Shared>,
     handle: Arc<ConnHandle>,
     rx: UnboundedReceiver<ConnCmd>,
@@ -386,7 +432,7 @@ struct ConnTask {
     events: Vec<Event>,
 }
 
-impl ConnTask {
+impl<S: AsyncRead + AsyncWrite + Unpin> ConnTask<S> {
     fn on_request(&mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
         let (parts, body) = req.into_parts();
         let grpc_ct = parts
@@ -751,7 +797,7 @@ impl ConnTask {
     }
 }
 
-impl Future for ConnTask {
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for ConnTask<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -14,10 +14,18 @@ use crate::grpc;
 use crate::kv;
 use crate::server::{self, Running};
 use crate::shared::{lock, Config, ConnCmd, Event, MetaValue, Out, Shared};
+use crate::tls;
+
+use tokio_rustls::TlsAcceptor;
+
+/// `tls=`: certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions ("1.2",
+/// "1.3"), TLS 1.2 cipher suites by IANA name (empty: rustls' defaults).
+type TlsArgs = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Vec<String>, Vec<String>);
 
 enum State {
-    /// Bound, not serving yet (None after stop_accepting()).
-    Bound(Option<Vec<StdTcpListener>>),
+    /// Bound, not serving yet (None after stop_accepting()); each listener with its TLS
+    /// acceptor when it is an https one.
+    Bound(Option<Vec<(StdTcpListener, Option<TlsAcceptor>)>>),
     Running(Running),
     Closed,
 }
@@ -115,7 +123,7 @@ impl Frontend {
     #[new]
     #[pyo3(signature = (listeners, *, max_recv_bytes, max_send_bytes, keepalive_min_time_ms,
                         keepalive_interval_ms, keepalive_timeout_ms, threads = 1,
-                        http1 = false))]
+                        http1 = false, tls = None, secure = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -127,7 +135,24 @@ impl Frontend {
         keepalive_timeout_ms: u64,
         threads: usize,
         http1: bool,
+        tls: Option<TlsArgs>,
+        secure: Option<Vec<bool>>,
     ) -> PyResult<Self> {
+        let secure = secure.unwrap_or_else(|| vec![false; listeners.len()]);
+        if secure.len() != listeners.len() {
+            return Err(PyValueError::new_err("secure must have one entry per listener"));
+        }
+        let acceptor = match tls {
+            Some((cert_pem, key_pem, ca_pem, versions, cipher_suites)) => {
+                let settings =
+                    tls::Settings { cert_pem, key_pem, ca_pem, versions, cipher_suites, http1 };
+                Some(tls::acceptor(&settings).map_err(PyValueError::new_err)?)
+            }
+            None => None,
+        };
+        if acceptor.is_none() && secure.iter().any(|s| *s) {
+            return Err(PyValueError::new_err("a secure listener needs tls"));
+        }
         let bound = py.detach(|| {
             let mut bound = Vec::with_capacity(listeners.len());
             for (host, port) in &listeners {
@@ -154,6 +179,11 @@ impl Frontend {
         for l in &bound {
             ports.push(l.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port());
         }
+        let bound: Vec<_> = bound
+            .into_iter()
+            .zip(secure)
+            .map(|(l, s)| (l, if s { acceptor.clone() } else { None }))
+            .collect();
         let cfg = Config {
             max_recv_bytes,
             max_send_bytes,
@@ -337,10 +367,17 @@ fn range_response<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
+/// The IANA names of the TLS 1.2 cipher suites the front end can offer.
+#[pyfunction]
+fn tls12_cipher_suites() -> Vec<String> {
+    tls::tls12_suite_names()
+}
+
 #[pymodule]
 fn _frontend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Frontend>()?;
     m.add_function(wrap_pyfunction!(range_response, m)?)?;
+    m.add_function(wrap_pyfunction!(tls12_cipher_suites, m)?)?;
     m.add_class::<crate::pydecode::RequestDecoder>()?;
     for (name, kind) in [("NEW", 0), ("MESSAGE", 1), ("HALF_CLOSE", 2), ("CANCEL", 3), ("DRAINED", 4), ("HTTP1", 8)] {
         m.add(name, kind)?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::conn;
 use crate::shared::{lock, ConnCmd, Event, Shared};
@@ -66,7 +67,7 @@ pub struct Running {
 impl Running {
     /// Starts the runtime on its own thread(s), all named "petcd-frontend".
     pub fn start(
-        listeners: Vec<StdTcpListener>,
+        listeners: Vec<(StdTcpListener, Option<TlsAcceptor>)>,
         shared: Arc<Shared>,
         threads: usize,
     ) -> io::Result<Running> {
@@ -113,15 +114,15 @@ impl Running {
 }
 
 async fn run(
-    listeners: Vec<StdTcpListener>,
+    listeners: Vec<(StdTcpListener, Option<TlsAcceptor>)>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     shutdown: oneshot::Receiver<()>,
 ) {
-    for l in listeners {
+    for (l, tls) in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(accept_loop(l, shared.clone(), stop.clone()));
+                tokio::spawn(accept_loop(l, tls, shared.clone(), stop.clone()));
             }
             Err(e) => {
                 shared.listening.fetch_sub(1, Ordering::SeqCst);
@@ -154,14 +155,20 @@ async fn dispatcher(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(l: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    accept_until_stopped(&l, &shared, stop).await;
+async fn accept_loop(
+    l: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    accept_until_stopped(&l, tls.as_ref(), &shared, stop).await;
     drop(l);
     shared.listening.fetch_sub(1, Ordering::SeqCst);
 }
 
 async fn accept_until_stopped(
     l: &TcpListener,
+    tls: Option<&TlsAcceptor>,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -172,7 +179,7 @@ async fn accept_until_stopped(
         tokio::select! {
             r = l.accept() => match r {
                 Ok((sock, addr)) => {
-                    tokio::spawn(conn::serve(sock, addr, shared.clone()));
+                    tokio::spawn(conn::serve(sock, addr, shared.clone(), tls.cloned()));
                 }
                 Err(e) => {
                     // EMFILE and the like: do not spin.

@@ -512,11 +512,18 @@ class NativeServer:
         eager: bool = True,
         http1: Callable[[socket.socket], None] | None = None,
         submit: bool = True,
+        tls: tuple[Any, ...] | None = None,
+        secure: Sequence[bool] | None = None,
     ) -> None:
         cls = load_frontend_class() if frontend_class is None else frontend_class
         # ``http1``: takes the connections on the listeners that are not HTTP/2 (etcd serves
         # HTTP/1 on its gRPC port); without it they fail the HTTP/2 handshake.
         extra: dict[str, Any] = {} if http1 is None else {"http1": True}
+        # ``tls``: the front end's ``tls=`` (``petcd.server.tls.ClientTLS.frontend_args``),
+        # used on the listeners ``secure`` marks.
+        if tls is not None:
+            extra["tls"] = tls
+            extra["secure"] = list(secure or [True] * len(listeners))
         self._fe: FrontendLike = cls(
             [(h, p) for h, p in listeners],
             max_recv_bytes=max_recv_bytes,

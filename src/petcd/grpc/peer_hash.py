@@ -10,7 +10,7 @@ answer. etcd's errors come back as gRPC statuses and are classified as etcd clas
 peer endpoint's answers: ``... required revision is a future revision`` (the peer is behind),
 ``... required revision has been compacted``, and a response header from another cluster
 (etcd's ``X-Etcd-Cluster-ID`` check). Anything else (refused, timed out, an ``https`` URL,
-which needs client TLS that petcd's client listener does not offer yet) is logged as etcd's
+whose listener may ask for a client certificate the member does not have) is logged as etcd's
 ``failed hash kv request``; the next URL is tried in every case, as etcd does. Channels live
 only for one call.
 """

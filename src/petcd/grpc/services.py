@@ -26,7 +26,7 @@ import functools
 import hashlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
@@ -60,9 +60,11 @@ from petcd.mvcc.requests import (
 )
 from petcd.server import errors as server_errors
 from petcd.server.config import Config
+from petcd.server.errors import ConfigError
 from petcd.server.log import Logger
 from petcd.server.member import MemberInfo, StatusInfo
 from petcd.server.metrics import ServerMetrics
+from petcd.server.tls import ClientTLS
 
 if TYPE_CHECKING:
     from petcd._frontend import RequestDecoder
@@ -611,6 +613,8 @@ def make_server(
     log: Logger,
     transport: str = "grpcio",
     http1: Callable[[socket.socket], None] | None = None,
+    tls: ClientTLS | None = None,
+    secure: Sequence[bool] | None = None,
 ) -> Any:
     """A grpc.aio server with etcd's services bound to ``listeners``, behind etcd's
     per-request checks (``petcd.grpc.interceptors``: learners, ``hasleader``); with
@@ -618,36 +622,61 @@ def make_server(
 
     Raises ``OSError`` if a listener cannot be bound, ``NativeTransportUnavailable`` if the
     native front end is asked for and not built. ``http1`` (native only) takes the
-    connections that are not HTTP/2, as sockets.
+    connections that are not HTTP/2, as sockets. ``tls`` serves the listeners ``secure``
+    marks (all, without it) with TLS; ``ConfigError`` when its files are unusable.
     """
+    secure = list(secure) if secure is not None else [tls is not None] * len(listeners)
     if transport == "native":
-        server: Any = NativeServer(
-            listeners,
-            max_recv_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES,
-            max_send_bytes=_MAX_SEND_BYTES,
-            interceptors=[
-                RequestGuard(
-                    member,
-                    member.cfg.election_timeout_ms / 1000.0,
-                    registry=member.metrics.registry,
-                )
-            ],
-            keepalive_min_time_ms=_KEEPALIVE_MIN_TIME_MS,
-            keepalive_interval_ms=_KEEPALIVE_INTERVAL_MS,
-            keepalive_timeout_ms=_KEEPALIVE_TIMEOUT_MS,
-            log=log,
-            http1=http1,
-        )
+        try:
+            server: Any = _native_server(
+                member, listeners, max_request_bytes, log, http1, tls, secure
+            )
+        except ValueError as e:  # the front end's refusal of the TLS material
+            raise ConfigError(f"cannot serve client TLS: {e}") from None
     else:
         server = _grpcio_server(member, max_request_bytes)
     _add_services(server, member, max_request_bytes, log)
     if transport == "native":
         return server
-    for host, port in listeners:
+    for (host, port), is_secure in zip(listeners, secure, strict=True):
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if server.add_insecure_port(address) == 0:
+        if is_secure and tls is not None:
+            bound = server.add_secure_port(address, tls.grpc_credentials())
+        else:
+            bound = server.add_insecure_port(address)
+        if bound == 0:
             raise OSError(f"cannot listen on {address}")
     return server
+
+
+def _native_server(
+    member: KVMember,
+    listeners: list[tuple[str, int]],
+    max_request_bytes: int,
+    log: Logger,
+    http1: Callable[[socket.socket], None] | None,
+    tls: ClientTLS | None,
+    secure: list[bool],
+) -> NativeServer:
+    return NativeServer(
+        listeners,
+        max_recv_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES,
+        max_send_bytes=_MAX_SEND_BYTES,
+        interceptors=[
+            RequestGuard(
+                member,
+                member.cfg.election_timeout_ms / 1000.0,
+                registry=member.metrics.registry,
+            )
+        ],
+        keepalive_min_time_ms=_KEEPALIVE_MIN_TIME_MS,
+        keepalive_interval_ms=_KEEPALIVE_INTERVAL_MS,
+        keepalive_timeout_ms=_KEEPALIVE_TIMEOUT_MS,
+        log=log,
+        http1=http1,
+        tls=None if tls is None or not any(secure) else tls.frontend_args(),
+        secure=secure,
+    )
 
 
 def _grpcio_server(member: KVMember, max_request_bytes: int) -> Any:

@@ -7,7 +7,10 @@ etcd multiplexes its client port: HTTP/2 goes to gRPC, HTTP/1 to ``/health``, ``
 (``petcd._frontend``) peeks at each new connection's first bytes; one that does not begin
 with HTTP/2's preface is handed over, as a socket, through ``NativeServer``'s ``http1``
 callback to ``HttpOnClientPort.accept``, which lets aiohttp serve it with the app of
-``petcd.http.server`` (gateway included, as on ``--listen-client-http-urls``).
+``petcd.http.server`` (gateway included, as on ``--listen-client-http-urls``). On an
+``https`` client URL the front end decides by ALPN after the TLS handshake instead, and the
+socket handed over is one end of a Unix socket pair carrying the decrypted bytes
+(docs/enhancements/0009-client-tls.md); nothing here differs.
 
 aiohttp costs 0.4 s to import, so it is imported, and its app set up, at the first such
 connection; sockets that arrive meanwhile wait for it. ``stop()`` closes the connections.

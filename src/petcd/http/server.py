@@ -28,6 +28,7 @@ it. It is an aiohttp adapter: all I/O is aiohttp's.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -96,19 +97,29 @@ def make_app(source: HealthSource, gateway_member: Any = None) -> web.Applicatio
 
 
 class HttpServer:
-    """The HTTP endpoints on a set of (host, port) listeners."""
+    """The HTTP endpoints on a set of (host, port) listeners; those ``secure`` marks serve
+    HTTPS with ``ssl_context``."""
 
     def __init__(
-        self, source: HealthSource, listeners: Sequence[tuple[str, int]], gateway: bool = False
+        self,
+        source: HealthSource,
+        listeners: Sequence[tuple[str, int]],
+        gateway: bool = False,
+        *,
+        secure: Sequence[bool] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         app = make_app(source, source if gateway else None)
         self._runner = web.AppRunner(app, access_log=None)
         self._listeners = tuple(listeners)
+        self._secure = tuple(secure) or (False,) * len(self._listeners)
+        self._ssl = ssl_context
 
     async def start(self) -> None:
         await self._runner.setup()
-        for host, port in self._listeners:
-            await web.TCPSite(self._runner, host, port).start()
+        for (host, port), is_secure in zip(self._listeners, self._secure, strict=True):
+            context = self._ssl if is_secure else None
+            await web.TCPSite(self._runner, host, port, ssl_context=context).start()
 
     async def stop(self) -> None:
         await self._runner.cleanup()

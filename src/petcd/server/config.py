@@ -38,6 +38,7 @@ import yaml
 
 from petcd.server.errors import ConfigError, FlagError, UnsupportedFeatureError
 from petcd.server.flags import FLAGS, FLAGS_BY_NAME, FlagSpec, Kind, Support
+from petcd.server.tls import check_files, cipher_suites, tls_versions
 
 # etcd: embed.maxElectionMs
 ELECTION_TIMEOUT_MS_MAX = 50000
@@ -122,6 +123,15 @@ class Config:
     unsafe_no_fsync: bool = False
     config_file: str = ""
     client_transport: str = "native"  # petcd's own: the gRPC server of the client listeners
+    # Client TLS, as given (petcd.server.tls resolves them at start).
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    auto_tls: bool = False
+    self_signed_cert_validity: int = 1
+    tls_versions: tuple[str, ...] = ("1.2", "1.3")
+    cipher_suites: tuple[str, ...] = ()
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
 
@@ -176,6 +186,32 @@ class Config:
             raise ConfigError("--experimental-corrupt-check-time must be >=0")
         if self.experimental_watch_progress_notify_interval_s <= 0:
             raise ConfigError("--experimental-watch-progress-notify-interval must be >0")
+        self._check_tls()
+
+    @property
+    def client_tls_given(self) -> bool:
+        """etcd's ``!ClientTLSInfo.Empty()`` after ``--auto-tls``: a certificate to serve."""
+        return bool(self.cert_file) or self.auto_tls
+
+    def _check_tls(self) -> None:
+        check_files(self.cert_file, self.key_file, self.trusted_ca_file, self.client_cert_auth)
+        peer_urls = [*self.listen_peer_urls, *self.initial_advertise_peer_urls]
+        peer_urls += [u for _, us in self.initial_cluster for u in us]
+        for u in peer_urls:
+            if u.scheme == "https":
+                raise UnsupportedFeatureError(f"peer TLS is not supported by petcd yet: {u}")
+        for u in [*self.listen_client_urls, *self.listen_client_http_urls]:
+            if u.scheme == "https" and not self.client_tls_given:
+                raise ConfigError(
+                    f"TLS key/cert (--cert-file, --key-file) must be provided for client url "
+                    f"{u} with HTTPS scheme"
+                )
+        for u in self.listen_metrics_urls:
+            if u.scheme == "https" and not self.client_tls_given:
+                raise ConfigError(
+                    f"TLS key/cert (--cert-file, --key-file) must be provided for metrics url "
+                    f"{u} with HTTPS scheme"
+                )
         if not self.listen_client_urls:
             raise ConfigError("--listen-client-urls must not be empty")
         names = [n for n, _ in self.initial_cluster]
@@ -313,9 +349,7 @@ def parse_url(text: str) -> Url:
     parts = urllib.parse.urlsplit(text.strip())
     if parts.scheme not in ("http", "https", "unix", "unixs"):
         raise ValueError(f"URL scheme must be http, https, unix, or unixs: {text}")
-    if parts.scheme in ("https", "unixs"):
-        raise UnsupportedFeatureError(f"TLS is not supported by petcd yet: {text}")
-    if parts.scheme == "unix":
+    if parts.scheme in ("unix", "unixs"):
         raise UnsupportedFeatureError(f"unix socket listeners are not supported by petcd: {text}")
     try:
         port = parts.port
@@ -539,6 +573,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         initial_cluster = parse_initial_cluster(values["initial-cluster"])
     else:
         initial_cluster = ((name, advertise_peer),)
+    suites = cipher_suites(get("cipher-suites"))
     try:
         mode = CompactionMode(get("auto-compaction-mode"))
     except ValueError:
@@ -590,6 +625,14 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         unsafe_no_fsync=get_bool("unsafe-no-fsync"),
         config_file=get("config-file"),
         client_transport=get("client-transport"),
+        cert_file=get("cert-file"),
+        key_file=get("key-file"),
+        trusted_ca_file=get("trusted-ca-file"),
+        client_cert_auth=get_bool("client-cert-auth"),
+        auto_tls=get_bool("auto-tls"),
+        self_signed_cert_validity=get_int("self-signed-cert-validity"),
+        tls_versions=tls_versions(get("tls-min-version"), get("tls-max-version"), suites),
+        cipher_suites=suites,
         ignored=tuple(
             (s.name, values[s.name])
             for s in FLAGS

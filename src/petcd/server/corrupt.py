@@ -43,8 +43,9 @@ answer carries what etcd's peer endpoint carries (hash, compact revision, header
 plus the cluster id, which stands in for etcd's ``X-Etcd-Cluster-ID`` check. Costs of this
 choice, accepted: a member that has not published client URLs yet (before its first start
 completed) is skipped like an unreachable one, and client URLs with TLS or auth would need
-client credentials (petcd supports neither on the client listener yet; ``https`` URLs are
-reported as unreachable). Benefits: no protocol change, and the same HashKV every client sees.
+client credentials the member does not have (``https`` URLs are reported as unreachable, so
+the checks compare nothing in a cluster whose client URLs are all ``https``). Benefits: no
+protocol change, and the same HashKV every client sees.
 
 Cost: ``Hasher.hash_kv`` is the member's HashKV: what it needs from the in-memory key index
 is read on the event loop (about 0.3 s per 1,000,000 keys, and only on a compacted store), the

@@ -35,6 +35,7 @@ from petcd.server.config import Action, Config, parse
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
+from petcd.server.tls import client_tls, warn_plain_tls
 
 if TYPE_CHECKING:
     from petcd.server.member import Member
@@ -140,6 +141,14 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         client_transport=cfg.client_transport,
     )
     listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
+    try:
+        tls = client_tls(cfg, log)
+        if tls is not None:
+            tls.frontend_args()  # the files are readable, before anything is created
+    except ConfigError as e:
+        log.fatal("cannot use the client TLS configuration", error=str(e))
+        return 1
+    warn_plain_tls(cfg, log)
     # etcd serves HTTP/1 (health, version, metrics, the JSON gateway) on its client port too;
     # the native front end hands such connections over (grpc.aio cannot share its sockets).
     on_client_port: HttpOnClientPort | None = None
@@ -153,7 +162,12 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             log,
             transport=cfg.client_transport,
             http1=None if on_client_port is None else on_client_port.accept,
+            tls=tls,
+            secure=[u.scheme == "https" for u in cfg.listen_client_urls],
         )
+    except ConfigError as e:
+        log.fatal("cannot use the client TLS configuration", error=str(e))
+        return 1
     except NativeTransportUnavailable as e:
         log.fatal("cannot start the client transport", error=str(e))
         return 1
@@ -177,13 +191,21 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     if http_urls:
         from petcd.http.server import HttpServer  # aiohttp costs 0.4 s to import: only if used
 
-        if cfg.listen_client_http_urls:
-            client_http = [(u.bind_host, u.port) for u in cfg.listen_client_http_urls]
-            http.append(HttpServer(member, client_http, gateway=True))
-        if cfg.listen_metrics_urls:
-            http.append(
-                HttpServer(member, [(u.bind_host, u.port) for u in cfg.listen_metrics_urls])
-            )
+        context = None if tls is None else tls.ssl_context()
+        for urls, gateway in (
+            (cfg.listen_client_http_urls, True),
+            (cfg.listen_metrics_urls, False),
+        ):
+            if urls:
+                http.append(
+                    HttpServer(
+                        member,
+                        [(u.bind_host, u.port) for u in urls],
+                        gateway=gateway,
+                        secure=[u.scheme == "https" for u in urls],
+                        ssl_context=context,
+                    )
+                )
     try:
         await grpc_server.start()
         for h in http:
@@ -219,10 +241,13 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         log.info("enabled capabilities for version", cluster_version=ETCD_CLUSTER_VERSION[:3])
         log.info("ready to serve client requests")
         for u in cfg.listen_client_urls:
-            log.warn(
-                "serving client traffic insecurely; this is strongly discouraged!",
-                address=f"{u.bind_host}:{u.port}",
-            )
+            if u.scheme == "https":
+                log.info("serving client traffic securely", address=f"{u.bind_host}:{u.port}")
+            else:
+                log.warn(
+                    "serving client traffic insecurely; this is strongly discouraged!",
+                    address=f"{u.bind_host}:{u.port}",
+                )
         for u in [*(cfg.listen_client_urls if on_client_port is not None else ()), *http_urls]:
             log.info("serving HTTP endpoints (health, version, metrics)", address=str(u))
     if publishing is not None:

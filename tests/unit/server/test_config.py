@@ -145,8 +145,10 @@ def test_bad_urls() -> None:
         parse(["--listen-peer-urls", "ftp://127.0.0.1:1"], {})
     with pytest.raises(FlagError, match='does not have the form "host:port"'):
         parse(["--listen-peer-urls", "http://127.0.0.1"], {})
-    with pytest.raises(UnsupportedFeatureError, match="TLS"):
+    with pytest.raises(UnsupportedFeatureError, match="peer TLS is not supported"):
         parse(["--listen-peer-urls", "https://127.0.0.1:1"], {})
+    with pytest.raises(UnsupportedFeatureError, match="unix socket"):
+        parse(["--listen-client-urls", "unixs://x:1", "--advertise-client-urls", "http://a:1"], {})
 
 
 def test_election_timeout_rules() -> None:
@@ -174,11 +176,13 @@ def test_initial_cluster_must_contain_this_member() -> None:
 
 
 def test_unsupported_feature_flags_only_at_default() -> None:
-    run(["--client-cert-auth=false", "--auth-token=simple"])
-    with pytest.raises(UnsupportedFeatureError, match=r"--cert-file=/x\.pem"):
-        parse(["--cert-file", "/x.pem"], {})
-    with pytest.raises(UnsupportedFeatureError, match="--auto-tls"):
-        parse(["--auto-tls"], {})
+    run(["--peer-client-cert-auth=false", "--auth-token=simple"])
+    with pytest.raises(UnsupportedFeatureError, match=r"--peer-cert-file=/x\.pem"):
+        parse(["--peer-cert-file", "/x.pem"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--peer-auto-tls"):
+        parse(["--peer-auto-tls"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--client-crl-file"):
+        parse(["--client-crl-file", "/crl.pem"], {})
     with pytest.raises(UnsupportedFeatureError, match="--auth-token=jwt"):
         parse(["--auth-token", "jwt"], {})
 
@@ -246,11 +250,62 @@ def test_config_file_overrides_flags_and_env(tmp_path: Path) -> None:
     assert cfg.config_file == str(path)
 
 
-def test_config_file_from_env_and_nested_tls_rejected(tmp_path: Path) -> None:
+def test_config_file_from_env_and_nested_tls(tmp_path: Path) -> None:
     path = tmp_path / "etcd.yaml"
-    path.write_text("client-transport-security:\n  cert-file: /c.pem\n")
-    with pytest.raises(UnsupportedFeatureError, match="cert-file"):
+    path.write_text(
+        "listen-client-urls: https://127.0.0.1:2379\n"
+        "advertise-client-urls: https://127.0.0.1:2379\n"
+        "client-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n"
+        "  trusted-ca-file: /ca.pem\n  client-cert-auth: true\n"
+        "tls-min-version: TLS1.3\n"
+    )
+    parsed = parse([], {"ETCD_CONFIG_FILE": str(path)})
+    cfg = parsed.config
+    assert cfg is not None
+    assert (cfg.cert_file, cfg.key_file, cfg.trusted_ca_file) == ("/c.pem", "/k.pem", "/ca.pem")
+    assert cfg.client_cert_auth and cfg.tls_versions == ("1.3",)
+    path.write_text("peer-transport-security:\n  cert-file: /c.pem\n")
+    with pytest.raises(UnsupportedFeatureError, match="peer-cert-file"):
         parse([], {"ETCD_CONFIG_FILE": str(path)})
+
+
+def test_client_tls_flags() -> None:
+    cfg, _ = run(
+        [
+            "--listen-client-urls=https://127.0.0.1:1,http://127.0.0.1:2",
+            "--advertise-client-urls=https://127.0.0.1:1",
+            "--cert-file=/c.pem",
+            "--key-file=/k.pem",
+            "--cipher-suites=TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,TLS_AES_128_GCM_SHA256",
+            "--tls-max-version=TLS1.2",
+        ]
+    )
+    assert [u.scheme for u in cfg.listen_client_urls] == ["https", "http"]
+    assert cfg.cipher_suites == ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",)
+    assert cfg.tls_versions == ("1.2",) and cfg.client_tls_given
+    cfg, _ = run(
+        [
+            "--listen-client-urls=https://127.0.0.1:1",
+            "--advertise-client-urls=https://127.0.0.1:1",
+            "--auto-tls",
+        ]
+    )
+    assert cfg.client_tls_given and cfg.tls_versions == ("1.2", "1.3")
+    with pytest.raises(ConfigError, match=r"for client url https://127\.0\.0\.1:1 "):
+        parse(
+            ["--listen-client-urls=https://127.0.0.1:1", "--advertise-client-urls=https://a:1"], {}
+        )
+    with pytest.raises(ConfigError, match="must be provided for metrics url"):
+        parse(["--listen-metrics-urls=https://127.0.0.1:3"], {})
+    with pytest.raises(ConfigError, match=r"KeyFile and CertFile must both be present\[key: /k"):
+        parse(["--key-file=/k.pem"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--client-cert-auth needs --trusted-ca-file"):
+        parse(["--cert-file=/c", "--key-file=/k", "--client-cert-auth"], {})
+    with pytest.raises(ConfigError, match=r"only TLS1\.3 is enabled"):
+        parse(
+            ["--tls-min-version=TLS1.3", "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+            {},
+        )
 
 
 def test_config_file_errors(tmp_path: Path) -> None:

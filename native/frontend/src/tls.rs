@@ -1,0 +1,134 @@
+//! TLS on the client listeners (docs/enhancements/0009-client-tls.md): one rustls server
+//! configuration built from PEM bytes that Python read from etcd's `--cert-file`,
+//! `--key-file` and `--trusted-ca-file`.
+//!
+//! etcd's rules (its `transport.TLSInfo.ServerConfig`): a client certificate is required
+//! and verified against the trusted CAs whenever CAs are given. ALPN offers HTTP/1.1 before
+//! HTTP/2 (when HTTP/1 is served on the port at all): gRPC clients offer only `h2` and get
+//! it, clients that can do both get HTTP/1.1, which Python serves.
+
+use std::sync::Arc;
+
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use tokio_rustls::TlsAcceptor;
+
+/// What Python passes: PEM bytes, the TLS versions to offer ("1.2", "1.3") and the TLS 1.2
+/// cipher suites to allow by IANA name (empty: rustls' defaults; TLS 1.3 suites are not
+/// configurable, as in Go).
+pub struct Settings {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub versions: Vec<String>,
+    pub cipher_suites: Vec<String>,
+    pub http1: bool,
+}
+
+/// The IANA names of the TLS 1.2 suites rustls (with ring) offers.
+pub fn tls12_suite_names() -> Vec<String> {
+    ring::DEFAULT_CIPHER_SUITES
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS12)
+        .map(|s| format!("{:?}", s.suite()))
+        .collect()
+}
+
+/// The acceptor for `settings`, or a message saying what is wrong with them.
+pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&settings.cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot read the certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("the certificate file holds no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&settings.key_pem)
+        .map_err(|e| format!("cannot read the private key: {e}"))?;
+
+    let mut provider = ring::default_provider();
+    if !settings.cipher_suites.is_empty() {
+        let wanted = &settings.cipher_suites;
+        for name in wanted {
+            if !tls12_suite_names().contains(name) {
+                return Err(format!("unsupported TLS cipher suite {name:?}"));
+            }
+        }
+        provider.cipher_suites.retain(|s| {
+            s.version() != &rustls::version::TLS12 || wanted.contains(&format!("{:?}", s.suite()))
+        });
+    }
+    let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::new();
+    for v in &settings.versions {
+        match v.as_str() {
+            "1.2" => versions.push(&rustls::version::TLS12),
+            "1.3" => versions.push(&rustls::version::TLS13),
+            other => return Err(format!("unsupported TLS version {other:?}")),
+        }
+    }
+    if versions.is_empty() {
+        return Err("no TLS version to offer".into());
+    }
+    let provider = Arc::new(provider);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("cannot configure TLS: {e}"))?;
+    let builder = match &settings.ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            let mut n = 0;
+            for c in CertificateDer::pem_slice_iter(ca) {
+                let c = c.map_err(|e| format!("cannot read the trusted CA file: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("cannot use a certificate of the trusted CA file: {e}"))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err("the trusted CA file holds no PEM certificate".into());
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("cannot verify client certificates: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cannot use the certificate and key: {e}"))?;
+    cfg.alpn_protocols = if settings.http1 {
+        vec![b"http/1.1".to_vec(), b"h2".to_vec()]
+    } else {
+        vec![b"h2".to_vec()]
+    };
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_the_tls12_suites_are_iana_names() {
+        let names = tls12_suite_names();
+        assert!(names.contains(&"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()), "{names:?}");
+        assert!(names.contains(&"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_owned()));
+    }
+
+    #[test]
+    fn bad_material_is_refused_with_a_reason() {
+        let s = Settings {
+            cert_pem: b"not a pem".to_vec(),
+            key_pem: Vec::new(),
+            ca_pem: None,
+            versions: vec!["1.2".into()],
+            cipher_suites: Vec::new(),
+            http1: false,
+        };
+        let e = acceptor(&s).err().unwrap();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+}

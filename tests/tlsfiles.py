@@ -1,0 +1,102 @@
+"""Throw-away TLS material for the tests, made with ``cryptography``.
+
+``make_tls_files(directory)`` writes a CA, a server certificate for 127.0.0.1 and
+localhost signed by it, a client certificate signed by it, and a client certificate signed
+by a second CA the servers do not trust; it returns their paths by name ("ca", "server",
+"server_key", "client", "client_key", "stranger", "stranger_key"). ECDSA P-256 keys in
+PKCS#8, valid from five minutes ago for a day.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    usage: x509.ObjectIdentifier | None = None,
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, signer = issuer if issuer else (name, key)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def make_tls_files(directory: Path) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    files: dict[str, str] = {}
+
+    def write(name: str, data: bytes) -> None:
+        path = directory / f"{name.replace('_', '-')}.pem"
+        path.write_bytes(data)
+        files[name] = str(path)
+
+    def key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("petcd test CA", ca_key, None, ca=True)
+    write("ca", ca.public_bytes(pem))
+    for name, usage, issuer in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH, None),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, None),
+        ("stranger", ExtendedKeyUsageOID.CLIENT_AUTH, "other"),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        if issuer is None:
+            signer = (ca.subject, ca_key)
+        else:
+            other_key = ec.generate_private_key(ec.SECP256R1())
+            other = _cert("another CA", other_key, None, ca=True)
+            signer = (other.subject, other_key)
+        subject = "127.0.0.1" if name == "server" else "root"
+        write(name, _cert(subject, key, signer, usage=usage).public_bytes(pem))
+        write(f"{name}_key", key_bytes(key))
+    return files

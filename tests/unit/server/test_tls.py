@@ -1,0 +1,106 @@
+"""petcd.server.tls: etcd's client TLS flags checked, and the auto-TLS certificate."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from petcd.server.errors import ConfigError, UnsupportedFeatureError
+from petcd.server.tls import (
+    SUPPORTED_SUITES,
+    ClientTLS,
+    check_files,
+    cipher_suites,
+    self_cert,
+    tls_versions,
+)
+from tests.tlsfiles import make_tls_files
+
+
+def test_cipher_suites_take_go_names_and_refuse_the_rest() -> None:
+    assert cipher_suites("") == ()
+    assert cipher_suites(
+        " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305 ,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+    ) == ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384")
+    assert cipher_suites("TLS_AES_256_GCM_SHA384") == ()  # TLS 1.3: not configurable, dropped
+    with pytest.raises(UnsupportedFeatureError, match="TLS_RSA_WITH_AES_128_GCM_SHA256"):
+        cipher_suites("TLS_RSA_WITH_AES_128_GCM_SHA256")
+    with pytest.raises(ConfigError, match='unexpected TLS cipher suite "bogus"'):
+        cipher_suites("bogus")
+
+
+def test_the_supported_suites_are_the_front_ends() -> None:
+    frontend = pytest.importorskip("petcd._frontend")
+    assert sorted(SUPPORTED_SUITES) == sorted(frontend.tls12_cipher_suites())
+
+
+def test_tls_versions() -> None:
+    assert tls_versions("", "", ()) == ("1.2", "1.3")
+    assert tls_versions("TLS1.2", "", ()) == ("1.2", "1.3")
+    assert tls_versions("TLS1.3", "", ()) == ("1.3",)
+    assert tls_versions("", "TLS1.2", ("x",)) == ("1.2",)
+    assert tls_versions("TLS1.3", "TLS1.3", ()) == ("1.3",)
+    with pytest.raises(ConfigError, match="greater than max version"):
+        tls_versions("TLS1.3", "TLS1.2", ())
+    with pytest.raises(ConfigError, match=r"only TLS1\.3"):
+        tls_versions("TLS1.3", "", ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",))
+    with pytest.raises(ConfigError, match=r'unexpected TLS version "TLS1\.0"'):
+        tls_versions("", "TLS1.0", ())
+
+
+def test_check_files() -> None:
+    check_files("", "", "", False)
+    check_files("/c", "/k", "/ca", True)
+    with pytest.raises(ConfigError, match=r"\[key: , cert: /c\]"):
+        check_files("/c", "", "", False)
+    with pytest.raises(UnsupportedFeatureError):
+        check_files("/c", "/k", "", True)
+
+
+def test_self_cert_is_made_once_for_the_hosts(tmp_path: Path) -> None:
+    made: list[str] = []
+    d = tmp_path / "fixtures" / "client"
+    cert_path, key_path = self_cert(
+        str(d), ["127.0.0.1", "node1.example"], 2, lambda m, p: made.append(m)
+    )
+    assert made == ["created cert file", "created key file"]
+    assert Path(key_path).stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert san.get_values_for_type(x509.DNSName) == ["node1.example"]
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert life == datetime.timedelta(days=730)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+    before = Path(cert_path).read_bytes()
+    assert self_cert(str(d), ["127.0.0.1"], 1, lambda m, p: made.append(m)) == (cert_path, key_path)
+    assert Path(cert_path).read_bytes() == before and len(made) == 2
+    # the pair is usable by a TLS server
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
+    with pytest.raises(ConfigError, match="selfSignedCertValidity"):
+        self_cert(str(tmp_path / "other"), [], 0, lambda m, p: None)
+
+
+def test_client_tls_material_for_each_transport(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    tls = ClientTLS(files["server"], files["server_key"], files["ca"], ("1.2",), SUPPORTED_SUITES)
+    cert, _key, ca, versions, suites = tls.frontend_args()
+    assert cert.startswith(b"-----BEGIN CERTIFICATE") and ca is not None
+    assert versions == ["1.2"] and suites == list(SUPPORTED_SUITES)
+    ctx = tls.ssl_context()  # every supported suite has an OpenSSL name OpenSSL accepts
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert tls.grpc_credentials() is not None
+    missing = ClientTLS(str(tmp_path / "nope.pem"), files["server_key"], "", ("1.3",), ())
+    with pytest.raises(ConfigError, match=r"cannot read the certificate file \(--cert-file\)"):
+        missing.frontend_args()
+    assert (
+        ClientTLS(files["server"], files["server_key"], "", ("1.3",), ()).ssl_context().verify_mode
+        == ssl.CERT_NONE
+    )
