@@ -2,9 +2,11 @@
 
 ``make_tls_files(directory)`` writes a CA, a server certificate for 127.0.0.1 and
 localhost signed by it, a client certificate signed by it, and a client certificate signed
-by a second CA the servers do not trust; it returns their paths by name ("ca", "server",
-"server_key", "client", "client_key", "stranger", "stranger_key"). ECDSA P-256 keys in
-PKCS#8, valid from five minutes ago for a day.
+by a second CA the servers do not trust, and a peer certificate (server and client
+authentication, for members' peer URLs) from each CA; it returns their paths by name ("ca",
+"server", "server_key", "client", "client_key", "stranger", "stranger_key", "peer",
+"peer_key", "peer_stranger", "peer_stranger_key"). ECDSA P-256 keys in PKCS#8, valid from
+five minutes ago for a day.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def _cert(
     issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
     *,
     ca: bool = False,
-    usage: x509.ObjectIdentifier | None = None,
+    usage: tuple[x509.ObjectIdentifier, ...] = (),
 ) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer_name, signer = issuer if issuer else (name, key)
@@ -55,8 +57,8 @@ def _cert(
             ),
             critical=True,
         )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
@@ -84,10 +86,13 @@ def make_tls_files(directory: Path) -> dict[str, str]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _cert("petcd test CA", ca_key, None, ca=True)
     write("ca", ca.public_bytes(pem))
+    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
     for name, usage, issuer in (
-        ("server", ExtendedKeyUsageOID.SERVER_AUTH, None),
-        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, None),
-        ("stranger", ExtendedKeyUsageOID.CLIENT_AUTH, "other"),
+        ("server", (ExtendedKeyUsageOID.SERVER_AUTH,), None),
+        ("client", (ExtendedKeyUsageOID.CLIENT_AUTH,), None),
+        ("stranger", (ExtendedKeyUsageOID.CLIENT_AUTH,), "other"),
+        ("peer", both, None),
+        ("peer_stranger", both, "other"),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         if issuer is None:
@@ -96,7 +101,7 @@ def make_tls_files(directory: Path) -> dict[str, str]:
             other_key = ec.generate_private_key(ec.SECP256R1())
             other = _cert("another CA", other_key, None, ca=True)
             signer = (other.subject, other_key)
-        subject = "127.0.0.1" if name == "server" else "root"
+        subject = "127.0.0.1" if name in ("server", "peer", "peer_stranger") else "root"
         write(name, _cert(subject, key, signer, usage=usage).public_bytes(pem))
         write(f"{name}_key", key_bytes(key))
     return files

@@ -392,10 +392,6 @@ def test_tls_min_version_and_cipher_suites_are_enforced(
             "'TLS_RSA_WITH_AES_128_CBC_SHA' is not supported by petcd",
         ),
         (
-            ["--listen-peer-urls", "https://127.0.0.1:{port}"],
-            "peer TLS is not supported by petcd yet",
-        ),
-        (
             ["--listen-client-urls", "https://127.0.0.1:{port}",
              "--cert-file", "{missing}", "--key-file", "{server_key}"],
             "cannot read the certificate file (--cert-file)",

@@ -131,6 +131,11 @@ class Config:
     auto_tls: bool = False
     self_signed_cert_validity: int = 1
     tls_versions: tuple[str, ...] = ("1.2", "1.3")
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
+    peer_auto_tls: bool = False
     cipher_suites: tuple[str, ...] = ()
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
@@ -195,11 +200,20 @@ class Config:
 
     def _check_tls(self) -> None:
         check_files(self.cert_file, self.key_file, self.trusted_ca_file, self.client_cert_auth)
-        peer_urls = [*self.listen_peer_urls, *self.initial_advertise_peer_urls]
-        peer_urls += [u for _, us in self.initial_cluster for u in us]
-        for u in peer_urls:
-            if u.scheme == "https":
-                raise UnsupportedFeatureError(f"peer TLS is not supported by petcd yet: {u}")
+        check_files(
+            self.peer_cert_file,
+            self.peer_key_file,
+            self.peer_trusted_ca_file,
+            self.peer_client_cert_auth,
+            peer=True,
+        )
+        for u in self.listen_peer_urls:
+            if u.scheme == "https" and not (self.peer_cert_file or self.peer_auto_tls):
+                host = f"[{u.host}]" if ":" in u.host else u.host
+                raise ConfigError(
+                    f"cannot listen on TLS for {host}:{u.port}: KeyFile and CertFile are not "
+                    "presented"
+                )
         for u in [*self.listen_client_urls, *self.listen_client_http_urls]:
             if u.scheme == "https" and not self.client_tls_given:
                 raise ConfigError(
@@ -633,6 +647,11 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         self_signed_cert_validity=get_int("self-signed-cert-validity"),
         tls_versions=tls_versions(get("tls-min-version"), get("tls-max-version"), suites),
         cipher_suites=suites,
+        peer_cert_file=get("peer-cert-file"),
+        peer_key_file=get("peer-key-file"),
+        peer_trusted_ca_file=get("peer-trusted-ca-file"),
+        peer_client_cert_auth=get_bool("peer-client-cert-auth"),
+        peer_auto_tls=get_bool("peer-auto-tls"),
         ignored=tuple(
             (s.name, values[s.name])
             for s in FLAGS

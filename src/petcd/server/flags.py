@@ -411,7 +411,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "",
         "Path to the peer server TLS cert file.",
         _SEC,
-        D,
+        S,
         _PTS + "cert-file",
     ),
     FlagSpec(
@@ -420,7 +420,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "",
         "Path to the peer server TLS key file.",
         _SEC,
-        D,
+        S,
         _PTS + "key-file",
     ),
     FlagSpec(
@@ -429,7 +429,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "false",
         "Enable peer client cert authentication.",
         _SEC,
-        D,
+        S,
         _PTS + "client-cert-auth",
     ),
     FlagSpec(
@@ -438,7 +438,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "",
         "Path to the peer server TLS trusted CA file.",
         _SEC,
-        D,
+        S,
         _PTS + "trusted-ca-file",
     ),
     FlagSpec(
@@ -466,7 +466,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file "
         "are not provided.",
         _SEC,
-        D,
+        S,
         _PTS + "auto-tls",
     ),
     FlagSpec(

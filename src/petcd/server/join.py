@@ -21,8 +21,9 @@ A listener that has not applied the addition yet does not list the new member: t
 member asks the next URL, and keeps asking until ``timeout_s`` (a ``JoinError`` then). The
 cluster token is not involved (etcd's ``member add`` prints none). The peer URLs asked come
 from ``--initial-cluster`` (etcd's ``member add`` prints the line to use). Probes are plain
-blocking sockets: they run once, at start, before the event loop serves anything. TLS peer
-URLs are not probed (reported as a ``JoinError``).
+blocking sockets: they run once, at start, before the event loop serves anything. ``https``
+peer URLs are probed through the member's peer TLS client context (``ssl_context``); without
+one they are reported as a ``JoinError``.
 
 Never: send a raft message, or keep a probe connection open.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,23 +64,35 @@ ListMembers = Callable[[str, int], tuple[int, str]]
 
 
 def probe(
-    url: str, cluster_id: int, from_: int, to: int, timeout_s: float = 1.0, kind: int = KIND_STREAM
+    url: str,
+    cluster_id: int,
+    from_: int,
+    to: int,
+    timeout_s: float = 1.0,
+    kind: int = KIND_STREAM,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[int, str]:
-    """One handshake with the listener at ``url``: its (status, reason). Raises ``OSError``."""
+    """One handshake with the listener at ``url``: its (status, reason). Raises ``OSError``
+    (``ssl.SSLError`` included)."""
     u = parse_peer_url(url)
-    if u.tls:
-        raise JoinError(f"cannot join through TLS peer URL {url} (not supported yet)")
-    with socket.create_connection((u.host, u.port), timeout=timeout_s) as s:
-        s.sendall(encode_hello(Hello(kind, cluster_id, MemberId(from_), MemberId(to))))
-        head = _read_exactly(s, REPLY_HEADER_BYTES)
-        status, n = decode_reply_header(head)
-        reason = _read_exactly(s, n).decode(errors="replace") if n else ""
+    if u.tls and ssl_context is None:
+        raise JoinError(f"cannot join through TLS peer URL {url} without peer TLS")
+    with socket.create_connection((u.host, u.port), timeout=timeout_s) as raw:
+        s = ssl_context.wrap_socket(raw, server_hostname=u.host) if u.tls and ssl_context else raw
+        with s:
+            s.sendall(encode_hello(Hello(kind, cluster_id, MemberId(from_), MemberId(to))))
+            head = _read_exactly(s, REPLY_HEADER_BYTES)
+            status, n = decode_reply_header(head)
+            reason = _read_exactly(s, n).decode(errors="replace") if n else ""
     return status, reason
 
 
-def list_members(url: str, cluster_id: int) -> tuple[int, str]:
+def list_members(
+    url: str, cluster_id: int, *, ssl_context: ssl.SSLContext | None = None
+) -> tuple[int, str]:
     """A ``KIND_MEMBERS`` handshake: (status, the member listing when the status is OK)."""
-    return probe(url, cluster_id, 0, 0, kind=KIND_MEMBERS)
+    return probe(url, cluster_id, 0, 0, kind=KIND_MEMBERS, ssl_context=ssl_context)
 
 
 def _read_exactly(s: socket.socket, n: int) -> bytes:

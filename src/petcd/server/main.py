@@ -35,7 +35,7 @@ from petcd.server.config import Action, Config, parse
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
-from petcd.server.tls import client_tls, warn_plain_tls
+from petcd.server.tls import client_tls, peer_tls, warn_plain_tls
 
 if TYPE_CHECKING:
     from petcd.server.member import Member
@@ -133,22 +133,22 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     )
     for name, value in cfg.ignored:
         log.warn("flag accepted and ignored by petcd", flag=name, value=value)
-    # Listeners first, as etcd: a port in use must not leave a freshly created data dir.
-    member = Member(cfg, log)
+    try:
+        tls = client_tls(cfg, log)
+        if tls is not None:
+            tls.frontend_args()  # the files are readable, before anything is created
+        # Listeners first, as etcd: a port in use must not leave a freshly created data dir.
+        member = Member(cfg, log, peer_tls=peer_tls(cfg, log))
+    except ConfigError as e:
+        log.fatal("cannot use the TLS configuration", error=str(e))
+        return 1
+    warn_plain_tls(cfg, log)
     log.info(
         "configuring client listeners",
         listen_client_urls=[str(u) for u in cfg.listen_client_urls],
         client_transport=cfg.client_transport,
     )
     listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
-    try:
-        tls = client_tls(cfg, log)
-        if tls is not None:
-            tls.frontend_args()  # the files are readable, before anything is created
-    except ConfigError as e:
-        log.fatal("cannot use the client TLS configuration", error=str(e))
-        return 1
-    warn_plain_tls(cfg, log)
     # etcd serves HTTP/1 (health, version, metrics, the JSON gateway) on its client port too;
     # the native front end hands such connections over (grpc.aio cannot share its sockets).
     on_client_port: HttpOnClientPort | None = None
@@ -166,7 +166,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             secure=[u.scheme == "https" for u in cfg.listen_client_urls],
         )
     except ConfigError as e:
-        log.fatal("cannot use the client TLS configuration", error=str(e))
+        log.fatal("cannot use the TLS configuration", error=str(e))
         return 1
     except NativeTransportUnavailable as e:
         log.fatal("cannot start the client transport", error=str(e))

@@ -86,9 +86,11 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import random
+import ssl
 import struct
 import tempfile
 import time
@@ -192,6 +194,7 @@ from petcd.server.errors import (
 from petcd.server.ids import RequestIdGenerator, cluster_id, format_id, member_id
 from petcd.server.log import Logger
 from petcd.server.metrics import ServerMetrics
+from petcd.server.tls import PeerTLS
 from petcd.snap import Snapshotter
 from petcd.wal import WAL, WalFatalError, snapshot_markers
 from petcd.wal import exists as wal_exists
@@ -314,9 +317,17 @@ class Member:
         clock: Callable[[], float] = time.time,
         rand: random.Random | None = None,
         compactor: Compactor | None = None,
+        peer_tls: PeerTLS | None = None,
     ) -> None:
         self.cfg = cfg
         self.log = log
+        # TLS of the peer listeners (server side) and of dialling peers (client side): the
+        # client context also serves peers without peer TLS of this member's own, verified
+        # against the system's CAs, as etcd's default transport does.
+        self._peer_server_ssl = None if peer_tls is None else peer_tls.server_context()
+        self._peer_client_ssl = (
+            ssl.create_default_context() if peer_tls is None else peer_tls.client_context()
+        )
         self.metrics = ServerMetrics()
         self._clock = clock
         self._rand = rand if rand is not None else random.Random(os.urandom(16))
@@ -533,7 +544,13 @@ class Member:
             )
         own = [str(u) for u in by_name[cfg.name]]
         others = [[str(u) for u in urls] for name, urls in cfg.initial_cluster if name != cfg.name]
-        info = join.discover(own, others, timeout_s=self.request_timeout_s * 2)
+        info = join.discover(
+            own,
+            others,
+            timeout_s=self.request_timeout_s * 2,
+            probe_fn=functools.partial(join.probe, ssl_context=self._peer_client_ssl),
+            members_fn=functools.partial(join.list_members, ssl_context=self._peer_client_ssl),
+        )
         self.id, self.cluster_id = info.member_id, info.cluster_id
         # Only what is needed to reach the peers; the members come with the log or snapshot.
         self._members = {mid: MemberInfo(mid, "", urls) for mid, urls in info.peers.items()}
@@ -719,6 +736,8 @@ class Member:
             members_source=lambda: {mid: m.peer_urls for mid, m in self._members.items()},
             logger=self.log,
             rand=self._rand,
+            server_ssl=self._peer_server_ssl,
+            client_ssl=self._peer_client_ssl,
         )
         for mid, urls in peers.items():
             self._transport.add_peer(mid, urls)
@@ -1577,7 +1596,11 @@ class Member:
                 for url in info.peer_urls:
                     try:
                         status, _ = await asyncio.to_thread(
-                            join.probe, url, self.cluster_id, self.id, 0
+                            functools.partial(join.probe, ssl_context=self._peer_client_ssl),
+                            url,
+                            self.cluster_id,
+                            self.id,
+                            0,
                         )
                     except (OSError, JoinError, ValueError):
                         continue

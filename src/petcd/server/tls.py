@@ -138,6 +138,61 @@ class ClientTLS:
         return ctx
 
 
+@dataclass(frozen=True, slots=True)
+class PeerTLS:
+    """The peer listeners' and dialers' TLS, resolved (etcd's ``--peer-*`` TLS flags)."""
+
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str  # "" = no client certificates asked for; the system's CAs verify
+    versions: tuple[str, ...]
+    cipher_suites: tuple[str, ...]
+    self_signed: bool = False  # --peer-auto-tls: peers' certificates are not verified
+
+    def _limits(self, ctx: ssl.SSLContext) -> None:
+        ctx.minimum_version = (
+            ssl.TLSVersion.TLSv1_2 if "1.2" in self.versions else ssl.TLSVersion.TLSv1_3
+        )
+        ctx.maximum_version = (
+            ssl.TLSVersion.TLSv1_3 if "1.3" in self.versions else ssl.TLSVersion.TLSv1_2
+        )
+        if self.cipher_suites:
+            ctx.set_ciphers(":".join(_openssl_name(s) for s in self.cipher_suites))
+
+    def server_context(self) -> ssl.SSLContext:
+        """For the peer listeners: a peer's client certificate is required and verified
+        when CAs are given, as etcd's ``ServerConfig`` does."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            self._limits(ctx)
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+            if self.trusted_ca_file:
+                ctx.load_verify_locations(self.trusted_ca_file)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"cannot use the peer TLS files: {e}") from None
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """For dialling peers: their certificates verified against the trusted CAs (the
+        system's without them; not at all with ``--peer-auto-tls``, as etcd), this member's
+        certificate presented as the client certificate."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            self._limits(ctx)
+            if self.self_signed:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            elif self.trusted_ca_file:
+                ctx.load_verify_locations(self.trusted_ca_file)
+            else:
+                ctx.load_default_certs()
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"cannot use the peer TLS files: {e}") from None
+        return ctx
+
+
 def _openssl_name(iana: str) -> str:
     kx, _, rest = iana.removeprefix("TLS_").partition("_WITH_")
     kx = "ECDHE-ECDSA" if kx == "ECDHE_ECDSA" else "ECDHE-RSA"
@@ -186,16 +241,19 @@ def tls_versions(min_version: str, max_version: str, suites: Sequence[str]) -> t
     return tuple(v for v, n in (("1.2", 12), ("1.3", 13)) if n >= lo and (not hi or n <= hi))
 
 
-def check_files(cert_file: str, key_file: str, ca_file: str, client_cert_auth: bool) -> None:
+def check_files(
+    cert_file: str, key_file: str, ca_file: str, client_cert_auth: bool, peer: bool = False
+) -> None:
     """etcd's refusals of a half-given pair and of client authentication without CAs."""
     if bool(cert_file) != bool(key_file):
         raise ConfigError(
             f"KeyFile and CertFile must both be present[key: {key_file}, cert: {cert_file}]"
         )
     if client_cert_auth and not ca_file:
+        p = "peer-" if peer else ""
         raise UnsupportedFeatureError(
-            "--client-cert-auth needs --trusted-ca-file in petcd (etcd would verify client "
-            "certificates against the system's CAs); give the CA that signs them"
+            f"--{p}client-cert-auth needs --{p}trusted-ca-file in petcd (etcd would verify "
+            "client certificates against the system's CAs); give the CA that signs them"
         )
 
 
@@ -292,8 +350,44 @@ def client_tls(cfg: Config, log: Logger) -> ClientTLS | None:
     return ClientTLS(cert, key, cfg.trusted_ca_file, cfg.tls_versions, cfg.cipher_suites)
 
 
+def peer_tls(cfg: Config, log: Logger) -> PeerTLS | None:
+    """The peer listeners' TLS for ``cfg``, None without a certificate; with
+    ``--peer-auto-tls`` and none given, a self-signed one in ``<data-dir>/fixtures/peer``."""
+    cert, key, self_signed = cfg.peer_cert_file, cfg.peer_key_file, False
+    if cfg.peer_auto_tls:
+        if cert:
+            log.warn("ignoring peer auto TLS since certs given")
+        else:
+            cert, key = self_cert(
+                os.path.join(cfg.data_dir, "fixtures", "peer"),
+                [u.host for u in cfg.listen_peer_urls],
+                cfg.self_signed_cert_validity,
+                lambda message, path: log.info(message, path=path),
+            )
+            self_signed = True
+    if not cert:
+        return None
+    return PeerTLS(
+        cert, key, cfg.peer_trusted_ca_file, cfg.tls_versions, cfg.cipher_suites, self_signed
+    )
+
+
 def warn_plain_tls(cfg: Config, log: Logger) -> None:
-    """etcd's warnings for plain-text client URLs next to TLS material."""
+    """etcd's warnings for plain-text client and peer URLs next to TLS material."""
+    for u in cfg.listen_peer_urls:
+        if u.scheme != "http":
+            continue
+        if cfg.peer_cert_file:
+            log.warn(
+                "scheme is HTTP while key and cert files are present; ignoring key and cert files",
+                peer_url=str(u),
+            )
+        if cfg.peer_client_cert_auth:
+            log.warn(
+                "scheme is HTTP while --peer-client-cert-auth is enabled; "
+                "ignoring client cert auth for this URL",
+                peer_url=str(u),
+            )
     for u in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
         if u.scheme != "http":
             continue

@@ -145,7 +145,7 @@ def test_bad_urls() -> None:
         parse(["--listen-peer-urls", "ftp://127.0.0.1:1"], {})
     with pytest.raises(FlagError, match='does not have the form "host:port"'):
         parse(["--listen-peer-urls", "http://127.0.0.1"], {})
-    with pytest.raises(UnsupportedFeatureError, match="peer TLS is not supported"):
+    with pytest.raises(ConfigError, match=r"cannot listen on TLS for 127\.0\.0\.1:1: KeyFile"):
         parse(["--listen-peer-urls", "https://127.0.0.1:1"], {})
     with pytest.raises(UnsupportedFeatureError, match="unix socket"):
         parse(["--listen-client-urls", "unixs://x:1", "--advertise-client-urls", "http://a:1"], {})
@@ -177,10 +177,10 @@ def test_initial_cluster_must_contain_this_member() -> None:
 
 def test_unsupported_feature_flags_only_at_default() -> None:
     run(["--peer-client-cert-auth=false", "--auth-token=simple"])
-    with pytest.raises(UnsupportedFeatureError, match=r"--peer-cert-file=/x\.pem"):
-        parse(["--peer-cert-file", "/x.pem"], {})
-    with pytest.raises(UnsupportedFeatureError, match="--peer-auto-tls"):
-        parse(["--peer-auto-tls"], {})
+    with pytest.raises(UnsupportedFeatureError, match=r"--peer-crl-file=/x\.pem"):
+        parse(["--peer-crl-file", "/x.pem"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--peer-cert-allowed-cn"):
+        parse(["--peer-cert-allowed-cn", "etcd"], {})
     with pytest.raises(UnsupportedFeatureError, match="--client-crl-file"):
         parse(["--client-crl-file", "/crl.pem"], {})
     with pytest.raises(UnsupportedFeatureError, match="--auth-token=jwt"):
@@ -264,8 +264,14 @@ def test_config_file_from_env_and_nested_tls(tmp_path: Path) -> None:
     assert cfg is not None
     assert (cfg.cert_file, cfg.key_file, cfg.trusted_ca_file) == ("/c.pem", "/k.pem", "/ca.pem")
     assert cfg.client_cert_auth and cfg.tls_versions == ("1.3",)
-    path.write_text("peer-transport-security:\n  cert-file: /c.pem\n")
-    with pytest.raises(UnsupportedFeatureError, match="peer-cert-file"):
+    path.write_text("peer-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n")
+    cfg = parse([], {"ETCD_CONFIG_FILE": str(path)}).config
+    assert cfg is not None and (cfg.peer_cert_file, cfg.peer_key_file) == ("/c.pem", "/k.pem")
+    path.write_text("peer-transport-security:\n  crl-file: /crl.pem\n")
+    with pytest.raises(UnsupportedFeatureError, match="peer-crl-file"):
+        parse([], {"ETCD_CONFIG_FILE": str(path)})
+    path.write_text("peer-transport-security:\n  client-cert-auth: true\n")
+    with pytest.raises(UnsupportedFeatureError, match="--peer-client-cert-auth needs"):
         parse([], {"ETCD_CONFIG_FILE": str(path)})
 
 

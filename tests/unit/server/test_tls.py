@@ -14,6 +14,7 @@ from petcd.server.errors import ConfigError, UnsupportedFeatureError
 from petcd.server.tls import (
     SUPPORTED_SUITES,
     ClientTLS,
+    PeerTLS,
     check_files,
     cipher_suites,
     self_cert,
@@ -104,3 +105,20 @@ def test_client_tls_material_for_each_transport(tmp_path: Path) -> None:
         ClientTLS(files["server"], files["server_key"], "", ("1.3",), ()).ssl_context().verify_mode
         == ssl.CERT_NONE
     )
+
+
+def test_peer_tls_contexts(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    tls = PeerTLS(files["peer"], files["peer_key"], files["ca"], ("1.2", "1.3"), ())
+    server = tls.server_context()
+    assert server.verify_mode == ssl.CERT_REQUIRED  # the CA given: peers must show a cert
+    client = tls.client_context()
+    assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
+    auto = PeerTLS(files["peer"], files["peer_key"], "", ("1.3",), (), self_signed=True)
+    assert auto.server_context().verify_mode == ssl.CERT_NONE
+    loose = auto.client_context()
+    assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+    assert loose.minimum_version == ssl.TLSVersion.TLSv1_3
+    bad = PeerTLS(files["ca"], files["peer_key"], "", ("1.2",), ())
+    with pytest.raises(ConfigError, match="cannot use the peer TLS files"):
+        bad.server_context()
