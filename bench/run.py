@@ -77,6 +77,18 @@ RESULTS_DIR = BENCH_DIR / "results"
 # "petcd" and "bare" are petcd on its default client transport (the native front end) and that
 # transport's floor; "petcd-grpcio" and "bare-grpcio" the same on the grpc.aio fallback.
 TARGETS = ("etcd", "petcd", "bare", "petcd-grpcio", "bare-grpcio")
+# --tls: the certificate files (made by tests/tlsfiles.py in the work dir), by name.
+TLS_FILES: dict[str, str] = {}
+
+
+def loadgen_tls() -> list[str]:
+    """loadgen's TLS flags under --tls (a client certificate the servers require)."""
+    if not TLS_FILES:
+        return []
+    f = TLS_FILES
+    return ["--cacert", f["ca"], "--cert", f["client"], "--key", f["client_key"]]
+
+
 BARE_TRANSPORT = {"bare": "native", "bare-grpcio": "grpcio"}
 
 # The issue's standard load: 8-byte keys, 256-byte values, 100 clients over 10 connections.
@@ -406,7 +418,10 @@ def probe(endpoint: str) -> tuple[bool, str]:
         return False, str(e)
     try:
         done = subprocess.run(
-            [str(LOADGEN), "range", "--endpoints", endpoint, "--total", "1", "--timeout", "2s"],
+            [
+                *(str(LOADGEN), "range", "--endpoints", endpoint),
+                *("--total", "1", "--timeout", "2s", *loadgen_tls()),
+            ],
             capture_output=True,
             text=True,
             timeout=20,
@@ -419,9 +434,15 @@ def probe(endpoint: str) -> tuple[bool, str]:
 def etcd_argv(
     name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str = ""
 ) -> list[str]:
-    client = f"http://127.0.0.1:{client_port}"
+    client = f"{'https' if TLS_FILES else 'http'}://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
+    tls: list[str] = []
+    if TLS_FILES:  # etcd's flags; the trusted CA makes both require client certificates
+        f = TLS_FILES
+        tls = ["--cert-file", f["server"], "--key-file", f["server_key"]]
+        tls += ["--trusted-ca-file", f["ca"], "--client-cert-auth"]
     return [
+        *tls,
         "--name",
         name,
         "--data-dir",
@@ -492,7 +513,7 @@ def run_setup(endpoint: str, wl: Workload) -> None:
 
 
 def run_loadgen(endpoint: str, wl: Workload, total: int, seconds: float) -> dict[str, Any]:
-    argv = [str(LOADGEN), *wl.loadgen_args, "--endpoints", endpoint, "--json"]
+    argv = [str(LOADGEN), *wl.loadgen_args, "--endpoints", endpoint, "--json", *loadgen_tls()]
     argv += ["--total", str(total), "--duration", f"{seconds}s", "--timeout", "10s"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:
@@ -759,6 +780,12 @@ def run_matrix(args: argparse.Namespace) -> int:
         if dropped:
             log(f"--cluster {args.cluster}: only etcd and petcd run as clusters; not {dropped}")
         targets = [t for t in targets if t in clusters]
+    if args.tls:
+        served = ("etcd", "petcd", "petcd-grpcio", *alts)
+        dropped = [t for t in targets if t not in served]
+        if dropped:
+            log(f"--tls: only etcd and petcd serve TLS; not {dropped}")
+        targets = [t for t in targets if t in served]
     info = machine_info()
     report: dict[str, Any] = {
         "kind": "matrix",
@@ -777,12 +804,18 @@ def run_matrix(args: argparse.Namespace) -> int:
             "workloads": {w: " ".join(WORKLOADS[w].loadgen_args) for w in workloads},
             "extra_targets": args.extra_targets,
             "alt_petcd": args.alt_petcd,
+            "tls": args.tls,
         },
         "targets": {},
         "runs": [],
     }
     servers: dict[str, Server | ClusterServer] = {}
     with workdir(args.keep) as work:
+        if args.tls:
+            sys.path.insert(0, str(REPO_DIR))
+            from tests.tlsfiles import make_tls_files
+
+            TLS_FILES.update(make_tls_files(work / "certs"))
         try:
             for t in targets:
                 srv: Server | ClusterServer
@@ -1198,6 +1231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the watch workload against this --extra target too",
     )
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve https client URLs with a server certificate and require client "
+        "certificates (etcd's --cert-file, --key-file, --trusted-ca-file, --client-cert-auth); "
+        "loadgen presents one. etcd and petcd targets only",
+    )
     p.add_argument("--scale", action="store_true", help="memory/start-up/disk with many keys")
     p.add_argument("--scale-keys", type=int, default=1_000_000)
     p.add_argument("--scale-val-size", type=int, default=256)

@@ -63,6 +63,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -92,6 +93,10 @@ type options struct {
 	jsonOut           bool
 	duration          time.Duration
 	timeout           time.Duration
+	// TLS (etcd benchmark's --cacert, --cert, --key): all empty for plain text.
+	caFile   string
+	certFile string
+	keyFile  string
 }
 
 // Result is what one run reports. Latency fields are milliseconds. For the watch workload
@@ -179,6 +184,9 @@ func run(args []string) error {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
 	fs.DurationVar(&o.duration, "duration", 0,
 		"stop issuing requests after this long even if --total is not reached (0: no limit)")
+	fs.StringVar(&o.caFile, "cacert", "", "TLS: verify the server with this CA bundle")
+	fs.StringVar(&o.certFile, "cert", "", "TLS: present this client certificate")
+	fs.StringVar(&o.keyFile, "key", "", "TLS: the client certificate's key")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -280,15 +288,24 @@ func makeKey(n, size int) string {
 }
 
 func newClients(o options) ([]*clientv3.Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:          o.endpoints,
+		DialTimeout:        10 * time.Second,
+		Logger:             zap.NewNop(),
+		MaxCallSendMsgSize: 64 << 20,
+		MaxCallRecvMsgSize: 64 << 20,
+	}
+	if o.caFile != "" || o.certFile != "" {
+		info := transport.TLSInfo{TrustedCAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile}
+		tlsCfg, err := info.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		cfg.TLS = tlsCfg
+	}
 	clis := make([]*clientv3.Client, 0, o.conns)
 	for range o.conns {
-		c, err := clientv3.New(clientv3.Config{
-			Endpoints:          o.endpoints,
-			DialTimeout:        10 * time.Second,
-			Logger:             zap.NewNop(),
-			MaxCallSendMsgSize: 64 << 20,
-			MaxCallRecvMsgSize: 64 << 20,
-		})
+		c, err := clientv3.New(cfg)
 		if err != nil {
 			closeAll(clis)
 			return nil, fmt.Errorf("connect %v: %w", o.endpoints, err)
