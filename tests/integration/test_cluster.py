@@ -304,3 +304,23 @@ def test_linearizable_reads_through_several_followers_at_once(
     for t in threads:
         t.join()
     assert slow == []
+
+
+def test_a_restarted_member_is_ready_without_new_writes(cluster: list[PetcdProcess]) -> None:
+    """A member restarted while the leader and its term stay the same has nothing new to
+    apply; it must still become ready and log etcd's line (etcd's e2e tests wait for it)."""
+
+    def ready_lines(p: PetcdProcess) -> int:
+        return sum(r.get("msg") == "ready to serve client requests" for r in p.log_records())
+
+    leader_id = _status(cluster[0]).leader
+    follower = next(m for m in cluster if _status(m).header.member_id != leader_id)
+    before = ready_lines(follower)
+    assert before == 1
+    follower.terminate()  # SIGTERM, as etcd's e2e tests stop a member
+    follower.start()
+    deadline = time.monotonic() + 15
+    while ready_lines(follower) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready_lines(follower) == before + 1, follower.log_tail()
+    assert _status(cluster[0]).leader == leader_id  # the term went on: nothing new applied

@@ -1451,6 +1451,7 @@ class Member:
             self._lead = lead
             if lead != self.id and self.lessor.is_primary:
                 self.lessor.demote()
+            self._maybe_ready()
             # Reads waiting on the old leader's answer will never get one: ask again.
             for rnd in self._rounds.values():
                 self._reads.extend(f for f in rnd.waiters if not f.done())
@@ -1513,13 +1514,23 @@ class Member:
         # Not node.status(): that copies every peer's progress, once per Ready.
         self.metrics.proposals_committed.set(self.node.raft.raft_log.committed)
         self._consistent_index = max(self._consistent_index, self._applied)
-        if (
-            self._ready_to_serve is not None
-            and not self._ready_to_serve.is_set()
-            and self._lead != NONE_ID
-            and entries[-1].term == term
-        ):
-            self._ready_to_serve.set()
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        """Ready to serve (and publish) once there is a leader and the last applied entry is
+        of the current term: this member has applied the leader's log of this term so far,
+        at least to the entry a new leader appends first. Checked after applying and when a
+        leader becomes known: a restarted member may have applied its log up to the current
+        term before it heard from the leader, and then nothing new may come to apply."""
+        ready = self._ready_to_serve
+        if ready is None or ready.is_set() or self._lead == NONE_ID:
+            return
+        try:
+            applied_term = self.node.raft.raft_log.term(self._applied)
+        except RaftError:  # compacted or unavailable: a later applied entry decides
+            return
+        if applied_term == self._term():
+            ready.set()
 
     def _apply_membership(self, cc: ConfChange) -> None:
         """A committed conf change reaches the members bucket (etcd's RaftCluster)."""
