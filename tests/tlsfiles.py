@@ -5,8 +5,9 @@ localhost signed by it, a client certificate signed by it, and a client certific
 by a second CA the servers do not trust, and a peer certificate (server and client
 authentication, for members' peer URLs) from each CA; it returns their paths by name ("ca",
 "server", "server_key", "client", "client_key", "stranger", "stranger_key", "peer",
-"peer_key", "peer_stranger", "peer_stranger_key"). ECDSA P-256 keys in PKCS#8, valid from
-five minutes ago for a day.
+"peer_key", "peer_stranger", "peer_stranger_key"), a client certificate the CA revoked
+("revoked", "revoked_key") and the CA's revocation list naming it ("crl", PEM; "crl_der",
+DER). ECDSA P-256 keys in PKCS#8, valid from five minutes ago for a day.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def make_tls_files(directory: Path) -> dict[str, str]:
         ("stranger", (ExtendedKeyUsageOID.CLIENT_AUTH,), "other"),
         ("peer", both, None),
         ("peer_stranger", both, "other"),
+        ("revoked", (ExtendedKeyUsageOID.CLIENT_AUTH,), None),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         if issuer is None:
@@ -102,6 +104,31 @@ def make_tls_files(directory: Path) -> dict[str, str]:
             other = _cert("another CA", other_key, None, ca=True)
             signer = (other.subject, other_key)
         subject = "127.0.0.1" if name in ("server", "peer", "peer_stranger") else "root"
-        write(name, _cert(subject, key, signer, usage=usage).public_bytes(pem))
+        cert = _cert(subject, key, signer, usage=usage)
+        write(name, cert.public_bytes(pem))
         write(f"{name}_key", key_bytes(key))
+        if name == "revoked":
+            revoked_serial = cert.serial_number
+    now = datetime.datetime.now(datetime.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=1))
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(revoked_serial)
+            .revocation_date(now - datetime.timedelta(minutes=1))
+            .build()
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    write("crl", crl.public_bytes(pem))
+    files["crl_der"] = str(directory / "crl.der")
+    Path(files["crl_der"]).write_bytes(crl.public_bytes(serialization.Encoding.DER))
     return files

@@ -79,11 +79,13 @@ class Frontend:
         keepalive_timeout_ms: int,
         threads: int = 1,
         http1: bool = False,
-        tls: tuple[bytes, bytes, bytes | None, list[str], list[str]] | None = None,
+        tls: tuple[bytes, bytes, bytes | None, list[str], list[str], list[bytes] | None]
+        | None = None,
         secure: list[bool] | None = None,
     ) -> None:
         """``tls``: (certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions of
-        "1.2" / "1.3", TLS 1.2 cipher suites by IANA name or [] for the defaults); a client
+        "1.2" / "1.3", TLS 1.2 cipher suites by IANA name or [] for the defaults, revocation
+        lists in DER or None: a client whose certificate one revokes is refused); a client
         certificate signed by the CA is required when one is given. ``secure``: per
         listener, whether it serves TLS (default: none). ValueError says what is wrong with
         the material. On a TLS listener ALPN picks the protocol: ``h2`` is HTTP/2; anything

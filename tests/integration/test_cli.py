@@ -43,7 +43,7 @@ def test_invalid_config_exits_1_with_a_fatal_json_line() -> None:
 
 
 def test_unsupported_tls_flag_is_rejected_clearly() -> None:
-    out = run_petcd("--client-crl-file", "/tmp/crl.pem")
+    out = run_petcd("--client-cert-allowed-hostname", "example.com")
     assert out.returncode == 1
     assert "does not support this feature yet" in out.stderr
 

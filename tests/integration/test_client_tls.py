@@ -419,6 +419,24 @@ def test_bad_tls_configuration_is_refused_with_etcds_message(
     assert not (data / "member").exists(), "a refused start created the data dir"
 
 
+@pytest.mark.parametrize("crl", ["crl", "crl_der"])
+def test_a_revoked_client_certificate_is_refused(
+    tmp_path: Path, files: dict[str, str], crl: str
+) -> None:
+    p = _start(tmp_path, files, "--client-crl-file", files[crl], "--client-cert-auth")
+    try:
+        url = f"https://{p.endpoint}"
+        for client, code in (("client", 0), ("revoked", 1)):
+            certs = ("--cacert", files["ca"], "--cert", files[client])
+            certs += ("--key", files[f"{client}_key"])
+            r = _ctl(ETCDCTL_BIN, url, *certs, "--command-timeout=2s", "put", client, "v")
+            assert r.returncode == code, (client, r)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _https(f"{url}/health", files, "revoked")
+    finally:
+        p.stop()
+
+
 def test_client_library_reports_an_untrusted_server(member: PetcdProcess) -> None:
     with (
         Client([f"https://{member.endpoint}"], command_timeout_s=1, insecure_transport=False) as c,

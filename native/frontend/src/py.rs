@@ -19,8 +19,10 @@ use crate::tls;
 use tokio_rustls::TlsAcceptor;
 
 /// `tls=`: certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions ("1.2",
-/// "1.3"), TLS 1.2 cipher suites by IANA name (empty: rustls' defaults).
-type TlsArgs = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Vec<String>, Vec<String>);
+/// "1.3"), TLS 1.2 cipher suites by IANA name (empty: rustls' defaults), and optionally
+/// certificate revocation lists (DER).
+type TlsArgs =
+    (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Vec<String>, Vec<String>, Option<Vec<Vec<u8>>>);
 
 enum State {
     /// Bound, not serving yet (None after stop_accepting()); each listener with its TLS
@@ -143,9 +145,17 @@ impl Frontend {
             return Err(PyValueError::new_err("secure must have one entry per listener"));
         }
         let acceptor = match tls {
-            Some((cert_pem, key_pem, ca_pem, versions, cipher_suites)) => {
-                let settings =
-                    tls::Settings { cert_pem, key_pem, ca_pem, versions, cipher_suites, http1 };
+            Some((cert_pem, key_pem, ca_pem, versions, cipher_suites, crls)) => {
+                let crls = crls.unwrap_or_default();
+                let settings = tls::Settings {
+                    cert_pem,
+                    key_pem,
+                    ca_pem,
+                    versions,
+                    cipher_suites,
+                    http1,
+                    crls,
+                };
                 Some(tls::acceptor(&settings).map_err(PyValueError::new_err)?)
             }
             None => None,

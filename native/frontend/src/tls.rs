@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use tokio_rustls::TlsAcceptor;
@@ -26,6 +26,9 @@ pub struct Settings {
     pub versions: Vec<String>,
     pub cipher_suites: Vec<String>,
     pub http1: bool,
+    /// Certificate revocation lists (DER), checked for the client's own certificate when
+    /// client certificates are verified (etcd's `--client-crl-file`).
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// The IANA names of the TLS 1.2 suites rustls (with ring) offers.
@@ -90,7 +93,19 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
             if n == 0 {
                 return Err("the trusted CA file holds no PEM certificate".into());
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if !settings.crls.is_empty() {
+                // As etcd: a client whose certificate a list revokes is refused; a list does
+                // not have to cover every issuer, and its next-update time is not enforced.
+                let crls =
+                    settings.crls.iter().map(|c| CertificateRevocationListDer::from(c.clone()));
+                verifier = verifier
+                    .with_crls(crls)
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
+            }
+            let verifier = verifier
                 .build()
                 .map_err(|e| format!("cannot verify client certificates: {e}"))?;
             builder.with_client_cert_verifier(verifier)
@@ -127,6 +142,7 @@ mod tests {
             versions: vec!["1.2".into()],
             cipher_suites: Vec::new(),
             http1: false,
+            crls: Vec::new(),
         };
         let e = acceptor(&s).err().unwrap();
         assert!(e.contains("no PEM certificate"), "{e}");

@@ -136,6 +136,9 @@ class Config:
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
     peer_auto_tls: bool = False
+    client_crl_file: str = ""
+    peer_crl_file: str = ""
+    experimental_bootstrap_defrag_threshold_megabytes: int = 0
     cipher_suites: tuple[str, ...] = ()
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
@@ -199,13 +202,20 @@ class Config:
         return bool(self.cert_file) or self.auto_tls
 
     def _check_tls(self) -> None:
-        check_files(self.cert_file, self.key_file, self.trusted_ca_file, self.client_cert_auth)
+        check_files(
+            self.cert_file,
+            self.key_file,
+            self.trusted_ca_file,
+            self.client_cert_auth,
+            crl_file=self.client_crl_file,
+        )
         check_files(
             self.peer_cert_file,
             self.peer_key_file,
             self.peer_trusted_ca_file,
             self.peer_client_cert_auth,
             peer=True,
+            crl_file=self.peer_crl_file,
         )
         for u in self.listen_peer_urls:
             if u.scheme == "https" and not (self.peer_cert_file or self.peer_auto_tls):
@@ -223,8 +233,8 @@ class Config:
         for u in self.listen_metrics_urls:
             if u.scheme == "https" and not self.client_tls_given:
                 raise ConfigError(
-                    f"TLS key/cert (--cert-file, --key-file) must be provided for metrics url "
-                    f"{u} with HTTPS scheme"
+                    "client TLS key/cert (--cert-file, --key-file) must be provided for metrics "
+                    "secure url"
                 )
         if not self.listen_client_urls:
             raise ConfigError("--listen-client-urls must not be empty")
@@ -652,6 +662,11 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         peer_trusted_ca_file=get("peer-trusted-ca-file"),
         peer_client_cert_auth=get_bool("peer-client-cert-auth"),
         peer_auto_tls=get_bool("peer-auto-tls"),
+        experimental_bootstrap_defrag_threshold_megabytes=get_int(
+            "experimental-bootstrap-defrag-threshold-megabytes"
+        ),
+        client_crl_file=get("client-crl-file"),
+        peer_crl_file=get("peer-crl-file"),
         ignored=tuple(
             (s.name, values[s.name])
             for s in FLAGS

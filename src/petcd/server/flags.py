@@ -375,7 +375,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "",
         "Path to the client certificate revocation list file.",
         _SEC,
-        D,
+        S,
         _CTS + "crl-file",
     ),
     FlagSpec(
@@ -485,7 +485,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "",
         "Path to the peer certificate revocation list file.",
         _SEC,
-        D,
+        S,
         _PTS + "crl-file",
     ),
     FlagSpec(
@@ -715,7 +715,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "least the provided threshold of disk space. Needs to be set to non-zero value to "
         "take effect.",
         _EXP,
-        IG,
+        S,
     ),
     FlagSpec(
         "experimental-memory-mlock",

@@ -448,6 +448,8 @@ class Member:
                 data_dir=cfg.data_dir,
             )
         self._recover_snapshot_backend()
+        if cfg.experimental_bootstrap_defrag_threshold_megabytes:
+            self._maybe_defrag_at_start(cfg.experimental_bootstrap_defrag_threshold_megabytes)
         # The lessor before mvcc: mvcc re-attaches keys to their leases while it restores.
         self.lessor = Lessor(
             BucketLeaseStore(NamedBucket(self._backend, LEASE)),
@@ -1515,6 +1517,27 @@ class Member:
         self.metrics.proposals_committed.set(self.node.raft.raft_log.committed)
         self._consistent_index = max(self._consistent_index, self._applied)
         self._maybe_ready()
+
+    def _maybe_defrag_at_start(self, threshold_mb: int) -> None:
+        """etcd's --experimental-bootstrap-defrag-threshold-megabytes: defragment the backend
+        before serving when that frees at least the threshold."""
+        size, in_use = self._backend.size_bytes(), self._backend.size_in_use_bytes()
+        threshold = threshold_mb * 1024 * 1024
+        if size - in_use < threshold:
+            self.log.info(
+                "Skipping defragmentation",
+                current_db_size_bytes=size,
+                current_db_size_in_use_bytes=in_use,
+                experimental_bootstrap_defrag_threshold_bytes=threshold,
+            )
+            return
+        self.log.info("defragmenting", path=self.cfg.backend_path, current_db_size_bytes=size)
+        self._backend.defrag()
+        self.log.info(
+            "finished defragmenting directory",
+            path=self.cfg.backend_path,
+            current_db_size_bytes=self._backend.size_bytes(),
+        )
 
     def _maybe_ready(self) -> None:
         """Ready to serve (and publish) once there is a leader and the last applied entry is

@@ -25,6 +25,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,7 @@ class ClientTLS:
     trusted_ca_file: str  # "" = no client certificates asked for
     versions: tuple[str, ...]  # of "1.2", "1.3"
     cipher_suites: tuple[str, ...]  # TLS 1.2 suites by IANA name; () = the defaults
+    crl_file: str = ""  # --client-crl-file: revoked client certificates are refused
 
     def _read(self, path: str, what: str) -> bytes:
         try:
@@ -91,7 +93,9 @@ class ClientTLS:
         except OSError as e:
             raise ConfigError(f"cannot read the {what} {path!r}: {e.strerror}") from None
 
-    def frontend_args(self) -> tuple[bytes, bytes, bytes | None, list[str], list[str]]:
+    def frontend_args(
+        self,
+    ) -> tuple[bytes, bytes, bytes | None, list[str], list[str], list[bytes]]:
         """``petcd._frontend.Frontend``'s ``tls=``."""
         ca = self._read(self.trusted_ca_file, "trusted CA file") if self.trusted_ca_file else None
         return (
@@ -100,13 +104,18 @@ class ClientTLS:
             ca,
             list(self.versions),
             list(self.cipher_suites),
+            read_crls(self.crl_file, "--client-crl-file") if self.crl_file else [],
         )
 
     def grpc_credentials(self) -> Any:
         """grpc.aio's server credentials (the ``grpcio`` client transport)."""
         import grpc
 
-        cert, key, ca, _, _ = self.frontend_args()
+        if self.crl_file:
+            raise UnsupportedFeatureError(
+                "--client-crl-file is not supported with --client-transport=grpcio"
+            )
+        cert, key, ca, _, _, _ = self.frontend_args()
         return grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
         )
@@ -130,6 +139,7 @@ class ClientTLS:
             if self.trusted_ca_file:
                 ctx.load_verify_locations(self.trusted_ca_file)
                 ctx.verify_mode = ssl.CERT_REQUIRED
+                _load_crls(ctx, self.crl_file, "--client-crl-file")
             if self.cipher_suites:
                 ctx.set_ciphers(":".join(_openssl_name(s) for s in self.cipher_suites))
         except (ssl.SSLError, OSError) as e:
@@ -148,6 +158,7 @@ class PeerTLS:
     versions: tuple[str, ...]
     cipher_suites: tuple[str, ...]
     self_signed: bool = False  # --peer-auto-tls: peers' certificates are not verified
+    crl_file: str = ""  # --peer-crl-file: members with a revoked certificate are refused
 
     def _limits(self, ctx: ssl.SSLContext) -> None:
         ctx.minimum_version = (
@@ -169,6 +180,7 @@ class PeerTLS:
             if self.trusted_ca_file:
                 ctx.load_verify_locations(self.trusted_ca_file)
                 ctx.verify_mode = ssl.CERT_REQUIRED
+                _load_crls(ctx, self.crl_file, "--peer-crl-file")
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot use the peer TLS files: {e}") from None
         return ctx
@@ -191,6 +203,48 @@ class PeerTLS:
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot use the peer TLS files: {e}") from None
         return ctx
+
+
+def read_crls(path: str, flag: str) -> list[bytes]:
+    """The certificate revocation lists in ``path`` (PEM, one or more, or DER, as Go's
+    ``x509.ParseCRL`` reads), DER-encoded."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read the revocation list ({flag}) {path!r}: {e.strerror}"
+        ) from None
+    try:
+        if b"-----BEGIN X509 CRL-----" in data:
+            out = []
+            for block in data.split(b"-----END X509 CRL-----")[:-1]:
+                pem = (
+                    block[block.index(b"-----BEGIN X509 CRL-----") :] + b"-----END X509 CRL-----\n"
+                )
+                out.append(x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER))
+            return out
+        return [x509.load_der_x509_crl(data).public_bytes(Encoding.DER)]
+    except ValueError as e:
+        raise ConfigError(f"cannot parse the revocation list ({flag}) {path!r}: {e}") from None
+
+
+def _load_crls(ctx: ssl.SSLContext, path: str, flag: str) -> None:
+    """Python's ssl takes revocation lists only from a PEM file: write them to one."""
+    if not path:
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    pems = [x509.load_der_x509_crl(d).public_bytes(Encoding.PEM) for d in read_crls(path, flag)]
+    with tempfile.NamedTemporaryFile(suffix=".pem") as f:
+        f.write(b"".join(pems))
+        f.flush()
+        ctx.load_verify_locations(f.name)
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def _openssl_name(iana: str) -> str:
@@ -242,9 +296,15 @@ def tls_versions(min_version: str, max_version: str, suites: Sequence[str]) -> t
 
 
 def check_files(
-    cert_file: str, key_file: str, ca_file: str, client_cert_auth: bool, peer: bool = False
+    cert_file: str,
+    key_file: str,
+    ca_file: str,
+    client_cert_auth: bool,
+    peer: bool = False,
+    crl_file: str = "",
 ) -> None:
-    """etcd's refusals of a half-given pair and of client authentication without CAs."""
+    """etcd's refusals of a half-given pair and of client authentication without CAs; a
+    revocation list needs the CAs too (petcd checks it while verifying the chain)."""
     if bool(cert_file) != bool(key_file):
         raise ConfigError(
             f"KeyFile and CertFile must both be present[key: {key_file}, cert: {cert_file}]"
@@ -254,6 +314,13 @@ def check_files(
         raise UnsupportedFeatureError(
             f"--{p}client-cert-auth needs --{p}trusted-ca-file in petcd (etcd would verify "
             "client certificates against the system's CAs); give the CA that signs them"
+        )
+    if crl_file and not ca_file:
+        p = "peer-" if peer else "client-"
+        q = "peer-" if peer else ""
+        raise UnsupportedFeatureError(
+            f"--{p}crl-file needs --{q}trusted-ca-file in petcd: revoked certificates are "
+            "refused while client certificates are verified against those CAs"
         )
 
 
@@ -347,7 +414,9 @@ def client_tls(cfg: Config, log: Logger) -> ClientTLS | None:
             )
     if not cert:
         return None
-    return ClientTLS(cert, key, cfg.trusted_ca_file, cfg.tls_versions, cfg.cipher_suites)
+    return ClientTLS(
+        cert, key, cfg.trusted_ca_file, cfg.tls_versions, cfg.cipher_suites, cfg.client_crl_file
+    )
 
 
 def peer_tls(cfg: Config, log: Logger) -> PeerTLS | None:
@@ -368,7 +437,13 @@ def peer_tls(cfg: Config, log: Logger) -> PeerTLS | None:
     if not cert:
         return None
     return PeerTLS(
-        cert, key, cfg.peer_trusted_ca_file, cfg.tls_versions, cfg.cipher_suites, self_signed
+        cert,
+        key,
+        cfg.peer_trusted_ca_file,
+        cfg.tls_versions,
+        cfg.cipher_suites,
+        self_signed,
+        cfg.peer_crl_file,
     )
 
 

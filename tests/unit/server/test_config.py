@@ -177,8 +177,8 @@ def test_initial_cluster_must_contain_this_member() -> None:
 
 def test_unsupported_feature_flags_only_at_default() -> None:
     run(["--peer-client-cert-auth=false", "--auth-token=simple"])
-    with pytest.raises(UnsupportedFeatureError, match=r"--peer-crl-file=/x\.pem"):
-        parse(["--peer-crl-file", "/x.pem"], {})
+    with pytest.raises(UnsupportedFeatureError, match=r"--peer-cert-allowed-hostname=x"):
+        parse(["--peer-cert-allowed-hostname", "x"], {})
     with pytest.raises(UnsupportedFeatureError, match="--peer-cert-allowed-cn"):
         parse(["--peer-cert-allowed-cn", "etcd"], {})
     with pytest.raises(UnsupportedFeatureError, match="--client-crl-file"):
@@ -267,8 +267,8 @@ def test_config_file_from_env_and_nested_tls(tmp_path: Path) -> None:
     path.write_text("peer-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n")
     cfg = parse([], {"ETCD_CONFIG_FILE": str(path)}).config
     assert cfg is not None and (cfg.peer_cert_file, cfg.peer_key_file) == ("/c.pem", "/k.pem")
-    path.write_text("peer-transport-security:\n  crl-file: /crl.pem\n")
-    with pytest.raises(UnsupportedFeatureError, match="peer-crl-file"):
+    path.write_text("peer-transport-security:\n  allowed-cn: etcd\n")
+    with pytest.raises(UnsupportedFeatureError, match="peer-cert-allowed-cn"):
         parse([], {"ETCD_CONFIG_FILE": str(path)})
     path.write_text("peer-transport-security:\n  client-cert-auth: true\n")
     with pytest.raises(UnsupportedFeatureError, match="--peer-client-cert-auth needs"):
@@ -301,7 +301,7 @@ def test_client_tls_flags() -> None:
         parse(
             ["--listen-client-urls=https://127.0.0.1:1", "--advertise-client-urls=https://a:1"], {}
         )
-    with pytest.raises(ConfigError, match="must be provided for metrics url"):
+    with pytest.raises(ConfigError, match="must be provided for metrics secure url"):
         parse(["--listen-metrics-urls=https://127.0.0.1:3"], {})
     with pytest.raises(ConfigError, match=r"KeyFile and CertFile must both be present\[key: /k"):
         parse(["--key-file=/k.pem"], {})

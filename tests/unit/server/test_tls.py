@@ -17,6 +17,7 @@ from petcd.server.tls import (
     PeerTLS,
     check_files,
     cipher_suites,
+    read_crls,
     self_cert,
     tls_versions,
 )
@@ -91,9 +92,9 @@ def test_self_cert_is_made_once_for_the_hosts(tmp_path: Path) -> None:
 def test_client_tls_material_for_each_transport(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path)
     tls = ClientTLS(files["server"], files["server_key"], files["ca"], ("1.2",), SUPPORTED_SUITES)
-    cert, _key, ca, versions, suites = tls.frontend_args()
+    cert, _key, ca, versions, suites, crls = tls.frontend_args()
     assert cert.startswith(b"-----BEGIN CERTIFICATE") and ca is not None
-    assert versions == ["1.2"] and suites == list(SUPPORTED_SUITES)
+    assert versions == ["1.2"] and suites == list(SUPPORTED_SUITES) and crls == []
     ctx = tls.ssl_context()  # every supported suite has an OpenSSL name OpenSSL accepts
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
@@ -122,3 +123,19 @@ def test_peer_tls_contexts(tmp_path: Path) -> None:
     bad = PeerTLS(files["ca"], files["peer_key"], "", ("1.2",), ())
     with pytest.raises(ConfigError, match="cannot use the peer TLS files"):
         bad.server_context()
+
+
+def test_revocation_lists_reach_every_context(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    for crl in (files["crl"], files["crl_der"]):
+        ders = read_crls(crl, "--client-crl-file")
+        assert len(ders) == 1 and ders[0] == Path(files["crl_der"]).read_bytes()
+        client = ClientTLS(files["server"], files["server_key"], files["ca"], ("1.2",), (), crl)
+        assert client.frontend_args()[5] == ders
+        assert client.ssl_context().verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+        peer = PeerTLS(files["peer"], files["peer_key"], files["ca"], ("1.2",), (), crl_file=crl)
+        assert peer.server_context().verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+    with pytest.raises(ConfigError, match="cannot parse the revocation list"):
+        read_crls(files["ca"], "--client-crl-file")
+    with pytest.raises(UnsupportedFeatureError, match="--client-crl-file needs --trusted-ca-file"):
+        check_files("/c", "/k", "", False, crl_file="/crl")
