@@ -62,13 +62,14 @@ def test_gateway_and_grpc_share_the_port(server: PetcdProcess) -> None:
     out = etcdctl(server.endpoint, "get", "gw/k", "--print-value-only")
     assert (out.returncode, out.stdout) == (0, "from-http\n"), out.stderr
     assert etcdctl(server.endpoint, "put", "gw/k2", "from-grpc").returncode == 0
-    conn = http.client.HTTPConnection("127.0.0.1", server.client_port, timeout=10)
-    try:
-        conn.request("POST", "/v3/kv/range", body=json.dumps({"key": _b64("gw/k2")}))
-        kvs = json.loads(conn.getresponse().read())["kvs"]
-    finally:
-        conn.close()
-    assert base64.b64decode(kvs[0]["value"]) == b"from-grpc"
+    for prefix in ("/v3", "/v3beta"):  # etcd 3.5 still answers the 3.3-era prefix
+        conn = http.client.HTTPConnection("127.0.0.1", server.client_port, timeout=10)
+        try:
+            conn.request("POST", f"{prefix}/kv/range", body=json.dumps({"key": _b64("gw/k2")}))
+            kvs = json.loads(conn.getresponse().read())["kvs"]
+        finally:
+            conn.close()
+        assert base64.b64decode(kvs[0]["value"]) == b"from-grpc"
 
 
 def test_not_http_at_all_is_closed_and_the_member_goes_on(server: PetcdProcess) -> None:

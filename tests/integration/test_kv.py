@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -266,6 +269,15 @@ def test_zz_quota_backend_bytes(server: PetcdProcess, kv: Any) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         kv.Put(rpc_pb2.PutRequest(key=b"tiny", value=b"1"))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # /health reports the alarm unless told to leave it out (etcd 3.5's ?exclude=)
+    base = f"http://{server.endpoint}/health"
+    for query, status, reason in (("", 503, "ALARM NOSPACE"), ("?exclude=NOSPACE", 200, "")):
+        try:
+            with urllib.request.urlopen(base + query, timeout=10) as r:
+                got = (r.status, json.loads(r.read())["reason"])
+        except urllib.error.HTTPError as e:
+            got = (e.code, json.loads(e.read())["reason"])
+        assert got == (status, reason), query
     assert kv.Range(rpc_pb2.RangeRequest(key=b"quota/0/0")).kvs[0].value == value
     deleted = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"quota/", range_end=b"quota0"))
     # etcd's recovery: compact, defragment, disarm.

@@ -119,7 +119,7 @@ def test_http_endpoints_on_metrics_url(tmp_path: Path) -> None:
             assert "etcd_server_has_leader 1.0" in text
             assert "etcd_disk_wal_fsync_duration_seconds_bucket" in text
         with urllib.request.urlopen(base + "/livez", timeout=10) as r:
-            assert r.read() == b"ok"
+            assert r.read() == b"ok\n"
     finally:
         p.stop()
 

@@ -59,7 +59,7 @@ import inspect
 import socket
 import time
 import types
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import grpc
@@ -514,6 +514,7 @@ class NativeServer:
         submit: bool = True,
         tls: tuple[Any, ...] | None = None,
         secure: Sequence[bool] | None = None,
+        registry: Any = None,
     ) -> None:
         cls = load_frontend_class() if frontend_class is None else frontend_class
         # ``http1``: takes the connections on the listeners that are not HTTP/2 (etcd serves
@@ -557,6 +558,12 @@ class NativeServer:
         self._submit_forms: dict[Any, UnarySubmit] = {}  # unary_unary behavior -> its form
         self._now_forms: dict[Any, Callable[[Any], Any]] = {}  # behavior -> add_unary_now's
         self._calls: dict[int, _Call] = {}
+        # go-grpc-prometheus' counters, which etcd exports: calls started per method path,
+        # and handled per (method path, status code number). Rendered by _GrpcMetrics.
+        self.rpc_started: dict[str, int] = {}
+        self.rpc_handled: dict[tuple[str, int], int] = {}
+        if registry is not None:
+            registry.register(_GrpcMetrics(self))
         self._out: list[tuple[Any, ...]] = []
         self._flush_scheduled = False
         self._flush_waiter: asyncio.Future[None] | None = None
@@ -679,6 +686,8 @@ class NativeServer:
         if call.finished:
             return
         call.finished = True
+        handled, key = self.rpc_handled, (call.method, code)
+        handled[key] = handled.get(key, 0) + 1
         self.queue((call.id, message, code, details))
 
     def flushed(self) -> asyncio.Future[None]:
@@ -768,6 +777,9 @@ class NativeServer:
                 self._log.error("cannot serve an HTTP/1 connection", peer=peer, error=repr(e))
 
     def _cancel(self, call: _Call) -> None:
+        if not call.finished:  # the handler ends with the client's cancellation
+            handled, key = self.rpc_handled, (call.method, _CANCELLED)
+            handled[key] = handled.get(key, 0) + 1
         call.cancelled_by_client = True
         call.finished = True
         call.unary_pending = False
@@ -796,6 +808,8 @@ class NativeServer:
     ) -> None:
         call = _Call(self, call_id, method, metadata, timeout, peer)
         self._calls[call_id] = call
+        started = self.rpc_started
+        started[method] = started.get(method, 0) + 1
         if self._first_interceptor is None:
             self._handler_found(call, self._resolve(method))
             return
@@ -1075,3 +1089,51 @@ class _Requests:
         if message is EOF:
             raise StopAsyncIteration
         return message
+
+
+# Go's names of the status codes (grpc_code labels) and etcd's streaming methods (grpc_type).
+_GO_CODE_NAMES = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+    "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+)  # fmt: skip
+_STREAM_TYPES = {
+    "/etcdserverpb.Watch/Watch": "bidi_stream",
+    "/etcdserverpb.Lease/LeaseKeepAlive": "bidi_stream",
+    "/etcdserverpb.Maintenance/Snapshot": "server_stream",
+    "/v3electionpb.Election/Observe": "server_stream",
+}
+
+
+class _GrpcMetrics:
+    """etcd's gRPC metrics (go-grpc-prometheus): ``grpc_server_started_total`` and
+    ``grpc_server_handled_total``, rendered from ``NativeServer``'s counts at each scrape."""
+
+    def __init__(self, server: NativeServer) -> None:
+        self._server = server
+
+    @staticmethod
+    def _labels(path: str) -> tuple[str, str, str]:
+        service, _, method = path.lstrip("/").partition("/")
+        return method, service, _STREAM_TYPES.get(path, "unary")
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        started = CounterMetricFamily(
+            "grpc_server_started",
+            "Total number of RPCs started on the server.",
+            labels=["grpc_method", "grpc_service", "grpc_type"],
+        )
+        for path, n in sorted(self._server.rpc_started.items()):
+            started.add_metric(self._labels(path), n)
+        handled = CounterMetricFamily(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            labels=["grpc_code", "grpc_method", "grpc_service", "grpc_type"],
+        )
+        for (path, code), n in sorted(self._server.rpc_handled.items()):
+            name = _GO_CODE_NAMES[code] if 0 <= code < len(_GO_CODE_NAMES) else str(code)
+            handled.add_metric((name, *self._labels(path)), n)
+        yield started
+        yield handled

@@ -676,6 +676,7 @@ def _native_server(
         http1=http1,
         tls=None if tls is None or not any(secure) else tls.frontend_args(),
         secure=secure,
+        registry=member.metrics.registry,
     )
 
 

@@ -172,3 +172,5 @@ def add_routes(app: web.Application, member: Any) -> None:
             return web.Response(text=_to_json(resp), content_type="application/json")
 
         app.router.add_post(path, route)
+        # etcd 3.5 still answers the 3.3-era prefix by rewriting it (its serve.go).
+        app.router.add_post(path.replace("/v3/", "/v3beta/", 1), route)

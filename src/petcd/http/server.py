@@ -14,8 +14,12 @@ The answers follow etcd 3.5:
 - ``GET /health``: ``{"health":"true","reason":""}`` with 200 when the member has a leader,
   no alarm and can read (a linearizable read; ``?serializable=true`` makes it a local read);
   otherwise ``{"health":"false","reason":"RAFT NO LEADER"}`` (or another reason) with 503.
-- ``GET /livez``: ``ok`` while the process serves; ``GET /readyz``: ``ok`` when a read
-  succeeds, 503 and the failed check otherwise.
+  ``?exclude=NOSPACE`` (repeatable) ignores that alarm, as etcd 3.5 does.
+- ``GET /livez`` (check ``serializable_read``) and ``GET /readyz`` (``data_corruption``,
+  ``serializable_read``, ``linearizable_read``), each check also on its own path
+  (``/readyz/linearizable_read``): ``ok`` with 200 when the checks pass, else 503 and a
+  ``[-]NAME failed: why`` line per failed check; ``?verbose`` lists every check, ``?exclude=``
+  leaves one out (etcd 3.5.17's k8s-style probes).
 - ``GET /version``: ``{"etcdserver":"3.5.x","etcdcluster":"3.5.0"}``.
 - ``GET /metrics``: the Prometheus text format of the member's registry.
 - ``POST /v3/...``: etcd's JSON gateway (``petcd.http.gateway``), on the client HTTP URLs only
@@ -39,9 +43,48 @@ from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
 _CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
+async def _corruption(source: HealthSource) -> str:
+    return "alarm activated: CORRUPT" if "CORRUPT" in source.active_alarms() else ""
+
+
+async def _read(source: HealthSource, serializable: bool) -> str:
+    try:
+        await source.check_read(serializable)
+    except Exception as e:
+        from petcd.grpc.status import status_for
+
+        return status_for(e)[1]  # etcd's error text ("etcdserver: leader changed" ...)
+    return ""
+
+
+async def _serializable_read(source: HealthSource) -> str:
+    return await _read(source, True)
+
+
+async def _linearizable_read(source: HealthSource) -> str:
+    return await _read(source, False)
+
+
+_CHECKS: dict[str, Callable[[HealthSource], Awaitable[str]]] = {
+    "data_corruption": _corruption,
+    "serializable_read": _serializable_read,
+    "linearizable_read": _linearizable_read,
+}
+_LIVEZ = ("serializable_read",)
+_READYZ = ("data_corruption", "serializable_read", "linearizable_read")
+
+
 class HealthSource(Protocol):
-    async def check_health(self, serializable: bool) -> str:
+    async def check_health(self, serializable: bool, exclude: frozenset[str] = frozenset()) -> str:
         """Return ``""`` when healthy, else etcd's reason text (``"RAFT NO LEADER"`` ...)."""
+        ...
+
+    async def check_read(self, serializable: bool) -> None:
+        """A one-key read (/livez, /readyz); raises what the read raised."""
+        ...
+
+    def active_alarms(self) -> frozenset[str]:
+        """The names of the active alarms (``NOSPACE``, ``CORRUPT``)."""
         ...
 
     def render_metrics(self) -> bytes: ...
@@ -52,7 +95,8 @@ def make_app(source: HealthSource, gateway_member: Any = None) -> web.Applicatio
 
     async def health(request: web.Request) -> web.Response:
         serializable = request.query.get("serializable", "false") == "true"
-        reason = await source.check_health(serializable)
+        exclude = frozenset(request.query.getall("exclude", ()))  # alarm names: NOSPACE ...
+        reason = await source.check_health(serializable, exclude)
         body = json.dumps(
             {"health": "false" if reason else "true", "reason": reason}, separators=(",", ":")
         )
@@ -60,17 +104,29 @@ def make_app(source: HealthSource, gateway_member: Any = None) -> web.Applicatio
             text=body, status=503 if reason else 200, content_type="application/json"
         )
 
-    def probe(serializable: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def checks(
+        names: Sequence[str],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """etcd 3.5's /livez and /readyz: named checks, ``?exclude=NAME`` (repeatable) and
+        ``?verbose``; 200 "ok" when all pass, else 503 with a "[-]NAME failed: why" line per
+        failed check ("[+]NAME ok" per passed one)."""
+
         async def handler(request: web.Request) -> web.Response:
-            reason = await source.check_health(serializable)
-            if reason:
-                return web.Response(text=f"[-]{reason}\n", status=503)
-            return web.Response(text="ok")
+            excluded = set(request.query.getall("exclude", ()))
+            lines, failed = [], False
+            for name in names:
+                if name in excluded:
+                    continue
+                why = await _CHECKS[name](source)
+                failed = failed or bool(why)
+                lines.append(f"[-]{name} failed: {why}\n" if why else f"[+]{name} ok\n")
+            report = "".join(lines)
+            if failed:
+                return web.Response(text=report + "\n", status=503)
+            verbose = "verbose" in request.query
+            return web.Response(text=(report if verbose else "") + "ok\n")
 
         return handler
-
-    async def livez(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
 
     async def version(request: web.Request) -> web.Response:
         body = json.dumps(
@@ -85,8 +141,10 @@ def make_app(source: HealthSource, gateway_member: Any = None) -> web.Applicatio
 
     app = web.Application()
     app.router.add_get("/health", health)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/readyz", probe(serializable=False))
+    for root, names in (("/livez", _LIVEZ), ("/readyz", _READYZ)):
+        app.router.add_get(root, checks(names))
+        for name in names:
+            app.router.add_get(f"{root}/{name}", checks((name,)))
     app.router.add_get("/version", version)
     app.router.add_get("/metrics", metrics)
     if gateway_member is not None:

@@ -424,6 +424,9 @@ class KVStore:
         lessor: LeaseHook | None = None,
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
     ) -> None:
+        # etcd's mvcc counters (etcd_mvcc_put_total ...): ops seen since start, ranges in
+        # txns included; petcd.server.metrics renders them.
+        self.puts = self.deletes = self.ranges = self.txns = 0
         self._backend = backend
         self._lessor = lessor
         self._max_txn_ops = max_txn_ops
@@ -515,6 +518,10 @@ class KVStore:
     def consistent_index(self) -> tuple[Index, Term]:
         return self._backend.consistent_index()
 
+    def live_key_count(self) -> int:
+        """Live keys at the newest revision (etcd_debugging_mvcc_keys_total)."""
+        return self._index.count_live(b"", None)
+
     def key_count(self) -> int:
         """Keys in the index (live or with history), for metrics."""
         return len(self._index)
@@ -542,6 +549,7 @@ class KVStore:
 
     def range(self, req: RangeRequest) -> RangeResponse:
         """A Range at the current revision or a past one (``req.revision``)."""
+        self.ranges += 1
         if _one_key_now(req):
             # The common single-key read at the current revision.
             latest = self._index.latest(req.key)
@@ -555,6 +563,7 @@ class KVStore:
     def range_one(self, key: bytes) -> tuple[ResponseHeader, bytes | None]:
         """A plain Range of one (non-empty) key at the current revision, as its stored record
         (None: the key is not live) and the response's header."""
+        self.ranges += 1
         latest = self._index.latest(key)
         hdr = self._header(self._current_rev)
         if latest is None:
@@ -586,6 +595,7 @@ class KVStore:
         ):
             return self.range(req), None
         _check_range(req)
+        self.ranges += 1
         cur = self._current_rev
         limit = req.limit
         pairs, total = self._range_pairs(req, cur, limit + 1 if limit > 0 else 0)
@@ -812,6 +822,7 @@ class KVStore:
         header: Callable[[int], ResponseHeader],
     ) -> PutResponse:
         """``header``: ``_header`` for a top-level response, ``_own_header`` inside a txn."""
+        self.puts += 1
         key = p.key
         main = tx.begin + 1
         rev = (main << SUB_BITS) | len(tx.changes)
@@ -850,6 +861,7 @@ class KVStore:
         self, tx: _WriteTxn, d: DeleteRangeRequest, header: Callable[[int], ResponseHeader]
     ) -> DeleteRangeResponse:
         """``header``: ``_header`` for a top-level response, ``_own_header`` inside a txn."""
+        self.deletes += 1
         targets = self._live(d.key, d.range_end)
         olds = [self._load(r) for _, r in targets] if d.prev_kv else []
         for key, _ in targets:
@@ -962,6 +974,7 @@ class KVStore:
         return pos
 
     def _txn_top(self, tx: _WriteTxn, t: TxnRequest) -> TxnResponse:
+        self.txns += 1
         cur = tx.begin
         ok = all(self._compare(c, cur) for c in t.compare) if t.compare else True
         ops = t.success if ok else t.failure
@@ -1029,6 +1042,7 @@ class KVStore:
                 prev = self._load(latest) if latest is not None else None
             return ResponseOp(None, self._put(tx, p, prev, self._own_header))
         if op.request_range is not None:
+            self.ranges += 1
             # Nested responses carry the revision only (etcd), never the server's header.
             return ResponseOp(self._range(op.request_range, tx.view(), self._own_header))
         assert op.request_delete_range is not None

@@ -467,6 +467,7 @@ class Member:
         # Responses get the member's header (cluster, member, revision, term) as mvcc builds
         # them: one header and one response object per request instead of two of each.
         self.kv.set_header_source(self._header)
+        self.metrics.set_mvcc_source(self._mvcc_counts)
         self._members = {
             MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
                 MemberId(int.from_bytes(k, "big")), v
@@ -1518,6 +1519,10 @@ class Member:
         self._consistent_index = max(self._consistent_index, self._applied)
         self._maybe_ready()
 
+    def _mvcc_counts(self) -> tuple[int, int, int, int, int]:
+        kv = self.kv  # the store of the moment (a received snapshot replaces it)
+        return kv.puts, kv.deletes, kv.ranges, kv.txns, kv.live_key_count()
+
     def _maybe_defrag_at_start(self, threshold_mb: int) -> None:
         """etcd's --experimental-bootstrap-defrag-threshold-megabytes: defragment the backend
         before serving when that frees at least the threshold."""
@@ -2495,18 +2500,31 @@ class Member:
 
     # -- health and metrics (petcd.http) ------------------------------------------------------
 
-    async def check_health(self, serializable: bool) -> str:
+    async def check_health(self, serializable: bool, exclude: frozenset[str] = frozenset()) -> str:
+        """etcd's /health: "" when healthy, else the reason. Alarms named in ``exclude``
+        (``NOSPACE``, ``CORRUPT``) are ignored; a serializable check needs no leader."""
         if self._fatal is not None or self._stopping:
             return "SERVER STOPPED"
-        if self._lead == NONE_ID:
+        alarms = {_alarm_name(a) for _, a in self._alarms} - exclude
+        if alarms:
+            return "ALARM " + ",".join(sorted(alarms))
+        if self._lead == NONE_ID and not serializable:
             return "RAFT NO LEADER"
-        if self._alarms:
-            return "ALARM " + ",".join(sorted({_alarm_name(a) for _, a in self._alarms}))
         try:
             await self.range(RangeRequest(key=b"health", serializable=serializable))
         except Exception:
             return "QGET ERROR" if not serializable else "RANGE ERROR"
         return ""
+
+    async def check_read(self, serializable: bool) -> None:
+        """etcd's read check of /livez and /readyz: a one-key, keys-only read (raises what
+        the read raised)."""
+        await self.range(
+            RangeRequest(key=b"health", keys_only=True, limit=1, serializable=serializable)
+        )
+
+    def active_alarms(self) -> frozenset[str]:
+        return frozenset(_alarm_name(a) for _, a in self._alarms)
 
     def render_metrics(self) -> bytes:
         self.metrics.db_total_size_bytes.set(self._backend.size_bytes())

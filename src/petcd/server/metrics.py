@@ -17,6 +17,8 @@ whose process metrics read ``/proc/self`` (a few small files, once per scrape).
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +28,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
 
@@ -95,7 +98,8 @@ class ServerMetrics:
             ["cluster_version"],
             registry=r,
         )
-        self.cluster_version.labels(ETCD_CLUSTER_VERSION).set(1)
+        # etcd labels it with the major.minor only (version.Cluster: "3.5").
+        self.cluster_version.labels(ETCD_CLUSTER_VERSION.rsplit(".", 1)[0]).set(1)
         self.go_info = Gauge(
             "petcd_python_info", "Python runtime version.", ["version"], registry=r
         )
@@ -129,6 +133,39 @@ class ServerMetrics:
             registry=r,
         )
 
+        self._mvcc: Callable[[], tuple[int, int, int, int, int]] | None = None
+        r.register(_MvccMetrics(self))
+
+    def set_mvcc_source(self, source: Callable[[], tuple[int, int, int, int, int]]) -> None:
+        """Where the mvcc counters come from at each scrape: (puts, deletes, ranges, txns,
+        live keys)."""
+        self._mvcc = source
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return bytes(generate_latest(self.registry))
+
+
+class _MvccMetrics:
+    """etcd's ``etcd_mvcc_{put,delete,range,txn}_total`` and
+    ``etcd_debugging_mvcc_keys_total``, read from the store at each scrape (the store keeps
+    plain counts: no metric object on the write path)."""
+
+    _COUNTERS = (
+        ("etcd_mvcc_put", "Total number of puts seen by this member."),
+        ("etcd_mvcc_delete", "Total number of deletes seen by this member."),
+        ("etcd_mvcc_range", "Total number of ranges seen by this member."),
+        ("etcd_mvcc_txn", "Total number of txns seen by this member."),
+    )
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        source = self._metrics._mvcc
+        if source is None:
+            return
+        *counts, keys = source()
+        for (name, text), n in zip(self._COUNTERS, counts, strict=True):
+            yield CounterMetricFamily(name, text, value=n)
+        yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total", "Total number of keys.", keys)

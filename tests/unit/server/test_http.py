@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from petcd.http.server import make_app
+from petcd.server.errors import NoLeaderError
 from petcd.server.metrics import ServerMetrics
 
 
@@ -16,11 +17,21 @@ class FakeMember:
     def __init__(self) -> None:
         self.reason = ""
         self.asked: list[bool] = []
+        self.excluded: list[frozenset[str]] = []
+        self.alarms: frozenset[str] = frozenset()
         self.metrics = ServerMetrics()
 
-    async def check_health(self, serializable: bool) -> str:
+    async def check_health(self, serializable: bool, exclude: frozenset[str] = frozenset()) -> str:
         self.asked.append(serializable)
+        self.excluded.append(exclude)
         return self.reason
+
+    async def check_read(self, serializable: bool) -> None:
+        if self.reason:
+            raise NoLeaderError()
+
+    def active_alarms(self) -> frozenset[str]:
+        return self.alarms
 
     def render_metrics(self) -> bytes:
         return self.metrics.render()
@@ -29,9 +40,23 @@ class FakeMember:
 async def _exercise(member: FakeMember) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
     async with TestClient(TestServer(make_app(member))) as client:
-        for path in ("/health", "/health?serializable=true", "/livez", "/readyz", "/version"):
+        for path in (
+            "/health",
+            "/health?serializable=true",
+            "/health?exclude=NOSPACE&exclude=CORRUPT",
+            "/livez",
+            "/readyz",
+            "/readyz?verbose",
+            "/readyz/linearizable_read",
+            "/version",
+        ):
             resp = await client.get(path)
             out[path] = (resp.status, await resp.text())
+        member.alarms = frozenset({"CORRUPT"})
+        for path in ("/readyz", "/readyz?exclude=data_corruption", "/livez"):
+            resp = await client.get(path)
+            out["corrupt " + path] = (resp.status, await resp.text())
+        member.alarms = frozenset()
         member.reason = "RAFT NO LEADER"
         for path in ("/health", "/readyz", "/livez"):
             resp = await client.get(path)
@@ -47,9 +72,19 @@ def test_http_endpoints() -> None:
     out = asyncio.run(_exercise(member))
     assert out["/health"][0] == 200
     assert json.loads(out["/health"][1]) == {"health": "true", "reason": ""}
-    assert member.asked[:2] == [False, True]
-    assert out["/livez"] == (200, "ok")
-    assert out["/readyz"] == (200, "ok")
+    assert member.asked[:3] == [False, True, False]
+    assert member.excluded[:3] == [frozenset(), frozenset(), frozenset({"NOSPACE", "CORRUPT"})]
+    assert out["/livez"] == (200, "ok\n")
+    assert out["/readyz"] == (200, "ok\n")
+    assert out["/readyz?verbose"] == (
+        200,
+        "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n",
+    )
+    assert out["/readyz/linearizable_read"] == (200, "ok\n")
+    assert out["corrupt /readyz"][0] == 503
+    assert "[-]data_corruption failed: alarm activated: CORRUPT\n" in out["corrupt /readyz"][1]
+    assert out["corrupt /readyz?exclude=data_corruption"] == (200, "ok\n")
+    assert out["corrupt /livez"] == (200, "ok\n")
     assert json.loads(out["/version"][1]) == {
         "etcdserver": ETCD_VERSION,
         "etcdcluster": ETCD_CLUSTER_VERSION,
@@ -57,7 +92,8 @@ def test_http_endpoints() -> None:
     assert out["down /health"][0] == 503
     assert json.loads(out["down /health"][1]) == {"health": "false", "reason": "RAFT NO LEADER"}
     assert out["down /readyz"][0] == 503
-    assert out["down /livez"] == (200, "ok")
+    assert "[-]linearizable_read failed: etcdserver: no leader" in out["down /readyz"][1]
+    assert out["down /livez"][0] == 503  # etcd's livez reads too
     assert out["/metrics"][0] == 200
     assert "etcd_server_has_leader 1.0" in out["/metrics"][1]
     # etcd's process collector's names (etcdctl check datascale reads the RSS)

@@ -1,0 +1,150 @@
+"""etcd's own end-to-end tests (``go.etcd.io/etcd/tests/v3/e2e`` 3.5.17) against petcd
+(``make test-long``).
+
+Theory of operation: ``etcd_e2e/`` is a Go module pinning etcd's test module and building
+etcd 3.5.17's own ``etcd`` and ``etcdctl`` from the Go module proxy. The e2e tests start
+``<bin-dir>/etcd`` processes (with the flags under test: TLS of every kind, corruption checks,
+auto-compaction ...) and drive them with ``<bin-dir>/etcdctl``, curl-like HTTP clients and
+clientv3. They run once with a bin dir whose ``etcd`` is petcd (``etcdctl`` the real 3.5.17
+one, ``etcdutl`` petcdutl). Every test that fails there is run again with the real etcd
+3.5.17: a test that fails on both is the machine's (it is reported, not failed). Every
+other failure must be listed in ``DIFFERENT`` with its reason.
+
+Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
+without it (the v2 API, Auth, other etcd versions, grpc-proxy, gateway). The ``...Etcdutl`` variants
+of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl variants read
+bbolt files and are in ``DIFFERENT``.
+
+The e2e framework binds fixed ports from 20000 on (``e2e.EtcdProcessBasePort``) on
+localhost: no other test may use them while this one runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from tests.compat.servers import PETCD_BIN
+
+pytestmark = pytest.mark.long
+
+MODULE = Path(__file__).resolve().parent / "etcd_e2e"
+PACKAGE = "go.etcd.io/etcd/tests/v3/e2e"
+PETCDUTL_BIN = str(Path(PETCD_BIN).with_name("petcdutl"))
+
+# Regular expression of test names not run (go test -skip), by reason.
+NOT_RUN = {
+    "V2": "the v2 API (petcd serves v3 only; also TestConnectionMultiplexing's v2 client)",
+    "ConnectionMultiplexing": "checks the v2 API on the client port",
+    "Auth|User|Role": "no Auth service yet: the tests wait for ever for auth to take effect",
+    "Downgrade|ReleaseUpgrade|MixVersions": "needs binaries of other etcd versions",
+    "Grpcproxy|GrpcProxy": "etcd's grpc-proxy subcommand (a failed one leaves goroutines that"
+    " make the framework skip every later test)",
+    "Gateway": "etcd's gateway subcommand",
+}
+
+DIFFERENT = {
+    # petcd's backend is LMDB, not bbolt: tests that corrupt or read the bbolt file directly.
+    "TestEtcdCorruptHash": "corrupts the bbolt file (testutil.CorruptBBolt)",
+    "TestPeriodicCheckDetectsCorruption": "corrupts the bbolt file (testutil.CorruptBBolt)",
+    "TestCompactHashCheckDetectCorruption": "corrupts the bbolt file; and no compaction hash check",
+    "TestCtlV3DefragOffline": "etcdctl's offline defrag opens the bbolt file",
+    "TestCtlV3Snapshot": "etcdctl's snapshot status reads a bbolt snapshot",
+    "TestCtlV3SnapshotStatusBeforeRestore": "etcdctl's snapshot status reads a bbolt snapshot",
+    "TestIssue6361": "etcdctl's snapshot restore reads a bbolt snapshot",
+    "TestHTTPLivezReadyzHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
+    "TestHTTPHealthHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
+    # Listeners petcd does not offer.
+    "TestClusterVersion": "unix:// peer URLs",
+    "TestEtcdUnixPeers": "unix:// peer URLs",
+    # The JSON gateway has no streams (docs/server.md).
+    "TestV3CurlLeaseKeepAliveNoTLS": "LeaseKeepAlive through the JSON gateway (a stream)",
+    "TestV3Curl_MaxStreams_BelowLimit_NoTLS_Small": "Watch through the JSON gateway (a stream)",
+    "TestV3Curl_MaxStreams_BelowLimit_NoTLS_Medium": "Watch through the JSON gateway (a stream)",
+    "TestV3Curl_MaxStreams_ReachedLimit_NoTLS_Small": "Watch through the JSON gateway (a stream)",
+    "TestV3Curl_MaxStreams_ReachedLimit_NoTLS_Medium": "Watch through the JSON gateway (a stream)",
+    # A member without a leader answers a linearizable read at once with "etcdserver: no
+    # leader"; etcd's waits for a leader and fails with "leader changed" or a time-out.
+    "TestHTTPLivezReadyzHandler/network_partitioned": "a read without a leader fails at once",
+}
+
+
+def _go() -> str:
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not os.path.exists(go):
+        pytest.fail("the Go toolchain is needed to build etcd's e2e tests (go not found)")
+    return go
+
+
+@pytest.fixture(scope="module")
+def bin_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"petcd": bin dir, "etcd": bin dir} for the e2e framework's ``-bin-dir``."""
+    base = tmp_path_factory.mktemp("etcd-e2e")
+    built = base / "built"
+    for name in ("etcd", "etcdctl"):
+        subprocess.run(
+            [_go(), "build", "-o", str(built / name), f"./cmd/{name}"],
+            cwd=MODULE,
+            check=True,
+            timeout=1200,
+        )
+    dirs = {"petcd": base / "petcd", "etcd": base / "etcd"}
+    for d in dirs.values():
+        d.mkdir()
+        (d / "etcdctl").symlink_to(built / "etcdctl")
+    (dirs["etcd"] / "etcd").symlink_to(built / "etcd")
+    (dirs["petcd"] / "etcd").symlink_to(PETCD_BIN)
+    (dirs["petcd"] / "etcdutl").symlink_to(PETCDUTL_BIN)
+    return dirs
+
+
+def run_e2e(bin_dir: Path, only: Iterable[str] = ()) -> dict[str, str]:
+    """Test name ("Test.../subtest" for subtests) -> "pass" / "fail" / "skip" for one run
+    of the e2e package (``only``: these top-level tests)."""
+    argv = [_go(), "test", PACKAGE, "-count=1", "-json", "-timeout", "60m"]
+    names = sorted(only)
+    if names:
+        argv += ["-run", "^(" + "|".join(names) + ")$"]
+    else:
+        argv += ["-skip", "|".join(NOT_RUN)]
+    argv += ["-args", f"-bin-dir={bin_dir}"]
+    done = subprocess.run(argv, cwd=MODULE, capture_output=True, text=True, timeout=4200)
+    results: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        test = ev.get("Test")
+        if test and ev.get("Action") in ("pass", "fail", "skip"):
+            results[test] = ev["Action"]
+    if not results:
+        pytest.fail(f"no e2e results: {done.stderr[-2000:]}")
+    return results
+
+
+def _failed_leaves(results: dict[str, str]) -> set[str]:
+    """Failed tests without subtests: a test failing through its subtests is not counted."""
+    parents = {t.rsplit("/", 1)[0] for t in results if "/" in t}
+    return {t for t, r in results.items() if r == "fail" and t not in parents}
+
+
+def test_etcd_e2e_suite_passes_on_petcd(bin_dirs: dict[str, Path]) -> None:
+    on_petcd = run_e2e(bin_dirs["petcd"])
+    failed = _failed_leaves(on_petcd)
+    passed = {t for t, r in on_petcd.items() if r == "pass" and "/" not in t}
+    suspects = failed - set(DIFFERENT)
+    on_etcd = run_e2e(bin_dirs["etcd"], {t.split("/")[0] for t in suspects}) if suspects else {}
+    machine = _failed_leaves(on_etcd)
+    print(f"e2e on petcd: {len(passed)} passed, {len(failed)} failed; on etcd too: {machine}")
+    assert len(passed) > 120, sorted(passed)  # the suite did run
+    unexpected = sorted(suspects - machine)
+    assert not unexpected, f"e2e tests failing on petcd, passing on etcd 3.5.17: {unexpected}"
+    stale = sorted(t for t in DIFFERENT if on_petcd.get(t) == "pass")
+    assert not stale, f"listed in DIFFERENT but pass now: {stale}"
