@@ -9,6 +9,7 @@ refuses a connection without a certificate or with one another CA signed.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -56,9 +57,9 @@ def _member(
     )  # fmt: skip
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[PetcdProcess], dict[str, str]]]:
-    files = make_tls_files(tmp_path / "certs")
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, files: dict[str, str] | None) -> Iterator[list[PetcdProcess]]:
+    """Three members on https peer URLs (``_member``), started; stopped by pid after."""
     ports = {n: free_port() for n in ("a", "b", "c")}
     initial = ",".join(f"{n}=https://127.0.0.1:{p}" for n, p in ports.items())
     members = [_member(tmp_path, n, files, p, initial) for n, p in ports.items()]
@@ -67,10 +68,17 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[PetcdProcess], dict[str, str]
             m.start(wait=False)
         for m in members:
             m.wait_ready()
-        yield members, files
+        yield members
     finally:
         for m in members:
             m.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[list[PetcdProcess], dict[str, str]]]:
+    files = make_tls_files(tmp_path / "certs")
+    with _cluster(tmp_path, files) as members:
+        yield members, files
 
 
 def test_members_replicate_and_a_member_joins_over_peer_tls(
@@ -127,14 +135,7 @@ def test_the_peer_listener_refuses_untrusted_members(
 
 
 def test_peer_auto_tls_members_replicate(tmp_path: Path) -> None:
-    ports = {n: free_port() for n in ("a", "b", "c")}
-    initial = ",".join(f"{n}=https://127.0.0.1:{p}" for n, p in ports.items())
-    members = [_member(tmp_path, n, None, p, initial) for n, p in ports.items()]
-    try:
-        for m in members:
-            m.start(wait=False)
-        for m in members:
-            m.wait_ready()
+    with _cluster(tmp_path, None) as members:
         assert etcdctl(members[0].endpoint, "put", "auto", "tls").stdout == "OK\n"
         for m in members:
             got = etcdctl(m.endpoint, "get", "auto", "--print-value-only")
@@ -142,9 +143,6 @@ def test_peer_auto_tls_members_replicate(tmp_path: Path) -> None:
         for m in members:
             fixtures = m.data_dir / "fixtures" / "peer"
             assert (fixtures / "cert.pem").exists() and (fixtures / "key.pem").exists()
-    finally:
-        for m in members:
-            m.stop()
 
 
 def test_https_peer_url_without_a_peer_certificate_is_refused(tmp_path: Path) -> None:
