@@ -22,6 +22,9 @@ def _ephemeral_low() -> int:
 
 _PORTS_LOW = 10000
 _PORTS_HIGH = max(_PORTS_LOW + 1000, _ephemeral_low() - 1)
+# etcd's e2e framework (tests/compat/thirdparty/test_etcd_e2e.py) binds fixed ports from
+# 20000 on (e2e.EtcdProcessBasePort): never hand those out.
+_E2E_PORTS = range(20000, 21000)
 _ports_given: set[int] = set()
 _ports_random = random.Random()  # its own: hypothesis seeds the global one
 
@@ -30,7 +33,7 @@ def free_port() -> int:
     """A port on 127.0.0.1 that is free now, never the same twice in this process."""
     for _ in range(200):
         port = _ports_random.randint(_PORTS_LOW, _PORTS_HIGH)
-        if port in _ports_given:
+        if port in _ports_given or port in _E2E_PORTS:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
