@@ -32,7 +32,7 @@ import pytest
 
 from tests.compat.servers import PETCD_BIN
 
-pytestmark = [pytest.mark.long, pytest.mark.timeout(4800)]  # about 12 minutes in all
+pytestmark = [pytest.mark.long, pytest.mark.timeout(4800)]  # about 5 minutes here
 
 MODULE = Path(__file__).resolve().parent / "etcd_e2e"
 PACKAGE = "go.etcd.io/etcd/tests/v3/e2e"
