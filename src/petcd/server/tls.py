@@ -122,30 +122,55 @@ class ClientTLS:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A server context for aiohttp (``--listen-client-http-urls``, metrics)."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = (
-            ssl.TLSVersion.TLSv1_2 if "1.2" in self.versions else ssl.TLSVersion.TLSv1_3
-        )
-        ctx.maximum_version = (
-            ssl.TLSVersion.TLSv1_3 if "1.3" in self.versions else ssl.TLSVersion.TLSv1_2
-        )
         for path, what in (
             (self.cert_file, "certificate file (--cert-file)"),
             (self.key_file, "key file (--key-file)"),
         ):
-            self._read(path, what)
-        try:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-            if self.trusted_ca_file:
-                ctx.load_verify_locations(self.trusted_ca_file)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-                _load_crls(ctx, self.crl_file, "--client-crl-file")
-            if self.cipher_suites:
-                ctx.set_ciphers(":".join(_openssl_name(s) for s in self.cipher_suites))
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"cannot use the client TLS files: {e}") from None
+            self._read(path, what)  # errors that name the file and its flag
+        ctx = _server_context(
+            self.cert_file,
+            self.key_file,
+            self.trusted_ca_file,
+            (self.crl_file, "--client-crl-file"),
+            self.versions,
+            self.cipher_suites,
+            "client",
+        )
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
+
+
+def _limit(ctx: ssl.SSLContext, versions: Sequence[str], suites: Sequence[str]) -> None:
+    """The TLS versions (of "1.2", "1.3") and TLS 1.2 cipher suites a context offers."""
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2 if "1.2" in versions else ssl.TLSVersion.TLSv1_3
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3 if "1.3" in versions else ssl.TLSVersion.TLSv1_2
+    if suites:
+        ctx.set_ciphers(":".join(_openssl_name(s) for s in suites))
+
+
+def _server_context(
+    cert_file: str,
+    key_file: str,
+    ca_file: str,
+    crl: tuple[str, str],
+    versions: Sequence[str],
+    suites: Sequence[str],
+    side: str,
+) -> ssl.SSLContext:
+    """Python's server context with etcd's rules: a client certificate is required and
+    verified when CAs are given (and checked against the revocation list ``crl``: its path
+    and flag). ``side`` ("client", "peer") names the files in errors."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        _limit(ctx, versions, suites)
+        ctx.load_cert_chain(cert_file, key_file)
+        if ca_file:
+            ctx.load_verify_locations(ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            _load_crls(ctx, *crl)
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigError(f"cannot use the {side} TLS files: {e}") from None
+    return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,30 +185,18 @@ class PeerTLS:
     self_signed: bool = False  # --peer-auto-tls: peers' certificates are not verified
     crl_file: str = ""  # --peer-crl-file: members with a revoked certificate are refused
 
-    def _limits(self, ctx: ssl.SSLContext) -> None:
-        ctx.minimum_version = (
-            ssl.TLSVersion.TLSv1_2 if "1.2" in self.versions else ssl.TLSVersion.TLSv1_3
-        )
-        ctx.maximum_version = (
-            ssl.TLSVersion.TLSv1_3 if "1.3" in self.versions else ssl.TLSVersion.TLSv1_2
-        )
-        if self.cipher_suites:
-            ctx.set_ciphers(":".join(_openssl_name(s) for s in self.cipher_suites))
-
     def server_context(self) -> ssl.SSLContext:
         """For the peer listeners: a peer's client certificate is required and verified
         when CAs are given, as etcd's ``ServerConfig`` does."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            self._limits(ctx)
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-            if self.trusted_ca_file:
-                ctx.load_verify_locations(self.trusted_ca_file)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-                _load_crls(ctx, self.crl_file, "--peer-crl-file")
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"cannot use the peer TLS files: {e}") from None
-        return ctx
+        return _server_context(
+            self.cert_file,
+            self.key_file,
+            self.trusted_ca_file,
+            (self.crl_file, "--peer-crl-file"),
+            self.versions,
+            self.cipher_suites,
+            "peer",
+        )
 
     def client_context(self) -> ssl.SSLContext:
         """For dialling peers: their certificates verified against the trusted CAs (the
@@ -191,7 +204,7 @@ class PeerTLS:
         certificate presented as the client certificate."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
-            self._limits(ctx)
+            _limit(ctx, self.versions, self.cipher_suites)
             if self.self_signed:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
