@@ -36,6 +36,11 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
   LEASE_CHECKPOINT (8): uvarint n, n x (svarint id, svarint remaining ttl).
 - ALARM (9): uvarint action (1 activate, 2 deactivate), uvarint member id, uvarint alarm type
   (etcd's AlarmType: 1 NOSPACE, 2 CORRUPT).
+- GUARDED (10): uvarint auth revision, then another kind byte and that kind's body (never
+  GUARDED again): a request whose permissions the proposing member checked with auth on, at
+  that auth revision (``docs/enhancements/0010-auth.md``).
+- AUTH (11): uvarint op (``petcd.auth.AuthOp``), bytes name, bytes role, bytes password hash,
+  flags(no_password), uvarint permission type, bytes key, bytes range_end, bytes token.
 
 Decoding rejects anything malformed with ``EntryFormatError``: a member that cannot read its
 own log must stop, not guess. Nothing here performs I/O.
@@ -47,6 +52,7 @@ import enum
 import functools
 from dataclasses import dataclass
 
+from petcd.auth.store import AuthOp, AuthRequest
 from petcd.mvcc.requests import (
     CompactionRequest,
     Compare,
@@ -76,6 +82,8 @@ class Kind(enum.IntEnum):
     LEASE_REVOKE = 7
     LEASE_CHECKPOINT = 8
     ALARM = 9
+    GUARDED = 10
+    AUTH = 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +121,19 @@ class AlarmChange:
     alarm: int  # etcd's AlarmType
 
 
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """``request``, checked by its proposer with auth on at ``auth_revision``: applied only
+    if the auth store is still at that revision (or auth is off by then)."""
+
+    auth_revision: int
+    request: EntryRequest
+
+
 EntryRequest = (
-    PutRequest
+    Guarded
+    | AuthRequest
+    | PutRequest
     | DeleteRangeRequest
     | TxnRequest
     | CompactionRequest
@@ -394,6 +413,31 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
     if type(request) is TxnRequest:
         return _encode_txn(request_id, request)
     out = bytearray((FORMAT_VERSION,))
+    if isinstance(request, Guarded):
+        if isinstance(request.request, Guarded):
+            raise ValueError("a guarded request cannot be guarded again")
+        inner = encode(request_id, request.request)
+        out.append(Kind.GUARDED)
+        _uvarint(out, request_id)
+        _uvarint(out, request.auth_revision)
+        # the inner request's kind and body, without its version and request id
+        skip = 2 + len(_uv(request_id))
+        out.append(inner[1])
+        out += inner[skip:]
+        return bytes(out)
+    if isinstance(request, AuthRequest):
+        out.append(Kind.AUTH)
+        _uvarint(out, request_id)
+        _uvarint(out, request.op)
+        _bytes(out, request.name.encode())
+        _bytes(out, request.role.encode())
+        _bytes(out, request.password_hash)
+        _flags(out, request.no_password)
+        _uvarint(out, request.perm_type)
+        _bytes(out, request.key)
+        _bytes(out, request.range_end)
+        _bytes(out, request.token.encode())
+        return bytes(out)
     if isinstance(request, PutRequest):
         out.append(Kind.PUT)
         _uvarint(out, request_id)
@@ -598,7 +642,43 @@ def decode(data: bytes) -> DecodedEntry:
     r = _Reader(data, 2)
     request_id = r.uvarint()
     request: EntryRequest
-    if kind == Kind.PUT:
+    if kind == Kind.GUARDED:
+        auth_revision = r.uvarint()
+        inner_kind = r.byte()
+        if inner_kind == Kind.GUARDED:
+            raise EntryFormatError("a guarded request is guarded again")
+        request = Guarded(auth_revision, _read_body(inner_kind, r))
+    else:
+        request = _read_body(kind, r)
+    if r.pos != len(data):
+        raise EntryFormatError(f"{len(data) - r.pos} trailing bytes after the request")
+    return DecodedEntry(request_id, request)
+
+
+def _read_auth(r: _Reader) -> AuthRequest:
+    try:
+        op = AuthOp(r.uvarint())
+    except ValueError:
+        raise EntryFormatError("unknown auth operation") from None
+    try:
+        name = r.bytes_().decode()
+        role = r.bytes_().decode()
+        password_hash = r.bytes_()
+        (no_password,) = r.flags(1)
+        perm_type = r.uvarint()
+        key = r.bytes_()
+        range_end = r.bytes_()
+        token = r.bytes_().decode()
+    except UnicodeDecodeError:
+        raise EntryFormatError("auth request names are not UTF-8") from None
+    return AuthRequest(op, name, role, password_hash, no_password, perm_type, key, range_end, token)
+
+
+def _read_body(kind: int, r: _Reader) -> EntryRequest:
+    request: EntryRequest
+    if kind == Kind.AUTH:
+        request = _read_auth(r)
+    elif kind == Kind.PUT:
         request = _read_put(r)
     elif kind == Kind.DELETE_RANGE:
         request = _read_delete(r)
@@ -632,6 +712,4 @@ def decode(data: bytes) -> DecodedEntry:
         request = AlarmChange(action, mid, r.uvarint())
     else:
         raise EntryFormatError(f"unknown entry kind {kind}")
-    if r.pos != len(data):
-        raise EntryFormatError(f"{len(data) - r.pos} trailing bytes after the request")
-    return DecodedEntry(request_id, request)
+    return request

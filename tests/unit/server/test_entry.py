@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from petcd.auth import AuthOp, AuthRequest
 from petcd.mvcc.requests import (
     CompactionRequest,
     Compare,
@@ -21,6 +22,7 @@ from petcd.server.entry import (
     FORMAT_VERSION,
     AlarmChange,
     EntryFormatError,
+    Guarded,
     Kind,
     LeaseCheckpoints,
     LeaseGrant,
@@ -107,7 +109,21 @@ leases = st.one_of(
     st.builds(LeaseCheckpoints, st.lists(st.tuples(i64, i64), max_size=4).map(tuple)),
     st.builds(AlarmChange, st.integers(1, 2), st.integers(0, (1 << 64) - 1), st.integers(0, 2)),
 )
-requests = st.one_of(puts, deletes, txns, compactions, attributes, leases)
+auths = st.builds(
+    AuthRequest,
+    st.sampled_from(list(AuthOp)),
+    st.text(max_size=8),
+    st.text(max_size=8),
+    keys,
+    st.booleans(),
+    st.integers(0, 2),
+    keys,
+    keys,
+    st.text(max_size=20),
+)
+plain = st.one_of(puts, deletes, txns, compactions, attributes, leases, auths)
+guarded = st.builds(Guarded, st.integers(0, (1 << 64) - 1), plain)
+requests = st.one_of(plain, guarded)
 
 
 @settings(max_examples=150, deadline=None)
@@ -124,6 +140,23 @@ def test_known_bytes_are_stable() -> None:
     data = encode(300, PutRequest(b"foo", b"bar", lease=-1, prev_kv=True))
     assert data.hex() == "0101ac020103666f6f036261720" + "1"
     assert encode(0, CompactionRequest(5, physical=True)).hex() == "0104000" + "10a"
+    # GUARDED (10): request id, auth revision 7, then a PUT's kind and body.
+    assert encode(300, Guarded(7, PutRequest(b"k", b"v"))).hex() == "010aac02070100016b017600"
+    # AUTH (11): op 10 (grant permission), role "r", READWRITE on ["a", "b").
+    grant = AuthRequest(AuthOp.ROLE_GRANT_PERMISSION, "r", perm_type=2, key=b"a", range_end=b"b")
+    assert encode(300, grant).hex() == "010bac020a0172000000020161016200"
+
+
+def test_guarded_requests_do_not_nest() -> None:
+    with pytest.raises(ValueError, match="guarded again"):
+        encode(1, Guarded(1, Guarded(2, PutRequest(b"k"))))  # type: ignore[arg-type]
+    data = bytearray(encode(1, Guarded(1, PutRequest(b"k"))))
+    data[4] = Kind.GUARDED
+    with pytest.raises(EntryFormatError, match="guarded again"):
+        decode(bytes(data))
+    bad_op = encode(1, AuthRequest(AuthOp.ENABLE))
+    with pytest.raises(EntryFormatError, match="auth operation"):
+        decode(bad_op[:3] + b"\x63" + bad_op[4:])
 
 
 @settings(max_examples=60, deadline=None)
