@@ -31,11 +31,7 @@ def _targets() -> list[str]:
 # Differential tests of features the petcd server does not have yet. They run against petcd
 # and must fail there (strict xfail): when a feature lands, its tests XPASS, which fails the run
 # until the entry is removed here.
-PETCD_MISSING = {
-    "test_users_and_roles": "petcd has no Auth service yet",
-    "test_auth_enable_creates_the_root_role": "petcd has no Auth service yet",
-    "test_user_and_password_flags": "petcd has no Auth service yet",
-}
+PETCD_MISSING: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

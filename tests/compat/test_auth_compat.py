@@ -33,6 +33,27 @@ def test_user_and_password_flags(differ: Differ) -> None:
         differ.check("put", "secret", "x", "--user=root:rootpw")
         differ.check("get", "secret", env={"ETCDCTL_USER": "alice:alicepw"})
         differ.check("endpoint", "health", "--user", "root:rootpw", "-w", "json")
+        differ.check("user", "get", "alice", "--user", "alice:alicepw")
+        differ.check("user", "get", "root", "--user", "alice:alicepw")
+        differ.check("role", "get", "reader", "--user", "alice:alicepw")
+        differ.check("user", "list", "--user", "alice:alicepw")
+        differ.check("del", "secret", "--user", "alice:alicepw")
+        differ.check("user", "delete", "root", "--user", "root:rootpw")
+        differ.check("role", "delete", "root", "--user", "root:rootpw")
+        differ.check("user", "revoke-role", "root", "root", "--user", "root:rootpw")
+        differ.check("auth", "enable", "--user", "root:rootpw")
+        differ.check(
+            "user",
+            "passwd",
+            "alice",
+            "--interactive=false",
+            "--user",
+            "root:rootpw",
+            stdin=b"newpw\n",
+        )
+        differ.check("get", "secret", "--user", "alice:alicepw")
+        differ.check("get", "secret", "--user", "alice:newpw")
     finally:
         _setup_both(differ, "auth", "disable", "--user", "root:rootpw")
     differ.check("get", "secret")
+    differ.check("get", "secret", "--user", "root:rootpw")

@@ -72,7 +72,7 @@ pub async fn serve(
             _ => return, // closed, failed or silent for 2 minutes before its first bytes
         }
     }
-    serve_h2(sock, addr, shared).await;
+    serve_h2(sock, addr, shared, None).await;
 }
 
 /// The TLS handshake, then HTTP/2 when ALPN chose it, else (HTTP/1, when served on this
@@ -84,7 +84,11 @@ async fn serve_tls(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>, accep
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     if h2 || !shared.cfg.http1 {
-        serve_h2(stream, addr, shared).await;
+        // The verified client certificate (asked for only with --client-cert-auth): every
+        // call of the connection carries it to Python, which reads its common name for auth.
+        let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let cert = cert.map(|c| Bytes::copy_from_slice(c.as_ref()));
+        serve_h2(stream, addr, shared, cert).await;
         return;
     }
     let Ok((ours, theirs)) = std::os::unix::net::UnixStream::pair() else {
@@ -102,7 +106,7 @@ async fn serve_tls(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>, accep
 }
 
 /// HTTP/2 on `io` (the socket, or the TLS stream over it) until either side ends it.
-async fn serve_h2<S>(io: S, addr: SocketAddr, shared: Arc<Shared>)
+async fn serve_h2<S>(io: S, addr: SocketAddr, shared: Arc<Shared>, client_cert: Option<Bytes>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -138,6 +142,7 @@ where
         handle,
         rx,
         peer: peer_string(addr).into(),
+        client_cert,
         streams: HashMap::new(),
         wake: Arc::new(ConnWake { dirty: Mutex::new(Vec::new()), task: AtomicWaker::new() }),
         local_dirty: Vec::new(),
@@ -151,6 +156,10 @@ where
     task.await;
     lock(&shared.conns).remove(&id);
 }
+
+/// The metadata key of the connection's verified client certificate (DER), set by the front end
+/// only: a client's own header of that name is dropped.
+const CLIENT_CERT_KEY: &str = "petcd-client-cert-bin";
 
 /// The client connection preface of HTTP/2 (RFC 9113, 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -421,6 +430,7 @@ struct ConnTask<S> {
     handle: Arc<ConnHandle>,
     rx: UnboundedReceiver<ConnCmd>,
     peer: Arc<str>,
+    client_cert: Option<Bytes>,
     streams: HashMap<u64, Stream>,
     wake: Arc<ConnWake>,
     local_dirty: Vec<u64>,
@@ -452,7 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnTask<S> {
         for (k, v) in parts.headers.iter() {
             let key = k.as_str();
             match key {
-                "content-type" | "te" | "grpc-accept-encoding" => {}
+                "content-type" | "te" | "grpc-accept-encoding" | CLIENT_CERT_KEY => {}
                 "grpc-timeout" => timeout = grpc::parse_timeout(v.as_bytes()),
                 "grpc-encoding" => encoding = Some(String::from_utf8_lossy(v.as_bytes()).into()),
                 _ => {
@@ -464,6 +474,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnTask<S> {
                     metadata.push((key.to_owned(), value));
                 }
             }
+        }
+        if let Some(cert) = &self.client_cert {
+            metadata.push((CLIENT_CERT_KEY.to_owned(), MetaValue::Bin(cert.to_vec())));
         }
         let call = Arc::new(CallShared::default());
         lock(&self.shared.calls)

@@ -34,6 +34,7 @@ from typing import Any
 
 from petcd.api.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from petcd.grpc import convert
+from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.lock import (
     Cleanups,
     ConcurrencyError,
@@ -94,7 +95,8 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
                 compare=(create_revision_is(key, 0),),
                 success=(RequestOp(request_put=PutRequest(key=key, value=value, lease=lease)),),
                 failure=(RequestOp(request_range=RangeRequest(key=key)),),
-            )
+            ),
+            CALL_CREDENTIALS.get(),
         )
         rev = resp.header.revision
         if not resp.succeeded:
@@ -120,7 +122,8 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
             TxnRequest(
                 compare=(create_revision_is(key, rev),),
                 success=(RequestOp(request_put=PutRequest(key=key, value=value, lease=lease)),),
-            )
+            ),
+            CALL_CREDENTIALS.get(),
         )
         if not resp.succeeded:
             raise NotLeaderError()
@@ -131,12 +134,15 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
             TxnRequest(
                 compare=(create_revision_is(key, rev),),
                 success=(RequestOp(request_delete_range=DeleteRangeRequest(key=key)),),
-            )
+            ),
+            CALL_CREDENTIALS.get(),
         )
         return resp.header
 
     async def leader(self, name: bytes) -> tuple[ResponseHeader, KeyValue]:
-        resp = await self._member.range(top_create(name + b"/", SortOrder.ASCEND))
+        resp = await self._member.range(
+            top_create(name + b"/", SortOrder.ASCEND), CALL_CREDENTIALS.get()
+        )
         if not resp.kvs:
             raise NoLeaderError()
         return resp.header, resp.kvs[0]
@@ -198,7 +204,9 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
 
         try:
             while True:
-                resp = await member.range(top_create(prefix, SortOrder.ASCEND))
+                resp = await member.range(
+                    top_create(prefix, SortOrder.ASCEND), CALL_CREDENTIALS.get()
+                )
                 if resp.kvs:
                     header, kv = resp.header, resp.kvs[0]
                 else:

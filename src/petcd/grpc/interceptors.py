@@ -31,6 +31,15 @@ Every call that passes the learner check is counted in ``etcd_server_client_requ
 ``client-api-version`` metadata that clientv3 sends, else ``unknown``), as etcd counts it:
 calls refused for want of a leader are counted, calls refused on a learner are not.
 
+- **Auth** (while the member's auth is on when the call starts): the handler is wrapped so
+  that it runs with ``CALL_CREDENTIALS`` set to the call's ``Credentials`` (the ``token``
+  metadata, else ``authorization`` as etcd's gateway sends it; with ``--client-cert-auth`` on
+  the native transport, the verified client certificate's common name, used when there is no
+  token, as etcd's ``AuthInfoFromTLS``); the services hand them to the
+  member, which checks them (``petcd.server.authz``). A wrapped handler is a different
+  behaviour object, so the native transport's fast paths (which check nothing) do not take it.
+  With auth off, ``CALL_CREDENTIALS`` stays ``None`` and nothing is checked.
+
 The learner check comes first, as in etcd (a learner refuses a linearizable Range with the
 learner error even when it has no leader).
 
@@ -46,18 +55,29 @@ check concerns.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
+from cryptography import x509
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from petcd.server.authz import Credentials
+
 REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
 REQUIRE_LEADER_VALUE = "true"  # rpctypes.MetadataHasLeader
 CLIENT_API_VERSION_KEY = "client-api-version"  # rpctypes.MetadataClientAPIVersionKey
+TOKEN_KEYS = ("token", "authorization")  # rpctypes.TokenFieldNameGRPC, TokenFieldNameSwagger
+CLIENT_CERT_KEY = "petcd-client-cert-bin"  # the native front end's: the verified certificate
+
+# The credentials of the call being handled; None when auth was off as it started.
+CALL_CREDENTIALS: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar(
+    "petcd_call_credentials", default=None
+)
 
 ERR_NO_LEADER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 ERR_LEARNER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")
@@ -84,6 +104,9 @@ class GuardedMember(Protocol):
 
     @property
     def is_learner(self) -> bool: ...
+
+    @property
+    def auth_enabled(self) -> bool: ...
 
 
 def _kind(handler: Any) -> str:
@@ -191,6 +214,62 @@ class LeaderMonitor:
         return handler._replace(**{kind: guarded})
 
 
+_COMMON_NAMES: dict[bytes, str | None] = {}
+
+
+def common_name(der: bytes) -> str | None:
+    """The subject common name of a DER certificate (None if it has none)."""
+    found = _COMMON_NAMES.get(der, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        name = str(names[0].value) if names else None
+    except ValueError:
+        name = None
+    if len(_COMMON_NAMES) >= 1024:
+        _COMMON_NAMES.clear()
+    _COMMON_NAMES[der] = name
+    return name
+
+
+def credentials(metadata: Any) -> Credentials:
+    """The call's credentials: its first ``token`` value (else ``authorization``), and the
+    common name of the client certificate the native front end verified (``CLIENT_CERT_KEY``,
+    which only the front end sets)."""
+    found: dict[str, str] = {}
+    cert: bytes | None = None
+    for key, value in metadata or ():
+        if key in TOKEN_KEYS and key not in found:
+            found[key] = value if isinstance(value, str) else value.decode()
+        elif key == CLIENT_CERT_KEY and isinstance(value, bytes):
+            cert = value
+    token = found.get("token", found.get("authorization"))
+    return Credentials(token=token, common_name=None if cert is None else common_name(cert))
+
+
+def with_credentials(handler: Any, creds: Credentials) -> Any:
+    """``handler`` running with ``CALL_CREDENTIALS`` set to ``creds``."""
+    kind = _kind(handler)
+    behavior: Callable[[Any, Any], Any] = getattr(handler, kind)
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generate(request: Any, context: Any) -> Any:
+            CALL_CREDENTIALS.set(creds)
+            async for response in behavior(request, context):
+                yield response
+
+        return handler._replace(**{kind: generate})
+
+    async def authenticated(request: Any, context: Any) -> Any:
+        CALL_CREDENTIALS.set(creds)
+        return await behavior(request, context)
+
+    return handler._replace(**{kind: authenticated})
+
+
 class _RequestsCollector(Collector):
     """``etcd_server_client_requests_total`` from the guard's counts, at scrape time."""
 
@@ -261,6 +340,8 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 handler, method, metadata, streaming, version, bool(require_leader)
             )
         self._count(streaming, version or "unknown")
+        if self._member.auth_enabled:
+            handler = with_credentials(handler, credentials(metadata))
         if require_leader:
             return self._guard_leader(handler, streaming)
         return handler
@@ -291,6 +372,8 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         elif method != _STATUS:
             return _refusal(handler, ERR_LEARNER)
         self._count(streaming, version or "unknown")
+        if self._member.auth_enabled:
+            handler = with_credentials(handler, credentials(metadata))
         return self._guard_leader(handler, streaming) if require else handler
 
     def _learner_range(self, handler: Any, version: str, require_leader: bool) -> Any:

@@ -22,9 +22,11 @@ import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.grpc import convert
+from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.status import is_expected, status_for
 from petcd.lease import LeaseInfo, TimeToLive
 from petcd.mvcc.requests import ResponseHeader
+from petcd.server.authz import Credentials
 from petcd.server.errors import NoLeaderError, NotLeaderError
 from petcd.server.log import Logger
 
@@ -34,12 +36,14 @@ class LeaseMember(Protocol):
         self, lease_id: int, ttl_seconds: int
     ) -> tuple[ResponseHeader, LeaseInfo]: ...
 
-    async def lease_revoke(self, lease_id: int) -> ResponseHeader: ...
+    async def lease_revoke(
+        self, lease_id: int, creds: Credentials | None = None
+    ) -> ResponseHeader: ...
 
     async def lease_keep_alive(self, lease_id: int) -> tuple[ResponseHeader, int]: ...
 
     async def lease_time_to_live(
-        self, lease_id: int, with_keys: bool
+        self, lease_id: int, with_keys: bool, creds: Credentials | None = None
     ) -> tuple[ResponseHeader, TimeToLive | None]: ...
 
     async def lease_leases(self) -> tuple[ResponseHeader, list[LeaseInfo]]: ...
@@ -95,7 +99,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseRevoke(self, request: Any, context: Any) -> Any:
         try:
-            header = await self._member.lease_revoke(request.ID)
+            header = await self._member.lease_revoke(request.ID, CALL_CREDENTIALS.get())
             return rpc_pb2.LeaseRevokeResponse(header=convert.header_pb(header))
         except Exception as e:
             await self._abort(context, e, "LeaseRevoke")
@@ -118,10 +122,14 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseTimeToLive(self, request: Any, context: Any) -> Any:
         try:
+            creds = CALL_CREDENTIALS.get()
             try:
-                header, ttl = await self._member.lease_time_to_live(request.ID, request.keys)
+                header, ttl = await self._member.lease_time_to_live(request.ID, request.keys, creds)
             except NotLeaderError:
-                return await self._leader_stub().LeaseTimeToLive(request, timeout=10)
+                token = None if creds is None else creds.token
+                return await self._leader_stub().LeaseTimeToLive(
+                    request, timeout=10, metadata=None if token is None else (("token", token),)
+                )
             if ttl is None:
                 return rpc_pb2.LeaseTimeToLiveResponse(
                     header=convert.header_pb(header), ID=request.ID, TTL=-1

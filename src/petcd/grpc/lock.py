@@ -40,6 +40,7 @@ import grpc
 
 from petcd.api.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 from petcd.grpc import convert
+from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.status import is_expected, status_for
 from petcd.grpc.watch import WatchMember
 from petcd.lease import LeaseInfo
@@ -62,6 +63,7 @@ from petcd.mvcc.requests import (
     TxnResponse,
     WatchResponse,
 )
+from petcd.server.authz import Credentials
 from petcd.server.log import Logger
 
 SESSION_TTL_SECONDS = 60  # clientv3/concurrency's defaultSessionTTL
@@ -86,11 +88,13 @@ class LostWatcherError(ConcurrencyError):
 
 
 class ConcurrencyMember(WatchMember, Protocol):
-    async def range(self, req: RangeRequest) -> RangeResponse: ...
+    async def range(self, req: RangeRequest, creds: Credentials | None = None) -> RangeResponse: ...
 
-    async def txn(self, req: TxnRequest) -> TxnResponse: ...
+    async def txn(self, req: TxnRequest, creds: Credentials | None = None) -> TxnResponse: ...
 
-    async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
+    async def delete_range(
+        self, req: DeleteRangeRequest, creds: Credentials | None = None
+    ) -> DeleteRangeResponse: ...
 
     async def lease_grant(
         self, lease_id: int, ttl_seconds: int
@@ -213,7 +217,9 @@ async def wait_deletes(
 ) -> ResponseHeader:
     """Wait until no key under ``prefix`` has create revision <= ``max_create_revision``."""
     while True:
-        resp = await member.range(top_create(prefix, SortOrder.DESCEND, max_create_revision))
+        resp = await member.range(
+            top_create(prefix, SortOrder.DESCEND, max_create_revision), CALL_CREDENTIALS.get()
+        )
         if not resp.kvs:
             return resp.header
         await wait_delete(member, resp.kvs[0].key, resp.header.revision)
@@ -281,7 +287,8 @@ class LockService(v3lock_pb2_grpc.LockServicer):
                 compare=(create_revision_is(key, 0),),
                 success=(RequestOp(request_put=PutRequest(key=key, lease=lease)), owner),
                 failure=(RequestOp(request_range=RangeRequest(key=key)), owner),
-            )
+            ),
+            CALL_CREDENTIALS.get(),
         )
         my_rev = resp.header.revision
         if not resp.succeeded:
@@ -293,9 +300,11 @@ class LockService(v3lock_pb2_grpc.LockServicer):
             return resp.header, key
         try:
             await wait_deletes(member, prefix, my_rev - 1)
-            got = await member.range(RangeRequest(key=key))
+            got = await member.range(RangeRequest(key=key), CALL_CREDENTIALS.get())
         except BaseException:
-            self.cleanups.spawn(member.delete_range(DeleteRangeRequest(key=key)), "unlock")
+            self.cleanups.spawn(
+                member.delete_range(DeleteRangeRequest(key=key), CALL_CREDENTIALS.get()), "unlock"
+            )
             raise
         if not got.kvs:
             raise SessionExpiredError()
@@ -310,7 +319,9 @@ class LockService(v3lock_pb2_grpc.LockServicer):
 
     async def Unlock(self, request: Any, context: Any) -> Any:
         try:
-            resp = await self._member.delete_range(DeleteRangeRequest(key=request.key))
+            resp = await self._member.delete_range(
+                DeleteRangeRequest(key=request.key), CALL_CREDENTIALS.get()
+            )
             return v3lock_pb2.UnlockResponse(header=convert.header_pb(resp.header))
         except Exception as e:
             await abort(context, e, self._log, "Unlock")

@@ -35,8 +35,14 @@ from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.api.v3electionpb import v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2_grpc
 from petcd.grpc import convert
+from petcd.grpc.auth import AuthService
 from petcd.grpc.election import ElectionService
-from petcd.grpc.interceptors import GuardedMember, RequestGuard
+from petcd.grpc.interceptors import (
+    CALL_CREDENTIALS,
+    PEER_HASHKV,
+    GuardedMember,
+    RequestGuard,
+)
 from petcd.grpc.lease import LeaseMember, LeaseService
 from petcd.grpc.lock import LockService
 from petcd.grpc.native import NativeServer, SubmitFuture, UnarySubmit
@@ -59,6 +65,7 @@ from petcd.mvcc.requests import (
     TxnResponse,
 )
 from petcd.server import errors as server_errors
+from petcd.server.authz import AuthGate, Credentials
 from petcd.server.config import Config
 from petcd.server.errors import ConfigError
 from petcd.server.log import Logger
@@ -73,11 +80,12 @@ if TYPE_CHECKING:
 class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     cfg: Config
     metrics: ServerMetrics
+    gate: AuthGate
 
-    async def range(self, req: RangeRequest) -> RangeResponse: ...
+    async def range(self, req: RangeRequest, creds: Credentials | None = None) -> RangeResponse: ...
 
     async def range_records(
-        self, req: RangeRequest
+        self, req: RangeRequest, creds: Credentials | None = None
     ) -> tuple[RangeResponse, list[bytes] | None]: ...
 
     async def range_one(
@@ -88,11 +96,13 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
         self, key: bytes, serializable: bool
     ) -> tuple[ResponseHeader, bytes | None] | None: ...
 
-    async def put(self, req: PutRequest) -> PutResponse: ...
+    async def put(self, req: PutRequest, creds: Credentials | None = None) -> PutResponse: ...
 
-    async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
+    async def delete_range(
+        self, req: DeleteRangeRequest, creds: Credentials | None = None
+    ) -> DeleteRangeResponse: ...
 
-    async def txn(self, req: TxnRequest) -> TxnResponse: ...
+    async def txn(self, req: TxnRequest, creds: Credentials | None = None) -> TxnResponse: ...
 
     def submit(self, req: PutRequest | DeleteRangeRequest | TxnRequest) -> SubmitFuture: ...
 
@@ -237,10 +247,11 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def Range(self, request: Any, context: Any) -> Any:
         try:
-            serializable = self._one_key(request)
+            creds = CALL_CREDENTIALS.get()
+            serializable = self._one_key(request) if creds is None else None
             if serializable is not None:
                 return self._one_key_bytes(*await self._member.range_one(request.key, serializable))
-            resp, records = await self._member.range_records(convert.range_request(request))
+            resp, records = await self._member.range_records(convert.range_request(request), creds)
             if self.raw:
                 return self._range_bytes(resp, records)
             return convert.range_response_pb(resp, records)
@@ -294,7 +305,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def Put(self, request: Any, context: Any) -> Any:
         try:
-            resp = await self._member.put(convert.put_request(request))
+            resp = await self._member.put(convert.put_request(request), CALL_CREDENTIALS.get())
             if self.raw:
                 return self._put_bytes(resp)
             return convert.put_response_pb(resp)
@@ -303,14 +314,16 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def DeleteRange(self, request: Any, context: Any) -> Any:
         try:
-            resp = await self._member.delete_range(convert.delete_range_request(request))
+            resp = await self._member.delete_range(
+                convert.delete_range_request(request), CALL_CREDENTIALS.get()
+            )
             return convert.delete_range_response_pb(resp)
         except Exception as e:
             await _abort(context, e, self._log, "DeleteRange")
 
     async def Txn(self, request: Any, context: Any) -> Any:
         try:
-            resp = await self._member.txn(convert.txn_request(request))
+            resp = await self._member.txn(convert.txn_request(request), CALL_CREDENTIALS.get())
             if self.raw:
                 return self._txn_bytes(resp)
             return convert.txn_response_pb(resp)
@@ -398,6 +411,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Hash(self, request: Any, context: Any) -> Any:
         try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())
             header, value = await self._member.hash()
             return rpc_pb2.HashResponse(header=convert.header_pb(header), hash=value)
         except Exception as e:
@@ -405,6 +419,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def HashKV(self, request: Any, context: Any) -> Any:
         try:
+            # A peer's corruption check asks without credentials (etcd asks over its peer
+            # listener, where no auth applies): only the hash is given away.
+            if PEER_HASHKV not in (context.invocation_metadata() or ()):
+                await self._member.gate.admin(CALL_CREDENTIALS.get())
             header, result = await self._member.hash_kv(request.revision)
             return rpc_pb2.HashKVResponse(
                 header=convert.header_pb(header),
@@ -417,6 +435,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Defragment(self, request: Any, context: Any) -> Any:
         try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())
             header = await self._member.defragment()
             return rpc_pb2.DefragmentResponse(header=convert.header_pb(header))
         except Exception as e:
@@ -425,6 +444,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(self, request: Any, context: Any) -> Any:
         # etcd: 32 KiB chunks with the bytes remaining, then the SHA-256 of everything sent.
         try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())
             path = await self._member.snapshot_file()
         except Exception as e:
             await _abort(context, e, self._log, "Snapshot")
@@ -545,6 +565,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     async def MemberAdd(self, request: Any, context: Any) -> Any:
         try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())  # etcd: admin only
             header, added, members = await self._member.member_add(
                 tuple(request.peerURLs), bool(request.isLearner)
             )
@@ -558,6 +579,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     async def MemberRemove(self, request: Any, context: Any) -> Any:
         try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())
             header, members = await self._member.member_remove(request.ID)
             return rpc_pb2.MemberRemoveResponse(
                 header=convert.header_pb(header), members=[_member_pb(m) for m in members]
@@ -567,6 +589,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     async def MemberUpdate(self, request: Any, context: Any) -> Any:
         try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())
             header, members = await self._member.member_update(request.ID, tuple(request.peerURLs))
             return rpc_pb2.MemberUpdateResponse(
                 header=convert.header_pb(header), members=[_member_pb(m) for m in members]
@@ -576,6 +599,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     async def MemberPromote(self, request: Any, context: Any) -> Any:
         try:
+            creds = CALL_CREDENTIALS.get()
+            await self._member.gate.admin(creds)
             try:
                 header, members = await self._member.member_promote(request.ID)
             except server_errors.NotLeaderError:
@@ -586,7 +611,12 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                     raise server_errors.NoLeaderError() from None
                 async with grpc.aio.insecure_channel(endpoint) as ch:
                     stub = rpc_pb2_grpc.ClusterStub(ch)  # type: ignore[no-untyped-call]
-                    return await stub.MemberPromote(request, timeout=context.time_remaining())
+                    token = None if creds is None else creds.token
+                    return await stub.MemberPromote(
+                        request,
+                        timeout=context.time_remaining(),
+                        metadata=None if token is None else (("token", token),),
+                    )
             return rpc_pb2.MemberPromoteResponse(
                 header=convert.header_pb(header), members=[_member_pb(m) for m in members]
             )
@@ -756,4 +786,7 @@ def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Lo
     )
     v3lock_pb2_grpc.add_LockServicer_to_server(  # type: ignore[no-untyped-call]
         LockService(member, log), server
+    )
+    rpc_pb2_grpc.add_AuthServicer_to_server(  # type: ignore[no-untyped-call]
+        AuthService(member.gate, member, log), server
     )

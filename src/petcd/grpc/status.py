@@ -5,15 +5,16 @@ Theory of operation
 Clients (etcdctl, clientv3, Kubernetes) match on etcd's exact status code and message text, as
 listed in etcd's ``api/v3rpc/rpctypes``. Lower layers raise named exceptions
 (``petcd.mvcc.errors``, ``petcd.server.errors``, ``petcd.backend.errors``,
-``petcd.lease.errors``); ``status_for`` turns one into the ``(StatusCode, message)`` etcd would
-send. An exception that is not an expected error is a bug: it maps to ``UNKNOWN`` with its
-text, and the service logs it.
+``petcd.lease.errors``, ``petcd.auth.errors``); ``status_for`` turns one into the
+``(StatusCode, message)`` etcd would send. An exception that is not an expected error is a
+bug: it maps to ``UNKNOWN`` with its text, and the service logs it.
 """
 
 from __future__ import annotations
 
 import grpc
 
+from petcd.auth.errors import AuthError
 from petcd.backend.errors import DatabaseSpaceExceededError
 from petcd.lease import errors as lease_errors
 from petcd.mvcc.errors import MvccError
@@ -67,7 +68,7 @@ _LEASE: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """etcd's gRPC status code and message for ``exc``."""
-    if isinstance(exc, MvccError):
+    if isinstance(exc, MvccError | AuthError):
         return getattr(grpc.StatusCode, exc.grpc_code), exc.message
     if isinstance(exc, DatabaseSpaceExceededError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, ERR_NO_SPACE
@@ -84,6 +85,7 @@ def is_expected(exc: BaseException) -> bool:
     return isinstance(
         exc,
         MvccError
+        | AuthError
         | DatabaseSpaceExceededError
         | server_errors.RequestError
         | lease_errors.LeaseError,

@@ -45,10 +45,13 @@ from typing import Any, Protocol
 import grpc
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.auth.errors import AuthError
 from petcd.grpc import convert
+from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.status import is_expected, status_for
 from petcd.mvcc.requests import Event, ResponseHeader, WatchResponse
 from petcd.mvcc.watchable_store import Watcher, WatchSink
+from petcd.server.authz import AuthGate
 from petcd.server.log import Logger
 
 SINK_CAPACITY = 128  # etcd's chanBufLen
@@ -60,6 +63,8 @@ ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 
 
 class WatchMember(Protocol):
+    gate: AuthGate
+
     def watch(
         self,
         key: bytes,
@@ -278,6 +283,15 @@ class _Stream:
             else:
                 self.progress_pending = True
 
+    def refuse(self, reason: str) -> None:
+        """A create request that auth refused: etcd's canceled "created" response."""
+        header = convert.header_pb(self.member.watch_header())
+        self.sink.control(
+            rpc_pb2.WatchResponse(
+                header=header, watch_id=-1, created=True, canceled=True, cancel_reason=reason
+            )
+        )
+
     def _create(self, cr: Any) -> None:
         header = convert.header_pb(self.member.watch_header())
         wid = cr.watch_id
@@ -423,10 +437,19 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         stream = _Stream(self._member, self._log, self.raw, self.fragment_bytes_max)
         sink = stream.sink
         failure: list[BaseException] = []
+        creds = CALL_CREDENTIALS.get()
+        gate = None if creds is None else self._member.gate
 
         async def read() -> None:
             try:
                 async for req in request_iterator:
+                    if gate is not None and req.WhichOneof("request_union") == "create_request":
+                        cr = req.create_request
+                        try:
+                            await gate.watch(creds, cr.key, cr.range_end)
+                        except AuthError as e:
+                            stream.refuse(e.message)
+                            continue
                     stream.handle(req)
             except Exception as e:  # a member error while registering a watcher
                 failure.append(e)

@@ -14,7 +14,12 @@ RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, ...).
 
 Routes: ``/v3/kv/{range,put,deleterange,txn,compaction}``, ``/v3/lease/{grant,revoke,
 timetolive,leases}`` (also etcd's older ``/v3/kv/lease/...`` aliases) and
-``/v3/maintenance/status``. Streams (watch, keep-alive) are not served here.
+``/v3/maintenance/status`` and the Auth service's ``/v3/auth/...`` (``enable``,
+``user/add``, ``role/grant``, ...: served by ``petcd.grpc.auth.AuthService`` with a context that
+turns its abort into the error answer). Streams (watch, keep-alive) are not served here.
+
+While auth is on, the ``Authorization`` header is the call's token (etcd's gateway passes it on
+as ``authorization`` metadata), checked as for gRPC calls (``petcd.server.authz``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from google.protobuf import json_format
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.grpc import convert
+from petcd.grpc.auth import AuthService
+from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.status import status_for
+from petcd.server.authz import Credentials
 
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -55,7 +63,10 @@ def _to_json(message: Any) -> str:
 
 
 def _error(exc: BaseException) -> web.Response:
-    code, message = status_for(exc)
+    return _status_response(*status_for(exc))
+
+
+def _status_response(code: grpc.StatusCode, message: str) -> web.Response:
     body = json.dumps(
         {"error": message, "code": code.value[0], "message": message}, separators=(",", ":")
     )
@@ -65,20 +76,22 @@ def _error(exc: BaseException) -> web.Response:
 
 
 async def _kv_range(member: Any, m: Any) -> Any:
-    return convert.range_response_pb(await member.range(convert.range_request(m)))
+    creds = CALL_CREDENTIALS.get()
+    return convert.range_response_pb(await member.range(convert.range_request(m), creds))
 
 
 async def _kv_put(member: Any, m: Any) -> Any:
-    return convert.put_response_pb(await member.put(convert.put_request(m)))
+    creds = CALL_CREDENTIALS.get()
+    return convert.put_response_pb(await member.put(convert.put_request(m), creds))
 
 
 async def _kv_delete(member: Any, m: Any) -> Any:
-    resp = await member.delete_range(convert.delete_range_request(m))
+    resp = await member.delete_range(convert.delete_range_request(m), CALL_CREDENTIALS.get())
     return convert.delete_range_response_pb(resp)
 
 
 async def _kv_txn(member: Any, m: Any) -> Any:
-    return convert.txn_response_pb(await member.txn(convert.txn_request(m)))
+    return convert.txn_response_pb(await member.txn(convert.txn_request(m), CALL_CREDENTIALS.get()))
 
 
 async def _kv_compact(member: Any, m: Any) -> Any:
@@ -94,11 +107,12 @@ async def _lease_grant(member: Any, m: Any) -> Any:
 
 
 async def _lease_revoke(member: Any, m: Any) -> Any:
-    return rpc_pb2.LeaseRevokeResponse(header=convert.header_pb(await member.lease_revoke(m.ID)))
+    header = await member.lease_revoke(m.ID, CALL_CREDENTIALS.get())
+    return rpc_pb2.LeaseRevokeResponse(header=convert.header_pb(header))
 
 
 async def _lease_ttl(member: Any, m: Any) -> Any:
-    header, ttl = await member.lease_time_to_live(m.ID, m.keys)
+    header, ttl = await member.lease_time_to_live(m.ID, m.keys, CALL_CREDENTIALS.get())
     if ttl is None:
         return rpc_pb2.LeaseTimeToLiveResponse(header=convert.header_pb(header), ID=m.ID, TTL=-1)
     return rpc_pb2.LeaseTimeToLiveResponse(
@@ -151,8 +165,54 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
 }
 
 
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class _GatewayContext:
+    """The part of a gRPC servicer context that ``AuthService`` uses."""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Aborted(code, details)
+
+
+_AUTH_ROUTES = {
+    "enable": ("AuthEnable", rpc_pb2.AuthEnableRequest),
+    "disable": ("AuthDisable", rpc_pb2.AuthDisableRequest),
+    "status": ("AuthStatus", rpc_pb2.AuthStatusRequest),
+    "authenticate": ("Authenticate", rpc_pb2.AuthenticateRequest),
+    "user/add": ("UserAdd", rpc_pb2.AuthUserAddRequest),
+    "user/get": ("UserGet", rpc_pb2.AuthUserGetRequest),
+    "user/list": ("UserList", rpc_pb2.AuthUserListRequest),
+    "user/delete": ("UserDelete", rpc_pb2.AuthUserDeleteRequest),
+    "user/changepw": ("UserChangePassword", rpc_pb2.AuthUserChangePasswordRequest),
+    "user/grant": ("UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest),
+    "user/revoke": ("UserRevokeRole", rpc_pb2.AuthUserRevokeRoleRequest),
+    "role/add": ("RoleAdd", rpc_pb2.AuthRoleAddRequest),
+    "role/get": ("RoleGet", rpc_pb2.AuthRoleGetRequest),
+    "role/list": ("RoleList", rpc_pb2.AuthRoleListRequest),
+    "role/delete": ("RoleDelete", rpc_pb2.AuthRoleDeleteRequest),
+    "role/grant": ("RoleGrantPermission", rpc_pb2.AuthRoleGrantPermissionRequest),
+    "role/revoke": ("RoleRevokePermission", rpc_pb2.AuthRoleRevokePermissionRequest),
+}
+
+
+def _auth_routes(member: Any) -> dict[str, tuple[type[Any], Handler]]:
+    service = AuthService(member.gate, member)
+    routes: dict[str, tuple[type[Any], Handler]] = {}
+    for path, (method, message_type) in _AUTH_ROUTES.items():
+
+        async def call(member: Any, m: Any, method: str = method) -> Any:
+            return await getattr(service, method)(m, _GatewayContext())
+
+        routes[f"/v3/auth/{path}"] = (message_type, call)
+    return routes
+
+
 def add_routes(app: web.Application, member: Any) -> None:
-    for path, (message_type, handler) in ROUTES.items():
+    for path, (message_type, handler) in {**ROUTES, **_auth_routes(member)}.items():
 
         async def route(
             request: web.Request, message_type: Any = message_type, handler: Handler = handler
@@ -165,8 +225,12 @@ def add_routes(app: web.Application, member: Any) -> None:
                     {"error": str(e), "code": 3, "message": str(e)}, separators=(",", ":")
                 )
                 return web.Response(text=body, status=400, content_type="application/json")
+            if member.auth_enabled:
+                CALL_CREDENTIALS.set(Credentials(token=request.headers.get("Authorization")))
             try:
                 resp = await handler(member, message)
+            except _Aborted as e:
+                return _status_response(e.code, e.message)
             except Exception as e:
                 return _error(e)
             return web.Response(text=_to_json(resp), content_type="application/json")

@@ -140,6 +140,9 @@ class Config:
     peer_crl_file: str = ""
     experimental_bootstrap_defrag_threshold_megabytes: int = 0
     cipher_suites: tuple[str, ...] = ()
+    auth_token: str = "simple"  # as given; petcd.auth.token_provider reads it
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
     # Flags petcd accepted but ignores, with their values (logged at start).
     ignored: tuple[tuple[str, str], ...] = field(default=())
 
@@ -561,6 +564,24 @@ def _from_config_file(path: str) -> dict[str, str]:
     return values
 
 
+def _auth_token(option: str) -> str:
+    """``--auth-token``, refused at start if it cannot be used (key files included)."""
+    from petcd.auth.errors import AuthOptionsError
+    from petcd.auth.tokens import token_provider
+
+    try:
+        token_provider(option, 300, parse_duration_seconds)
+    except AuthOptionsError as e:
+        raise ConfigError(f"--auth-token={option}: {e}") from None
+    return option
+
+
+def _bcrypt_cost(cost: int) -> int:
+    if not 4 <= cost <= 31:
+        raise ConfigError(f"invalid bcrypt-cost {cost}: valid values are between 4 and 31")
+    return cost
+
+
 def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
     def get(name: str) -> str:
         if name in values:
@@ -667,6 +688,9 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         ),
         client_crl_file=get("client-crl-file"),
         peer_crl_file=get("peer-crl-file"),
+        auth_token=_auth_token(get("auth-token")),
+        auth_token_ttl=get_int("auth-token-ttl"),
+        bcrypt_cost=_bcrypt_cost(get_int("bcrypt-cost")),
         ignored=tuple(
             (s.name, values[s.name])
             for s in FLAGS

@@ -539,7 +539,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "simple",
         "Specify a v3 authentication token type and its options ('simple' or 'jwt').",
         _AUTH,
-        D,
+        S,
     ),
     FlagSpec(
         "bcrypt-cost",
@@ -548,10 +548,10 @@ FLAGS: tuple[FlagSpec, ...] = (
         "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. "
         "Valid values are between 4 and 31.",
         _AUTH,
-        D,
+        S,
     ),
     FlagSpec(
-        "auth-token-ttl", Kind.UINT, "300", "Time (in seconds) of the auth-token-ttl.", _AUTH, D
+        "auth-token-ttl", Kind.UINT, "300", "Time (in seconds) of the auth-token-ttl.", _AUTH, S
     ),
     # --- Profiling and Monitoring ----------------------------------------------------------
     FlagSpec(

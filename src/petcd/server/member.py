@@ -100,6 +100,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from petcd import ETCD_VERSION
+from petcd.auth import AuthRequest, AuthStore, token_provider
+from petcd.auth.errors import AuthError
 from petcd.backend import ALARM, LEASE, MEMBERS, MEMBERS_REMOVED, Backend
 from petcd.lease import (
     CHECKPOINT_BATCH_MAX,
@@ -160,8 +162,9 @@ from petcd.raft.types import (
 from petcd.server import entry as entry_codec
 from petcd.server import join
 from petcd.server.answer import Answer
+from petcd.server.authz import AuthGate, Credentials, apply_check
 from petcd.server.compactor import Compactor
-from petcd.server.config import Config
+from petcd.server.config import Config, parse_duration_seconds
 from petcd.server.corrupt import (
     MemberHasher,
     PeerHashFetcher,
@@ -423,6 +426,9 @@ class Member:
         self._leader_ready_term = Term(0)
         # Asks the peers for their HashKV (petcd.server.corrupt); set by the program.
         self.peer_hash_fetcher: PeerHashFetcher | None = None
+        self._tokens = token_provider(cfg.auth_token, cfg.auth_token_ttl, parse_duration_seconds)
+        self.auth: AuthStore
+        self.gate = AuthGate(self)
 
     # -- open / bootstrap / restart ------------------------------------------------------------
 
@@ -464,6 +470,9 @@ class Member:
             ),
         )
         self.kv = WatchableStore(self._backend, lessor=self.lessor, max_txn_ops=cfg.max_txn_ops)
+        self.auth = AuthStore(self._backend, self._tokens, cfg.bcrypt_cost)
+        self.auth.recover()
+        self.metrics.auth_revision.set_function(lambda: self.auth.revision)
         # Responses get the member's header (cluster, member, revision, term) as mvcc builds
         # them: one header and one response object per request instead of two of each.
         self.kv.set_header_source(self._header)
@@ -1007,7 +1016,9 @@ class Member:
                 if len(data) > request_bytes_max:
                     fut.set_exception(RequestTooLargeError())
                     continue
-                if isinstance(req, _QUOTA_CHECKED):
+                if isinstance(
+                    req.request if type(req) is entry_codec.Guarded else req, _QUOTA_CHECKED
+                ):
                     if nospace is None:
                         nospace = self._has_nospace_alarm()
                     if nospace:
@@ -1423,6 +1434,7 @@ class Member:
         # mvcc has no public way to swap its lease hook on reload yet (reported to the lead).
         self.kv._lessor = self.lessor
         self.kv.reload()
+        self.auth.recover(self._backend)
         self._members = {
             MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
                 MemberId(int.from_bytes(k, "big")), v
@@ -1682,7 +1694,16 @@ class Member:
         if req is None:
             req = entry_codec.decode(data).request
         result: Any
+        guard = 0
+        if type(req) is entry_codec.Guarded:
+            guard, req = req.auth_revision, req.request
         try:
+            if guard or self.auth.enabled:
+                try:
+                    apply_check(self.auth, req, guard)
+                except AuthError:
+                    self._backend.set_consistent_index(e.index, e.term)
+                    raise
             if (
                 self._alarms
                 and refused_when_corrupt(req)
@@ -1713,6 +1734,11 @@ class Member:
             elif isinstance(req, entry_codec.MemberAttributes):
                 result = self._apply_member_attributes(req)
                 self._backend.set_consistent_index(e.index, e.term)
+            elif isinstance(req, AuthRequest):
+                try:
+                    result = self.auth.apply(req, e.index)
+                finally:
+                    self._backend.set_consistent_index(e.index, e.term)
             elif isinstance(req, CompactionRequest):
                 result = self.kv.compact(req.revision, index=e.index, term=e.term, commit=False)
                 self._compactor.compacted(req.revision)
@@ -1720,7 +1746,7 @@ class Member:
                 # "physical" request is answered once they are (``compact``).
             else:
                 raise AssertionError(f"unknown entry request {req!r}")
-        except (MvccError, LeaseError) as err:
+        except (MvccError, LeaseError, AuthError) as err:
             result = err
         fut = self._waiters.pop(rid, None)
         if fut is None:
@@ -1731,7 +1757,7 @@ class Member:
             fut.set_result(self._with_header(result, term))
         elif isinstance(result, Exception):
             fut.set_exception(result)
-        elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | tuple | type(None)):
+        elif isinstance(result, MemberInfo | LeaseInfo | ResponseHeader | tuple | str | type(None)):
             fut.set_result(result)
         else:
             fut.set_result(self._with_header(result, term))
@@ -2003,8 +2029,11 @@ class Member:
             self.metrics.slow_read_indexes.inc()
             raise RequestTimeoutError() from None
 
-    async def range(self, req: RangeRequest) -> RangeResponse:
+    async def range(self, req: RangeRequest, creds: Credentials | None = None) -> RangeResponse:
+        """A Range; with ``creds`` (auth was on when the call came), checked first."""
         validate_request(req, self.cfg.max_txn_ops)
+        if creds is not None:
+            return await self.gate.read(creds, req, lambda: self.range(req))
         if not req.serializable:
             await self._read_barrier()
         return self._range_header(self.kv.range(req))
@@ -2029,10 +2058,14 @@ class Member:
         hdr, raw = self.kv.range_one(key)
         return self._header(hdr.revision), raw
 
-    async def range_records(self, req: RangeRequest) -> tuple[RangeResponse, list[bytes] | None]:
+    async def range_records(
+        self, req: RangeRequest, creds: Credentials | None = None
+    ) -> tuple[RangeResponse, list[bytes] | None]:
         """``range``, with a plain listing's KeyValues left as stored records
         (``KVStore.range_records``: the response has no kvs then, ``add_records`` reads them)."""
         validate_request(req, self.cfg.max_txn_ops)
+        if creds is not None:
+            return await self.gate.read(creds, req, lambda: self.range_records(req))
         if not req.serializable:
             await self._read_barrier()
         resp, records = self.kv.range_records(req)
@@ -2044,19 +2077,29 @@ class Member:
             return resp
         return RangeResponse(h, resp.kvs, resp.more, resp.count)
 
-    async def put(self, req: PutRequest) -> PutResponse:
+    async def _propose_checked(self, req: Any, creds: Credentials | None) -> Any:
+        """Propose a client write; with ``creds``, checked and guarded (``petcd.server.authz``)."""
+        if creds is not None:
+            guard = await self.gate.guard(creds, req)
+            if guard:
+                return await self._propose(entry_codec.Guarded(guard, req))
+        return await self._propose(req)
+
+    async def put(self, req: PutRequest, creds: Credentials | None = None) -> PutResponse:
         validate_request(req, self.cfg.max_txn_ops)
-        result: PutResponse = await self._propose(req)
+        result: PutResponse = await self._propose_checked(req, creds)
         return result
 
-    async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+    async def delete_range(
+        self, req: DeleteRangeRequest, creds: Credentials | None = None
+    ) -> DeleteRangeResponse:
         validate_request(req, self.cfg.max_txn_ops)
-        result: DeleteRangeResponse = await self._propose(req)
+        result: DeleteRangeResponse = await self._propose_checked(req, creds)
         return result
 
-    async def txn(self, req: TxnRequest) -> TxnResponse:
+    async def txn(self, req: TxnRequest, creds: Credentials | None = None) -> TxnResponse:
         validate_request(req, self.cfg.max_txn_ops)
-        result: TxnResponse = await self._propose(req)
+        result: TxnResponse = await self._propose_checked(req, creds)
         return result
 
     async def compact(self, req: CompactionRequest) -> CompactionResponse:
@@ -2284,8 +2327,12 @@ class Member:
         info: LeaseInfo = await self._propose(entry_codec.LeaseGrant(lease_id, ttl_seconds))
         return self._header(self.kv.current_revision), info
 
-    async def lease_revoke(self, lease_id: int) -> ResponseHeader:
-        header: ResponseHeader = await self._propose(entry_codec.LeaseRevoke(lease_id))
+    async def lease_revoke(self, lease_id: int, creds: Credentials | None = None) -> ResponseHeader:
+        req: entry_codec.EntryRequest = entry_codec.LeaseRevoke(lease_id)
+        guard = await self.gate.lease_revoke(creds, lease_id)
+        if guard:
+            req = entry_codec.Guarded(guard, req)
+        header: ResponseHeader = await self._propose(req)
         return header
 
     async def lease_keep_alive(self, lease_id: int) -> tuple[ResponseHeader, int]:
@@ -2303,9 +2350,14 @@ class Member:
         return self._header(self.kv.current_revision), ttl
 
     async def lease_time_to_live(
-        self, lease_id: int, with_keys: bool
+        self, lease_id: int, with_keys: bool, creds: Credentials | None = None
     ) -> tuple[ResponseHeader, TimeToLive | None]:
         """None for a lease that does not exist (the gRPC layer answers TTL -1, as etcd)."""
+        if with_keys and creds is not None:
+            revision = await self.gate.lease_keys(creds, lease_id)
+            found = await self.lease_time_to_live(lease_id, with_keys)
+            self.gate.still(revision)
+            return found
         await self._read_barrier()
         try:
             ttl = self.lessor.time_to_live(LeaseId(lease_id), with_keys=with_keys)
@@ -2569,6 +2621,11 @@ class Member:
     @property
     def leader(self) -> MemberId:
         return self._lead
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether auth is on (calls then carry credentials); read on every RPC."""
+        return self.auth.enabled
 
     @property
     def is_learner(self) -> bool:

@@ -126,6 +126,9 @@ class ServerMetrics:
             "Total size of the underlying database logically in use in bytes.",
             registry=r,
         )
+        self.auth_revision = Gauge(
+            "etcd_debugging_auth_revision", "The current revision of auth store.", registry=r
+        )
         self.snapshot_save_seconds = Histogram(
             "etcd_debugging_snap_save_total_duration_seconds",
             "The total latency distributions of save called by snapshot.",

@@ -54,11 +54,10 @@ def _cert_pem(key: Any) -> bytes:
 
 
 def provider(tmp_path: Path, option: str, **files: bytes) -> Any:
+    """The provider of ``option``, whose ``{d}`` is ``tmp_path``, where ``files`` are written."""
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    return token_provider(
-        option.format(d=tmp_path), 300, parse_duration_seconds
-    )  # the {d} placeholder is the directory
+    return token_provider(option.format(d=tmp_path), 300, parse_duration_seconds)
 
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)

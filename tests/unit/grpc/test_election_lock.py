@@ -86,11 +86,11 @@ class StoreMember:
             if not self.store.sync():
                 return
 
-    async def range(self, req: RangeRequest) -> RangeResponse:
+    async def range(self, req: RangeRequest, creds: object = None) -> RangeResponse:
         await asyncio.sleep(0)
         return self.store.range(req)
 
-    async def txn(self, req: TxnRequest) -> TxnResponse:
+    async def txn(self, req: TxnRequest, creds: object = None) -> TxnResponse:
         await asyncio.sleep(0)
         resp: TxnResponse = self._apply(req)
         return resp
@@ -99,7 +99,9 @@ class StoreMember:
         await asyncio.sleep(0)
         return self._apply(req)
 
-    async def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+    async def delete_range(
+        self, req: DeleteRangeRequest, creds: object = None
+    ) -> DeleteRangeResponse:
         await asyncio.sleep(0)
         resp: DeleteRangeResponse = self._apply(req)
         return resp

@@ -35,6 +35,7 @@ class FakeMember:
     def __init__(self, leader: int = 1, is_learner: bool = False) -> None:
         self.leader = leader
         self.is_learner = is_learner
+        self.auth_enabled = False
 
 
 class Ticks:

@@ -355,6 +355,7 @@ class FakeMember:
     def __init__(self, leader: int = 1, is_learner: bool = False) -> None:
         self.leader = leader
         self.is_learner = is_learner
+        self.auth_enabled = False
 
 
 def test_request_guard_refuses_on_a_learner_and_without_a_leader() -> None:

@@ -82,6 +82,10 @@ class GuardView:
     def is_learner(self) -> bool:
         return self.learner
 
+    @property
+    def auth_enabled(self) -> bool:
+        return False
+
 
 class Env:
     def __init__(self, member: Member, server: NativeServer, fe: FakeFrontend, guard: GuardView):
