@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import bcrypt
 
 from petcd.auth import errors
-from petcd.auth.tokens import AuthInfo, JWTTokens, SimpleTokens, TokenProvider
+from petcd.auth.tokens import AuthInfo, SimpleTokens, TokenProvider
 
 AUTH_BUCKET = "auth"
 USERS_BUCKET = "authUsers"
@@ -499,16 +499,3 @@ class AuthStore:
         except errors.AuthError:
             return False
         return True
-
-
-__all__ = [
-    "AuthInfo",
-    "AuthOp",
-    "AuthRequest",
-    "AuthStore",
-    "JWTTokens",
-    "Permission",
-    "Role",
-    "SimpleTokens",
-    "User",
-]

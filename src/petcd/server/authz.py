@@ -165,33 +165,41 @@ class AuthGate:
         if creds is not None:
             self._m.auth.check_range(await self.info(creds), key, range_end)
 
+    async def _lease_keys(
+        self, creds: Credentials | None, lease_id: int
+    ) -> tuple[AuthInfo | None, list[bytes]] | None:
+        """Who asks about ``lease_id`` and the lease's keys; None when nothing is checked."""
+        if creds is None:
+            return None
+        info = await self.info(creds)
+        if not self._m.auth.enabled:
+            return None
+        lessor = self._m.lessor
+        return info, lessor.keys(LeaseId(lease_id)) if lease_id in lessor else []
+
     async def lease_revoke(self, creds: Credentials | None, lease_id: int) -> int:
         """Check a LeaseRevoke (write on every attached key, unless admin); its guard."""
-        if creds is None:
+        found = await self._lease_keys(creds, lease_id)
+        if found is None:
             return 0
-        info = await self.info(creds)
-        store, lessor = self._m.auth, self._m.lessor
-        if not store.enabled:
-            return 0
-        if not store.is_admin(info) and lease_id in lessor:
-            for key in lessor.keys(LeaseId(lease_id)):
+        info, keys = found
+        store = self._m.auth
+        if not store.is_admin(info):
+            for key in keys:
                 store.check_put(info, key)
         return store.revision
 
     async def lease_keys(self, creds: Credentials | None, lease_id: int) -> int:
         """Check a LeaseTimeToLive with keys (read on every attached key); the revision."""
-        if creds is None:
+        found = await self._lease_keys(creds, lease_id)
+        if found is None:
             return 0
-        info = await self.info(creds)
-        store, lessor = self._m.auth, self._m.lessor
-        if not store.enabled:
-            return 0
+        info, keys = found
         if info is None:
             raise errors.UserEmptyError()
-        if lease_id in lessor:
-            for key in lessor.keys(LeaseId(lease_id)):
-                store.check_range(info, key, b"")
-        return store.revision
+        for key in keys:
+            self._m.auth.check_range(info, key, b"")
+        return self._m.auth.revision
 
     def still(self, revision: int) -> None:
         """Fail a read that began at auth ``revision`` if the auth store moved since."""

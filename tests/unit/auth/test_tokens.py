@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
 from petcd.auth.errors import AuthOptionsError
 from petcd.auth.tokens import JWTTokens, SimpleTokens, token_provider
 from petcd.server.config import parse_duration_seconds
+from tests.tlsfiles import _cert
 
 
 def _pem(key: Any) -> bytes:
@@ -38,19 +36,7 @@ def _pub_pem(key: Any) -> bytes:
 
 
 def _cert_pem(key: Any) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jwt")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return _cert("jwt", key, None).public_bytes(serialization.Encoding.PEM)
 
 
 def provider(tmp_path: Path, option: str, **files: bytes) -> Any:
