@@ -22,6 +22,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.client import Client, ClientError, TLSConfig
@@ -34,7 +37,7 @@ from tests.integration.petcd_proc import (
     run_petcd,
 )
 from tests.ports import free_port
-from tests.tlsfiles import make_tls_files
+from tests.tlsfiles import _cert, make_tls_files
 
 PETCDCTL_BIN = str(REPO / ".venv" / "bin" / "petcdctl")
 
@@ -443,3 +446,45 @@ def test_client_library_reports_an_untrusted_server(member: PetcdProcess) -> Non
         pytest.raises(ClientError),
     ):
         c.get(b"foo")
+
+
+def test_one_self_signed_ca_certificate_as_server_ca_and_client(tmp_path: Path) -> None:
+    """etcd's e2e fixture ``CommonName-root.crt``: one self-signed ``CA:TRUE`` certificate as
+    ``--cert-file``, ``--trusted-ca-file`` and the client's certificate. Go accepts a CA as the
+    end entity; WebPKI refuses it unless petcd lets a trusted certificate itself through. Another
+    self-signed CA certificate is still refused."""
+    usage = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    paths = {}
+    for name in ("own", "other"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert("root", key, None, ca=True, usage=usage)
+        paths[name] = tmp_path / f"{name}.pem"
+        paths[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths[f"{name}_key"] = tmp_path / f"{name}-key.pem"
+        paths[f"{name}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    own, own_key = str(paths["own"]), str(paths["own_key"])
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=paths["own"].read_bytes(),
+        private_key=paths["own_key"].read_bytes(),
+        certificate_chain=paths["own"].read_bytes(),
+    )
+    flags = ["--cert-file", own, "--key-file", own_key, "--trusted-ca-file", own]
+    p = PetcdProcess(tmp_path / "d", extra_args=[*flags, "--client-cert-auth"], credentials=creds)
+    p.start()
+    try:
+        url = f"https://{p.endpoint}"
+        r = _ctl(
+            ETCDCTL_BIN, url, "--cacert", own, "--cert", own, "--key", own_key, "put", "k", "v"
+        )
+        assert r.returncode == 0, r.stderr
+        other = ["--cert", str(paths["other"]), "--key", str(paths["other_key"])]
+        r = _ctl(ETCDCTL_BIN, url, "--cacert", own, *other, "--command-timeout=1s", "get", "k")
+        assert r.returncode == 1 and "context deadline exceeded" in r.stderr, r
+    finally:
+        p.stop()

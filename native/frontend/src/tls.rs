@@ -9,11 +9,16 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    ServerConfig, SignatureScheme, SupportedProtocolVersion,
+};
 use tokio_rustls::TlsAcceptor;
 
 /// What Python passes: PEM bytes, the TLS versions to offer ("1.2", "1.3") and the TLS 1.2
@@ -38,6 +43,70 @@ pub fn tls12_suite_names() -> Vec<String> {
         .filter(|s| s.version() == &rustls::version::TLS12)
         .map(|s| format!("{:?}", s.suite()))
         .collect()
+}
+
+/// WebPKI's client verification, except that a client certificate byte for byte equal to one
+/// of the trusted CA certificates is accepted although it is a CA certificate (`CA:TRUE`):
+/// a self-signed certificate given as both `--trusted-ca-file` and the client's certificate,
+/// which Go's TLS (so etcd) accepts and WebPKI refuses as "CaUsedAsEndEntity". WebPKI checks
+/// the validity period before that, so an expired one is still refused.
+#[derive(Debug)]
+struct TrustedSelfSigned {
+    inner: Arc<dyn ClientCertVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl ClientCertVerifier for TrustedSelfSigned {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+            Err(Error::InvalidCertificate(CertificateError::Other(e)))
+                if e.to_string().contains("CaUsedAsEndEntity")
+                    && self.trusted.iter().any(|t| t.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The acceptor for `settings`, or a message saying what is wrong with them.
@@ -82,15 +151,15 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            let mut n = 0;
+            let mut trusted = Vec::new();
             for c in CertificateDer::pem_slice_iter(ca) {
                 let c = c.map_err(|e| format!("cannot read the trusted CA file: {e}"))?;
+                trusted.push(c.clone());
                 roots
                     .add(c)
                     .map_err(|e| format!("cannot use a certificate of the trusted CA file: {e}"))?;
-                n += 1;
             }
-            if n == 0 {
+            if trusted.is_empty() {
                 return Err("the trusted CA file holds no PEM certificate".into());
             }
             let mut verifier =
@@ -108,7 +177,8 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
             let verifier = verifier
                 .build()
                 .map_err(|e| format!("cannot verify client certificates: {e}"))?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier = TrustedSelfSigned { inner: verifier, trusted };
+            builder.with_client_cert_verifier(Arc::new(verifier))
         }
     };
     let mut cfg = builder

@@ -11,8 +11,7 @@ one, ``etcdutl`` petcdutl). Every test that fails there is run again with the re
 other failure must be listed in ``DIFFERENT`` with its reason.
 
 Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
-without it (the v2 API, other etcd versions, grpc-proxy, gateway, a CA certificate used as a
-client certificate). The ``...Etcdutl`` variants
+without it (the v2 API, other etcd versions, grpc-proxy, gateway). The ``...Etcdutl`` variants
 of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl variants read
 bbolt files and are in ``DIFFERENT``.
 
@@ -43,9 +42,6 @@ PETCDUTL_BIN = str(Path(PETCD_BIN).with_name("petcdutl"))
 NOT_RUN = {
     "V2": "the v2 API (petcd serves v3 only; also TestConnectionMultiplexing's v2 client)",
     "ConnectionMultiplexing": "checks the v2 API on the client port",
-    # Its client certificate is a CA (CA:TRUE): the TLS library refuses it (Go accepts it),
-    # so the test's first etcdctl call retries for ever.
-    "TestCtlV3AuthCertCNWithWithConcurrentOperation": "a CA certificate as client certificate",
     "Downgrade|ReleaseUpgrade|MixVersions": "needs binaries of other etcd versions",
     "Grpcproxy|GrpcProxy": "etcd's grpc-proxy subcommand (a failed one leaves goroutines that"
     " make the framework skip every later test)",
