@@ -79,13 +79,16 @@ class Frontend:
         keepalive_timeout_ms: int,
         threads: int = 1,
         http1: bool = False,
-        tls: tuple[bytes, bytes, bytes | None, list[str], list[str], list[bytes] | None]
+        tls: tuple[
+            bytes, bytes, bytes | None, list[str], list[str], list[bytes] | None, list[str] | None
+        ]
         | None = None,
         secure: list[bool] | None = None,
     ) -> None:
         """``tls``: (certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions of
         "1.2" / "1.3", TLS 1.2 cipher suites by IANA name or [] for the defaults, revocation
-        lists in DER or None: a client whose certificate one revokes is refused); a client
+        lists in DER or None: a client whose certificate one revokes is refused, host names or
+        IP addresses one of which a client certificate must be valid for, or None); a client
         certificate signed by the CA is required when one is given. ``secure``: per
         listener, whether it serves TLS (default: none). ValueError says what is wrong with
         the material. On a TLS listener ALPN picks the protocol: ``h2`` is HTTP/2; anything

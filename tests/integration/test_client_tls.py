@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -485,6 +486,35 @@ def test_one_self_signed_ca_certificate_as_server_ca_and_client(tmp_path: Path) 
         assert r.returncode == 0, r.stderr
         other = ["--cert", str(paths["other"]), "--key", str(paths["other_key"])]
         r = _ctl(ETCDCTL_BIN, url, "--cacert", own, *other, "--command-timeout=1s", "get", "k")
+        assert r.returncode == 1 and "context deadline exceeded" in r.stderr, r
+    finally:
+        p.stop()
+
+
+def test_client_certificate_hostnames_are_pinned(tmp_path: Path, files: dict[str, str]) -> None:
+    """--client-cert-allowed-hostname: the client certificate (SANs 127.0.0.1 and localhost)
+    must be valid for one of the names, else the handshake fails."""
+    certs = ["--cacert", files["ca"], "--cert", files["client"], "--key", files["client_key"]]
+    p = _start(tmp_path, files, "--client-cert-allowed-hostname", "example.com,localhost")
+    try:
+        r = _ctl(ETCDCTL_BIN, f"https://{p.endpoint}", *certs, "put", "k", "v")
+        assert r.returncode == 0, r.stderr
+    finally:
+        p.stop()
+    p = PetcdProcess(
+        tmp_path / "refused",
+        name="refused",
+        extra_args=[*_server_flags(files), "--trusted-ca-file", files["ca"],
+                    "--client-cert-allowed-hostname", "example.com"],
+        credentials=_credentials(files),  # an https client URL
+    )  # fmt: skip
+    p.start(wait=False)  # the readiness probe's certificate is refused too
+    try:
+        deadline = time.monotonic() + 30
+        while "ready to serve client requests" not in p.log_tail(100):
+            assert time.monotonic() < deadline, p.log_tail()
+            time.sleep(0.1)
+        r = _ctl(ETCDCTL_BIN, f"https://{p.endpoint}", *certs, "--command-timeout=2s", "get", "k")
         assert r.returncode == 1 and "context deadline exceeded" in r.stderr, r
     finally:
         p.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def _member(
     peer_port: int,
     initial: str,
     state: str = "new",
+    extra: tuple[str, ...] = (),
 ) -> PetcdProcess:
     """A member on an https peer URL: with ``files``' peer certificate and CA (client
     certificates required), or with ``--peer-auto-tls`` when ``files`` is None."""
@@ -53,6 +55,7 @@ def _member(
                 ["--peer-cert-file", files["peer"], "--peer-key-file", files["peer_key"],
                  "--peer-trusted-ca-file", files["ca"], "--peer-client-cert-auth"]
             ),
+            *extra,
         ],
     )  # fmt: skip
 
@@ -158,3 +161,45 @@ def test_https_peer_url_without_a_peer_certificate_is_refused(tmp_path: Path) ->
         f"cannot listen on TLS for 127.0.0.1:{port}: KeyFile and CertFile are not presented"
         in r.stderr
     ), r.stderr
+
+
+def test_peer_certificate_names_are_pinned(tmp_path: Path) -> None:
+    """--peer-cert-allowed-hostname / --peer-cert-allowed-cn, both ways: a and b want a
+    certificate valid for localhost (the peer certificate's SANs are 127.0.0.1 and localhost)
+    and form a quorum; c wants the common name "other" and refuses everyone, so it never
+    joins them."""
+    files = make_tls_files(tmp_path / "certs")
+    ports = {n: free_port() for n in ("a", "b", "c")}
+    initial = ",".join(f"{n}=https://127.0.0.1:{p}" for n, p in ports.items())
+    pins = {
+        "a": ("--peer-cert-allowed-hostname", "example.com,localhost"),
+        "b": ("--peer-cert-allowed-hostname", "localhost"),
+        "c": ("--peer-cert-allowed-cn", "other,another"),
+    }
+    members = {n: _member(tmp_path, n, files, p, initial, extra=pins[n]) for n, p in ports.items()}
+    try:
+        for m in members.values():
+            m.start(wait=False)
+        members["a"].wait_ready()
+        members["b"].wait_ready()
+        assert etcdctl(members["a"].endpoint, "put", "k", "v").returncode == 0
+        got = etcdctl(members["b"].endpoint, "get", "k", "--print-value-only")
+        assert got.stdout == "v\n"
+        c = members["c"]
+        deadline = time.monotonic() + 10
+        while "client certificate authentication failed" not in c.log_tail(400):
+            assert time.monotonic() < deadline, c.log_tail()
+            time.sleep(0.1)
+        assert etcdctl(c.endpoint, "get", "k", "--command-timeout=1s").returncode != 0
+    finally:
+        for m in members.values():
+            m.stop()
+
+
+def test_peer_cns_and_hostnames_are_exclusive(tmp_path: Path) -> None:
+    out = run_petcd(
+        "--data-dir", str(tmp_path / "d"),
+        "--peer-cert-allowed-cn", "a,b", "--peer-cert-allowed-hostname", "h",
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert r"mutually exclusive (cns=[\"a\" \"b\"], hostnames=[\"h\"])" in out.stderr

@@ -20,9 +20,17 @@ use tokio_rustls::TlsAcceptor;
 
 /// `tls=`: certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions ("1.2",
 /// "1.3"), TLS 1.2 cipher suites by IANA name (empty: rustls' defaults), and optionally
-/// certificate revocation lists (DER).
-type TlsArgs =
-    (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Vec<String>, Vec<String>, Option<Vec<Vec<u8>>>);
+/// certificate revocation lists (DER) and the host names one of which a client certificate
+/// must be valid for (etcd's `--client-cert-allowed-hostname`; empty: any).
+type TlsArgs = (
+    Vec<u8>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Vec<String>,
+    Vec<String>,
+    Option<Vec<Vec<u8>>>,
+    Option<Vec<String>>,
+);
 
 enum State {
     /// Bound, not serving yet (None after stop_accepting()); each listener with its TLS
@@ -145,8 +153,9 @@ impl Frontend {
             return Err(PyValueError::new_err("secure must have one entry per listener"));
         }
         let acceptor = match tls {
-            Some((cert_pem, key_pem, ca_pem, versions, cipher_suites, crls)) => {
+            Some((cert_pem, key_pem, ca_pem, versions, cipher_suites, crls, hostnames)) => {
                 let crls = crls.unwrap_or_default();
+                let allowed_hostnames = hostnames.unwrap_or_default();
                 let settings = tls::Settings {
                     cert_pem,
                     key_pem,
@@ -155,6 +164,7 @@ impl Frontend {
                     cipher_suites,
                     http1,
                     crls,
+                    allowed_hostnames,
                 };
                 Some(tls::acceptor(&settings).map_err(PyValueError::new_err)?)
             }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
@@ -34,6 +36,9 @@ pub struct Settings {
     /// Certificate revocation lists (DER), checked for the client's own certificate when
     /// client certificates are verified (etcd's `--client-crl-file`).
     pub crls: Vec<Vec<u8>>,
+    /// When not empty, a client certificate must also be valid for one of these host names
+    /// or IP addresses (etcd's `--client-cert-allowed-hostname`).
+    pub allowed_hostnames: Vec<String>,
 }
 
 /// The IANA names of the TLS 1.2 suites rustls (with ring) offers.
@@ -45,18 +50,34 @@ pub fn tls12_suite_names() -> Vec<String> {
         .collect()
 }
 
-/// WebPKI's client verification, except that a client certificate byte for byte equal to one
-/// of the trusted CA certificates is accepted although it is a CA certificate (`CA:TRUE`):
-/// a self-signed certificate given as both `--trusted-ca-file` and the client's certificate,
-/// which Go's TLS (so etcd) accepts and WebPKI refuses as "CaUsedAsEndEntity". WebPKI checks
-/// the validity period before that, so an expired one is still refused.
+/// WebPKI's client verification, with two of etcd's (Go's) ways:
+/// - a client certificate byte for byte equal to one of the trusted CA certificates is
+///   accepted although it is a CA certificate (`CA:TRUE`): a self-signed certificate given as
+///   both `--trusted-ca-file` and the client's certificate, which Go's TLS accepts and WebPKI
+///   refuses as "CaUsedAsEndEntity". WebPKI checks the validity period before that, so an
+///   expired one is still refused;
+/// - with `allowed_hostnames`, the certificate must also be valid for one of them (its DNS or
+///   IP subject alternative names, as Go's `VerifyHostname`), else the handshake fails.
 #[derive(Debug)]
-struct TrustedSelfSigned {
+struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     trusted: Vec<CertificateDer<'static>>,
+    allowed_hostnames: Vec<ServerName<'static>>,
 }
 
-impl ClientCertVerifier for TrustedSelfSigned {
+impl ClientVerifier {
+    fn name_allowed(&self, end_entity: &CertificateDer<'_>) -> bool {
+        if self.allowed_hostnames.is_empty() {
+            return true;
+        }
+        let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
+            return false;
+        };
+        self.allowed_hostnames.iter().any(|h| cert.verify_is_valid_for_subject_name(h).is_ok())
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
@@ -75,15 +96,19 @@ impl ClientCertVerifier for TrustedSelfSigned {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+        let verified = match self.inner.verify_client_cert(end_entity, intermediates, now) {
             Err(Error::InvalidCertificate(CertificateError::Other(e)))
                 if e.to_string().contains("CaUsedAsEndEntity")
                     && self.trusted.iter().any(|t| t.as_ref() == end_entity.as_ref()) =>
             {
-                Ok(ClientCertVerified::assertion())
+                ClientCertVerified::assertion()
             }
-            other => other,
+            other => other?,
+        };
+        if !self.name_allowed(end_entity) {
+            return Err(Error::General("client certificate authentication failed".into()));
         }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -177,7 +202,13 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
             let verifier = verifier
                 .build()
                 .map_err(|e| format!("cannot verify client certificates: {e}"))?;
-            let verifier = TrustedSelfSigned { inner: verifier, trusted };
+            let mut allowed_hostnames = Vec::new();
+            for h in &settings.allowed_hostnames {
+                let name = ServerName::try_from(h.as_str())
+                    .map_err(|_| format!("invalid allowed hostname {h:?}"))?;
+                allowed_hostnames.push(name.to_owned());
+            }
+            let verifier = ClientVerifier { inner: verifier, trusted, allowed_hostnames };
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
     };
@@ -213,6 +244,7 @@ mod tests {
             cipher_suites: Vec::new(),
             http1: false,
             crls: Vec::new(),
+            allowed_hostnames: Vec::new(),
         };
         let e = acceptor(&s).err().unwrap();
         assert!(e.contains("no PEM certificate"), "{e}");

@@ -275,6 +275,7 @@ class PeerTransport:
         rand: random.Random | None = None,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        cert_check: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self._on_messages = on_messages
@@ -288,6 +289,8 @@ class PeerTransport:
         self._rand = rand if rand is not None else random.Random()
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
+        # What a peer's verified certificate must pass, both ways (--peer-cert-allowed-*).
+        self._cert_check = cert_check
         self._peers: dict[MemberId, _Peer] = {}
         self._removed: set[MemberId] = set()
         self._servers: list[asyncio.Server] = []
@@ -560,6 +563,9 @@ class PeerTransport:
             ),
             timeout,
         )
+        if not self._cert_passes(writer):
+            writer.close()
+            raise OSError(f"peer {p.id:x}: server certificate authentication failed")
         try:
             hello = codec.Hello(kind, self.cfg.cluster_id, self.cfg.member_id, p.id)
             _write(writer, codec.encode_hello(hello))
@@ -854,6 +860,13 @@ class PeerTransport:
             )
         return HandshakeStatus.OK, ""
 
+    def _cert_passes(self, writer: asyncio.StreamWriter) -> bool:
+        """Whether a TLS connection's peer certificate passes ``cert_check`` (plain text and
+        no check: yes)."""
+        if self._cert_check is None or writer.get_extra_info("ssl_object") is None:
+            return True
+        return self._cert_check(writer.get_extra_info("peercert") or {})
+
     async def _handle_conn(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -865,6 +878,12 @@ class PeerTransport:
         self._tasks.add(task)
         self._accepted.add(writer)
         try:
+            if not self._cert_passes(writer):
+                self.log.error(
+                    "rejected peer connection: client certificate authentication failed",
+                    remote_addr=str(writer.get_extra_info("peername")),
+                )
+                return
             raw = await asyncio.wait_for(
                 reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
             )

@@ -140,6 +140,9 @@ class Config:
     peer_crl_file: str = ""
     experimental_bootstrap_defrag_threshold_megabytes: int = 0
     cipher_suites: tuple[str, ...] = ()
+    client_cert_allowed_hostname: tuple[str, ...] = ()
+    peer_cert_allowed_cn: tuple[str, ...] = ()
+    peer_cert_allowed_hostname: tuple[str, ...] = ()
     auth_token: str = "simple"  # as given; petcd.auth.token_provider reads it
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
@@ -564,6 +567,15 @@ def _from_config_file(path: str) -> dict[str, str]:
     return values
 
 
+def _strings(text: str) -> tuple[str, ...]:
+    """etcd's comma-separated list flags (``flags.StringsFromFlag``)."""
+    return tuple(s for s in text.split(",") if s)
+
+
+def _go_strings(items: tuple[str, ...]) -> str:
+    return "[" + " ".join(f'"{s}"' for s in items) + "]"
+
+
 def _auth_token(option: str) -> str:
     """``--auth-token``, refused at start if it cannot be used (key files included)."""
     from petcd.auth.errors import AuthOptionsError
@@ -619,6 +631,13 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
     else:
         initial_cluster = ((name, advertise_peer),)
     suites = cipher_suites(get("cipher-suites"))
+    cns = _strings(get("peer-cert-allowed-cn"))
+    hostnames = _strings(get("peer-cert-allowed-hostname"))
+    if cns and hostnames:
+        raise ConfigError(
+            f"AllowedCNs and AllowedHostnames are mutually exclusive (cns={_go_strings(cns)}, "
+            f"hostnames={_go_strings(hostnames)})"
+        )
     try:
         mode = CompactionMode(get("auto-compaction-mode"))
     except ValueError:
@@ -688,6 +707,9 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         ),
         client_crl_file=get("client-crl-file"),
         peer_crl_file=get("peer-crl-file"),
+        client_cert_allowed_hostname=_strings(get("client-cert-allowed-hostname")),
+        peer_cert_allowed_cn=cns,
+        peer_cert_allowed_hostname=hostnames,
         auth_token=_auth_token(get("auth-token")),
         auth_token_ttl=get_int("auth-token-ttl"),
         bcrypt_cost=_bcrypt_cost(get_int("bcrypt-cost")),

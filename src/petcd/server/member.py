@@ -331,6 +331,7 @@ class Member:
         self._peer_client_ssl = (
             ssl.create_default_context() if peer_tls is None else peer_tls.client_context()
         )
+        self._peer_cert_check = None if peer_tls is None else peer_tls.names_check()
         self.metrics = ServerMetrics()
         self._clock = clock
         self._rand = rand if rand is not None else random.Random(os.urandom(16))
@@ -750,6 +751,7 @@ class Member:
             rand=self._rand,
             server_ssl=self._peer_server_ssl,
             client_ssl=self._peer_client_ssl,
+            cert_check=self._peer_cert_check,
         )
         for mid, urls in peers.items():
             self._transport.add_peer(mid, urls)

@@ -85,6 +85,8 @@ class ClientTLS:
     versions: tuple[str, ...]  # of "1.2", "1.3"
     cipher_suites: tuple[str, ...]  # TLS 1.2 suites by IANA name; () = the defaults
     crl_file: str = ""  # --client-crl-file: revoked client certificates are refused
+    # --client-cert-allowed-hostname: a client certificate must be valid for one of them
+    allowed_hostnames: tuple[str, ...] = ()
 
     def _read(self, path: str, what: str) -> bytes:
         try:
@@ -95,7 +97,7 @@ class ClientTLS:
 
     def frontend_args(
         self,
-    ) -> tuple[bytes, bytes, bytes | None, list[str], list[str], list[bytes]]:
+    ) -> tuple[bytes, bytes, bytes | None, list[str], list[str], list[bytes], list[str]]:
         """``petcd._frontend.Frontend``'s ``tls=``."""
         ca = self._read(self.trusted_ca_file, "trusted CA file") if self.trusted_ca_file else None
         return (
@@ -105,6 +107,7 @@ class ClientTLS:
             list(self.versions),
             list(self.cipher_suites),
             read_crls(self.crl_file, "--client-crl-file") if self.crl_file else [],
+            list(self.allowed_hostnames),
         )
 
     def grpc_credentials(self) -> Any:
@@ -115,7 +118,11 @@ class ClientTLS:
             raise UnsupportedFeatureError(
                 "--client-crl-file is not supported with --client-transport=grpcio"
             )
-        cert, key, ca, _, _, _ = self.frontend_args()
+        if self.allowed_hostnames:
+            raise UnsupportedFeatureError(
+                "--client-cert-allowed-hostname is not supported with --client-transport=grpcio"
+            )
+        cert, key, ca, *_ = self.frontend_args()
         return grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
         )
@@ -184,6 +191,21 @@ class PeerTLS:
     cipher_suites: tuple[str, ...]
     self_signed: bool = False  # --peer-auto-tls: peers' certificates are not verified
     crl_file: str = ""  # --peer-crl-file: members with a revoked certificate are refused
+    # --peer-cert-allowed-cn / --peer-cert-allowed-hostname (at most one of them is given)
+    allowed_cns: tuple[str, ...] = ()
+    allowed_hostnames: tuple[str, ...] = ()
+
+    def names_check(self) -> Callable[[dict[str, Any]], bool] | None:
+        """What a peer's certificate (``SSLSocket.getpeercert()``) must pass, in both
+        directions, as etcd's ``VerifyPeerCertificate``: its common name one of
+        ``allowed_cns``, or valid for one of ``allowed_hostnames``; None without either."""
+        if self.allowed_cns:
+            cns = frozenset(self.allowed_cns)
+            return lambda cert: _common_name(cert) in cns
+        if self.allowed_hostnames:
+            hosts = self.allowed_hostnames
+            return lambda cert: any(cert_matches_host(cert, h) for h in hosts)
+        return None
 
     def server_context(self) -> ssl.SSLContext:
         """For the peer listeners: a peer's client certificate is required and verified
@@ -216,6 +238,44 @@ class PeerTLS:
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot use the peer TLS files: {e}") from None
         return ctx
+
+
+def _common_name(cert: dict[str, Any]) -> str | None:
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def _dns_matches(pattern: str, host: str) -> bool:
+    """Go's ``matchHostnames``: case-insensitive, a ``*`` only as the whole left-most label."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if not pattern or not host:
+        return False
+    p_labels, h_labels = pattern.split("."), host.split(".")
+    if len(p_labels) != len(h_labels):
+        return False
+    pairs = enumerate(zip(p_labels, h_labels, strict=True))
+    return all(p == h or (i == 0 and p == "*") for i, (p, h) in pairs)
+
+
+def cert_matches_host(cert: dict[str, Any], host: str) -> bool:
+    """Go's ``Certificate.VerifyHostname``: an IP against the IP SANs, a name against the DNS
+    SANs (the common name is not looked at)."""
+    sans = cert.get("subjectAltName", ())
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return any(kind == "DNS" and _dns_matches(value, host) for kind, value in sans)
+    for kind, value in sans:
+        if kind == "IP Address":
+            try:
+                if ipaddress.ip_address(value.strip()) == ip:
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 def read_crls(path: str, flag: str) -> list[bytes]:
@@ -428,7 +488,13 @@ def client_tls(cfg: Config, log: Logger) -> ClientTLS | None:
     if not cert:
         return None
     return ClientTLS(
-        cert, key, cfg.trusted_ca_file, cfg.tls_versions, cfg.cipher_suites, cfg.client_crl_file
+        cert,
+        key,
+        cfg.trusted_ca_file,
+        cfg.tls_versions,
+        cfg.cipher_suites,
+        cfg.client_crl_file,
+        cfg.client_cert_allowed_hostname,
     )
 
 
@@ -457,6 +523,8 @@ def peer_tls(cfg: Config, log: Logger) -> PeerTLS | None:
         cfg.cipher_suites,
         self_signed,
         cfg.peer_crl_file,
+        cfg.peer_cert_allowed_cn,
+        cfg.peer_cert_allowed_hostname,
     )
 
 

@@ -177,10 +177,6 @@ def test_initial_cluster_must_contain_this_member() -> None:
 
 def test_unsupported_feature_flags_only_at_default() -> None:
     run(["--peer-client-cert-auth=false", "--auth-token=simple"])
-    with pytest.raises(UnsupportedFeatureError, match=r"--peer-cert-allowed-hostname=x"):
-        parse(["--peer-cert-allowed-hostname", "x"], {})
-    with pytest.raises(UnsupportedFeatureError, match="--peer-cert-allowed-cn"):
-        parse(["--peer-cert-allowed-cn", "etcd"], {})
     with pytest.raises(UnsupportedFeatureError, match="--client-crl-file"):
         parse(["--client-crl-file", "/crl.pem"], {})
     with pytest.raises(ConfigError, match="--auth-token=jwt: auth: invalid auth signature"):
@@ -267,9 +263,9 @@ def test_config_file_from_env_and_nested_tls(tmp_path: Path) -> None:
     path.write_text("peer-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n")
     cfg = parse([], {"ETCD_CONFIG_FILE": str(path)}).config
     assert cfg is not None and (cfg.peer_cert_file, cfg.peer_key_file) == ("/c.pem", "/k.pem")
-    path.write_text("peer-transport-security:\n  allowed-cn: etcd\n")
-    with pytest.raises(UnsupportedFeatureError, match="peer-cert-allowed-cn"):
-        parse([], {"ETCD_CONFIG_FILE": str(path)})
+    path.write_text("peer-transport-security:\n  allowed-cn: [etcd, etcd2]\n")
+    cfg = parse([], {"ETCD_CONFIG_FILE": str(path)}).config
+    assert cfg is not None and cfg.peer_cert_allowed_cn == ("etcd", "etcd2")
     path.write_text("peer-transport-security:\n  client-cert-auth: true\n")
     with pytest.raises(UnsupportedFeatureError, match="--peer-client-cert-auth needs"):
         parse([], {"ETCD_CONFIG_FILE": str(path)})

@@ -15,6 +15,7 @@ from petcd.server.tls import (
     SUPPORTED_SUITES,
     ClientTLS,
     PeerTLS,
+    cert_matches_host,
     check_files,
     cipher_suites,
     read_crls,
@@ -92,9 +93,9 @@ def test_self_cert_is_made_once_for_the_hosts(tmp_path: Path) -> None:
 def test_client_tls_material_for_each_transport(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path)
     tls = ClientTLS(files["server"], files["server_key"], files["ca"], ("1.2",), SUPPORTED_SUITES)
-    cert, _key, ca, versions, suites, crls = tls.frontend_args()
+    cert, _key, ca, versions, suites, crls, hostnames = tls.frontend_args()
     assert cert.startswith(b"-----BEGIN CERTIFICATE") and ca is not None
-    assert versions == ["1.2"] and suites == list(SUPPORTED_SUITES) and crls == []
+    assert versions == ["1.2"] and suites == list(SUPPORTED_SUITES) and crls == hostnames == []
     ctx = tls.ssl_context()  # every supported suite has an OpenSSL name OpenSSL accepts
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
@@ -139,3 +140,24 @@ def test_revocation_lists_reach_every_context(tmp_path: Path) -> None:
         read_crls(files["ca"], "--client-crl-file")
     with pytest.raises(UnsupportedFeatureError, match="--client-crl-file needs --trusted-ca-file"):
         check_files("/c", "/k", "", False, crl_file="/crl")
+
+
+def test_peer_certificate_names_as_go_matches_them() -> None:
+    cert = {
+        "subject": ((("countryName", "CN"),), (("commonName", "peer.example.com"),)),
+        "subjectAltName": (("DNS", "*.example.com"), ("DNS", "Localhost"), ("IP Address", "::1")),
+    }
+    assert cert_matches_host(cert, "a.example.com")
+    assert cert_matches_host(cert, "LOCALHOST.")
+    assert not cert_matches_host(cert, "example.com")  # * is one whole label
+    assert not cert_matches_host(cert, "a.b.example.com")
+    assert cert_matches_host(cert, "0:0::1")
+    assert not cert_matches_host(cert, "127.0.0.1")
+    assert not cert_matches_host(cert, "peer.example.com.evil")
+    tls = PeerTLS("c", "k", "ca", ("1.2",), (), allowed_cns=("x", "peer.example.com"))
+    check = tls.names_check()
+    assert check is not None and check(cert) and not check({"subject": ()})
+    by_host = PeerTLS("c", "k", "ca", ("1.2",), (), allowed_hostnames=("nope", "z.example.com"))
+    check = by_host.names_check()
+    assert check is not None and check(cert)
+    assert PeerTLS("c", "k", "ca", ("1.2",), ()).names_check() is None
