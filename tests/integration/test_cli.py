@@ -42,8 +42,8 @@ def test_invalid_config_exits_1_with_a_fatal_json_line() -> None:
     assert "should be at least as 5 times as --heartbeat-interval" in out.stderr
 
 
-def test_unsupported_tls_flag_is_rejected_clearly() -> None:
-    out = run_petcd("--client-cert-allowed-hostname", "example.com")
+def test_unsupported_flag_is_rejected_clearly() -> None:
+    out = run_petcd("--discovery", "https://discovery.example.com/abc")
     assert out.returncode == 1
     assert "does not support this feature yet" in out.stderr
 
