@@ -46,6 +46,10 @@ NOT_RUN = {
     "Grpcproxy|GrpcProxy": "etcd's grpc-proxy subcommand (a failed one leaves goroutines that"
     " make the framework skip every later test)",
     "Gateway": "etcd's gateway subcommand",
+    # Ran only since the Auth tests are no longer skipped (the old "Auth" pattern matched it).
+    "TestAuthority": "reads the :authority lines of Go's http2 debug log in the server's"
+    " output; while it waits, the test ends and its goroutine reads a stopped process's log,"
+    " which panics the whole e2e binary",
 }
 
 DIFFERENT = {
@@ -62,6 +66,11 @@ DIFFERENT = {
     "TestCtlV3AuthSnapshotJWT": "etcdctl's snapshot status reads a bbolt snapshot",
     "TestHTTPLivezReadyzHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestHTTPHealthHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
+    # petcd pins peer names just after the TLS handshake (Python's ssl has no verification
+    # callback): the refused member sees its connection closed, not the TLS alert whose Go
+    # text ("remote error: tls: bad certificate") these tests wait for.
+    "TestEtcdPeerCNAuth": "peer CN pinning refuses after the handshake, without a TLS alert",
+    "TestEtcdPeerMultiCNAuth": "peer CN pinning refuses after the handshake, without a TLS alert",
     # Listeners petcd does not offer.
     "TestClusterVersion": "unix:// peer URLs",
     "TestEtcdUnixPeers": "unix:// peer URLs",
