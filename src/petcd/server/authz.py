@@ -45,6 +45,7 @@ from petcd.auth.store import AuthOp, AuthRequest, AuthStore, hash_password, pass
 from petcd.auth.tokens import AuthInfo, SimpleTokens
 from petcd.lease import LeaseId, Lessor
 from petcd.mvcc.requests import DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest
+from petcd.server.entry import Guarded
 
 _T = TypeVar("_T")
 
@@ -72,7 +73,8 @@ class _Member(Protocol):
     async def _propose(self, req: Any) -> Any: ...
 
 
-def _check_op(store: AuthStore, info: AuthInfo | None, req: Any, lessor: Lessor) -> None:
+def check_request(store: AuthStore, info: AuthInfo | None, req: Any, lessor: Lessor) -> None:
+    """Raise the ``AuthError`` etcd answers ``req`` (an mvcc request) with, if any."""
     if isinstance(req, RangeRequest):
         store.check_range(info, req.key, req.range_end)
     elif isinstance(req, PutRequest):
@@ -91,12 +93,7 @@ def _check_op(store: AuthStore, info: AuthInfo | None, req: Any, lessor: Lessor)
             store.check_range(info, c.key, c.range_end)
         for op in (*req.success, *req.failure):
             inner = op.request_range or op.request_put or op.request_delete_range or op.request_txn
-            _check_op(store, info, inner, lessor)
-
-
-def check_request(store: AuthStore, info: AuthInfo | None, req: Any, lessor: Lessor) -> None:
-    """Raise the ``AuthError`` etcd answers ``req`` (an mvcc request) with, if any."""
-    _check_op(store, info, req, lessor)
+            check_request(store, info, inner, lessor)
 
 
 class AuthGate:
@@ -211,8 +208,6 @@ class AuthGate:
 
     async def change(self, creds: Credentials | None, req: AuthRequest) -> None:
         """An auth change through raft (admin only while auth is on)."""
-        from petcd.server.entry import Guarded
-
         store = self._m.auth
         proposal: Any = req
         if creds is not None and store.enabled:
