@@ -37,7 +37,10 @@ invariants next to ``_may_defer_apply``). Nothing is applied before its own fdat
 
 Linearizable reads use ReadIndex: reads that arrive together share one ``read_index`` request
 (a "round"); when its ``ReadState`` arrives and ``applied >= index`` they read locally.
-Serializable reads read locally at once.
+Serializable reads read locally at once. As in etcd, a read waits for its answer up to the
+request timeout: without a leader its round waits until one is elected, a round not answered
+within ``READ_INDEX_RETRY_S`` is asked again (a message may be lost), and one asked of a
+leader that is gone is asked of the next (etcd fails those with "leader changed").
 
 Restart: the backend records the last applied (index, term) with the data ("consistent
 index"). At open the member picks the newest WAL snapshot marker not beyond it, reads the WAL
@@ -307,6 +310,11 @@ class StatusInfo:
 class _ReadRound:
     waiters: list[asyncio.Future[None]]
     index: int = -1  # the read index once the ReadState arrived
+    asked: float = 0.0  # time.monotonic() of the last read_index for it
+
+
+# etcd's readIndexRetryTime: a round without an answer after this long is asked again.
+READ_INDEX_RETRY_S = 0.5
 
 
 class Member:
@@ -841,6 +849,22 @@ class Member:
             self.node.tick()
             self._kick()
             self._expire_proposals()
+            if self._rounds:
+                self._ask_reads_again()
+
+    def _ask_reads_again(self) -> None:
+        """Ask again for the rounds without an answer for ``READ_INDEX_RETRY_S`` (etcd's
+        retry: the request or its answer may have been lost on the way). The same context
+        is reused: the leader ignores a context it still has pending, and the first answer
+        resolves the round."""
+        now = time.monotonic()
+        for ctx, rnd in self._rounds.items():
+            if rnd.index < 0 and now - rnd.asked >= READ_INDEX_RETRY_S:
+                rnd.asked = now
+                try:
+                    self.node.read_index(ctx)
+                except ProposalDroppedError:
+                    return  # no leader now: the leader change re-asks every round
 
     def _expire_proposals(self) -> None:
         """Fail the proposals that waited longer than the request timeout (etcd's).
@@ -1060,11 +1084,11 @@ class Member:
             try:
                 self.node.read_index(ctx)
             except ProposalDroppedError:
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_exception(NoLeaderError())
+                # No leader: the reads wait for one (or their timeout), as in etcd. The ticker
+                # flushes again every tick; a new leader flushes them at once.
+                self._reads = [fut for fut in waiters if not fut.done()]
                 return
-            self._rounds[ctx] = _ReadRound(waiters)
+            self._rounds[ctx] = _ReadRound(waiters, asked=time.monotonic())
 
     def _next_read_ctx(self) -> bytes:
         self._round_seq += 1
@@ -2012,8 +2036,6 @@ class Member:
     async def _read_barrier(self) -> None:
         if self._stopping or self._fatal is not None:
             raise StoppedError()
-        if self._lead == NONE_ID:
-            raise NoLeaderError()
         index = self._lone_read_index()
         if index is not None:
             # Read when applied has caught up with the read index.

@@ -80,9 +80,6 @@ DIFFERENT = {
     "TestV3Curl_MaxStreams_BelowLimit_NoTLS_Medium": "Watch through the JSON gateway (a stream)",
     "TestV3Curl_MaxStreams_ReachedLimit_NoTLS_Small": "Watch through the JSON gateway (a stream)",
     "TestV3Curl_MaxStreams_ReachedLimit_NoTLS_Medium": "Watch through the JSON gateway (a stream)",
-    # A member without a leader answers a linearizable read at once with "etcdserver: no
-    # leader"; etcd's waits for a leader and fails with "leader changed" or a time-out.
-    "TestHTTPLivezReadyzHandler/network_partitioned": "a read without a leader fails at once",
 }
 
 
