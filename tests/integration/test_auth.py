@@ -248,7 +248,8 @@ def test_jwt_tokens_outlive_a_restart(tmp_path: Path) -> None:
         m.stop()
 
 
-def test_client_certificate_common_name_is_the_user(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_client_certificate_common_name_is_the_user(tmp_path: Path, transport: str) -> None:
     files = make_tls_files(tmp_path / "certs")  # the client certificate's CN is "root"
     creds = grpc.ssl_channel_credentials(
         root_certificates=Path(files["ca"]).read_bytes(),
@@ -258,6 +259,7 @@ def test_client_certificate_common_name_is_the_user(tmp_path: Path) -> None:
     flags = [
         "--cert-file", files["server"], "--key-file", files["server_key"],
         "--trusted-ca-file", files["ca"], "--client-cert-auth", "--bcrypt-cost", "4",
+        "--client-transport", transport,
     ]  # fmt: skip
     m = PetcdProcess(tmp_path / "data", extra_args=flags, credentials=creds)
     m.start()

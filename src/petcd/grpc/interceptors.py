@@ -33,9 +33,10 @@ calls refused for want of a leader are counted, calls refused on a learner are n
 
 - **Auth** (while the member's auth is on when the call starts): the handler is wrapped so
   that it runs with ``CALL_CREDENTIALS`` set to the call's ``Credentials`` (the ``token``
-  metadata, else ``authorization`` as etcd's gateway sends it; with ``--client-cert-auth`` on
-  the native transport, the verified client certificate's common name, used when there is no
-  token, as etcd's ``AuthInfoFromTLS``); the services hand them to the
+  metadata, else ``authorization`` as etcd's gateway sends it; with ``--client-cert-auth``,
+  the verified client certificate's common name, used when there is no token, as etcd's
+  ``AuthInfoFromTLS``: the native front end puts the certificate in the call's metadata,
+  grpc.aio's context has it in its ``auth_context()``); the services hand them to the
   member, which checks them (``petcd.server.authz``). A wrapped handler is a different
   behaviour object, so the native transport's fast paths (which check nothing) do not take it.
   With auth off, ``CALL_CREDENTIALS`` stays ``None`` and nothing is checked.
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
@@ -249,22 +251,38 @@ def credentials(metadata: Any) -> Credentials:
     return Credentials(token=token, common_name=None if cert is None else common_name(cert))
 
 
-def with_credentials(handler: Any, creds: Credentials) -> Any:
-    """``handler`` running with ``CALL_CREDENTIALS`` set to ``creds``."""
+def _tls_common_name(context: Any) -> str | None:
+    """The common name of the client certificate grpc.aio verified for the call, if any."""
+    names = context.auth_context().get("x509_common_name")
+    return names[0].decode() if names else None
+
+
+def with_credentials(handler: Any, creds: Credentials, tls_names: bool = False) -> Any:
+    """``handler`` running with ``CALL_CREDENTIALS`` set to ``creds``; with ``tls_names``
+    (grpc.aio with verified client certificates), a ``creds`` without a common name takes
+    the one of the call's certificate."""
     kind = _kind(handler)
     behavior: Callable[[Any, Any], Any] = getattr(handler, kind)
+    tls_names = tls_names and creds.common_name is None
+
+    def call_credentials(context: Any) -> Credentials:
+        if tls_names:
+            name = _tls_common_name(context)
+            if name is not None:
+                return dataclasses.replace(creds, common_name=name)
+        return creds
 
     if inspect.isasyncgenfunction(behavior):
 
         async def generate(request: Any, context: Any) -> Any:
-            CALL_CREDENTIALS.set(creds)
+            CALL_CREDENTIALS.set(call_credentials(context))
             async for response in behavior(request, context):
                 yield response
 
         return handler._replace(**{kind: generate})
 
     async def authenticated(request: Any, context: Any) -> Any:
-        CALL_CREDENTIALS.set(creds)
+        CALL_CREDENTIALS.set(call_credentials(context))
         return await behavior(request, context)
 
     return handler._replace(**{kind: authenticated})
@@ -297,8 +315,12 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         election_timeout_s: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         registry: CollectorRegistry | None = None,
+        tls_names: bool = False,
     ) -> None:
+        """``tls_names``: on grpc.aio with verified client certificates (``--client-cert-auth``),
+        whose common names are users when auth is on."""
         self._member = member
+        self._tls_names = tls_names
         self.monitor = LeaderMonitor(member, election_timeout_s, sleep=sleep)
         self._counts: dict[tuple[bool, str], int] = {}  # (streaming, version) -> requests
         if registry is not None:
@@ -341,7 +363,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         self._count(streaming, version or "unknown")
         if self._member.auth_enabled:
-            handler = with_credentials(handler, credentials(metadata))
+            handler = with_credentials(handler, credentials(metadata), self._tls_names)
         if require_leader:
             return self._guard_leader(handler, streaming)
         return handler
@@ -373,7 +395,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return _refusal(handler, ERR_LEARNER)
         self._count(streaming, version or "unknown")
         if self._member.auth_enabled:
-            handler = with_credentials(handler, credentials(metadata))
+            handler = with_credentials(handler, credentials(metadata), self._tls_names)
         return self._guard_leader(handler, streaming) if require else handler
 
     def _learner_range(self, handler: Any, version: str, require_leader: bool) -> Any:

@@ -664,7 +664,7 @@ def make_server(
         except ValueError as e:  # the front end's refusal of the TLS material
             raise ConfigError(f"cannot serve client TLS: {e}") from None
     else:
-        server = _grpcio_server(member, max_request_bytes)
+        server = _grpcio_server(member, max_request_bytes, tls is not None and any(secure))
     _add_services(server, member, max_request_bytes, log)
     if transport == "native":
         return server
@@ -710,13 +710,14 @@ def _native_server(
     )
 
 
-def _grpcio_server(member: KVMember, max_request_bytes: int) -> Any:
+def _grpcio_server(member: KVMember, max_request_bytes: int, tls: bool) -> Any:
     return grpc.aio.server(
         interceptors=[
             RequestGuard(
                 member,
                 member.cfg.election_timeout_ms / 1000.0,
                 registry=member.metrics.registry,
+                tls_names=tls and member.cfg.client_cert_auth,
             )
         ],
         options=[
