@@ -6,8 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 
+from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from tests.compat.harness import Differ, Result, run_ctl
 from tests.compat.servers import PETCDCTL_BIN, REPO
 
@@ -34,6 +36,15 @@ def test_alarms_and_defrag(differ: Differ) -> None:
     differ.check("defrag")
     differ.check("defrag", "--cluster")
     differ.check("defrag", "-w", "json")
+
+
+def test_defragment_answer_has_no_header(differ: Differ) -> None:
+    # etcd answers Defragment with an empty message (etcd-client's Rust suite checks it).
+    for server in (differ.reference, differ.target):
+        with grpc.insecure_channel(server.endpoint) as ch:
+            stub = rpc_pb2_grpc.MaintenanceStub(ch)  # type: ignore[no-untyped-call]
+            answer = stub.Defragment(rpc_pb2.DefragmentRequest(), timeout=60)
+        assert answer == rpc_pb2.DefragmentResponse(), (server.target, answer)
 
 
 def test_move_leader(differ: Differ) -> None:

@@ -436,8 +436,8 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Defragment(self, request: Any, context: Any) -> Any:
         try:
             await self._member.gate.admin(CALL_CREDENTIALS.get())
-            header = await self._member.defragment()
-            return rpc_pb2.DefragmentResponse(header=convert.header_pb(header))
+            await self._member.defragment()
+            return rpc_pb2.DefragmentResponse()  # etcd's answer has no header
         except Exception as e:
             await _abort(context, e, self._log, "Defragment")
 
