@@ -448,7 +448,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                         try:
                             await gate.watch(creds, cr.key, cr.range_end)
                         except AuthError as e:
-                            stream.refuse(e.message)
+                            stream.refuse(go_status_text(e.grpc_code, e.message))
                             continue
                     stream.handle(req)
             except Exception as e:  # a member error while registering a watcher
@@ -494,6 +494,14 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             stream.close()
+
+
+def go_status_text(code_name: str, message: str) -> str:
+    """What a gRPC status error's ``Error()`` says in Go: etcd's watch server puts
+    ``rpctypes.ErrGRPCPermissionDenied.Error()`` (and the like) in ``cancel_reason``, as
+    ``rpc error: code = PermissionDenied desc = etcdserver: permission denied``."""
+    go_code = "".join(word.capitalize() for word in code_name.split("_"))
+    return f"rpc error: code = {go_code} desc = {message}"
 
 
 def serialize_watch_response(message: Any) -> bytes:
