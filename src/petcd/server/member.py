@@ -486,6 +486,7 @@ class Member:
         # them: one header and one response object per request instead of two of each.
         self.kv.set_header_source(self._header)
         self.metrics.set_mvcc_source(self._mvcc_counts)
+        self.metrics.set_watch_source(self._watch_counts)
         self._members = {
             MemberId(int.from_bytes(k, "big")): MemberInfo.decode(
                 MemberId(int.from_bytes(k, "big")), v
@@ -1560,6 +1561,11 @@ class Member:
     def _mvcc_counts(self) -> tuple[int, int, int, int, int]:
         kv = self.kv  # the store of the moment (a received snapshot replaces it)
         return kv.puts, kv.deletes, kv.ranges, kv.txns, kv.live_key_count()
+
+    def _watch_counts(self) -> tuple[int, int, int]:
+        """(watch streams, watchers, slow watchers): each stream listens for sync passes."""
+        synced, unsynced, victims = self.kv.watcher_counts()
+        return len(self._after_watch_sync), synced + unsynced + victims, unsynced + victims
 
     def _maybe_defrag_at_start(self, threshold_mb: int) -> None:
         """etcd's --experimental-bootstrap-defrag-threshold-megabytes: defragment the backend

@@ -137,6 +137,7 @@ class ServerMetrics:
         )
 
         self._mvcc: Callable[[], tuple[int, int, int, int, int]] | None = None
+        self._watch: Callable[[], tuple[int, int, int]] | None = None
         r.register(_MvccMetrics(self))
 
     def set_mvcc_source(self, source: Callable[[], tuple[int, int, int, int, int]]) -> None:
@@ -144,15 +145,27 @@ class ServerMetrics:
         live keys)."""
         self._mvcc = source
 
+    def set_watch_source(self, source: Callable[[], tuple[int, int, int]]) -> None:
+        """Where the watch gauges come from at each scrape: (watch streams, watchers, slow
+        watchers)."""
+        self._watch = source
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return bytes(generate_latest(self.registry))
 
 
 class _MvccMetrics:
-    """etcd's ``etcd_mvcc_{put,delete,range,txn}_total`` and
-    ``etcd_debugging_mvcc_keys_total``, read from the store at each scrape (the store keeps
-    plain counts: no metric object on the write path)."""
+    """etcd's ``etcd_mvcc_{put,delete,range,txn}_total``, ``etcd_debugging_mvcc_keys_total``
+    and the watch gauges ``etcd_debugging_mvcc_{watch_stream,watcher,slow_watcher}_total``,
+    read from the store at each scrape (the store keeps plain counts: no metric object on the
+    write path)."""
+
+    _WATCH_GAUGES = (
+        ("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams."),
+        ("etcd_debugging_mvcc_watcher_total", "Total number of watchers."),
+        ("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers."),
+    )
 
     _COUNTERS = (
         ("etcd_mvcc_put", "Total number of puts seen by this member."),
@@ -165,6 +178,10 @@ class _MvccMetrics:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Any]:
+        watch = self._metrics._watch
+        if watch is not None:
+            for (name, text), n in zip(self._WATCH_GAUGES, watch(), strict=True):
+                yield GaugeMetricFamily(name, text, value=n)
         source = self._metrics._mvcc
         if source is None:
             return
