@@ -28,9 +28,12 @@ from petcd.server.log import Logger
 class HttpOnClientPort:
     """Serves accepted HTTP/1 sockets with petcd's HTTP app (``member`` is its source)."""
 
-    def __init__(self, member: Any, log: Logger | None = None) -> None:
+    def __init__(
+        self, member: Any, log: Logger | None = None, gateway_calls_max: int = 2**32 - 1
+    ) -> None:
         self._member = member
         self._log = log
+        self._calls_max = gateway_calls_max
         self._runner: Any = None
         self._ready: asyncio.Future[Any] | None = None  # the aiohttp protocol factory
         self._pending: set[asyncio.Task[None]] = set()
@@ -63,11 +66,15 @@ class HttpOnClientPort:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
             try:
-                from aiohttp import web
+                from petcd.http.server import make_app, make_runner
 
-                from petcd.http.server import make_app
-
-                runner = web.AppRunner(make_app(self._member, self._member), access_log=None)
+                app = make_app(
+                    self._member,
+                    self._member,
+                    gateway_calls_max=self._calls_max,
+                    log=self._log,
+                )
+                runner = make_runner(app)
                 await runner.setup()
                 self._runner = runner
                 self._ready.set_result(runner.server)

@@ -16,7 +16,37 @@ Routes: ``/v3/kv/{range,put,deleterange,txn,compaction}``, ``/v3/lease/{grant,re
 timetolive,leases}`` (also etcd's older ``/v3/kv/lease/...`` aliases) and
 ``/v3/maintenance/status`` and the Auth service's ``/v3/auth/...`` (``enable``,
 ``user/add``, ``role/grant``, ...: served by ``petcd.grpc.auth.AuthService`` with a context that
-turns its abort into the error answer). Streams (watch, keep-alive) are not served here.
+turns its abort into the error answer).
+
+The two streams, ``POST /v3/watch`` (Watch) and ``POST /v3/lease/keepalive`` (LeaseKeepAlive),
+are served as grpc-gateway serves a bidirectional stream:
+
+- The body is a sequence of JSON request messages (``{"create_request":{"key":"Zm9v"}}``,
+  ``{"ID":"7"}``), read and passed on as they arrive. A first message that is not JSON (or
+  not an object) is answered 500 with ``{"error","code":2,"message"}`` and Go's decoder text
+  ("unexpected EOF", "invalid character 'x' looking for beginning of value"); a later bad one
+  ends the requests, as the end of the body does.
+- The answer is HTTP/1.1 chunked, one chunk per response message: ``{"result":<message>}``
+  and a newline, the message printed as the unary answers are. Nothing is sent, headers
+  included, before the first response. An error of the call (``etcdserver: no leader`` ...)
+  is a last chunk ``{"error":{"grpc_code","http_code","message","http_status"}}`` (no
+  newline), with the error's HTTP status if nothing was sent before.
+- The end of the body half-closes the call: a keep-alive stream then ends (etcd's server
+  returns), a watch stream stays open (etcd keeps sending events) until the client goes.
+- A client that goes away cancels the call (the app runs with aiohttp's
+  ``handler_cancellation``): its watchers are cancelled, nothing is left behind.
+
+Both go through the gRPC services' own code (``WatchService.batches``,
+``LeaseService.LeaseKeepAlive``) with a context that writes chunks and turns an abort into the
+error chunk.
+
+**Calls in flight.** etcd's gateway forwards every call over one gRPC client connection to its
+own server, so the server's ``--max-concurrent-streams`` (HTTP/2 streams per connection)
+bounds the gateway calls in flight: with that many watches open through it, a further call,
+even a unary ``/v3/kv/range``, waits until one ends. petcd keeps that behaviour with a
+semaphore of ``calls_max`` slots per gateway (per app: the client port's and
+``--listen-client-http-urls``' are separate, as etcd dials one connection per listener); the
+default, etcd's ``math.MaxUint32``, is no limit in practice.
 
 While auth is on, the ``Authorization`` header is the call's token (etcd's gateway passes it on
 as ``authorization`` metadata), checked as for gRPC calls (``petcd.server.authz``).
@@ -24,8 +54,12 @@ as ``authorization`` metadata), checked as for gRPC calls (``petcd.server.authz`
 
 from __future__ import annotations
 
+import asyncio
+import codecs
+import contextlib
+import http
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -36,8 +70,13 @@ from petcd.api.etcdserverpb import rpc_pb2
 from petcd.grpc import convert
 from petcd.grpc.auth import AuthService
 from petcd.grpc.interceptors import CALL_CREDENTIALS
+from petcd.grpc.lease import LeaseService
 from petcd.grpc.status import status_for
+from petcd.grpc.watch import WatchService
 from petcd.server.authz import Credentials
+from petcd.server.log import Logger
+
+CALLS_MAX_DEFAULT = 2**32 - 1  # etcd's --max-concurrent-streams default, math.MaxUint32
 
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -51,6 +90,8 @@ _HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.CANCELLED: 408,
 }
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -211,7 +252,21 @@ def _auth_routes(member: Any) -> dict[str, tuple[type[Any], Handler]]:
     return routes
 
 
-def add_routes(app: web.Application, member: Any) -> None:
+def _credentials(member: Any, request: web.Request) -> None:
+    CALL_CREDENTIALS.set(
+        Credentials(token=request.headers.get("Authorization")) if member.auth_enabled else None
+    )
+
+
+def add_routes(
+    app: web.Application,
+    member: Any,
+    calls_max: int = CALLS_MAX_DEFAULT,
+    log: Logger | None = None,
+) -> None:
+    """The gateway's routes on ``app``; at most ``calls_max`` calls run at once (etcd's
+    ``--max-concurrent-streams``: see the module's docstring), the others wait for a slot."""
+    slots = asyncio.Semaphore(calls_max or CALLS_MAX_DEFAULT)
     for path, (message_type, handler) in {**ROUTES, **_auth_routes(member)}.items():
 
         async def route(
@@ -225,16 +280,242 @@ def add_routes(app: web.Application, member: Any) -> None:
                     {"error": str(e), "code": 3, "message": str(e)}, separators=(",", ":")
                 )
                 return web.Response(text=body, status=400, content_type="application/json")
-            if member.auth_enabled:
-                CALL_CREDENTIALS.set(Credentials(token=request.headers.get("Authorization")))
-            try:
-                resp = await handler(member, message)
-            except _Aborted as e:
-                return _status_response(e.code, e.message)
-            except Exception as e:
-                return _error(e)
+            async with slots:
+                _credentials(member, request)
+                try:
+                    resp = await handler(member, message)
+                except _Aborted as e:
+                    return _status_response(e.code, e.message)
+                except Exception as e:
+                    return _error(e)
             return web.Response(text=_to_json(resp), content_type="application/json")
 
-        app.router.add_post(path, route)
-        # etcd 3.5 still answers the 3.3-era prefix by rewriting it (its serve.go).
-        app.router.add_post(path.replace("/v3/", "/v3beta/", 1), route)
+        _add_post(app, path, route)
+
+    streams = _Streams(member, slots, log)
+    _add_post(app, "/v3/watch", streams.watch)
+    _add_post(app, "/v3/lease/keepalive", streams.keep_alive)
+    app.on_shutdown.append(streams.close)
+
+
+def _add_post(app: web.Application, path: str, route: Any) -> None:
+    app.router.add_post(path, route)
+    # etcd 3.5 still answers the 3.3-era prefix by rewriting it (its serve.go).
+    app.router.add_post(path.replace("/v3/", "/v3beta/", 1), route)
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+class _BadBody(Exception):
+    """The body's first request message is not one: grpc-gateway's 500 answer, code 2."""
+
+
+def _go_quote(c: str) -> str:
+    """Go's quoteChar: ``'x'``, ``'\\''``, ``'"'``, ``'\\n'``."""
+    if c in "'\"":
+        return "'\\''" if c == "'" else "'\"'"
+    return "'" + json.dumps(c, ensure_ascii=False)[1:-1] + "'"
+
+
+def _json_error_text(e: json.JSONDecodeError, text: str) -> str:
+    """Go's encoding/json wording for what Python's decoder refused."""
+    if e.pos >= len(text) or e.msg.startswith("Unterminated string"):
+        return "unexpected EOF"
+    c = _go_quote(text[e.pos])
+    expected = {
+        "Expecting value": "looking for beginning of value",
+        "Expecting property name enclosed in double quotes": (
+            "looking for beginning of object key string"
+        ),
+        "Expecting ':' delimiter": "after object key",
+        "Expecting ',' delimiter": "after object key:value pair",
+    }.get(e.msg)
+    return f"invalid character {c} {expected}" if expected else e.msg
+
+
+_GO_KINDS = {list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+
+
+class _RequestMessages:
+    """The JSON request messages of a stream's body, each as soon as it is complete
+    (grpc-gateway reads the body with a streaming JSON decoder)."""
+
+    def __init__(self, request: web.Request, message_type: type[Any]) -> None:
+        self._content = request.content
+        self._type = message_type
+        self._text = ""
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._eof = False
+
+    async def next(self) -> Any | None:
+        """The next message, or None at the end of the body; ``_BadBody`` for one that is not
+        a request message."""
+        decoder = json.JSONDecoder()
+        while True:
+            text = self._text.lstrip(" \t\r\n")
+            if text:
+                try:
+                    obj, end = decoder.raw_decode(text)
+                except json.JSONDecodeError as e:
+                    incomplete = e.pos >= len(text) or e.msg.startswith("Unterminated string")
+                    if self._eof or not incomplete:
+                        raise _BadBody(_json_error_text(e, text)) from None
+                else:
+                    self._text = text[end:]
+                    return self._message(obj)
+            elif self._eof:
+                return None
+            chunk = await self._content.readany()
+            self._eof = not chunk
+            self._text = text + self._utf8.decode(chunk, final=self._eof)
+
+    def _message(self, obj: Any) -> Any:
+        if obj is None:
+            obj = {}
+        if not isinstance(obj, dict):
+            raise _BadBody(
+                f"json: cannot unmarshal {_GO_KINDS.get(type(obj), 'value')} "
+                "into Go value of type map[string]json.RawMessage"
+            )
+        try:
+            return json_format.ParseDict(obj, self._type(), ignore_unknown_fields=True)
+        except json_format.ParseError as e:
+            raise _BadBody(str(e)) from None
+
+    async def rest(self, first: Any) -> AsyncIterator[Any]:
+        """``first``, then the others; a bad one ends them, as the end of the body does."""
+        if first is None:
+            return
+        yield first
+        while True:
+            try:
+                message = await self.next()
+            except _BadBody:
+                return
+            if message is None:
+                return
+            yield message
+
+
+class _Chunks:
+    """The chunked answer of a stream: headers at the first chunk, as grpc-gateway's."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self.response = web.StreamResponse()
+        self.response.content_type = "application/json"
+        self.response.enable_chunked_encoding()
+        self._sent = False
+
+    async def _send(self, data: bytes) -> None:
+        if not self._sent:
+            self._sent = True
+            await self.response.prepare(self._request)
+        await self.response.write(data)
+
+    async def message(self, message: Any) -> None:
+        await self._send(f'{{"result":{_to_json(message)}}}\n'.encode())
+
+    async def error(self, code: grpc.StatusCode, message: str) -> None:
+        status = _HTTP_STATUS.get(code, 500)
+        if not self._sent:
+            self.response.set_status(status)
+        error = {
+            "grpc_code": code.value[0],
+            "http_code": status,
+            "message": message,
+            "http_status": http.HTTPStatus(status).phrase,
+        }
+        if not message:
+            del error["message"]  # protobuf JSON leaves empty fields out
+        await self._send(json.dumps({"error": error}, separators=(",", ":")).encode())
+
+    async def end(self) -> web.StreamResponse:
+        if not self._sent:
+            self._sent = True
+            await self.response.prepare(self._request)
+        await self.response.write_eof()
+        return self.response
+
+
+class _StreamContext:
+    """The part of a gRPC servicer context the stream services use."""
+
+    def __init__(self, chunks: _Chunks) -> None:
+        self.write = chunks.message
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Aborted(code, details)
+
+
+class _Streams:
+    """``/v3/watch`` and ``/v3/lease/keepalive`` over the gRPC services' code."""
+
+    def __init__(self, member: Any, slots: asyncio.Semaphore, log: Logger | None) -> None:
+        self._member = member
+        self._slots = slots
+        self._watch = WatchService(member, log)
+        self._lease = LeaseService(member, log)
+        self._calls: set[asyncio.Task[Any]] = set()
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        async def run(requests: AsyncIterator[Any], context: _StreamContext) -> None:
+            batches = self._watch.batches(requests, context)
+            async with contextlib.aclosing(batches) as out:
+                async for batch in out:
+                    for message in batch:
+                        await context.write(message)
+
+        return await self._call(request, rpc_pb2.WatchRequest, run)
+
+    async def keep_alive(self, request: web.Request) -> web.StreamResponse:
+        async def run(requests: AsyncIterator[Any], context: _StreamContext) -> None:
+            await self._lease.LeaseKeepAlive(requests, context)
+
+        return await self._call(request, rpc_pb2.LeaseKeepAliveRequest, run)
+
+    async def _call(
+        self,
+        request: web.Request,
+        message_type: type[Any],
+        run: Callable[[AsyncIterator[Any], _StreamContext], Awaitable[None]],
+    ) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        async with self._slots:  # etcd's gateway opens the gRPC stream first
+            self._calls.add(task)
+            try:
+                _credentials(self._member, request)
+                body = _RequestMessages(request, message_type)
+                try:
+                    first = await body.next()
+                except _BadBody as e:
+                    text = json.dumps(
+                        {"error": str(e), "code": 2, "message": str(e)}, separators=(",", ":")
+                    )
+                    return web.Response(
+                        body=text.encode(), status=500, content_type="application/json"
+                    )
+                chunks = _Chunks(request)
+                if first is not None:  # grpc-gateway passes the stream's header metadata on
+                    chunks.response.headers["Grpc-Metadata-Content-Type"] = "application/grpc"
+                requests = body.rest(first)
+                try:
+                    try:
+                        await run(requests, _StreamContext(chunks))
+                    except _Aborted as e:
+                        await chunks.error(e.code, e.message)
+                    finally:
+                        with contextlib.suppress(RuntimeError):  # still running: it ends anyway
+                            await requests.aclose()  # type: ignore[attr-defined]
+                    return await chunks.end()
+                except ConnectionError:  # the client went before aiohttp cancelled the call
+                    return chunks.response
+            finally:
+                self._calls.discard(task)
+
+    async def close(self, app: web.Application) -> None:
+        """At shutdown: streams end (a watch would not), so that their connections close."""
+        for task in list(self._calls):
+            task.cancel()

@@ -23,7 +23,8 @@ The answers follow etcd 3.5:
 - ``GET /version``: ``{"etcdserver":"3.5.x","etcdcluster":"3.5.0"}``.
 - ``GET /metrics``: the Prometheus text format of the member's registry.
 - ``POST /v3/...``: etcd's JSON gateway (``petcd.http.gateway``), on the client HTTP URLs only
-  (etcd does not serve it on ``--listen-metrics-urls`` either).
+  (etcd does not serve it on ``--listen-metrics-urls`` either), its streams included; the app
+  runs with aiohttp's ``handler_cancellation``, so that a client that goes away ends its call.
 
 The member is reached through the ``HealthSource`` protocol; this module knows nothing else of
 it. It is an aiohttp adapter: all I/O is aiohttp's.
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
+from petcd.server.log import Logger
 
 _CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -90,8 +92,15 @@ class HealthSource(Protocol):
     def render_metrics(self) -> bytes: ...
 
 
-def make_app(source: HealthSource, gateway_member: Any = None) -> web.Application:
-    """The endpoints; with ``gateway_member`` also etcd's JSON gateway (``/v3/...``)."""
+def make_app(
+    source: HealthSource,
+    gateway_member: Any = None,
+    *,
+    gateway_calls_max: int = 2**32 - 1,
+    log: Logger | None = None,
+) -> web.Application:
+    """The endpoints; with ``gateway_member`` also etcd's JSON gateway (``/v3/...``), at most
+    ``gateway_calls_max`` of its calls at once (``--max-concurrent-streams``)."""
 
     async def health(request: web.Request) -> web.Response:
         serializable = request.query.get("serializable", "false") == "true"
@@ -150,8 +159,14 @@ def make_app(source: HealthSource, gateway_member: Any = None) -> web.Applicatio
     if gateway_member is not None:
         from petcd.http.gateway import add_routes
 
-        add_routes(app, gateway_member)
+        add_routes(app, gateway_member, gateway_calls_max, log)
     return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """A runner for ``app``: a client that goes away cancels its call (a JSON-gateway watch
+    is cancelled then, as etcd cancels the gRPC stream behind it)."""
+    return web.AppRunner(app, access_log=None, handler_cancellation=True)
 
 
 class HttpServer:
@@ -166,9 +181,13 @@ class HttpServer:
         *,
         secure: Sequence[bool] = (),
         ssl_context: ssl.SSLContext | None = None,
+        gateway_calls_max: int = 2**32 - 1,
+        log: Logger | None = None,
     ) -> None:
-        app = make_app(source, source if gateway else None)
-        self._runner = web.AppRunner(app, access_log=None)
+        app = make_app(
+            source, source if gateway else None, gateway_calls_max=gateway_calls_max, log=log
+        )
+        self._runner = make_runner(app)
         self._listeners = tuple(listeners)
         self._secure = tuple(secure) or (False,) * len(self._listeners)
         self._ssl = ssl_context

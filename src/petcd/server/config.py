@@ -109,6 +109,9 @@ class Config:
     quota_backend_bytes: int = 0
     max_txn_ops: int = 128
     max_request_bytes: int = 1572864
+    # etcd's gRPC HTTP/2 streams per connection; petcd applies it to the JSON gateway's calls
+    # in flight (petcd.http.gateway), where etcd's own gateway connection feels it.
+    max_concurrent_streams: int = 2**32 - 1
     auto_compaction_mode: CompactionMode = CompactionMode.PERIODIC
     auto_compaction_retention: str = "0"
     logger: str = "zap"
@@ -423,13 +426,35 @@ def _parse_bool(text: str) -> bool:
     raise ValueError("parse error")
 
 
+def _uint32(text: str) -> int:
+    """A Uint32 flag's value (etcd's flags.Uint32Value: strconv.ParseUint(text, 0, 32))."""
+    if text == "math.MaxUint32":
+        return 2**32 - 1
+    m = re.fullmatch(r"0[xX]([0-9a-fA-F]+)|0[bB]([01]+)|0[oO]?([0-7]+)|([1-9][0-9]*|0)", text)
+    if m is None:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    hexadecimal, binary, octal, decimal = m.groups()
+    if hexadecimal is not None:
+        value = int(hexadecimal, 16)
+    elif binary is not None:
+        value = int(binary, 2)
+    elif octal is not None:
+        value = int(octal, 8)
+    else:
+        value = int(decimal)
+    if value > 2**32 - 1:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
+    return value
+
+
 def _check_value(spec: FlagSpec, text: str) -> None:
     """Raise ``ValueError`` (with Go's wording) when ``text`` is not a valid ``spec`` value."""
     kind = spec.kind
     if kind is Kind.BOOL:
         _parse_bool(text)
     elif kind in (Kind.INT, Kind.UINT):
-        if spec.default == "math.MaxUint32" and text == "math.MaxUint32":
+        if spec.default == "math.MaxUint32":
+            _uint32(text)
             return
         if not re.fullmatch(r"[+-]?[0-9]+" if kind is Kind.INT else r"\+?[0-9]+", text):
             raise ValueError("parse error")
@@ -669,6 +694,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         quota_backend_bytes=get_int("quota-backend-bytes"),
         max_txn_ops=get_int("max-txn-ops"),
         max_request_bytes=get_int("max-request-bytes"),
+        max_concurrent_streams=_uint32(get("max-concurrent-streams")),
         auto_compaction_mode=mode,
         auto_compaction_retention=get("auto-compaction-retention"),
         logger=get("logger"),

@@ -195,7 +195,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "math.MaxUint32",
         "Maximum concurrent streams that each client can open at a time.",
         _M,
-        IG,
+        S,
     ),
     FlagSpec(
         "grpc-keepalive-min-time",

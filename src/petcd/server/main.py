@@ -153,7 +153,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     # the native front end hands such connections over (grpc.aio cannot share its sockets).
     on_client_port: HttpOnClientPort | None = None
     if cfg.client_transport == "native":
-        on_client_port = HttpOnClientPort(member, log)
+        on_client_port = HttpOnClientPort(member, log, cfg.max_concurrent_streams)
     try:
         grpc_server = make_server(
             member,
@@ -204,6 +204,8 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                         gateway=gateway,
                         secure=[u.scheme == "https" for u in urls],
                         ssl_context=context,
+                        gateway_calls_max=cfg.max_concurrent_streams,
+                        log=log,
                     )
                 )
     try:

@@ -102,6 +102,17 @@ def test_missing_value_and_bad_number() -> None:
         parse(["--snapshot-count", "ten"], {})
 
 
+def test_max_concurrent_streams_is_a_uint32_as_etcd_parses_it() -> None:
+    assert run([])[0].max_concurrent_streams == 2**32 - 1  # math.MaxUint32
+    assert run(["--max-concurrent-streams", "3"])[0].max_concurrent_streams == 3
+    assert run(["--max-concurrent-streams=0x10"])[0].max_concurrent_streams == 16
+    assert run(["--max-concurrent-streams=4294967295"])[0].max_concurrent_streams == 2**32 - 1
+    with pytest.raises(FlagError, match='parsing "4294967296": value out of range'):
+        parse(["--max-concurrent-streams=4294967296"], {})
+    with pytest.raises(FlagError, match='parsing "-1": invalid syntax'):
+        parse(["--max-concurrent-streams=-1"], {})
+
+
 def test_help_and_version_actions() -> None:
     assert parse(["--help"], {}).action is Action.HELP
     assert parse(["-h"], {}).action is Action.HELP
