@@ -74,12 +74,6 @@ DIFFERENT = {
     # Listeners petcd does not offer.
     "TestClusterVersion": "unix:// peer URLs",
     "TestEtcdUnixPeers": "unix:// peer URLs",
-    # The JSON gateway has no streams (docs/server.md).
-    "TestV3CurlLeaseKeepAliveNoTLS": "LeaseKeepAlive through the JSON gateway (a stream)",
-    "TestV3Curl_MaxStreams_BelowLimit_NoTLS_Small": "Watch through the JSON gateway (a stream)",
-    "TestV3Curl_MaxStreams_BelowLimit_NoTLS_Medium": "Watch through the JSON gateway (a stream)",
-    "TestV3Curl_MaxStreams_ReachedLimit_NoTLS_Small": "Watch through the JSON gateway (a stream)",
-    "TestV3Curl_MaxStreams_ReachedLimit_NoTLS_Medium": "Watch through the JSON gateway (a stream)",
 }
 
 
