@@ -111,13 +111,15 @@ def test_a_client_that_goes_away_cancels_its_watch(member: PetcdProcess) -> None
         body = "".join(
             json.dumps({"create_request": {"key": _b64(f"gw/gone/{i}")}}) for i in range(3)
         )
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://{ep}/v3/watch", data=body) as resp:
-                assert resp.status == 200
-                ids = [json.loads(await resp.content.readline())["result"] for _ in range(3)]
-                assert [r.get("watch_id", "0") for r in ids] == ["0", "1", "2"]
-                await asyncio.to_thread(_wait_gauges, ep, 1, 3)
-        # Leaving the blocks closed the connection mid-stream.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://{ep}/v3/watch", data=body) as resp,
+        ):
+            assert resp.status == 200
+            ids = [json.loads(await resp.content.readline())["result"] for _ in range(3)]
+            assert [r.get("watch_id", "0") for r in ids] == ["0", "1", "2"]
+            await asyncio.to_thread(_wait_gauges, ep, 1, 3)
+        # Leaving the block closed the connection mid-stream.
 
     asyncio.run(watch())
     _wait_gauges(ep, 0, 0)
