@@ -13,7 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,9 @@ use bytes::{Bytes, BytesMut};
 use h2::server::{Connection, SendResponse};
 use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response};
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
@@ -41,17 +42,76 @@ use crate::shared::{
 /// maximum frame size).
 const GATHER_BYTES_MAX: usize = 16_384;
 
+/// An accepted connection: a TCP socket or a Unix socket (unix:// client URLs).
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Socket options for a new connection (TCP: no Nagle delay).
+    fn prepare(&self);
+    /// Up to `buf.len()` of the first bytes, left in the socket; waits until some arrived.
+    fn peek<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<usize>> + Send + 'a;
+    /// The socket, for Python to serve (HTTP/1).
+    fn into_fd(self) -> std::io::Result<OwnedFd>;
+}
+
+impl Socket for TcpStream {
+    fn prepare(&self) {
+        let _ = self.set_nodelay(true);
+    }
+
+    fn peek<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<usize>> + Send + 'a {
+        TcpStream::peek(self, buf)
+    }
+
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+}
+
+impl Socket for UnixStream {
+    fn prepare(&self) {}
+
+    fn peek<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<usize>> + Send + 'a {
+        // tokio has no peek for Unix sockets: recv(MSG_PEEK) when readable.
+        let fd = self.as_raw_fd();
+        self.async_io(Interest::READABLE, move || {
+            // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` lives as long as `self`.
+            let n = unsafe {
+                libc::recv(fd, buf.as_mut_ptr().cast::<libc::c_void>(), buf.len(), libc::MSG_PEEK)
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        })
+    }
+
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+}
+
 /// Serves one accepted socket until the peer goes away or the front end closes; `tls`
-/// when the listener is an https one.
-pub async fn serve(
-    sock: TcpStream,
-    addr: SocketAddr,
+/// when the listener is an https (or unixs) one. `peer` is grpc's form of the client's
+/// address.
+pub async fn serve<S: Socket>(
+    sock: S,
+    peer: String,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
 ) {
-    let _ = sock.set_nodelay(true);
+    sock.prepare();
+    let peer: Arc<str> = peer.into();
     if let Some(acceptor) = tls {
-        serve_tls(sock, addr, shared, acceptor).await;
+        serve_tls(sock, peer, shared, acceptor).await;
         return;
     }
     if shared.cfg.http1 {
@@ -61,23 +121,20 @@ pub async fn serve(
             Ok(Ok(false)) => {
                 // HTTP/1 (or anything else but HTTP/2): Python serves it. The peeked bytes
                 // are still in the socket.
-                if let Ok(std) = sock.into_std() {
-                    shared.push_events(&mut vec![Event::Http1(
-                        std.into(),
-                        peer_string(addr).into(),
-                    )]);
+                if let Ok(fd) = sock.into_fd() {
+                    shared.push_events(&mut vec![Event::Http1(fd, peer)]);
                 }
                 return;
             }
             _ => return, // closed, failed or silent for 2 minutes before its first bytes
         }
     }
-    serve_h2(sock, addr, shared, None).await;
+    serve_h2(sock, peer, shared, None).await;
 }
 
 /// The TLS handshake, then HTTP/2 when ALPN chose it, else (HTTP/1, when served on this
 /// port) a socket pair whose other end Python serves as it serves a plain HTTP/1 socket.
-async fn serve_tls(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>, acceptor: TlsAcceptor) {
+async fn serve_tls<S: Socket>(sock: S, peer: Arc<str>, shared: Arc<Shared>, acceptor: TlsAcceptor) {
     let handshake = tokio::time::timeout(Duration::from_secs(120), acceptor.accept(sock));
     let Ok(Ok(stream)) = handshake.await else {
         return; // failed (a bad or missing client certificate, not TLS at all) or silent
@@ -88,7 +145,7 @@ async fn serve_tls(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>, accep
         // call of the connection carries it to Python, which reads its common name for auth.
         let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
         let cert = cert.map(|c| Bytes::copy_from_slice(c.as_ref()));
-        serve_h2(stream, addr, shared, cert).await;
+        serve_h2(stream, peer, shared, cert).await;
         return;
     }
     let Ok((ours, theirs)) = std::os::unix::net::UnixStream::pair() else {
@@ -100,13 +157,13 @@ async fn serve_tls(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>, accep
     let Ok(mut ours) = tokio::net::UnixStream::from_std(ours) else {
         return;
     };
-    shared.push_events(&mut vec![Event::Http1(theirs.into(), peer_string(addr).into())]);
+    shared.push_events(&mut vec![Event::Http1(theirs.into(), peer)]);
     let mut stream = stream;
     let _ = tokio::io::copy_bidirectional(&mut stream, &mut ours).await;
 }
 
 /// HTTP/2 on `io` (the socket, or the TLS stream over it) until either side ends it.
-async fn serve_h2<S>(io: S, addr: SocketAddr, shared: Arc<Shared>, client_cert: Option<Bytes>)
+async fn serve_h2<S>(io: S, peer: Arc<str>, shared: Arc<Shared>, client_cert: Option<Bytes>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -141,7 +198,7 @@ where
         shared: shared.clone(),
         handle,
         rx,
-        peer: peer_string(addr).into(),
+        peer,
         client_cert,
         streams: HashMap::new(),
         wake: Arc::new(ConnWake { dirty: Mutex::new(Vec::new()), task: AtomicWaker::new() }),
@@ -166,7 +223,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Whether the connection's first bytes are HTTP/2's preface, looking without reading.
 /// An HTTP/1 request differs from it by its second byte at the latest ("POST", "PUT").
-async fn starts_with_preface(sock: &TcpStream) -> std::io::Result<bool> {
+async fn starts_with_preface<S: Socket>(sock: &S) -> std::io::Result<bool> {
     let mut buf = [0u8; PREFACE.len()];
     loop {
         let n = sock.peek(&mut buf).await?;
@@ -181,17 +238,6 @@ async fn starts_with_preface(sock: &TcpStream) -> std::io::Result<bool> {
         }
         // A preface cut in two segments: peek again once more has arrived.
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// grpc's peer format; IPv4-mapped IPv6 addresses are shown as IPv4, as grpc does.
-fn peer_string(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("ipv4:{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => format!("ipv4:{}:{}", v4, a.port()),
-            None => format!("ipv6:[{}]:{}", a.ip(), a.port()),
-        },
     }
 }
 

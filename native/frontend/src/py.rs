@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::TcpListener as StdTcpListener;
 use std::os::fd::IntoRawFd;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +11,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::grpc;
 use crate::kv;
-use crate::server::{self, Running};
+use crate::server::{self, Bound as BoundListener, Running};
 use crate::shared::{lock, Config, ConnCmd, Event, MetaValue, Out, Shared};
 use crate::tls;
 
@@ -35,9 +34,16 @@ type TlsArgs = (
 enum State {
     /// Bound, not serving yet (None after stop_accepting()); each listener with its TLS
     /// acceptor when it is an https one.
-    Bound(Option<Vec<(StdTcpListener, Option<TlsAcceptor>)>>),
+    Bound(Option<Vec<(BoundListener, Option<TlsAcceptor>)>>),
     Running(Running),
     Closed,
+}
+
+/// One entry of `listeners`: a (host, port) pair, or the path of a Unix socket to create.
+#[derive(FromPyObject)]
+enum Listen {
+    Tcp(String, u16),
+    Unix(String),
 }
 
 #[pyclass(module = "petcd._frontend", frozen)]
@@ -137,7 +143,7 @@ impl Frontend {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        listeners: Vec<(String, u16)>,
+        listeners: Vec<Listen>,
         max_recv_bytes: usize,
         max_send_bytes: usize,
         keepalive_min_time_ms: u64,
@@ -175,15 +181,20 @@ impl Frontend {
         }
         let bound = py.detach(|| {
             let mut bound = Vec::with_capacity(listeners.len());
-            for (host, port) in &listeners {
-                match server::bind(host, *port) {
+            for listen in &listeners {
+                let (bound_one, shown) = match listen {
+                    Listen::Tcp(host, port) => (
+                        server::bind(host, *port).map(BoundListener::Tcp),
+                        server::show_addr(host, *port),
+                    ),
+                    Listen::Unix(path) => {
+                        (server::bind_unix(path).map(BoundListener::Unix), path.clone())
+                    }
+                };
+                match bound_one {
                     Ok(l) => bound.push(l),
                     Err(e) => {
-                        let text = format!(
-                            "cannot listen on {}: {}",
-                            server::show_addr(host, *port),
-                            server::os_text(&e)
-                        );
+                        let text = format!("cannot listen on {}: {}", shown, server::os_text(&e));
                         return Err((e.raw_os_error(), text));
                     }
                 }
@@ -197,7 +208,12 @@ impl Frontend {
         };
         let mut ports = Vec::with_capacity(bound.len());
         for l in &bound {
-            ports.push(l.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port());
+            ports.push(match l {
+                BoundListener::Tcp(l) => {
+                    l.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port()
+                }
+                BoundListener::Unix(_) => 0,
+            });
         }
         let bound: Vec<_> = bound
             .into_iter()
@@ -222,7 +238,7 @@ impl Frontend {
         })
     }
 
-    /// The bound ports, in listener order.
+    /// The bound ports, in listener order (0 for a Unix socket).
     fn ports(&self) -> Vec<u16> {
         self.ports.clone()
     }

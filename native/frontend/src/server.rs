@@ -1,15 +1,17 @@
 //! Listeners and the runtime: binding (in the constructor, on Python's thread), the accept
-//! loops, and the orderly shutdown.
+//! loops, and the orderly shutdown. A listener is a TCP port or a Unix socket file (etcd's
+//! unix:// and unixs:// client URLs); both serve the same connections.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -57,6 +59,20 @@ pub fn bind(host: &str, port: u16) -> io::Result<StdTcpListener> {
     Ok(sock.into())
 }
 
+/// Binds a Unix socket at `path` (relative to the working directory, as etcd's). The caller
+/// removes a stale file first, as etcd does: binding over an existing file fails.
+pub fn bind_unix(path: &str) -> io::Result<StdUnixListener> {
+    let l = StdUnixListener::bind(path)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// A bound listener, not serving yet.
+pub enum Bound {
+    Tcp(StdTcpListener),
+    Unix(StdUnixListener),
+}
+
 /// The running runtime, as Python's side holds it.
 pub struct Running {
     stop_tx: watch::Sender<bool>,
@@ -67,7 +83,7 @@ pub struct Running {
 impl Running {
     /// Starts the runtime on its own thread(s), all named "petcd-frontend".
     pub fn start(
-        listeners: Vec<(StdTcpListener, Option<TlsAcceptor>)>,
+        listeners: Vec<(Bound, Option<TlsAcceptor>)>,
         shared: Arc<Shared>,
         threads: usize,
     ) -> io::Result<Running> {
@@ -114,16 +130,20 @@ impl Running {
 }
 
 async fn run(
-    listeners: Vec<(StdTcpListener, Option<TlsAcceptor>)>,
+    listeners: Vec<(Bound, Option<TlsAcceptor>)>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     shutdown: oneshot::Receiver<()>,
 ) {
     for (l, tls) in listeners {
-        match TcpListener::from_std(l) {
-            Ok(l) => {
-                tokio::spawn(accept_loop(l, tls, shared.clone(), stop.clone()));
-            }
+        let spawned = match l {
+            Bound::Tcp(l) => TcpListener::from_std(l)
+                .map(|l| tokio::spawn(accept_loop(l, tls, shared.clone(), stop.clone()))),
+            Bound::Unix(l) => UnixListener::from_std(l)
+                .map(|l| tokio::spawn(accept_loop(l, tls, shared.clone(), stop.clone()))),
+        };
+        match spawned {
+            Ok(_) => {}
             Err(e) => {
                 shared.listening.fetch_sub(1, Ordering::SeqCst);
                 eprintln!("petcd._frontend: cannot use a listener: {e}");
@@ -155,8 +175,49 @@ async fn dispatcher(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(
-    l: TcpListener,
+/// What the accept loops take connections from: a TCP or a Unix listener.
+trait Accept: Send + Sync + 'static {
+    type Stream: conn::Socket;
+    fn poll_accept_stream(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<(Self::Stream, String)>>;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    fn poll_accept_stream(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<(Self::Stream, String)>> {
+        self.poll_accept(cx).map_ok(|(s, a)| (s, peer_string(a)))
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    fn poll_accept_stream(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<(Self::Stream, String)>> {
+        // grpc's peer of a Unix socket connection: "unix:" and the (unnamed) client's path.
+        self.poll_accept(cx).map_ok(|(s, _)| (s, "unix:".to_owned()))
+    }
+}
+
+/// grpc's peer format; IPv4-mapped IPv6 addresses are shown as IPv4, as grpc does.
+fn peer_string(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("ipv4:{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => format!("ipv4:{}:{}", v4, a.port()),
+            None => format!("ipv6:[{}]:{}", a.ip(), a.port()),
+        },
+    }
+}
+
+async fn accept_loop<L: Accept>(
+    l: L,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
@@ -166,8 +227,8 @@ async fn accept_loop(
     shared.listening.fetch_sub(1, Ordering::SeqCst);
 }
 
-async fn accept_until_stopped(
-    l: &TcpListener,
+async fn accept_until_stopped<L: Accept>(
+    l: &L,
     tls: Option<&TlsAcceptor>,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -177,9 +238,9 @@ async fn accept_until_stopped(
             return;
         }
         tokio::select! {
-            r = l.accept() => match r {
-                Ok((sock, addr)) => {
-                    tokio::spawn(conn::serve(sock, addr, shared.clone(), tls.cloned()));
+            r = std::future::poll_fn(|cx| l.poll_accept_stream(cx)) => match r {
+                Ok((sock, peer)) => {
+                    tokio::spawn(conn::serve(sock, peer, shared.clone(), tls.cloned()));
                 }
                 Err(e) => {
                     // EMFILE and the like: do not spin.

@@ -492,13 +492,14 @@ class _Call:
 class NativeServer:
     """A ``grpc.aio.Server`` look-alike serving on ``petcd._frontend.Frontend``.
 
-    ``listeners``: (host, port) pairs, all bound at construction (``OSError`` if one cannot
-    be). ``frontend_class`` replaces ``petcd._frontend.Frontend`` (tests).
+    ``listeners``: (host, port) pairs or Unix socket paths (to be created: no file of that
+    name may exist), all bound at construction (``OSError`` if one cannot be).
+    ``frontend_class`` replaces ``petcd._frontend.Frontend`` (tests).
     """
 
     def __init__(
         self,
-        listeners: Sequence[tuple[str, int]],
+        listeners: Sequence[tuple[str, int] | str],
         *,
         max_recv_bytes: int,
         max_send_bytes: int,
@@ -526,7 +527,7 @@ class NativeServer:
             extra["tls"] = tls
             extra["secure"] = list(secure or [True] * len(listeners))
         self._fe: FrontendLike = cls(
-            [(h, p) for h, p in listeners],
+            [a if isinstance(a, str) else (a[0], a[1]) for a in listeners],
             max_recv_bytes=max_recv_bytes,
             max_send_bytes=max_send_bytes,
             keepalive_min_time_ms=keepalive_min_time_ms,
