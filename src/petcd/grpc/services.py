@@ -638,7 +638,7 @@ _KEEPALIVE_TIMEOUT_MS = 20_000
 
 def make_server(
     member: KVMember,
-    listeners: list[tuple[str, int]],
+    listeners: list[tuple[str, int] | str],
     max_request_bytes: int,
     log: Logger,
     transport: str = "grpcio",
@@ -668,8 +668,12 @@ def make_server(
     _add_services(server, member, max_request_bytes, log)
     if transport == "native":
         return server
-    for (host, port), is_secure in zip(listeners, secure, strict=True):
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    for listen, is_secure in zip(listeners, secure, strict=True):
+        if isinstance(listen, str):
+            address = f"unix:{listen}"  # grpc's form of a Unix socket's path
+        else:
+            host, port = listen
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if is_secure and tls is not None:
             bound = server.add_secure_port(address, tls.grpc_credentials())
         else:
@@ -681,7 +685,7 @@ def make_server(
 
 def _native_server(
     member: KVMember,
-    listeners: list[tuple[str, int]],
+    listeners: list[tuple[str, int] | str],
     max_request_bytes: int,
     log: Logger,
     http1: Callable[[socket.socket], None] | None,

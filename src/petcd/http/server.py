@@ -170,13 +170,13 @@ def make_runner(app: web.Application) -> web.AppRunner:
 
 
 class HttpServer:
-    """The HTTP endpoints on a set of (host, port) listeners; those ``secure`` marks serve
-    HTTPS with ``ssl_context``."""
+    """The HTTP endpoints on a set of listeners, each a (host, port) pair or a Unix socket's
+    path; those ``secure`` marks serve HTTPS with ``ssl_context``."""
 
     def __init__(
         self,
         source: HealthSource,
-        listeners: Sequence[tuple[str, int]],
+        listeners: Sequence[tuple[str, int] | str],
         gateway: bool = False,
         *,
         secure: Sequence[bool] = (),
@@ -194,9 +194,14 @@ class HttpServer:
 
     async def start(self) -> None:
         await self._runner.setup()
-        for (host, port), is_secure in zip(self._listeners, self._secure, strict=True):
+        for address, is_secure in zip(self._listeners, self._secure, strict=True):
             context = self._ssl if is_secure else None
-            await web.TCPSite(self._runner, host, port, ssl_context=context).start()
+            site: web.BaseSite
+            if isinstance(address, str):
+                site = web.UnixSite(self._runner, address, ssl_context=context)
+            else:
+                site = web.TCPSite(self._runner, address[0], address[1], ssl_context=context)
+            await site.start()
 
     async def stop(self) -> None:
         await self._runner.cleanup()

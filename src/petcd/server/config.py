@@ -64,15 +64,38 @@ class CompactionMode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Url:
-    """One ``scheme://host:port`` URL of a listener or an advertised address."""
+    """One ``scheme://host:port`` URL of a listener or an advertised address.
+
+    A ``unix://`` or ``unixs://`` URL names a Unix socket file: ``socket`` is what follows
+    ``//`` as written (``unix://etcd.unix:1`` is the file ``etcd.unix:1`` in the working
+    directory, ``unix:///run/etcd.sock`` an absolute path, as etcd takes them); ``host`` and
+    ``port`` are then its host name (the TLS server name of ``unixs``) and port, if any.
+    """
 
     scheme: str
     host: str
     port: int
+    socket: str = ""
 
     def __str__(self) -> str:
+        if self.is_unix:
+            return f"{self.scheme}://{self.socket}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def is_unix(self) -> bool:
+        return self.scheme in ("unix", "unixs")
+
+    @property
+    def secure(self) -> bool:
+        """Served with TLS: ``https`` and ``unixs``."""
+        return self.scheme in ("https", "unixs")
+
+    @property
+    def listen_address(self) -> tuple[str, int] | str:
+        """What a listener binds: (host, port), or a Unix socket's path."""
+        return self.socket if self.is_unix else (self.bind_host, self.port)
 
     @property
     def bind_host(self) -> str:
@@ -227,20 +250,20 @@ class Config:
             crl_file=self.peer_crl_file,
         )
         for u in self.listen_peer_urls:
-            if u.scheme == "https" and not (self.peer_cert_file or self.peer_auto_tls):
+            if u.secure and not (self.peer_cert_file or self.peer_auto_tls):
                 host = f"[{u.host}]" if ":" in u.host else u.host
+                address = u.socket if u.is_unix else f"{host}:{u.port}"
                 raise ConfigError(
-                    f"cannot listen on TLS for {host}:{u.port}: KeyFile and CertFile are not "
-                    "presented"
+                    f"cannot listen on TLS for {address}: KeyFile and CertFile are not presented"
                 )
         for u in [*self.listen_client_urls, *self.listen_client_http_urls]:
-            if u.scheme == "https" and not self.client_tls_given:
+            if u.secure and not self.client_tls_given:
                 raise ConfigError(
                     f"TLS key/cert (--cert-file, --key-file) must be provided for client url "
                     f"{u} with HTTPS scheme"
                 )
         for u in self.listen_metrics_urls:
-            if u.scheme == "https" and not self.client_tls_given:
+            if u.secure and not self.client_tls_given:
                 raise ConfigError(
                     "client TLS key/cert (--cert-file, --key-file) must be provided for metrics "
                     "secure url"
@@ -382,12 +405,16 @@ def parse_url(text: str) -> Url:
     parts = urllib.parse.urlsplit(text.strip())
     if parts.scheme not in ("http", "https", "unix", "unixs"):
         raise ValueError(f"URL scheme must be http, https, unix, or unixs: {text}")
-    if parts.scheme in ("unix", "unixs"):
-        raise UnsupportedFeatureError(f"unix socket listeners are not supported by petcd: {text}")
     try:
         port = parts.port
     except ValueError:
         port = None
+    if parts.scheme in ("unix", "unixs"):
+        # etcd checks nothing more: the rest is the socket file's path.
+        path = parts.netloc + parts.path
+        if not path or not text.strip().startswith(f"{parts.scheme}://"):
+            raise ValueError(f"URL must name a unix socket file: {text}")
+        return Url(parts.scheme, parts.hostname or "", port or 0, path)
     if parts.hostname is None or port is None:
         raise ValueError(f'URL address does not have the form "host:port": {text}')
     if parts.path not in ("", "/"):

@@ -11,7 +11,9 @@ Theory of operation
 
 Running: one asyncio event loop (uvloop when available) holds the member (``petcd.server
 .member``), the gRPC server (``petcd.grpc``) on ``--listen-client-urls`` and the HTTP endpoints
-(``petcd.http``) on ``--listen-client-http-urls`` and ``--listen-metrics-urls``. On SIGTERM or
+(``petcd.http``) on ``--listen-client-http-urls`` and ``--listen-metrics-urls``. A ``unix://`` or
+``unixs://`` URL among them is a Unix socket file: as etcd, an existing file of that name is
+removed before listening, and the socket file when the listener closes. On SIGTERM or
 SIGINT it stops accepting requests, lets the member finish its round, flushes the backend and
 closes the WAL, then dies of the same signal with the default handler, as etcd does. A fatal
 member error (failed fsync, corrupt log) logs and exits with 1.
@@ -148,13 +150,19 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         listen_client_urls=[str(u) for u in cfg.listen_client_urls],
         client_transport=cfg.client_transport,
     )
-    listeners = [(u.bind_host, u.port) for u in cfg.listen_client_urls]
+    listeners = [u.listen_address for u in cfg.listen_client_urls]
+    sockets = [
+        u.socket
+        for u in (*cfg.listen_client_urls, *cfg.listen_client_http_urls, *cfg.listen_metrics_urls)
+        if u.is_unix
+    ]
     # etcd serves HTTP/1 (health, version, metrics, the JSON gateway) on its client port too;
     # the native front end hands such connections over (grpc.aio cannot share its sockets).
     on_client_port: HttpOnClientPort | None = None
     if cfg.client_transport == "native":
         on_client_port = HttpOnClientPort(member, log, cfg.max_concurrent_streams)
     try:
+        _remove_socket_files(sockets)
         grpc_server = make_server(
             member,
             listeners,
@@ -163,7 +171,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             transport=cfg.client_transport,
             http1=None if on_client_port is None else on_client_port.accept,
             tls=tls,
-            secure=[u.scheme == "https" for u in cfg.listen_client_urls],
+            secure=[u.secure for u in cfg.listen_client_urls],
         )
     except ConfigError as e:
         log.fatal("cannot use the TLS configuration", error=str(e))
@@ -173,6 +181,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         return 1
     except (OSError, RuntimeError) as e:
         log.fatal("failed to listen on client urls", error=str(e))
+        _remove_socket_files(sockets)
         return 1
     restarted = wal_exists(cfg.wal_path)  # etcd checks only a member that has data
     try:
@@ -180,9 +189,11 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     except Exception as e:
         log.fatal("failed to start the member", error=str(e))
         await grpc_server.stop(None)
+        _remove_socket_files(sockets)
         return 1
     if not await _corruption_checks(member, cfg, log, restarted):
         await grpc_server.stop(None)
+        _remove_socket_files(sockets)
         return 1
     await member.start()
     _tune_gc()
@@ -200,9 +211,9 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                 http.append(
                     HttpServer(
                         member,
-                        [(u.bind_host, u.port) for u in urls],
+                        [u.listen_address for u in urls],
                         gateway=gateway,
-                        secure=[u.scheme == "https" for u in urls],
+                        secure=[u.secure for u in urls],
                         ssl_context=context,
                         gateway_calls_max=cfg.max_concurrent_streams,
                         log=log,
@@ -216,6 +227,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         log.fatal("failed to listen", error=str(e))
         await grpc_server.stop(None)
         await member.stop()
+        _remove_socket_files(sockets)
         return 1
 
     stop = asyncio.Event()
@@ -243,12 +255,13 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         log.info("enabled capabilities for version", cluster_version=ETCD_CLUSTER_VERSION[:3])
         log.info("ready to serve client requests")
         for u in cfg.listen_client_urls:
-            if u.scheme == "https":
-                log.info("serving client traffic securely", address=f"{u.bind_host}:{u.port}")
+            address = u.socket if u.is_unix else f"{u.bind_host}:{u.port}"
+            if u.secure:
+                log.info("serving client traffic securely", address=address)
             else:
                 log.warn(
                     "serving client traffic insecurely; this is strongly discouraged!",
-                    address=f"{u.bind_host}:{u.port}",
+                    address=address,
                 )
         for u in [*(cfg.listen_client_urls if on_client_port is not None else ()), *http_urls]:
             log.info("serving HTTP endpoints (health, version, metrics)", address=str(u))
@@ -285,10 +298,19 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await on_client_port.stop()
     for h in http:
         await h.stop()
+    _remove_socket_files(sockets)
     with contextlib.suppress(Exception):
         await member.stop()
     log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)
     return code
+
+
+def _remove_socket_files(paths: Sequence[str]) -> None:
+    """etcd's Unix socket listener removes the file of its path before it listens (a file left
+    by a member that was killed, or any other file of that name) and when it closes."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _tune_gc() -> None:

@@ -545,7 +545,7 @@ def warn_plain_tls(cfg: Config, log: Logger) -> None:
                 peer_url=str(u),
             )
     for u in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
-        if u.scheme != "http":
+        if u.secure:
             continue
         if cfg.cert_file:
             log.warn(

@@ -158,8 +158,41 @@ def test_bad_urls() -> None:
         parse(["--listen-peer-urls", "http://127.0.0.1"], {})
     with pytest.raises(ConfigError, match=r"cannot listen on TLS for 127\.0\.0\.1:1: KeyFile"):
         parse(["--listen-peer-urls", "https://127.0.0.1:1"], {})
-    with pytest.raises(UnsupportedFeatureError, match="unix socket"):
+    with pytest.raises(ConfigError, match=r"cannot listen on TLS for etcd\.unix:1: KeyFile"):
+        parse(["--listen-peer-urls", "unixs://etcd.unix:1"], {})
+    with pytest.raises(ConfigError, match=r"for client url unixs://x:1 with HTTPS scheme"):
         parse(["--listen-client-urls", "unixs://x:1", "--advertise-client-urls", "http://a:1"], {})
+    with pytest.raises(FlagError, match="URL must name a unix socket file"):
+        parse(["--listen-peer-urls", "unix:relative"], {})
+
+
+def test_unix_urls() -> None:
+    """etcd's unix:// URLs: host:port (and path) as written is the socket file's path."""
+    cfg, _ = run(
+        [
+            "--name=e1",
+            "--listen-peer-urls=unix://etcd.unix:1",
+            "--initial-advertise-peer-urls=unix://etcd.unix:1",
+            "--initial-cluster=e1=unix://etcd.unix:1",
+            "--listen-client-urls=unix://Local.sock,unix:///run/x/etcd.sock,http://127.0.0.1:3",
+            "--advertise-client-urls=unix://Local.sock",
+        ]
+    )
+    (peer,) = cfg.listen_peer_urls
+    assert (peer.socket, peer.host, peer.port, str(peer)) == (
+        "etcd.unix:1",
+        "etcd.unix",
+        1,
+        "unix://etcd.unix:1",
+    )
+    assert cfg.initial_cluster == (("e1", (peer,)),)
+    assert [u.listen_address for u in cfg.listen_client_urls] == [
+        "Local.sock",
+        "/run/x/etcd.sock",
+        ("127.0.0.1", 3),
+    ]
+    assert [str(u) for u in cfg.advertise_client_urls] == ["unix://Local.sock"]
+    assert not any(u.secure for u in cfg.listen_client_urls)
 
 
 def test_election_timeout_rules() -> None:
