@@ -43,7 +43,8 @@ def _target(url: str) -> str:
         return url  # host:port already
     if scheme not in ("http", "unix"):
         raise _Failed(FailureKind.UNREACHABLE, f"unsupported client URL scheme {scheme!r}")
-    return rest.rstrip("/") if scheme == "http" else url
+    # unix://etcd.unix:1 is the file etcd.unix:1 (etcd's form); grpc's is unix:etcd.unix:1.
+    return rest.rstrip("/") if scheme == "http" else f"unix:{rest}"
 
 
 class GrpcPeerHashFetcher:

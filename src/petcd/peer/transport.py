@@ -1,5 +1,11 @@
 """PeerTransport: Raft messages and snapshots between members, over asyncio TCP (or TLS).
 
+A ``unix://`` (``unixs://``: with TLS) peer URL is a Unix socket file instead of a TCP port, as
+in etcd: ``unix://etcd.unix:1`` is the file ``etcd.unix:1`` in the working directory. A listener
+removes an existing file of that name before it listens, and its socket file when it stops; a
+dialer connects to the file and, over TLS, verifies the URL's host name (``localhost`` for
+``unixs://localhost:2380``).
+
 Theory of operation
 -------------------
 The wire format is specified in docs/enhancements/0005-peer-transport.md (the codec lives in
@@ -185,17 +191,39 @@ class PeerUrl:
     host: str
     port: int
     tls: bool
+    socket: str = ""  # unix and unixs: the socket file's path
+
+    @property
+    def address(self) -> str:
+        """What is dialled, for logs: ``host:port`` or the socket's path."""
+        return self.socket or f"{self.host}:{self.port}"
+
+    @property
+    def server_name(self) -> str:
+        """The name a TLS peer's certificate must be valid for: the URL's host, or (a
+        ``unixs:///path`` URL has none) the socket file's name."""
+        return self.host or os.path.basename(self.socket)
 
 
 def parse_peer_url(url: str) -> PeerUrl:
-    """``http://host:port`` or ``https://host:port`` (IPv6 hosts in brackets)."""
+    """``http://host:port`` or ``https://host:port`` (IPv6 hosts in brackets), or
+    ``unix://path`` or ``unixs://path`` (the path as etcd takes it: ``unix://etcd.unix:1`` is
+    the file ``etcd.unix:1`` in the working directory)."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise PeerUrlError(url, str(e)) from None
+        if url.startswith(("unix://", "unixs://")):
+            parts, port = urlsplit(url), None
+        else:
+            raise PeerUrlError(url, str(e)) from None
+    if parts.scheme in ("unix", "unixs"):
+        path = parts.netloc + parts.path
+        if not path or not url.startswith(f"{parts.scheme}://"):
+            raise PeerUrlError(url, "a unix URL names a socket file")
+        return PeerUrl(parts.hostname or "", port or 0, parts.scheme == "unixs", path)
     if parts.scheme not in ("http", "https"):
-        raise PeerUrlError(url, "scheme must be http or https")
+        raise PeerUrlError(url, "scheme must be http, https, unix or unixs")
     if not parts.hostname or port is None:
         raise PeerUrlError(url, "host and port are required")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -294,6 +322,7 @@ class PeerTransport:
         self._peers: dict[MemberId, _Peer] = {}
         self._removed: set[MemberId] = set()
         self._servers: list[asyncio.Server] = []
+        self._socket_files: list[str] = []  # of the Unix socket listeners, removed by stop()
         self._inbound: dict[MemberId, set[asyncio.StreamWriter]] = {}
         self._accepted: set[asyncio.StreamWriter] = set()
         self._inbound_stats: dict[MemberId, InboundStats] = {}
@@ -312,6 +341,17 @@ class PeerTransport:
             url = parse_peer_url(raw)
             if url.tls and self._server_ssl is None:
                 raise PeerUrlError(raw, "https listener needs a server SSL context")
+            if url.socket:
+                # etcd's unix listener: whatever has the socket's name goes first.
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(url.socket)
+                server = await asyncio.start_unix_server(
+                    self._handle_conn, url.socket, ssl=self._server_ssl if url.tls else None
+                )
+                self._socket_files.append(url.socket)
+                self._servers.append(server)
+                self.listen_addresses.append((url.socket, 0))
+                continue
             server = await asyncio.start_server(
                 self._handle_conn,
                 url.host,
@@ -356,6 +396,10 @@ class PeerTransport:
             with contextlib.suppress(Exception):
                 await s.wait_closed()
         self._servers.clear()
+        for path in self._socket_files:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self._socket_files.clear()
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -554,13 +598,14 @@ class PeerTransport:
         ctx: ssl.SSLContext | None = None
         if url.tls:
             if self._client_ssl is None:
-                raise PeerUrlError(f"https://{url.host}:{url.port}", "no client SSL context")
+                raise PeerUrlError(url.address, "no client SSL context")
             ctx = self._client_ssl
         timeout = self.cfg.dial_timeout_seconds
+        name = url.server_name if ctx else None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                url.host, url.port, ssl=ctx, server_hostname=url.host if ctx else None
-            ),
+            asyncio.open_unix_connection(url.socket, ssl=ctx, server_hostname=name)
+            if url.socket
+            else asyncio.open_connection(url.host, url.port, ssl=ctx, server_hostname=name),
             timeout,
         )
         if not self._cert_passes(writer):
@@ -598,7 +643,7 @@ class PeerTransport:
             # attempt failed, drop (and report) instead, so a dead peer costs nothing.
             p.accepting = failures == 0
             url = p.urls[p.url_index % len(p.urls)]
-            self._state(p, gen, "dialing", url=f"{url.host}:{url.port}", failures=failures)
+            self._state(p, gen, "dialing", url=url.address, failures=failures)
             try:
                 reader, writer = await self._dial(p, codec.KIND_STREAM)
             except HandshakeRejectedError as e:

@@ -23,7 +23,7 @@ cluster token is not involved (etcd's ``member add`` prints none). The peer URLs
 from ``--initial-cluster`` (etcd's ``member add`` prints the line to use). Probes are plain
 blocking sockets: they run once, at start, before the event loop serves anything. ``https``
 peer URLs are probed through the member's peer TLS client context (``ssl_context``); without
-one they are reported as a ``JoinError``.
+one they are reported as a ``JoinError``. A ``unix://`` peer URL is probed on its socket file.
 
 Never: send a raft message, or keep a probe connection open.
 """
@@ -37,7 +37,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from petcd.peer import CodecError, HandshakeStatus, decode_member_listing, parse_peer_url
+from petcd.peer import (
+    CodecError,
+    HandshakeStatus,
+    PeerUrl,
+    decode_member_listing,
+    parse_peer_url,
+)
 from petcd.peer.codec import (
     KIND_MEMBERS,
     KIND_STREAM,
@@ -78,14 +84,31 @@ def probe(
     u = parse_peer_url(url)
     if u.tls and ssl_context is None:
         raise JoinError(f"cannot join through TLS peer URL {url} without peer TLS")
-    with socket.create_connection((u.host, u.port), timeout=timeout_s) as raw:
-        s = ssl_context.wrap_socket(raw, server_hostname=u.host) if u.tls and ssl_context else raw
+    with _connect(u, timeout_s) as raw:
+        s = (
+            ssl_context.wrap_socket(raw, server_hostname=u.server_name)
+            if u.tls and ssl_context
+            else raw
+        )
         with s:
             s.sendall(encode_hello(Hello(kind, cluster_id, MemberId(from_), MemberId(to))))
             head = _read_exactly(s, REPLY_HEADER_BYTES)
             status, n = decode_reply_header(head)
             reason = _read_exactly(s, n).decode(errors="replace") if n else ""
     return status, reason
+
+
+def _connect(u: PeerUrl, timeout_s: float) -> socket.socket:
+    if not u.socket:
+        return socket.create_connection((u.host, u.port), timeout=timeout_s)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout_s)
+        s.connect(u.socket)
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 def list_members(

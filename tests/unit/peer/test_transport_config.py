@@ -14,12 +14,21 @@ def test_parse_peer_urls() -> None:
     assert parse_peer_url("http://127.0.0.1:2380") == PeerUrl("127.0.0.1", 2380, False)
     assert parse_peer_url("https://node1.example:12380/") == PeerUrl("node1.example", 12380, True)
     assert parse_peer_url("http://[::1]:2380") == PeerUrl("::1", 2380, False)
+    # etcd's unix URLs: the socket file is host:port (and path) as written.
+    u = parse_peer_url("unix://etcd.unix:1")
+    assert u == PeerUrl("etcd.unix", 1, False, "etcd.unix:1")
+    assert (u.address, u.server_name) == ("etcd.unix:1", "etcd.unix")
+    u = parse_peer_url("unixs:///run/etcd/peer.sock")
+    assert u == PeerUrl("", 0, True, "/run/etcd/peer.sock")
+    assert u.server_name == "peer.sock"
 
 
 @pytest.mark.parametrize(
     "url",
     [
-        "unix://sock",
+        "unix:sock",
+        "unix://",
+        "ftp://127.0.0.1:2380",
         "http://127.0.0.1",
         "http://:2380",
         "http://127.0.0.1:2380/raft",
