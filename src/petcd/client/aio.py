@@ -29,6 +29,7 @@ from petcd.client.client import (
     MAX_RECEIVE_BYTES,
     FragmentAssembler,
     TLSConfig,
+    channel_options,
     normalize_endpoint,
 )
 from petcd.client.errors import ClientError, EtcdServerError, UnavailableError, from_rpc_error
@@ -99,7 +100,8 @@ class AsyncClient:
                 creds = grpc.ssl_channel_credentials(
                     read(tls.ca_file), read(tls.key_file), read(tls.cert_file)
                 )
-                channel = grpc.aio.secure_channel(target, creds, self._options)
+                options = channel_options(endpoint, self._options, self._tls)
+                channel = grpc.aio.secure_channel(target, creds, options)
             else:
                 channel = grpc.aio.insecure_channel(target, self._options)
             stubs = _AioStubs(channel)

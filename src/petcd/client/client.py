@@ -51,13 +51,44 @@ class TLSConfig:
     server_name: str | None = None
 
 
+_UNIX_SCHEMES = (("unixs://", True), ("unix://", False), ("unixs:", True), ("unix:", False))
+
+
 def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
-    """Return (host:port, is_tls) for an etcd endpoint such as ``http://h:2379``."""
+    """Return (gRPC target, is_tls) for an etcd endpoint: ``http://h:2379`` gives ``h:2379``;
+    ``unix://etcd.sock:1`` (or ``unix:etcd.sock:1``) the Unix socket file ``etcd.sock:1`` in
+    the working directory, ``unix:///run/etcd.sock`` an absolute path, as etcd's client takes
+    them (``unixs``: with TLS)."""
+    for prefix, tls in _UNIX_SCHEMES:
+        if endpoint.startswith(prefix):
+            return "unix:" + endpoint.removeprefix(prefix), tls
     if endpoint.startswith("https://"):
         return endpoint.removeprefix("https://").rstrip("/"), True
     if endpoint.startswith("http://"):
         return endpoint.removeprefix("http://").rstrip("/"), False
     return endpoint.rstrip("/"), False
+
+
+def unix_server_name(endpoint: str) -> str | None:
+    """The name a ``unix``/``unixs`` endpoint's server certificate is checked against (etcd's
+    client: the socket file's name without a ``:port``, ``localhost`` for
+    ``unixs://localhost:2379``); None for other endpoints."""
+    for prefix, _ in _UNIX_SCHEMES:
+        if endpoint.startswith(prefix):
+            name = endpoint.removeprefix(prefix).rstrip("/").rsplit("/", 1)[-1]
+            host, sep, port = name.rpartition(":")
+            return host if sep and port.isdigit() else name
+    return None
+
+
+def channel_options(
+    endpoint: str, options: list[tuple[str, Any]], tls: TLSConfig | None
+) -> list[tuple[str, Any]]:
+    """``options`` and, for a Unix socket endpoint over TLS, the server name to verify."""
+    name = (tls.server_name if tls else None) or unix_server_name(endpoint)
+    if name is None:
+        return options
+    return [*options, ("grpc.ssl_target_name_override", name)]
 
 
 class _Stubs:
@@ -122,7 +153,8 @@ class Client:
             if stubs is None:
                 target, is_tls = normalize_endpoint(endpoint)
                 if is_tls or self._tls is not None or not self._insecure_transport:
-                    channel = grpc.secure_channel(target, self._credentials(), self._options)
+                    options = channel_options(endpoint, self._options, self._tls)
+                    channel = grpc.secure_channel(target, self._credentials(), options)
                 else:
                     channel = grpc.insecure_channel(target, self._options)
                 stubs = _Stubs(channel)
