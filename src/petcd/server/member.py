@@ -2400,13 +2400,15 @@ class Member:
         return self._header(self.kv.current_revision), ttl
 
     def leader_client_endpoint(self) -> str | None:
-        """``host:port`` of the leader's first client URL, if another member leads."""
+        """The gRPC target of the leader's first client URL (``host:port``, ``unix:PATH``),
+        if another member leads."""
         if self._lead in (NONE_ID, self.id):
             return None
         info = self._members.get(self._lead)
         if info is None or not info.client_urls:
             return None
-        return info.client_urls[0].split("://", 1)[-1]
+        scheme, _, rest = info.client_urls[0].rpartition("://")
+        return f"unix:{rest}" if scheme in ("unix", "unixs") else rest
 
     async def lease_leases(self) -> tuple[ResponseHeader, list[LeaseInfo]]:
         await self._read_barrier()
