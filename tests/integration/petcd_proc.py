@@ -45,6 +45,8 @@ class PetcdProcess:
     env: dict[str, str] | None = None
     # When set: the client URL is https and the readiness probe and channel() use these.
     credentials: grpc.ChannelCredentials | None = None
+    # The working directory (relative unix:// socket paths are in it); None: the test's.
+    cwd: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -91,6 +93,7 @@ class PetcdProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=self.env,
+                cwd=self.cwd,
             )
         if wait:
             self.wait_ready()

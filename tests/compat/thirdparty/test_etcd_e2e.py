@@ -71,9 +71,6 @@ DIFFERENT = {
     # text ("remote error: tls: bad certificate") these tests wait for.
     "TestEtcdPeerCNAuth": "peer CN pinning refuses after the handshake, without a TLS alert",
     "TestEtcdPeerMultiCNAuth": "peer CN pinning refuses after the handshake, without a TLS alert",
-    # Listeners petcd does not offer.
-    "TestClusterVersion": "unix:// peer URLs",
-    "TestEtcdUnixPeers": "unix:// peer URLs",
 }
 
 
