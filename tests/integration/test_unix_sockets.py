@@ -239,7 +239,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
-def test_unixs_client_url(tmp_path: Path, tls_files: dict[str, str]) -> None:
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_unixs_client_url(tmp_path: Path, tls_files: dict[str, str], transport: str) -> None:
     port, tcp_port = free_port(), free_port()
     endpoint = f"unixs://localhost:{port}"  # the server certificate is for localhost
     peer = f"http://127.0.0.1:{free_port()}"
@@ -256,6 +257,7 @@ def test_unixs_client_url(tmp_path: Path, tls_files: dict[str, str]) -> None:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"m={peer}",
             "--cert-file", tls_files["server"], "--key-file", tls_files["server_key"],
+            f"--client-transport={transport}",
         ],
     )  # fmt: skip
     with _started([member]):
