@@ -15,7 +15,15 @@ from petcd.mvcc.errors import (
     WatcherNotFoundError,
 )
 from petcd.mvcc.key_index import KeyIndex
-from petcd.mvcc.kvstore import MAX_TXN_OPS_DEFAULT, KVStore, LeaseHook, validate_request
+from petcd.mvcc.kvstore import (
+    COMPACTION_BATCH_LIMIT_DEFAULT,
+    HASHES_MAX,
+    MAX_TXN_OPS_DEFAULT,
+    CompactionDone,
+    KVStore,
+    LeaseHook,
+    validate_request,
+)
 from petcd.mvcc.requests import (
     CompactionRequest,
     CompactionResponse,
@@ -54,8 +62,11 @@ from petcd.mvcc.watchable_store import (
 )
 
 __all__ = [
+    "COMPACTION_BATCH_LIMIT_DEFAULT",
+    "HASHES_MAX",
     "MAX_TXN_OPS_DEFAULT",
     "CompactedError",
+    "CompactionDone",
     "CompactionRequest",
     "CompactionResponse",
     "Compare",

@@ -33,6 +33,16 @@ records are deleted. ``meta`` holds
 ``scheduledCompactRev``/``finishedCompactRev``; a compaction interrupted by a restart is
 resumed on open.
 
+Compaction hashes (etcd's ``HashStorage``, for ``--experimental-compact-hash-check-enabled``):
+the deleting pass walks every record up to R in revision order, so it also hashes them, as
+HashKV(R) would have just before the compaction (compact revision: the previous compaction's).
+Records up to R never change meanwhile, so every member records the same value, whatever its
+pace. The record, ``HashKVResult(hash, compact_revision=previous, hash_revision=R)``, is kept
+in memory only (the newest ``HASHES_MAX``, lost at restart, as etcd's), and only when the
+previous compaction had finished before this one was scheduled: otherwise some records at or
+below the previous compaction may be missing from the walk (etcd #15919). HashKV(R) answers
+the record while it is kept (etcd's HashByRev), so that peers compare like with like.
+
 What this module never does: I/O other than through the Backend, asyncio, threads, clocks.
 It is not thread-safe: the server calls it from one thread at a time.
 
@@ -48,6 +58,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from petcd.backend import BUCKETS, CONSISTENT_INDEX_KEY, KEY, META, Backend
@@ -92,6 +103,8 @@ from petcd.mvcc.requests import (
 from petcd.raft.types import Index, Term
 
 MAX_TXN_OPS_DEFAULT = 128
+COMPACTION_BATCH_LIMIT_DEFAULT = 1000  # etcd's --experimental-compaction-batch-limit
+HASHES_MAX = 10  # compaction hashes kept (etcd's hashStorageMaxSize)
 SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
 FINISHED_COMPACT_KEY = b"finishedCompactRev"
 
@@ -323,9 +336,28 @@ class _WriteTxn:
 
 
 class _Compaction:
-    __slots__ = ("index_keys", "index_position", "keep", "position", "revision")
+    __slots__ = (
+        "hash",
+        "index_keys",
+        "index_position",
+        "keep",
+        "position",
+        "prev_finished",
+        "prev_revision",
+        "revision",
+        "started",
+    )
 
-    def __init__(self, revision: int, keep: set[int], index_keys: list[bytes] | None) -> None:
+    def __init__(
+        self,
+        revision: int,
+        keep: set[int],
+        index_keys: list[bytes] | None,
+        *,
+        prev_revision: int,
+        prev_finished: bool,
+        started: float,
+    ) -> None:
         self.revision = revision
         self.keep = keep
         # The index's keys when the compaction started, while the index is being compacted
@@ -333,6 +365,27 @@ class _Compaction:
         self.index_keys = index_keys
         self.index_position = 0
         self.position = b""
+        # The compaction hash so far (module docstring): the records walked up to ``position``.
+        self.prev_revision = prev_revision
+        self.prev_finished = prev_finished
+        self.hash = crc32c.update(0, KEY.encode())
+        self.started = started
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionDone:
+    """A compaction that finished deleting (``KVStore.take_finished_compactions``)."""
+
+    revision: int
+    hash: HashKVResult  # its compaction hash
+    stored: bool  # False: not recorded, the previous compaction had not finished
+    took_s: float  # by the store's clock (0 without one)
+
+
+def _hashed(rev: int, lower: int, keep: set[int]) -> bool:
+    """Whether HashKV with compact revision ``lower - 1`` hashes the record of ``rev``: not one
+    at or below that compaction which it no longer keeps (whether or not it is deleted yet)."""
+    return abs(rev) >= lower or rev in keep
 
 
 class _TxnSim:
@@ -423,6 +476,7 @@ class KVStore:
         *,
         lessor: LeaseHook | None = None,
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         # etcd's mvcc counters (etcd_mvcc_put_total ...): ops seen since start, ranges in
         # txns included; petcd.server.metrics renders them.
@@ -434,6 +488,10 @@ class KVStore:
         self._current_rev = 1
         self._compact_rev = -1
         self._compaction: _Compaction | None = None
+        self._clock = clock
+        # Compaction hashes, oldest first (module docstring); in memory only.
+        self._hashes: list[HashKVResult] = []
+        self._finished: list[CompactionDone] = []
         # HashKV walks started that have not yet read the index's revision lists
         # (``start_hash_kv``): they read them from another thread, so a compaction's index
         # pass waits meanwhile.
@@ -490,15 +548,29 @@ class KVStore:
         self._compaction = None
         if self._compact_rev > 0:
             keep = self._index.compact(self._compact_rev)
-            if finished is None or _Q.unpack(finished)[0] != self._compact_rev:
-                self._compaction = _Compaction(self._compact_rev, keep, None)
+            finished_rev = _Q.unpack(finished)[0] if finished is not None else -1
+            if finished_rev != self._compact_rev:
+                # Resumed; its hash is not recorded (some records may be gone already).
+                self._compaction = _Compaction(
+                    self._compact_rev,
+                    keep,
+                    None,
+                    prev_revision=finished_rev,
+                    prev_finished=False,
+                    started=self._now(),
+                )
         if self._lessor is not None:
             for key, lease in leases.items():
                 self._lessor.attach(lease, key)
 
     def reload(self) -> None:
-        """Rebuild the in-memory state from the backend (after ``Backend.replace_with``)."""
+        """Rebuild the in-memory state from the backend (after ``Backend.replace_with``).
+
+        The compaction hashes stay (as etcd's, which its Restore keeps)."""
         self._restore()
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else 0.0
 
     # -- accessors -----------------------------------------------------------------------
 
@@ -1064,11 +1136,24 @@ class KVStore:
                 raise CompactedError(self._compact_rev)
             if revision > self._current_rev:
                 raise FutureRevisionError()
+            prev = self._compact_rev
+            backend = self._backend
+            # etcd's checkPrevCompactionCompleted: only then is this one's hash recorded.
+            prev_finished = backend.get(META, SCHEDULED_COMPACT_KEY) == backend.get(
+                META, FINISHED_COMPACT_KEY
+            )
             self._compact_rev = revision
-            self._backend.put(META, SCHEDULED_COMPACT_KEY, _Q.pack(revision))
+            backend.put(META, SCHEDULED_COMPACT_KEY, _Q.pack(revision))
             # A compaction still running is superseded: this one's index pass covers every key
             # and keeps a subset of what it kept, so its deletes include the old one's.
-            self._compaction = _Compaction(revision, set(), self._index.keys_snapshot())
+            self._compaction = _Compaction(
+                revision,
+                set(),
+                self._index.keys_snapshot(),
+                prev_revision=prev,
+                prev_finished=prev_finished,
+                started=self._now(),
+            )
             self._on_compacted(revision)
             return CompactionResponse(self._header(self._current_rev))
         finally:
@@ -1083,9 +1168,12 @@ class KVStore:
     def compaction_pending(self) -> bool:
         return self._compaction is not None
 
-    def compaction_step(self, max_keys: int = 1000, *, commit: bool = True) -> bool:
+    def compaction_step(
+        self, max_keys: int = COMPACTION_BATCH_LIMIT_DEFAULT, *, commit: bool = True
+    ) -> bool:
         """Compact ``2 * max_keys`` keys of the index or delete up to ``max_keys`` compacted
-        records; True while more work remains.
+        records; True while more work remains. A compaction that finishes is reported by
+        ``take_finished_compactions``.
 
         Call it between applies (never inside an entry's apply). ``commit=False`` leaves the
         batch-commit decision to the caller.
@@ -1108,18 +1196,52 @@ class KVStore:
         end = _REVKEY.pack(job.revision + 1, b"_", 0)
         items = backend.range(KEY, job.position, end, limit=max_keys)
         keep = job.keep
-        for k, _ in items:
+        lower = (job.prev_revision + 1) << SUB_BITS
+        h = job.hash
+        for k, v in items:
             rev = parse_rev_key(k)
+            if _hashed(rev, lower, keep):
+                h = crc32c.update(h, k + v)
             if rev not in keep:
                 backend.delete(KEY, k)
+        job.hash = h
         if len(items) < max_keys:
             backend.put(META, FINISHED_COMPACT_KEY, _Q.pack(job.revision))
             self._compaction = None
+            self._finish(job)
         else:
             job.position = items[-1][0] + b"\x00"
         if commit:
             backend.maybe_commit()
         return self._compaction is not None
+
+    def _finish(self, job: _Compaction) -> None:
+        result = HashKVResult(
+            hash=job.hash, compact_revision=job.prev_revision, hash_revision=job.revision
+        )
+        if job.prev_finished:
+            self.store_hash(result)
+        self._finished.append(
+            CompactionDone(job.revision, result, job.prev_finished, self._now() - job.started)
+        )
+
+    def take_finished_compactions(self) -> list[CompactionDone]:
+        """The compactions finished since the last call, oldest first (for the server's log)."""
+        done, self._finished = self._finished, []
+        return done
+
+    # -- compaction hashes (etcd's HashStorage) ------------------------------------------
+
+    def store_hash(self, h: HashKVResult) -> None:
+        """Record a compaction hash; the newest ``HASHES_MAX`` (by revision) are kept."""
+        hashes = [x for x in self._hashes if x.hash_revision != h.hash_revision]
+        hashes.append(h)
+        hashes.sort(key=lambda x: x.hash_revision)
+        self._hashes = hashes[-HASHES_MAX:]
+
+    def hashes(self) -> list[HashKVResult]:
+        """The recorded compaction hashes, oldest first."""
+        return list(self._hashes)
 
     # -- hash ----------------------------------------------------------------------------
 
@@ -1137,7 +1259,14 @@ class KVStore:
         compactions and backend commits do not change its result. Until it has returned, the
         read transaction pins the pages that commits free, the backend must not be closed, and
         compaction steps leave the index alone (``compaction_step``).
+
+        At the revision of a recorded compaction hash, that record is the answer (etcd's
+        HashByRev), even if the revision is compacted.
         """
+        if revision > 0:
+            for recorded in self._hashes:
+                if recorded.hash_revision == revision:
+                    return lambda: recorded
         compact, current = self._compact_rev, self._current_rev
         if 0 < revision <= compact:
             raise CompactedError(compact)
@@ -1166,7 +1295,7 @@ class KVStore:
                 # them yet: members compacting at different paces must answer the same hash.
                 # (etcd also hashes every record when nothing is kept; petcd does not: found
                 # by etcd's e2e TestVerifyHashKVAfterCompact.)
-                if abs(rev) < lower and rev not in keep:
+                if not _hashed(rev, lower, keep):
                     continue
                 h = crc32c.update(h, k + v)
             return HashKVResult(hash=h, compact_revision=compact, hash_revision=revision)

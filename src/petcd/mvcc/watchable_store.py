@@ -40,7 +40,7 @@ from __future__ import annotations
 import collections
 import enum
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -234,6 +234,7 @@ class WatchableStore(KVStore):
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
         catch_up_records_max: int = 10000,
         watchers_per_sync_max: int = 512,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._watch_ids = itertools.count(1)
         self._synced_keys: dict[bytes, _KeyWatchers] = {}
@@ -242,7 +243,7 @@ class WatchableStore(KVStore):
         self._victims: dict[Watcher, None] = {}
         self._catch_up_records_max = catch_up_records_max
         self._watchers_per_sync_max = watchers_per_sync_max
-        super().__init__(backend, lessor=lessor, max_txn_ops=max_txn_ops)
+        super().__init__(backend, lessor=lessor, max_txn_ops=max_txn_ops, clock=clock)
 
     # -- registration --------------------------------------------------------------------
 

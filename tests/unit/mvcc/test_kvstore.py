@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from petcd.backend import Backend
 from petcd.mvcc import (
+    HASHES_MAX,
     CompactedError,
     Compare,
     CompareResult,
@@ -583,6 +584,135 @@ def test_hash_kv_is_the_same_before_and_after_the_records_are_deleted_when_nothi
         pass
     after = [h.store.hash_kv(r) for r in range(at + 1, h.store.current_revision + 1)]
     assert after == before
+
+
+# -- compaction hashes (--experimental-compact-hash-check-enabled) --------------------------
+
+
+def _history(h: Harness, rounds: int = 3) -> None:
+    for rnd in range(rounds):
+        for i in range(7):
+            h.apply(PutRequest(b"k%d" % i, b"v%d" % rnd))
+        h.apply(DeleteRangeRequest(b"k%d" % rnd))
+
+
+def _finish(store: KVStore, step: int = 1) -> None:
+    while store.compaction_step(step):
+        pass
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_a_compaction_records_the_hash_kv_of_its_revision_from_before_it(
+    h: Harness, step: int
+) -> None:
+    """etcd's hash recorded at compaction: HashKV(R) with the previous compaction's revision,
+    whatever the pace of the member's compaction steps; HashKV(R) then answers it."""
+    _history(h)
+    first = h.store.current_revision - 5
+    expected = h.store.hash_kv(first)
+    assert expected.compact_revision == -1
+    h.compact(first)
+    assert h.store.hashes() == [] and h.store.take_finished_compactions() == []
+    _finish(h.store, step)
+    assert h.store.hashes() == [expected]
+    [done] = h.store.take_finished_compactions()
+    assert (done.revision, done.hash, done.stored) == (first, expected, True)
+    assert h.store.take_finished_compactions() == []
+    # Asked at its revision (itself compacted), HashKV answers the record (etcd's HashByRev).
+    assert h.store.hash_kv(first) == expected
+    # A second compaction: its hash has the first one's compact revision.
+    _history(h, 2)
+    second = h.store.current_revision
+    expected2 = h.store.hash_kv(second)
+    assert expected2.compact_revision == first
+    h.compact(second)
+    _finish(h.store, step)
+    assert h.store.hashes() == [expected, expected2]
+    assert h.store.hash_kv(second) == expected2
+    assert h.store.hash_kv().compact_revision == second  # revision 0: computed, as before
+
+
+def test_a_compaction_hash_differs_where_a_record_differs(h: Harness, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    other = Harness(tmp_path / "other")
+    try:
+        for store in (h, other):
+            _history(store)
+        # A stored value changed behind the store's back (as a bad disk would).
+        k, v = other.backend.range("key", b"")[4]
+        other.backend.put("key", k, v[:-1] + bytes([v[-1] ^ 1]))
+        at = h.store.current_revision
+        for store in (h, other):
+            store.compact(at)
+            _finish(store.store, 2)
+        [a], [b] = h.store.hashes(), other.store.hashes()
+        assert (a.compact_revision, a.hash_revision) == (b.compact_revision, b.hash_revision)
+        assert a.hash != b.hash
+    finally:
+        other.backend.close()
+
+
+def test_no_hash_is_recorded_after_an_unfinished_compaction(h: Harness) -> None:
+    """etcd's checkPrevCompactionCompleted: a compaction scheduled while the previous one was
+    unfinished, or resumed after a restart, finishes without recording its hash (some records
+    it should hash may be gone); the next one records again."""
+    _history(h)
+    h.compact(10)
+    h.store.compaction_step(1)
+    h.compact(15)  # supersedes the one at 10
+    _finish(h.store)
+    assert h.store.hashes() == []
+    [done] = h.store.take_finished_compactions()
+    assert (done.revision, done.stored, done.hash.compact_revision) == (15, False, 10)
+    _history(h)
+    # Interrupted by a restart: resumed on open, finished, not recorded.
+    h.compact(h.store.current_revision - 3)
+    for _ in range(20):
+        h.store.compaction_step(1)
+    h.backend.commit()
+    store = h.reopen()
+    assert store.compaction_pending
+    _finish(store)
+    [done] = store.take_finished_compactions()
+    assert (done.revision, done.stored, done.hash.compact_revision) == (
+        store.compact_revision,
+        False,
+        15,
+    )
+    assert store.hashes() == []
+    # The previous compaction finished: the next one is recorded.
+    h.apply(PutRequest(b"k1", b"again"))
+    expected = store.hash_kv(store.current_revision)
+    h.compact(store.current_revision)
+    _finish(store)
+    assert store.hashes() == [expected]
+
+
+def test_hashes_are_in_memory_the_newest_ten(h: Harness) -> None:
+    recorded = []
+    for i in range(HASHES_MAX + 2):
+        h.apply(PutRequest(b"k", b"%d" % i))
+        recorded.append(h.store.hash_kv(h.store.current_revision))
+        h.compact(h.store.current_revision)
+        _finish(h.store)
+    assert h.store.hashes() == recorded[-HASHES_MAX:]
+    assert len(h.store.take_finished_compactions()) == HASHES_MAX + 2
+    assert h.reopen().hashes() == []  # not persisted, as etcd's
+
+
+def test_a_finished_compaction_reports_its_duration_by_the_store_clock(tmp_path: Path) -> None:
+    now = [100.0]
+    backend = Backend(str(tmp_path / "db"))
+    try:
+        store = KVStore(backend, clock=lambda: now[0])
+        store.apply(PutRequest(b"a", b"1"), index=Index(1), term=Term(1))
+        store.compact(2, index=Index(2), term=Term(1))
+        now[0] = 102.5
+        _finish(store)
+        [done] = store.take_finished_compactions()
+        assert done.took_s == 2.5
+    finally:
+        backend.close()
 
 
 def test_a_started_hash_walks_the_snapshot_of_its_start_in_another_thread(h: Harness) -> None:
