@@ -142,6 +142,9 @@ class Config:
     log_level: str = "info"
     experimental_initial_corrupt_check: bool = False
     experimental_corrupt_check_time_s: float = 0.0  # 0: no periodic corruption check
+    experimental_compact_hash_check_enabled: bool = False
+    experimental_compact_hash_check_time_s: float = 60.0
+    experimental_compaction_batch_limit: int = 1000  # 0: the default, as etcd
     experimental_snapshot_catchup_entries: int = 5000
     experimental_enable_lease_checkpoint: bool = False
     experimental_watch_progress_notify_interval_s: float = 600.0
@@ -224,6 +227,14 @@ class Config:
             raise ConfigError("--snapshot-count must be >0")
         if self.experimental_corrupt_check_time_s < 0:
             raise ConfigError("--experimental-corrupt-check-time must be >=0")
+        if self.experimental_compact_hash_check_time_s <= 0:
+            # etcd's text; Go prints the duration (0 as "0s")
+            t = self.experimental_compact_hash_check_time_s
+            shown = "0s" if t == 0 else f"{t:g}s"
+            raise ConfigError(f"--experimental-compact-hash-check-time must be >0 (set to {shown})")
+        if self.experimental_compaction_batch_limit < 0:
+            # etcd takes it and never finishes a compaction: refused instead.
+            raise ConfigError("--experimental-compaction-batch-limit must be >=0")
         if self.experimental_watch_progress_notify_interval_s <= 0:
             raise ConfigError("--experimental-watch-progress-notify-interval must be >0")
         self._check_tls()
@@ -731,6 +742,11 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         experimental_corrupt_check_time_s=parse_duration_seconds(
             get("experimental-corrupt-check-time")
         ),
+        experimental_compact_hash_check_enabled=get_bool("experimental-compact-hash-check-enabled"),
+        experimental_compact_hash_check_time_s=parse_duration_seconds(
+            get("experimental-compact-hash-check-time")
+        ),
+        experimental_compaction_batch_limit=get_int("experimental-compaction-batch-limit"),
         experimental_snapshot_catchup_entries=get_int("experimental-snapshot-catchup-entries"),
         experimental_enable_lease_checkpoint=get_bool("experimental-enable-lease-checkpoint"),
         experimental_watch_progress_notify_interval_s=parse_duration_seconds(

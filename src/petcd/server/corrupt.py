@@ -1,5 +1,6 @@
-"""Data corruption checks: etcd's ``--experimental-initial-corrupt-check`` and
-``--experimental-corrupt-check-time``, and what the CORRUPT alarm refuses.
+"""Data corruption checks: etcd's ``--experimental-initial-corrupt-check``,
+``--experimental-corrupt-check-time`` and ``--experimental-compact-hash-check-enabled``, and
+what the CORRUPT alarm refuses.
 
 Theory of operation
 -------------------
@@ -25,6 +26,19 @@ raft's back (a disk, a bug, a hand edit). Two checks compare hashes, as etcd 3.5
   leader's compact revision reports a different hash. Then it raises the CORRUPT alarm through
   raft, for member id 0: etcd 3.5 does not decide which member is bad (it would need a quorum
   vote, planned for etcd 3.6), so neither do we.
+- **Compaction hash check** (``CompactHashChecker``, with
+  ``--experimental-compact-hash-check-enabled``, every
+  ``--experimental-compact-hash-check-time`` on the leader only): every member records
+  a hash when it finishes a compaction (``petcd.mvcc.kvstore``: HashKV at the compact revision
+  R, with the previous compact revision), and HashKV(R) answers that record. The leader takes
+  its records not checked yet, newest first, and asks every peer for HashKV(R). A peer that
+  gave no answer, or one at another compact revision (no record for R: it restarted, or its
+  compaction was interrupted), is skipped; one with the same compact revision and another hash
+  is a mismatch: the leader raises the CORRUPT alarm for member id 0 (etcd 3.5, as above) and
+  stops. When every peer matched at R, R is the newest revision checked and the pass stops;
+  otherwise it goes on with the next older record. It ends with ``finished compaction hash
+  check`` and the number of records it went through. The records are in memory only: the
+  check covers compactions that happened while the leader and the peers were up.
 
 While a CORRUPT alarm is active, the apply path refuses what etcd's corrupt applier refuses
 (``refused_when_corrupt``): puts, deletes, write transactions, compactions, lease grants and
@@ -53,7 +67,7 @@ key bucket is walked in a worker thread over a snapshot (about 1 s per 1,000,000
 which the member keeps serving and heartbeating.
 
 This module owns the comparison rules (pure functions over results, tested with fakes) and
-the two drivers; it never touches raft or the backend itself: the member is reached through
+the three drivers; it never touches raft or the backend itself: the member is reached through
 the narrow ``Hasher`` protocol, the peers through ``PeerHashFetcher``.
 """
 
@@ -65,6 +79,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from petcd.backend import META, Backend
+from petcd.mvcc.kvstore import SCHEDULED_COMPACT_KEY, KVStore
 from petcd.mvcc.requests import (
     CompactionRequest,
     DeleteRangeRequest,
@@ -284,6 +300,79 @@ def periodic_findings(
     return out
 
 
+def unchecked_hashes(hashes: Sequence[HashKVResult], latest_checked: int) -> list[HashKVResult]:
+    """etcd's uncheckedRevisions: the records newer than ``latest_checked``, newest first."""
+    ordered = sorted(hashes, key=lambda h: h.hash_revision, reverse=True)
+    return [h for h in ordered if h.hash_revision > latest_checked]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactHashVerdict:
+    """What the leader's compaction hash check makes of its peers' answers at one record."""
+
+    findings: list[Finding]
+    mismatch: bool  # a peer at the same compact revision has another hash: raise CORRUPT
+    whole_cluster: bool  # every peer answered with the same hash: the record is checked
+
+
+def compact_hash_verdict(local: HashKVResult, peers: Sequence[PeerResult]) -> CompactHashVerdict:
+    """etcd's CompactHashCheck rules for one recorded hash ``local`` (revision R) and the
+    peers' answers to HashKV(R), in the order they were asked. No peers: nothing to say."""
+    if not peers:
+        return CompactHashVerdict([], False, False)
+    out: list[Finding] = []
+    checked = 0
+    for p in peers:
+        if not isinstance(p, PeerHash) or p.compact_revision != local.compact_revision:
+            continue
+        if p.hash != local.hash:
+            out.append(
+                Finding(
+                    "error",
+                    "failed compaction hash check",
+                    {
+                        "revision": local.hash_revision,
+                        "leader-compact-revision": local.compact_revision,
+                        "leader-hash": local.hash,
+                        "follower-compact-revision": p.compact_revision,
+                        "follower-hash": p.hash,
+                        "follower-peer-id": format_id(p.member_id),
+                    },
+                    True,
+                )
+            )
+            return CompactHashVerdict(out, True, False)
+        checked += 1
+        out.append(
+            Finding(
+                "info",
+                "successfully checked hash on follower",
+                {"revision": local.hash_revision, "peer-id": format_id(p.member_id)},
+            )
+        )
+    if checked == len(peers):
+        out.append(
+            Finding(
+                "info",
+                "successfully checked hash on whole cluster",
+                {"number-of-peers-checked": checked, "revision": local.hash_revision},
+            )
+        )
+        return CompactHashVerdict(out, False, True)
+    out.append(
+        Finding(
+            "warn",
+            "skipped revision in compaction hash check; was not able to check all peers",
+            {
+                "number-of-peers-checked": checked,
+                "number-of-peers": len(peers),
+                "revision": local.hash_revision,
+            },
+        )
+    )
+    return CompactHashVerdict(out, False, False)
+
+
 # --- the CORRUPT alarm on the apply path -------------------------------------------------------
 
 
@@ -336,6 +425,10 @@ class Hasher(Protocol):
 
     def is_leader(self) -> bool: ...
 
+    def compaction_hashes(self) -> list[HashKVResult]:
+        """The member's recorded compaction hashes (any order)."""
+        ...
+
     async def linearizable_read_notify(self) -> None: ...
 
     async def trigger_corrupt_alarm(self, member_id: int) -> None: ...
@@ -344,6 +437,8 @@ class Hasher(Protocol):
 def _log(log: Logger, f: Finding) -> None:
     if f.level == "info":
         log.info(f.message, **f.fields)
+    elif f.level == "error":
+        log.error(f.message, **f.fields)
     else:
         log.warn(f.message, **f.fields)
 
@@ -412,6 +507,104 @@ async def monitor_kv_hash(
             log.warn("failed to check hash KV", error=str(e) or type(e).__name__)
 
 
+class CompactHashChecker:
+    """etcd's CompactHashCheck, with its state: the newest record checked on the whole cluster
+    (in memory: a member that becomes leader starts from its own records)."""
+
+    def __init__(
+        self, hasher: Hasher, fetch: PeerHashFetcher, log: Logger, timeout_s: float
+    ) -> None:
+        self._hasher = hasher
+        self._fetch = fetch
+        self._log = log
+        self._timeout_s = timeout_s
+        self.latest_revision_checked = 0
+
+    async def check(self) -> bool:
+        """One leader pass; True when it raised the CORRUPT alarm."""
+        hasher, log = self._hasher, self._log
+        log.info(
+            "starting compact hash check",
+            local_member_id=format_id(hasher.member_id),
+            timeout=f"{self._timeout_s:g}s",
+        )
+        hashes = unchecked_hashes(hasher.compaction_hashes(), self.latest_revision_checked)
+        for i, local in enumerate(hashes):
+            peers = await self._fetch(hasher.cluster_id, hasher.peers(), local.hash_revision)
+            verdict = compact_hash_verdict(local, peers)
+            if verdict.mismatch:
+                # etcd 3.5 cannot tell which member is bad: the alarm names member 0.
+                await hasher.trigger_corrupt_alarm(0)
+            for f in verdict.findings:
+                _log(log, f)
+            if verdict.mismatch:
+                return True
+            if verdict.whole_cluster:
+                self.latest_revision_checked = max(
+                    self.latest_revision_checked, local.hash_revision
+                )
+                log.info("finished compaction hash check", number_of_hashes_checked=i + 1)
+                return False
+        log.info("finished compaction hash check", number_of_hashes_checked=len(hashes))
+        return False
+
+
+async def monitor_compact_hash(
+    hasher: Hasher,
+    checker: CompactHashChecker,
+    log: Logger,
+    interval_s: float,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """etcd's monitorCompactHash: every ``interval_s``, on the leader, one check."""
+    while True:
+        await sleep(interval_s)
+        if not hasher.is_leader():
+            continue
+        try:
+            await checker.check()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # etcd's check has no error to return; petcd's own line
+            log.warn("compaction hash check failed", error=str(e) or type(e).__name__)
+
+
+def log_resumed_compaction(log: Logger, kv: KVStore) -> None:
+    """etcd's line at open when a compaction interrupted by the restart goes on."""
+    if kv.compaction_pending:
+        log.info(
+            "resume scheduled compaction",
+            meta_bucket_name=META,
+            meta_bucket_name_key=SCHEDULED_COMPACT_KEY.decode(),
+            scheduled_compact_revision=kv.compact_revision,
+        )
+
+
+def log_finished_compactions(log: Logger, kv: KVStore, backend: Backend) -> None:
+    """etcd's lines at the end of a compaction: ``finished scheduled compaction`` with its
+    hash, then ``storing new hash`` (the record the compaction hash check compares), or why
+    it was not stored."""
+    for done in kv.take_finished_compactions():
+        log.info(
+            "finished scheduled compaction",
+            compact_revision=done.revision,
+            took=f"{done.took_s:.6f}s",
+            hash=done.hash.hash,
+            current_db_size_bytes=backend.size_bytes(),
+            current_db_size_in_use_bytes=backend.size_in_use_bytes(),
+        )
+        if done.stored:
+            log.info(
+                "storing new hash",
+                hash=done.hash.hash,
+                revision=done.hash.hash_revision,
+                compact_revision=done.hash.compact_revision,
+            )
+        else:
+            log.info("previous compaction was interrupted, skip storing compaction hash value")
+
+
 class MemberHasher:
     """``Hasher`` over a ``Member`` (usable before ``start()`` for the initial check)."""
 
@@ -436,6 +629,9 @@ class MemberHasher:
 
     def is_leader(self) -> bool:
         return self._m.leader == self._m.id
+
+    def compaction_hashes(self) -> list[HashKVResult]:
+        return self._m.kv.hashes()
 
     async def linearizable_read_notify(self) -> None:
         await self._m.linearizable_read_notify()

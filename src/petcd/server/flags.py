@@ -640,7 +640,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "false",
         "Enable leader to periodically check followers compaction hashes.",
         _EXP,
-        D,
     ),
     FlagSpec(
         "experimental-compact-hash-check-time",
@@ -648,7 +647,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "1m",
         "Duration of time between leader checks followers compaction hashes.",
         _EXP,
-        IG,
     ),
     FlagSpec(
         "experimental-enable-lease-checkpoint",
@@ -674,7 +672,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "1000",
         "Sets the maximum revisions deleted in each compaction batch.",
         _EXP,
-        IG,
     ),
     FlagSpec(
         "experimental-peer-skip-client-san-verification",

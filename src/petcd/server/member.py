@@ -123,7 +123,7 @@ from petcd.lease import (
     min_lease_ttl_seconds,
 )
 from petcd.mvcc.errors import MvccError
-from petcd.mvcc.kvstore import validate_request
+from petcd.mvcc.kvstore import COMPACTION_BATCH_LIMIT_DEFAULT, validate_request
 from petcd.mvcc.requests import (
     CompactionRequest,
     CompactionResponse,
@@ -169,8 +169,12 @@ from petcd.server.authz import AuthGate, Credentials, apply_check
 from petcd.server.compactor import Compactor
 from petcd.server.config import Config, parse_duration_seconds
 from petcd.server.corrupt import (
+    CompactHashChecker,
     MemberHasher,
     PeerHashFetcher,
+    log_finished_compactions,
+    log_resumed_compaction,
+    monitor_compact_hash,
     monitor_kv_hash,
     refused_when_corrupt,
 )
@@ -478,7 +482,10 @@ class Member:
                 checkpoint_persist=cfg.experimental_enable_lease_checkpoint_persist,
             ),
         )
-        self.kv = WatchableStore(self._backend, lessor=self.lessor, max_txn_ops=cfg.max_txn_ops)
+        self.kv = WatchableStore(
+            self._backend, lessor=self.lessor, max_txn_ops=cfg.max_txn_ops, clock=time.monotonic
+        )
+        log_resumed_compaction(self.log, self.kv)
         self.auth = AuthStore(self._backend, self._tokens, cfg.bcrypt_cost)
         self.auth.recover()
         self.metrics.auth_revision.set_function(lambda: self.auth.revision)
@@ -707,6 +714,15 @@ class Member:
                 self.cfg.experimental_corrupt_check_time_s,
             )
             self._tasks.append(asyncio.create_task(check, name="petcd-corrupt-check"))
+        if self.cfg.experimental_compact_hash_check_enabled and self.peer_hash_fetcher is not None:
+            hasher = MemberHasher(self)
+            checker = CompactHashChecker(
+                hasher, self.peer_hash_fetcher, self.log, self.request_timeout_s
+            )
+            check = monitor_compact_hash(
+                hasher, checker, self.log, self.cfg.experimental_compact_hash_check_time_s
+            )
+            self._tasks.append(asyncio.create_task(check, name="petcd-compact-hash-check"))
         # A single-voter cluster elects itself as soon as its log is applied (raft refuses to
         # campaign with unapplied conf changes); etcd fast-forwards election ticks instead.
         self._want_campaign = self.node.status().conf_state.voters == {self.id}
@@ -1899,7 +1915,9 @@ class Member:
         """One step of a compaction, if one is pending (between apply rounds, on the Ready
         loop: the batch is committed by ``_maybe_commit_backend``, from a worker thread)."""
         if self.kv.compaction_pending:
-            self.kv.compaction_step(commit=False)
+            limit = self.cfg.experimental_compaction_batch_limit or COMPACTION_BATCH_LIMIT_DEFAULT
+            if not self.kv.compaction_step(limit, commit=False):
+                log_finished_compactions(self.log, self.kv, self._backend)
 
     async def _after_apply(self) -> None:
         self._compaction_step()

@@ -30,6 +30,8 @@ from petcd.mvcc.requests import (
 from petcd.server import entry as entry_codec
 from petcd.server.config import Action, parse
 from petcd.server.corrupt import (
+    CompactHashChecker,
+    CompactHashVerdict,
     FailureKind,
     Finding,
     InitialCheckError,
@@ -37,12 +39,15 @@ from petcd.server.corrupt import (
     PeerHash,
     PeerResult,
     PeerTarget,
+    compact_hash_verdict,
     initial_check,
     initial_findings,
+    monitor_compact_hash,
     monitor_kv_hash,
     periodic_check,
     periodic_findings,
     refused_when_corrupt,
+    unchecked_hashes,
 )
 from petcd.server.errors import ConfigError, CorruptError
 from petcd.server.log import Logger
@@ -280,6 +285,248 @@ def test_corrupt_check_flags() -> None:
     assert parsed.config is not None and parsed.config.experimental_corrupt_check_time_s == 0.0
     with pytest.raises(ConfigError, match="corrupt-check-time"):
         parse(["--experimental-corrupt-check-time=-1s"], {})
+
+
+# --- compaction hash check (--experimental-compact-hash-check-enabled) ----------------------
+
+
+def test_unchecked_hashes_newest_first_above_the_latest_checked() -> None:
+    hs = [_h(1, 2, rev=5), _h(2, 5, rev=9), _h(3, -1, rev=2), _h(4, 9, rev=12)]
+    assert [h.hash_revision for h in unchecked_hashes(hs, 0)] == [12, 9, 5, 2]
+    assert [h.hash_revision for h in unchecked_hashes(hs, 5)] == [12, 9]
+    assert unchecked_hashes(hs, 12) == []
+
+
+def _verdict_msgs(v: CompactHashVerdict) -> list[tuple[str, str]]:
+    return [(f.level, f.message) for f in v.findings]
+
+
+def test_compact_hash_verdict_every_peer_matches() -> None:
+    v = compact_hash_verdict(_h(7, 3, rev=9), [_peer(A, 7, 3), _peer(B, 7, 3)])
+    assert (v.mismatch, v.whole_cluster) == (False, True)
+    assert _verdict_msgs(v) == [
+        ("info", "successfully checked hash on follower"),
+        ("info", "successfully checked hash on follower"),
+        ("info", "successfully checked hash on whole cluster"),
+    ]
+    assert v.findings[0].fields == {"revision": 9, "peer-id": "aaaa"}
+    assert v.findings[-1].fields == {"number-of-peers-checked": 2, "revision": 9}
+
+
+def test_compact_hash_verdict_skips_other_compactions_and_failed_peers() -> None:
+    """A peer at another compact revision (no record at R: restarted, or its compaction was
+    interrupted) or without an answer is not compared, even with another hash."""
+    failed = PeerFailure(B, ("http://b",), FailureKind.UNREACHABLE, "refused")
+    v = compact_hash_verdict(_h(7, 3, rev=9), [_peer(A, 99, 9), failed])
+    assert (v.mismatch, v.whole_cluster) == (False, False)
+    assert _verdict_msgs(v) == [
+        ("warn", "skipped revision in compaction hash check; was not able to check all peers")
+    ]
+    assert v.findings[0].fields == {
+        "number-of-peers-checked": 0,
+        "number-of-peers": 2,
+        "revision": 9,
+    }
+    v = compact_hash_verdict(_h(7, 3, rev=9), [_peer(A, 7, 3), _peer(B, 99, 9)])
+    assert (v.mismatch, v.whole_cluster) == (False, False)
+    assert v.findings[-1].fields["number-of-peers-checked"] == 1
+
+
+def test_compact_hash_verdict_mismatch_at_the_same_compact_revision() -> None:
+    v = compact_hash_verdict(_h(7, 3, rev=9), [_peer(A, 7, 3), _peer(B, 8, 3), _peer(0xCCCC, 9, 3)])
+    assert (v.mismatch, v.whole_cluster) == (True, False)
+    assert _verdict_msgs(v) == [
+        ("info", "successfully checked hash on follower"),
+        ("error", "failed compaction hash check"),  # and no further peer looked at
+    ]
+    assert v.findings[-1].fields == {
+        "revision": 9,
+        "leader-compact-revision": 3,
+        "leader-hash": 7,
+        "follower-compact-revision": 3,
+        "follower-hash": 8,
+        "follower-peer-id": "bbbb",
+    }
+
+
+def test_compact_hash_verdict_without_peers_says_nothing() -> None:
+    v = compact_hash_verdict(_h(7, 3, rev=9), [])
+    assert (v.findings, v.mismatch, v.whole_cluster) == ([], False, False)
+
+
+class CompactFetcher:
+    """Peers' answers per revision: peer id -> (hash, compact revision), or missing."""
+
+    def __init__(self, answers: dict[int, dict[int, tuple[int, int]]]) -> None:
+        self.answers = answers
+        self.asked: list[int] = []
+
+    async def __call__(
+        self, cluster_id: int, peers: Sequence[PeerTarget], revision: int
+    ) -> list[PeerResult]:
+        self.asked.append(revision)
+        out: list[PeerResult] = []
+        for p in peers:
+            got = self.answers.get(revision, {}).get(p.member_id)
+            if got is None:
+                out.append(PeerFailure(p.member_id, p.endpoints, FailureKind.COMPACTED, "x"))
+            else:
+                out.append(_peer(p.member_id, got[0], got[1], rev=revision))
+        return out
+
+
+class CompactHasher(FakeHasher):
+    def __init__(self, records: list[HashKVResult]) -> None:
+        super().__init__([])
+        self.records = records
+
+    def compaction_hashes(self) -> list[HashKVResult]:
+        return list(self.records)
+
+
+def test_compact_hash_check_newest_first_until_the_whole_cluster_matched() -> None:
+    records = [_h(1, -1, rev=5), _h(2, 5, rev=9), _h(3, 9, rev=12)]
+    hasher = CompactHasher(records)
+    # At 12, B has no record (it restarted): skipped; at 9 both match; 5 is not asked.
+    fetch = CompactFetcher({12: {A: (3, 9), B: (30, 12)}, 9: {A: (2, 5), B: (2, 5)}})
+    log, out = _logger()
+    checker = CompactHashChecker(hasher, fetch, log, timeout_s=7)
+    assert not asyncio.run(checker.check())
+    assert fetch.asked == [12, 9] and checker.latest_revision_checked == 9
+    lines = _lines(out)
+    assert (lines[0]["msg"], lines[0]["local-member-id"], lines[0]["timeout"]) == (
+        "starting compact hash check",
+        "1111",
+        "7s",
+    )
+    assert (lines[-1]["msg"], lines[-1]["number-of-hashes-checked"]) == (
+        "finished compaction hash check",
+        2,
+    )
+    assert hasher.alarms == []
+    # The next pass looks only at records above 9; none answered by everyone: all of them.
+    fetch.asked.clear()
+    assert not asyncio.run(checker.check())
+    assert fetch.asked == [12]
+    assert _lines(out)[-1]["number-of-hashes-checked"] == 1
+    assert checker.latest_revision_checked == 9
+    # A new record, matched: checked; 12 is then below the latest checked.
+    hasher.records.append(_h(4, 12, rev=15))
+    fetch.answers[15] = {A: (4, 12), B: (4, 12)}
+    fetch.asked.clear()
+    asyncio.run(checker.check())
+    assert fetch.asked == [15] and checker.latest_revision_checked == 15
+    fetch.asked.clear()
+    asyncio.run(checker.check())
+    assert fetch.asked == [] and _lines(out)[-1]["number-of-hashes-checked"] == 0
+
+
+def test_compact_hash_check_mismatch_raises_the_alarm_for_member_zero() -> None:
+    hasher = CompactHasher([_h(1, -1, rev=5), _h(2, 5, rev=9)])
+    fetch = CompactFetcher({9: {A: (2, 5), B: (6, 5)}, 5: {A: (1, -1), B: (1, -1)}})
+    log, out = _logger()
+    checker = CompactHashChecker(hasher, fetch, log, timeout_s=7)
+    assert asyncio.run(checker.check())
+    assert hasher.alarms == [0]  # etcd 3.5 blames no member
+    assert fetch.asked == [9]  # stops at the mismatch
+    msgs = [r["msg"] for r in _lines(out)]
+    assert msgs == [
+        "starting compact hash check",
+        "successfully checked hash on follower",
+        "failed compaction hash check",
+    ]
+    assert _lines(out)[-1]["level"] == "error"
+    assert checker.latest_revision_checked == 0
+
+
+def test_compact_hash_monitor_checks_only_on_the_leader() -> None:
+    hasher = CompactHasher([_h(1, -1, rev=5)])
+    hasher.leader = False
+    fetch = CompactFetcher({5: {A: (1, -1), B: (1, -1)}})
+    log, out = _logger()
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        if len(slept) == 2:
+            hasher.leader = True
+        if len(slept) == 3:
+            raise asyncio.CancelledError
+
+    checker = CompactHashChecker(hasher, fetch, log, timeout_s=7)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(monitor_compact_hash(hasher, checker, log, 1.5, sleep=sleep))
+    assert slept == [1.5] * 3 and fetch.asked == [5]
+    assert [r["msg"] for r in _lines(out)][-1] == "finished compaction hash check"
+
+
+def test_compact_hash_check_flags() -> None:
+    parsed = parse([], {})
+    assert parsed.config is not None
+    cfg = parsed.config
+    assert (
+        cfg.experimental_compact_hash_check_enabled,
+        cfg.experimental_compact_hash_check_time_s,
+        cfg.experimental_compaction_batch_limit,
+    ) == (False, 60.0, 1000)
+    parsed = parse(
+        [
+            "--experimental-compact-hash-check-enabled",
+            "--experimental-compact-hash-check-time=1s",
+            "--experimental-compaction-batch-limit=1",
+        ],
+        {},
+    )
+    assert parsed.config is not None and parsed.warnings == ()  # honoured, not ignored
+    cfg = parsed.config
+    assert (
+        cfg.experimental_compact_hash_check_enabled,
+        cfg.experimental_compact_hash_check_time_s,
+        cfg.experimental_compaction_batch_limit,
+    ) == (True, 1.0, 1)
+    env = {"ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED": "true"}
+    parsed = parse([], env)
+    assert parsed.config is not None and parsed.config.experimental_compact_hash_check_enabled
+    with pytest.raises(
+        ConfigError, match=r"^--experimental-compact-hash-check-time must be >0 \(set to 0s\)$"
+    ):
+        parse(["--experimental-compact-hash-check-time=0"], {})
+    with pytest.raises(ConfigError, match="compaction-batch-limit must be >=0"):
+        parse(["--experimental-compaction-batch-limit=-1"], {})
+
+
+def test_member_logs_finished_compactions_and_answers_the_recorded_hash(tmp_path: Path) -> None:
+    """A member's compaction ends with etcd's ``finished scheduled compaction`` and ``storing
+    new hash``; HashKV at that revision then answers the record (what peers compare)."""
+
+    async def run() -> None:
+        log, out = _logger()
+        m = await start_solo(tmp_path, log)
+        try:
+            for i in range(30):
+                await m.put(PutRequest(b"k%d" % (i % 4), b"v%d" % i))
+            rev = m.kv.current_revision
+            _, before = await m.hash_kv(rev)
+            await m.compact(CompactionRequest(rev, physical=True))
+            for _ in range(100):
+                if any(r["msg"] == "storing new hash" for r in _lines(out)):
+                    break
+                await asyncio.sleep(0.05)
+            _, after = await m.hash_kv(rev)
+        finally:
+            await m.stop()
+        assert after == before and before.compact_revision == -1
+        lines = {r["msg"]: r for r in _lines(out)}
+        done = lines["finished scheduled compaction"]
+        assert (done["compact-revision"], done["hash"]) == (rev, before.hash)
+        stored = lines["storing new hash"]
+        assert (stored["hash"], stored["revision"], stored["compact-revision"]) == (
+            before.hash,
+            rev,
+            -1,
+        )
+
+    asyncio.run(run())
 
 
 # --- what the CORRUPT alarm refuses -----------------------------------------------------------
