@@ -365,3 +365,122 @@ def test_corrupt_alarm_as_real_etcd(tmp_path: Path, cluster_factory: list[Cluste
         "",
         ["Error: failed to grant lease (etcdserver: corrupt cluster)"],
     )
+
+
+# --- the compaction hash check (--experimental-compact-hash-check-enabled) --------------------
+
+COMPACT_CHECK = (
+    "--experimental-compact-hash-check-enabled",
+    "--experimental-compact-hash-check-time=1s",
+)
+
+
+def _compact(m: Member) -> int:
+    rev = _status(m).header.revision
+    res = etcdctl(m.endpoint, "compact", str(rev))
+    assert res.returncode == 0, res.stderr
+    return rev
+
+
+def _wait_record(m: Member, msg: str, since: int, timeout_s: float = 30.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recs = _records(m, msg, since)
+        if recs:
+            return recs[0]
+        time.sleep(0.2)
+    raise AssertionError(f"{m.name} did not log {msg!r} in {timeout_s}s:\n{m.log_tail()}")
+
+
+def test_compaction_hash_check_raises_the_corrupt_alarm(
+    tmp_path: Path, cluster_factory: list[Cluster]
+) -> None:
+    """Every member records a hash when it finishes a compaction; the leader compares them.
+    Healthy: the whole cluster is checked at the compact revision, no alarm. A follower whose
+    stored value changed behind raft's back: after the next compaction, CORRUPT (member 0)."""
+    c = _start(cluster_factory, tmp_path, *COMPACT_CHECK)
+    i2 = _follower(c)
+    lead, victim = _leader(c), c.members[i2]
+    since = {m.name: len(m.log_records()) for m in c.members}
+    rev = _compact(lead)
+    for m in c.members:
+        done = _wait_record(m, "finished scheduled compaction", since[m.name])
+        assert done["compact-revision"] == rev
+        stored = _wait_record(m, "storing new hash", since[m.name])
+        assert (stored["revision"], stored["compact-revision"]) == (rev, -1)
+    hashes = {str(_wait_record(m, "storing new hash", since[m.name])["hash"]) for m in c.members}
+    assert len(hashes) == 1  # the same data: the same hash on every member
+    whole = _wait_record(lead, "successfully checked hash on whole cluster", since[lead.name])
+    assert (whole["revision"], whole["number-of-peers-checked"]) == (rev, 2)
+    fin = _wait_record(lead, "finished compaction hash check", since[lead.name])
+    assert fin["number-of-hashes-checked"] == 1
+    assert etcdctl(lead.endpoint, "alarm", "list").stdout == ""
+    # victim's data changed behind raft's back; it starts again (its records are gone).
+    victim.terminate()
+    corrupt_value(victim, b"corrupt-me")
+    c.restart(i2)
+    _put(lead, b"after", b"x")
+    assert etcdctl(lead.endpoint, "alarm", "list").stdout == ""  # nothing compared it yet
+    since = {m.name: len(m.log_records()) for m in c.members}
+    rev2 = _compact(lead)
+    out = _wait_alarm(lead, 30)
+    assert out.split() == ["alarm:CORRUPT"], out
+    assert _alarms(lead) == [(0, rpc_pb2.CORRUPT)]  # etcd 3.5 blames no member: id 0
+    failed = _wait_record(lead, "failed compaction hash check", since[lead.name])
+    assert failed["level"] == "error"
+    assert failed["revision"] == rev2
+    assert failed["leader-compact-revision"] == failed["follower-compact-revision"] == rev
+    assert failed["leader-hash"] != failed["follower-hash"]
+    assert failed["follower-peer-id"] == _hex(_status(victim).header.member_id)
+    put = etcdctl(lead.endpoint, "put", "foo", "bar")
+    assert put.stderr.strip().endswith("Error: etcdserver: corrupt cluster"), put.stderr
+
+
+def test_compaction_hash_check_after_an_interrupted_compaction(
+    tmp_path: Path, cluster_factory: list[Cluster]
+) -> None:
+    """etcd's e2e TestCompactHashCheckDetectCorruptionInterrupt, watched more closely: a
+    follower restarted during its compaction (one record per step) resumes it, finishes it
+    without recording its hash; the leader skips that follower and raises no alarm."""
+    c = _start(cluster_factory, tmp_path, *COMPACT_CHECK, "--experimental-compaction-batch-limit=1")
+    i2 = _follower(c)
+    lead, victim = _leader(c), c.members[i2]
+    with grpc.insecure_channel(lead.endpoint) as ch:
+        for i in range(200):
+            kv_stub(ch).Put(rpc_pb2.PutRequest(key=b"key", value=b"%d" % i), timeout=10)
+    since = {m.name: len(m.log_records()) for m in c.members}
+    rev = _compact(lead)
+    # Once victim has applied the compaction (reads below it fail), interrupt it.
+    with grpc.insecure_channel(victim.endpoint) as ch:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                kv_stub(ch).Range(
+                    rpc_pb2.RangeRequest(key=b"key", revision=rev - 1, serializable=True),
+                    timeout=5,
+                )
+            except grpc.RpcError as e:
+                assert "compacted" in (e.details() or ""), e
+                break
+            assert time.monotonic() < deadline, "victim did not apply the compaction"
+            time.sleep(0.01)
+    victim.terminate()
+    assert not _records(victim, "finished scheduled compaction", since[victim.name])
+    c.restart(i2)
+    resumed = _wait_record(victim, "resume scheduled compaction", since[victim.name])
+    _wait_record(victim, "finished scheduled compaction", since[victim.name])
+    _wait_record(
+        victim,
+        "previous compaction was interrupted, skip storing compaction hash value",
+        since[victim.name],
+    )
+    assert resumed["scheduled-compact-revision"] == rev
+    skipped = _wait_record(
+        lead,
+        "skipped revision in compaction hash check; was not able to check all peers",
+        since[lead.name],
+    )
+    assert (skipped["revision"], skipped["number-of-peers-checked"]) == (rev, 1)
+    _wait_record(lead, "finished compaction hash check", since[lead.name])
+    assert etcdctl(lead.endpoint, "alarm", "list").stdout == ""
+    assert not _records(lead, "failed compaction hash check", since[lead.name])

@@ -570,6 +570,31 @@ async def monitor_compact_hash(
             log.warn("compaction hash check failed", error=str(e) or type(e).__name__)
 
 
+def go_duration(seconds: float) -> str:
+    """A duration as Go's ``time.Duration.String`` writes it (how etcd logs ``took``)."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                whole, frac = divmod(ns, size)
+                digits = len(str(size)) - 1
+                tail = f".{frac:0{digits}d}".rstrip("0").rstrip(".") if digits else ""
+                return f"{sign}{whole}{tail}{unit}"
+    whole_s, frac_ns = divmod(ns, 1_000_000_000)
+    hours, rest = divmod(whole_s, 3600)
+    minutes, secs = divmod(rest, 60)
+    tail = f".{frac_ns:09d}".rstrip("0").rstrip(".")
+    out = f"{secs}{tail}s"
+    if hours or minutes:
+        out = f"{minutes}m{out}"
+    if hours:
+        out = f"{hours}h{out}"
+    return sign + out
+
+
 def log_resumed_compaction(log: Logger, kv: KVStore) -> None:
     """etcd's line at open when a compaction interrupted by the restart goes on."""
     if kv.compaction_pending:
@@ -589,7 +614,7 @@ def log_finished_compactions(log: Logger, kv: KVStore, backend: Backend) -> None
         log.info(
             "finished scheduled compaction",
             compact_revision=done.revision,
-            took=f"{done.took_s:.6f}s",
+            took=go_duration(done.took_s),
             hash=done.hash.hash,
             current_db_size_bytes=backend.size_bytes(),
             current_db_size_in_use_bytes=backend.size_in_use_bytes(),

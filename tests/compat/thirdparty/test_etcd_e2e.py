@@ -56,8 +56,7 @@ DIFFERENT = {
     # petcd's backend is LMDB, not bbolt: tests that corrupt or read the bbolt file directly.
     "TestEtcdCorruptHash": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestPeriodicCheckDetectsCorruption": "corrupts the bbolt file (testutil.CorruptBBolt)",
-    "TestCompactHashCheckDetectCorruption": "corrupts the bbolt file; and no compaction hash check",
-    "TestCompactHashCheckDetectCorruptionInterrupt": "no compaction hash check (its flags)",
+    "TestCompactHashCheckDetectCorruption": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestCtlV3DefragOffline": "etcdctl's offline defrag opens the bbolt file",
     "TestCtlV3Snapshot": "etcdctl's snapshot status reads a bbolt snapshot",
     "TestCtlV3SnapshotStatusBeforeRestore": "etcdctl's snapshot status reads a bbolt snapshot",

@@ -40,6 +40,7 @@ from petcd.server.corrupt import (
     PeerResult,
     PeerTarget,
     compact_hash_verdict,
+    go_duration,
     initial_check,
     initial_findings,
     monitor_compact_hash,
@@ -493,6 +494,22 @@ def test_compact_hash_check_flags() -> None:
         parse(["--experimental-compact-hash-check-time=0"], {})
     with pytest.raises(ConfigError, match="compaction-batch-limit must be >=0"):
         parse(["--experimental-compaction-batch-limit=-1"], {})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.000000512, "512ns"),
+        (0.0000015, "1.5µs"),
+        (0.012034, "12.034ms"),
+        (1.5, "1.5s"),
+        (60, "1m0s"),
+        (3725.25, "1h2m5.25s"),
+    ],
+)
+def test_go_duration_as_etcd_logs_took(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
 
 
 def test_member_logs_finished_compactions_and_answers_the_recorded_hash(tmp_path: Path) -> None:
