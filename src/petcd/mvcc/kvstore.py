@@ -1268,7 +1268,7 @@ class KVStore:
                 if recorded.hash_revision == revision:
                     return lambda: recorded
         compact, current = self._compact_rev, self._current_rev
-        if 0 < revision <= compact:
+        if 0 < revision < compact:  # etcd 3.5.17 hashes at the compact revision itself
             raise CompactedError(compact)
         if revision > current:
             raise FutureRevisionError()
