@@ -13,15 +13,12 @@ listed in ``DIFFERENT`` with the reason.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from tests.compat.servers import ETCD_BIN, ETCDCTL_BIN, ServerProcess
+from tests.compat.thirdparty import pysuite
 
 pytestmark = pytest.mark.long
 
@@ -39,47 +36,7 @@ DIFFERENT = {
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the virtualenv's python, the unpacked release holding ``tests/``)."""
-    base = tmp_path_factory.mktemp("python-etcd3")
-    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=120)
-    python = base / "venv" / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *REQUIREMENTS], check=True, timeout=600)
-    download = [str(python), "-m", "pip", "download", "-q", "--disable-pip-version-check"]
-    download += ["--no-deps", "--no-binary", ":all:", "-d", str(base), RELEASE]
-    subprocess.run(download, check=True, timeout=300)
-    (archive,) = base.glob("etcd3-*.tar.gz")
-    with tarfile.open(archive) as tar:
-        tar.extractall(base, filter="data")
-    (source,) = (p for p in base.glob("etcd3-*") if p.is_dir())
-    subprocess.run([*pip, "--no-deps", str(source)], check=True, timeout=300)
-    return python, source
-
-
-def run_suite(python: Path, source: Path, server: ServerProcess) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHON_ETCD_HTTP_URL": f"http://{server.endpoint}",
-        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-        "PATH": f"{Path(ETCDCTL_BIN).parent}:{os.environ.get('PATH', '')}",
-        "ETCDCTL_API": "3",
-    }
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "tests"],
-        cwd=source,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    outcomes = {}
-    for line in done.stdout.splitlines():
-        m = re.match(r"(PASSED|FAILED|ERROR|SKIPPED)(?: \[\d+\])? (\S+)", line)
-        if m:
-            outcomes.setdefault(m.group(2), m.group(1))
-    assert outcomes, done.stdout[-3000:] + done.stderr[-3000:]
-    return outcomes
+    return pysuite.install(tmp_path_factory.mktemp("python-etcd3"), RELEASE, REQUIREMENTS)
 
 
 def test_python_etcd3_suite_passes_on_petcd_where_it_passes_on_etcd(
@@ -93,14 +50,11 @@ def test_python_etcd3_suite_passes_on_petcd_where_it_passes_on_etcd(
         server = ServerProcess(kind, tmp_path / kind / "data", name="thirdparty")
         try:
             server.start()
-            results[kind] = run_suite(python, source, server)
+            env = {
+                "PYTHON_ETCD_HTTP_URL": f"http://{server.endpoint}",
+                "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+            }
+            results[kind] = pysuite.run(python, source, env, "tests")
         finally:
             server.stop()
-    passed_on_etcd = {t for t, outcome in results["etcd"].items() if outcome == "PASSED"}
-    assert len(passed_on_etcd) >= 50, results["etcd"]
-    regressions = sorted(
-        t for t in passed_on_etcd - DIFFERENT if results["petcd"].get(t) != "PASSED"
-    )
-    assert regressions == [], {t: results["petcd"].get(t) for t in regressions}
-    for t in DIFFERENT:  # still different: else the entry is out of date
-        assert results["petcd"].get(t) != "PASSED", t
+    pysuite.compare(results, DIFFERENT, least=50)

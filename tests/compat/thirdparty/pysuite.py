@@ -1,0 +1,79 @@
+"""Shared by the harnesses of Python client libraries' own test suites (``make test-long``).
+
+A library's source release from PyPI ships its tests: ``install`` puts the release and the
+packages its tests need into a virtualenv of their own, ``run`` runs its pytest suite against
+one server and returns each test's outcome, and ``compare`` states the rule every such harness
+checks: a test that passes against the real etcd passes against petcd, unless it is listed as
+different (with its reason), and a listed test must still differ.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from tests.compat.servers import ETCDCTL_BIN
+
+
+def install(base: Path, release: str, requirements: Iterable[str]) -> tuple[Path, Path]:
+    """(the virtualenv's python, the unpacked source release holding its tests)."""
+    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=120)
+    python = base / "venv" / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, *requirements], check=True, timeout=600)
+    download = [str(python), "-m", "pip", "download", "-q", "--disable-pip-version-check"]
+    download += ["--no-deps", "--no-binary", ":all:", "-d", str(base), release]
+    subprocess.run(download, check=True, timeout=300)
+    name = release.split("==")[0]
+    (archive,) = base.glob(f"{name}-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        tar.extractall(base, filter="data")
+    (source,) = (p for p in base.glob(f"{name}-*") if p.is_dir())
+    subprocess.run([*pip, "--no-deps", str(source)], check=True, timeout=300)
+    return python, source
+
+
+def run(python: Path, source: Path, env: dict[str, str], *args: str) -> dict[str, str]:
+    """Test id -> PASSED / FAILED / ERROR / SKIPPED for one run of the suite in ``source``
+    (``env`` added to this process's environment; the real etcdctl first on PATH)."""
+    full = {
+        **os.environ,
+        "PATH": f"{Path(ETCDCTL_BIN).parent}:{os.environ.get('PATH', '')}",
+        "ETCDCTL_API": "3",
+        **env,
+    }
+    full.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *args],
+        cwd=source,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    outcomes: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        m = re.match(r"(PASSED|FAILED|ERROR|SKIPPED)(?: \[\d+\])? (\S+)", line)
+        if m:
+            outcomes.setdefault(m.group(2), m.group(1))
+    assert outcomes, done.stdout[-3000:] + done.stderr[-3000:]
+    return outcomes
+
+
+def compare(results: dict[str, dict[str, str]], different: Iterable[str], least: int) -> None:
+    """The rule, given each server's outcomes (``results["etcd"]``, ``results["petcd"]``)."""
+    passed_on_etcd = {t for t, outcome in results["etcd"].items() if outcome == "PASSED"}
+    assert len(passed_on_etcd) >= least, results["etcd"]
+    different = set(different)
+    regressions = sorted(
+        t for t in passed_on_etcd - different if results["petcd"].get(t) != "PASSED"
+    )
+    assert regressions == [], {t: results["petcd"].get(t) for t in regressions}
+    for t in different:  # still different: else the entry is out of date
+        assert results["petcd"].get(t) != "PASSED", t
