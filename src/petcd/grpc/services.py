@@ -34,6 +34,7 @@ import grpc
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.api.v3electionpb import v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2_grpc
+from petcd.auth import errors as auth_errors
 from petcd.grpc import convert
 from petcd.grpc.auth import AuthService
 from petcd.grpc.election import ElectionService
@@ -386,10 +387,41 @@ class KVService(rpc_pb2_grpc.KVServicer):
             await _abort(context, e, self._log, "Compact")
 
 
+# etcd's authMaintenanceServer (Hash, HashKV, Defragment, Snapshot) returns the auth store's own
+# errors, which are not gRPC statuses: the client gets UNKNOWN with the auth package's text.
+_AUTH_STORE_TEXTS: dict[type[Exception], str] = {
+    auth_errors.UserEmptyError: "auth: user name is empty",
+    auth_errors.UserNotFoundError: "auth: user not found",
+    auth_errors.PermissionDeniedError: "auth: permission denied",
+    auth_errors.InvalidAuthTokenError: "auth: invalid auth token",
+}
+
+
+class _AuthStoreError(auth_errors.AuthError):
+    """An auth store error as etcd's maintenance server passes it on (UNKNOWN, its text)."""
+
+    grpc_code = "UNKNOWN"
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+        self.args = (message,)
+
+
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     def __init__(self, member: KVMember, log: Logger | None = None) -> None:
         self._member = member
         self._log = log
+
+    async def _admin(self) -> None:
+        """etcd's isAuthenticated: the caller must have the root role while auth is on."""
+        try:
+            await self._member.gate.admin(CALL_CREDENTIALS.get())
+        except auth_errors.AuthError as e:
+            text = _AUTH_STORE_TEXTS.get(type(e))
+            if text is None:
+                raise
+            raise _AuthStoreError(text) from None
 
     async def Status(self, request: Any, context: Any) -> Any:
         try:
@@ -411,7 +443,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Hash(self, request: Any, context: Any) -> Any:
         try:
-            await self._member.gate.admin(CALL_CREDENTIALS.get())
+            await self._admin()
             header, value = await self._member.hash()
             return rpc_pb2.HashResponse(header=convert.header_pb(header), hash=value)
         except Exception as e:
@@ -422,7 +454,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             # A peer's corruption check asks without credentials (etcd asks over its peer
             # listener, where no auth applies): only the hash is given away.
             if PEER_HASHKV not in (context.invocation_metadata() or ()):
-                await self._member.gate.admin(CALL_CREDENTIALS.get())
+                await self._admin()
             header, result = await self._member.hash_kv(request.revision)
             return rpc_pb2.HashKVResponse(
                 header=convert.header_pb(header),
@@ -435,7 +467,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Defragment(self, request: Any, context: Any) -> Any:
         try:
-            await self._member.gate.admin(CALL_CREDENTIALS.get())
+            await self._admin()
             await self._member.defragment()
             return rpc_pb2.DefragmentResponse()  # etcd's answer has no header
         except Exception as e:
@@ -444,7 +476,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(self, request: Any, context: Any) -> Any:
         # etcd: 32 KiB chunks with the bytes remaining, then the SHA-256 of everything sent.
         try:
-            await self._member.gate.admin(CALL_CREDENTIALS.get())
+            await self._admin()
             path = await self._member.snapshot_file()
         except Exception as e:
             await _abort(context, e, self._log, "Snapshot")
@@ -477,6 +509,11 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         try:
             if request.action == rpc_pb2.AlarmRequest.GET:
                 header, alarms = self._member.alarms()
+                if request.alarm != rpc_pb2.NONE:  # etcd: only the alarms of that type
+                    alarms = tuple(a for a in alarms if a[1] == request.alarm)
+            elif request.action == rpc_pb2.AlarmRequest.ACTIVATE and request.alarm == rpc_pb2.NONE:
+                # etcd's applier raises nothing for NONE (etcd 3.4 crashed on it): no change.
+                header, alarms = self._member.alarms()[0], ()
             else:
                 header, alarms = await self._member.alarm_change(
                     request.action, request.memberID, request.alarm
