@@ -67,16 +67,22 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from petcd.api.etcdserverpb import rpc_pb2
+from petcd.api.v3electionpb import v3election_pb2
+from petcd.api.v3lockpb import v3lock_pb2
 from petcd.grpc import convert
 from petcd.grpc.auth import AuthService
+from petcd.grpc.election import ElectionService
 from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.lease import LeaseService
+from petcd.grpc.lock import LockService
+from petcd.grpc.services import ClusterService, MaintenanceService
 from petcd.grpc.status import status_for
 from petcd.grpc.watch import WatchService
 from petcd.server.authz import Credentials
 from petcd.server.log import Logger
 
 CALLS_MAX_DEFAULT = 2**32 - 1  # etcd's --max-concurrent-streams default, math.MaxUint32
+_METADATA_HEADER = "Grpc-Metadata-Content-Type"
 
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -112,7 +118,7 @@ def _status_response(code: grpc.StatusCode, message: str) -> web.Response:
         {"error": message, "code": code.value[0], "message": message}, separators=(",", ":")
     )
     return web.Response(
-        text=body, status=_HTTP_STATUS.get(code, 500), content_type="application/json"
+        body=body.encode(), status=_HTTP_STATUS.get(code, 500), content_type="application/json"
     )
 
 
@@ -173,22 +179,6 @@ async def _lease_leases(member: Any, m: Any) -> Any:
     )
 
 
-async def _status(member: Any, m: Any) -> Any:
-    s = member.status()
-    return rpc_pb2.StatusResponse(
-        header=convert.header_pb(s.header),
-        version=s.version,
-        dbSize=s.db_size,
-        leader=s.leader,
-        raftIndex=s.raft_index,
-        raftTerm=s.raft_term,
-        raftAppliedIndex=s.raft_applied_index,
-        errors=list(s.errors),
-        dbSizeInUse=s.db_size_in_use,
-        isLearner=s.is_learner,
-    )
-
-
 ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "/v3/kv/range": (rpc_pb2.RangeRequest, _kv_range),
     "/v3/kv/put": (rpc_pb2.PutRequest, _kv_put),
@@ -202,7 +192,6 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "/v3/kv/lease/timetolive": (rpc_pb2.LeaseTimeToLiveRequest, _lease_ttl),
     "/v3/lease/leases": (rpc_pb2.LeaseLeasesRequest, _lease_leases),
     "/v3/kv/lease/leases": (rpc_pb2.LeaseLeasesRequest, _lease_leases),
-    "/v3/maintenance/status": (rpc_pb2.StatusRequest, _status),
 }
 
 
@@ -213,43 +202,80 @@ class _Aborted(Exception):
 
 
 class _GatewayContext:
-    """The part of a gRPC servicer context that ``AuthService`` uses."""
+    """The part of a gRPC servicer context that the services' unary methods use."""
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()  # what a gateway call carries besides its token (CALL_CREDENTIALS)
 
-_AUTH_ROUTES = {
-    "enable": ("AuthEnable", rpc_pb2.AuthEnableRequest),
-    "disable": ("AuthDisable", rpc_pb2.AuthDisableRequest),
-    "status": ("AuthStatus", rpc_pb2.AuthStatusRequest),
-    "authenticate": ("Authenticate", rpc_pb2.AuthenticateRequest),
-    "user/add": ("UserAdd", rpc_pb2.AuthUserAddRequest),
-    "user/get": ("UserGet", rpc_pb2.AuthUserGetRequest),
-    "user/list": ("UserList", rpc_pb2.AuthUserListRequest),
-    "user/delete": ("UserDelete", rpc_pb2.AuthUserDeleteRequest),
-    "user/changepw": ("UserChangePassword", rpc_pb2.AuthUserChangePasswordRequest),
-    "user/grant": ("UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest),
-    "user/revoke": ("UserRevokeRole", rpc_pb2.AuthUserRevokeRoleRequest),
-    "role/add": ("RoleAdd", rpc_pb2.AuthRoleAddRequest),
-    "role/get": ("RoleGet", rpc_pb2.AuthRoleGetRequest),
-    "role/list": ("RoleList", rpc_pb2.AuthRoleListRequest),
-    "role/delete": ("RoleDelete", rpc_pb2.AuthRoleDeleteRequest),
-    "role/grant": ("RoleGrantPermission", rpc_pb2.AuthRoleGrantPermissionRequest),
-    "role/revoke": ("RoleRevokePermission", rpc_pb2.AuthRoleRevokePermissionRequest),
+    def time_remaining(self) -> float | None:
+        return None  # grpc-gateway sets no deadline
+
+
+# Path under /v3/ -> (service, method, request message) of the unary calls served by the gRPC
+# services' own methods (etcd 3.5.17's rpc.pb.gw.go, v3election.pb.gw.go, v3lock.pb.gw.go).
+_SERVICE_ROUTES: dict[str, tuple[str, str, type[Any]]] = {
+    "maintenance/alarm": ("maintenance", "Alarm", rpc_pb2.AlarmRequest),
+    "maintenance/status": ("maintenance", "Status", rpc_pb2.StatusRequest),
+    "maintenance/defragment": ("maintenance", "Defragment", rpc_pb2.DefragmentRequest),
+    "maintenance/hash": ("maintenance", "Hash", rpc_pb2.HashRequest),
+    "maintenance/hashkv": ("maintenance", "HashKV", rpc_pb2.HashKVRequest),
+    "maintenance/transfer-leadership": ("maintenance", "MoveLeader", rpc_pb2.MoveLeaderRequest),
+    "cluster/member/add": ("cluster", "MemberAdd", rpc_pb2.MemberAddRequest),
+    "cluster/member/remove": ("cluster", "MemberRemove", rpc_pb2.MemberRemoveRequest),
+    "cluster/member/update": ("cluster", "MemberUpdate", rpc_pb2.MemberUpdateRequest),
+    "cluster/member/list": ("cluster", "MemberList", rpc_pb2.MemberListRequest),
+    "cluster/member/promote": ("cluster", "MemberPromote", rpc_pb2.MemberPromoteRequest),
+    "election/campaign": ("election", "Campaign", v3election_pb2.CampaignRequest),
+    "election/proclaim": ("election", "Proclaim", v3election_pb2.ProclaimRequest),
+    "election/leader": ("election", "Leader", v3election_pb2.LeaderRequest),
+    "election/resign": ("election", "Resign", v3election_pb2.ResignRequest),
+    "lock/lock": ("lock", "Lock", v3lock_pb2.LockRequest),
+    "lock/unlock": ("lock", "Unlock", v3lock_pb2.UnlockRequest),
+    "auth/enable": ("auth", "AuthEnable", rpc_pb2.AuthEnableRequest),
+    "auth/disable": ("auth", "AuthDisable", rpc_pb2.AuthDisableRequest),
+    "auth/status": ("auth", "AuthStatus", rpc_pb2.AuthStatusRequest),
+    "auth/authenticate": ("auth", "Authenticate", rpc_pb2.AuthenticateRequest),
+    "auth/user/add": ("auth", "UserAdd", rpc_pb2.AuthUserAddRequest),
+    "auth/user/get": ("auth", "UserGet", rpc_pb2.AuthUserGetRequest),
+    "auth/user/list": ("auth", "UserList", rpc_pb2.AuthUserListRequest),
+    "auth/user/delete": ("auth", "UserDelete", rpc_pb2.AuthUserDeleteRequest),
+    "auth/user/changepw": ("auth", "UserChangePassword", rpc_pb2.AuthUserChangePasswordRequest),
+    "auth/user/grant": ("auth", "UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest),
+    "auth/user/revoke": ("auth", "UserRevokeRole", rpc_pb2.AuthUserRevokeRoleRequest),
+    "auth/role/add": ("auth", "RoleAdd", rpc_pb2.AuthRoleAddRequest),
+    "auth/role/get": ("auth", "RoleGet", rpc_pb2.AuthRoleGetRequest),
+    "auth/role/list": ("auth", "RoleList", rpc_pb2.AuthRoleListRequest),
+    "auth/role/delete": ("auth", "RoleDelete", rpc_pb2.AuthRoleDeleteRequest),
+    "auth/role/grant": ("auth", "RoleGrantPermission", rpc_pb2.AuthRoleGrantPermissionRequest),
+    "auth/role/revoke": ("auth", "RoleRevokePermission", rpc_pb2.AuthRoleRevokePermissionRequest),
 }
 
 
-def _auth_routes(member: Any) -> dict[str, tuple[type[Any], Handler]]:
-    service = AuthService(member.gate, member)
-    routes: dict[str, tuple[type[Any], Handler]] = {}
-    for path, (method, message_type) in _AUTH_ROUTES.items():
+class _Services:
+    """The gRPC services a gateway calls into (its own instances, over the same member)."""
 
-        async def call(member: Any, m: Any, method: str = method) -> Any:
-            return await getattr(service, method)(m, _GatewayContext())
+    def __init__(self, member: Any, log: Logger | None) -> None:
+        self.maintenance = MaintenanceService(member, log)
+        self.cluster = ClusterService(member, log)
+        self.election = ElectionService(member, log)
+        self.lock = LockService(member, log)
+        self.auth = AuthService(member.gate, member, log)
+        self.watch = WatchService(member, log)
+        self.lease = LeaseService(member, log)
 
-        routes[f"/v3/auth/{path}"] = (message_type, call)
-    return routes
+    def routes(self) -> dict[str, tuple[type[Any], Handler]]:
+        routes: dict[str, tuple[type[Any], Handler]] = {}
+        for path, (service, name, message_type) in _SERVICE_ROUTES.items():
+            method = getattr(getattr(self, service), name)
+
+            async def call(member: Any, m: Any, method: Any = method) -> Any:
+                return await method(m, _GatewayContext())
+
+            routes[f"/v3/{path}"] = (message_type, call)
+        return routes
 
 
 def _credentials(member: Any, request: web.Request) -> None:
@@ -267,19 +293,15 @@ def add_routes(
     """The gateway's routes on ``app``; at most ``calls_max`` calls run at once (etcd's
     ``--max-concurrent-streams``: see the module's docstring), the others wait for a slot."""
     slots = asyncio.Semaphore(calls_max or CALLS_MAX_DEFAULT)
-    for path, (message_type, handler) in {**ROUTES, **_auth_routes(member)}.items():
+    services = _Services(member, log)
+    for path, (message_type, handler) in {**ROUTES, **services.routes()}.items():
 
         async def route(
             request: web.Request, message_type: Any = message_type, handler: Handler = handler
         ) -> web.Response:
-            raw = await request.text()
-            try:
-                message = json_format.Parse(raw or "{}", message_type(), ignore_unknown_fields=True)
-            except json_format.ParseError as e:
-                body = json.dumps(
-                    {"error": str(e), "code": 3, "message": str(e)}, separators=(",", ":")
-                )
-                return web.Response(text=body, status=400, content_type="application/json")
+            message = await _request_message(request, message_type)
+            if isinstance(message, web.Response):
+                return message
             async with slots:
                 _credentials(member, request)
                 try:
@@ -288,14 +310,26 @@ def add_routes(
                     return _status_response(e.code, e.message)
                 except Exception as e:
                     return _error(e)
-            return web.Response(text=_to_json(resp), content_type="application/json")
+            return web.Response(body=_to_json(resp).encode(), content_type="application/json")
 
         _add_post(app, path, route)
 
-    streams = _Streams(member, slots, log)
+    streams = _Streams(member, services, slots)
     _add_post(app, "/v3/watch", streams.watch)
     _add_post(app, "/v3/lease/keepalive", streams.keep_alive)
+    _add_post(app, "/v3/election/observe", streams.observe)
+    _add_post(app, "/v3/maintenance/snapshot", streams.snapshot)
     app.on_shutdown.append(streams.close)
+
+
+async def _request_message(request: web.Request, message_type: type[Any]) -> Any:
+    """The body as one request message (a unary call's or a server stream's), or
+    grpc-gateway's 400 answer (code 3, INVALID_ARGUMENT) when it is not one."""
+    raw = await request.text()
+    try:
+        return json_format.Parse(raw or "{}", message_type(), ignore_unknown_fields=True)
+    except json_format.ParseError as e:
+        return _status_response(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
 
 def _add_post(app: web.Application, path: str, route: Any) -> None:
@@ -407,6 +441,9 @@ class _Chunks:
         self.response.content_type = "application/json"
         self.response.enable_chunked_encoding()
         self._sent = False
+        # The gRPC stream's header metadata comes with its first message (a call that fails
+        # first has none): grpc-gateway passes it on as a header.
+        self.metadata_with_message = False
 
     async def _send(self, data: bytes) -> None:
         if not self._sent:
@@ -415,6 +452,8 @@ class _Chunks:
         await self.response.write(data)
 
     async def message(self, message: Any) -> None:
+        if self.metadata_with_message and not self._sent:
+            self.response.headers[_METADATA_HEADER] = "application/grpc"
         await self._send(f'{{"result":{_to_json(message)}}}\n'.encode())
 
     async def error(self, code: grpc.StatusCode, message: str) -> None:
@@ -450,70 +489,118 @@ class _StreamContext:
 
 
 class _Streams:
-    """``/v3/watch`` and ``/v3/lease/keepalive`` over the gRPC services' code."""
+    """The streams over the gRPC services' code: the bidirectional ``/v3/watch`` and
+    ``/v3/lease/keepalive``, the server streams ``/v3/election/observe`` and
+    ``/v3/maintenance/snapshot``."""
 
-    def __init__(self, member: Any, slots: asyncio.Semaphore, log: Logger | None) -> None:
+    def __init__(self, member: Any, services: _Services, slots: asyncio.Semaphore) -> None:
         self._member = member
+        self._services = services
         self._slots = slots
-        self._watch = WatchService(member, log)
-        self._lease = LeaseService(member, log)
         self._calls: set[asyncio.Task[Any]] = set()
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         async def run(requests: AsyncIterator[Any], context: _StreamContext) -> None:
-            batches = self._watch.batches(requests, context)
+            batches = self._services.watch.batches(requests, context)
             async with contextlib.aclosing(batches) as out:
                 async for batch in out:
                     for message in batch:
                         await context.write(message)
 
-        return await self._call(request, rpc_pb2.WatchRequest, run)
+        return await self._bidi(request, rpc_pb2.WatchRequest, run)
 
     async def keep_alive(self, request: web.Request) -> web.StreamResponse:
-        async def run(requests: AsyncIterator[Any], context: _StreamContext) -> None:
-            await self._lease.LeaseKeepAlive(requests, context)
+        return await self._bidi(
+            request, rpc_pb2.LeaseKeepAliveRequest, self._services.lease.LeaseKeepAlive
+        )
 
-        return await self._call(request, rpc_pb2.LeaseKeepAliveRequest, run)
+    async def observe(self, request: web.Request) -> web.StreamResponse:
+        return await self._server_stream(
+            request, v3election_pb2.LeaderRequest, self._services.election.Observe
+        )
 
-    async def _call(
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        return await self._server_stream(
+            request, rpc_pb2.SnapshotRequest, self._services.maintenance.Snapshot
+        )
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, request: web.Request) -> AsyncIterator[None]:
+        """A call in flight: one of the slots, known to ``close``, with the call's token."""
+        task = asyncio.current_task()
+        assert task is not None
+        async with self._slots:
+            self._calls.add(task)
+            try:
+                _credentials(self._member, request)
+                yield
+            finally:
+                self._calls.discard(task)
+
+    async def _bidi(
         self,
         request: web.Request,
         message_type: type[Any],
         run: Callable[[AsyncIterator[Any], _StreamContext], Awaitable[None]],
     ) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None
-        async with self._slots:  # etcd's gateway opens the gRPC stream first
-            self._calls.add(task)
+        async with self._slot(request):  # etcd's gateway opens the gRPC stream first
+            body = _RequestMessages(request, message_type)
             try:
-                _credentials(self._member, request)
-                body = _RequestMessages(request, message_type)
+                first = await body.next()
+            except _BadBody as e:
+                text = json.dumps(
+                    {"error": str(e), "code": 2, "message": str(e)}, separators=(",", ":")
+                )
+                return web.Response(body=text.encode(), status=500, content_type="application/json")
+            requests = body.rest(first)
+
+            async def call(context: _StreamContext) -> None:
                 try:
-                    first = await body.next()
-                except _BadBody as e:
-                    text = json.dumps(
-                        {"error": str(e), "code": 2, "message": str(e)}, separators=(",", ":")
-                    )
-                    return web.Response(
-                        body=text.encode(), status=500, content_type="application/json"
-                    )
-                chunks = _Chunks(request)
-                if first is not None:  # grpc-gateway passes the stream's header metadata on
-                    chunks.response.headers["Grpc-Metadata-Content-Type"] = "application/grpc"
-                requests = body.rest(first)
-                try:
-                    try:
-                        await run(requests, _StreamContext(chunks))
-                    except _Aborted as e:
-                        await chunks.error(e.code, e.message)
-                    finally:
-                        with contextlib.suppress(RuntimeError):  # still running: it ends anyway
-                            await requests.aclose()  # type: ignore[attr-defined]
-                    return await chunks.end()
-                except ConnectionError:  # the client went before aiohttp cancelled the call
-                    return chunks.response
-            finally:
-                self._calls.discard(task)
+                    await run(requests, context)
+                finally:
+                    with contextlib.suppress(RuntimeError):  # still running: it ends anyway
+                        await requests.aclose()  # type: ignore[attr-defined]
+
+            return await self._answer(request, call, metadata=first is not None)
+
+    async def _server_stream(
+        self,
+        request: web.Request,
+        message_type: type[Any],
+        method: Callable[[Any, _StreamContext], Awaitable[None]],
+    ) -> web.StreamResponse:
+        # grpc-gateway decodes the body, the one request message, before it opens the stream.
+        message = await _request_message(request, message_type)
+        if isinstance(message, web.Response):
+            return message
+        async with self._slot(request):
+
+            async def call(context: _StreamContext) -> None:
+                await method(message, context)
+
+            return await self._answer(request, call, metadata=False, metadata_with_message=True)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        call: Callable[[_StreamContext], Awaitable[None]],
+        metadata: bool,
+        metadata_with_message: bool = False,
+    ) -> web.StreamResponse:
+        """The chunked answer of ``call``, with the header grpc-gateway makes of the gRPC
+        stream's header metadata: at once (``metadata``), or with the first message."""
+        chunks = _Chunks(request)
+        chunks.metadata_with_message = metadata_with_message
+        if metadata:
+            chunks.response.headers[_METADATA_HEADER] = "application/grpc"
+        try:
+            try:
+                await call(_StreamContext(chunks))
+            except _Aborted as e:
+                await chunks.error(e.code, e.message)
+            return await chunks.end()
+        except ConnectionError:  # the client went before aiohttp cancelled the call
+            return chunks.response
 
     async def close(self, app: web.Application) -> None:
         """At shutdown: streams end (a watch would not), so that their connections close."""
