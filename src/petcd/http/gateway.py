@@ -324,11 +324,18 @@ def add_routes(
 
 async def _request_message(request: web.Request, message_type: type[Any]) -> Any:
     """The body as one request message (a unary call's or a server stream's), or
-    grpc-gateway's 400 answer (code 3, INVALID_ARGUMENT) when it is not one."""
-    raw = await request.text()
+    grpc-gateway's 400 answer (code 3, INVALID_ARGUMENT) when it is not one. As grpc-gateway's
+    decoder, it reads the first JSON value only; an empty body is an empty message."""
+    text = (await request.text()).lstrip(" \t\r\n")
     try:
-        return json_format.Parse(raw or "{}", message_type(), ignore_unknown_fields=True)
-    except json_format.ParseError as e:
+        if not text:
+            return message_type()
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(text)
+        except json.JSONDecodeError as e:
+            raise _BadBody(_json_error_text(e, text)) from None
+        return _message_of(obj, message_type)
+    except _BadBody as e:
         return _status_response(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
 
@@ -342,7 +349,8 @@ def _add_post(app: web.Application, path: str, route: Any) -> None:
 
 
 class _BadBody(Exception):
-    """The body's first request message is not one: grpc-gateway's 500 answer, code 2."""
+    """The body is not a request message: grpc-gateway's 400 answer (code 3) for a unary call
+    or a server stream, its 500 (code 2) for the first message of a bidirectional stream."""
 
 
 def _go_quote(c: str) -> str:
@@ -371,6 +379,22 @@ def _json_error_text(e: json.JSONDecodeError, text: str) -> str:
 _GO_KINDS = {list: "array", str: "string", bool: "bool", int: "number", float: "number"}
 
 
+def _message_of(obj: Any, message_type: type[Any]) -> Any:
+    """The request message a decoded JSON value stands for; ``_BadBody`` with Go's text for a
+    value that is not an object (``null`` is an empty message, as in Go)."""
+    if obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        raise _BadBody(
+            f"json: cannot unmarshal {_GO_KINDS.get(type(obj), 'value')} "
+            "into Go value of type map[string]json.RawMessage"
+        )
+    try:
+        return json_format.ParseDict(obj, message_type(), ignore_unknown_fields=True)
+    except json_format.ParseError as e:
+        raise _BadBody(str(e)) from None
+
+
 class _RequestMessages:
     """The JSON request messages of a stream's body, each as soon as it is complete
     (grpc-gateway reads the body with a streaming JSON decoder)."""
@@ -397,25 +421,12 @@ class _RequestMessages:
                         raise _BadBody(_json_error_text(e, text)) from None
                 else:
                     self._text = text[end:]
-                    return self._message(obj)
+                    return _message_of(obj, self._type)
             elif self._eof:
                 return None
             chunk = await self._content.readany()
             self._eof = not chunk
             self._text = text + self._utf8.decode(chunk, final=self._eof)
-
-    def _message(self, obj: Any) -> Any:
-        if obj is None:
-            obj = {}
-        if not isinstance(obj, dict):
-            raise _BadBody(
-                f"json: cannot unmarshal {_GO_KINDS.get(type(obj), 'value')} "
-                "into Go value of type map[string]json.RawMessage"
-            )
-        try:
-            return json_format.ParseDict(obj, self._type(), ignore_unknown_fields=True)
-        except json_format.ParseError as e:
-            raise _BadBody(str(e)) from None
 
     async def rest(self, first: Any) -> AsyncIterator[Any]:
         """``first``, then the others; a bad one ends them, as the end of the body does."""
