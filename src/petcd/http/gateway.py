@@ -12,11 +12,33 @@ original field names, as grpc-gateway does for etcd. Errors come back as grpc-ga
 gRPC code to (INVALID_ARGUMENT 400, NOT_FOUND 404, FAILED_PRECONDITION 400, OUT_OF_RANGE 400,
 RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, ...).
 
-Routes: ``/v3/kv/{range,put,deleterange,txn,compaction}``, ``/v3/lease/{grant,revoke,
-timetolive,leases}`` (also etcd's older ``/v3/kv/lease/...`` aliases) and
-``/v3/maintenance/status`` and the Auth service's ``/v3/auth/...`` (``enable``,
-``user/add``, ``role/grant``, ...: served by ``petcd.grpc.auth.AuthService`` with a context that
-turns its abort into the error answer).
+Routes (every one ``POST``, also under etcd's older ``/v3beta/`` prefix; etcd 3.5.17's
+``rpc.pb.gw.go``, ``v3election.pb.gw.go`` and ``v3lock.pb.gw.go``):
+
+- served here over the member: ``/v3/kv/{range,put,deleterange,txn,compaction}``,
+  ``/v3/lease/{grant,revoke,timetolive,leases}`` (also etcd's older ``/v3/kv/lease/...``
+  aliases);
+- served by the gRPC services' own methods (``_SERVICE_ROUTES``: their auth checks, admin-only
+  maintenance calls and errors, with a context that turns their abort into the error answer):
+  ``/v3/maintenance/{status,alarm,defragment,hash,hashkv,transfer-leadership}``,
+  ``/v3/cluster/member/{add,remove,update,list,promote}``,
+  ``/v3/election/{campaign,proclaim,leader,resign}``, ``/v3/lock/{lock,unlock}`` and the Auth
+  service's ``/v3/auth/...`` (``enable``, ``user/add``, ``role/grant``, ...). A campaign or a
+  lock waits as its gRPC call does; a client that goes away cancels it (the campaign resigns,
+  the waiting lock's key is deleted).
+
+etcd 3.5's ``/v3/maintenance/downgrade`` is not served (petcd has no Downgrade).
+
+A unary body is read as grpc-gateway's decoder reads it: the first JSON value only, an empty
+body (or ``null``) an empty message, a body that is not JSON or not an object 400 with Go's text
+(``invalid character 'x' looking for beginning of value``, ``unexpected EOF``).
+
+The server streams, ``POST /v3/election/observe`` (Observe) and ``POST /v3/maintenance/snapshot``
+(Snapshot), take their one request message as a unary call does (a bad body is the same 400)
+and answer as the streams below: a ``{"result":...}`` line per message (snapshot: 32 KiB
+``blob`` chunks in base64 with ``remaining_bytes``, then the SHA-256 of the rest), an error as
+the last chunk. The ``Grpc-Metadata-Content-Type`` header comes with the first message, as
+etcd's gRPC header metadata does: a call that fails first (Snapshot refused by auth) has none.
 
 The two streams, ``POST /v3/watch`` (Watch) and ``POST /v3/lease/keepalive`` (LeaseKeepAlive),
 are served as grpc-gateway serves a bidirectional stream:
@@ -57,6 +79,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import http
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -389,10 +412,40 @@ def _message_of(obj: Any, message_type: type[Any]) -> Any:
             f"json: cannot unmarshal {_GO_KINDS.get(type(obj), 'value')} "
             "into Go value of type map[string]json.RawMessage"
         )
+    message = message_type()
     try:
-        return json_format.ParseDict(obj, message_type(), ignore_unknown_fields=True)
+        return json_format.ParseDict(_known(obj, message.DESCRIPTOR), message)
     except json_format.ParseError as e:
         raise _BadBody(str(e)) from None
+
+
+@functools.cache
+def _fields(descriptor: Any) -> dict[str, Any]:
+    """A message type's fields by their .proto and their JSON names."""
+    return {
+        **{f.json_name: f for f in descriptor.fields},
+        **{f.name: f for f in descriptor.fields},
+    }
+
+
+def _known(obj: dict[str, Any], descriptor: Any) -> dict[str, Any]:
+    """``obj`` without the keys its message type has no field for, at every level (grpc-gateway
+    ignores them), so that the parser still refuses a bad value of a known field, such as an
+    unknown enum name (which ``ignore_unknown_fields`` would let through)."""
+    fields = _fields(descriptor)
+    known: dict[str, Any] = {}
+    for key, value in obj.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        sub = field.message_type
+        if sub is not None and not sub.GetOptions().map_entry:
+            if isinstance(value, dict):
+                value = _known(value, sub)
+            elif isinstance(value, list):
+                value = [_known(v, sub) if isinstance(v, dict) else v for v in value]
+        known[key] = value
+    return known
 
 
 class _RequestMessages:
