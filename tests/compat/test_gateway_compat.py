@@ -237,3 +237,18 @@ def test_snapshot_stream_has_etcds_shape(differ: Differ) -> None:
 def test_bodies_that_are_not_json_get_etcds_400(differ: Differ, path: str, body: str) -> None:
     status, out = _both(differ, path, body)
     assert (status, json.loads(out)["code"]) == (400, 3)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["xyz", '{"key":', "[]", "   ", "null", '{"key":"Zm9v"} xyz', '{"key":"Zm9v","bogus":{"x":1}}'],
+)
+def test_unary_bodies_are_read_as_etcds_gateway_reads_them(differ: Differ, body: str) -> None:
+    _both(differ, "/v3/kv/range", body)  # only the first JSON value; unknown fields ignored
+
+
+def test_an_unknown_enum_name_is_refused(differ: Differ) -> None:
+    # The texts differ: Go's protobuf wording against Python's.
+    for server in (differ.reference, differ.target):
+        status, out = _post(server.client_url + "/v3/kv/range", '{"key":"Zm9v","sort_order":"X"}')
+        assert (status, json.loads(out)["code"]) == (400, 3)

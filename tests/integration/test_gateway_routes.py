@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -171,6 +172,36 @@ def test_lock_waits_for_the_holder_to_unlock(member: PetcdProcess) -> None:
         500,
         _error(2, "etcdserver: requested lease not found"),
     )
+
+
+def test_a_client_that_goes_away_gives_up_its_place(member: PetcdProcess) -> None:
+    ep = member.endpoint
+    held = _ok(ep, "/v3/lock/lock", {"name": _b64("gw-gone")})
+    leader = _ok(ep, "/v3/election/campaign", {"name": _b64("gw-gone-el")})["leader"]
+    waiters = [
+        _curl(f"http://{ep}/v3/lock/lock", json.dumps({"name": _b64("gw-gone")})),
+        _curl(f"http://{ep}/v3/election/campaign", json.dumps({"name": _b64("gw-gone-el")})),
+    ]
+
+    def keys(prefix: str) -> list[str]:
+        return _ctl(ep, "get", "--prefix", "--keys-only", prefix).split()
+
+    deadline = time.monotonic() + 10
+    while len(keys("gw-gone/")) + len(keys("gw-gone-el/")) < 4:  # both waiting, keys put
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for w in waiters:
+        w.kill()
+        w.wait()
+    # The waiting lock's key is deleted and the candidate resigns, as for a gRPC client.
+    while keys("gw-gone/") + keys("gw-gone-el/") != [
+        base64.b64decode(held["key"]).decode(),
+        base64.b64decode(leader["key"]).decode(),
+    ]:
+        assert time.monotonic() < deadline, keys("gw-gone")
+        time.sleep(0.05)
+    _ok(ep, "/v3/lock/unlock", {"key": held["key"]})
+    _ok(ep, "/v3/election/resign", {"leader": leader})
 
 
 def test_maintenance_routes(member: PetcdProcess) -> None:
