@@ -228,6 +228,18 @@ def test_maintenance_routes(member: PetcdProcess) -> None:
     assert "alarms" not in _ok(ep, "/v3/maintenance/alarm", {"action": "GET"})
     assert "errors" not in _ok(ep, "/v3/maintenance/status", "{}")
     assert _ctl(ep, "alarm", "list") == ""
+    # GET of one type lists only that type's alarms.
+    me = _ok(ep, "/v3/maintenance/status", "{}")["header"]["member_id"]
+    nospace = {"memberID": me, "alarm": "NOSPACE"}
+    raised = _ok(ep, "/v3/maintenance/alarm", {"action": "ACTIVATE", **nospace})
+    try:
+        assert raised["alarms"] == [nospace]
+        for alarm, listed in (("NOSPACE", [nospace]), ("CORRUPT", None), ("NONE", [nospace])):
+            got = _ok(ep, "/v3/maintenance/alarm", {"action": "GET", "alarm": alarm})
+            assert got.get("alarms") == listed, alarm
+    finally:
+        _ok(ep, "/v3/maintenance/alarm", {"action": "DEACTIVATE", **nospace})
+    assert _ctl(ep, "alarm", "list") == ""
 
 
 def test_snapshot_stream_is_the_grpc_snapshot(member: PetcdProcess, tmp_path: Path) -> None:
@@ -368,5 +380,8 @@ def test_auth_takes_the_token_from_the_authorization_header(tmp_path: Path) -> N
             _error(7, "etcdserver: permission denied"),
         )
         assert len(_ok(ep, "/v3/cluster/member/list", "{}", alice)["members"]) == 1
+        # The same refusal over gRPC.
+        out = etcdctl(ep, "--user", "alice:alicepw", "endpoint", "hashkv")
+        assert "code = Unknown desc = auth: permission denied" in out.stderr
     finally:
         m.stop()
