@@ -511,9 +511,6 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
                 header, alarms = self._member.alarms()
                 if request.alarm != rpc_pb2.NONE:  # etcd: only the alarms of that type
                     alarms = tuple(a for a in alarms if a[1] == request.alarm)
-            elif request.action == rpc_pb2.AlarmRequest.ACTIVATE and request.alarm == rpc_pb2.NONE:
-                # etcd's applier raises nothing for NONE (etcd 3.4 crashed on it): no change.
-                header, alarms = self._member.alarms()[0], ()
             else:
                 header, alarms = await self._member.alarm_change(
                     request.action, request.memberID, request.alarm

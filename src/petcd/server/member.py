@@ -233,7 +233,7 @@ _QUOTA_CHECKED = (PutRequest, TxnRequest, entry_codec.LeaseGrant)  # etcd's quot
 
 
 ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
-ALARM_NOSPACE, ALARM_CORRUPT = 1, 2  # etcd's AlarmType
+ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT = 0, 1, 2  # etcd's AlarmType
 _ALARM_NAMES = {0: "NONE", ALARM_NOSPACE: "NOSPACE", ALARM_CORRUPT: "CORRUPT"}
 
 
@@ -1826,6 +1826,8 @@ class Member:
         alarm = (req.member_id, req.alarm)
         key = _encode_alarm_key(*alarm)
         if req.action == ALARM_ACTIVATE:
+            if req.alarm == ALARM_NONE:
+                return ()  # etcd 3.5's applier raises nothing for NONE (3.4 crashed on it)
             if alarm not in self._alarms:
                 self._alarms.add(alarm)
                 self._backend.put(ALARM, key, b"")
