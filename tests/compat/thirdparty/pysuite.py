@@ -20,8 +20,11 @@ from pathlib import Path
 from tests.compat.servers import ETCDCTL_BIN
 
 
-def install(base: Path, release: str, requirements: Iterable[str]) -> tuple[Path, Path]:
-    """(the virtualenv's python, the unpacked source release holding its tests)."""
+def install(
+    base: Path, release: str, requirements: Iterable[str], env: dict[str, str] | None = None
+) -> tuple[Path, Path]:
+    """(the virtualenv's python, the unpacked source release holding its tests); ``env`` is
+    added to the environment of the release's own installation."""
     subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=120)
     python = base / "venv" / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -34,7 +37,9 @@ def install(base: Path, release: str, requirements: Iterable[str]) -> tuple[Path
     with tarfile.open(archive) as tar:
         tar.extractall(base, filter="data")
     (source,) = (p for p in base.glob(f"{name}-*") if p.is_dir())
-    subprocess.run([*pip, "--no-deps", str(source)], check=True, timeout=300)
+    subprocess.run(
+        [*pip, "--no-deps", str(source)], check=True, timeout=300, env={**os.environ, **(env or {})}
+    )
     return python, source
 
 
