@@ -1,8 +1,10 @@
-"""``etcd_server_client_requests_total`` counts what the real etcd counts for the same etcdctl.
+"""``etcd_server_client_requests_total`` and go-grpc-prometheus' ``grpc_server_*`` counters
+count what the real etcd counts for the same etcdctl.
 
 One real etcd and one petcd, each with ``--listen-metrics-urls``; the same etcdctl commands
-(unary calls, a watch stream) against both; the counter's increase per (type,
-client_api_version) must be the same, with etcdctl 3.4's ``client-api-version`` label.
+(unary calls, a watch stream) against both; the counters' increases must be the same: per
+(type, client_api_version), with etcdctl 3.4's ``client-api-version`` label, and per method
+(and code) for calls started, handled, messages received and sent.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 import select
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,4 +98,48 @@ def test_the_counter_grows_as_etcds_for_the_same_commands(
         deltas.append({k: n - before.get(k, 0.0) for k, n in after.items() if n != before.get(k)})
     reference, target = deltas
     assert reference == {("unary", "3.4"): 3.0, ("stream", "3.4"): 1.0}, reference
+    assert target == reference
+
+
+_GRPC_SAMPLE = re.compile(
+    r"^grpc_server_(started|handled|msg_received|msg_sent)_total\{([^}]*)\} ([0-9.e+]+)$",
+    re.MULTILINE,
+)
+
+
+def _grpc_counts(metrics_url: str) -> dict[tuple[str, str], float]:
+    """(counter, its labels) -> value, for the grpc_server_* counters."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = {}
+    for name, labels, n in _GRPC_SAMPLE.findall(text):
+        ordered = ",".join(sorted(labels.split(",")))  # label order is the exporter's
+        found[(name, ordered)] = float(n)
+    return found
+
+
+def test_grpc_server_counters_grow_as_etcds_for_the_same_commands(
+    servers: list[tuple[Member, str]],
+) -> None:
+    deltas = []
+    for m, metrics_url in servers:
+        before = _grpc_counts(metrics_url)
+        _drive(m.endpoint)
+        # The watch stream ends (etcdctl was killed) a moment later: wait for its status.
+        deadline = time.monotonic() + WATCH_TIMEOUT_S
+        while True:
+            after = _grpc_counts(metrics_url)
+            watch_ended = any(
+                name == "handled" and 'grpc_method="Watch"' in labels for name, labels in after
+            )
+            if watch_ended or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        deltas.append({k: n - before.get(k, 0.0) for k, n in after.items() if n != before.get(k)})
+    reference, target = deltas
+    # put, get, endpoint status (a Status call), then a watch with one event: the stream's
+    # create request in, its created answer and the event out.
+    watch = 'grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"'
+    assert reference[("msg_received", watch)] == 1.0, reference
+    assert reference[("msg_sent", watch)] == 2.0, reference
     assert target == reference

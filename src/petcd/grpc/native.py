@@ -237,6 +237,8 @@ class _Call:
         "inbox",
         "metadata",
         "method",
+        "msgs_in",
+        "msgs_out",
         "peer_text",
         "reader",
         "serializer",
@@ -282,6 +284,9 @@ class _Call:
         self.status_details = ""
         self._trailing: tuple[Any, ...] = ()
         self._callbacks: list[Callable[[Any], None]] | None = None
+        # A stream's messages received and sent (go-grpc-prometheus' msg counters).
+        self.msgs_in = 0
+        self.msgs_out = 0
 
     # --- grpc.aio.ServicerContext ----------------------------------------------------------
 
@@ -300,7 +305,9 @@ class _Call:
                 raise UsageError("RPC already finished.")
         raw = self.inbox.popleft()
         d = self.deserializer
-        return raw if d is None else d(raw)
+        message = raw if d is None else d(raw)
+        self.msgs_in += 1
+        return message
 
     def write(self, message: Any) -> Awaitable[None]:
         """Queue ``message``; the awaitable waits only when the call is congested (DRAINED
@@ -335,6 +342,7 @@ class _Call:
         data: bytes = message if s is None else s(message)
         server = self._server
         server.queue((self.id, data))
+        self.msgs_out += 1
         if not self.unflushed:
             server.unflushed_calls.append(self)
         self.unflushed += len(data)
@@ -560,9 +568,12 @@ class NativeServer:
         self._now_forms: dict[Any, Callable[[Any], Any]] = {}  # behavior -> add_unary_now's
         self._calls: dict[int, _Call] = {}
         # go-grpc-prometheus' counters, which etcd exports: calls started per method path,
-        # and handled per (method path, status code number). Rendered by _GrpcMetrics.
+        # and handled per (method path, status code number); the messages of the streams
+        # that ended, per method path ([received, sent]; open streams count their own).
+        # Rendered by _GrpcMetrics.
         self.rpc_started: dict[str, int] = {}
         self.rpc_handled: dict[tuple[str, int], int] = {}
+        self.stream_msgs: dict[str, list[int]] = {}
         if registry is not None:
             registry.register(_GrpcMetrics(self))
         self._out: list[tuple[Any, ...]] = []
@@ -795,7 +806,10 @@ class NativeServer:
             self._end(call)
 
     def _forget(self, call: _Call) -> None:
-        self._calls.pop(call.id, None)
+        if self._calls.pop(call.id, None) is not None and (call.msgs_in or call.msgs_out):
+            counts = self.stream_msgs.setdefault(call.method, [0, 0])
+            counts[0] += call.msgs_in
+            counts[1] += call.msgs_out
         if not self._calls and self._all_ended is not None and not self._all_ended.done():
             self._all_ended.set_result(None)
 
@@ -938,6 +952,7 @@ class NativeServer:
             self._end(call)
             return
         if handler.response_streaming:
+            call.msgs_in = 1  # a server stream's one request
             call.task = self.loop.create_task(self._run(call, request))
             return
         behavior = handler.unary_unary
@@ -1107,8 +1122,14 @@ _STREAM_TYPES = {
 
 
 class _GrpcMetrics:
-    """etcd's gRPC metrics (go-grpc-prometheus): ``grpc_server_started_total`` and
-    ``grpc_server_handled_total``, rendered from ``NativeServer``'s counts at each scrape."""
+    """etcd's gRPC metrics (go-grpc-prometheus): ``grpc_server_started_total``,
+    ``grpc_server_handled_total``, ``grpc_server_msg_received_total`` and
+    ``grpc_server_msg_sent_total``, rendered from ``NativeServer``'s counts at each scrape.
+
+    A unary call receives its one request when it starts and sends one response when it ends
+    with OK, so its message counts are the started and OK-handled counts (nothing is counted
+    per unary call for them); a stream's are counted per message (``_Call.msgs_in`` and
+    ``msgs_out``), those of the streams still open added at the scrape."""
 
     def __init__(self, server: NativeServer) -> None:
         self._server = server
@@ -1136,5 +1157,36 @@ class _GrpcMetrics:
         for (path, code), n in sorted(self._server.rpc_handled.items()):
             name = _GO_CODE_NAMES[code] if 0 <= code < len(_GO_CODE_NAMES) else str(code)
             handled.add_metric((name, *self._labels(path)), n)
+        received = CounterMetricFamily(
+            "grpc_server_msg_received",
+            "Total number of RPC stream messages received on the server.",
+            labels=["grpc_method", "grpc_service", "grpc_type"],
+        )
+        sent = CounterMetricFamily(
+            "grpc_server_msg_sent",
+            "Total number of gRPC stream messages sent by the server.",
+            labels=["grpc_method", "grpc_service", "grpc_type"],
+        )
+        for path, (n_in, n_out) in sorted(self._message_counts().items()):
+            labels = self._labels(path)
+            received.add_metric(labels, n_in)
+            sent.add_metric(labels, n_out)
         yield started
         yield handled
+        yield received
+        yield sent
+
+    def _message_counts(self) -> dict[str, tuple[int, int]]:
+        server = self._server
+        counts: dict[str, list[int]] = {}
+        for path, n in server.rpc_started.items():
+            if path not in _STREAM_TYPES:
+                counts[path] = [n, server.rpc_handled.get((path, 0), 0)]
+        for path, (n_in, n_out) in server.stream_msgs.items():
+            counts[path] = [n_in, n_out]
+        for call in list(server._calls.values()):
+            if call.msgs_in or call.msgs_out:
+                c = counts.setdefault(call.method, [0, 0])
+                c[0] += call.msgs_in
+                c[1] += call.msgs_out
+        return {path: (c[0], c[1]) for path, c in counts.items()}
