@@ -9,7 +9,8 @@ The file format is specified in docs/enhancements/0001-wal-format.md. Typical us
         loaded.extract_to(backend_path)              # or loaded.open_data() / copy_data_to()
 """
 
-from petcd.snap.errors import SnapCorruptError, SnapError
+from petcd.snap.bbolt import BoltFile
+from petcd.snap.errors import BoltError, SnapCorruptError, SnapError
 from petcd.snap.snapshotter import (
     DEFAULT_KEEP,
     LoadedSnapshot,
@@ -20,6 +21,8 @@ from petcd.snap.snapshotter import (
 
 __all__ = [
     "DEFAULT_KEEP",
+    "BoltError",
+    "BoltFile",
     "LoadedSnapshot",
     "SnapCorruptError",
     "SnapError",

@@ -20,3 +20,12 @@ class SnapCorruptError(SnapError):
         super().__init__(f"snap: corrupt snapshot file {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class BoltError(SnapError):
+    """A bbolt file (an etcd backend or snapshot) is damaged or is not bbolt at all."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"bbolt: {path}: {reason}")
+        self.path = path
+        self.reason = reason
