@@ -250,7 +250,8 @@ def _alarm_name(alarm: int) -> str:
     return _ALARM_NAMES.get(alarm, str(alarm))
 
 
-def _encode_alarm_key(member: int, alarm: int) -> bytes:
+def encode_alarm_key(member: int, alarm: int) -> bytes:
+    """The ``alarm`` bucket's key of one alarm: member id u64 BE, alarm type u32 BE."""
     return member.to_bytes(8, "big") + alarm.to_bytes(4, "big")
 
 
@@ -1824,7 +1825,7 @@ class Member:
     def _apply_alarm(self, req: entry_codec.AlarmChange) -> tuple[tuple[int, int], ...]:
         """etcd's alarm store: activate/deactivate; returns the alarms the change touched."""
         alarm = (req.member_id, req.alarm)
-        key = _encode_alarm_key(*alarm)
+        key = encode_alarm_key(*alarm)
         if req.action == ALARM_ACTIVATE:
             if req.alarm == ALARM_NONE:
                 return ()  # etcd 3.5's applier raises nothing for NONE (3.4 crashed on it)

@@ -77,7 +77,7 @@ from petcd.raft.types import (
 from petcd.server.config import parse_initial_cluster, parse_urls
 from petcd.server.errors import ConfigError
 from petcd.server.ids import cluster_id, member_id
-from petcd.snap import Snapshotter
+from petcd.snap import Snapshotter, bbolt
 from petcd.utl.datadir import DataDir
 from petcd.utl.errors import (
     BadClusterConfigError,
@@ -127,14 +127,18 @@ def _open_readonly(path: str) -> lmdb.Environment:
         )
     except lmdb.Error as e:
         raise SnapshotCorruptError(
-            f"{path} is not a petcd snapshot or backend ({e}); etcd's bbolt snapshots "
-            "cannot be read by petcd"
+            f"{path} is not a petcd snapshot or backend ({e}), nor an etcd (bbolt) snapshot"
         ) from None
 
 
 def status(path: str) -> SnapshotStatus:
     """Hash, revision, record count and size of a snapshot file or backend file."""
     size = os.stat(path).st_size
+    if bbolt.sniff(path):
+        from petcd.utl import etcd_import  # only for etcd's files: it loads the server too
+
+        st = etcd_import.bolt_status(path)
+        return SnapshotStatus(st.hash, st.revision, st.total_key, st.total_size)
     data_size = size - SHA256_SIZE if has_checksum(size) else size
     env = _open_readonly(path)
     try:
@@ -339,12 +343,23 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
         raise WalDirExistsError(cfg.wal_dir)
     if not os.path.isfile(cfg.snapshot_path):
         raise UtlError(f"open {cfg.snapshot_path}: no such file or directory")
-    try:
-        _check_backend(cfg.snapshot_path)  # before anything is created: is it petcd's at all?
-    except SnapshotCorruptError:
+    from_etcd = bbolt.sniff(cfg.snapshot_path)
+    if from_etcd:
+        # etcd's snapshot: checked whole before anything is created, then converted.
         if not cfg.skip_hash_check:
-            _verify_trailer(cfg.snapshot_path)  # damaged rather than foreign: say so
-        raise
+            if not has_checksum(os.stat(cfg.snapshot_path).st_size):
+                raise SnapshotHashMissingError()
+            _verify_trailer(cfg.snapshot_path)
+        from petcd.utl import etcd_import  # only for etcd's files: it loads the server too
+
+        etcd_import.check_file(cfg.snapshot_path)
+    else:
+        try:
+            _check_backend(cfg.snapshot_path)  # before anything is created: is it petcd's?
+        except SnapshotCorruptError:
+            if not cfg.skip_hash_check:
+                _verify_trailer(cfg.snapshot_path)  # damaged rather than foreign: say so
+            raise
     # Everything is built in temporary siblings and renamed into place at the end, so an
     # interrupted restore (even SIGKILL) never leaves a half-built data dir under the real
     # name: only a ".<name>.petcdutl-restore-<pid>" directory to delete.
@@ -353,12 +368,15 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
     work = DataDir(tmp_data, tmp_wal)
     try:
         os.makedirs(work.snap_dir, mode=0o700)
-        copy_and_verify(
-            cfg.snapshot_path,
-            work.backend_path,
-            skip_hash_check=cfg.skip_hash_check,
-            progress=progress,
-        )
+        if from_etcd:
+            _import_etcd(cfg.snapshot_path, work.backend_path, progress)
+        else:
+            copy_and_verify(
+                cfg.snapshot_path,
+                work.backend_path,
+                skip_hash_check=cfg.skip_hash_check,
+                progress=progress,
+            )
         revision = _rewrite_backend(work, members, cfg)
         _write_wal_and_snap(work, members, own, cid)
         with contextlib.suppress(FileNotFoundError):
@@ -376,6 +394,20 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
         raise
     dd = DataDir(data_dir, cfg.wal_dir)
     return RestoreResult(dd, own, cid, members, revision)
+
+
+def _import_etcd(src_path: str, dst_path: str, progress: Progress | None) -> None:
+    from petcd.utl import etcd_import
+
+    size = os.stat(src_path).st_size
+    try:
+        backend = Backend(dst_path)
+    except lmdb.Error as e:
+        raise SnapshotCorruptError(f"cannot create the restored backend: {e}") from None
+    with backend:
+        etcd_import.import_etcd(src_path, backend)
+    if progress is not None:
+        progress(size, size)
 
 
 def _temp_sibling(path: str) -> str:
