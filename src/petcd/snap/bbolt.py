@@ -98,7 +98,7 @@ class Meta:
         return self.page_count * self.page_size
 
 
-def _parse_meta(buf: bytes | memoryview, offset: int) -> tuple[Meta | None, str]:
+def _parse_meta(buf: bytes | mmap.mmap, offset: int) -> tuple[Meta | None, str]:
     """The meta at a page starting at ``offset``, or None and why it is not valid."""
     start = offset + _HEADER_SIZE
     if len(buf) < start + _META.size:
@@ -149,16 +149,17 @@ class BoltFile:
             size = os.fstat(fd).st_size
             if size < 1024:
                 raise BoltError(path, f"file too small ({size} bytes) to be a bbolt database")
+            # Pages are copied out of the map as bytes (a page with its overflow at a time): no
+            # view into the map outlives a call, so close() can always unmap it.
             self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        self._buf = memoryview(self._map)
         try:
             self.meta = self._read_meta()
         except BaseException:
             self.close()
             raise
-        if self.meta.size_bytes > len(self._buf):
+        if self.meta.size_bytes > len(self._map):
             size_bytes = self.meta.size_bytes
             self.close()
             raise BoltError(
@@ -168,10 +169,8 @@ class BoltFile:
             )
 
     def close(self) -> None:
-        if self._map.closed:
-            return
-        self._buf.release()
-        self._map.close()
+        if not self._map.closed:
+            self._map.close()
 
     def __enter__(self) -> BoltFile:
         return self
@@ -180,19 +179,19 @@ class BoltFile:
         self.close()
 
     def _read_meta(self) -> Meta:
-        first, why0 = _parse_meta(self._buf, 0)
+        first, why0 = _parse_meta(self._map, 0)
         page_size = first.page_size if first is not None else 0
         second: Meta | None = None
         why1 = "not found"
         if page_size:
-            second, why1 = _parse_meta(self._buf, page_size)
+            second, why1 = _parse_meta(self._map, page_size)
         else:
             # Page 0 is damaged: find page 1 by trying every page size (bbolt does the same).
             for i in range(15):
                 offset = 1024 << i
-                if offset >= len(self._buf):
+                if offset >= len(self._map):
                     break
-                second, why1 = _parse_meta(self._buf, offset)
+                second, why1 = _parse_meta(self._map, offset)
                 if second is not None:
                     if second.page_size != offset:
                         second, why1 = None, "meta page 1 is not at its page size"
@@ -204,7 +203,7 @@ class BoltFile:
 
     # -- pages -------------------------------------------------------------------------------
 
-    def _page(self, pgid: int) -> tuple[memoryview, int, int]:
+    def _page(self, pgid: int) -> tuple[bytes, int, int]:
         """The bytes of page ``pgid`` (with its overflow pages), its flags and count."""
         meta = self.meta
         if pgid < 2 or pgid >= meta.page_count:
@@ -212,7 +211,7 @@ class BoltFile:
                 self.path, f"page {pgid} out of range (pages in use: {meta.page_count})"
             )
         start = pgid * meta.page_size
-        pid, flags, count, overflow = _PAGE_HEADER.unpack_from(self._buf, start)
+        pid, flags, count, overflow = _PAGE_HEADER.unpack_from(self._map, start)
         if pid != pgid:
             raise BoltError(self.path, f"page {pgid} names itself page {pid}")
         if pgid + overflow >= meta.page_count:
@@ -220,10 +219,10 @@ class BoltFile:
                 self.path, f"page {pgid} overflows past the pages in use ({overflow} more)"
             )
         end = start + (1 + overflow) * meta.page_size
-        return self._buf[start:end], flags, count
+        return self._map[start:end], flags, count
 
     def _walk(
-        self, page: memoryview, flags: int, count: int, depth: int, where: str
+        self, page: bytes | memoryview, flags: int, count: int, depth: int, where: str
     ) -> Iterator[tuple[bytes, bytes, int]]:
         """(key, value, element flags) of every leaf element under ``page``, in order."""
         if depth > _DEPTH_MAX:
