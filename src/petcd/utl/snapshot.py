@@ -38,6 +38,12 @@ with the same steps as etcd's ``snapshot restore``:
    and the pending compaction runs, so old revisions are gone and watchers of them see a
    compaction, as in etcd.
 
+An etcd snapshot (bbolt: ``petcd.snap.bbolt.sniff``) takes another way through steps 2 and
+``status``: its trailer is checked and the whole file read and checked before anything is
+created, then ``petcd.utl.etcd_import`` converts its records into a new backend with petcd's
+encodings (docs/enhancements/0011-etcd-snapshots.md) and steps 3-6 follow unchanged; its status
+is etcdutl's, computed over etcd's buckets.
+
 The dirs are built under temporary names next to the targets and renamed into place last, so
 a failed or interrupted restore leaves no half-built data dir (a failure removes the
 temporary dirs; a SIGKILL leaves a ``.<name>.petcdutl-restore-<pid>`` dir to delete).
