@@ -308,3 +308,36 @@ def test_a_large_etcd_snapshot_with_overflow_pages_and_history(
     finally:
         p.stop()
     shutil.rmtree(p.data_dir)
+
+
+class SmallQuotaEtcd(ServerProcess):
+    def command(self) -> list[str]:
+        return [*super().command(), "--quota-backend-bytes=400000"]
+
+
+def test_an_alarm_of_the_etcd_member_is_carried(tmp_path: Path) -> None:
+    etcd = SmallQuotaEtcd("etcd", tmp_path / "etcd" / "data", name="full")
+    try:
+        etcd.start()
+        for i in range(40):
+            out = etcdctl(etcd.endpoint, "put", f"fill{i}", "x" * 50000)
+            if out.returncode != 0:
+                assert "database space exceeded" in out.stderr
+                break
+        else:
+            pytest.fail("etcd never raised NOSPACE")
+        want = ok(etcdctl(etcd.endpoint, "alarm", "list"))
+        assert want.startswith("memberID:") and want.endswith("alarm:NOSPACE \n"), want
+        snap = tmp_path / "full.snapshot"
+        ok(etcdctl(etcd.endpoint, "snapshot", "save", str(snap)))
+    finally:
+        etcd.stop()
+    p = restore_and_start(snap, tmp_path)
+    try:
+        assert ok(etcdctl(p.endpoint, "alarm", "list")) == want
+        refused = etcdctl(p.endpoint, "put", "more", "x")
+        assert refused.returncode != 0 and "database space exceeded" in refused.stderr
+        assert ok(etcdctl(p.endpoint, "alarm", "disarm")) == want
+        ok(etcdctl(p.endpoint, "put", "more", "x"))
+    finally:
+        p.stop()
