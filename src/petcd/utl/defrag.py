@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import lmdb
 
 from petcd.backend import Backend
+from petcd.snap import bbolt
 from petcd.utl.datadir import DataDir, backend_file, member_lock
-from petcd.utl.errors import SnapshotCorruptError
+from petcd.utl.errors import EtcdFileError, SnapshotCorruptError
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ def defrag_data_dir(
     """Defragment the backend of the stopped member in ``data_dir``."""
     dd = DataDir(data_dir, wal_dir)
     path = backend_file(data_dir)
+    if bbolt.sniff(path):
+        raise EtcdFileError(path)  # before LMDB leaves a lock file beside etcd's db
     with member_lock(dd):
         try:
             backend = Backend(path)

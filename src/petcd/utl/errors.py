@@ -55,6 +55,16 @@ class SnapshotCorruptError(UtlError):
     """The file is not a readable petcd backend (not LMDB, truncated, or damaged)."""
 
 
+class EtcdFileError(SnapshotCorruptError):
+    """A command that works on petcd's files only was given etcd's (bbolt) file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is an etcd (bbolt) file: this command reads petcd's files only; convert it "
+            "with `petcdutl snapshot restore` first"
+        )
+
+
 class BadClusterConfigError(UtlError):
     """restore: --name, --initial-cluster and --initial-advertise-peer-urls disagree."""
 

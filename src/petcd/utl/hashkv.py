@@ -21,8 +21,9 @@ import lmdb
 from petcd.backend import Backend
 from petcd.mvcc.errors import CompactedError, FutureRevisionError
 from petcd.mvcc.kvstore import KVStore
+from petcd.snap import bbolt
 from petcd.utl.datadir import backend_file
-from petcd.utl.errors import RevisionError, SnapshotCorruptError
+from petcd.utl.errors import EtcdFileError, RevisionError, SnapshotCorruptError
 
 _MAX_DBS = 16
 
@@ -51,6 +52,8 @@ def copy_backend(path: str, dst_path: str) -> None:
     # A backend in use has LMDB's lock file beside it: join its reader table so that the
     # member does not reuse the pages being copied. A snapshot file has none.
     shared = os.path.exists(src + "-lock")
+    if bbolt.sniff(src):
+        raise EtcdFileError(src)
     try:
         env = lmdb.open(
             src,

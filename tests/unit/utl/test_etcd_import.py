@@ -143,3 +143,18 @@ def test_a_record_that_is_not_etcds_is_refused_by_name(
     path = etcd_file(tmp_path / "etcd.db", buckets(**override))
     with Backend(str(tmp_path / "db")) as be, pytest.raises(EtcdImportError, match=message):
         import_etcd(path, be)
+
+
+def test_hashkv_and_defrag_refuse_etcds_files_and_leave_nothing(tmp_path: Path) -> None:
+    from petcd.utl import EtcdFileError, defrag_data_dir, hash_kv
+
+    path = etcd_file(tmp_path / "etcd.db", buckets())
+    with pytest.raises(EtcdFileError, match="is an etcd \\(bbolt\\) file"):
+        hash_kv(path)
+    snap_dir = tmp_path / "data" / "member" / "snap"
+    snap_dir.mkdir(parents=True)
+    etcd_file(snap_dir / "db", buckets())
+    with pytest.raises(EtcdFileError, match="petcdutl snapshot restore"):
+        defrag_data_dir(str(tmp_path / "data"))
+    assert sorted(p.name for p in snap_dir.iterdir()) == ["db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "etcd.db"]
