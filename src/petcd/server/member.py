@@ -255,7 +255,8 @@ def encode_alarm_key(member: int, alarm: int) -> bytes:
     return member.to_bytes(8, "big") + alarm.to_bytes(4, "big")
 
 
-def _decode_alarm_key(key: bytes) -> tuple[int, int]:
+def decode_alarm_key(key: bytes) -> tuple[int, int]:
+    """(member id, alarm type) of an ``alarm`` bucket key (``encode_alarm_key``'s inverse)."""
     return int.from_bytes(key[:8], "big"), int.from_bytes(key[8:], "big")
 
 
@@ -501,7 +502,7 @@ class Member:
             )
             for k, v in self._backend.iterate(MEMBERS)
         }
-        self._alarms = {_decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
+        self._alarms = {decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
         self._removed_ids = {
             MemberId(int.from_bytes(k, "big")) for k, _ in self._backend.iterate(MEMBERS_REMOVED)
         }
@@ -1485,7 +1486,7 @@ class Member:
             )
             for k, v in self._backend.iterate(MEMBERS)
         }
-        self._alarms = {_decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
+        self._alarms = {decode_alarm_key(k) for k, _ in self._backend.iterate(ALARM)}
         self._removed_ids = {
             MemberId(int.from_bytes(k, "big")) for k, _ in self._backend.iterate(MEMBERS_REMOVED)
         }

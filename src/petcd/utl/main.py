@@ -219,6 +219,62 @@ def snapshot_restore_command(inv: Invocation) -> None:
     log_line(inv, "info", "restored snapshot", "snapshot/v3_snapshot.go:291", **paths)
 
 
+def snapshot_convert_command(inv: Invocation) -> None:
+    if len(inv.args) != 2:
+        raise ExitError(
+            EXIT_BAD_ARGS, "snapshot convert requires a snapshot file and an output file"
+        )
+    to = str(inv.values["to"])
+    if to != "etcd":
+        raise ExitError(EXIT_BAD_ARGS, f'unsupported --to "{to}" (supported: etcd)')
+    src, dst = inv.args
+    from petcd.utl import etcd_export  # loads the server's encoders: only for this command
+
+    size = os.stat(src).st_size if os.path.exists(src) else 0
+    log_line(inv, "info", "converting snapshot", "snapshot/convert", path=src, output=dst, to=to)
+    next_report = [0]
+
+    def progress(done: int, total: int) -> None:
+        if size < _PROGRESS_MIN_BYTES or total == 0:
+            return
+        percent = done * 100 // total
+        if percent >= next_report[0]:  # every 10%, and 100% once
+            next_report[0] = percent // 10 * 10 + 10
+            log_line(
+                inv,
+                "info",
+                "converting records",
+                "snapshot/convert",
+                converted=done,
+                total=total,
+                percent=percent,
+            )
+
+    try:
+        s = etcd_export.convert_to_etcd(src, dst, progress=progress)
+    except FileNotFoundError as e:
+        raise ExitError(EXIT_ERROR, f"open {e.filename}: no such file or directory") from None
+    except (UtlError, OSError) as e:
+        raise ExitError(EXIT_ERROR, str(e)) from None
+    log_line(
+        inv,
+        "info",
+        "converted snapshot",
+        "snapshot/convert",
+        path=src,
+        output=dst,
+        revision=s.revision,
+        **{
+            "key-records": s.records,
+            "leases": s.leases,
+            "users": s.users,
+            "roles": s.roles,
+            "alarms": s.alarms,
+            "size": humanize_bytes(s.size_bytes),
+        },
+    )
+
+
 def defrag_command(inv: Invocation) -> None:
     data_dir = str(inv.values["data-dir"])
 
@@ -284,7 +340,11 @@ def snapshot_save_command(inv: Invocation) -> None:
 # ---------------------------------------------------------------- the tree
 
 _HIDDEN: set[str] = {"save"}
-_REQUIRED: dict[str, tuple[str, ...]] = {"defrag": ("data-dir",), "restore": ("data-dir",)}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "defrag": ("data-dir",),
+    "restore": ("data-dir",),
+    "convert": ("to",),
+}
 
 
 def build_root() -> Command:
@@ -390,6 +450,20 @@ def build_root() -> Command:
                     "compaction (required if --bump-revision > 0, disallowed otherwise)",
                 ),
             ],
+        ),
+        Command(
+            "convert <filename> <output filename> --to etcd",
+            "Converts a petcd snapshot into another store's snapshot file",
+            run=snapshot_convert_command,
+            long=(
+                "Writes the snapshot file of a petcd member (from petcdctl snapshot save, or a "
+                "stopped member's member/snap/db) as an etcd 3.5 snapshot file: a bbolt "
+                "database with etcd's buckets and a sha256 trailer, which etcdutl (or etcdctl) "
+                "snapshot restore takes. Keys with their revisions and history, the compaction, "
+                "leases, users, roles, the auth flag and alarms are carried. The output file "
+                "must not exist.\n"
+            ),
+            flags=[Flag("to", FlagKind.STRING, "", "Required. The format to write: etcd")],
         ),
         Command(
             "status <filename>",

@@ -123,7 +123,8 @@ class SnapshotStatus:
     total_size: int
 
 
-def _open_readonly(path: str) -> lmdb.Environment:
+def open_readonly(path: str) -> lmdb.Environment:
+    """A petcd snapshot or backend file opened read-only (SnapshotCorruptError if not LMDB)."""
     # A live backend (its lock file beside it) is read through LMDB's reader table, so a
     # running member cannot reuse the pages being read; a snapshot file has no lock file.
     shared = os.path.exists(path + "-lock")
@@ -146,7 +147,7 @@ def status(path: str) -> SnapshotStatus:
         st = etcd_import.bolt_status(path)
         return SnapshotStatus(st.hash, st.revision, st.total_key, st.total_size)
     data_size = size - SHA256_SIZE if has_checksum(size) else size
-    env = _open_readonly(path)
+    env = open_readonly(path)
     try:
         h = 0
         total = 0
@@ -302,7 +303,7 @@ def copy_and_verify(
         raise SnapshotHashMismatchError(trailer, digest.digest())
 
 
-def _verify_trailer(path: str) -> None:
+def verify_trailer(path: str) -> None:
     """SnapshotHashMismatchError if ``path`` has a SHA-256 trailer that its data fails."""
     size = os.stat(path).st_size
     if not has_checksum(size):
@@ -322,7 +323,7 @@ def _verify_trailer(path: str) -> None:
 
 
 def _check_backend(path: str) -> None:
-    env = _open_readonly(path)
+    env = open_readonly(path)
     try:
         with env.begin() as txn:
             names = {bytes(k) for k, _ in txn.cursor()}
@@ -355,7 +356,7 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
         if not cfg.skip_hash_check:
             if not has_checksum(os.stat(cfg.snapshot_path).st_size):
                 raise SnapshotHashMissingError()
-            _verify_trailer(cfg.snapshot_path)
+            verify_trailer(cfg.snapshot_path)
         from petcd.utl import etcd_import  # only for etcd's files: it loads the server too
 
         etcd_import.check_file(cfg.snapshot_path)
@@ -364,7 +365,7 @@ def restore(cfg: RestoreConfig, *, progress: Progress | None = None) -> RestoreR
             _check_backend(cfg.snapshot_path)  # before anything is created: is it petcd's?
         except SnapshotCorruptError:
             if not cfg.skip_hash_check:
-                _verify_trailer(cfg.snapshot_path)  # damaged rather than foreign: say so
+                verify_trailer(cfg.snapshot_path)  # damaged rather than foreign: say so
             raise
     # Everything is built in temporary siblings and renamed into place at the end, so an
     # interrupted restore (even SIGKILL) never leaves a half-built data dir under the real
@@ -461,7 +462,7 @@ def _rewrite_backend(dd: DataDir, members: tuple[RestoredMember, ...], cfg: Rest
 def _latest_revision_main(path: str) -> int:
     """The main revision of the last record of the ``key`` bucket (0 if it is empty)."""
     # Record keys sort by revision, so the last one is the newest; LMDB finds it directly.
-    env = _open_readonly(path)
+    env = open_readonly(path)
     try:
         db = env.open_db(KEY.encode(), create=False)
         with env.begin(db=db) as txn:

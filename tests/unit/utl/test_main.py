@@ -196,3 +196,36 @@ def test_restore_reports_progress_for_large_files(
     percents = [r["percent"] for r in records if r["msg"] == "copying snapshot"]
     assert percents == sorted(percents) and percents[-1] == 100
     assert 2 <= len(percents) <= 11
+
+
+def test_snapshot_convert_logs_progress_and_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import petcd.utl.main as utl_main
+    from petcd.mvcc.kvstore import encode_kv
+    from petcd.mvcc.requests import KeyValue
+    from tests.unit.utl.test_etcd_export import petcd_snapshot
+    from tests.unit.utl.test_etcd_export import rev as rev_key
+
+    rev = 400
+    puts = [
+        ("key", rev_key(r), encode_kv(KeyValue(b"k%d" % r, r, r, 1, b"v", 0)))
+        for r in range(100, rev + 1)
+    ]
+    snap = petcd_snapshot(tmp_path, puts=puts)
+    out = tmp_path / "etcd.db"
+    monkeypatch.setattr(utl_main, "_PROGRESS_MIN_BYTES", 0)  # this small file counts as large
+    code, stdout, err = cli("snapshot", "convert", "--to", "etcd", str(snap), str(out))
+    assert (code, stdout) == (0, ""), err
+    records = [json.loads(line) for line in err.splitlines()]
+    assert records[0]["msg"] == "converting snapshot" and records[-1]["msg"] == "converted snapshot"
+    percents = [r["percent"] for r in records if r["msg"] == "converting records"]
+    assert percents == sorted(percents) and percents[-1] == 100 and 2 <= len(percents) <= 11
+    assert records[-1]["revision"] == rev
+    code, stdout, _ = cli("snapshot", "status", str(out), "-w", "json")
+    assert code == 0 and json.loads(stdout)["revision"] == rev
+    # the output exists now: refused, exit 1, the file left alone
+    code, _, err = cli("snapshot", "convert", "--to", "etcd", str(snap), str(out))
+    assert (code, err.splitlines()[-1]) == (1, f"Error: output file {out} already exists")
+    code, _, err = cli("snapshot", "convert", "--to", "etcd", str(snap))
+    assert code == 128 and "requires a snapshot file and an output file" in err

@@ -1,0 +1,415 @@
+"""Export of a petcd snapshot into an etcd snapshot file (bbolt): the migration back to etcd.
+
+Theory of operation
+-------------------
+``petcdutl snapshot convert --to etcd <petcd file> <etcd file>`` reads a petcd snapshot (or a
+data dir's LMDB backend) in one read transaction, decodes each record with petcd's own
+decoders and writes etcd 3.5's record for it with ``petcd.snap.bbolt_write``, bucket by
+bucket in name order, each bucket's records in key order; then it appends the SHA-256 of the
+bbolt bytes, as ``etcdctl snapshot save`` does. The mapping is import's
+(``petcd.utl.etcd_import``) reversed (docs/enhancements/0011-etcd-snapshots.md)::
+
+    petcd bucket / key                  petcd record               etcd record
+    key      <main>_<sub>[t] (17/18 B)  encode_kv                  same key; mvccpb.KeyValue
+                                                                    (a tombstone: the key only)
+    meta     consistent_index           >QQ (index, term)          consistent_index, term (u64 BE)
+    meta     scheduled/finishedCompact  >q main revision           17-byte revision (sub 0)
+    lease    int64 BE id                leasepb.Lease              the same bytes (checked)
+    auth     authEnabled, authRevision  1 byte; u64 BE             the same bytes
+    authUsers, authRoles  name          JSON (0010)                authpb.User, authpb.Role
+    alarm    member u64, type u32       (key; empty value)         etcdserverpb.AlarmMember key
+    members  member id u64              JSON (name, peerURLs, ..)  hex id; etcd's Member JSON
+    members_removed  member id u64      anything                   hex id; "removed"
+    cluster                             (none)                     clusterVersion "3.5.0"
+
+Every etcd 3.5 bucket is written, empty ones too. Keys whose order changes with the mapping
+(members' and alarms' keys) are few and sorted in memory; everything else streams.
+
+Nothing is written where the output should be until the whole file is done: the file is built
+under a temporary name beside it and renamed last; a damaged input (a SHA-256 trailer that
+does not match, a file that is not LMDB, a record that does not decode) fails with
+``SnapshotCorruptError`` and leaves no file. An existing output file is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+
+import petcd
+from petcd.api.authpb import auth_pb2
+from petcd.api.etcdserverpb import rpc_pb2
+from petcd.api.mvccpb import kv_pb2
+from petcd.auth.store import (
+    AUTH_BUCKET,
+    ENABLED_KEY,
+    REVISION_KEY,
+    ROLES_BUCKET,
+    USERS_BUCKET,
+    Role,
+    User,
+)
+from petcd.backend import (
+    ALARM,
+    BUCKETS,
+    CONSISTENT_INDEX_KEY,
+    KEY,
+    LEASE,
+    MEMBERS,
+    MEMBERS_REMOVED,
+    META,
+)
+from petcd.lease.errors import LeaseDecodeError
+from petcd.lease.store import decode_lease_record, encode_lease_key, encode_lease_record
+from petcd.mvcc.kvstore import FINISHED_COMPACT_KEY, SCHEDULED_COMPACT_KEY, decode_kv
+from petcd.raft.types import MemberId
+from petcd.server.ids import format_id
+from petcd.server.member import MemberInfo, decode_alarm_key
+from petcd.snap import bbolt
+from petcd.snap.bbolt_write import BoltWriter
+from petcd.utl.errors import SnapshotCorruptError, UtlError
+from petcd.utl.snapshot import SHA256_SIZE, open_readonly, verify_trailer
+
+_REV = struct.Struct(">QcQ")
+_REV_SIZE = _REV.size  # 17
+_CI = struct.Struct(">QQ")
+_Q = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
+_CHUNK_BYTES = 4 * 1024 * 1024
+TERM_KEY = b"term"
+CLUSTER_VERSION_KEY = b"clusterVersion"
+# etcd 3.5's buckets, in bbolt's (byte) order: every one is written.
+ETCD_BUCKETS = (
+    b"alarm",
+    b"auth",
+    b"authRoles",
+    b"authUsers",
+    b"cluster",
+    b"key",
+    b"lease",
+    b"members",
+    b"members_removed",
+    b"meta",
+)
+
+Progress = Callable[[int, int], None]  # (records converted, records in all)
+
+
+class EtcdExportError(SnapshotCorruptError):
+    """A record of the petcd snapshot cannot be converted (the file is damaged)."""
+
+
+class OutputExistsError(UtlError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"output file {path} already exists")
+
+
+@dataclass
+class ExportSummary:
+    """What was written (for the command's log line and the tests)."""
+
+    revision: int = 0  # main revision of the last ``key`` record
+    records: int = 0  # records of the key bucket
+    leases: int = 0
+    users: int = 0
+    roles: int = 0
+    alarms: int = 0
+    members: int = 0
+    pages: int = 0
+    size_bytes: int = 0  # the bbolt file without the trailer
+    skipped: list[str] = field(default_factory=list)  # petcd records etcd has no place for
+
+
+def _bad(bucket: str, k: bytes, why: str) -> EtcdExportError:
+    return EtcdExportError(f"cannot convert record {k!r} of bucket {bucket}: {why}")
+
+
+class _Reader:
+    """petcd's buckets in one LMDB read transaction."""
+
+    def __init__(self, env: lmdb.Environment, txn: lmdb.Transaction) -> None:
+        self._env = env
+        self._txn = txn
+        self.names = {bytes(k) for k, _ in txn.cursor()}
+
+    def items(self, bucket: str) -> Iterator[tuple[bytes, bytes]]:
+        if bucket.encode() not in self.names:
+            return
+        db = self._env.open_db(bucket.encode(), txn=self._txn, create=False)
+        for k, v in self._txn.cursor(db=db):
+            yield bytes(k), bytes(v)
+
+    def count(self, bucket: str) -> int:
+        if bucket.encode() not in self.names:
+            return 0
+        db = self._env.open_db(bucket.encode(), txn=self._txn, create=False)
+        entries: int = self._txn.stat(db)["entries"]
+        return entries
+
+
+def _key_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
+    for k, v in r.items(KEY):
+        tomb = len(k) == _REV_SIZE + 1 and k[-1:] == b"t"
+        if not (len(k) == _REV_SIZE or tomb) or k[8:9] != b"_":
+            raise _bad(KEY, k, "not a revision key (8-byte main, '_', 8-byte sub[, 't'])")
+        main = _REV.unpack_from(k)[0]
+        try:
+            kv = decode_kv(v)
+        except struct.error as e:
+            raise _bad(KEY, k, f"not a petcd key record ({e})") from None
+        if not kv.key or kv.mod_revision != main:
+            raise _bad(KEY, k, f"record of revision {kv.mod_revision} under revision {main}")
+        if tomb:
+            out = kv_pb2.KeyValue(key=kv.key)  # etcd's tombstone holds the key only
+        else:
+            out = kv_pb2.KeyValue(
+                key=kv.key,
+                create_revision=kv.create_revision,
+                mod_revision=kv.mod_revision,
+                version=kv.version,
+                value=kv.value,
+                lease=kv.lease,
+            )
+        s.revision = main
+        s.records += 1
+        yield k, out.SerializeToString()
+
+
+def _rev_bytes(main: int) -> bytes:
+    return _REV.pack(main, b"_", 0)
+
+
+def _meta_records(r: _Reader, s: ExportSummary) -> list[tuple[bytes, bytes]]:
+    out: dict[bytes, bytes] = {}
+    for k, v in r.items(META):
+        if k == CONSISTENT_INDEX_KEY:
+            if len(v) != _CI.size:
+                raise _bad(META, k, f"{len(v)} bytes, expected {_CI.size}")
+            index, term = _CI.unpack(v)
+            if index:  # etcd never stores 0 (its "not loaded yet")
+                out[k] = _U64.pack(index)
+                if term:
+                    out[TERM_KEY] = _U64.pack(term)
+        elif k in (SCHEDULED_COMPACT_KEY, FINISHED_COMPACT_KEY):
+            if len(v) != _Q.size:
+                raise _bad(META, k, f"{len(v)} bytes, expected {_Q.size}")
+            out[k] = _rev_bytes(_Q.unpack(v)[0])
+        else:
+            s.skipped.append(f"meta/{k.decode(errors='backslashreplace')}")
+    return sorted(out.items())
+
+
+def _lease_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
+    for k, v in r.items(LEASE):
+        try:
+            record = decode_lease_record(v)
+        except LeaseDecodeError as e:
+            raise _bad(LEASE, k, str(e)) from None
+        if encode_lease_key(record.id) != k:
+            raise _bad(LEASE, k, f"holds lease {record.id:x}")
+        s.leases += 1
+        yield k, encode_lease_record(record)  # petcd keeps leasepb.Lease's own bytes
+
+
+def _auth_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
+    for k, v in r.items(AUTH_BUCKET):
+        if k == ENABLED_KEY:
+            yield k, b"\x01" if v == b"\x01" else b"\x00"
+        elif k == REVISION_KEY:
+            if len(v) != 8:
+                raise _bad(AUTH_BUCKET, k, f"{len(v)} bytes, expected 8")
+            yield k, v
+        else:
+            s.skipped.append(f"auth/{k.decode(errors='backslashreplace')}")
+
+
+def _name(bucket: str, k: bytes) -> str:
+    try:
+        return k.decode()
+    except UnicodeDecodeError:
+        raise _bad(bucket, k, "name is not UTF-8") from None
+
+
+def _user_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
+    for k, v in r.items(USERS_BUCKET):
+        try:
+            u = User.decode(_name(USERS_BUCKET, k), v)
+        except (ValueError, KeyError, TypeError) as e:
+            raise _bad(USERS_BUCKET, k, f"not a petcd user record ({e})") from None
+        s.users += 1
+        yield (
+            k,
+            auth_pb2.User(
+                name=k,
+                password=u.password,
+                roles=sorted(u.roles),
+                options=auth_pb2.UserAddOptions(no_password=u.no_password),
+            ).SerializeToString(),
+        )
+
+
+def _role_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
+    for k, v in r.items(ROLES_BUCKET):
+        try:
+            role = Role.decode(_name(ROLES_BUCKET, k), v)
+        except (ValueError, KeyError, TypeError) as e:
+            raise _bad(ROLES_BUCKET, k, f"not a petcd role record ({e})") from None
+        perms = [
+            auth_pb2.Permission(permType=p.perm_type, key=p.key, range_end=p.range_end)  # type: ignore[arg-type]
+            for p in role.perms
+        ]
+        s.roles += 1
+        yield k, auth_pb2.Role(name=k, keyPermission=perms).SerializeToString()
+
+
+def _alarm_records(r: _Reader, s: ExportSummary) -> list[tuple[bytes, bytes]]:
+    out = []
+    for k, _ in r.items(ALARM):
+        if len(k) != 12:
+            raise _bad(ALARM, k, f"{len(k)} bytes, expected 12")
+        member, alarm = decode_alarm_key(k)
+        out.append(
+            (rpc_pb2.AlarmMember(memberID=member, alarm=alarm).SerializeToString(), b"")  # type: ignore[arg-type]
+        )
+        s.alarms += 1
+    return sorted(out)
+
+
+def _member_id(bucket: str, k: bytes) -> int:
+    if len(k) != 8:
+        raise _bad(bucket, k, f"{len(k)} bytes, expected an 8-byte member id")
+    return int.from_bytes(k, "big")
+
+
+def _member_records(r: _Reader, s: ExportSummary) -> list[tuple[bytes, bytes]]:
+    out = []
+    for k, v in r.items(MEMBERS):
+        id_ = _member_id(MEMBERS, k)
+        try:
+            m = MemberInfo.decode(MemberId(id_), v)
+        except (ValueError, TypeError) as e:
+            raise _bad(MEMBERS, k, f"not a member record ({e})") from None
+        # etcd's membership.Member as Go's encoding/json writes it (field order, omitempty).
+        obj: dict[str, Any] = {"id": id_, "peerURLs": list(m.peer_urls)}
+        if m.is_learner:
+            obj["isLearner"] = True
+        if m.name:
+            obj["name"] = m.name
+        if m.client_urls:
+            obj["clientURLs"] = list(m.client_urls)
+        out.append((format_id(id_).encode(), json.dumps(obj, separators=(",", ":")).encode()))
+        s.members += 1
+    return sorted(out)
+
+
+def _removed_records(r: _Reader) -> list[tuple[bytes, bytes]]:
+    return sorted(
+        (format_id(_member_id(MEMBERS_REMOVED, k)).encode(), b"removed")
+        for k, _ in r.items(MEMBERS_REMOVED)
+    )
+
+
+def _cluster_records() -> list[tuple[bytes, bytes]]:
+    major, minor = petcd.ETCD_VERSION.split(".")[:2]
+    return [(CLUSTER_VERSION_KEY, f"{major}.{minor}.0".encode())]
+
+
+def _write(r: _Reader, f: Any, s: ExportSummary, progress: Progress | None) -> None:
+    total = sum(r.count(b) for b in BUCKETS) + len(_cluster_records())
+    done = 0
+    every = max(1, total // 100)
+
+    def on_item() -> None:
+        nonlocal done
+        done = min(done + 1, total)
+        if progress is not None and (done % every == 0 or done == total):
+            progress(done, total)
+
+    w = BoltWriter(f, on_item=on_item)
+    sources: dict[bytes, Callable[[], Any]] = {
+        b"alarm": lambda: _alarm_records(r, s),
+        b"auth": lambda: _auth_records(r, s),
+        b"authRoles": lambda: _role_records(r, s),
+        b"authUsers": lambda: _user_records(r, s),
+        b"cluster": _cluster_records,
+        b"key": lambda: _key_records(r, s),
+        b"lease": lambda: _lease_records(r, s),
+        b"members": lambda: _member_records(r, s),
+        b"members_removed": lambda: _removed_records(r),
+        b"meta": lambda: _meta_records(r, s),
+    }
+    for name in ETCD_BUCKETS:
+        w.bucket(name, sources[name]())
+    s.pages = w.finish()
+    s.size_bytes = s.pages * w.page_size
+
+
+def convert_to_etcd(src: str, dst: str, *, progress: Progress | None = None) -> ExportSummary:
+    """Write the etcd snapshot file ``dst`` from the petcd snapshot or backend file ``src``."""
+    if bbolt.sniff(src):
+        raise SnapshotCorruptError(f"{src} is already an etcd (bbolt) file")
+    os.stat(src)  # FileNotFoundError before anything else
+    if os.path.lexists(dst):
+        raise OutputExistsError(dst)
+    verify_trailer(src)
+    env = open_readonly(src)
+    s = ExportSummary()
+    directory = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(directory, f".{os.path.basename(dst)}.petcdutl-convert-{os.getpid()}")
+    try:
+        with env.begin() as txn, open(tmp, "w+b") as f:
+            r = _Reader(env, txn)
+            missing = [b for b in (KEY, META) if b.encode() not in r.names]
+            if missing:
+                raise SnapshotCorruptError(
+                    f"{src} has no {', '.join(missing)} bucket: it is not a petcd snapshot"
+                )
+            _write(r, f, s, progress)
+            _append_sha256(f, s.size_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.lexists(dst):
+            raise OutputExistsError(dst)
+        os.rename(tmp, dst)
+        _fsync_dir(directory)
+    except lmdb.Error as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise SnapshotCorruptError(f"snapshot file integrity check failed: {e}") from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        env.close()
+    return s
+
+
+def _append_sha256(f: Any, size: int) -> None:
+    f.seek(0)
+    digest = hashlib.sha256()
+    left = size
+    while left > 0:
+        chunk = f.read(min(_CHUNK_BYTES, left))
+        assert chunk, "bbolt file shorter than its pages"
+        digest.update(chunk)
+        left -= len(chunk)
+    f.seek(size)
+    f.write(digest.digest())
+    assert f.tell() == size + SHA256_SIZE
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
