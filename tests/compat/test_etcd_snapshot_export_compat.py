@@ -9,9 +9,11 @@ the import test's questions with the real etcdctl and saves a snapshot with it. 
 converts that file and checks the result with the real tools: ``etcdctl snapshot status``,
 ``etcdctl snapshot restore`` then ``/usr/bin/etcd`` on the restored dir answering the same
 questions, and petcdutl's own restore of the converted file (the round trip). With
-PETCD_ETCD35_BIN_DIR naming a dir holding etcd and etcdutl 3.5 built from the Go module proxy
-(docs/petcdutl.md says how), etcdutl 3.5's status (bbolt's full ``Tx.Check``) and restore and
-etcd 3.5 are checked too.
+PETCD_ETCD35_BIN_DIR naming a dir holding etcd and etcdutl 3.5.17 built from the Go module
+proxy, etcdutl 3.5's status (bbolt's full ``Tx.Check``) and restore and etcd 3.5 are checked
+too; to build them: ``go build -o DIR/etcd ./cmd/etcd`` in tests/compat/thirdparty/etcd_e2e,
+and in an empty module ``go get go.etcd.io/etcd/etcdutl/v3@v3.5.17 && go build -o
+DIR/etcdutl go.etcd.io/etcd/etcdutl/v3``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 etcd keeps its state machine in bbolt (go.etcd.io/bbolt), a copy-on-write B+tree in one file
-of fixed-size pages. petcd's backend is LMDB, so an etcd snapshot can only be imported, and
-this module reads one (``petcd.utl.etcd_import`` converts what it reads). It never writes.
+of fixed-size pages. petcd's backend is LMDB, so an etcd snapshot is converted: this module
+reads one (``petcd.utl.etcd_import`` converts what it reads). It never writes; the export to
+etcd builds fresh files with ``petcd.snap.bbolt_write``, which shares these constants.
 
 The file, as bbolt writes it on a little-endian machine (amd64, arm64)::
 

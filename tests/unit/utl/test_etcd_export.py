@@ -159,6 +159,10 @@ def test_importing_the_etcd_file_gives_back_the_same_records(tmp_path: Path) -> 
             assert list(back.iterate(bucket)) == list(orig.iterate(bucket)), bucket
         for k in (b"scheduledCompactRev", b"finishedCompactRev"):
             assert back.get(META, k) == orig.get(META, k)
+    # a stopped member's backend file (no trailer) converts to the same etcd file
+    out2 = tmp_path / "from-backend.db"
+    convert_to_etcd(str(tmp_path / "src.db"), str(out2))
+    assert out2.read_bytes() == out.read_bytes()
 
 
 def test_a_damaged_input_is_refused_and_no_output_is_left(tmp_path: Path) -> None:
