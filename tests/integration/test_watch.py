@@ -140,6 +140,25 @@ def test_compacted_start_revision_cancels_the_watcher(
         assert resp.header.revision == 0  # as etcd: no revision in this header
 
 
+def test_a_watch_from_the_compaction_revision_sees_the_deletion_there(
+    server: PetcdProcess, stream: WatchStream
+) -> None:
+    # etcd 3.5.17 (etcd #18089, its e2e TestDeleteEventDrop_Issue18089): the tombstone at the
+    # compaction revision survives the (physical) compaction, so a watch from it starts with
+    # that deletion.
+    with server.channel() as ch:
+        kv = kv_stub(ch)
+        for value in (b"v2", b"v3", b"v4"):
+            kv.Put(rpc_pb2.PutRequest(key=b"t/k", value=value))
+        deleted = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"t/k")).header.revision
+        kv.Put(rpc_pb2.PutRequest(key=b"t/k", value=b"v6"))
+        kv.Compact(rpc_pb2.CompactionRequest(revision=deleted, physical=True))
+        assert stream.create(b"t/k", start_revision=deleted).created
+        got = stream.next()
+        assert _events(got) == [(1, b"t/k", b""), (0, b"t/k", b"v6")]  # DELETE, then PUT
+        assert got.events[0].kv.mod_revision == deleted
+
+
 def test_etcdctl_watch(server: PetcdProcess) -> None:
     watcher = subprocess.Popen(
         [ETCDCTL_BIN, f"--endpoints={server.endpoint}", "watch", "--prefix", "e/"],

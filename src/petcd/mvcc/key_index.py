@@ -37,11 +37,14 @@ between two compactions only, one 2-tuple each. For a key kept as a list (more t
 ``PACKED_MAX`` revisions) ``_tail`` holds the create revision and version of its latest
 revision, kept up to date by ``put``, so that a put never walks a long history.
 
-Compaction at ``R`` (etcd's ``keyIndex.compact``): let ``p`` be the last entry with
-``main <= R``. If it is a tombstone, everything up to and including it is dropped (the
-generation ended at or before R); otherwise everything before it is dropped and ``p`` is
-"kept" (returned in the keep set: the backend must not delete it). A key whose list becomes
-empty leaves the index. ``keep(R)`` computes the same set without changing anything.
+Compaction at ``R`` (etcd 3.5.17's ``keyIndex.compact``): let ``p`` be the last entry with
+``main <= R``. If it is a tombstone below R, everything up to and including it is dropped (the
+generation ended before R); otherwise everything before it is dropped and ``p`` is "kept"
+(returned in the keep set: the backend must not delete it), a tombstone at R itself included,
+so that a watch from R still sees that deletion (etcd #18089; the next compaction drops it).
+A key whose list becomes empty leaves the index. ``keep_of`` is etcd's ``keep`` for the hashes:
+the same entries but no tombstone (etcd leaves the one at R out there, for hash values equal to
+older versions').
 
 Keys are ordered by ``SortedKeys``, a list of sorted chunks (bisect on the chunk maxima, then
 inside one chunk), so that inserting a new key costs O(sqrt-ish) instead of the O(n) of one
@@ -474,6 +477,7 @@ class KeyIndex:
         reads at ``at_main`` or later give the same answers before, between and after them.
         """
         bound = (at_main + 1) << SUB_BITS
+        at_bound = at_main << SUB_BITS  # a tombstone from here on is at at_main itself
         all_revs = self._revs
         bases, tails = self._base, self._tail
         emptied = []
@@ -484,7 +488,7 @@ class KeyIndex:
             if type(revs) is int:
                 if abs(revs) >= bound:
                     continue
-                if revs < 0:
+                if revs < 0 and -revs < at_bound:
                     emptied.append(k)
                 else:
                     keep.add(revs)
@@ -495,9 +499,12 @@ class KeyIndex:
                 continue
             p = bisect.bisect_left(seq, bound, key=abs) - 1
             r = seq[p]
-            if r < 0:
-                p += 1  # the generation ended at or before at_main: drop the tombstone too
+            if r < 0 and -r < at_bound:
+                p += 1  # the generation ended before at_main: drop the tombstone too
                 bases.pop(k, None)  # what is left, if anything, starts with a creation
+            elif r < 0:  # a tombstone at at_main: kept, the first stored revision
+                keep.add(r)
+                bases.pop(k, None)  # what follows it starts with a creation
             else:
                 keep.add(r)
                 if p:  # seq[p] becomes the first stored revision: a creation, or in _base
@@ -522,7 +529,8 @@ class KeyIndex:
             self._dead.remove(k)
 
     def keep(self, at_main: int) -> set[int]:
-        """The revisions that ``compact(at_main)`` would keep (nothing is changed)."""
+        """The revisions that ``compact(at_main)`` would keep, less a tombstone at ``at_main``
+        (etcd's ``keep``, for the hashes; nothing is changed)."""
         return keep_of(self._revs.values(), at_main)
 
     def values_snapshot(self) -> list[_Revs]:

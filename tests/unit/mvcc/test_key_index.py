@@ -92,7 +92,13 @@ def test_compact_drops_ended_generations_and_keeps_latest_at_or_below() -> None:
     assert [k for k, _ in ki.items()] == [b"b", b"c"]
     assert ki.get(b"b", 6) == r(5) and ki.get(b"b", 7) == r(7)
     ki.tombstone(b"b", r(10))
-    assert ki.compact(10) == {r(9)}
+    # A tombstone at the compaction revision itself stays (etcd 3.5.17, etcd #18089): a
+    # watch from 10 must still see b's deletion. The next compaction drops it.
+    assert ki.keep(10) == {r(9)}  # but not in the hash's keep set
+    assert ki.compact(10) == {r(9), -r(10)}
+    assert [k for k, _ in ki.items()] == [b"b", b"c"] and ki.get(b"b", 10) is None
+    assert list(ki._dead) == [b"b"]
+    assert ki.compact(11) == {r(9)}
     assert [k for k, _ in ki.items()] == [b"c"]
 
 
@@ -155,7 +161,7 @@ def test_key_index_matches_a_list_model(ops: list[tuple[str, bytes]], first_main
             expected_keep = set()
             for revs in model.values():
                 at = [x for x in revs if abs(x) >> 32 <= main]
-                if at and at[-1] > 0:
+                if at and (at[-1] > 0 or -at[-1] >> 32 == main):  # a tombstone at main stays
                     expected_keep.add(at[-1])
             assert keep == expected_keep
         for at_main in range(max(compacted, 1), main + 1):
@@ -308,7 +314,8 @@ def test_a_long_history_is_a_list_and_a_compaction_packs_it_again() -> None:
     assert ki.compact(n + 3) == {r(n + 3)}
     assert ki.values_snapshot() == [r(n + 3)]
     ki.tombstone(b"k", r(n + 4))
-    assert ki.compact(n + 4) == set() and len(ki) == 0
+    assert ki.compact(n + 4) == {-r(n + 4)} and len(ki) == 1  # the tombstone at n + 4 stays
+    assert ki.compact(n + 5) == set() and len(ki) == 0
 
 
 def test_a_revision_past_2_to_the_31_makes_the_packed_revisions_a_list() -> None:
