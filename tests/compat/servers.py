@@ -66,6 +66,8 @@ class ServerProcess:
     name: str = "compat"
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
+    # Another build of the target's server (e.g. etcd 3.5.17 built from the Go module proxy).
+    binary: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,7 +79,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.client_port}"
 
     def command(self) -> list[str]:
-        binary = {"etcd": ETCD_BIN, "petcd": PETCD_BIN}[self.target]
+        binary = self.binary or {"etcd": ETCD_BIN, "petcd": PETCD_BIN}[self.target]
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         return [
             binary,
