@@ -161,13 +161,6 @@ def test_etcdctl_status_of_the_converted_file(source: Source, converted: Path) -
         assert _status(os.path.join(ETCD35_DIR, "etcdutl"), converted) == st
 
 
-class RestoredEtcd(ServerProcess):
-    binary = ETCD_BIN
-
-    def command(self) -> list[str]:
-        return [self.binary, *super().command()[1:]]
-
-
 def _restore_with(tool: list[str], snap: Path, server: ServerProcess) -> None:
     peer = f"http://127.0.0.1:{server.peer_port}"
     out = subprocess.run(
@@ -221,7 +214,7 @@ def _serve(server: ServerProcess, want: dict[str, Any]) -> dict[str, Any]:
 def test_real_etcd_restores_and_serves_the_converted_snapshot(
     source: Source, converted: Path, tmp_path: Path
 ) -> None:
-    etcd = RestoredEtcd("etcd", tmp_path / "restored", name="m1")
+    etcd = ServerProcess("etcd", tmp_path / "restored", name="m1")
     _restore_with([ETCDCTL_BIN], converted, etcd)
     got = _serve(etcd, source.answers)
     _compare(got, source.answers)
@@ -232,8 +225,9 @@ def test_real_etcd_restores_and_serves_the_converted_snapshot(
 def test_etcd35_restores_and_serves_the_converted_snapshot(
     source: Source, converted: Path, tmp_path: Path
 ) -> None:
-    etcd = RestoredEtcd("etcd", tmp_path / "restored35", name="m1")
-    etcd.binary = os.path.join(ETCD35_DIR, "etcd")
+    etcd = ServerProcess(
+        "etcd", tmp_path / "restored35", name="m1", binary=os.path.join(ETCD35_DIR, "etcd")
+    )
     _restore_with([os.path.join(ETCD35_DIR, "etcdutl")], converted, etcd)
     got = _serve(etcd, source.answers)
     _compare(got, source.answers)

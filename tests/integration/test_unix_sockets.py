@@ -22,6 +22,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,7 +148,11 @@ def test_three_members_over_unix_peer_sockets(tmp_path: Path) -> None:
         # SIGKILL leaves the socket file: the restarted member removes it and listens again.
         c.kill()
         assert _is_socket(files["c"])
-        assert _etcdctl(tmp_path, a.endpoint, "put", "k", "v3").stdout == "OK\n"
+        # c may have led: the put is refused ("no leader") until a and b elect a new leader.
+        deadline = time.monotonic() + 20
+        while (put := _etcdctl(tmp_path, a.endpoint, "put", "k", "v3")).stdout != "OK\n":
+            assert time.monotonic() < deadline, put.stderr
+            time.sleep(0.2)
         c.start()
         got = _etcdctl(tmp_path, c.endpoint, "get", "k", "--print-value-only")
         assert got.stdout == "v3\n", got.stderr
