@@ -70,6 +70,12 @@ semaphore of ``calls_max`` slots per gateway (per app: the client port's and
 ``--listen-client-http-urls``' are separate, as etcd dials one connection per listener); the
 default, etcd's ``math.MaxUint32``, is no limit in practice.
 
+**Learners.** etcd's gateway calls go through its gRPC server's interceptors, so a learner
+refuses them as it refuses gRPC calls: everything but ``/v3/maintenance/status``, a
+serializable ``/v3/kv/range`` and the snapshot stream is answered 503 with ``etcdserver: rpc
+not supported for learner`` (a stream: as its error chunk). petcd's routes make the same check
+(``_learner_refuses``) before calling the member.
+
 While auth is on, the ``Authorization`` header is the call's token (etcd's gateway passes it on
 as ``authorization`` metadata), checked as for gRPC calls (``petcd.server.authz``).
 """
@@ -95,7 +101,7 @@ from petcd.api.v3lockpb import v3lock_pb2
 from petcd.grpc import convert
 from petcd.grpc.auth import AuthService
 from petcd.grpc.election import ElectionService
-from petcd.grpc.interceptors import CALL_CREDENTIALS
+from petcd.grpc.interceptors import CALL_CREDENTIALS, ERR_LEARNER
 from petcd.grpc.lease import LeaseService
 from petcd.grpc.lock import LockService
 from petcd.grpc.services import ClusterService, MaintenanceService
@@ -124,6 +130,18 @@ _HTTP_STATUS = {
 }
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
+
+# The unary call a learner serves through the gateway besides a serializable range (etcd's
+# isRPCSupportedForLearner; of the streams it serves the snapshot only).
+_LEARNER_SERVES = frozenset(("/v3/maintenance/status",))
+
+
+def _learner_refuses(member: Any, path: str, message: Any) -> bool:
+    """``member`` is a learner and the call at ``path`` (a ``/v3/`` route) is not one it
+    serves."""
+    if not member.is_learner or path in _LEARNER_SERVES:
+        return False
+    return not (path == "/v3/kv/range" and message.serializable)
 
 
 def _to_json(message: Any) -> str:
@@ -320,11 +338,16 @@ def add_routes(
     for path, (message_type, handler) in {**ROUTES, **services.routes()}.items():
 
         async def route(
-            request: web.Request, message_type: Any = message_type, handler: Handler = handler
+            request: web.Request,
+            message_type: Any = message_type,
+            handler: Handler = handler,
+            path: str = path,
         ) -> web.Response:
             message = await _request_message(request, message_type)
             if isinstance(message, web.Response):
                 return message
+            if _learner_refuses(member, path, message):
+                return _status_response(*ERR_LEARNER)
             async with slots:
                 _credentials(member, request)
                 try:
@@ -552,6 +575,10 @@ class _StreamContext:
         raise _Aborted(code, details)
 
 
+async def _refuse_on_learner(context: _StreamContext) -> None:
+    raise _Aborted(*ERR_LEARNER)
+
+
 class _Streams:
     """The streams over the gRPC services' code: the bidirectional ``/v3/watch`` and
     ``/v3/lease/keepalive``, the server streams ``/v3/election/observe`` and
@@ -585,7 +612,10 @@ class _Streams:
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         return await self._server_stream(
-            request, rpc_pb2.SnapshotRequest, self._services.maintenance.Snapshot
+            request,
+            rpc_pb2.SnapshotRequest,
+            self._services.maintenance.Snapshot,
+            learner_serves=True,
         )
 
     @contextlib.asynccontextmanager
@@ -616,6 +646,8 @@ class _Streams:
                     {"error": str(e), "code": 2, "message": str(e)}, separators=(",", ":")
                 )
                 return web.Response(body=text.encode(), status=500, content_type="application/json")
+            if self._member.is_learner:  # refused after the first message, as etcd's
+                return await self._answer(request, _refuse_on_learner, metadata=False)
             requests = body.rest(first)
 
             async def call(context: _StreamContext) -> None:
@@ -632,12 +664,15 @@ class _Streams:
         request: web.Request,
         message_type: type[Any],
         method: Callable[[Any, _StreamContext], Awaitable[None]],
+        learner_serves: bool = False,
     ) -> web.StreamResponse:
         # grpc-gateway decodes the body, the one request message, before it opens the stream.
         message = await _request_message(request, message_type)
         if isinstance(message, web.Response):
             return message
         async with self._slot(request):
+            if self._member.is_learner and not learner_serves:
+                return await self._answer(request, _refuse_on_learner, metadata=False)
 
             async def call(context: _StreamContext) -> None:
                 await method(message, context)

@@ -25,6 +25,7 @@ class FakeMember:
     """What the gateway's keep-alive and lease routes use; lease 13 finds no leader."""
 
     auth_enabled = False
+    is_learner = False
     gate = None
 
     def __init__(self) -> None:
