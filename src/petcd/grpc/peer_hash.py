@@ -9,10 +9,16 @@ order with one ``HashKV(revision)`` call each, bounded by ``timeout_s``, and kee
 answer. etcd's errors come back as gRPC statuses and are classified as etcd classifies its
 peer endpoint's answers: ``... required revision is a future revision`` (the peer is behind),
 ``... required revision has been compacted``, and a response header from another cluster
-(etcd's ``X-Etcd-Cluster-ID`` check). Anything else (refused, timed out, an ``https`` URL,
-whose listener may ask for a client certificate the member does not have) is logged as etcd's
+(etcd's ``X-Etcd-Cluster-ID`` check). Anything else (refused, timed out) is logged as etcd's
 ``failed hash kv request``; the next URL is tried in every case, as etcd does. Channels live
 only for one call.
+
+An ``https`` URL is dialled with this member's client TLS (``credentials``): the peer's
+certificate verified against ``--trusted-ca-file`` (the system's CAs without it), and
+``--client-cert-file`` (else ``--cert-file``) presented, as etcd presents it when it connects
+to client URLs. A member without client TLS of its own, or with ``--auto-tls`` (whose
+self-signed certificates nobody can verify), finds such a peer unreachable. ``unixs`` URLs
+are not dialled.
 """
 
 from __future__ import annotations
@@ -37,21 +43,41 @@ class _Failed(Exception):
         self.kind = kind
 
 
-def _target(url: str) -> str:
+# (root CAs or None for the system's, private key, certificate chain), PEM
+Credentials = tuple[bytes | None, bytes, bytes]
+
+
+def _target(url: str) -> tuple[str, bool]:
+    """grpc's target for a client URL, and whether it is TLS."""
     scheme, _, rest = url.partition("://")
     if not rest:
-        return url  # host:port already
-    if scheme not in ("http", "unix"):
+        return url, False  # host:port already
+    if scheme not in ("http", "https", "unix"):
         raise _Failed(FailureKind.UNREACHABLE, f"unsupported client URL scheme {scheme!r}")
     # unix://etcd.unix:1 is the file etcd.unix:1 (etcd's form); grpc's is unix:etcd.unix:1.
-    return rest.rstrip("/") if scheme == "http" else f"unix:{rest}"
+    if scheme == "unix":
+        return f"unix:{rest}", False
+    return rest.rstrip("/"), scheme == "https"
 
 
 class GrpcPeerHashFetcher:
-    def __init__(self, local_id: int, log: Logger, timeout_s: float) -> None:
+    def __init__(
+        self,
+        local_id: int,
+        log: Logger,
+        timeout_s: float,
+        credentials: Credentials | None = None,
+    ) -> None:
+        """``credentials``: for ``https`` URLs (see the module's docstring)."""
         self._local_id = local_id
         self._log = log
         self._timeout_s = timeout_s
+        self._tls: Any = None
+        if credentials is not None:
+            roots, key, chain = credentials
+            self._tls = grpc.ssl_channel_credentials(roots, key, chain)
+        else:
+            self._tls = grpc.ssl_channel_credentials()  # the system's CAs, no certificate
 
     async def __call__(
         self, cluster_id: int, peers: Sequence[PeerTarget], revision: int
@@ -81,9 +107,13 @@ class GrpcPeerHashFetcher:
         return out
 
     async def _one(self, cluster_id: int, p: PeerTarget, url: str, revision: int) -> PeerHash:
-        target = _target(url)
+        target, tls = _target(url)
         try:
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with (
+                grpc.aio.secure_channel(target, self._tls)
+                if tls
+                else grpc.aio.insecure_channel(target)
+            ) as channel:
                 stub: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
                 resp = await stub.HashKV(
                     rpc_pb2.HashKVRequest(revision=revision),

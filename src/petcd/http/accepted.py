@@ -29,11 +29,17 @@ class HttpOnClientPort:
     """Serves accepted HTTP/1 sockets with petcd's HTTP app (``member`` is its source)."""
 
     def __init__(
-        self, member: Any, log: Logger | None = None, gateway_calls_max: int = 2**32 - 1
+        self,
+        member: Any,
+        log: Logger | None = None,
+        gateway_calls_max: int = 2**32 - 1,
+        gateway: bool = True,
     ) -> None:
+        """``gateway``: serve the JSON gateway too (``--enable-grpc-gateway``)."""
         self._member = member
         self._log = log
         self._calls_max = gateway_calls_max
+        self._gateway = gateway
         self._runner: Any = None
         self._ready: asyncio.Future[Any] | None = None  # the aiohttp protocol factory
         self._pending: set[asyncio.Task[None]] = set()
@@ -70,7 +76,7 @@ class HttpOnClientPort:
 
                 app = make_app(
                     self._member,
-                    self._member,
+                    self._member if self._gateway else None,
                     gateway_calls_max=self._calls_max,
                     log=self._log,
                 )

@@ -145,6 +145,9 @@ class Config:
     experimental_compact_hash_check_enabled: bool = False
     experimental_compact_hash_check_time_s: float = 60.0
     experimental_compaction_batch_limit: int = 1000  # 0: the default, as etcd
+    experimental_compaction_sleep_interval_s: float = 0.01  # 0: the default, as etcd
+    enable_grpc_gateway: bool = True
+    raft_write_timeout_s: float = 5.0  # as given: the member raises it to RAFT_TIMEOUT_MIN_S
     experimental_snapshot_catchup_entries: int = 5000
     experimental_enable_lease_checkpoint: bool = False
     experimental_watch_progress_notify_interval_s: float = 600.0
@@ -165,6 +168,13 @@ class Config:
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
     peer_auto_tls: bool = False
+    # --client-cert-file / --client-key-file: what this member presents when it connects to
+    # client URLs (its peers' HashKV); "" = the served certificate. --peer-client-*: when
+    # it dials its peers; "" = --peer-cert-file.
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    peer_client_cert_file: str = ""
+    peer_client_key_file: str = ""
     client_crl_file: str = ""
     peer_crl_file: str = ""
     experimental_bootstrap_defrag_threshold_megabytes: int = 0
@@ -235,6 +245,9 @@ class Config:
         if self.experimental_compaction_batch_limit < 0:
             # etcd takes it and never finishes a compaction: refused instead.
             raise ConfigError("--experimental-compaction-batch-limit must be >=0")
+        if self.experimental_compaction_sleep_interval_s < 0:
+            # etcd panics (a ticker of a negative period): refused instead.
+            raise ConfigError("--experimental-compaction-sleep-interval must be >=0")
         if self.experimental_watch_progress_notify_interval_s <= 0:
             raise ConfigError("--experimental-watch-progress-notify-interval must be >0")
         self._check_tls()
@@ -245,6 +258,15 @@ class Config:
         return bool(self.cert_file) or self.auto_tls
 
     def _check_tls(self) -> None:
+        for cert, key in (
+            (self.client_cert_file, self.client_key_file),
+            (self.peer_client_cert_file, self.peer_client_key_file),
+        ):
+            if bool(cert) != bool(key):  # etcd's text
+                raise ConfigError(
+                    "ClientKeyFile and ClientCertFile must both be present or both absent: "
+                    f"key: {key}, cert: {cert}]"
+                )
         check_files(
             self.cert_file,
             self.key_file,
@@ -747,6 +769,11 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
             get("experimental-compact-hash-check-time")
         ),
         experimental_compaction_batch_limit=get_int("experimental-compaction-batch-limit"),
+        experimental_compaction_sleep_interval_s=parse_duration_seconds(
+            get("experimental-compaction-sleep-interval")
+        ),
+        enable_grpc_gateway=get_bool("enable-grpc-gateway"),
+        raft_write_timeout_s=parse_duration_seconds(get("raft-write-timeout")),
         experimental_snapshot_catchup_entries=get_int("experimental-snapshot-catchup-entries"),
         experimental_enable_lease_checkpoint=get_bool("experimental-enable-lease-checkpoint"),
         experimental_watch_progress_notify_interval_s=parse_duration_seconds(
@@ -771,6 +798,10 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         peer_trusted_ca_file=get("peer-trusted-ca-file"),
         peer_client_cert_auth=get_bool("peer-client-cert-auth"),
         peer_auto_tls=get_bool("peer-auto-tls"),
+        client_cert_file=get("client-cert-file"),
+        client_key_file=get("client-key-file"),
+        peer_client_cert_file=get("peer-client-cert-file"),
+        peer_client_key_file=get("peer-client-key-file"),
         experimental_bootstrap_defrag_threshold_megabytes=get_int(
             "experimental-bootstrap-defrag-threshold-megabytes"
         ),

@@ -56,10 +56,11 @@ fetcher lives in ``petcd.grpc.peer_hash``: the server layer does not speak gRPC 
 answer carries what etcd's peer endpoint carries (hash, compact revision, header revision)
 plus the cluster id, which stands in for etcd's ``X-Etcd-Cluster-ID`` check. Costs of this
 choice, accepted: a member that has not published client URLs yet (before its first start
-completed) is skipped like an unreachable one, and client URLs with TLS or auth would need
-client credentials the member does not have (``https`` URLs are reported as unreachable, so
-the checks compare nothing in a cluster whose client URLs are all ``https``). Benefits: no
-protocol change, and the same HashKV every client sees.
+completed) is skipped like an unreachable one, and ``https`` client URLs need the member's
+client TLS (``--trusted-ca-file`` and ``--client-cert-file`` or ``--cert-file``, see
+``petcd.grpc.peer_hash``; with ``--auto-tls`` they are unreachable). Auth does not apply: the
+peer's HashKV answers a member's request without a token. Benefits: no protocol change, and
+the same HashKV every client sees.
 
 Cost: ``Hasher.hash_kv`` is the member's HashKV: what it needs from the in-memory key index
 is read on the event loop (about 0.3 s per 1,000,000 keys, and only on a compacted store), the

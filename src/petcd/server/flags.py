@@ -75,6 +75,7 @@ _M, _C, _SEC, _AUTH, _MON, _LOG, _EXP, _UNSAFE = (
     "Experimental feature",
     "Unsafe feature",
 )
+_TRACE, _PROXY = "Experimental distributed tracing", "v2 Proxy (to be deprecated in v3.6)"
 _CTS, _PTS = "client-transport-security.", "peer-transport-security."
 
 FLAGS: tuple[FlagSpec, ...] = (
@@ -198,6 +199,13 @@ FLAGS: tuple[FlagSpec, ...] = (
         S,
     ),
     FlagSpec(
+        "enable-grpc-gateway",
+        Kind.BOOL,
+        "true",
+        "Serve the JSON gateway (/v3/...) on the client URLs.",
+        _M,
+    ),
+    FlagSpec(
         "grpc-keepalive-min-time",
         Kind.DURATION,
         "5s",
@@ -239,6 +247,21 @@ FLAGS: tuple[FlagSpec, ...] = (
         "in `TIME_WAIT` state.",
         _M,
         IG,
+    ),
+    FlagSpec(
+        "raft-read-timeout",
+        Kind.DURATION,
+        "5s",
+        "Read timeout on each peer connection (at least 5s).",
+        _M,
+        IG,
+    ),
+    FlagSpec(
+        "raft-write-timeout",
+        Kind.DURATION,
+        "5s",
+        "Write timeout on each peer connection (at least 5s).",
+        _M,
     ),
     # --- Clustering ------------------------------------------------------------------------
     FlagSpec(
@@ -370,6 +393,25 @@ FLAGS: tuple[FlagSpec, ...] = (
         _CTS + "client-cert-auth",
     ),
     FlagSpec(
+        "client-cert-file",
+        Kind.STRING,
+        "",
+        "Path to the certificate this member presents when it connects to client URLs as a "
+        "client (default: --cert-file).",
+        _SEC,
+        S,
+        _CTS + "client-cert-file",
+    ),
+    FlagSpec(
+        "client-key-file",
+        Kind.STRING,
+        "",
+        "Path to the key of --client-cert-file (default: --key-file).",
+        _SEC,
+        S,
+        _CTS + "client-key-file",
+    ),
+    FlagSpec(
         "client-crl-file",
         Kind.STRING,
         "",
@@ -468,6 +510,25 @@ FLAGS: tuple[FlagSpec, ...] = (
         _SEC,
         S,
         _PTS + "auto-tls",
+    ),
+    FlagSpec(
+        "peer-client-cert-file",
+        Kind.STRING,
+        "",
+        "Path to the certificate this member presents when it dials its peers (default: "
+        "--peer-cert-file).",
+        _SEC,
+        S,
+        _PTS + "client-cert-file",
+    ),
+    FlagSpec(
+        "peer-client-key-file",
+        Kind.STRING,
+        "",
+        "Path to the key of --peer-client-cert-file (default: --peer-key-file).",
+        _SEC,
+        S,
+        _PTS + "client-key-file",
     ),
     FlagSpec(
         "self-signed-cert-validity",
@@ -649,6 +710,15 @@ FLAGS: tuple[FlagSpec, ...] = (
         _EXP,
     ),
     FlagSpec(
+        "experimental-enable-v2v3",
+        Kind.STRING,
+        "",
+        "Serve v2 requests from the v3 store under this prefix (deprecated in etcd 3.5; petcd "
+        "has no v2 API).",
+        _EXP,
+        D,
+    ),
+    FlagSpec(
         "experimental-enable-lease-checkpoint",
         Kind.BOOL,
         "false",
@@ -674,6 +744,13 @@ FLAGS: tuple[FlagSpec, ...] = (
         _EXP,
     ),
     FlagSpec(
+        "experimental-compaction-sleep-interval",
+        Kind.DURATION,
+        "10ms",
+        "Sets the pause between two compaction batches.",
+        _EXP,
+    ),
+    FlagSpec(
         "experimental-peer-skip-client-san-verification",
         Kind.BOOL,
         "false",
@@ -687,6 +764,14 @@ FLAGS: tuple[FlagSpec, ...] = (
         "10m",
         "Duration of periodic watch progress notifications.",
         _EXP,
+    ),
+    FlagSpec(
+        "experimental-downgrade-check-time",
+        Kind.DURATION,
+        "5s",
+        "Duration between two checks of a cluster downgrade's progress.",
+        _EXP,
+        IG,
     ),
     FlagSpec(
         "experimental-warning-apply-duration",
@@ -762,13 +847,92 @@ FLAGS: tuple[FlagSpec, ...] = (
         _EXP,
         IG,
     ),
+    # --- Experimental distributed tracing ---------------------------------------------------
     FlagSpec(
         "experimental-enable-distributed-tracing",
         Kind.BOOL,
         "false",
         "Enable experimental distributed tracing using OpenTelemetry Tracing.",
-        _EXP,
+        _TRACE,
         D,
+    ),
+    # Read only with tracing on, which petcd refuses: accepted, without effect.
+    FlagSpec(
+        "experimental-distributed-tracing-address",
+        Kind.STRING,
+        "localhost:4317",
+        "Address of the distributed tracing collector.",
+        _TRACE,
+        IG,
+    ),
+    FlagSpec(
+        "experimental-distributed-tracing-service-name",
+        Kind.STRING,
+        "etcd",
+        "Service name for distributed tracing, the same on every member.",
+        _TRACE,
+        IG,
+    ),
+    FlagSpec(
+        "experimental-distributed-tracing-instance-id",
+        Kind.STRING,
+        "",
+        "Instance id for distributed tracing, unique per member.",
+        _TRACE,
+        IG,
+    ),
+    FlagSpec(
+        "experimental-distributed-tracing-sampling-rate",
+        Kind.INT,
+        "0",
+        "Spans sampled per million for distributed tracing (0: none).",
+        _TRACE,
+        IG,
+    ),
+    # --- v2 Proxy: the v2 API's proxy mode, which petcd does not have ------------------------
+    FlagSpec(
+        "proxy", Kind.STRING, "off", "Proxy mode setting ('off', 'readonly' or 'on').", _PROXY, D
+    ),
+    # Read only in proxy mode: accepted, without effect.
+    FlagSpec(
+        "proxy-failure-wait",
+        Kind.UINT,
+        "5000",
+        "Time (in milliseconds) an endpoint is held in a failed state.",
+        _PROXY,
+        IG,
+    ),
+    FlagSpec(
+        "proxy-refresh-interval",
+        Kind.UINT,
+        "30000",
+        "Time (in milliseconds) between two refreshes of the endpoints.",
+        _PROXY,
+        IG,
+    ),
+    FlagSpec(
+        "proxy-dial-timeout",
+        Kind.UINT,
+        "1000",
+        "Time (in milliseconds) before a dial times out.",
+        _PROXY,
+        IG,
+    ),
+    FlagSpec(
+        "proxy-write-timeout",
+        Kind.UINT,
+        "5000",
+        "Time (in milliseconds) before a write times out.",
+        _PROXY,
+        IG,
+    ),
+    FlagSpec(
+        "proxy-read-timeout",
+        Kind.UINT,
+        "0",
+        "Time (in milliseconds) before a read times out (0: never).",
+        _PROXY,
+        IG,
     ),
     # --- Unsafe ----------------------------------------------------------------------------
     FlagSpec(
@@ -812,7 +976,7 @@ FLAGS: tuple[FlagSpec, ...] = (
 FLAGS_BY_NAME: dict[str, FlagSpec] = {f.name: f for f in FLAGS}
 assert len(FLAGS_BY_NAME) == len(FLAGS), "duplicate flag in FLAGS"
 
-_GROUP_ORDER = (_M, _C, _SEC, _AUTH, _MON, _LOG, _EXP, _UNSAFE, "petcd")
+_GROUP_ORDER = (_M, _C, _SEC, _AUTH, _MON, _LOG, _TRACE, _PROXY, _EXP, _UNSAFE, "petcd")
 
 
 def usage() -> str:

@@ -37,7 +37,7 @@ from petcd.server.config import Action, Config, parse
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
-from petcd.server.tls import client_tls, peer_tls, warn_plain_tls
+from petcd.server.tls import ClientTLS, client_tls, peer_tls, warn_plain_tls
 
 if TYPE_CHECKING:
     from petcd.server.member import Member
@@ -139,6 +139,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         tls = client_tls(cfg, log)
         if tls is not None:
             tls.frontend_args()  # the files are readable, before anything is created
+            tls.dial_credentials()
         # Listeners first, as etcd: a port in use must not leave a freshly created data dir.
         member = Member(cfg, log, peer_tls=peer_tls(cfg, log))
     except ConfigError as e:
@@ -160,7 +161,9 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     # the native front end hands such connections over (grpc.aio cannot share its sockets).
     on_client_port: HttpOnClientPort | None = None
     if cfg.client_transport == "native":
-        on_client_port = HttpOnClientPort(member, log, cfg.max_concurrent_streams)
+        on_client_port = HttpOnClientPort(
+            member, log, cfg.max_concurrent_streams, gateway=cfg.enable_grpc_gateway
+        )
     try:
         _remove_socket_files(sockets)
         grpc_server = make_server(
@@ -191,7 +194,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await grpc_server.stop(None)
         _remove_socket_files(sockets)
         return 1
-    if not await _corruption_checks(member, cfg, log, restarted):
+    if not await _corruption_checks(member, cfg, log, restarted, tls):
         await grpc_server.stop(None)
         _remove_socket_files(sockets)
         return 1
@@ -212,7 +215,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                     HttpServer(
                         member,
                         [u.listen_address for u in urls],
-                        gateway=gateway,
+                        gateway=gateway and cfg.enable_grpc_gateway,
                         secure=[u.secure for u in urls],
                         ssl_context=context,
                         gateway_calls_max=cfg.max_concurrent_streams,
@@ -333,12 +336,21 @@ def _tune_gc() -> None:
     gc.enable()
 
 
-async def _corruption_checks(member: Member, cfg: Config, log: Logger, restarted: bool) -> bool:
-    """Wire petcd.server.corrupt; run the initial check (False: the member must not start)."""
+async def _corruption_checks(
+    member: Member, cfg: Config, log: Logger, restarted: bool, tls: ClientTLS | None
+) -> bool:
+    """Wire petcd.server.corrupt; run the initial check (False: the member must not start).
+    ``tls``: this member's client TLS, whose CAs and client certificate reach the peers'
+    ``https`` client URLs."""
     from petcd.grpc.peer_hash import GrpcPeerHashFetcher
     from petcd.server import corrupt
 
-    fetch = GrpcPeerHashFetcher(member.id, log, member.request_timeout_s)
+    fetch = GrpcPeerHashFetcher(
+        member.id,
+        log,
+        member.request_timeout_s,
+        None if tls is None else tls.dial_credentials(),
+    )
     member.peer_hash_fetcher = fetch
     if not (cfg.experimental_initial_corrupt_check and restarted):
         return True

@@ -226,8 +226,11 @@ _Waiter = asyncio.Future[Any] | Answer
 _INLINE_SYNC_ENTRIES_MAX = 1
 # ... and only when no two proposals were in flight at once for this long.
 _INLINE_SYNC_QUIET_S = 0.2
-# How often a member without writes takes a compaction step (etcd's compaction batch interval).
+# The pause between two compaction steps when --experimental-compaction-sleep-interval is 0
+# (etcd's default).
 _COMPACTION_STEP_INTERVAL_S = 0.01
+# etcd's floor of --raft-write-timeout (rafthttp's default connection write timeout).
+RAFT_TIMEOUT_MIN_S = 5.0
 _MVCC_WRITES = (PutRequest, DeleteRangeRequest, TxnRequest)
 _QUOTA_CHECKED = (PutRequest, TxnRequest, entry_codec.LeaseGrant)  # etcd's quota applier
 
@@ -351,6 +354,12 @@ class Member:
         self._rand = rand if rand is not None else random.Random(os.urandom(16))
         self._compactor = compactor if compactor is not None else Compactor.from_config(cfg)
         self.request_timeout_s = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
+        # --experimental-compaction-sleep-interval (0: etcd's default): the pause after each
+        # compaction step, under writes too, as etcd's batch ticker.
+        self._compaction_pause_s = (
+            cfg.experimental_compaction_sleep_interval_s or _COMPACTION_STEP_INTERVAL_S
+        )
+        self._next_compaction_step = 0.0
         # Set by open():
         self.id = MemberId(0)
         self.cluster_id = 0
@@ -762,11 +771,16 @@ class Member:
             self._incoming_snapshots[m.snapshot.metadata.index if m.snapshot else 0] = str(path)
             on_messages([m])
 
+        write_timeout_s = self.cfg.raft_write_timeout_s
+        if write_timeout_s < RAFT_TIMEOUT_MIN_S:  # etcd's floor and log line
+            write_timeout_s = RAFT_TIMEOUT_MIN_S
+            self.log.info(f"raft-write-timeout increased to minimum value: {RAFT_TIMEOUT_MIN_S:g}s")
         self._transport = PeerTransport(
             TransportConfig(
                 cluster_id=self.cluster_id,
                 member_id=self.id,
                 snapshot_dir=Path(self.cfg.snap_path),
+                write_timeout_seconds=write_timeout_s,
             ),
             on_messages=on_messages,
             report_unreachable=report_unreachable,
@@ -933,7 +947,7 @@ class Member:
         applied = self._applied
         while True:
             compacting = self.kv.compaction_pending
-            await asyncio.sleep(_COMPACTION_STEP_INTERVAL_S if compacting else 0.1)
+            await asyncio.sleep(self._compaction_pause_s if compacting else 0.1)
             # Under writes every apply round takes a compaction step already.
             idle = self._applied == applied
             applied = self._applied
@@ -1916,9 +1930,15 @@ class Member:
         )
 
     def _compaction_step(self) -> None:
-        """One step of a compaction, if one is pending (between apply rounds, on the Ready
-        loop: the batch is committed by ``_maybe_commit_backend``, from a worker thread)."""
+        """One step of a compaction, if one is pending and the pause after the last step
+        (``--experimental-compaction-sleep-interval``) is over (between apply rounds, on the
+        Ready loop: the batch is committed by ``_maybe_commit_backend``, from a worker
+        thread)."""
         if self.kv.compaction_pending:
+            now = time.monotonic()
+            if now < self._next_compaction_step:
+                return
+            self._next_compaction_step = now + self._compaction_pause_s
             limit = self.cfg.experimental_compaction_batch_limit or COMPACTION_BATCH_LIMIT_DEFAULT
             if not self.kv.compaction_step(limit, commit=False):
                 log_finished_compactions(self.log, self.kv, self._backend)
@@ -2161,7 +2181,7 @@ class Member:
         while req.physical and self.kv.compaction_pending:
             if self._stopping or self._fatal is not None:
                 raise StoppedError()
-            await asyncio.sleep(_COMPACTION_STEP_INTERVAL_S)
+            await asyncio.sleep(min(self._compaction_pause_s, _COMPACTION_STEP_INTERVAL_S))
         return result
 
     def status(self) -> StatusInfo:

@@ -87,6 +87,23 @@ class ClientTLS:
     crl_file: str = ""  # --client-crl-file: revoked client certificates are refused
     # --client-cert-allowed-hostname: a client certificate must be valid for one of them
     allowed_hostnames: tuple[str, ...] = ()
+    # --client-cert-file / --client-key-file: presented when this member connects to client
+    # URLs as a client ("": cert_file and key_file, as etcd)
+    client_cert_file: str = ""
+    client_key_file: str = ""
+
+    def dial_credentials(self) -> tuple[bytes | None, bytes, bytes]:
+        """(root CAs or None for the system's, private key, certificate chain) for dialling
+        another member's https client URL: the trusted CAs verify its certificate, this
+        member's client certificate (or its served one) is presented."""
+        ca = self._read(self.trusted_ca_file, "trusted CA file") if self.trusted_ca_file else None
+        if self.client_cert_file:
+            cert = self._read(self.client_cert_file, "certificate file (--client-cert-file)")
+            key = self._read(self.client_key_file, "key file (--client-key-file)")
+        else:
+            cert = self._read(self.cert_file, "certificate file (--cert-file)")
+            key = self._read(self.key_file, "key file (--key-file)")
+        return ca, key, cert
 
     def _read(self, path: str, what: str) -> bytes:
         try:
@@ -194,6 +211,10 @@ class PeerTLS:
     # --peer-cert-allowed-cn / --peer-cert-allowed-hostname (at most one of them is given)
     allowed_cns: tuple[str, ...] = ()
     allowed_hostnames: tuple[str, ...] = ()
+    # --peer-client-cert-file / --peer-client-key-file: presented when dialling peers ("":
+    # cert_file and key_file, as etcd)
+    client_cert_file: str = ""
+    client_key_file: str = ""
 
     def names_check(self) -> Callable[[dict[str, Any]], bool] | None:
         """What a peer's certificate (``SSLSocket.getpeercert()``) must pass, in both
@@ -223,7 +244,7 @@ class PeerTLS:
     def client_context(self) -> ssl.SSLContext:
         """For dialling peers: their certificates verified against the trusted CAs (the
         system's without them; not at all with ``--peer-auto-tls``, as etcd), this member's
-        certificate presented as the client certificate."""
+        client certificate (``--peer-client-cert-file``, else its served one) presented."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
             _limit(ctx, self.versions, self.cipher_suites)
@@ -234,7 +255,10 @@ class PeerTLS:
                 ctx.load_verify_locations(self.trusted_ca_file)
             else:
                 ctx.load_default_certs()
-            ctx.load_cert_chain(self.cert_file, self.key_file)
+            if self.client_cert_file:
+                ctx.load_cert_chain(self.client_cert_file, self.client_key_file)
+            else:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot use the peer TLS files: {e}") from None
         return ctx
@@ -495,6 +519,8 @@ def client_tls(cfg: Config, log: Logger) -> ClientTLS | None:
         cfg.cipher_suites,
         cfg.client_crl_file,
         cfg.client_cert_allowed_hostname,
+        cfg.client_cert_file,
+        cfg.client_key_file,
     )
 
 
@@ -525,6 +551,8 @@ def peer_tls(cfg: Config, log: Logger) -> PeerTLS | None:
         cfg.peer_crl_file,
         cfg.peer_cert_allowed_cn,
         cfg.peer_cert_allowed_hostname,
+        cfg.peer_client_cert_file,
+        cfg.peer_client_key_file,
     )
 
 

@@ -14,7 +14,7 @@ from petcd.server.config import (
     parse_duration_seconds,
 )
 from petcd.server.errors import ConfigError, FlagError, UnsupportedFeatureError
-from petcd.server.flags import FLAGS, usage
+from petcd.server.flags import FLAGS, FLAGS_BY_NAME, usage
 
 
 def run(argv: list[str], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -396,3 +396,86 @@ def test_unsafe_no_fsync_from_flag_env_and_config_file(tmp_path: Path) -> None:
     assert run(["--config-file", str(path)])[0].unsafe_no_fsync is True
     with pytest.raises(FlagError):
         parse(["--unsafe-no-fsync=maybe"], {})
+
+
+# etcd 3.5.17's flags (its etcdmain/config.go and help.go): every one is accepted.
+ETCD_35_FLAGS_ADDED_LATE = (
+    "client-cert-file", "client-key-file", "peer-client-cert-file", "peer-client-key-file",
+    "enable-grpc-gateway", "raft-read-timeout", "raft-write-timeout", "proxy",
+    "proxy-failure-wait", "proxy-refresh-interval", "proxy-dial-timeout", "proxy-write-timeout",
+    "proxy-read-timeout", "experimental-enable-v2v3", "experimental-compaction-sleep-interval",
+    "experimental-downgrade-check-time", "experimental-distributed-tracing-address",
+    "experimental-distributed-tracing-service-name", "experimental-distributed-tracing-instance-id",
+    "experimental-distributed-tracing-sampling-rate",
+)  # fmt: skip
+
+
+def test_etcd_3_5_flags_are_known_with_their_defaults() -> None:
+    cfg, warnings = run(
+        [f"--{name}={FLAGS_BY_NAME[name].default}" for name in ETCD_35_FLAGS_ADDED_LATE]
+    )
+    assert warnings == () and cfg.ignored == ()
+    assert cfg.enable_grpc_gateway and cfg.raft_write_timeout_s == 5.0
+    assert cfg.experimental_compaction_sleep_interval_s == 0.01
+    assert FLAGS_BY_NAME["proxy"].default == "off"
+    text = usage()
+    # etcd's help groups, in etcd's order
+    assert (
+        text.index("Experimental distributed tracing:")
+        < text.index("v2 Proxy (to be deprecated in v3.6):")
+        < text.index("Experimental feature:")
+    )
+
+
+def test_etcd_3_5_flags_values() -> None:
+    cfg, _ = run(
+        [
+            "--enable-grpc-gateway=false",
+            "--raft-write-timeout=7s",
+            "--experimental-compaction-sleep-interval=250ms",
+            "--cert-file=/c",
+            "--key-file=/k",
+            "--client-cert-file=/cc",
+            "--client-key-file=/ck",
+            "--peer-client-cert-file=/pc",
+            "--peer-client-key-file=/pk",
+        ]
+    )
+    assert not cfg.enable_grpc_gateway and cfg.raft_write_timeout_s == 7.0
+    assert cfg.experimental_compaction_sleep_interval_s == 0.25
+    assert (cfg.client_cert_file, cfg.client_key_file) == ("/cc", "/ck")
+    assert (cfg.peer_client_cert_file, cfg.peer_client_key_file) == ("/pc", "/pk")
+    # v2-only and tracing knobs: accepted, recorded as ignored; their switches stay refused.
+    cfg, _ = run(["--proxy-dial-timeout=20", "--experimental-distributed-tracing-sampling-rate=5"])
+    assert dict(cfg.ignored) == {
+        "proxy-dial-timeout": "20",
+        "experimental-distributed-tracing-sampling-rate": "5",
+    }
+    with pytest.raises(UnsupportedFeatureError, match="--proxy"):
+        parse(["--proxy=on"], {})
+    with pytest.raises(UnsupportedFeatureError, match="--experimental-enable-v2v3"):
+        parse(["--experimental-enable-v2v3=/v2"], {})
+    with pytest.raises(
+        ConfigError,
+        match=r"ClientKeyFile and ClientCertFile must both be present or both absent: key: , "
+        r"cert: /cc\]",
+    ):
+        parse(["--client-cert-file=/cc"], {})
+    with pytest.raises(ConfigError, match=r"key: /pk, cert: \]"):
+        parse(["--peer-client-key-file=/pk"], {})
+    with pytest.raises(ConfigError, match="--experimental-compaction-sleep-interval must be >=0"):
+        parse(["--experimental-compaction-sleep-interval=-1s"], {})
+    with pytest.raises(FlagError):
+        parse(["--raft-read-timeout=soon"], {})
+
+
+def test_etcd_3_5_tls_client_files_in_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "etcd.yaml"
+    path.write_text(
+        "client-transport-security:\n  client-cert-file: /cc\n  client-key-file: /ck\n"
+        "peer-transport-security:\n  client-cert-file: /pc\n  client-key-file: /pk\n"
+        "enable-grpc-gateway: false\n"
+    )
+    cfg = parse(["--config-file", str(path)], {}).config
+    assert cfg is not None and not cfg.enable_grpc_gateway
+    assert (cfg.client_cert_file, cfg.peer_client_key_file) == ("/cc", "/pk")
