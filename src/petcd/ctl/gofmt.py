@@ -14,12 +14,13 @@ functions, no I/O.
 from __future__ import annotations
 
 import base64
-import math
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
+
+from petcd.server.log import humanize_bytes as humanize_bytes  # re-exported
 
 # ---------------------------------------------------------------- strconv.Quote
 
@@ -304,18 +305,7 @@ def parse_go_duration(text: str) -> float:
 
 
 # ---------------------------------------------------------------- go-humanize
-
-
-def humanize_bytes(size: int) -> str:
-    """go-humanize's ``Bytes``: SI units, e.g. ``25 kB``, ``12 MB``."""
-    if size < 10:
-        return f"{size} B"
-    suffixes = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
-    exp = math.floor(math.log(size) / math.log(1000))
-    value = math.floor(size / 1000**exp * 10 + 0.5) / 10
-    if value < 10:
-        return f"{value:.1f} {suffixes[exp]}"
-    return f"{value:.0f} {suffixes[exp]}"
+# ``humanize_bytes`` lives with the server's logger (petcd.server.log), which logs sizes too.
 
 
 # ---------------------------------------------------------------- text/tabwriter

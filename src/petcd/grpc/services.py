@@ -26,6 +26,7 @@ import functools
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -68,8 +69,9 @@ from petcd.mvcc.requests import (
 from petcd.server import errors as server_errors
 from petcd.server.authz import AuthGate, Credentials
 from petcd.server.config import Config
+from petcd.server.corrupt import go_duration
 from petcd.server.errors import ConfigError
-from petcd.server.log import Logger
+from petcd.server.log import Logger, humanize_bytes, humanize_time_ago
 from petcd.server.member import MemberInfo, StatusInfo
 from petcd.server.metrics import ServerMetrics
 from petcd.server.tls import ClientTLS
@@ -475,28 +477,73 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Snapshot(self, request: Any, context: Any) -> Any:
         # etcd: 32 KiB chunks with the bytes remaining, then the SHA-256 of everything sent.
+        # The bytes are etcd's snapshot format, a bbolt file (the member converts a copy of its
+        # backend), so that etcdctl's and etcdutl's snapshot status and restore take them.
         try:
             await self._admin()
-            path = await self._member.snapshot_file()
+            db_size = self._member.status().db_size
         except Exception as e:
             await _abort(context, e, self._log, "Snapshot")
+        started = time.monotonic()
+        slow = asyncio.create_task(self._warn_slow_snapshot(started, db_size))
         try:
-            size = os.path.getsize(path)
-            digest = hashlib.sha256()
-            sent = 0
-            with open(path, "rb") as f:
-                while sent < size:
-                    chunk = await asyncio.to_thread(f.read, SNAPSHOT_CHUNK_BYTES)
-                    if not chunk:
-                        break
-                    sent += len(chunk)
-                    digest.update(chunk)
-                    await context.write(
-                        rpc_pb2.SnapshotResponse(remaining_bytes=size - sent, blob=chunk)
-                    )
-            await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest()))
+            try:
+                path = await self._member.snapshot_file()
+            except Exception as e:
+                await _abort(context, e, self._log, "Snapshot")
+            try:
+                await self._send_snapshot(path, context, started)
+            finally:
+                os.remove(path)  # sent, failed or the client gone
         finally:
-            os.remove(path)
+            slow.cancel()
+
+    async def _send_snapshot(self, path: str, context: Any, started: float) -> None:
+        size = os.path.getsize(path)
+        self._info("sending database snapshot to client", size)
+        digest = hashlib.sha256()
+        sent = 0
+        with open(path, "rb") as f:
+            while sent < size:
+                chunk = await asyncio.to_thread(f.read, SNAPSHOT_CHUNK_BYTES)
+                if not chunk:
+                    break
+                sent += len(chunk)
+                digest.update(chunk)
+                await context.write(
+                    rpc_pb2.SnapshotResponse(remaining_bytes=size - sent, blob=chunk)
+                )
+        sha = digest.digest()
+        if self._log is not None:
+            self._log.info(
+                "sending database sha256 checksum to client",
+                total_bytes=size,
+                checksum_size=len(sha),
+            )
+        await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=sha))
+        self._info(
+            "successfully sent database snapshot to client",
+            size,
+            took=humanize_time_ago(time.monotonic() - started),
+        )
+
+    def _info(self, msg: str, size: int, **fields: Any) -> None:
+        if self._log is not None:
+            self._log.info(msg, total_bytes=size, size=humanize_bytes(size), **fields)
+
+    async def _warn_slow_snapshot(self, started: float, size: int) -> None:
+        # etcd's backend warns while a snapshot is open longer than it would take at 100 MiB/s
+        # (at least 30 s), and again each such period; here the copy and conversion count too.
+        period_s = max(size / SNAPSHOT_SEND_RATE_BYTES, SNAPSHOT_WARNING_MIN_S)
+        while True:
+            await asyncio.sleep(period_s)
+            if self._log is not None:
+                self._log.warn(
+                    "snapshotting taking too long to transfer",
+                    taking=go_duration(time.monotonic() - started),
+                    bytes=size,
+                    size=humanize_bytes(size),
+                )
 
     async def MoveLeader(self, request: Any, context: Any) -> Any:
         try:
@@ -659,6 +706,9 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
 
 SNAPSHOT_CHUNK_BYTES = 32 * 1024
+# etcd's slow snapshot warning: the time the snapshot would take at this rate, at least 30 s.
+SNAPSHOT_SEND_RATE_BYTES = 100 * 1024 * 1024
+SNAPSHOT_WARNING_MIN_S = 30.0
 
 # etcd: grpcOverheadBytes, the room a request message may take beyond --max-request-bytes.
 GRPC_OVERHEAD_BYTES = 512 * 1024

@@ -70,6 +70,14 @@ class StoppedError(RequestError):
     """etcd: ``etcdserver: server stopped`` (UNAVAILABLE)."""
 
 
+class SnapshotConvertError(RequestError):
+    """The backend's copy could not be converted into etcd's snapshot format (UNKNOWN, as etcd
+    answers a snapshot that cannot be read); the reason is the converter's."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot convert the snapshot to etcd's format: {reason}")
+
+
 class RequestTooLargeError(RequestError):
     """etcd: ``etcdserver: request is too large`` (INVALID_ARGUMENT)."""
 

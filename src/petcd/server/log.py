@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -105,3 +106,43 @@ def open_outputs(targets: Sequence[str]) -> list[IO[str]]:
         else:
             outs.append(open(target, "a", encoding="utf-8"))  # noqa: SIM115 - lives with the process
     return outs
+
+
+# go-humanize, for the fields etcd logs with it (sizes, "took" of a snapshot send).
+
+
+def humanize_bytes(size: int) -> str:
+    """go-humanize's ``Bytes``: SI units, e.g. ``25 kB``, ``12 MB``."""
+    if size < 10:
+        return f"{size} B"
+    suffixes = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
+    exp = math.floor(math.log(size) / math.log(1000))
+    value = math.floor(size / 1000**exp * 10 + 0.5) / 10
+    if value < 10:
+        return f"{value:.1f} {suffixes[exp]}"
+    return f"{value:.0f} {suffixes[exp]}"
+
+
+_MINUTE_S, _HOUR_S, _DAY_S = 60, 3600, 86400
+# go-humanize's defaultMagnitudes up to a month: (below this many seconds, text, divisor).
+_REL_TIME = (
+    (1, "now", 0),
+    (2, "1 second ago", 0),
+    (_MINUTE_S, "{} seconds ago", 1),
+    (2 * _MINUTE_S, "1 minute ago", 0),
+    (_HOUR_S, "{} minutes ago", _MINUTE_S),
+    (2 * _HOUR_S, "1 hour ago", 0),
+    (_DAY_S, "{} hours ago", _HOUR_S),
+    (2 * _DAY_S, "1 day ago", 0),
+    (7 * _DAY_S, "{} days ago", _DAY_S),
+    (14 * _DAY_S, "1 week ago", 0),
+    (30 * _DAY_S, "{} weeks ago", 7 * _DAY_S),
+)
+
+
+def humanize_time_ago(elapsed_s: float) -> str:
+    """go-humanize's ``Time(start)`` for a start ``elapsed_s`` seconds ago ("3 seconds ago")."""
+    for below_s, text, divisor_s in _REL_TIME:
+        if elapsed_s < below_s:
+            return text.format(int(elapsed_s // divisor_s)) if divisor_s else text
+    return f"{int(elapsed_s // (30 * _DAY_S))} months ago"

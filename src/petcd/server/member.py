@@ -95,6 +95,7 @@ import os
 import random
 import ssl
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -172,6 +173,7 @@ from petcd.server.corrupt import (
     CompactHashChecker,
     MemberHasher,
     PeerHashFetcher,
+    go_duration,
     log_finished_compactions,
     log_resumed_compaction,
     monitor_compact_hash,
@@ -197,6 +199,7 @@ from petcd.server.errors import (
     PeerURLExistError,
     RequestTimeoutError,
     RequestTooLargeError,
+    SnapshotConvertError,
     StoppedError,
     TooManyLearnersError,
     UnhealthyClusterError,
@@ -233,6 +236,11 @@ _COMPACTION_STEP_INTERVAL_S = 0.01
 RAFT_TIMEOUT_MIN_S = 5.0
 _MVCC_WRITES = (PutRequest, DeleteRangeRequest, TxnRequest)
 _QUOTA_CHECKED = (PutRequest, TxnRequest, entry_codec.LeaseGrant)  # etcd's quota applier
+# The Snapshot RPC's conversion of a backend copy into etcd's format: a child process, so that
+# the CPU-heavy Python conversion never holds this process's GIL (petcd.utl.rpc_snapshot;
+# docs/enhancements/0012-snapshot-rpc-bbolt.md). A module path, not an import: the server
+# never loads the offline tool's code itself.
+SNAPSHOT_CONVERTER = (sys.executable, "-m", "petcd.utl.rpc_snapshot")
 
 
 ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # etcd's AlarmRequest.AlarmAction
@@ -2535,20 +2543,64 @@ class Member:
         self.log.info("leadership transfer finished", transferee_member_id=format_id(transferee))
 
     async def snapshot_file(self) -> str:
-        """A consistent copy of the backend in a temporary file (the caller deletes it)."""
-        fd, path = tempfile.mkstemp(prefix="snapshot-", suffix=".tmp", dir=self.cfg.member_dir)
-        os.close(fd)
-
-        def copy() -> None:
-            with open(path, "wb") as f:
-                self._backend.copy_to(f)
-
+        """etcd's snapshot of the backend (a bbolt file, no trailer) in a temporary file of the
+        member dir; the caller deletes it. A consistent copy of the LMDB backend is taken
+        between apply rounds, then converted by a child process (``SNAPSHOT_CONVERTER``) that
+        does not hold this process's GIL; the copy is removed in every case, the output too
+        unless it is returned (a failure, the caller gone)."""
+        copy_path = self._member_temp_file("snapshot-", ".lmdb.tmp")
         try:
+
+            def copy() -> None:
+                with open(copy_path, "wb") as f:
+                    self._backend.copy_to(f)
+
             await self._loop_job(copy)
-        except BaseException:
-            os.remove(path)
-            raise
+            out_path = self._member_temp_file("snapshot-", ".bolt.tmp")
+            try:
+                await self._convert_snapshot(copy_path, out_path)
+            except BaseException:
+                os.remove(out_path)
+                raise
+        finally:
+            os.remove(copy_path)
+        return out_path
+
+    def _member_temp_file(self, prefix: str, suffix: str) -> str:
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.cfg.member_dir)
+        os.close(fd)
         return path
+
+    async def _convert_snapshot(self, src: str, dst: str) -> None:
+        started = time.monotonic()
+        size = os.path.getsize(src)
+        self.log.info("converting database snapshot to etcd's format", path=src, size_bytes=size)
+        proc = await asyncio.create_subprocess_exec(
+            *SNAPSHOT_CONVERTER,
+            src,
+            dst,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, err = await proc.communicate()
+        except BaseException:  # the caller is gone (cancelled) or the member stops
+            if proc.returncode is None:
+                proc.kill()  # this child only, by its pid
+                with contextlib.suppress(ProcessLookupError):
+                    await asyncio.shield(proc.wait())
+            raise
+        if proc.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            reason = lines[-1] if lines else f"converter exited with status {proc.returncode}"
+            self.log.warn("failed to convert database snapshot", error=reason)
+            raise SnapshotConvertError(reason)
+        self.log.info(
+            "converted database snapshot to etcd's format",
+            size_bytes=os.path.getsize(dst),
+            took=go_duration(time.monotonic() - started),
+        )
 
     # -- watch ---------------------------------------------------------------------------------
 

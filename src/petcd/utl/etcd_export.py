@@ -359,20 +359,11 @@ def convert_to_etcd(src: str, dst: str, *, progress: Progress | None = None) -> 
     os.stat(src)  # FileNotFoundError before anything else
     if os.path.lexists(dst):
         raise OutputExistsError(dst)
-    verify_trailer(src)
-    env = open_readonly(src)
-    s = ExportSummary()
     directory = os.path.dirname(os.path.abspath(dst))
     tmp = os.path.join(directory, f".{os.path.basename(dst)}.petcdutl-convert-{os.getpid()}")
     try:
-        with env.begin() as txn, open(tmp, "w+b") as f:
-            r = _Reader(env, txn)
-            missing = [b for b in (KEY, META) if b.encode() not in r.names]
-            if missing:
-                raise SnapshotCorruptError(
-                    f"{src} has no {', '.join(missing)} bucket: it is not a petcd snapshot"
-                )
-            _write(r, f, s, progress)
+        with open(tmp, "w+b") as f:
+            s = write_etcd_bolt(src, f, progress=progress)
             _append_sha256(f, s.size_bytes)
             f.flush()
             os.fsync(f.fileno())
@@ -380,14 +371,32 @@ def convert_to_etcd(src: str, dst: str, *, progress: Progress | None = None) -> 
             raise OutputExistsError(dst)
         os.rename(tmp, dst)
         _fsync_dir(directory)
-    except lmdb.Error as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise SnapshotCorruptError(f"snapshot file integrity check failed: {e}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return s
+
+
+def write_etcd_bolt(src: str, f: Any, *, progress: Progress | None = None) -> ExportSummary:
+    """Write the bbolt file (no SHA-256 trailer) converted from ``src`` to the open ``f``.
+
+    ``src`` is a petcd snapshot (its trailer is checked) or an LMDB backend file. The
+    Snapshot RPC's conversion (``petcd.utl.rpc_snapshot``) streams what this writes."""
+    verify_trailer(src)
+    env = open_readonly(src)
+    s = ExportSummary()
+    try:
+        with env.begin() as txn:
+            r = _Reader(env, txn)
+            missing = [b for b in (KEY, META) if b.encode() not in r.names]
+            if missing:
+                raise SnapshotCorruptError(
+                    f"{src} has no {', '.join(missing)} bucket: it is not a petcd snapshot"
+                )
+            _write(r, f, s, progress)
+    except lmdb.Error as e:
+        raise SnapshotCorruptError(f"snapshot file integrity check failed: {e}") from None
     finally:
         env.close()
     return s
