@@ -236,10 +236,13 @@ _COMPACTION_STEP_INTERVAL_S = 0.01
 RAFT_TIMEOUT_MIN_S = 5.0
 _MVCC_WRITES = (PutRequest, DeleteRangeRequest, TxnRequest)
 _QUOTA_CHECKED = (PutRequest, TxnRequest, entry_codec.LeaseGrant)  # etcd's quota applier
-# The Snapshot RPC's conversion of a backend copy into etcd's format: a child process, so that
-# the CPU-heavy Python conversion never holds this process's GIL (petcd.utl.rpc_snapshot;
-# docs/enhancements/0012-snapshot-rpc-bbolt.md). A module path, not an import: the server
-# never loads the offline tool's code itself.
+# The Snapshot RPC's conversion of a backend copy into etcd's format
+# (docs/enhancements/0012-snapshot-rpc-bbolt.md): CPU-heavy Python (about 100,000 keys a
+# second), so a large one runs in a child process that never holds this process's GIL; the
+# child's interpreter start and imports cost about a second, so a copy this small (its
+# conversion takes a fraction of that) is converted in a worker thread instead. A module path,
+# not an import: the server loads the offline tool's code only for a small conversion.
+SNAPSHOT_THREAD_BYTES_MAX = 4 * 1024 * 1024
 SNAPSHOT_CONVERTER = (sys.executable, "-m", "petcd.utl.rpc_snapshot")
 
 
@@ -445,6 +448,9 @@ class Member:
         self._conf_proposals: list[tuple[ConfChange, asyncio.Future[Any]]] = []
         self._nospace_raising = False
         self._incoming_snapshots: dict[int, str] = {}  # snapshot index -> received db file
+        # The Snapshot RPC's conversion (tests point these elsewhere on their own member).
+        self._snapshot_converter: tuple[str, ...] = SNAPSHOT_CONVERTER
+        self._snapshot_thread_bytes_max = SNAPSHOT_THREAD_BYTES_MAX
         self._after_watch_sync: set[Callable[[], None]] = set()
         # etcd's quota check (without its NOSPACE alarm): refused when the db file plus the
         # request would exceed --quota-backend-bytes. The size is refreshed at each commit.
@@ -2546,8 +2552,9 @@ class Member:
         """etcd's snapshot of the backend (a bbolt file, no trailer) in a temporary file of the
         member dir; the caller deletes it. A consistent copy of the LMDB backend is taken
         between apply rounds, then converted by a child process (``SNAPSHOT_CONVERTER``) that
-        does not hold this process's GIL; the copy is removed in every case, the output too
-        unless it is returned (a failure, the caller gone)."""
+        does not hold this process's GIL, or by a worker thread when it is small; the copy is
+        removed in every case, the output too unless it is returned (a failure, the caller
+        gone)."""
         copy_path = self._member_temp_file("snapshot-", ".lmdb.tmp")
         try:
 
@@ -2574,9 +2581,34 @@ class Member:
     async def _convert_snapshot(self, src: str, dst: str) -> None:
         started = time.monotonic()
         size = os.path.getsize(src)
-        self.log.info("converting database snapshot to etcd's format", path=src, size_bytes=size)
+        in_thread = size <= self._snapshot_thread_bytes_max
+        self.log.info(
+            "converting database snapshot to etcd's format",
+            size_bytes=size,
+            converter="thread" if in_thread else "process",
+        )
+        if in_thread:
+            await self._convert_snapshot_in_thread(src, dst)
+        else:
+            await self._convert_snapshot_in_child(src, dst)
+        self.log.info(
+            "converted database snapshot to etcd's format",
+            size_bytes=os.path.getsize(dst),
+            took=go_duration(time.monotonic() - started),
+        )
+
+    async def _convert_snapshot_in_thread(self, src: str, dst: str) -> None:
+        from petcd.utl import rpc_snapshot  # the offline tool's converter (it imports this module)
+
+        try:
+            await asyncio.to_thread(rpc_snapshot.convert, src, dst)
+        except rpc_snapshot.CONVERSION_ERRORS as e:
+            self.log.warn("failed to convert database snapshot", error=str(e))
+            raise SnapshotConvertError(str(e)) from None
+
+    async def _convert_snapshot_in_child(self, src: str, dst: str) -> None:
         proc = await asyncio.create_subprocess_exec(
-            *SNAPSHOT_CONVERTER,
+            *self._snapshot_converter,
             src,
             dst,
             stdin=asyncio.subprocess.DEVNULL,
@@ -2587,8 +2619,8 @@ class Member:
             _, err = await proc.communicate()
         except BaseException:  # the caller is gone (cancelled) or the member stops
             if proc.returncode is None:
-                proc.kill()  # this child only, by its pid
                 with contextlib.suppress(ProcessLookupError):
+                    proc.kill()  # this child only, by its pid
                     await asyncio.shield(proc.wait())
             raise
         if proc.returncode != 0:
@@ -2596,11 +2628,6 @@ class Member:
             reason = lines[-1] if lines else f"converter exited with status {proc.returncode}"
             self.log.warn("failed to convert database snapshot", error=reason)
             raise SnapshotConvertError(reason)
-        self.log.info(
-            "converted database snapshot to etcd's format",
-            size_bytes=os.path.getsize(dst),
-            took=go_duration(time.monotonic() - started),
-        )
 
     # -- watch ---------------------------------------------------------------------------------
 

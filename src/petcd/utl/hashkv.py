@@ -8,6 +8,13 @@ is made from a read-only LMDB transaction into a temporary directory, and mvcc o
 (opening a store may resume a pending compaction, which writes). A snapshot file's SHA-256
 trailer is not part of the copy. A data dir of a running member can be hashed too: the copy
 is a consistent point-in-time view.
+
+An etcd (bbolt) snapshot file, which is what ``Maintenance.Snapshot`` sends
+(docs/enhancements/0012-snapshot-rpc-bbolt.md), is checked (its SHA-256 trailer when it has
+one, then every page) and its records converted into a temporary petcd backend with
+``petcd.utl.etcd_import``, as restore does. A snapshot of a petcd member converts back into the
+member's own key records byte for byte, so its hash is the member's ``HashKV`` at that
+revision; a snapshot of a real etcd gets petcd's hash of its history, not etcd's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from petcd.mvcc.kvstore import KVStore
 from petcd.snap import bbolt
 from petcd.utl.datadir import backend_file
 from petcd.utl.errors import EtcdFileError, RevisionError, SnapshotCorruptError
+from petcd.utl.snapshot import verify_trailer
 
 _MAX_DBS = 16
 
@@ -52,7 +60,7 @@ def copy_backend(path: str, dst_path: str) -> None:
     # A backend in use has LMDB's lock file beside it: join its reader table so that the
     # member does not reuse the pages being copied. A snapshot file has none.
     shared = os.path.exists(src + "-lock")
-    if bbolt.sniff(src):
+    if bbolt.sniff(src):  # callers convert etcd's files themselves (hash_kv)
         raise EtcdFileError(src)
     try:
         env = lmdb.open(
@@ -72,11 +80,24 @@ def copy_backend(path: str, dst_path: str) -> None:
         env.close()
 
 
+def _import_etcd(src: str, dst_path: str) -> None:
+    from petcd.utl import etcd_import  # only for etcd's files: it loads the server too
+
+    verify_trailer(src)
+    etcd_import.check_file(src)
+    with Backend(dst_path) as backend:
+        etcd_import.import_etcd(src, backend)
+
+
 def hash_kv(path: str, revision: int = 0) -> HashKV:
     """The KV hash at ``revision`` (0: the latest) of a file or data dir."""
     with tempfile.TemporaryDirectory(prefix="petcdutl-hashkv-") as tmp:
         copy = os.path.join(tmp, "db")
-        copy_backend(path, copy)
+        src, _ = _source(path)
+        if bbolt.sniff(src):
+            _import_etcd(src, copy)
+        else:
+            copy_backend(path, copy)
         backend = Backend(copy)
         try:
             store = KVStore(backend)

@@ -12,7 +12,9 @@ temporary file between apply rounds (the consistent point), then runs::
 which writes the bbolt bytes, without a trailer, into ``<output>`` (an empty file the member
 created and owns) with ``petcd.utl.etcd_export.write_etcd_bolt``. The conversion is CPU-heavy
 Python; in a process of its own it never holds the member's GIL, so the member goes on serving
-on its own core while it runs.
+on its own core while it runs. A small copy is converted by ``convert`` in one of the member's
+worker threads instead (``petcd.server.member.SNAPSHOT_THREAD_BYTES_MAX``): starting a child
+costs more than converting it.
 
 Contract with the member: exit status 0 when ``<output>`` is complete; otherwise status 1 and
 the reason on the last line of stderr (the member answers the RPC with it and removes both
@@ -35,9 +37,13 @@ class ParentGoneError(Exception):
         super().__init__("the member that asked for the snapshot is gone")
 
 
+# What a conversion fails with (a damaged copy, a full disk); anything else is a bug.
+CONVERSION_ERRORS = (UtlError, OSError, ParentGoneError)
+
+
 def convert(src: str, dst: str) -> int:
     """Write the bbolt file of the LMDB file ``src`` into the existing ``dst``; the pages."""
-    parent = os.getppid()
+    parent = os.getppid()  # in a worker thread: the member's parent, which does not change
 
     def progress(done: int, total: int) -> None:
         if os.getppid() != parent:
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         convert(args[0], args[1])
-    except (UtlError, OSError, ParentGoneError) as e:
+    except CONVERSION_ERRORS as e:
         sys.stderr.write(f"{e}\n")
         return 1
     return 0
