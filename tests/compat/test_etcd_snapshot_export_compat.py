@@ -5,10 +5,12 @@ Theory of operation: a module fixture starts petcd on free loopback ports and wr
 history as the import test (tests/compat/test_etcd_snapshot_import_compat.py: overwrites,
 deletes, a txn-free multi-delete, a compaction, leases with keys, a value over a page, users
 and roles, auth enabled) plus a few thousand keys (branch pages in the bbolt file), asks it
-the import test's questions with the real etcdctl and saves a snapshot with it. Each test
-converts that file and checks the result with the real tools: ``etcdctl snapshot status``,
-``etcdctl snapshot restore`` then ``/usr/bin/etcd`` on the restored dir answering the same
-questions, and petcdutl's own restore of the converted file (the round trip). With
+the import test's questions with the real etcdctl, then stops it and keeps its backend as a
+snapshot in petcd's own format (LMDB and SHA-256: what petcd's Snapshot RPC sent before it
+sent etcd's format, docs/enhancements/0012). Each test converts that file and checks the
+result with the real tools: ``etcdctl snapshot status``, ``etcdctl snapshot restore`` then
+``/usr/bin/etcd`` on the restored dir answering the same questions, and petcdutl's own restore
+of the converted file (the round trip). With
 PETCD_ETCD35_BIN_DIR naming a dir holding etcd and etcdutl 3.5.17 built from the Go module
 proxy, etcdutl 3.5's status (bbolt's full ``Tx.Check``) and restore and etcd 3.5 are checked
 too; to build them: ``go build -o DIR/etcd ./cmd/etcd`` in tests/compat/thirdparty/etcd_e2e,
@@ -19,6 +21,8 @@ DIR/etcdutl go.etcd.io/etcd/etcdutl/v3``.
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -31,6 +35,7 @@ import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.snap.bbolt import BRANCH_PAGE, BoltFile
+from petcd.utl.hashkv import copy_backend
 from tests.compat.servers import ETCD_BIN, ETCDCTL_BIN, ServerProcess
 from tests.compat.test_etcd_snapshot_import_compat import (
     ROOT,
@@ -54,9 +59,19 @@ BULK = 3000
 
 @dataclass
 class Source:
-    snapshot: Path
+    snapshot: Path  # petcd's own snapshot format (its LMDB backend and SHA-256), for convert
+    rpc_snapshot: Path  # what the real etcdctl saved from petcd's Snapshot RPC (etcd's format)
     answers: dict[str, Any]
     bulk: list[tuple[bytes, int, int, int, bytes]]
+    log: Path  # the source member's log
+
+
+def petcd_format_snapshot(backend: Path, out: Path) -> None:
+    """A snapshot file in petcd's own format (what the Snapshot RPC sent before etcd's format,
+    docs/enhancements/0012): a compacted copy of the LMDB backend, then its SHA-256."""
+    copy_backend(str(backend), str(out))
+    data = out.read_bytes()
+    out.write_bytes(data + hashlib.sha256(data).digest())
 
 
 def _bulk_grpc(endpoint: str) -> list[tuple[bytes, int, int, int, bytes]]:
@@ -80,9 +95,11 @@ def _bulk(endpoint: str) -> list[tuple[bytes, int, int, int, bytes]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
-    base = tmp_path_factory.mktemp("etcd-export")
+@contextlib.contextmanager
+def build_source(base: Path, blobs: int = 0) -> Iterator[Source]:
+    """A petcd member with the import test's history, ``BULK`` keys and ``blobs`` values of
+    1 MiB, saved with the real etcdctl, asked the import test's questions, then stopped and
+    its backend kept as a petcd-format snapshot too."""
     p = PetcdProcess(base / "petcd", name="src")
     p.start()
     try:
@@ -108,6 +125,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         ok(etcdctl(e, "put", "leased/b", "2", f"--lease={leases[0]}"))
         ok(etcdctl(e, "put", "leased/c", "3", f"--lease={leases[1]}"))
         ok(etcdctl(e, "put", "k03", "big:" + "x" * 9000))
+        with grpc.insecure_channel(e) as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)  # type: ignore[no-untyped-call]
+            for i in range(blobs):
+                kv.Put(rpc_pb2.PutRequest(key=b"blob/%d" % i, value=os.urandom(1 << 20)))
         ok(etcdctl(e, "user", "add", "root:rootpw"))
         ok(etcdctl(e, "user", "add", "u1:u1pw"))
         ok(etcdctl(e, "role", "add", "reader"))
@@ -115,14 +136,24 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         ok(etcdctl(e, "role", "grant-permission", "reader", "readwrite", "leased/", "--prefix"))
         ok(etcdctl(e, "user", "grant-role", "u1", "reader"))
         ok(etcdctl(e, "auth", "enable"))
-        snap = base / "petcd.snapshot"
-        ok(etcdctl(e, ROOT, "snapshot", "save", str(snap)))
+        rpc_snap = base / "rpc.snapshot"
+        ok(etcdctl(e, ROOT, "snapshot", "save", str(rpc_snap)))
         answers = ask(e, leases, compact_rev)
         answers["bulk"] = _bulk(e)
         assert answers["bulk"] == bulk
-        yield Source(snap, {**answers, "leases": leases, "compact_rev": compact_rev}, bulk)
+        p.terminate()  # a clean stop: the backend holds everything applied
+        snap = base / "petcd.snapshot"
+        petcd_format_snapshot(p.data_dir / "member" / "snap" / "db", snap)
+        answers = {**answers, "leases": leases, "compact_rev": compact_rev}
+        yield Source(snap, rpc_snap, answers, bulk, p.log_path)
     finally:
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    with build_source(tmp_path_factory.mktemp("etcd-export")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
