@@ -5,7 +5,8 @@ way etcdctl 3.5 prints them. ``alarm`` prints each alarm as gogoproto's compact
 text (``memberID:<id> alarm:NOSPACE `` with its trailing space); ``defrag``
 reports per endpoint and exits 1 if any failed; ``move-leader`` first finds
 which endpoint is the leader (``Status``), then asks it to transfer;
-``snapshot save`` streams one member's backend into ``<file>.part``, fsyncs
+``snapshot save`` streams one member's snapshot (etcd's bbolt format, with its
+SHA-256 trailer, as the member sends it) into ``<file>.part``, fsyncs
 it and renames it into place, so a partial download never has the final name.
 ``snapshot status|restore`` are deprecated in etcdctl 3.5, which runs
 etcdutl's code for them after a deprecation line; petcdctl runs petcdutl's

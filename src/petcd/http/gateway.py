@@ -36,7 +36,8 @@ body (or ``null``) an empty message, a body that is not JSON or not an object 40
 The server streams, ``POST /v3/election/observe`` (Observe) and ``POST /v3/maintenance/snapshot``
 (Snapshot), take their one request message as a unary call does (a bad body is the same 400)
 and answer as the streams below: a ``{"result":...}`` line per message (snapshot: 32 KiB
-``blob`` chunks in base64 with ``remaining_bytes``, then the SHA-256 of the rest), an error as
+``blob`` chunks in base64 of etcd's snapshot format with ``remaining_bytes``, then the SHA-256
+of the rest), an error as
 the last chunk. The ``Grpc-Metadata-Content-Type`` header comes with the first message, as
 etcd's gRPC header metadata does: a call that fails first (Snapshot refused by auth) has none.
 

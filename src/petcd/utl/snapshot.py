@@ -2,11 +2,13 @@
 
 Theory of operation
 -------------------
-A snapshot file is what ``Maintenance.Snapshot`` streams (``petcdctl snapshot save``): a
-compacted copy of the member's LMDB backend followed by the SHA-256 of those bytes::
+A snapshot file is a backend followed by the SHA-256 of its bytes. ``Maintenance.Snapshot``
+(``petcdctl snapshot save``) sends etcd's format, a bbolt file (see the etcd paragraph below;
+docs/enhancements/0012-snapshot-rpc-bbolt.md); petcd's own format, which it sent before and
+which restore still takes, is a compacted copy of the member's LMDB backend::
 
     +---------------------------------------+------------------+
-    | LMDB file (whole 4 KiB pages)          | sha256 (32 bytes)|
+    | LMDB or bbolt file (whole 4 KiB pages) | sha256 (32 bytes)|
     +---------------------------------------+------------------+
 
 As in etcd, the trailer is recognised by the size alone: a backend is a whole number of
@@ -38,7 +40,8 @@ with the same steps as etcd's ``snapshot restore``:
    and the pending compaction runs, so old revisions are gone and watchers of them see a
    compaction, as in etcd.
 
-An etcd snapshot (bbolt: ``petcd.snap.bbolt.sniff``) takes another way through steps 2 and
+An etcd-format snapshot (bbolt: ``petcd.snap.bbolt.sniff``; from petcd's Snapshot RPC or from
+a real etcd) takes another way through steps 2 and
 ``status``: its trailer is checked and the whole file read and checked before anything is
 created, then ``petcd.utl.etcd_import`` converts its records into a new backend with petcd's
 encodings (docs/enhancements/0011-etcd-snapshots.md) and steps 3-6 follow unchanged; its status
