@@ -2607,10 +2607,13 @@ class Member:
             raise SnapshotConvertError(str(e)) from None
 
     async def _convert_snapshot_in_child(self, src: str, dst: str) -> None:
+        # The child imports petcd from where this process did (a path added at run time too).
+        path = os.pathsep.join(p for p in sys.path if p)
         proc = await asyncio.create_subprocess_exec(
             *self._snapshot_converter,
             src,
             dst,
+            env={**os.environ, "PYTHONPATH": path},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
