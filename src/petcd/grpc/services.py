@@ -39,6 +39,7 @@ from petcd.auth import errors as auth_errors
 from petcd.grpc import convert
 from petcd.grpc.auth import AuthService
 from petcd.grpc.election import ElectionService
+from petcd.grpc.health import add_health_service
 from petcd.grpc.interceptors import (
     CALL_CREDENTIALS,
     PEER_HASHKV,
@@ -879,3 +880,4 @@ def _add_services(server: Any, member: KVMember, max_request_bytes: int, log: Lo
     rpc_pb2_grpc.add_AuthServicer_to_server(  # type: ignore[no-untyped-call]
         AuthService(member.gate, member, log), server
     )
+    add_health_service(server)
