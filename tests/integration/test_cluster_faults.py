@@ -22,6 +22,7 @@ import random
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,18 @@ def _status(endpoint: str, timeout_s: float = 2.0) -> Any:
         return maintenance_stub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
 
 
+def _applied_index(metrics_url: str) -> int:
+    """``etcd_server_proposals_applied_total`` (the applied index) from ``/metrics``."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    [value] = [
+        line.split()[1]
+        for line in text.splitlines()
+        if line.startswith("etcd_server_proposals_applied_total ")
+    ]
+    return int(float(value))
+
+
 def _wait(cond: Callable[[], bool], what: str, timeout_s: float = 20.0) -> float:
     """Poll ``cond`` until it holds; returns the monotonic time it first held."""
     deadline = time.monotonic() + timeout_s
@@ -105,7 +118,7 @@ def _wait(cond: Callable[[], bool], what: str, timeout_s: float = 20.0) -> float
         try:
             if cond():
                 return time.monotonic()
-        except grpc.RpcError:
+        except (grpc.RpcError, OSError):  # OSError: an HTTP listener not up yet
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
@@ -684,16 +697,18 @@ def test_member_that_could_not_publish_publishes_after_the_heal(
     m.client_port = free_port()
     new_url = f"http://127.0.0.1:{m.client_port}"
     assert m.args is not None
+    # The client port serves only once the member published (etcd's ReadyNotify): the
+    # metrics URL, served from the start, shows when it applied an entry of this term.
+    metrics_url = f"http://127.0.0.1:{free_port()}"
     m.args = [new_url if a == old_url else a for a in m.args]
+    m.args += ["--listen-metrics-urls", metrics_url]
     for j in range(3):
         if j != late:
             c.slow_one_way(late, j, 1000)
     c.restart(late, wait=False)
     # Ready (a leader, an entry of this term applied: any entry past those it had) means it
     # just proposed its attributes.
-    _wait(
-        lambda: _status(m.endpoint).raftAppliedIndex > applied, "it to apply an entry of this term"
-    )
+    _wait(lambda: _applied_index(metrics_url) > applied, "it to apply an entry of this term")
     for j in range(3):
         if j != late:
             c.cut_one_way(late, j)

@@ -13,7 +13,15 @@ Running: one asyncio event loop (uvloop when available) holds the member (``petc
 .member``), the gRPC server (``petcd.grpc``) on ``--listen-client-urls`` and the HTTP endpoints
 (``petcd.http``) on ``--listen-client-http-urls`` and ``--listen-metrics-urls``. A ``unix://`` or
 ``unixs://`` URL among them is a Unix socket file: as etcd, an existing file of that name is
-removed before listening, and the socket file when the listener closes. On SIGTERM or
+removed before listening, and the socket file when the listener closes. The client port
+(gRPC, and HTTP on it) is bound at start, so that a port in use fails at once, but served only
+once the member is ready: it has a leader, applied its term's entries and published itself
+through raft (etcd's ``ReadyNotify``, which its ``serveCtx.serve`` awaits before it serves a
+client connection). A restarted or newly added member therefore never answers from a state
+older than what the cluster had committed when it started (a Status revision below a
+compaction, a serializable read of a past the client had already seen); connections made
+before then wait, as etcd's do. The HTTP listeners of ``--listen-client-http-urls`` and
+``--listen-metrics-urls`` serve at once. On SIGTERM or
 SIGINT it stops accepting requests, lets the member finish its round, flushes the backend and
 closes the WAL, then dies of the same signal with the default handler, as etcd does. A fatal
 member error (failed fsync, corrupt log) logs and exits with 1.
@@ -223,7 +231,6 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                     )
                 )
     try:
-        await grpc_server.start()
         for h in http:
             await h.start()
     except OSError as e:
@@ -254,7 +261,15 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         done, _ = await asyncio.wait(
             {publishing, failed, stopping}, return_when=asyncio.FIRST_COMPLETED
         )
+    code = 0
     if publishing is not None and publishing in done and publishing.exception() is None:
+        try:
+            await grpc_server.start()
+        except OSError as e:
+            log.fatal("failed to listen", error=str(e))
+            code = 1
+            stop.set()
+    if publishing is not None and publishing in done and code == 0:
         log.info("enabled capabilities for version", cluster_version=ETCD_CLUSTER_VERSION[:3])
         log.info("ready to serve client requests")
         for u in cfg.listen_client_urls:
@@ -274,20 +289,20 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         publishing.cancel()
         with contextlib.suppress(BaseException):
             await publishing
-    code = 0
-    if isinstance(member.fatal_error, MemberRemovedError):
-        # etcd: the removed member stops and the process exits 0.
-        log.warn("server error", error=str(member.fatal_error))
-        log.warn("data-dir used by this member must be removed", data_dir=cfg.data_dir)
-    elif member.fatal_error is not None:
-        log.fatal("member failed", error=repr(member.fatal_error))
-        code = 1
-    else:
-        name = signal.Signals(received[0]).name if received else "stop"
-        log.info(
-            "received signal; shutting down",
-            signal={"SIGTERM": "terminated", "SIGINT": "interrupt"}.get(name, name),
-        )
+    if code == 0:  # else the client port could not be served: logged above
+        if isinstance(member.fatal_error, MemberRemovedError):
+            # etcd: the removed member stops and the process exits 0.
+            log.warn("server error", error=str(member.fatal_error))
+            log.warn("data-dir used by this member must be removed", data_dir=cfg.data_dir)
+        elif member.fatal_error is not None:
+            log.fatal("member failed", error=repr(member.fatal_error))
+            code = 1
+        else:
+            name = signal.Signals(received[0]).name if received else "stop"
+            log.info(
+                "received signal; shutting down",
+                signal={"SIGTERM": "terminated", "SIGINT": "interrupt"}.get(name, name),
+            )
     log.info(
         "closing etcd server",
         name=cfg.name,
