@@ -996,6 +996,9 @@ def usage() -> str:
         "  petcd --config-file",
         "    " + FLAGS_BY_NAME["config-file"].help,
         "",
+        "  petcd gateway",
+        "    Run the stateless pass-through etcd TCP connection forwarding proxy.",
+        "",
     ]
     for group in _GROUP_ORDER:
         lines.append(group + ":")

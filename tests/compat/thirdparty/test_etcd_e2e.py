@@ -11,7 +11,7 @@ one, ``etcdutl`` petcdutl). Every test that fails there is run again with the re
 other failure must be listed in ``DIFFERENT`` with its reason.
 
 Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
-without it (the v2 API, other etcd versions, grpc-proxy, gateway). The ``...Etcdutl`` variants
+without it (the v2 API, other etcd versions, grpc-proxy). The ``...Etcdutl`` variants
 of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl snapshot tests
 pass too (petcd's Snapshot RPC sends etcd's bbolt format). In ``DIFFERENT``: TestIssue6361,
 which starts petcd on the data dir etcdctl's restore wrote, and etcdctl's offline defrag.
@@ -46,7 +46,6 @@ NOT_RUN = {
     "Downgrade|ReleaseUpgrade|MixVersions": "needs binaries of other etcd versions",
     "Grpcproxy|GrpcProxy": "etcd's grpc-proxy subcommand (a failed one leaves goroutines that"
     " make the framework skip every later test)",
-    "Gateway": "etcd's gateway subcommand",
     # Ran only since the Auth tests are no longer skipped (the old "Auth" pattern matched it).
     "TestAuthority": "reads the :authority lines of Go's http2 debug log in the server's"
     " output; while it waits, the test ends and its goroutine reads a stopped process's log,"
