@@ -1,7 +1,7 @@
 """``petcd gateway start``, etcd's L4 gateway, with the real etcdctl (3.4) through it.
 
 A three-member petcd cluster; the gateway on a free loopback port has a dead endpoint first,
-then two of the members. etcdctl's put, get and watch go through the gateway; the dead
+then the two followers. etcdctl's put, get and watch go through the gateway; the dead
 endpoint is deactivated (etcd's "deactivated endpoint" line) and every connection goes to a
 member; one member killed by pid: new connections go to the other one. Also: an endpoint that
 comes back is activated after --retry-delay; with no endpoint reachable a connection is
@@ -115,20 +115,25 @@ def test_etcdctl_through_the_gateway_fails_over(tmp_path: Path, gateways: list[G
     try:
         cluster.start()
         dead = _dead_endpoint()
-        m0, m1 = cluster.members[0].endpoint, cluster.members[1].endpoint
+        # Behind the gateway: the two followers, so that killing one changes no leader (a
+        # leader's death would fail the next put with "leader changed", gateway or not).
+        leader = cluster.leader_index()
+        assert leader is not None
+        first, second = (i for i in range(3) if i != leader)
+        m0, m1 = cluster.members[first].endpoint, cluster.members[second].endpoint
         gw = _gateway(gateways, tmp_path / "gateway.log", dead, m0, m1)
         ready = gw.wait_log("ready to proxy client requests")
         assert ready["endpoints"] == [dead, m0, m1]
 
+        # From revision 2, the put below on the new cluster: whenever the watch is set up.
         watch = subprocess.Popen(
-            [ETCDCTL_BIN, f"--endpoints={gw.address}", "watch", "k"],
+            [ETCDCTL_BIN, f"--endpoints={gw.address}", "watch", "k", "--rev=2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "ETCDCTL_API": "3"},
         )
         try:
-            time.sleep(1.0)  # the watch is set up (etcdctl prints nothing until an event)
             assert _ok(etcdctl(gw.address, "put", "k", "v1")) == "OK\n"
             assert _ok(etcdctl(gw.address, "get", "k", "--print-value-only")) == "v1\n"
             assert watch.stdout is not None
@@ -142,7 +147,7 @@ def test_etcdctl_through_the_gateway_fails_over(tmp_path: Path, gateways: list[G
         assert deactivated["interval"] == "1m0s"
         assert "connection refused" in str(deactivated["error"])
 
-        cluster.kill(0)
+        cluster.kill(first)
         for i in range(4):  # round robin: m0's turn comes within two connections
             assert _ok(etcdctl(gw.address, "put", f"after{i}", "x")) == "OK\n"
         gw.wait_log("deactivated endpoint", m0)

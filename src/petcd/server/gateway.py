@@ -91,8 +91,15 @@ Flags:
 discovered endpoints when discovery-srv is provided.
 """
 
-_START_STRING_FLAGS = frozenset(
-    ("listen-addr", "discovery-srv", "discovery-srv-name", "trusted-ca-file", "endpoints")
+_START_VALUE_FLAGS = frozenset(
+    (
+        "listen-addr",
+        "discovery-srv",
+        "discovery-srv-name",
+        "trusted-ca-file",
+        "endpoints",
+        "retry-delay",
+    )
 )
 _START_BOOL_FLAGS = frozenset(("insecure-discovery", "help"))
 _GO_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
@@ -269,7 +276,7 @@ def parse_start_flags(args: Sequence[str]) -> StartOptions:
                 raise GatewayFlagError(f"bad flag syntax: {s}")
             if name in _START_BOOL_FLAGS:
                 _set_flag(opts, name, value if eq else "true")
-            elif name in _START_STRING_FLAGS or name == "retry-delay":
+            elif name in _START_VALUE_FLAGS:
                 if not eq:
                     if i >= len(args):
                         raise GatewayFlagError(f"flag needs an argument: {s}")
