@@ -191,6 +191,11 @@ def test_peer_certificate_names_are_pinned(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, c.log_tail()
             time.sleep(0.1)
         assert etcdctl(c.endpoint, "get", "k", "--command-timeout=1s").returncode != 0
+        # c told a why it refused a's connection; a logs the text etcd's dialer logs then.
+        a = members["a"]
+        while "remote error: tls: bad certificate" not in a.log_tail(400):
+            assert time.monotonic() < deadline, a.log_tail()
+            time.sleep(0.1)
     finally:
         for m in members.values():
             m.stop()

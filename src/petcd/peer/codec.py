@@ -315,6 +315,12 @@ class HandshakeStatus:
     REMOVED = 3
     UNKNOWN_SENDER = 4
     RECEIVER_MISMATCH = 5
+    BAD_CERTIFICATE = 6
+
+
+# The reason of a BAD_CERTIFICATE reply: the text a Go TLS client logs when etcd's listener
+# refuses its certificate with an alert, so that the refused member's log says what etcd's does.
+BAD_CERTIFICATE_REASON = "remote error: tls: bad certificate"
 
 
 @dataclass(frozen=True, slots=True)

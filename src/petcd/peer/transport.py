@@ -928,6 +928,17 @@ class PeerTransport:
                     "rejected peer connection: client certificate authentication failed",
                     remote_addr=str(writer.get_extra_info("peername")),
                 )
+                # The refused member learns why (as etcd's does from the TLS alert), in the
+                # reply to its hello (read first: unread data would reset the connection).
+                await asyncio.wait_for(
+                    reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
+                )
+                _write(
+                    writer,
+                    codec.encode_reply(
+                        HandshakeStatus.BAD_CERTIFICATE, codec.BAD_CERTIFICATE_REASON
+                    ),
+                )
                 return
             raw = await asyncio.wait_for(
                 reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
