@@ -304,6 +304,9 @@ REPLY_HEADER_BYTES = _REPLY.size
 KIND_STREAM = 1
 KIND_SNAPSHOT = 2
 KIND_MEMBERS = 3  # a joining member asks who is in the cluster (the reply's reason is JSON)
+# The dialer refused the listener's certificate (--peer-cert-allowed-cn/-hostname) and closes:
+# no reply, nothing follows; the listener logs it as etcd's does the TLS alert.
+KIND_CERT_REFUSED = 4
 
 
 class HandshakeStatus:

@@ -609,6 +609,13 @@ class PeerTransport:
             timeout,
         )
         if not self._cert_passes(writer):
+            # Tell the listener why before closing (it logs what etcd's logs from the alert).
+            with contextlib.suppress(OSError, RuntimeError):
+                refused = codec.Hello(
+                    codec.KIND_CERT_REFUSED, self.cfg.cluster_id, self.cfg.member_id, p.id
+                )
+                writer.write(codec.encode_hello(refused))
+                await asyncio.wait_for(writer.drain(), timeout)
             writer.close()
             raise OSError(f"peer {p.id:x}: server certificate authentication failed")
         try:
@@ -923,23 +930,12 @@ class PeerTransport:
         self._tasks.add(task)
         self._accepted.add(writer)
         try:
-            if not self._cert_passes(writer):
+            cert_passes = self._cert_passes(writer)
+            if not cert_passes:
                 self.log.error(
                     "rejected peer connection: client certificate authentication failed",
                     remote_addr=str(writer.get_extra_info("peername")),
                 )
-                # The refused member learns why (as etcd's does from the TLS alert), in the
-                # reply to its hello (read first: unread data would reset the connection).
-                await asyncio.wait_for(
-                    reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
-                )
-                _write(
-                    writer,
-                    codec.encode_reply(
-                        HandshakeStatus.BAD_CERTIFICATE, codec.BAD_CERTIFICATE_REASON
-                    ),
-                )
-                return
             raw = await asyncio.wait_for(
                 reader.readexactly(codec.HELLO_BYTES), self.cfg.dial_timeout_seconds
             )
@@ -950,6 +946,24 @@ class PeerTransport:
                 self.log.error(
                     "rejected peer connection: unsupported protocol",
                     remote_addr=str(writer.get_extra_info("peername")),
+                )
+                return
+            if hello.kind == codec.KIND_CERT_REFUSED:
+                # The dialer refused this member's certificate (etcd's listener hears it as
+                # a TLS alert and logs it so).
+                self.log.warn(
+                    "rejected connection",
+                    remote_addr=str(writer.get_extra_info("peername")),
+                    error=codec.BAD_CERTIFICATE_REASON,
+                )
+                return
+            if not cert_passes:
+                # The refused member learns why, as etcd's does from the TLS alert.
+                _write(
+                    writer,
+                    codec.encode_reply(
+                        HandshakeStatus.BAD_CERTIFICATE, codec.BAD_CERTIFICATE_REASON
+                    ),
                 )
                 return
             status, reason = self._check_hello(hello)

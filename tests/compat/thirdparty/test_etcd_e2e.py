@@ -62,11 +62,6 @@ DIFFERENT = {
     " backend; petcd's is LMDB: restore with petcdutl)",
     "TestHTTPLivezReadyzHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestHTTPHealthHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
-    # petcd pins peer names just after the TLS handshake (Python's ssl has no verification
-    # callback): the refused member sees its connection closed, not the TLS alert whose Go
-    # text ("remote error: tls: bad certificate") these tests wait for.
-    "TestEtcdPeerCNAuth": "peer CN pinning refuses after the handshake, without a TLS alert",
-    "TestEtcdPeerMultiCNAuth": "peer CN pinning refuses after the handshake, without a TLS alert",
 }
 
 
