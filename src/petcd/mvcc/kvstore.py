@@ -110,6 +110,9 @@ FINISHED_COMPACT_KEY = b"finishedCompactRev"
 
 _HDR = struct.Struct(">qqqqq")  # create_revision, mod_revision, version, lease, len(key)
 _HDR_SIZE = _HDR.size
+# For readers that unpack stored records in place (the etcd export): the header's fields in
+# this order, then the key, then the value.
+RECORD_HEADER = _HDR
 _REVKEY = struct.Struct(">QcQ")
 _Q = struct.Struct(">q")
 # Index keys compacted per compaction step, per backend record a step may delete: so that both

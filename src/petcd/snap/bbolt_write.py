@@ -32,9 +32,10 @@ a branch level, so a bucket of millions of keys needs no more than a few MiB.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from petcd.snap.bbolt import (
     _BRANCH,
@@ -66,11 +67,54 @@ _FIRST_DATA_PGID = 3
 Items = Iterable[tuple[bytes, bytes]]
 
 
+class _LeafPage:
+    """The elements of a leaf page being filled (flags 0: keys and values, no buckets)."""
+
+    __slots__ = ("_pos", "count", "data", "sizes")
+
+    def __init__(self) -> None:
+        self.count = 0
+        # sizes: (pos - elements' size, ksize, vsize) per element; pos (from the element to
+        # its key) is only known once the page's count is: elements() adds it.
+        self.sizes: list[int] = []
+        self.data: list[bytes] = []  # key, value, key, value, ...
+        self._pos = 0
+
+    def add(self, k: bytes, v: bytes, ksize: int, vsize: int) -> None:
+        self.sizes += (self._pos, ksize, vsize)
+        self._pos += ksize + vsize - _ELEMENT_SIZE
+        self.data += (k, v)
+        self.count += 1
+
+    def body(self) -> bytes:
+        """The page without its header: the elements, then each key and value."""
+        sizes = self.sizes
+        elements_size = self.count * _ELEMENT_SIZE
+        sizes[::3] = [pos + elements_size for pos in sizes[::3]]
+        return b"".join((_elements_struct(self.count).pack(*sizes), *self.data))
+
+
+@functools.cache
+def _elements_struct(count: int) -> struct.Struct:
+    """``count`` leaf elements of flags 0: ``_ELEMENT`` with the flags as zero padding."""
+    return struct.Struct("<" + "4xIII" * count)
+
+
+def _refuse(name: bytes, previous: bytes, k: bytes, v: bytes) -> NoReturn:
+    if previous and k <= previous:
+        raise ValueError(f"bucket {name!r}: keys out of order at {k!r}")
+    if not k or len(k) > KEY_SIZE_MAX:
+        raise ValueError(f"bucket {name!r}: key of {len(k)} bytes")
+    assert len(v) > VALUE_SIZE_MAX
+    raise ValueError(f"bucket {name!r}: value of {len(v)} bytes")
+
+
 class BoltWriter:
     """Writes one bbolt file to ``f`` (a new, empty, seekable file opened for writing).
 
     Call :meth:`bucket` once per top-level bucket, in ascending name order, then
-    :meth:`finish`. ``on_item`` (if given) is called after every key written."""
+    :meth:`finish`. ``on_items`` (if given) is called with the number of keys of each bucket
+    leaf page once it is written (and of an inline bucket's page)."""
 
     def __init__(
         self,
@@ -78,14 +122,14 @@ class BoltWriter:
         *,
         page_size: int = PAGE_SIZE_DEFAULT,
         fill: float = FILL_DEFAULT,
-        on_item: Callable[[], None] | None = None,
+        on_items: Callable[[int], None] | None = None,
     ) -> None:
         assert page_size >= 1024 and page_size & (page_size - 1) == 0, page_size
         assert 0.1 <= fill <= 1.0, fill
         self._f = f
         self.page_size = page_size
         self._threshold = int(page_size * fill)
-        self._on_item = on_item
+        self._on_items = on_items
         self._next_pgid = _FIRST_DATA_PGID
         self._root: list[tuple[bytes, bytes]] = []  # (bucket name, bucket value)
         self._finished = False
@@ -106,7 +150,7 @@ class BoltWriter:
         size = _HEADER_SIZE + len(body)
         pages = -(-size // self.page_size)
         header = _PAGE_HEADER.pack(pgid, flags, count, pages - 1)
-        self._f.write(header + body + bytes(pages * self.page_size - size))
+        self._f.write(b"".join((header, body, bytes(pages * self.page_size - size))))
         self._next_pgid += pages
         return pgid
 
@@ -136,44 +180,44 @@ class BoltWriter:
 
     def _tree(self, items: Items, name: bytes) -> bytes:
         """Write the pages of one bucket; its value in the parent (header [+ inline page])."""
-        inline_max = self.page_size // 4
-        pending: list[tuple[bytes, bytes, int]] = []
+        # The hot loop of a conversion: one pass per key, so the page being filled is kept as
+        # two flat lists that ``_LeafPage.body`` packs in one call, no tuple per element.
+        page = _LeafPage()
         size = _HEADER_SIZE
+        threshold = self._threshold
         leaves: list[tuple[bytes, int]] = []  # (first key, page id) of each leaf written
-        previous: bytes | None = None
+        previous = b""  # no key is empty: every first key compares greater
         for k, v in items:
-            if previous is not None and k <= previous:
-                raise ValueError(f"bucket {name!r}: keys out of order at {k!r}")
-            if not k or len(k) > KEY_SIZE_MAX:
-                raise ValueError(f"bucket {name!r}: key of {len(k)} bytes")
-            if len(v) > VALUE_SIZE_MAX:
-                raise ValueError(f"bucket {name!r}: value of {len(v)} bytes")
+            ksize = len(k)
+            vsize = len(v)
+            if k <= previous or ksize > KEY_SIZE_MAX or vsize > VALUE_SIZE_MAX:
+                _refuse(name, previous, k, v)
             previous = k
-            grow = _ELEMENT_SIZE + len(k) + len(v)
-            if pending and (size + grow > self._threshold or len(pending) == _COUNT_MAX):
-                leaves.append(
-                    (
-                        pending[0][0],
-                        self._write_page(LEAF_PAGE, len(pending), self._leaf_body(pending)),
-                    )
-                )
-                pending, size = [], _HEADER_SIZE
-            pending.append((k, v, 0))
+            grow = _ELEMENT_SIZE + ksize + vsize
+            if (size + grow > threshold or page.count == _COUNT_MAX) and page.count:
+                leaves.append((page.data[0], self._write_leaf(page)))
+                page = _LeafPage()
+                size = _HEADER_SIZE
+            page.add(k, v, ksize, vsize)
             size += grow
-            if self._on_item is not None:
-                self._on_item()
-        if not leaves and size <= inline_max:
-            page = _PAGE_HEADER.pack(0, LEAF_PAGE, len(pending), 0) + self._leaf_body(pending)
-            return _BUCKET_HEADER.pack(0, 0) + page
-        if pending or not leaves:
-            first = pending[0][0] if pending else b""
-            leaves.append(
-                (first, self._write_page(LEAF_PAGE, len(pending), self._leaf_body(pending)))
-            )
+        if not leaves and size <= self.page_size // 4:
+            if self._on_items is not None:
+                self._on_items(page.count)
+            header = _PAGE_HEADER.pack(0, LEAF_PAGE, page.count, 0)
+            return _BUCKET_HEADER.pack(0, 0) + header + page.body()
+        if page.count or not leaves:
+            first = page.data[0] if page.count else b""
+            leaves.append((first, self._write_leaf(page)))
         level = leaves
         while len(level) > 1:
             level = self._branch_level(level)
         return _BUCKET_HEADER.pack(level[0][1], 0)
+
+    def _write_leaf(self, page: _LeafPage) -> int:
+        pgid = self._write_page(LEAF_PAGE, page.count, page.body())
+        if self._on_items is not None:
+            self._on_items(page.count)
+        return pgid
 
     def _branch_level(self, children: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
         parents: list[tuple[bytes, int]] = []

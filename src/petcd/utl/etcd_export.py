@@ -40,7 +40,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
@@ -69,7 +69,7 @@ from petcd.backend import (
 )
 from petcd.lease.errors import LeaseDecodeError
 from petcd.lease.store import decode_lease_record, encode_lease_key, encode_lease_record
-from petcd.mvcc.kvstore import FINISHED_COMPACT_KEY, SCHEDULED_COMPACT_KEY, decode_kv
+from petcd.mvcc.kvstore import FINISHED_COMPACT_KEY, RECORD_HEADER, SCHEDULED_COMPACT_KEY
 from petcd.raft.types import MemberId
 from petcd.server.ids import format_id
 from petcd.server.member import MemberInfo, decode_alarm_key
@@ -80,6 +80,9 @@ from petcd.utl.snapshot import SHA256_SIZE, open_readonly, verify_trailer
 
 _REV = struct.Struct(">QcQ")
 _REV_SIZE = _REV.size  # 17
+_REV_MAIN = struct.Struct(">Q")
+_SEP = ord("_")
+_T = ord("t")
 _CI = struct.Struct(">QQ")
 _Q = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
@@ -144,8 +147,8 @@ class _Reader:
         if bucket.encode() not in self.names:
             return
         db = self._env.open_db(bucket.encode(), txn=self._txn, create=False)
-        for k, v in self._txn.cursor(db=db):
-            yield bytes(k), bytes(v)
+        # bytes, never memoryviews: the transaction is not opened with buffers=True
+        yield from cast(Iterator[tuple[bytes, bytes]], self._txn.cursor(db=db))
 
     def count(self, bucket: str) -> int:
         if bucket.encode() not in self.names:
@@ -156,31 +159,43 @@ class _Reader:
 
 
 def _key_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
-    for k, v in r.items(KEY):
-        tomb = len(k) == _REV_SIZE + 1 and k[-1:] == b"t"
-        if not (len(k) == _REV_SIZE or tomb) or k[8:9] != b"_":
-            raise _bad(KEY, k, "not a revision key (8-byte main, '_', 8-byte sub[, 't'])")
-        main = _REV.unpack_from(k)[0]
-        try:
-            kv = decode_kv(v)
-        except struct.error as e:
-            raise _bad(KEY, k, f"not a petcd key record ({e})") from None
-        if not kv.key or kv.mod_revision != main:
-            raise _bad(KEY, k, f"record of revision {kv.mod_revision} under revision {main}")
-        if tomb:
-            out = kv_pb2.KeyValue(key=kv.key)  # etcd's tombstone holds the key only
-        else:
-            out = kv_pb2.KeyValue(
-                key=kv.key,
-                create_revision=kv.create_revision,
-                mod_revision=kv.mod_revision,
-                version=kv.version,
-                value=kv.value,
-                lease=kv.lease,
-            )
+    # The hot loop of a conversion (one pass per record of the store): the petcd record's
+    # header is unpacked in place (``decode_kv``'s layout) and the message built from its
+    # fields, with no intermediate KeyValue; the counters are set once at the end.
+    unpack = RECORD_HEADER.unpack_from
+    h = RECORD_HEADER.size
+    kv_message = kv_pb2.KeyValue
+    records = 0
+    main = 0
+    try:
+        for k, v in r.items(KEY):
+            if (len(k) != _REV_SIZE and (len(k) != _REV_SIZE + 1 or k[-1] != _T)) or k[8] != _SEP:
+                raise _bad(KEY, k, "not a revision key (8-byte main, '_', 8-byte sub[, 't'])")
+            main = _REV_MAIN.unpack_from(k)[0]
+            try:
+                create, mod, version, lease, n = unpack(v)
+            except struct.error as e:
+                raise _bad(KEY, k, f"not a petcd key record ({e})") from None
+            end = h + n
+            key = v[h:end]
+            if not key or mod != main:
+                raise _bad(KEY, k, f"record of revision {mod} under revision {main}")
+            if len(k) != _REV_SIZE:
+                out = kv_message(key=key)  # etcd's tombstone holds the key only
+            else:
+                out = kv_message(
+                    key=key,
+                    create_revision=create,
+                    mod_revision=mod,
+                    version=version,
+                    value=v[end:],
+                    lease=lease,
+                )
+            records += 1
+            yield k, out.SerializeToString()
+    finally:
         s.revision = main
-        s.records += 1
-        yield k, out.SerializeToString()
+        s.records += records
 
 
 def _rev_bytes(main: int) -> bytes:
@@ -326,14 +341,16 @@ def _write(r: _Reader, f: Any, s: ExportSummary, progress: Progress | None) -> N
     total = sum(r.count(b) for b in BUCKETS) + len(_cluster_records())
     done = 0
     every = max(1, total // 100)
+    next_report = every
 
-    def on_item() -> None:
-        nonlocal done
-        done = min(done + 1, total)
-        if progress is not None and (done % every == 0 or done == total):
+    def on_items(count: int) -> None:  # after each page: about every 1% of the records
+        nonlocal done, next_report
+        done = min(done + count, total)
+        if progress is not None and (done >= next_report or done == total):
+            next_report = (done // every + 1) * every
             progress(done, total)
 
-    w = BoltWriter(f, on_item=on_item)
+    w = BoltWriter(f, on_items=on_items)
     sources: dict[bytes, Callable[[], Any]] = {
         b"alarm": lambda: _alarm_records(r, s),
         b"auth": lambda: _auth_records(r, s),
