@@ -47,7 +47,6 @@ import lmdb
 import petcd
 from petcd.api.authpb import auth_pb2
 from petcd.api.etcdserverpb import rpc_pb2
-from petcd.api.mvccpb import kv_pb2
 from petcd.auth.store import (
     AUTH_BUCKET,
     ENABLED_KEY,
@@ -164,7 +163,6 @@ def _key_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
     # fields, with no intermediate KeyValue; the counters are set once at the end.
     unpack = RECORD_HEADER.unpack_from
     h = RECORD_HEADER.size
-    kv_message = kv_pb2.KeyValue
     records = 0
     main = 0
     try:
@@ -180,22 +178,64 @@ def _key_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
             key = v[h:end]
             if not key or mod != main:
                 raise _bad(KEY, k, f"record of revision {mod} under revision {main}")
-            if len(k) != _REV_SIZE:
-                out = kv_message(key=key)  # etcd's tombstone holds the key only
+            if len(k) != _REV_SIZE:  # etcd's tombstone holds the key only
+                out = encode_etcd_kv(key, 0, 0, 0, b"", 0)
             else:
-                out = kv_message(
-                    key=key,
-                    create_revision=create,
-                    mod_revision=mod,
-                    version=version,
-                    value=v[end:],
-                    lease=lease,
-                )
+                out = encode_etcd_kv(key, create, mod, version, v[end:], lease)
             records += 1
-            yield k, out.SerializeToString()
+            yield k, out
     finally:
         s.revision = main
         s.records += records
+
+
+# protobuf's base-128 varints: 7 bits a byte, low bits first, the high bit set on every byte
+# but the last. _VARINT holds those of 0 to 2**14 - 1 (1 or 2 bytes: lengths, versions);
+# _VARINT_LOW the first two bytes of a longer one, by its low 14 bits.
+_VARINT_TABLE = 1 << 14
+_VARINT = [bytes((n,)) for n in range(0x80)] + [
+    bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, _VARINT_TABLE)
+]
+_VARINT_LOW = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_VARINT_TABLE)]
+_U64_MASK = (1 << 64) - 1
+
+
+def _varint(n: int) -> bytes:
+    """The varint of an int64 (a negative one as its 64-bit two's complement: 10 bytes)."""
+    if 0 <= n < _VARINT_TABLE:
+        return _VARINT[n]
+    if 0 < n < _VARINT_TABLE * _VARINT_TABLE:  # 3 or 4 bytes: revisions below 2**28
+        return _VARINT_LOW[n & (_VARINT_TABLE - 1)] + _VARINT[n >> 14]
+    n &= _U64_MASK
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_etcd_kv(
+    key: bytes, create_revision: int, mod_revision: int, version: int, value: bytes, lease: int
+) -> bytes:
+    """etcd's record, ``mvccpb.KeyValue``, byte for byte as protobuf's ``SerializeToString``
+    writes it: the fields in number order, a field of 0 or empty left out (proto3); the tests
+    check it against protobuf. A message object per record costs a fifth more (0.9 µs)."""
+    table, varint, varints = _VARINT_TABLE, _VARINT, _varint
+    n = len(key)
+    parts = [b"\x0a", varint[n] if n < table else varints(n), key]  # 1 key: bytes
+    if create_revision:  # 2 create_revision: int64, and so are 3, 4 and 6
+        parts += (b"\x10", varints(create_revision))
+    if mod_revision:
+        parts += (b"\x18", varints(mod_revision))
+    if version:
+        parts += (b"\x20", varint[version] if 0 < version < table else varints(version))
+    if value:  # 5 value: bytes
+        n = len(value)
+        parts += (b"\x2a", varint[n] if n < table else varints(n), value)
+    if lease:
+        parts += (b"\x30", varints(lease))
+    return b"".join(parts)
 
 
 def _rev_bytes(main: int) -> bytes:

@@ -11,6 +11,7 @@ import random
 import struct
 from pathlib import Path
 
+from petcd.api.mvccpb import kv_pb2
 from petcd.auth.store import Permission, Role, User
 from petcd.backend import (
     ALARM,
@@ -31,6 +32,7 @@ from petcd.mvcc.kvstore import encode_kv
 from petcd.mvcc.requests import KeyValue
 from petcd.raft.types import MemberId
 from petcd.server.member import MemberInfo, encode_alarm_key
+from petcd.utl.etcd_export import encode_etcd_kv
 from petcd.utl.rpc_snapshot import convert
 
 RECORDS = 20_000
@@ -113,3 +115,23 @@ def test_the_converted_file_is_the_pinned_one(tmp_path: Path) -> None:
     data = dst.read_bytes()
     assert len(data) == pages * 4096
     assert hashlib.sha256(data).hexdigest() == PINNED_SHA256
+
+
+def test_key_records_are_protobufs_encoding() -> None:
+    rng = random.Random(3)
+    for _ in range(20_000):
+        create, mod, version, lease = (_int64(rng) * rng.choice((1, 1, -1)) for _ in range(4))
+        key = rng.randbytes(rng.choice((1, 2, 127, 128, 300, 20_000)))
+        value = rng.randbytes(rng.choice((0, 1, 127, 128, 16_383, 16_384, 70_000)))
+        expected = kv_pb2.KeyValue(
+            key=key,
+            create_revision=create,
+            mod_revision=mod,
+            version=version,
+            value=value,
+            lease=lease,
+        ).SerializeToString()
+        assert encode_etcd_kv(key, create, mod, version, value, lease) == expected
+    for n in (0, 1, 127, 128, 16_383, 16_384, 2**21, 2**28 - 1, 2**28, 2**63 - 1, -1, -(2**63)):
+        expected = kv_pb2.KeyValue(key=b"k", mod_revision=n, lease=n).SerializeToString()
+        assert encode_etcd_kv(b"k", 0, n, 0, b"", n) == expected
