@@ -67,31 +67,14 @@ _FIRST_DATA_PGID = 3
 Items = Iterable[tuple[bytes, bytes]]
 
 
-class _LeafPage:
-    """The elements of a leaf page being filled (flags 0: keys and values, no buckets)."""
-
-    __slots__ = ("_pos", "count", "data", "sizes")
-
-    def __init__(self) -> None:
-        self.count = 0
-        # sizes: (pos - elements' size, ksize, vsize) per element; pos (from the element to
-        # its key) is only known once the page's count is: elements() adds it.
-        self.sizes: list[int] = []
-        self.data: list[bytes] = []  # key, value, key, value, ...
-        self._pos = 0
-
-    def add(self, k: bytes, v: bytes, ksize: int, vsize: int) -> None:
-        self.sizes += (self._pos, ksize, vsize)
-        self._pos += ksize + vsize - _ELEMENT_SIZE
-        self.data += (k, v)
-        self.count += 1
-
-    def body(self) -> bytes:
-        """The page without its header: the elements, then each key and value."""
-        sizes = self.sizes
-        elements_size = self.count * _ELEMENT_SIZE
-        sizes[::3] = [pos + elements_size for pos in sizes[::3]]
-        return b"".join((_elements_struct(self.count).pack(*sizes), *self.data))
+def _leaf_body(sizes: list[int], data: list[bytes]) -> bytes:
+    """A leaf page of flags-0 elements without its header: the elements, then each key and
+    value. ``sizes`` holds (pos - the elements' size, ksize, vsize) of each element and is
+    changed; ``data`` key, value, key, value, ..."""
+    count = len(data) // 2
+    elements_size = count * _ELEMENT_SIZE
+    sizes[::3] = [pos + elements_size for pos in sizes[::3]]
+    return b"".join((_elements_struct(count).pack(*sizes), *data))
 
 
 @functools.cache
@@ -155,8 +138,9 @@ class BoltWriter:
         return pgid
 
     @staticmethod
-    def _leaf_body(elements: list[tuple[bytes, bytes, int]]) -> bytes:
-        """Element headers, then each key and value; ``pos`` counts from the element."""
+    def _bucket_leaf_body(elements: list[tuple[bytes, bytes, int]]) -> bytes:
+        """Element headers (with their flags), then each key and value; ``pos`` counts from
+        the element. For the root bucket's page."""
         n = len(elements)
         heads = bytearray()
         data = bytearray()
@@ -180,9 +164,13 @@ class BoltWriter:
 
     def _tree(self, items: Items, name: bytes) -> bytes:
         """Write the pages of one bucket; its value in the parent (header [+ inline page])."""
-        # The hot loop of a conversion: one pass per key, so the page being filled is kept as
-        # two flat lists that ``_LeafPage.body`` packs in one call, no tuple per element.
-        page = _LeafPage()
+        # The hot loop of a conversion, one pass per key: the page being filled is two flat
+        # lists of plain values that _leaf_body packs with one call, no object per element;
+        # pos (from an element to its key) is known once the page's count is: it is kept
+        # without the elements' size, which _leaf_body adds.
+        sizes: list[int] = []  # pos - the elements' size, ksize, vsize; of each element
+        data: list[bytes] = []  # key, value, key, value, ...
+        pos = 0
         size = _HEADER_SIZE
         threshold = self._threshold
         leaves: list[tuple[bytes, int]] = []  # (first key, page id) of each leaf written
@@ -194,29 +182,31 @@ class BoltWriter:
                 _refuse(name, previous, k, v)
             previous = k
             grow = _ELEMENT_SIZE + ksize + vsize
-            if (size + grow > threshold or page.count == _COUNT_MAX) and page.count:
-                leaves.append((page.data[0], self._write_leaf(page)))
-                page = _LeafPage()
-                size = _HEADER_SIZE
-            page.add(k, v, ksize, vsize)
+            if (size + grow > threshold or len(data) == 2 * _COUNT_MAX) and data:
+                leaves.append((data[0], self._write_leaf(sizes, data)))
+                sizes, data, pos, size = [], [], 0, _HEADER_SIZE
+            sizes += (pos, ksize, vsize)
+            data += (k, v)
+            pos += ksize + vsize - _ELEMENT_SIZE
             size += grow
+        count = len(data) // 2
         if not leaves and size <= self.page_size // 4:
             if self._on_items is not None:
-                self._on_items(page.count)
-            header = _PAGE_HEADER.pack(0, LEAF_PAGE, page.count, 0)
-            return _BUCKET_HEADER.pack(0, 0) + header + page.body()
-        if page.count or not leaves:
-            first = page.data[0] if page.count else b""
-            leaves.append((first, self._write_leaf(page)))
+                self._on_items(count)
+            header = _PAGE_HEADER.pack(0, LEAF_PAGE, count, 0)
+            return _BUCKET_HEADER.pack(0, 0) + header + _leaf_body(sizes, data)
+        if data or not leaves:
+            leaves.append((data[0] if data else b"", self._write_leaf(sizes, data)))
         level = leaves
         while len(level) > 1:
             level = self._branch_level(level)
         return _BUCKET_HEADER.pack(level[0][1], 0)
 
-    def _write_leaf(self, page: _LeafPage) -> int:
-        pgid = self._write_page(LEAF_PAGE, page.count, page.body())
+    def _write_leaf(self, sizes: list[int], data: list[bytes]) -> int:
+        count = len(data) // 2
+        pgid = self._write_page(LEAF_PAGE, count, _leaf_body(sizes, data))
         if self._on_items is not None:
-            self._on_items(page.count)
+            self._on_items(count)
         return pgid
 
     def _branch_level(self, children: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
@@ -256,7 +246,7 @@ class BoltWriter:
         assert not self._finished
         self._finished = True
         elements = [(name, value, BUCKET_LEAF) for name, value in self._root]
-        root = self._write_page(LEAF_PAGE, len(elements), self._leaf_body(elements))
+        root = self._write_page(LEAF_PAGE, len(elements), self._bucket_leaf_body(elements))
         page_count = self._next_pgid
         self._f.seek(_FREELIST_PGID * self.page_size)
         self._f.write(_PAGE_HEADER.pack(_FREELIST_PGID, FREELIST_PAGE, 0, 0))
