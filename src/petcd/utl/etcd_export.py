@@ -159,34 +159,33 @@ class _Reader:
 
 def _key_records(r: _Reader, s: ExportSummary) -> Iterator[tuple[bytes, bytes]]:
     # The hot loop of a conversion (one pass per record of the store): the petcd record's
-    # header is unpacked in place (``decode_kv``'s layout) and the message built from its
-    # fields, with no intermediate KeyValue; the counters are set once at the end.
+    # header is unpacked in place (``decode_kv``'s layout) and etcd's record encoded from its
+    # fields, with no KeyValue and no message object; the counters are set once at the end.
     unpack = RECORD_HEADER.unpack_from
     h = RECORD_HEADER.size
     records = 0
     main = 0
-    try:
-        for k, v in r.items(KEY):
-            if (len(k) != _REV_SIZE and (len(k) != _REV_SIZE + 1 or k[-1] != _T)) or k[8] != _SEP:
-                raise _bad(KEY, k, "not a revision key (8-byte main, '_', 8-byte sub[, 't'])")
-            main = _REV_MAIN.unpack_from(k)[0]
-            try:
-                create, mod, version, lease, n = unpack(v)
-            except struct.error as e:
-                raise _bad(KEY, k, f"not a petcd key record ({e})") from None
-            end = h + n
-            key = v[h:end]
-            if not key or mod != main:
-                raise _bad(KEY, k, f"record of revision {mod} under revision {main}")
-            if len(k) != _REV_SIZE:  # etcd's tombstone holds the key only
-                out = encode_etcd_kv(key, 0, 0, 0, b"", 0)
-            else:
-                out = encode_etcd_kv(key, create, mod, version, v[end:], lease)
-            records += 1
-            yield k, out
-    finally:
-        s.revision = main
-        s.records += records
+    for k, v in r.items(KEY):
+        tomb = len(k) == _REV_SIZE + 1 and k[-1] == _T
+        if not (len(k) == _REV_SIZE or tomb) or k[8] != _SEP:
+            raise _bad(KEY, k, "not a revision key (8-byte main, '_', 8-byte sub[, 't'])")
+        main = _REV_MAIN.unpack_from(k)[0]
+        try:
+            create, mod, version, lease, n = unpack(v)
+        except struct.error as e:
+            raise _bad(KEY, k, f"not a petcd key record ({e})") from None
+        end = h + n
+        key = v[h:end]
+        if not key or mod != main:
+            raise _bad(KEY, k, f"record of revision {mod} under revision {main}")
+        if tomb:  # etcd's tombstone holds the key only
+            out = encode_etcd_kv(key, 0, 0, 0, b"", 0)
+        else:
+            out = encode_etcd_kv(key, create, mod, version, v[end:], lease)
+        records += 1
+        yield k, out
+    s.revision = main
+    s.records += records
 
 
 # protobuf's base-128 varints: 7 bits a byte, low bits first, the high bit set on every byte
