@@ -77,7 +77,7 @@ def _leaf_body(sizes: list[int], data: list[bytes]) -> bytes:
     return b"".join((_elements_struct(count).pack(*sizes), *data))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)  # a 4 KiB page at 90% holds at most 216 elements
 def _elements_struct(count: int) -> struct.Struct:
     """``count`` leaf elements of flags 0: ``_ELEMENT`` with the flags as zero padding."""
     return struct.Struct("<" + "4xIII" * count)
