@@ -1952,7 +1952,9 @@ class Member:
             now = time.monotonic()
             if now < self._next_compaction_step:
                 return
-            self._next_compaction_step = now + self._compaction_pause_s
+            # Half the pause: the idle timer that wakes this every pause must not miss its
+            # turn by a scheduling jitter (that halved the pace).
+            self._next_compaction_step = now + self._compaction_pause_s / 2
             limit = self.cfg.experimental_compaction_batch_limit or COMPACTION_BATCH_LIMIT_DEFAULT
             if not self.kv.compaction_step(limit, commit=False):
                 log_finished_compactions(self.log, self.kv, self._backend)
