@@ -200,6 +200,10 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         log.fatal("failed to listen on client urls", error=str(e))
         _remove_socket_files(sockets)
         return 1
+    if not _convert_etcd_data_dir(cfg, log):
+        await grpc_server.stop(None)
+        _remove_socket_files(sockets)
+        return 1
     restarted = wal_exists(cfg.wal_path)  # etcd checks only a member that has data
     try:
         member.open_data()
@@ -327,6 +331,66 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await member.stop()
     log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)
     return code
+
+
+def _convert_etcd_data_dir(cfg: Config, log: Logger) -> bool:
+    """An etcd member's data dir is converted in place before it is opened (0013); False
+    (logged as fatal) if it cannot be done safely."""
+    from petcd.server.ids import format_id
+    from petcd.utl import etcd_datadir  # only for etcd's data dirs: it loads the importer
+
+    data_dir = cfg.data_dir
+    if etcd_datadir.interrupted(data_dir):
+        etcd_datadir.finish_interrupted(data_dir)
+        log.info("finished an interrupted conversion of an etcd data dir", data_dir=data_dir)
+        return True
+    if not etcd_datadir.is_etcd_data_dir(data_dir):
+        return True
+
+    def hint(reason: str) -> str:
+        urls = ",".join(map(str, cfg.initial_advertise_peer_urls))
+        cluster = ",".join(f"{n}={u}" for n, us in cfg.initial_cluster for u in us)
+        return (
+            f"{data_dir} is an etcd data dir that petcd cannot convert in place: {reason}. "
+            "To migrate it, start etcd on it, save a snapshot (etcdctl snapshot save "
+            "<file>), stop etcd, then run `petcdutl snapshot restore <file> --data-dir "
+            f"<new data dir> --name {cfg.name} --initial-cluster {cluster} "
+            f"--initial-cluster-token {cfg.initial_cluster_token} "
+            f"--initial-advertise-peer-urls {urls}` and start petcd on the new data dir"
+        )
+
+    if cfg.wal_dir:
+        log.fatal("failed to start the member", error=hint("--wal-dir is not supported here"))
+        return False
+    log.info("converting etcd data dir", data_dir=data_dir)
+    try:
+        done = etcd_datadir.convert_data_dir(data_dir, hint)
+    except etcd_datadir.EtcdDataDirError as e:
+        log.fatal("failed to start the member", error=str(e))
+        return False
+    except Exception as e:  # I/O errors: the originals are back in place
+        log.fatal("failed to start the member", error=f"converting etcd data dir: {e}")
+        return False
+    c = done.counts
+    log.info(
+        "converted etcd data dir",
+        data_dir=data_dir,
+        etcd_originals=done.originals,
+        local_member_id=format_id(done.member_id),
+        cluster_id=format_id(done.cluster_id),
+        members=done.members,
+        applied_index=done.applied_index,
+        commit_index=done.commit_index,
+        last_index=done.last_index,
+        revision=done.revision,
+        entries_to_apply=c.requests,
+    )
+    if c.v2_writes_dropped:
+        log.warn(
+            "the etcd WAL held v2 store writes after the applied index; petcd has no v2 store",
+            dropped=c.v2_writes_dropped,
+        )
+    return True
 
 
 def _remove_socket_files(paths: Sequence[str]) -> None:
