@@ -13,8 +13,9 @@ other failure must be listed in ``DIFFERENT`` with its reason.
 Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
 without it (the v2 API, other etcd versions, grpc-proxy). The ``...Etcdutl`` variants
 of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl snapshot tests
-pass too (petcd's Snapshot RPC sends etcd's bbolt format). In ``DIFFERENT``: TestIssue6361,
-which starts petcd on the data dir etcdctl's restore wrote, and etcdctl's offline defrag.
+pass too (petcd's Snapshot RPC sends etcd's bbolt format), and so does TestIssue6361, which
+starts petcd on the data dir etcdctl's restore wrote (converted in place, 0013). In
+``DIFFERENT``: etcdctl's offline defrag.
 
 The e2e framework binds fixed ports from 20000 on (``e2e.EtcdProcessBasePort``) on
 localhost: no other test may use them while this one runs.
@@ -58,8 +59,6 @@ DIFFERENT = {
     "TestPeriodicCheckDetectsCorruption": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestCompactHashCheckDetectCorruption": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestCtlV3DefragOffline": "etcdctl's offline defrag opens the bbolt file",
-    "TestIssue6361": "starts petcd on the data dir etcdctl's snapshot restore wrote (a bbolt"
-    " backend; petcd's is LMDB: restore with petcdutl)",
     "TestHTTPLivezReadyzHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
     "TestHTTPHealthHandler/corrupt": "corrupts the bbolt file (testutil.CorruptBBolt)",
 }
