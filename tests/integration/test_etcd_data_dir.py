@@ -212,6 +212,82 @@ def test_an_unapplied_auth_change_is_refused_and_nothing_changes(etcd: ServerPro
     assert tree_digest(etcd.data_dir) == before
 
 
+_CRASH_AT_RENAME = """
+import os, sys
+from petcd.utl import etcd_datadir
+calls = []
+real = etcd_datadir._rename
+def rename(src, dst):
+    calls.append(dst)
+    if len(calls) == int(sys.argv[2]):
+        os._exit(9)  # a crash: no clean-up runs
+    real(src, dst)
+etcd_datadir._rename = rename
+etcd_datadir.convert_data_dir(sys.argv[1], lambda reason: reason)
+"""
+
+
+def test_a_conversion_killed_before_or_between_its_renames_is_finished_at_start(
+    etcd: ServerProcess,
+) -> None:
+    etcd.start()
+    ok(etcdctl(etcd.endpoint, "put", "k", "v"))
+    want = as_json(etcdctl(etcd.endpoint, "get", "k", "-w", "json"))
+    stop_cleanly(etcd)
+    data = etcd.data_dir
+    originals = tree_digest(data / "member")
+    for crash_at in ("1", "2"):
+        run = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-c", _CRASH_AT_RENAME, str(data), crash_at],
+            env=ENV,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 9, run.stderr
+        assert (data / ".member.petcd-convert" / "wal").is_dir()
+    # Killed between the renames: etcd's member dir is aside, the new one complete.
+    assert not (data / "member").exists()
+    assert tree_digest(data / "member.etcd") == originals
+    p = petcd_on(etcd)
+    try:
+        p.start()
+        got = as_json(etcdctl(p.endpoint, "get", "k", "-w", "json"))
+    finally:
+        p.stop()
+    assert got["kvs"] == want["kvs"]
+    assert got["header"]["member_id"] == want["header"]["member_id"]
+    msgs = [r.get("msg") for r in p.log_records()]
+    assert "finished an interrupted conversion of an etcd data dir" in msgs
+    assert not (data / ".member.petcd-convert").exists()
+
+
+def test_an_etcd_that_took_snapshots_is_converted(tmp_path: Path) -> None:
+    etcd = ServerProcess("etcd", tmp_path / "data", name="m1")
+    etcd.binary = str(tmp_path / "etcd-snap")
+    # ServerProcess has no extra flags: a wrapper adds etcd's --snapshot-count.
+    Path(etcd.binary).write_text(f'#!/bin/sh\nexec {ETCD_BIN} "$@" --snapshot-count=10\n')
+    Path(etcd.binary).chmod(0o755)
+    try:
+        etcd.start()
+        for i in range(45):
+            ok(etcdctl(etcd.endpoint, "put", f"k{i % 7}", f"v{i}"))
+        want = as_json(etcdctl(etcd.endpoint, "get", "k", "--prefix", "-w", "json"))
+        stop_cleanly(etcd)
+    finally:
+        etcd.stop()
+    assert list((etcd.data_dir / "member" / "snap").glob("*.snap"))
+    p = petcd_on(etcd)
+    assert p.args is not None
+    try:
+        p.start()
+        got = as_json(etcdctl(p.endpoint, "get", "k", "--prefix", "-w", "json"))
+    finally:
+        p.stop()
+    assert got["kvs"] == want["kvs"]
+    assert got["header"]["revision"] == want["header"]["revision"]
+
+
 def test_wal_dir_is_refused_with_the_migration_command(etcd: ServerProcess) -> None:
     etcd.start()
     ok(etcdctl(etcd.endpoint, "put", "k", "v"))

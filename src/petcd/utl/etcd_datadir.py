@@ -252,7 +252,7 @@ def read_etcd_wal(wal_dir: str) -> EtcdWal:
                 metadata = rdata
             pos = end
     if metadata is None:
-        raise EtcdDataDirError(f"the WAL in {wal_dir} has no metadata record")
+        raise EtcdDataDirError(f"the WAL in {wal_dir} has no metadata record: not etcd's WAL")
     return out
 
 
