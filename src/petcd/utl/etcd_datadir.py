@@ -680,7 +680,8 @@ def _build(
     removed: set[int],
 ) -> etcd_import.ImportSummary:
     snap_dir = os.path.join(temp, "snap")
-    os.makedirs(snap_dir, mode=0o700)
+    os.mkdir(temp, mode=0o700)  # as etcd's member dir
+    os.mkdir(snap_dir, mode=0o700)
     try:
         backend = Backend(os.path.join(snap_dir, "db"))
     except lmdb.Error as e:
