@@ -212,7 +212,7 @@ def test_committed_entries_etcd_had_not_applied_are_applied(
     ]
     assert got["header"]["revision"] == 8  # the delete of k2
     entries = [r for r in p.log_records() if r.get("msg") == "converted etcd data dir"]
-    assert entries and entries[0]["entries-to-apply"] >= 6  # the db held none of them
+    assert entries and entries[0]["requests-after-applied"] >= 6  # the db held none of them
 
 
 def test_an_unapplied_auth_change_is_refused_and_nothing_changes(etcd: ServerProcess) -> None:

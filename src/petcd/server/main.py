@@ -383,7 +383,7 @@ def _convert_etcd_data_dir(cfg: Config, log: Logger) -> bool:
         commit_index=done.commit_index,
         last_index=done.last_index,
         revision=done.revision,
-        entries_to_apply=c.requests,
+        requests_after_applied=c.requests,
     )
     if c.v2_writes_dropped:
         log.warn(

@@ -11,6 +11,7 @@ import json
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,60 @@ def test_what_petcd_cannot_apply_as_etcd_would_is_refused(data: bytes, why: str)
 def test_a_malformed_request_is_an_error() -> None:
     with pytest.raises(ValueError):
         translated(irr(4, b"\xff\xff"))
+
+
+def wal_of(
+    entries: list[Entry], commit: int, snapshots: list[tuple[int, int]] | None = None
+) -> Any:
+    return etcd_datadir.EtcdWal(
+        node_id=1,
+        cluster_id=9,
+        hard_state=HardState(Term(4), 1, Index(commit)),  # type: ignore[arg-type]
+        entries=entries,
+        snapshots=snapshots or [(0, 0)],
+    )
+
+
+MEMBERS = {
+    1: MemberInfo(1, "a", ("http://a",)),  # type: ignore[arg-type]
+    2: MemberInfo(2, "b", ("http://b",), (), True),  # type: ignore[arg-type]
+}
+LEASE_GRANT = irr(8, rpc_pb2.LeaseGrantRequest(ID=5, TTL=9).SerializeToString())
+
+
+def test_the_plan_starts_at_the_applied_index_and_keeps_the_log_after_it() -> None:
+    ents = [
+        Entry(Term(i), Index(i), EntryType.NORMAL, LEASE_GRANT if i > 2 else b"")
+        for i in (1, 2, 3, 4)
+    ]
+    plan = etcd_datadir._plan(wal_of(ents, commit=1), 2, 0, MEMBERS, set())
+    assert (plan.applied, plan.applied_term) == (2, 2)
+    assert plan.hard_state == HardState(Term(4), 1, Index(2))  # type: ignore[arg-type]
+    assert [e.index for e in plan.entries] == [3, 4]
+    assert entry_codec.decode(plan.entries[0].data).request == entry_codec.LeaseGrant(5, 9)
+    assert plan.conf.voters == {1} and plan.conf.learners == {2}
+    # Applied at a snapshot marker whose entry is gone: the marker's term.
+    plan = etcd_datadir._plan(wal_of(ents[3:], commit=4, snapshots=[(3, 3)]), 3, 0, MEMBERS, set())
+    assert (plan.applied, plan.applied_term, len(plan.entries)) == (3, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("ci", "removed", "first", "why"),
+    [
+        (9, set(), 1, "consistent index 9 is beyond the WAL's last entry 4"),
+        (1, set(), 3, "the WAL starts at entry 3, after the db's consistent index 1"),
+        (2, {1}, 1, "member 1 was removed from its cluster"),
+    ],
+)
+def test_the_plan_refuses_what_does_not_fit(
+    ci: int, removed: set[int], first: int, why: str
+) -> None:
+    ents = [Entry(Term(1), Index(i)) for i in range(first, 5)]
+    with pytest.raises(EtcdDataDirError, match=re.escape(why)):
+        etcd_datadir._plan(wal_of(ents, commit=4), ci, 0, MEMBERS, removed)
+
+
+def test_an_uncommitted_auth_change_is_refused_too() -> None:
+    ents = [Entry(Term(1), Index(1)), Entry(Term(1), Index(2), EntryType.NORMAL, irr(1101, b""))]
+    with pytest.raises(etcd_datadir._Refused, match=r"uncommitted entry 2 .*user delete"):
+        etcd_datadir._plan(wal_of(ents, commit=1), 1, 0, MEMBERS, set())
