@@ -48,6 +48,7 @@ from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
 from petcd.server.tls import ClientTLS, client_tls, peer_tls, warn_plain_tls
+from petcd.snap import bbolt
 
 if TYPE_CHECKING:
     from petcd.server.member import Member
@@ -333,18 +334,39 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     return code
 
 
+_LMDB_MAGIC = 0xBEEFC0DE  # LMDB's meta page: after the 16-byte page header
+
+
+def _is_etcd_backend(path: str) -> bool:
+    """bbolt's magic, and not LMDB's: a petcd value on a page where bbolt may keep a meta page
+    (the sniff also tries other page sizes) must not make petcd take its own dir for etcd's."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    if len(head) == 20 and int.from_bytes(head[16:20], "little") == _LMDB_MAGIC:
+        return False
+    return bbolt.sniff(path)
+
+
 def _convert_etcd_data_dir(cfg: Config, log: Logger) -> bool:
     """An etcd member's data dir is converted in place before it is opened (0013); False
     (logged as fatal) if it cannot be done safely."""
-    from petcd.server.ids import format_id
-    from petcd.utl import etcd_datadir  # only for etcd's data dirs: it loads the importer
-
     data_dir = cfg.data_dir
+    if not (
+        _is_etcd_backend(os.path.join(data_dir, "member", "snap", "db"))
+        or os.path.isdir(os.path.join(data_dir, ".member.petcd-convert"))
+    ):
+        return True  # petcd's data dir, or none yet: the usual case, nothing more is loaded
+    from petcd.server.ids import format_id
+    from petcd.utl import etcd_datadir  # loads the importer, the converters
+
     if etcd_datadir.interrupted(data_dir):
         etcd_datadir.finish_interrupted(data_dir)
         log.info("finished an interrupted conversion of an etcd data dir", data_dir=data_dir)
         return True
-    if not etcd_datadir.is_etcd_data_dir(data_dir):
+    if not _is_etcd_backend(os.path.join(data_dir, "member", "snap", "db")):
         return True
 
     def hint(reason: str) -> str:

@@ -62,7 +62,7 @@ from petcd.raft.types import (
 )
 from petcd.server import entry as entry_codec
 from petcd.server.member import MemberInfo
-from petcd.snap import Snapshotter, bbolt
+from petcd.snap import Snapshotter
 from petcd.snap.bbolt import BoltFile
 from petcd.snap.errors import BoltError
 from petcd.utl import etcd_import
@@ -89,11 +89,6 @@ _ATTRS_PATH = re.compile(r"^/0/members/([0-9a-f]{1,16})/attributes$")
 
 class EtcdDataDirError(UtlError):
     """The etcd data dir cannot be converted safely; nothing was changed."""
-
-
-def is_etcd_data_dir(data_dir: str) -> bool:
-    """Whether ``data_dir`` holds an etcd member (its backend is a bbolt file)."""
-    return bbolt.sniff(os.path.join(data_dir, "member", "snap", "db"))
 
 
 def interrupted(data_dir: str) -> bool:
@@ -736,7 +731,6 @@ __all__ = [
     "convert_data_dir",
     "finish_interrupted",
     "interrupted",
-    "is_etcd_data_dir",
     "read_etcd_wal",
     "translate_entry",
 ]
