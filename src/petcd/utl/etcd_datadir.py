@@ -271,7 +271,13 @@ def _record(out: EtcdWal, rtype: int, data: bytes) -> None:
         out.hard_state = HardState(Term(_int(m, 1)), MemberId(_int(m, 2)), Index(_int(m, 3)))
     elif rtype == _SNAPSHOT:
         m = _message(data, frozenset({1, 2}), frozenset({3}))
-        out.snapshots.append((_int(m, 1), _int(m, 2)))
+        index = _int(m, 1)
+        out.snapshots.append((index, _int(m, 2)))
+        ents = out.entries
+        if ents:
+            # The state up to the marker is the snapshot's: a follower's entries at or below a
+            # snapshot it received from the leader may be stale (another term at an index).
+            del ents[: max(0, min(len(ents), index - ents[0].index + 1))]
     elif rtype == _ENTRY:
         m = _message(data, frozenset({1, 2, 3}), frozenset({4}))
         etype = _int(m, 1)
@@ -288,9 +294,11 @@ def _record(out: EtcdWal, rtype: int, data: bytes) -> None:
             # A new leader's entry replaces the log from its index on (etcd's ReadAll).
             del ents[max(e.index - ents[0].index, 0) :]
         elif ents and e.index != ents[-1].index + 1:
-            if not out.snapshots or out.snapshots[-1][0] != e.index - 1:
-                raise ValueError(f"entry {e.index} does not follow entry {ents[-1].index}")
-            ents.clear()  # the log after a snapshot received from the leader
+            raise ValueError(f"entry {e.index} does not follow entry {ents[-1].index}")
+        elif not ents and out.snapshots and e.index != out.snapshots[-1][0] + 1:
+            raise ValueError(
+                f"entry {e.index} does not follow the snapshot at {out.snapshots[-1][0]}"
+            )
         ents.append(e)
     elif rtype != _CRC:
         raise ValueError(f"unknown record type {rtype}")

@@ -326,3 +326,26 @@ def test_an_uncommitted_auth_change_is_refused_too() -> None:
     ents = [Entry(Term(1), Index(1)), Entry(Term(1), Index(2), EntryType.NORMAL, irr(1101, b""))]
     with pytest.raises(etcd_datadir._Refused, match=r"uncommitted entry 2 .*user delete"):
         etcd_datadir._plan(wal_of(ents, commit=1), 1, 0, MEMBERS, set())
+
+
+def test_a_snapshot_received_from_the_leader_supersedes_the_entries_below_it(
+    tmp_path: Path,
+) -> None:
+    w = WalWriter()
+    w.new_file()
+    w.metadata(0xAB, 0xCD)
+    w.snapshot(0, 0)
+    for i in range(1, 4):
+        w.entry(i, 1, b"old")  # entry 3 of term 1 was never committed
+    w.snapshot(5, 2)  # the leader's snapshot at 5 (its entry 3 had term 2)
+    w.entry(6, 2)
+    w.state(2, 0, 6)
+    w.write(tmp_path / "wal")
+    wal = read_etcd_wal(str(tmp_path / "wal"))
+    assert [(e.index, e.term) for e in wal.entries] == [(6, 2)]
+    plan = etcd_datadir._plan(wal, 5, 0, {0xAB: MEMBERS[1]}, set())
+    assert (plan.applied, plan.applied_term, [e.index for e in plan.entries]) == (5, 2, [6])
+    w.entry(8, 2)  # a gap
+    w.write(tmp_path / "wal")
+    with pytest.raises(EtcdDataDirError, match="entry 8 does not follow entry 6"):
+        read_etcd_wal(str(tmp_path / "wal"))
