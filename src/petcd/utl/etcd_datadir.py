@@ -618,9 +618,13 @@ def _plan(
     own = wal.node_id
     if own in removed:
         raise EtcdDataDirError(f"member {own:x} was removed from its cluster")
-    if own not in members:
-        raise EtcdDataDirError(f"member {own:x} is not in the db's members bucket")
     ents = wal.entries
+    if own not in members and own not in _added_after(ents, ci):
+        # An etcd killed before its db's first commit has an empty members bucket: its own
+        # conf changes, replayed, fill it.
+        raise EtcdDataDirError(
+            f"member {own:x} is neither in the db's members bucket nor added by the WAL"
+        )
     first = ents[0].index if ents else None
     last = ents[-1].index if ents else max((s[0] for s in wal.snapshots), default=0)
     if ci > last:
@@ -672,6 +676,20 @@ def _plan(
         translated,
         counts,
     )
+
+
+def _added_after(ents: list[Entry], ci: int) -> set[int]:
+    """The members that conf changes after the applied index add."""
+    out = set()
+    for e in ents:
+        if e.index > ci and e.type == EntryType.CONF_CHANGE:
+            try:
+                m = _message(e.data, frozenset({1, 2, 3}), frozenset({4}))
+            except ValueError:
+                continue  # refused with its index by the translation
+            if _int(m, 2) in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+                out.add(_int(m, 3))
+    return out
 
 
 def _build(

@@ -349,3 +349,13 @@ def test_a_snapshot_received_from_the_leader_supersedes_the_entries_below_it(
     w.write(tmp_path / "wal")
     with pytest.raises(EtcdDataDirError, match="entry 8 does not follow entry 6"):
         read_etcd_wal(str(tmp_path / "wal"))
+
+
+def test_a_member_not_yet_in_the_db_is_added_by_its_conf_change() -> None:
+    ctx = json.dumps({"id": 1, "peerURLs": ["http://a"], "name": "a"}).encode()
+    add = pb((1, 1), (2, int(ConfChangeType.ADD_NODE)), (3, 1), (4, ctx))
+    ents = [Entry(Term(1), Index(1), EntryType.CONF_CHANGE, add), Entry(Term(2), Index(2))]
+    plan = etcd_datadir._plan(wal_of(ents, commit=2), 0, 0, {}, set())
+    assert (plan.applied, [e.index for e in plan.entries]) == (0, [1, 2])
+    with pytest.raises(EtcdDataDirError, match="neither in the db's members bucket nor added"):
+        etcd_datadir._plan(wal_of(ents[1:], commit=2, snapshots=[(1, 1)]), 1, 0, {}, set())
