@@ -125,6 +125,11 @@ class Config:
     )
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "etcd-cluster"
+    # --discovery (etcd's v2 discovery protocol, petcd.server.discovery): the initial cluster
+    # is who registered under this URL, and the URL is the cluster token, as etcd's.
+    discovery_url: str = ""
+    discovery_proxy: str = ""
+    discovery_fallback: str = "proxy"
     strict_reconfig_check: bool = True
     pre_vote: bool = True
     max_snapshots: int = 5
@@ -523,6 +528,8 @@ def _check_value(spec: FlagSpec, text: str) -> None:
             parse_duration_seconds(text)
     elif kind is Kind.URLS:
         parse_urls(text)
+    elif spec.name == "discovery-fallback" and text not in ("exit", "proxy"):
+        raise ValueError("invalid value")
 
 
 # petcd's own flags (PETCD_* variables), as opposed to etcd's.
@@ -711,9 +718,17 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         raise ConfigError(
             "--advertise-client-urls is required when --listen-client-urls is set explicitly"
         )
+    discovery_url = get("discovery")
+    if discovery_url and "initial-cluster" in values:
+        raise ConfigError(
+            "multiple discovery or bootstrap flags are set. Choose one of "
+            '"initial-cluster", "discovery" or "discovery-srv"'
+        )
     if "initial-cluster" in values:
         initial_cluster = parse_initial_cluster(values["initial-cluster"])
     else:
+        # Also with --discovery: the member's own entry, its id from its peer URLs and the
+        # discovery URL (the token), is what it registers (etcd's PeerURLsMapAndToken).
         initial_cluster = ((name, advertise_peer),)
     suites = cipher_suites(get("cipher-suites"))
     cns = _strings(get("peer-cert-allowed-cn"))
@@ -746,7 +761,10 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         initial_advertise_peer_urls=advertise_peer,
         initial_cluster=initial_cluster,
         initial_cluster_state=get("initial-cluster-state"),
-        initial_cluster_token=get("initial-cluster-token"),
+        initial_cluster_token=discovery_url or get("initial-cluster-token"),
+        discovery_url=discovery_url,
+        discovery_proxy=get("discovery-proxy"),
+        discovery_fallback=get("discovery-fallback"),
         strict_reconfig_check=get_bool("strict-reconfig-check"),
         pre_vote=get_bool("pre-vote"),
         max_snapshots=get_int("max-snapshots"),

@@ -302,7 +302,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "libraries parse these URLs to connect to the cluster.",
         _C,
     ),
-    FlagSpec("discovery", Kind.STRING, "", "Discovery URL used to bootstrap the cluster.", _C, D),
+    FlagSpec("discovery", Kind.STRING, "", "Discovery URL used to bootstrap the cluster.", _C),
     FlagSpec(
         "discovery-fallback",
         Kind.STRING,
@@ -310,7 +310,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "Expected behavior ('exit' or 'proxy') when discovery services fails. "
         '"proxy" supports v2 API only.',
         _C,
-        D,
     ),
     FlagSpec(
         "discovery-proxy",
@@ -318,7 +317,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "",
         "HTTP proxy to use for traffic to discovery service.",
         _C,
-        D,
     ),
     FlagSpec(
         "discovery-srv", Kind.STRING, "", "DNS srv domain used to bootstrap the cluster.", _C, D

@@ -62,7 +62,7 @@ class Logger:
     def enabled(self, level: str) -> bool:
         return _RANK[level] >= self._min_rank
 
-    def log(self, level: str, msg: str, _depth: int = 2, **fields: Any) -> None:
+    def log(self, level: str, msg: str, _depth: int = 2, /, **fields: Any) -> None:
         if _RANK[level] < self._min_rank:
             return
         record: dict[str, Any] = {

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION, __version__
 from petcd.http.accepted import HttpOnClientPort
 from petcd.server.config import Action, Config, parse
+from petcd.server.discovery import DUPLICATE_ID, DUPLICATE_NAME, FULL_CLUSTER, DiscoveryError
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
@@ -118,6 +119,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     return code
+
+
+def _log_discovery_failure(cfg: Config, log: Logger, e: DiscoveryError) -> None:
+    """What etcd says when bootstrapping through ``--discovery`` failed (then it exits 1)."""
+    if e.reason != FULL_CLUSTER:
+        log.warn("failed to start etcd", error=str(e))
+    if e.reason == FULL_CLUSTER and cfg.discovery_fallback == "proxy":
+        # etcd would run as a v2 proxy of the cluster; petcd serves the v3 API only.
+        log.error(
+            "discovery cluster is full; petcd cannot fall back to a proxy (etcd's v2 proxy): "
+            "add this member with `member add` and start it with "
+            "--initial-cluster-state=existing, or bootstrap with a new discovery token",
+            fallback_proxy=cfg.discovery_fallback,
+            error=str(e),
+        )
+    elif e.reason == DUPLICATE_ID:
+        log.warn(
+            "member has been registered with discovery service",
+            name=cfg.name,
+            discovery_token=cfg.discovery_url,
+            error=e.reason,
+        )
+        log.warn("but could not find valid cluster configuration", data_dir=cfg.data_dir)
+        log.warn("check data dir if previous bootstrap succeeded")
+        log.warn("or use a new discovery token if previous bootstrap failed")
+    elif e.reason == DUPLICATE_NAME:
+        log.warn(
+            "member with duplicated name has already been registered",
+            discovery_token=cfg.discovery_url,
+            error=e.reason,
+        )
+        log.warn("cURL the discovery token URL for details")
+        log.warn("do not reuse discovery token; generate a new one to bootstrap a cluster")
+    else:
+        log.warn(
+            "failed to bootstrap; discovery token was already used",
+            discovery_token=cfg.discovery_url,
+            error=str(e),
+        )
+        log.warn("do not reuse discovery token; generate a new one to bootstrap a cluster")
 
 
 async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
@@ -208,6 +249,11 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     restarted = wal_exists(cfg.wal_path)  # etcd checks only a member that has data
     try:
         member.open_data()
+    except DiscoveryError as e:
+        _log_discovery_failure(cfg, log, e)
+        await grpc_server.stop(None)
+        _remove_socket_files(sockets)
+        return 1
     except Exception as e:
         log.fatal("failed to start the member", error=str(e))
         await grpc_server.stop(None)

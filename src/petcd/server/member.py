@@ -168,7 +168,7 @@ from petcd.server import join
 from petcd.server.answer import Answer
 from petcd.server.authz import AuthGate, Credentials, apply_check
 from petcd.server.compactor import Compactor
-from petcd.server.config import Config, parse_duration_seconds
+from petcd.server.config import Config, Url, parse_duration_seconds, parse_initial_cluster
 from petcd.server.corrupt import (
     CompactHashChecker,
     MemberHasher,
@@ -180,6 +180,7 @@ from petcd.server.corrupt import (
     monitor_kv_hash,
     refused_when_corrupt,
 )
+from petcd.server.discovery import Discovery, DiscoveryError
 from petcd.server.errors import (
     BadLeaderTransfereeError,
     ConfigError,
@@ -560,9 +561,12 @@ class Member:
         if cfg.initial_cluster_state != "new":
             return self._join()
         token = cfg.initial_cluster_token
+        initial = cfg.initial_cluster
+        if cfg.discovery_url:
+            initial = self._discover(token)
         members = [
             MemberInfo(member_id([str(u) for u in urls], token), name, tuple(map(str, urls)))
-            for name, urls in cfg.initial_cluster
+            for name, urls in initial
         ]
         by_name = {m.name: m for m in members}
         self._members = {m.id: m for m in members}  # persisted as their conf changes apply
@@ -587,6 +591,26 @@ class Member:
         self._wal.save(hs, ents)
         self._wal.sync()
         return storage, Index(0)
+
+    def _discover(self, token: str) -> tuple[tuple[str, tuple[Url, ...]], ...]:
+        """--discovery: register at the discovery URL, wait for the others (etcd's v2
+        discovery, ``petcd.server.discovery``); the initial cluster they form."""
+        cfg = self.cfg
+        urls = dict(cfg.initial_cluster)[cfg.name]
+        own = member_id([str(u) for u in urls], token)
+        entry = ",".join(f"{cfg.name}={u}" for u in sorted(map(str, urls)))
+        found = Discovery(cfg.discovery_url, own, self.log, proxy=cfg.discovery_proxy).join(entry)
+        try:
+            initial = parse_initial_cluster(found)
+        except ConfigError as e:
+            raise DiscoveryError(f"discovery: invalid URL ({e})") from None
+        seen: set[str] = set()
+        for _, us in initial:
+            for u in map(str, us):
+                if u in seen:
+                    raise ConfigError(f"discovery cluster {found} has duplicate url")
+                seen.add(u)
+        return initial
 
     def _join(self) -> tuple[MemoryStorage, Index]:
         """--initial-cluster-state=existing: an empty log; the leader sends the rest."""
@@ -627,7 +651,13 @@ class Member:
 
     def _restart(self, ci: Index) -> tuple[MemoryStorage, Index]:
         cfg, log = self.cfg, self.log
-        if cfg.initial_cluster_state == "new" and len(cfg.initial_cluster) > 0:
+        if cfg.discovery_url:
+            log.warn(
+                "discovery token is ignored since cluster already initialized; valid logs are "
+                "found",
+                wal_dir=cfg.wal_path,
+            )
+        elif cfg.initial_cluster_state == "new" and len(cfg.initial_cluster) > 0:
             log.info(
                 "the data dir holds a member; ignoring --initial-cluster* flags",
                 data_dir=cfg.data_dir,

@@ -479,3 +479,24 @@ def test_etcd_3_5_tls_client_files_in_the_config_file(tmp_path: Path) -> None:
     cfg = parse(["--config-file", str(path)], {}).config
     assert cfg is not None and not cfg.enable_grpc_gateway
     assert (cfg.client_cert_file, cfg.peer_client_key_file) == ("/cc", "/pk")
+
+
+def test_discovery_flags() -> None:
+    url = "http://127.0.0.1:2379/v2/keys/discovery/abc"
+    cfg, _ = run(
+        ["--name=a", "--initial-advertise-peer-urls=http://127.0.0.1:1", "--discovery", url]
+    )
+    # The member's own entry is what it registers; the discovery URL is the cluster token.
+    assert [(n, [str(u) for u in us]) for n, us in cfg.initial_cluster] == [
+        ("a", ["http://127.0.0.1:1"])
+    ]
+    assert cfg.initial_cluster_token == url
+    assert (cfg.discovery_url, cfg.discovery_fallback, cfg.discovery_proxy) == (url, "proxy", "")
+    cfg, _ = run(["--discovery", url, "--discovery-fallback=exit", "--discovery-proxy=p:3128"])
+    assert (cfg.discovery_fallback, cfg.discovery_proxy) == ("exit", "p:3128")
+    with pytest.raises(ConfigError, match="multiple discovery or bootstrap flags are set"):
+        parse(["--discovery", url, "--initial-cluster", "default=http://localhost:2380"], {})
+    with pytest.raises(
+        FlagError, match='invalid value "x" for flag -discovery-fallback: invalid value'
+    ):
+        parse(["--discovery-fallback", "x"], {})
