@@ -29,6 +29,7 @@ def _cert(
     *,
     ca: bool = False,
     usage: tuple[x509.ObjectIdentifier, ...] = (),
+    names: tuple[str, ...] = ("127.0.0.1", "localhost"),
 ) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer_name, signer = issuer if issuer else (name, key)
@@ -61,12 +62,39 @@ def _cert(
     if usage:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
+            x509.SubjectAlternativeName([_general_name(n) for n in names]),
             critical=False,
         )
     return builder.sign(signer, hashes.SHA256())
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def make_peer_files(directory: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """A CA ("ca") and one peer certificate ("peer", "peer_key") for every name in ``names``
+    (host names and IP addresses), server and client authentication."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("petcd test CA", ca_key, None, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    cert = _cert(names[0], key, (ca.subject, ca_key), usage=usage, names=names)
+    files = {"ca": ca.public_bytes(pem), "peer": cert.public_bytes(pem)}
+    files["peer_key"] = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    paths = {}
+    for name, data in files.items():
+        path = directory / f"{name.replace('_', '-')}.pem"
+        path.write_bytes(data)
+        paths[name] = str(path)
+    return paths
 
 
 def make_tls_files(directory: Path) -> dict[str, str]:

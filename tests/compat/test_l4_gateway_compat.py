@@ -1,7 +1,7 @@
 """``etcd gateway`` (etcd 3.4, /usr/bin/etcd) and ``petcd gateway`` side by side.
 
 The same command lines to both: help texts and flag errors must match byte for byte (petcd's
-program name and its note on the refused --discovery-srv aside), start-up checks must print
+program name aside), start-up checks must print
 the same text on the same stream with the same exit code. Then both gateways are started in
 front of the same little TCP servers: a connection with no endpoint reachable is closed at
 once, and a client's half-close (shutdown of its writing side) ends the whole proxied
@@ -29,7 +29,6 @@ from tests.ports import free_port
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BIN), reason="real etcd not installed")
 
 BINARIES = {"etcd": ETCD_BIN, "petcd": PETCD_BIN}
-_PETCD_NOTE = " [petcd: not supported yet; only the default is accepted]"
 _LOG_LINE = re.compile(r"^\{.*\}$")  # etcd 3.4 and petcd (3.5's shape) log differently
 
 
@@ -43,7 +42,7 @@ def _run(binary: str, *args: str) -> tuple[int, str, str]:
 
 
 def _as_etcd(text: str) -> str:
-    return re.sub(r"\bpetcd\b", "etcd", text.replace(_PETCD_NOTE, ""))
+    return re.sub(r"\bpetcd\b", "etcd", text)
 
 
 HELP_AND_FLAG_ERRORS = [

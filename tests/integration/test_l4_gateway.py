@@ -204,9 +204,6 @@ def test_bad_input_gets_etcds_errors(tmp_path: Path) -> None:
     )
     out = run_petcd("gateway", "start", "--endpoints=127.0.0.1:2379,nope")
     assert (out.returncode, out.stdout) == (1, 'error parsing endpoint "nope"')
-    out = run_petcd("gateway", "start", "--discovery-srv=example.com")
-    assert out.returncode == 1
-    assert "--discovery-srv (DNS SRV discovery) is not supported yet" in out.stderr
 
 
 def test_help_names_the_subcommand() -> None:

@@ -182,6 +182,7 @@ class Invocation:
     argv: list[str] = field(default_factory=list)
     _env_applied: bool = field(default=False, repr=False)
     _client: Client | None = field(default=None, repr=False)
+    _discovered: list[str] | None = field(default=None, repr=False)  # --discovery-srv's
 
     # ------------------------------------------------------------ flags and output
 
@@ -255,16 +256,36 @@ class Invocation:
         return fmt
 
     def endpoints(self) -> list[str]:
+        """etcdctl's endpointsFromCmd: the endpoints DNS names (``--discovery-srv``), else
+        ``--endpoints``."""
+        if self._discovered is None:
+            self._discovered = self._discover_endpoints()
+        if self._discovered:
+            return list(self._discovered)
         return [e.strip() for e in self.values["endpoints"]]
+
+    def _discover_endpoints(self) -> list[str]:
+        domain = str(self.values["discovery-srv"])
+        if not domain:
+            return []
+        from petcd.server.srv import SrvError, client_endpoints  # dnspython: only if used
+
+        try:
+            found = client_endpoints(domain, str(self.values["discovery-srv-name"]))
+        except SrvError as e:
+            raise ExitError(EXIT_ERROR, str(e)) from None
+        if self.values["insecure-discovery"]:
+            return found
+        secure = []
+        for ep in found:
+            if ep.startswith("http://"):
+                self.err(f'ignoring discovered insecure endpoint "{ep}"\n')
+                continue
+            secure.append(ep)
+        return secure
 
     def client_config(self) -> ClientConfig:
         self.apply_environment()
-        # Accepted for compatibility, but not implemented: say so instead of
-        # silently talking to the default endpoints.
-        if self.values["discovery-srv"]:
-            raise ExitError(
-                EXIT_ERROR, "petcdctl: --discovery-srv (DNS SRV discovery) is not supported yet"
-            )
         tls = None
         if self.values["cert"] or self.values["key"] or self.values["cacert"]:
             tls = TLSConfig(

@@ -130,6 +130,9 @@ class Config:
     discovery_url: str = ""
     discovery_proxy: str = ""
     discovery_fallback: str = "proxy"
+    # --discovery-srv: the initial cluster from DNS SRV records (petcd.server.srv).
+    discovery_srv: str = ""
+    discovery_srv_name: str = ""
     strict_reconfig_check: bool = True
     pre_vote: bool = True
     max_snapshots: int = 5
@@ -719,7 +722,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
             "--advertise-client-urls is required when --listen-client-urls is set explicitly"
         )
     discovery_url = get("discovery")
-    if discovery_url and "initial-cluster" in values:
+    if sum(map(bool, (discovery_url, "initial-cluster" in values, get("discovery-srv")))) > 1:
         raise ConfigError(
             "multiple discovery or bootstrap flags are set. Choose one of "
             '"initial-cluster", "discovery" or "discovery-srv"'
@@ -728,7 +731,8 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         initial_cluster = parse_initial_cluster(values["initial-cluster"])
     else:
         # Also with --discovery: the member's own entry, its id from its peer URLs and the
-        # discovery URL (the token), is what it registers (etcd's PeerURLsMapAndToken).
+        # discovery URL (the token), is what it registers (etcd's PeerURLsMapAndToken); with
+        # --discovery-srv the member replaces it by what DNS says when it bootstraps.
         initial_cluster = ((name, advertise_peer),)
     suites = cipher_suites(get("cipher-suites"))
     cns = _strings(get("peer-cert-allowed-cn"))
@@ -765,6 +769,8 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         discovery_url=discovery_url,
         discovery_proxy=get("discovery-proxy"),
         discovery_fallback=get("discovery-fallback"),
+        discovery_srv=get("discovery-srv"),
+        discovery_srv_name=get("discovery-srv-name"),
         strict_reconfig_check=get_bool("strict-reconfig-check"),
         pre_vote=get_bool("pre-vote"),
         max_snapshots=get_int("max-snapshots"),

@@ -318,16 +318,13 @@ FLAGS: tuple[FlagSpec, ...] = (
         "HTTP proxy to use for traffic to discovery service.",
         _C,
     ),
-    FlagSpec(
-        "discovery-srv", Kind.STRING, "", "DNS srv domain used to bootstrap the cluster.", _C, D
-    ),
+    FlagSpec("discovery-srv", Kind.STRING, "", "DNS srv domain used to bootstrap the cluster.", _C),
     FlagSpec(
         "discovery-srv-name",
         Kind.STRING,
         "",
         "Suffix to the dns srv name queried when bootstrapping.",
         _C,
-        D,
     ),
     FlagSpec(
         "strict-reconfig-check",

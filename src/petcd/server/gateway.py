@@ -16,8 +16,9 @@ Start-up checks, in etcd's order, each one line and exit 1: an endpoint that is 
 ``host:port`` (a ``scheme://`` prefix is dropped), a listen address that is not ``host:port``,
 a listen host or an endpoint host that does not resolve, an endpoint that resolves to the
 listen address and port (the gateway would dial itself), no endpoint at all, a listen address
-that cannot be bound. ``--discovery-srv`` (DNS SRV discovery) is refused: Python's standard
-library has no SRV lookup.
+that cannot be bound. With ``--discovery-srv`` the endpoints are the client endpoints the
+domain's SRV records name (``petcd.server.srv``; without ``--insecure-discovery`` only https
+ones that accept a TCP connection), or ``--endpoints`` when none is left.
 
 Choosing an endpoint (``RoundRobin``, pure): each new connection goes to the next endpoint in
 ``--endpoints`` order, round robin, skipping those marked inactive. A dial that fails marks
@@ -77,8 +78,7 @@ Usage:
   petcd gateway start [flags]
 
 Flags:
-      --discovery-srv string        DNS domain used to bootstrap initial cluster \
-[petcd: not supported yet; only the default is accepted]
+      --discovery-srv string        DNS domain used to bootstrap initial cluster
       --discovery-srv-name string   service name to query when using DNS discovery
       --endpoints strings           comma separated etcd cluster endpoints \
 (default [127.0.0.1:2379])
@@ -359,10 +359,54 @@ class Endpoint:
         return join_host_port(self.host, self.port)
 
 
-def resolve_endpoints(opts: StartOptions) -> list[Endpoint]:
-    """etcd's start-up checks on ``--endpoints`` and ``--listen-addr``, in its order."""
+def discover_endpoints(opts: StartOptions, log: Logger) -> list[str]:
+    """``--discovery-srv``: the client endpoints the domain's SRV records name (etcd's
+    ``discoverEndpoints``); without ``--insecure-discovery`` only the https ones that accept
+    a TCP connection. Empty: none (then ``--endpoints`` serve)."""
+    if not opts.discovery_srv:
+        return []
+    from petcd.server.srv import SrvError, client_endpoints  # dnspython: only if used
+
+    domain = opts.discovery_srv
+    try:
+        found = client_endpoints(domain, opts.discovery_srv_name)
+    except SrvError as e:
+        raise GatewayStartError(f"{e}\n", "stderr") from None
+    log.info("discovered cluster from SRV", srv_server=domain, endpoints=found)
+    if opts.insecure_discovery:
+        return found
+    log.info("validating discovered SRV endpoints", srv_server=domain, endpoints=found)
+    valid: list[str] = []
+    errors: list[str] = []
+    for ep in found:
+        if not ep.startswith("https://"):
+            errors.append(f"{_go_quote(ep)} is insecure")
+            continue
+        hp = split_host_port(ep[len("https://") :])
+        try:
+            assert hp is not None
+            socket.create_connection((hp[0], int(hp[1])), timeout=5).close()
+        except (OSError, AssertionError, ValueError) as e:
+            errors.append(f"{_go_quote(ep)} failed to dial ({e})")
+            continue
+        valid.append(ep)
+    if errors:
+        log.warn(
+            "failed to validate discovered endpoints",
+            srv_server=domain,
+            endpoints=valid,
+            error=",".join(errors),
+        )
+    else:
+        log.info("using validated discovered SRV endpoints", srv_server=domain, endpoints=valid)
+    return valid
+
+
+def resolve_endpoints(opts: StartOptions, discovered: list[str] | None = None) -> list[Endpoint]:
+    """etcd's start-up checks on the endpoints (those ``--discovery-srv`` found, else
+    ``--endpoints``) and ``--listen-addr``, in its order."""
     eps: list[Endpoint] = []
-    for raw in opts.endpoints:
+    for raw in discovered or opts.endpoints:
         stripped = _strip_scheme(raw)
         hp = split_host_port(stripped)
         if hp is None:
@@ -612,11 +656,7 @@ def main(args: Sequence[str], argv0: str = "petcd") -> int:
     log = Logger("info")
     log.info("Running: ", args=[argv0, "gateway", *args])
     try:
-        if opts.discovery_srv:
-            raise GatewayStartError(
-                "petcd: --discovery-srv (DNS SRV discovery) is not supported yet\n", "stderr"
-            )
-        endpoints = resolve_endpoints(opts)
+        endpoints = resolve_endpoints(opts, discover_endpoints(opts, log))
         sock = listen(opts.listen_addr)
     except GatewayStartError as e:
         (sys.stderr if e.stream == "stderr" else sys.stdout).write(e.text)

@@ -48,6 +48,7 @@ from petcd.server.discovery import DUPLICATE_ID, DUPLICATE_NAME, FULL_CLUSTER, D
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
 from petcd.server.log import Logger, open_outputs
+from petcd.server.srv import SrvBootstrapError
 from petcd.server.tls import ClientTLS, client_tls, peer_tls, warn_plain_tls
 from petcd.snap import bbolt
 
@@ -251,6 +252,12 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         member.open_data()
     except DiscoveryError as e:
         _log_discovery_failure(cfg, log, e)
+        await grpc_server.stop(None)
+        _remove_socket_files(sockets)
+        return 1
+    except SrvBootstrapError as e:
+        log.warn("failed to start etcd", error=str(e))  # etcd's words
+        log.fatal("discovery failed", error=str(e))
         await grpc_server.stop(None)
         _remove_socket_files(sockets)
         return 1

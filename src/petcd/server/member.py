@@ -164,7 +164,7 @@ from petcd.raft.types import (
     Term,
 )
 from petcd.server import entry as entry_codec
-from petcd.server import join
+from petcd.server import join, srv
 from petcd.server.answer import Answer
 from petcd.server.authz import AuthGate, Credentials, apply_check
 from petcd.server.compactor import Compactor
@@ -564,6 +564,8 @@ class Member:
         initial = cfg.initial_cluster
         if cfg.discovery_url:
             initial = self._discover(token)
+        elif cfg.discovery_srv:
+            initial = self._cluster_from_dns()
         members = [
             MemberInfo(member_id([str(u) for u in urls], token), name, tuple(map(str, urls)))
             for name, urls in initial
@@ -610,6 +612,30 @@ class Member:
                 if u in seen:
                     raise ConfigError(f"discovery cluster {found} has duplicate url")
                 seen.add(u)
+        return initial
+
+    def _cluster_from_dns(self) -> tuple[tuple[str, tuple[Url, ...]], ...]:
+        """--discovery-srv: the initial cluster from the domain's SRV records."""
+        cfg = self.cfg
+        try:
+            found = srv.cluster_from_dns(
+                cfg.discovery_srv,
+                cfg.discovery_srv_name,
+                cfg.name,
+                [str(u) for u in cfg.initial_advertise_peer_urls],
+                self.log,
+            )
+        except srv.SrvError as e:
+            self.log.warn("failed to resolve during SRV discovery", error=str(e))
+            raise srv.SrvBootstrapError(f"error setting up initial cluster: {e}") from None
+        for entry in found:
+            self.log.info("got bootstrap from DNS for etcd-server", node=entry)
+        initial = parse_initial_cluster(",".join(found))
+        if cfg.name not in dict(initial):
+            raise srv.SrvBootstrapError(
+                "error setting up initial cluster: cannot find local etcd member "
+                f"{json.dumps(cfg.name)} in SRV records"
+            )
         return initial
 
     def _join(self) -> tuple[MemoryStorage, Index]:
