@@ -13,10 +13,7 @@ same log lines; a restarted member does not need the service.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,50 +24,13 @@ import grpc
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from tests.compat.procs import Proc, member_list, wait_leader
 from tests.compat.servers import ETCD_BIN, PETCD_BIN
 from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BIN), reason="needs etcd 3.4")
 
 START_TIMEOUT_S = 30.0
-
-
-@dataclass
-class Proc:
-    """One server process (etcd or petcd), started with ``argv``, stopped by its pid."""
-
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_exit(self, timeout_s: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout=timeout_s)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def warnings(self) -> list[dict[str, object]]:
-        """The log's JSON records above info (etcd runs with ``--logger zap``)."""
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                rec = json.loads(line)
-                if isinstance(rec, dict) and rec.get("level") != "info":
-                    out.append({k: rec[k] for k in ("level", "msg", "error") if k in rec})
-        return out
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @dataclass
@@ -93,31 +53,6 @@ class Member:
         if binary == ETCD_BIN:
             argv += ["--logger", "zap"]
         return argv
-
-
-def _wait_leader(endpoint: str, proc: Proc) -> rpc_pb2.StatusResponse:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(endpoint) as ch:
-        stub = rpc_pb2_grpc.MaintenanceStub(ch)  # type: ignore[no-untyped-call]
-        while time.monotonic() < deadline:
-            assert proc.proc is not None
-            if proc.proc.poll() is not None:
-                raise AssertionError(f"exited {proc.proc.returncode}:\n{proc.log_text()[-3000:]}")
-            with contextlib.suppress(grpc.RpcError):
-                status: rpc_pb2.StatusResponse = stub.Status(rpc_pb2.StatusRequest(), timeout=1)
-                if status.leader:
-                    return status
-            time.sleep(0.1)
-    raise AssertionError(f"no leader at {endpoint}:\n{proc.log_text()[-3000:]}")
-
-
-def _members(endpoint: str) -> tuple[int, list[tuple[int, str, tuple[str, ...]]]]:
-    """(cluster id, [(member id, name, peer URLs)] sorted)."""
-    with grpc.insecure_channel(endpoint) as ch:
-        stub = rpc_pb2_grpc.ClusterStub(ch)  # type: ignore[no-untyped-call]
-        resp = stub.MemberList(rpc_pb2.MemberListRequest(linearizable=True), timeout=10)
-    listed = sorted((m.ID, m.name, tuple(m.peerURLs)) for m in resp.members)
-    return resp.header.cluster_id, listed
 
 
 class DiscoveryService:
@@ -147,7 +82,7 @@ class DiscoveryService:
             tmp / "discovery.log",
         )
         self.proc.start()
-        _wait_leader(self.member.endpoint, self.proc)
+        wait_leader(self.member.endpoint, self.proc)
 
     def url(self, token: str) -> str:
         return f"http://127.0.0.1:{self.member.client_port}/v2/keys/discovery/{token}"
@@ -188,7 +123,7 @@ def _bootstrap(
         procs.append(p)
         started.append((m, p))
     for m, p in started:
-        _wait_leader(m.endpoint, p)
+        wait_leader(m.endpoint, p)
 
 
 def test_members_bootstrap_through_discovery_as_etcd_members_do(
@@ -200,7 +135,7 @@ def test_members_bootstrap_through_discovery_as_etcd_members_do(
     try:
         service.reset("token-a", 3)
         _bootstrap(ETCD_BIN, members, tmp_path, url, "etcd", procs)
-        on_etcd = _members(members[0].endpoint)
+        on_etcd = member_list(members[0].endpoint)
         extra = Member("m4")
         etcd_full = Proc(
             extra.argv(ETCD_BIN, tmp_path / "etcd-m4", url, "--discovery-fallback", "exit"),
@@ -214,7 +149,7 @@ def test_members_bootstrap_through_discovery_as_etcd_members_do(
 
         service.reset("token-a", 3)
         _bootstrap(PETCD_BIN, members, tmp_path, url, "petcd", procs)
-        on_petcd = _members(members[0].endpoint)
+        on_petcd = member_list(members[0].endpoint)
         assert on_petcd == on_etcd
         assert {len(us) for _, _, us in on_petcd[1]} == {1}
 
@@ -251,7 +186,7 @@ def test_members_bootstrap_through_discovery_as_etcd_members_do(
         )
         restarted.start()
         procs.append(restarted)
-        _wait_leader(members[0].endpoint, restarted)
+        wait_leader(members[0].endpoint, restarted)
         assert "discovery token is ignored since cluster already initialized" in (
             restarted.log_text()
         )
@@ -289,7 +224,7 @@ def test_refusals_match_etcd(service: DiscoveryService, tmp_path: Path) -> None:
         )
         first.start()
         try:
-            _wait_leader(m.endpoint, first)
+            wait_leader(m.endpoint, first)
         finally:
             first.stop()
         # The same member with a new (empty) data dir: registered already.
@@ -319,8 +254,8 @@ def test_a_service_not_up_yet_is_asked_again(tmp_path: Path) -> None:
             time.sleep(0.1)
         service = DiscoveryService(tmp_path, where)
         service.reset("later", 1)
-        _wait_leader(m.endpoint, member)
-        _, listed = _members(m.endpoint)
+        wait_leader(m.endpoint, member)
+        _, listed = member_list(m.endpoint)
         assert [name for _, name, _ in listed] == ["solo"]
     finally:
         member.stop()

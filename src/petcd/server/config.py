@@ -161,6 +161,9 @@ class Config:
     experimental_watch_progress_notify_interval_s: float = 600.0
     experimental_enable_lease_checkpoint_persist: bool = False
     unsafe_no_fsync: bool = False
+    # --force-new-cluster: a restarted member drops every other member (etcd's
+    # restartAsStandaloneNode), for a cluster that lost its quorum for good.
+    force_new_cluster: bool = False
     config_file: str = ""
     client_transport: str = "native"  # petcd's own: the gRPC server of the client listeners
     # Client TLS, as given (petcd.server.tls resolves them at start).
@@ -769,6 +772,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         discovery_url=discovery_url,
         discovery_proxy=get("discovery-proxy"),
         discovery_fallback=get("discovery-fallback"),
+        force_new_cluster=get_bool("force-new-cluster"),
         discovery_srv=get("discovery-srv"),
         discovery_srv_name=get("discovery-srv-name"),
         strict_reconfig_check=get_bool("strict-reconfig-check"),

@@ -936,7 +936,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "false",
         "Force to create a new one-member cluster.",
         _UNSAFE,
-        D,
     ),
     FlagSpec(
         "unsafe-no-fsync",

@@ -715,12 +715,15 @@ class Member:
                 )
             log.info("raising the commit index to the applied index", commit=hs.commit, ci=ci)
             hs = HardState(hs.term, hs.vote, ci)
+        entries = list(state.entries)
+        if cfg.force_new_cluster:
+            hs, entries = self._force_new_cluster(hs, entries, conf)
         storage.set_hard_state(hs)
-        if state.entries:
-            storage.append(state.entries)
+        if entries:
+            storage.append(entries)
         # Raft's configuration: the snapshot's, plus committed conf changes after it.
         voters, learners = set(conf.voters), set(conf.learners)
-        for e in state.entries:
+        for e in entries:
             if e.index > hs.commit:
                 break
             if e.type == EntryType.CONF_CHANGE:
@@ -742,9 +745,63 @@ class Member:
             commit_index=hs.commit,
             consistent_index=ci,
             snapshot_index=applied,
-            wal_entries=len(state.entries),
+            wal_entries=len(entries),
         )
         return storage, applied
+
+    def _force_new_cluster(
+        self, hs: HardState, entries: list[Entry], conf: ConfState
+    ) -> tuple[HardState, list[Entry]]:
+        """--force-new-cluster (etcd's restartAsStandaloneNode): conf changes that remove every
+        other member (and add this one, if it is not a member) are appended to the log, all of
+        it committed at once and written to the WAL; applying them makes the members bucket a
+        one-member cluster. The data is kept.
+
+        etcd first drops the entries after the WAL's commit index. petcd keeps them: it writes
+        a commit index that only moved lazily (with the next entries or vote), so the WAL's
+        may lag what this member committed and acknowledged (a leader's last writes before it
+        stopped); an entry that was really uncommitted was never acknowledged, and may take
+        effect as any write whose answer a client did not get."""
+        kept = entries
+        if kept and kept[-1].index > hs.commit:
+            self.log.info(
+                "committing WAL entries after the WAL's commit index",
+                entry_index=hs.commit + 1,
+                commit_index_from_wal=hs.commit,
+                number_of_entries=kept[-1].index - hs.commit,
+            )
+        # The members: the snapshot's voters and the conf changes after it (as etcd's getIDs).
+        ids = set(conf.voters)
+        for e in kept:
+            if e.type != EntryType.CONF_CHANGE:
+                continue
+            cc = confchange.decode(e.data)
+            if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+                ids.add(cc.node_id)
+            elif cc.type == ConfChangeType.REMOVE_NODE:
+                ids.discard(cc.node_id)
+        changes = []
+        if self.id not in ids:  # first: raft must never be left without a voter
+            me = MemberInfo(
+                self.id, "", tuple(str(u) for u in self.cfg.initial_advertise_peer_urls)
+            )
+            changes.append(ConfChange(ConfChangeType.ADD_NODE, self.id, me.encode()))
+        changes += [ConfChange(ConfChangeType.REMOVE_NODE, m) for m in sorted(ids) if m != self.id]
+        last = kept[-1].index if kept else hs.commit
+        forced = [
+            Entry(hs.term, Index(last + i), EntryType.CONF_CHANGE, confchange.encode(cc))
+            for i, cc in enumerate(changes, 1)
+        ]
+        hs = HardState(hs.term, hs.vote, forced[-1].index if forced else Index(last))
+        self._wal.save(hs, forced)
+        self._wal.sync()
+        self.log.info(
+            "forcing restart member",
+            cluster_id=format_id(self.cluster_id),
+            local_member_id=format_id(self.id),
+            commit_index=hs.commit,
+        )
+        return hs, kept + forced
 
     # -- lifecycle -----------------------------------------------------------------------------
 

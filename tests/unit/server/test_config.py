@@ -500,3 +500,9 @@ def test_discovery_flags() -> None:
         FlagError, match='invalid value "x" for flag -discovery-fallback: invalid value'
     ):
         parse(["--discovery-fallback", "x"], {})
+
+
+def test_force_new_cluster_flag() -> None:
+    assert run([])[0].force_new_cluster is False
+    assert run(["--force-new-cluster"])[0].force_new_cluster is True
+    assert run([], {"ETCD_FORCE_NEW_CLUSTER": "true"})[0].force_new_cluster is True
