@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,5 +216,47 @@ def test_auth_takes_the_token_from_the_authorization_header(tmp_path: Path) -> N
             "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
         )
         _wait_gauges(ep, 0, 0)
+    finally:
+        m.stop()
+
+
+def test_a_stream_from_before_auth_gets_no_watch_after_it(tmp_path: Path) -> None:
+    """A /v3/watch stream opened while auth was off: once auth is on, the watches it creates
+    are refused as having no user (as etcd's gRPC streams are); its first watch stays."""
+    m = PetcdProcess(tmp_path / "data", name="gwlate", extra_args=["--bcrypt-cost", "4"])
+    m.start()
+    try:
+        ep = m.endpoint
+
+        async def watch() -> list[Any]:
+            auth_on = asyncio.Event()
+
+            async def body() -> AsyncIterator[bytes]:
+                yield json.dumps({"create_request": {"key": _b64("late/a")}}).encode()
+                await auth_on.wait()
+                yield json.dumps({"create_request": {"key": _b64("late/b")}}).encode()
+
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"http://{ep}/v3/watch", data=body()) as resp,
+            ):
+                first = json.loads(await resp.content.readline())["result"]
+                for args in (
+                    ("user", "add", "root:rootpw"),
+                    ("user", "grant-role", "root", "root"),
+                    ("auth", "enable"),
+                ):
+                    await asyncio.to_thread(_ok, ep, *args)
+                auth_on.set()
+                second = json.loads(await resp.content.readline())["result"]
+                return [first, second]
+
+        first, second = asyncio.run(watch())
+        assert (first["created"], "canceled" in first) == (True, False)
+        assert (second["watch_id"], second["canceled"], second["cancel_reason"]) == (
+            "-1",
+            True,
+            "rpc error: code = InvalidArgument desc = etcdserver: user name is empty",
+        )
     finally:
         m.stop()

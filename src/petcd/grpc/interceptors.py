@@ -251,6 +251,18 @@ def credentials(metadata: Any) -> Credentials:
     return Credentials(token=token, common_name=None if cert is None else common_name(cert))
 
 
+def late_credentials(context: Any) -> Credentials:
+    """The credentials of a call that began while auth was off (``CALL_CREDENTIALS`` is None
+    then), read again from its metadata and certificate: for what a long-lived stream asks
+    after auth was turned on (etcd checks each watch it creates)."""
+    creds = credentials(context.invocation_metadata())
+    if creds.common_name is None and hasattr(context, "auth_context"):
+        name = _tls_common_name(context)
+        if name is not None:
+            creds = dataclasses.replace(creds, common_name=name)
+    return creds
+
+
 def _tls_common_name(context: Any) -> str | None:
     """The common name of the client certificate grpc.aio verified for the call, if any."""
     names = context.auth_context().get("x509_common_name")

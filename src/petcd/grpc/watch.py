@@ -47,7 +47,7 @@ import grpc
 from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.auth.errors import AuthError
 from petcd.grpc import convert
-from petcd.grpc.interceptors import CALL_CREDENTIALS
+from petcd.grpc.interceptors import CALL_CREDENTIALS, late_credentials
 from petcd.grpc.status import is_expected, status_for
 from petcd.mvcc.requests import Event, ResponseHeader, WatchResponse
 from petcd.mvcc.watchable_store import Watcher, WatchSink
@@ -87,6 +87,9 @@ class WatchMember(Protocol):
 
     @property
     def watch_progress_interval_s(self) -> float: ...
+
+    @property
+    def auth_enabled(self) -> bool: ...
 
     def add_watch_sync_listener(self, cb: Any) -> None: ...
 
@@ -437,19 +440,23 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         stream = _Stream(self._member, self._log, self.raw, self.fragment_bytes_max)
         sink = stream.sink
         failure: list[BaseException] = []
-        creds = CALL_CREDENTIALS.get()
-        gate = None if creds is None else self._member.gate
+        creds = CALL_CREDENTIALS.get()  # None: auth was off when the stream began
+        member = self._member
 
         async def read() -> None:
+            nonlocal creds
             try:
                 async for req in request_iterator:
-                    if gate is not None and req.WhichOneof("request_union") == "create_request":
-                        cr = req.create_request
-                        try:
-                            await gate.watch(creds, cr.key, cr.range_end)
-                        except AuthError as e:
-                            stream.refuse(go_status_text(e.grpc_code, e.message))
-                            continue
+                    if req.WhichOneof("request_union") == "create_request":
+                        if creds is None and member.auth_enabled:
+                            creds = late_credentials(context)  # auth was turned on since
+                        if creds is not None:
+                            cr = req.create_request
+                            try:
+                                await member.gate.watch(creds, cr.key, cr.range_end)
+                            except AuthError as e:
+                                stream.refuse(go_status_text(e.grpc_code, e.message))
+                                continue
                     stream.handle(req)
             except Exception as e:  # a member error while registering a watcher
                 failure.append(e)

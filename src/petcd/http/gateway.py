@@ -569,11 +569,16 @@ class _Chunks:
 class _StreamContext:
     """The part of a gRPC servicer context the stream services use."""
 
-    def __init__(self, chunks: _Chunks) -> None:
+    def __init__(self, chunks: _Chunks, token: str | None = None) -> None:
         self.write = chunks.message
+        self._token = token
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The request's ``Authorization`` header, as grpc-gateway passes it on."""
+        return () if self._token is None else (("authorization", self._token),)
 
 
 async def _refuse_on_learner(context: _StreamContext) -> None:
@@ -695,7 +700,7 @@ class _Streams:
             chunks.response.headers[_METADATA_HEADER] = "application/grpc"
         try:
             try:
-                await call(_StreamContext(chunks))
+                await call(_StreamContext(chunks, request.headers.get("Authorization")))
             except _Aborted as e:
                 await chunks.error(e.code, e.message)
             return await chunks.end()

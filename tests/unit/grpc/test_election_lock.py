@@ -157,6 +157,10 @@ class StoreMember:
     def watch_progress_interval_s(self) -> float:
         return 600.0
 
+    @property
+    def auth_enabled(self) -> bool:
+        return False
+
     def add_watch_sync_listener(self, cb: Any) -> None:
         pass
 
