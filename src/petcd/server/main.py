@@ -5,7 +5,8 @@ Theory of operation
 ``main()`` parses etcd's flags, environment and config file (``petcd.server.config``), then:
 
 - ``petcd gateway ...`` (the first argument, as etcd's): the L4 gateway (``petcd.server
-  .gateway``), its own command line;
+  .gateway``), its own command line; ``petcd grpc-proxy ...``: the L7 gRPC proxy
+  (``petcd.proxy``);
 - ``--help``: the usage text on stdout, exit 0; ``--version``: etcd's version lines, exit 0;
 - a flag error: the message and the usage on stderr, exit 2 (Go's flag package, as etcd);
 - a configuration error: one fatal JSON log line, exit 1 (etcd's ``lg.Fatal``);
@@ -76,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from petcd.server.gateway import main as gateway_main
 
         return gateway_main(args[1:], sys.argv[0] if argv is None else "petcd")
+    if args[:1] == ["grpc-proxy"]:
+        from petcd.proxy.main import main as grpc_proxy_main
+
+        return grpc_proxy_main(args[1:], sys.argv[0] if argv is None else "petcd")
     try:
         parsed = parse(args, os.environ)
     except FlagError as e:
