@@ -1,0 +1,279 @@
+"""``petcd grpc-proxy start``, etcd's L7 gRPC proxy, with the real etcdctl (3.4) through it.
+
+One petcd member; proxies on free loopback ports in front of it (the first one with a dead
+endpoint listed first, so that every call must fail over). Through the proxy: put, get, txn,
+watch, lease keep-alive and time-to-live, lock, elect, member list (answered by the proxy),
+snapshot save, and auth with a user (the token is passed through). ``--namespace`` hides a
+prefix; ``--resolver-prefix`` registers the proxy in the cluster with a lease, in etcd's
+format; ``--metrics-addr`` serves /health; TLS on the listener; an upstream client
+certificate with a Common Name is refused with etcd's text.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, etcdctl
+from tests.ports import free_port
+from tests.tlsfiles import make_tls_files
+
+READY_TIMEOUT_S = 20.0
+
+
+class Proxy:
+    """One ``petcd grpc-proxy start`` process, its log in a file; stopped by pid."""
+
+    def __init__(self, log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        argv = [PETCD_BIN, "grpc-proxy", "start", f"--listen-addr={self.address}", *args]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_log("started gRPC proxy")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def records(self) -> list[dict[str, object]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def wait_log(self, msg: str) -> dict[str, object]:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for rec in self.records():
+                if rec.get("msg") == msg:
+                    return rec
+            assert self.proc.poll() is None, self.log_path.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"no {msg!r} line:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PetcdProcess]:
+    m = PetcdProcess(tmp_path_factory.mktemp("proxy-member") / "data")
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(member: PetcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    dead = f"127.0.0.1:{free_port()}"
+    p = Proxy(
+        tmp_path_factory.mktemp("proxy") / "proxy.log",
+        f"--endpoints={dead},{member.endpoint}",
+        f"--advertise-client-url=proxy.example:{free_port()}",
+    )
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def ctl(endpoint: str, *args: str, stdin: str | None = None) -> str:
+    if stdin is None:
+        done = etcdctl(endpoint, *args)
+    else:
+        done = subprocess.run(
+            ["/usr/bin/etcdctl", f"--endpoints={endpoint}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "ETCDCTL_API": "3"},
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_kv_txn_and_leases_through_the_proxy(proxy: Proxy, member: PetcdProcess) -> None:
+    assert ctl(proxy.address, "put", "k1", "v1") == "OK\n"
+    assert ctl(member.endpoint, "get", "k1") == "k1\nv1\n"
+    assert ctl(proxy.address, "get", "k1") == "k1\nv1\n"
+    txn = 'value("k1") = "v1"\n\nput k2 v2\n\nput k2 other\n\n'
+    assert ctl(proxy.address, "txn", stdin=txn) == "SUCCESS\n\nOK\n"
+    assert ctl(proxy.address, "get", "k", "--prefix", "--print-value-only") == "v1\nv2\n"
+    lease = ctl(proxy.address, "lease", "grant", "60").split()[1]
+    ctl(proxy.address, "put", "leased", "x", f"--lease={lease}")
+    assert "attached keys([leased])" in ctl(proxy.address, "lease", "timetolive", lease, "--keys")
+    with subprocess.Popen(
+        ["/usr/bin/etcdctl", f"--endpoints={proxy.address}", "lease", "keep-alive", lease],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as keeper:
+        assert keeper.stdout is not None
+        line = keeper.stdout.readline()
+        keeper.kill()
+    assert line == f"lease {lease} keepalived with TTL(60)\n"
+    # an upstream error comes back with the member's message
+    done = etcdctl(proxy.address, "lease", "revoke", "1234abcd")
+    assert done.returncode != 0
+    assert "etcdserver: requested lease not found" in done.stderr
+
+
+def test_watch_through_the_proxy(proxy: Proxy) -> None:
+    with subprocess.Popen(
+        ["/usr/bin/etcdctl", f"--endpoints={proxy.address}", "watch", "w", "--prefix"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as watcher:
+        assert watcher.stdout is not None
+        try:
+            deadline = time.monotonic() + 10
+            got: list[str] = []
+            while time.monotonic() < deadline and len(got) < 3:
+                ctl(proxy.address, "put", "w1", "a")
+                line = watcher.stdout.readline()
+                got.append(line)
+        finally:
+            watcher.kill()
+    assert got[:3] == ["PUT\n", "w1\n", "a\n"]
+
+
+def test_lock_elect_member_list_snapshot(proxy: Proxy, tmp_path: Path) -> None:
+    out = ctl(proxy.address, "lock", "mylock", "echo", "held")
+    assert out == "held\n"
+    with subprocess.Popen(
+        ["/usr/bin/etcdctl", f"--endpoints={proxy.address}", "elect", "el", "p1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as elect:
+        assert elect.stdout is not None
+        name = elect.stdout.readline()
+        elect.kill()
+    assert name.startswith("el/")
+    # MemberList is the proxy's own answer: itself, at its advertise URL, named after the host
+    advertise = next(a for a in proxy.proc.args if str(a).startswith("--advertise"))
+    url = str(advertise).split("=", 1)[1]
+    assert ctl(proxy.address, "member", "list") == (
+        f"0, started, {socket.gethostname()}, , {url}, false\n"
+    )
+    path = tmp_path / "snap.db"
+    assert "Snapshot saved at" in ctl(proxy.address, "snapshot", "save", str(path))
+    assert path.stat().st_size > 0
+
+
+def test_auth_token_is_passed_through(proxy: Proxy, member: PetcdProcess) -> None:
+    ctl(proxy.address, "user", "add", "root:rootpw")
+    ctl(proxy.address, "user", "add", "alice:alicepw")
+    ctl(proxy.address, "role", "add", "r")
+    ctl(proxy.address, "role", "grant-permission", "r", "readwrite", "alice/", "--prefix")
+    ctl(proxy.address, "user", "grant-role", "alice", "r")
+    ctl(proxy.address, "auth", "enable")
+    try:
+        assert ctl(proxy.address, "--user=alice:alicepw", "put", "alice/x", "1") == "OK\n"
+        denied = etcdctl(proxy.address, "--user=alice:alicepw", "put", "bob", "1")
+        assert "etcdserver: permission denied" in denied.stderr
+        anonymous = etcdctl(proxy.address, "get", "alice/x")
+        assert "etcdserver: user name is empty" in anonymous.stderr
+    finally:
+        ctl(proxy.address, "--user=root:rootpw", "auth", "disable")
+
+
+def test_namespace(member: PetcdProcess, tmp_path: Path) -> None:
+    p = Proxy(tmp_path / "ns.log", f"--endpoints={member.endpoint}", "--namespace=ns/")
+    try:
+        ctl(p.address, "put", "a", "1")
+        ctl(p.address, "put", "b", "2", "--lease=0")
+        assert ctl(member.endpoint, "get", "ns/a", "--print-value-only") == "1\n"
+        assert ctl(p.address, "get", "", "--prefix", "--keys-only") == "a\n\nb\n\n"
+        assert ctl(p.address, "get", "a", "--from-key", "--keys-only") == "a\n\nb\n\n"
+        txn = 'value("a") = "1"\n\nput c 3\n\n\n'
+        assert ctl(p.address, "txn", stdin=txn) == "SUCCESS\n\nOK\n"
+        assert ctl(member.endpoint, "get", "ns/c", "--print-value-only") == "3\n"
+        out = ctl(p.address, "del", "", "--prefix", "--prev-kv")
+        assert out.splitlines()[1:] == ["a", "1", "b", "2", "c", "3"]
+    finally:
+        p.stop()
+
+
+def test_resolver_registration_and_health(member: PetcdProcess, tmp_path: Path) -> None:
+    advertise = f"127.0.0.1:{free_port()}"
+    metrics = f"http://127.0.0.1:{free_port()}"
+    p = Proxy(
+        tmp_path / "reg.log",
+        f"--endpoints={member.endpoint}",
+        "--resolver-prefix=/reg",
+        "--resolver-ttl=5",
+        f"--advertise-client-url={advertise}",
+        f"--metrics-addr={metrics}",
+    )
+    try:
+        rec = p.wait_log("registered session with lease")
+        assert rec["addr"] == advertise and rec["lease-ttl"] == 5
+        out = ctl(member.endpoint, "get", f"/reg/{advertise}", "-w", "json")
+        kv = json.loads(out)["kvs"][0]
+        value = json.loads(base64.b64decode(kv["value"]))
+        assert value == {
+            "Op": 0,
+            "Addr": advertise,
+            "Metadata": json.dumps({"name": socket.gethostname()}, separators=(",", ":")),
+        }
+        assert kv["lease"] != 0
+        deadline = time.monotonic() + 10
+        while advertise not in ctl(p.address, "member", "list"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"{metrics}/health", timeout=5) as r:
+            assert json.loads(r.read()) == {"health": "true", "reason": ""}
+    finally:
+        p.stop()
+
+
+def test_tls_listener_and_common_name_refusal(member: PetcdProcess, tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path / "tls")
+    p = Proxy(
+        tmp_path / "tls.log",
+        f"--endpoints={member.endpoint}",
+        f"--cert-file={files['server']}",
+        f"--key-file={files['server_key']}",
+    )
+    try:
+        assert ctl(p.address, f"--cacert={files['ca']}", "put", "t", "1") == "OK\n"
+        plain = etcdctl(p.address, "get", "t", "--dial-timeout=1s", "--command-timeout=2s")
+        assert plain.returncode != 0
+    finally:
+        p.stop()
+    done = subprocess.run(
+        [
+            PETCD_BIN,
+            "grpc-proxy",
+            "start",
+            f"--listen-addr=127.0.0.1:{free_port()}",
+            f"--cert={files['client']}",
+            f"--key={files['client_key']}",
+            f"--cacert={files['ca']}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"cert has non empty Common Name (root): {files['client']}\n" in done.stderr
