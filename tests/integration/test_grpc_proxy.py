@@ -277,3 +277,15 @@ def test_tls_listener_and_common_name_refusal(member: PetcdProcess, tmp_path: Pa
     )
     assert done.returncode == 1
     assert f"cert has non empty Common Name (root): {files['client']}\n" in done.stderr
+
+
+def test_endpoints_auto_sync(member: PetcdProcess, tmp_path: Path) -> None:
+    # the member advertises http://127.0.0.1:<port>; the proxy is given localhost:<port>
+    given = f"localhost:{member.client_port}"
+    p = Proxy(tmp_path / "sync.log", f"--endpoints={given}", "--endpoints-auto-sync-interval=200ms")
+    try:
+        rec = p.wait_log("set etcd endpoints by autoSync")
+        assert rec["endpoints"] == [f"http://127.0.0.1:{member.client_port}"]
+        assert ctl(p.address, "put", "synced", "1") == "OK\n"
+    finally:
+        p.stop()
