@@ -161,14 +161,18 @@ def _server_credentials(opts: StartOptions, log: Logger) -> grpc.ServerCredentia
     )
 
 
-def _cipher_suites(opts: StartOptions) -> None:
-    """``--listen-cipher-suites``: names checked as etcd checks them; gRPC's TLS takes its
-    TLS 1.2 suites from the process environment, so they are set there."""
-    from petcd.server.tls import _openssl_name, cipher_suites
+def _cipher_suites(opts: StartOptions, log: Logger) -> None:
+    """``--listen-cipher-suites``: the names are checked as etcd checks them (an unknown one
+    is an error), but gRPC's TLS for Python cannot limit its suites: it offers its defaults
+    (TLS 1.2 ECDHE with AES-GCM or ChaCha20, and TLS 1.3), and says so in the log."""
+    from petcd.server.tls import cipher_suites
 
-    suites = cipher_suites(",".join(opts.listen_cipher_suites))
-    if suites:
-        os.environ["GRPC_SSL_CIPHER_SUITES"] = ":".join(_openssl_name(s) for s in suites)
+    if cipher_suites(",".join(opts.listen_cipher_suites)):
+        log.warn(
+            "petcd grpc-proxy does not limit the listener's TLS cipher suites; "
+            "--listen-cipher-suites is checked and ignored",
+            cipher_suites=opts.listen_cipher_suites,
+        )
 
 
 def _upstream_options(opts: StartOptions) -> list[tuple[str, Any]]:
@@ -230,7 +234,7 @@ def main(args: Sequence[str], argv0: str = "petcd") -> int:
             log.warn(f"petcd grpc-proxy ignores --{name}", flag=name)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        _cipher_suites(opts)
+        _cipher_suites(opts, log)
         creds = _server_credentials(opts, log)
         if opts.listen_cipher_suites and creds is None:
             log.warn("--listen-cipher-suites has no effect without TLS on the listener")
