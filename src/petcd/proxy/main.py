@@ -270,7 +270,11 @@ async def _serve(
         log.info("create proxy client", grpcProxyAdvertiseClientURL=opts.advertise_client_url)
     server = grpc.aio.server(options=_server_options(opts))
     server.add_generic_rpc_handlers(
-        (ProxyHandler(upstream, namespace, opts.advertise_client_url, registry),)
+        (
+            ProxyHandler(
+                upstream, namespace, opts.advertise_client_url, registry, opts.max_send_bytes
+            ),
+        )
     )
     try:
         if creds is None:

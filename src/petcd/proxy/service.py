@@ -74,8 +74,10 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         namespace: bytes,
         advertise_client_url: str,
         registry: Registry | None,
+        send_bytes_max: int = 0,
     ) -> None:
         self._up = upstream
+        self._send_bytes_max = send_bytes_max
         self._ns = Namespace(namespace) if namespace else None
         self._advertise = advertise_client_url
         self._registry = registry
@@ -119,12 +121,19 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                     fix_req(request)
                 except EmptyKeyError:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _EMPTY_KEY)
+                size = len(request) if isinstance(request, bytes) else request.ByteSize()
+                if 0 < self._send_bytes_max < size:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"trying to send message larger than max ({size} vs. "
+                        f"{self._send_bytes_max})",
+                    )
                 try:
                     resp = await up.unary(
                         method, request, _metadata(context), context.time_remaining(), up_ser, up_de
                     )
                 except grpc.aio.AioRpcError as e:
-                    await context.abort(e.code(), e.details() or "")
+                    await context.abort(e.code(), _details(e))
                 fix_resp(resp)
                 return resp
 
@@ -159,7 +168,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                     fix_resp(resp)
                     yield resp
             except grpc.aio.AioRpcError as e:
-                await context.abort(e.code(), e.details() or "")
+                await context.abort(e.code(), _details(e))
             finally:
                 call.cancel()
 
@@ -202,6 +211,16 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         await context.abort(grpc.StatusCode.UNKNOWN, "not implemented")
+
+
+def _details(e: grpc.aio.AioRpcError) -> str:
+    """The upstream's message, unchanged, but for gRPC's own size error, in Go's words."""
+    details = e.details() or ""
+    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(
+        "Received message larger than max"
+    ):
+        return "grpc: r" + details[1:]
+    return details
 
 
 def _nothing(message: Any) -> None:
