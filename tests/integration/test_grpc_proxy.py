@@ -27,6 +27,7 @@ import pytest
 
 from tests.integration.petcd_proc import PETCD_BIN, PetcdProcess, etcdctl
 from tests.ports import free_port
+from tests.robustness.cluster import Cluster
 from tests.tlsfiles import make_tls_files
 
 READY_TIMEOUT_S = 20.0
@@ -289,3 +290,132 @@ def test_endpoints_auto_sync(member: PetcdProcess, tmp_path: Path) -> None:
         assert ctl(p.address, "put", "synced", "1") == "OK\n"
     finally:
         p.stop()
+
+
+def _pki(directory: Path) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate whose subject has no
+    Common Name (etcd's proxy refuses any other), as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from tests.tlsfiles import _cert
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("proxy test CA", ca_key, None, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _cert(
+        "127.0.0.1", server_key, (ca.subject, ca_key), usage=(ExtendedKeyUsageOID.SERVER_AUTH,)
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    client = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "proxy")]))
+        .issuer_name(ca.subject)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out: dict[str, str] = {}
+    for name, data in (
+        ("ca", ca.public_bytes(serialization.Encoding.PEM)),
+        ("server", server.public_bytes(serialization.Encoding.PEM)),
+        ("client", client.public_bytes(serialization.Encoding.PEM)),
+    ):
+        (directory / f"{name}.pem").write_bytes(data)
+        out[name] = str(directory / f"{name}.pem")
+    for name, key in (("server_key", server_key), ("client_key", client_key)):
+        (directory / f"{name}.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        out[name] = str(directory / f"{name}.pem")
+    return out
+
+
+def test_tls_to_the_cluster_with_a_client_certificate(tmp_path: Path) -> None:
+    import grpc
+
+    pki = _pki(tmp_path / "pki")
+    creds = grpc.ssl_channel_credentials(
+        Path(pki["ca"]).read_bytes(),
+        Path(pki["client_key"]).read_bytes(),
+        Path(pki["client"]).read_bytes(),
+    )
+    m = PetcdProcess(
+        tmp_path / "tls-member" / "data",
+        name="tlsm",
+        extra_args=[
+            f"--cert-file={pki['server']}",
+            f"--key-file={pki['server_key']}",
+            f"--trusted-ca-file={pki['ca']}",
+        ],
+        credentials=creds,
+    )
+    m.start()
+    try:
+        p = Proxy(
+            tmp_path / "tls-up.log",
+            f"--endpoints={m.endpoint}",
+            f"--cacert={pki['ca']}",
+            f"--cert={pki['client']}",
+            f"--key={pki['client_key']}",
+        )
+        try:
+            assert ctl(p.address, "put", "secure", "1") == "OK\n"
+            assert ctl(p.address, "get", "secure", "--print-value-only") == "1\n"
+        finally:
+            p.stop()
+    finally:
+        m.stop()
+
+
+def test_failover_when_a_member_dies(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster", size=3)
+    try:
+        cluster.start()
+        # Behind the proxy: the two followers, so that killing one changes no leader (a
+        # leader's death would fail a write with "leader changed", proxy or not).
+        leader = cluster.leader_index()
+        assert leader is not None
+        first, second = (i for i in range(3) if i != leader)
+        m0, m1 = cluster.members[first].endpoint, cluster.members[second].endpoint
+        p = Proxy(tmp_path / "failover.log", f"--endpoints={m0},{m1}")
+        try:
+            watch = subprocess.Popen(
+                ["/usr/bin/etcdctl", f"--endpoints={p.address}", "watch", "f", "--prefix"],
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "ETCDCTL_API": "3"},
+            )
+            try:
+                assert ctl(p.address, "put", "f0", "x") == "OK\n"
+                assert watch.stdout is not None
+                assert [watch.stdout.readline() for _ in range(3)] == ["PUT\n", "f0\n", "x\n"]
+                cluster.kill(first)
+                for i in range(1, 5):  # round robin: the dead member's turn comes every other call
+                    assert ctl(p.address, "put", f"f{i}", "x") == "OK\n"
+                got = ctl(p.address, "get", "f", "--prefix", "--keys-only").split()
+                assert got == ["f0", "f1", "f2", "f3", "f4"]
+                # the watch, whichever member it was on, sees every later event (etcdctl
+                # resumes it through the proxy when its member died)
+                lines = [watch.stdout.readline() for _ in range(12)]
+                assert lines[1::3] == ["f1\n", "f2\n", "f3\n", "f4\n"]
+            finally:
+                watch.kill()
+                watch.wait(timeout=10)
+        finally:
+            p.stop()
+    finally:
+        cluster.stop()
