@@ -31,6 +31,7 @@ from tests.robustness.cluster import Cluster
 from tests.tlsfiles import make_tls_files
 
 READY_TIMEOUT_S = 20.0
+pytestmark = pytest.mark.timeout(120)
 
 
 class Proxy:
@@ -138,23 +139,32 @@ def test_kv_txn_and_leases_through_the_proxy(proxy: Proxy, member: PetcdProcess)
     assert "etcdserver: requested lease not found" in done.stderr
 
 
+def _revision(endpoint: str) -> int:
+    return int(json.loads(ctl(endpoint, "get", "nothing", "-w", "json"))["header"]["revision"])
+
+
 def test_watch_through_the_proxy(proxy: Proxy) -> None:
+    # from the next revision: the put below is seen whenever the watch is set up
+    rev = _revision(proxy.address) + 1
     with subprocess.Popen(
-        ["/usr/bin/etcdctl", f"--endpoints={proxy.address}", "watch", "w", "--prefix"],
+        [
+            "/usr/bin/etcdctl",
+            f"--endpoints={proxy.address}",
+            "watch",
+            "w",
+            "--prefix",
+            f"--rev={rev}",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     ) as watcher:
         assert watcher.stdout is not None
         try:
-            deadline = time.monotonic() + 10
-            got: list[str] = []
-            while time.monotonic() < deadline and len(got) < 3:
-                ctl(proxy.address, "put", "w1", "a")
-                line = watcher.stdout.readline()
-                got.append(line)
+            ctl(proxy.address, "put", "w1", "a")
+            got = [watcher.stdout.readline() for _ in range(3)]
         finally:
             watcher.kill()
-    assert got[:3] == ["PUT\n", "w1\n", "a\n"]
+    assert got == ["PUT\n", "w1\n", "a\n"]
 
 
 def test_lock_elect_member_list_snapshot(proxy: Proxy, tmp_path: Path) -> None:
@@ -393,8 +403,16 @@ def test_failover_when_a_member_dies(tmp_path: Path) -> None:
         m0, m1 = cluster.members[first].endpoint, cluster.members[second].endpoint
         p = Proxy(tmp_path / "failover.log", f"--endpoints={m0},{m1}")
         try:
+            rev = _revision(p.address) + 1
             watch = subprocess.Popen(
-                ["/usr/bin/etcdctl", f"--endpoints={p.address}", "watch", "f", "--prefix"],
+                [
+                    "/usr/bin/etcdctl",
+                    f"--endpoints={p.address}",
+                    "watch",
+                    "f",
+                    "--prefix",
+                    f"--rev={rev}",
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
                 env={**os.environ, "ETCDCTL_API": "3"},
