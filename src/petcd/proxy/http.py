@@ -3,12 +3,11 @@
 Theory of operation
 -------------------
 - ``/metrics``: the metrics of a member, fetched from the first endpoint's ``/metrics``
-  (``http://`` unless the endpoint says otherwise) and relayed as text; 500 "Internal server
-  error" when it cannot be fetched;
+  (with the scheme of the endpoint, else of ``--metrics-addr``) and relayed as text; 500
+  "Internal server error" when it cannot be fetched;
 - ``/health``: ``{"health":"true","reason":""}`` when a Get of ``a`` through the cluster
   answers (permission denied counts as an answer), else 503 with the reason;
-- ``/proxy/health``: the same check, through the proxy's own listener is not repeated (the
-  proxy answers in process);
+- ``/proxy/health``: the same check (etcd's also watches through the proxy's own listener);
 - ``/proxy/metrics``: the proxy process's own Prometheus metrics.
 """
 
@@ -25,11 +24,14 @@ if TYPE_CHECKING:
     from petcd.proxy.upstream import Upstream
 
 
-async def start_metrics(opts: StartOptions, upstream: Upstream, tls: bool) -> web.AppRunner:
+async def start_metrics(opts: StartOptions, upstream: Upstream) -> web.AppRunner:
     from petcd.proxy.main import check_health, health_json
+
+    url = urlsplit(opts.metrics_addr)
 
     async def metrics(request: web.Request) -> web.Response:
         ep = upstream.endpoints[0]
+        tls = url.scheme == "https"  # etcd: the scheme of the request it answers
         target = ep if ep.startswith("http") else f"{'https' if tls else 'http'}://{ep}"
         try:
             async with (
@@ -61,7 +63,6 @@ async def start_metrics(opts: StartOptions, upstream: Upstream, tls: bool) -> we
     app.router.add_route("*", "/proxy/metrics", proxy_metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    url = urlsplit(opts.metrics_addr)
     context = None
     if url.scheme == "https":
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

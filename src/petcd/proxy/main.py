@@ -314,7 +314,7 @@ async def _serve(
         from petcd.proxy.http import start_metrics
 
         try:
-            runner = await start_metrics(opts, upstream, creds is not None)
+            runner = await start_metrics(opts, upstream)
         except (OSError, ValueError) as e:
             sys.stderr.write(f"{e}\n")
             return 1
