@@ -60,6 +60,7 @@ from petcd.server.log import Logger
 
 _SERVER_RECV_BYTES_MAX = 4 * 1024 * 1024  # grpc-go's server default, which etcd's proxy keeps
 _INT32_MAX = 2**31 - 1
+_CLIENT_SEND_BYTES_DEFAULT = 2 * 1024 * 1024  # etcd's client when not told otherwise
 
 # Flags petcd's proxy refuses (exit 1): the feature is not built.
 UNSUPPORTED = {
@@ -175,10 +176,19 @@ def _cipher_suites(opts: StartOptions, log: Logger) -> None:
         )
 
 
+def _send_bytes_max(opts: StartOptions) -> int:
+    """etcd passes a positive --max-send-bytes to its client, which otherwise sends 2 MiB."""
+    return opts.max_send_bytes if opts.max_send_bytes > 0 else _CLIENT_SEND_BYTES_DEFAULT
+
+
+def _recv_bytes_max(opts: StartOptions) -> int:
+    return min(opts.max_recv_bytes, _INT32_MAX) if opts.max_recv_bytes > 0 else _INT32_MAX
+
+
 def _upstream_options(opts: StartOptions) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
-        ("grpc.max_send_message_length", opts.max_send_bytes if opts.max_send_bytes > 0 else -1),
-        ("grpc.max_receive_message_length", min(opts.max_recv_bytes, _INT32_MAX)),
+        ("grpc.max_send_message_length", _send_bytes_max(opts)),
+        ("grpc.max_receive_message_length", _recv_bytes_max(opts)),
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
         ("grpc.enable_retries", 0),
@@ -272,7 +282,7 @@ async def _serve(
     server.add_generic_rpc_handlers(
         (
             ProxyHandler(
-                upstream, namespace, opts.advertise_client_url, registry, opts.max_send_bytes
+                upstream, namespace, opts.advertise_client_url, registry, _send_bytes_max(opts)
             ),
         )
     )
