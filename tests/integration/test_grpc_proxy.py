@@ -5,8 +5,11 @@ endpoint listed first, so that every call must fail over). Through the proxy: pu
 watch, lease keep-alive and time-to-live, lock, elect, member list (answered by the proxy),
 snapshot save, and auth with a user (the token is passed through). ``--namespace`` hides a
 prefix; ``--resolver-prefix`` registers the proxy in the cluster with a lease, in etcd's
-format; ``--metrics-addr`` serves /health; TLS on the listener; an upstream client
-certificate with a Common Name is refused with etcd's text.
+format; ``--metrics-addr`` serves /health and relays the member's /metrics;
+``--endpoints-auto-sync-interval`` replaces the endpoints with the members' URLs; TLS on the
+listener and to the cluster (a client certificate without a Common Name; one with a Common
+Name is refused with etcd's text). A three-member cluster: writes and a watch through the
+proxy carry on when a member dies.
 """
 
 from __future__ import annotations
@@ -253,6 +256,8 @@ def test_resolver_registration_and_health(member: PetcdProcess, tmp_path: Path) 
             time.sleep(0.1)
         with urllib.request.urlopen(f"{metrics}/health", timeout=5) as r:
             assert json.loads(r.read()) == {"health": "true", "reason": ""}
+        with urllib.request.urlopen(f"{metrics}/metrics", timeout=5) as r:
+            assert b"etcd_server_has_leader 1" in r.read()  # the member's, relayed
     finally:
         p.stop()
 
