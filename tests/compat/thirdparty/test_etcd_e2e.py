@@ -12,8 +12,8 @@ other failure must be listed in ``DIFFERENT`` with its reason.
 
 Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
 without it (the v2 API, other etcd versions, raft's "became leader" log line, which
-TestGrpcProxyAutoSync waits for; petcd's ``grpc-proxy`` itself runs the other grpc-proxy
-tests). The ``...Etcdutl`` variants
+TestGrpcProxyAutoSync waits for after its grpc-proxy part; the other grpc-proxy tests run).
+The ``...Etcdutl`` variants
 of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl snapshot tests
 pass too (petcd's Snapshot RPC sends etcd's bbolt format), and so does TestIssue6361, which
 starts petcd on the data dir etcdctl's restore wrote (converted in place, 0013). In
