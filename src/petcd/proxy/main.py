@@ -255,6 +255,12 @@ def main(args: Sequence[str], argv0: str = "petcd") -> int:
             return 1
         log.info("listening for gRPC proxy client requests", address=opts.listen_addr)
         tls = upstream_tls(opts)
+        if tls is not None:
+            log.info(
+                "gRPC proxy client TLS",
+                tls_info=f"cert = {opts.cert}, key = {opts.key}, client-cert=, client-key=, "
+                f"trusted-ca = {opts.cacert}, client-cert-auth = false, crl-file = ",
+            )
     except ConfigError as e:
         sys.stderr.write(f"{e}\n")
         return 1
