@@ -11,8 +11,9 @@ Theory of operation
 3. the listener's TLS (``--cert-file``/``--key-file``/``--trusted-ca-file``, or a certificate
    made for ``--auto-tls`` in ``<data-dir>/fixtures/proxy``), logged as "gRPC proxy server
    TLS"; the listen address bound ("listening for gRPC proxy client requests");
-4. the upstream client: ``--cert``/``--key``/``--cacert`` (a client certificate whose Common
-   Name is not empty is refused: ``cert has non empty Common Name (<cn>): <file>``, exit 1);
+4. the upstream client: the endpoints (``--discovery-srv``'s, else ``--endpoints``), then
+   ``--cert``/``--key``/``--cacert`` (a client certificate whose Common Name is not empty is
+   refused: ``cert has non empty Common Name (<cn>): <file>``, exit 1);
 5. the services (``petcd.proxy.service``), the registration under ``--resolver-prefix``
    (``petcd.proxy.register``), the ``--metrics-addr`` HTTP listener (``/metrics`` relayed
    from an endpoint, ``/health``, ``/proxy/health``, ``/proxy/metrics``); "started gRPC
@@ -55,7 +56,7 @@ from petcd.proxy.register import register, watch_registry
 from petcd.proxy.service import ProxyHandler, Registry
 from petcd.proxy.upstream import Upstream, UpstreamTLS
 from petcd.server.errors import ConfigError
-from petcd.server.gateway import GatewayStartError, listen
+from petcd.server.gateway import GatewayStartError, discover_endpoints, listen
 from petcd.server.log import Logger
 
 _SERVER_RECV_BYTES_MAX = 4 * 1024 * 1024  # grpc-go's server default, which etcd's proxy keeps
@@ -64,14 +65,13 @@ _CLIENT_SEND_BYTES_DEFAULT = 2 * 1024 * 1024  # etcd's client when not told othe
 
 # Flags petcd's proxy refuses (exit 1): the feature is not built.
 UNSUPPORTED = {
-    "discovery-srv": "DNS SRV discovery",
     "experimental-leasing-prefix": "the leasing KV (disconnected linearizable reads)",
     "experimental-serializable-ordering": "the ordering KV",
     "insecure-skip-tls-verify": "skipping the verification of the members' certificates",
     "client-crl-file": "certificate revocation lists on the proxy's listener",
 }
 # Flags accepted and ignored (a warning in the log): nothing a client could observe.
-IGNORED = ("enable-pprof", "discovery-srv-name", "insecure-discovery")
+IGNORED = ("enable-pprof",)
 
 
 def _flag_error(message: str, usage: str) -> int:
@@ -106,6 +106,14 @@ def _read(path: str) -> bytes:
             return f.read()
     except OSError as e:
         raise ConfigError(f"open {path}: {(e.strerror or str(e)).lower()}") from None
+
+
+def endpoints(opts: StartOptions, log: Logger) -> list[str]:
+    """``--discovery-srv``'s endpoints (etcd's ``discoverEndpoints``, shared with the gateway:
+    ``_etcd-client[-ssl][-<name>]._tcp.<domain>``, only https ones that answer unless
+    ``--insecure-discovery``), else ``--endpoints``; GatewayStartError with etcd's text."""
+    found = discover_endpoints(opts, log) if opts.discovery_srv else []  # type: ignore[arg-type]
+    return found or list(opts.endpoints)
 
 
 def upstream_tls(opts: StartOptions) -> UpstreamTLS | None:
@@ -254,6 +262,11 @@ def main(args: Sequence[str], argv0: str = "petcd") -> int:
             sys.stderr.write(e.text if e.text.endswith("\n") else e.text + "\n")
             return 1
         log.info("listening for gRPC proxy client requests", address=opts.listen_addr)
+        try:
+            opts.endpoints = endpoints(opts, log)
+        except GatewayStartError as e:
+            sys.stderr.write(e.text if e.text.endswith("\n") else e.text + "\n")
+            return 1
         tls = upstream_tls(opts)
         if tls is not None:
             log.info(

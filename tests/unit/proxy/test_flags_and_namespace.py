@@ -119,8 +119,28 @@ def test_command_line_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.endswith("\nunknown flag: --bogus\n")
     assert main(["start", "--resolver-ttl=2"]) == 1
     assert capsys.readouterr().err == 'invalid resolver-prefix ""\n'
-    assert main(["start", "--discovery-srv=example.com"]) == 1
-    assert "--discovery-srv (DNS SRV discovery) is not supported" in capsys.readouterr().err
+    assert main(["start", "--experimental-leasing-prefix=/l"]) == 1
+    assert "--experimental-leasing-prefix (the leasing KV" in capsys.readouterr().err
+
+
+def test_discovery_srv_gives_the_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    from petcd.proxy.main import endpoints
+    from petcd.server import srv
+    from petcd.server.log import Logger
+
+    asked = []
+
+    def client_endpoints(domain: str, suffix: str) -> list[str]:
+        asked.append((domain, suffix))
+        return ["http://m1.example.com:2379"]
+
+    monkeypatch.setattr(srv, "client_endpoints", client_endpoints)
+    opts = parse_start_flags(
+        ["--discovery-srv=example.com", "--discovery-srv-name=c1", "--insecure-discovery"]
+    )
+    assert endpoints(opts, Logger("error")) == ["http://m1.example.com:2379"]
+    assert asked == [("example.com", "c1")]
+    assert endpoints(parse_start_flags(["--endpoints=a:1"]), Logger("error")) == ["a:1"]
 
 
 def test_prefix_end() -> None:
