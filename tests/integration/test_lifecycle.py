@@ -252,3 +252,44 @@ def test_json_gateway_on_client_http_url(tmp_path: Path) -> None:
         assert etcdctl(p.endpoint, "get", "foo", "--print-value-only").stdout == "bar\n"
     finally:
         p.stop()
+
+
+def test_role_changes_are_logged_as_etcds_raft_logs_them(tmp_path: Path) -> None:
+    """etcd's raft logs "<id> became <role> at term <n>"; tests (etcd's e2e
+    TestGrpcProxyAutoSync) and operators wait for "became leader"."""
+    m = PetcdProcess(tmp_path / "data", name="roles")
+    m.start()
+    try:
+        with m.channel() as ch:
+            member_id = maintenance_stub(ch).Status(rpc_pb2.StatusRequest(), timeout=10).header
+        lines = [str(r.get("msg")) for r in m.log_records()]
+        assert f"{member_id.member_id:x} became leader at term 2" in lines, lines
+    finally:
+        m.stop()
+
+
+def test_a_range_of_megabytes_is_answered_whole(tmp_path: Path) -> None:
+    """A Range whose records pass ``BIG_RANGE_BYTES`` is encoded in a worker thread; the
+    answer is the same as for any Range."""
+    m = PetcdProcess(tmp_path / "data", name="bigrange")
+    m.start()
+    try:
+        values = {f"big/{i}".encode(): bytes([65 + i]) * 400_000 for i in range(4)}
+        with m.channel() as ch:
+            kv = kv_stub(ch)
+            for k, v in values.items():
+                kv.Put(rpc_pb2.PutRequest(key=k, value=v), timeout=10)
+            got = kv.Range(rpc_pb2.RangeRequest(key=b"big/", range_end=b"big0"), timeout=10)
+            assert {x.key: x.value for x in got.kvs} == values
+            assert [x.mod_revision for x in got.kvs] == [2, 3, 4, 5]
+            assert (got.count, got.more, got.header.revision) == (4, False, 5)
+            page = kv.Range(
+                rpc_pb2.RangeRequest(key=b"big/", range_end=b"big0", limit=3), timeout=10
+            )
+            assert ([x.key for x in page.kvs], page.more, page.count) == (
+                list(values)[:3],
+                True,
+                4,
+            )
+    finally:
+        m.stop()

@@ -399,7 +399,11 @@ fn range_response<'py>(
         views.push(b.as_bytes());
     }
     let header = kv::Header { cluster_id, member_id, revision, raft_term };
-    let out = kv::range_response(&header, &views, more, count).map_err(PyValueError::new_err)?;
+    // The copying runs without the GIL (the records are immutable bytes that `items` keeps
+    // alive): a large Range encoded in a worker thread leaves the event loop free meanwhile.
+    let out = py
+        .detach(|| kv::range_response(&header, &views, more, count))
+        .map_err(PyValueError::new_err)?;
     Ok(PyBytes::new(py, &out))
 }
 

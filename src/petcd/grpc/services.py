@@ -80,6 +80,9 @@ from petcd.server.tls import ClientTLS
 if TYPE_CHECKING:
     from petcd._frontend import RequestDecoder
 
+# A Range answer with at least this many bytes of records is encoded in a worker thread.
+BIG_RANGE_BYTES = 1 << 20
+
 
 class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     cfg: Config
@@ -257,6 +260,15 @@ class KVService(rpc_pb2_grpc.KVServicer):
                 return self._one_key_bytes(*await self._member.range_one(request.key, serializable))
             resp, records = await self._member.range_records(convert.range_request(request), creds)
             if self.raw:
+                if (
+                    records is not None
+                    and self._encode_range is not None
+                    and sum(map(len, records)) >= BIG_RANGE_BYTES
+                ):
+                    # Megabytes to copy: in a worker thread, without the GIL (the native
+                    # encoder lets it go), so that the loop keeps applying writes and sending
+                    # watch events meanwhile instead of queueing them behind big answers.
+                    return await asyncio.to_thread(self._range_bytes, resp, records)
                 return self._range_bytes(resp, records)
             return convert.range_response_pb(resp, records)
         except Exception as e:

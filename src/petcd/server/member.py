@@ -275,6 +275,14 @@ def decode_alarm_key(key: bytes) -> tuple[int, int]:
     return int.from_bytes(key[:8], "big"), int.from_bytes(key[8:], "big")
 
 
+_ROLE_NAMES = {
+    Role.FOLLOWER: "follower",
+    Role.PRE_CANDIDATE: "pre-candidate",
+    Role.CANDIDATE: "candidate",
+    Role.LEADER: "leader",
+}
+
+
 class FatalError(Exception):
     """The member cannot continue (a failed fsync, a corrupt log); the process must exit."""
 
@@ -461,6 +469,7 @@ class Member:
         self._stopped: asyncio.Event | None = None
         self._fatal: BaseException | None = None
         self._lead = NONE_ID
+        self._role: Role | None = None
         self._ready_to_serve: asyncio.Event | None = None
         self._leader_ready_term = Term(0)
         # Asks the peers for their HashKV (petcd.server.corrupt); set by the program.
@@ -1636,6 +1645,12 @@ class Member:
         del cfg
 
     def _on_soft_state(self, lead: MemberId, role: Role) -> None:
+        if role != self._role:
+            self._role = role
+            # etcd's raft logs each role it takes; tests and tools wait for "became leader".
+            self.log.info(
+                f"{format_id(self.id)} became {_ROLE_NAMES[role]} at term {self.node.status().term}"
+            )
         if lead != self._lead:
             if lead != NONE_ID:
                 self.log.info(
