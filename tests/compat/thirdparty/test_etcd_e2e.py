@@ -11,8 +11,7 @@ one, ``etcdutl`` petcdutl). Every test that fails there is run again with the re
 other failure must be listed in ``DIFFERENT`` with its reason.
 
 Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
-without it (the v2 API, other etcd versions, raft's "became leader" log line, which
-TestGrpcProxyAutoSync waits for after its grpc-proxy part; the other grpc-proxy tests run).
+without it (the v2 API, other etcd versions). The grpc-proxy tests run (``petcd grpc-proxy``).
 The ``...Etcdutl`` variants
 of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl snapshot tests
 pass too (petcd's Snapshot RPC sends etcd's bbolt format), and so does TestIssue6361, which
@@ -47,9 +46,6 @@ NOT_RUN = {
     "V2": "the v2 API (petcd serves v3 only; also TestConnectionMultiplexing's v2 client)",
     "ConnectionMultiplexing": "checks the v2 API on the client port",
     "Downgrade|ReleaseUpgrade|MixVersions": "needs binaries of other etcd versions",
-    "GrpcProxyAutoSync": 'after its grpc-proxy part it waits for raft\'s "<id> became leader"'
-    " line, which petcd's member does not write; the wait never ends (with etcd 3.5.17's members"
-    " and petcd's grpc-proxy the test passes)",
     # Ran only since the Auth tests are no longer skipped (the old "Auth" pattern matched it).
     "TestAuthority": "reads the :authority lines of Go's http2 debug log in the server's"
     " output; while it waits, the test ends and its goroutine reads a stopped process's log,"
