@@ -98,9 +98,7 @@ class GrpcPair:
         return self.call(service, method, (request, request))
 
     def watch(self) -> WatchPair:
-        return WatchPair(
-            WatchStream(self._stubs[0]["Watch"]), WatchStream(self._stubs[1]["Watch"])
-        )
+        return WatchPair(WatchStream(self._stubs[0]["Watch"]), WatchStream(self._stubs[1]["Watch"]))
 
 
 def normalised(outcome: Outcome, lease_alias: dict[int, int] | None = None) -> Outcome:
@@ -150,7 +148,11 @@ def assert_same(
             assert abs(ttls[0] - ttls[1]) <= TTL_SLACK_S, (what, ttls)
             assert (ttls[0] < 0) == (ttls[1] < 0), (what, ttls)
             target_ttl.TTL = ref_ttl.TTL  # type: ignore[attr-defined]
-    assert show(target_n) == show(ref_n), f"{what}: the target differs from etcd"
+    if show(target_n) != show(ref_n):
+        raise AssertionError(
+            f"{what}\nthe target differs from etcd:\n"
+            f"etcd:\n{show(ref_n)}\ntarget:\n{show(target_n)}"
+        )
 
 
 def show(outcome: Outcome) -> str:

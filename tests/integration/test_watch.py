@@ -125,6 +125,19 @@ def test_history_cancel_progress_and_duplicate_id(
             stream.next(timeout=0.5)
 
 
+def test_an_empty_range_is_refused_without_taking_an_id(
+    server: PetcdProcess, stream: WatchStream
+) -> None:
+    # etcd refuses a range whose end is not after its key before it picks an id (found by
+    # tests/compat/test_differential_fuzz.py: petcd registered a watcher that saw nothing).
+    for key, end in ((b"e/b", b"e/a"), (b"e/a", b"e/a")):
+        refused = stream.create(key, range_end=end, watch_id=3)
+        assert refused.created and refused.canceled and refused.watch_id == -1
+        assert refused.cancel_reason == "mvcc: watcher range is empty"
+    assert stream.create(b"e/a", range_end=b"\x00").watch_id == 0  # from key: not empty
+    assert stream.create(b"e/a", watch_id=3).watch_id == 3  # 3 was not taken
+
+
 def test_compacted_start_revision_cancels_the_watcher(
     server: PetcdProcess, stream: WatchStream
 ) -> None:

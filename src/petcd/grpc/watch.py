@@ -60,6 +60,7 @@ COALESCE_BYTES_MAX = 1 << 20  # below every client's default 4 MiB receive limit
 # a watcher created with ``fragment`` is split (make_server passes the member's own value).
 FRAGMENT_BYTES_DEFAULT = 1572864 + 512 * 1024
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+ERR_EMPTY_RANGE = "mvcc: watcher range is empty"
 
 
 class WatchMember(Protocol):
@@ -298,6 +299,18 @@ class _Stream:
     def _create(self, cr: Any) -> None:
         header = convert.header_pb(self.member.watch_header())
         wid = cr.watch_id
+        if cr.range_end not in (b"", b"\x00") and cr.key >= cr.range_end:
+            # etcd checks the range before the id: nothing is registered, no id is taken.
+            self.sink.control(
+                rpc_pb2.WatchResponse(
+                    header=header,
+                    watch_id=-1,
+                    created=True,
+                    canceled=True,
+                    cancel_reason=ERR_EMPTY_RANGE,
+                )
+            )
+            return
         if wid == 0:
             while self.next_id in self.watchers:
                 self.next_id += 1

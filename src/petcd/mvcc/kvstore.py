@@ -237,7 +237,10 @@ def _one_key_now(r: RangeRequest) -> bool:
 def _check_range(r: RangeRequest) -> None:
     if not r.key:
         raise EmptyKeyError()
-    if r.sort_order not in _SORT_ORDERS or r.sort_target not in _SORT_TARGETS:
+    # etcd sorts nothing for an order out of its enum. A target out of it with an order that
+    # sorts (NONE sorts ascending for a target other than KEY) makes etcd sort with no sorter
+    # and crash; petcd refuses the request instead.
+    if r.sort_target not in _SORT_TARGETS and r.sort_order in _SORT_ORDERS:
         raise InvalidSortOptionError()
 
 
@@ -776,7 +779,7 @@ class KVStore:
             sort_order = SortOrder.ASCEND
         elif sort_target == SortTarget.KEY and sort_order == SortOrder.ASCEND:
             sort_order = SortOrder.NONE
-        if sort_order != SortOrder.NONE:
+        if sort_order == SortOrder.ASCEND or sort_order == SortOrder.DESCEND:
             kvs.sort(key=_sort_key(sort_target), reverse=sort_order == SortOrder.DESCEND)
         more = False
         if r.limit > 0 and len(kvs) > r.limit:
@@ -870,6 +873,9 @@ class KVStore:
         """Hook for the watchable store: the changes of one write txn, in order."""
 
     def _check_put(self, p: PutRequest) -> KeyValue | None:
+        # A put of its own looks for its lease first, then for the key ignore_* needs (a put
+        # in a txn the other way round, ``_check_path``): etcd's order.
+        self._check_lease(p)
         prev: KeyValue | None = None
         if p.ignore_value or p.ignore_lease or p.prev_kv:
             latest = self._index.latest(p.key)
@@ -877,7 +883,6 @@ class KVStore:
                 prev = self._load(latest)
         if (p.ignore_value or p.ignore_lease) and prev is None:
             raise KeyNotFoundError()
-        self._check_lease(p)
         return prev
 
     def _check_lease(self, p: PutRequest) -> None:

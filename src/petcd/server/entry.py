@@ -27,7 +27,8 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
   svarint for VERSION/CREATE/MOD/LEASE, bytes for VALUE.
   An op: a tag byte (1 range, 2 put, 3 delete-range, 4 txn) then that request's body.
   A range body: flags(serializable, keys_only, count_only), key, range_end, svarint limit,
-  svarint revision, uvarint sort_order, uvarint sort_target, svarint min_mod_revision,
+  svarint revision, uvarint sort_order, uvarint sort_target (int32 enums as their uint32 bits:
+  a negative one is out of the enum either way), svarint min_mod_revision,
   svarint max_mod_revision, svarint min_create_revision, svarint max_create_revision.
 - COMPACTION (4): flags(physical), svarint revision.
 - MEMBER_ATTRIBUTES (5): uvarint member id, bytes name, uvarint n, n client URLs as bytes
@@ -237,8 +238,10 @@ def _range(out: bytearray, r: RangeRequest) -> None:
     _bytes(out, r.range_end)
     _svarint(out, r.limit)
     _svarint(out, r.revision)
-    _uvarint(out, int(r.sort_order))
-    _uvarint(out, int(r.sort_target))
+    # Open int32 enums: a value out of the enum (negative too) means "no sorting" as long as
+    # it stays out of it, which its uint32 form does.
+    _uvarint(out, int(r.sort_order) & 0xFFFFFFFF)
+    _uvarint(out, int(r.sort_target) & 0xFFFFFFFF)
     _svarint(out, r.min_mod_revision)
     _svarint(out, r.max_mod_revision)
     _svarint(out, r.min_create_revision)
@@ -334,8 +337,8 @@ def _range_parts(parts: list[bytes], r: RangeRequest) -> None:
         parts += (
             _sv(r.limit),
             _sv(r.revision),
-            _uv(int(r.sort_order)),
-            _uv(int(r.sort_target)),
+            _uv(int(r.sort_order) & 0xFFFFFFFF),
+            _uv(int(r.sort_target) & 0xFFFFFFFF),
             _sv(r.min_mod_revision),
             _sv(r.max_mod_revision),
             _sv(r.min_create_revision),

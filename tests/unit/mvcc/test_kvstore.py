@@ -206,9 +206,23 @@ def test_range_validation(h: Harness) -> None:
         h.store.range(RangeRequest(b""))
     assert str(e.value) == "etcdserver: key is not provided"
     with pytest.raises(InvalidSortOptionError):
-        h.store.range(RangeRequest(b"a", sort_order=7))
+        h.store.range(RangeRequest(b"a", sort_target=9))  # NONE + not KEY: etcd would sort
     with pytest.raises(InvalidSortOptionError):
-        h.store.range(RangeRequest(b"a", sort_target=9))
+        h.store.range(RangeRequest(b"a", sort_order=SortOrder.DESCEND, sort_target=-1))
+
+
+def test_range_sort_order_out_of_the_enum_sorts_nothing(h: Harness) -> None:
+    # etcd answers such a request in key order, whatever the target (found by
+    # tests/compat/test_differential_fuzz.py: petcd refused it with "invalid sort option").
+    h.apply(PutRequest(b"a", b"3"))
+    h.apply(PutRequest(b"b", b"1"))
+    h.apply(PutRequest(b"c", b"2"))
+    for order in (7, -1):
+        for target in (SortTarget.KEY, SortTarget.VALUE, 9):
+            r = h.store.range(
+                RangeRequest(b"a", b"\x00", limit=2, sort_order=order, sort_target=target)  # type: ignore[arg-type]
+            )
+            assert [kv.key for kv in r.kvs] == [b"a", b"b"] and r.more and r.count == 3
 
 
 # -- put options ---------------------------------------------------------------------------
@@ -232,6 +246,21 @@ def test_ignore_value_on_missing_key_is_key_not_found_and_changes_nothing(h: Har
         h.apply(PutRequest(b"zz", ignore_lease=True))
     assert snapshot(h) == before
     assert h.store.consistent_index() == (2, 1)  # the entries were still applied
+
+
+def test_put_of_its_own_checks_the_lease_before_the_key_and_a_txn_put_after(
+    h: Harness,
+) -> None:
+    # etcd's Put looks the lease up before the key ignore_value needs; a put in a txn looks
+    # for the key first (found by tests/compat/test_differential_fuzz.py).
+    store = KVStore(h.backend, lessor=FakeLessor({5}))
+    with pytest.raises(LeaseNotFoundError):
+        store.apply(PutRequest(b"zz", ignore_value=True, lease=99), index=Index(1), term=Term(1))
+    with pytest.raises(KeyNotFoundError):
+        store.apply(PutRequest(b"zz", ignore_value=True, lease=5), index=Index(2), term=Term(1))
+    with pytest.raises(KeyNotFoundError):
+        store.apply(txn(put(b"zz", b"", ignore_value=True, lease=99)), index=Index(3), term=Term(1))
+    assert store.current_revision == 1
 
 
 def test_put_validation_errors(h: Harness) -> None:

@@ -135,6 +135,23 @@ def test_roundtrip(request_id: int, request: object) -> None:
     assert decoded.request == request
 
 
+def test_sort_options_out_of_the_enum_stay_out_of_it() -> None:
+    # protobuf reads open int32 enums, so a txn's range may carry a negative sort order, which
+    # etcd answers (it sorts nothing): the entry keeps it out of the enum.
+    for order, target in ((-1, 0), (-(1 << 31), -1), (5, 9)):
+        request = TxnRequest(
+            (),
+            (RequestOp(request_range=RangeRequest(b"a", sort_order=order, sort_target=target)),),
+            (),  # type: ignore[arg-type]
+        )
+        decoded = decode(encode(1, request)).request
+        assert isinstance(decoded, TxnRequest)
+        got = decoded.success[0].request_range
+        assert got is not None
+        assert (got.sort_order, got.sort_target) == (order & 0xFFFFFFFF, target & 0xFFFFFFFF)
+        assert got.sort_order not in (0, 1, 2)
+
+
 def test_known_bytes_are_stable() -> None:
     # The format is on disk: these bytes must decode the same forever.
     data = encode(300, PutRequest(b"foo", b"bar", lease=-1, prev_kv=True))
