@@ -24,12 +24,14 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
 - DELETE_RANGE (2): flags(prev_kv), key, range_end.
 - TXN (3): uvarint n, n compares; uvarint n, n success ops; uvarint n, n failure ops.
   A compare: uvarint result, uvarint target, key, range_end, then the target's value:
-  svarint for VERSION/CREATE/MOD/LEASE, bytes for VALUE.
+  svarint for VERSION/CREATE/MOD/LEASE, bytes for VALUE and for a target out of the enum.
   An op: a tag byte (1 range, 2 put, 3 delete-range, 4 txn) then that request's body.
   A range body: flags(serializable, keys_only, count_only), key, range_end, svarint limit,
-  svarint revision, uvarint sort_order, uvarint sort_target (int32 enums as their uint32 bits:
-  a negative one is out of the enum either way), svarint min_mod_revision,
+  svarint revision, uvarint sort_order, uvarint sort_target, svarint min_mod_revision,
   svarint max_mod_revision, svarint min_create_revision, svarint max_create_revision.
+  Enums (a compare's result and target, a range's sort order and target) are protobuf's
+  open int32 enums: written as their uint32 bits, so that a negative one (out of the enum,
+  which etcd answers) stays out of it.
 - COMPACTION (4): flags(physical), svarint revision.
 - MEMBER_ATTRIBUTES (5): uvarint member id, bytes name, uvarint n, n client URLs as bytes
   (etcd's ClusterMemberAttrSetRequest: what a member publishes about itself at start).
@@ -238,8 +240,6 @@ def _range(out: bytearray, r: RangeRequest) -> None:
     _bytes(out, r.range_end)
     _svarint(out, r.limit)
     _svarint(out, r.revision)
-    # Open int32 enums: a value out of the enum (negative too) means "no sorting" as long as
-    # it stays out of it, which its uint32 form does.
     _uvarint(out, int(r.sort_order) & 0xFFFFFFFF)
     _uvarint(out, int(r.sort_target) & 0xFFFFFFFF)
     _svarint(out, r.min_mod_revision)
@@ -249,8 +249,8 @@ def _range(out: bytearray, r: RangeRequest) -> None:
 
 
 def _compare(out: bytearray, c: Compare) -> None:
-    _uvarint(out, int(c.result))
-    _uvarint(out, int(c.target))
+    _uvarint(out, int(c.result) & 0xFFFFFFFF)
+    _uvarint(out, int(c.target) & 0xFFFFFFFF)
     _bytes(out, c.key)
     _bytes(out, c.range_end)
     target = c.target
@@ -350,7 +350,14 @@ def _range_parts(parts: list[bytes], r: RangeRequest) -> None:
 
 def _compare_parts(parts: list[bytes], c: Compare) -> None:
     key, end, target = c.key, c.range_end, c.target
-    parts += (_uv(int(c.result)), _uv(int(target)), _uv(len(key)), key, _uv(len(end)), end)
+    parts += (
+        _uv(int(c.result) & 0xFFFFFFFF),
+        _uv(int(target) & 0xFFFFFFFF),
+        _uv(len(key)),
+        key,
+        _uv(len(end)),
+        end,
+    )
     if target == CompareTarget.MOD:  # Kubernetes' compare
         parts.append(_sv(c.mod_revision))
     elif target == CompareTarget.VERSION:
@@ -590,9 +597,8 @@ def _read_compare(r: _Reader) -> Compare:
         return Compare(result, target, key, range_end, mod_revision=r.svarint())
     if target == CompareTarget.LEASE:
         return Compare(result, target, key, range_end, lease=r.svarint())
-    if target == CompareTarget.VALUE:
-        return Compare(result, target, key, range_end, value=r.bytes_())
-    raise EntryFormatError(f"unknown compare target {target}")
+    # VALUE, or a target out of the enum (etcd compares nothing then): the value's bytes.
+    return Compare(result, target, key, range_end, value=r.bytes_())
 
 
 def _read_op(r: _Reader, depth: int) -> RequestOp:

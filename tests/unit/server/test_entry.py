@@ -152,6 +152,18 @@ def test_sort_options_out_of_the_enum_stay_out_of_it() -> None:
         assert got.sort_order not in (0, 1, 2)
 
 
+def test_compare_enums_out_of_the_enum_are_written_and_read() -> None:
+    # A compare's target and result are open int32 enums: etcd compares nothing for an
+    # unknown target and takes an unknown result as true. The encoder stopped the member on a
+    # negative one, and the decoder refused a positive unknown target it had written.
+    for result, target in ((0, 7), (0, -1), (-2, 0), (9, 3), (-(1 << 31), (1 << 31) - 1)):
+        request = TxnRequest((Compare(result, target, b"k", value=b"v"),), (), ())
+        decoded = decode(encode(1, request)).request
+        assert isinstance(decoded, TxnRequest)
+        got = decoded.compare[0]
+        assert (got.result, got.target) == (result & 0xFFFFFFFF, target & 0xFFFFFFFF)
+
+
 def test_known_bytes_are_stable() -> None:
     # The format is on disk: these bytes must decode the same forever.
     data = encode(300, PutRequest(b"foo", b"bar", lease=-1, prev_kv=True))
