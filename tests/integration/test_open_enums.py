@@ -1,5 +1,7 @@
 """Requests whose enum fields are out of their enums: answered as etcd does, and replayed.
 
+(Maintenance.Alarm's action and alarm type too: see the last test.)
+
 protobuf's enums are open: a client may send any int32 in a Compare's target or result and a
 RangeRequest's sort order, negative ones too. etcd compares nothing for an unknown target,
 takes an unknown result as true, and sorts nothing for an unknown order. A txn holding them is
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
-from tests.integration.petcd_proc import PetcdProcess, kv_stub
+from tests.integration.petcd_proc import PetcdProcess, kv_stub, maintenance_stub
 
 
 @pytest.fixture
@@ -68,3 +70,31 @@ def test_out_of_enum_compares_and_sorts_are_answered_and_survive_a_restart(
     with server.channel() as channel:
         got = kv_stub(channel).Range(rpc_pb2.RangeRequest(key=b"ok"))
         assert got.header.revision == 5 and got.kvs[0].version == 3
+
+
+def test_alarm_actions_and_types_out_of_their_enums_change_nothing(server: PetcdProcess) -> None:
+    # etcd 3.5 changes nothing for an unknown action and stops on an unknown alarm to
+    # activate (3.4 crashed on both); petcd stopped on a negative one (the entry encoder's
+    # assert) and took any action other than ACTIVATE for DEACTIVATE.
+    with server.channel() as channel:
+        maintenance = maintenance_stub(channel)
+        activate = rpc_pb2.AlarmRequest(
+            action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=1, alarm=rpc_pb2.NOSPACE
+        )
+        assert len(maintenance.Alarm(activate).alarms) == 1
+        for action, alarm in (
+            (-1, rpc_pb2.NOSPACE),
+            (5, rpc_pb2.NOSPACE),
+            (1, -1),
+            (1, 9),
+            (2, -3),
+        ):
+            request = rpc_pb2.AlarmRequest(action=action, memberID=1, alarm=alarm)  # type: ignore[arg-type]
+            answer = maintenance.Alarm(request)
+            assert list(answer.alarms) == [] and answer.header.revision == 1, (action, alarm)
+        active = maintenance.Alarm(rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET))
+        assert [(a.memberID, a.alarm) for a in active.alarms] == [(1, rpc_pb2.NOSPACE)]
+        deactivate = rpc_pb2.AlarmRequest(
+            action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=1, alarm=rpc_pb2.NOSPACE
+        )
+        assert len(maintenance.Alarm(deactivate).alarms) == 1

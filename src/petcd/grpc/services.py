@@ -571,6 +571,11 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
                 header, alarms = self._member.alarms()
                 if request.alarm != rpc_pb2.NONE:  # etcd: only the alarms of that type
                     alarms = tuple(a for a in alarms if a[1] == request.alarm)
+            elif request.action not in _ALARM_CHANGES or request.alarm not in _ALARM_TYPES:
+                # Enums are open: etcd 3.5's applier changes nothing for an unknown action and
+                # stops the member on an unknown alarm to activate (3.4 crashed on both); an
+                # unknown alarm is never active. Answered without a proposal: nothing changes.
+                header, alarms = self._member.alarms()[0], ()
             else:
                 header, alarms = await self._member.alarm_change(
                     request.action, request.memberID, request.alarm
@@ -585,6 +590,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         except Exception as e:
             await _abort(context, e, self._log, "Alarm")
 
+
+_ALARM_CHANGES = frozenset({rpc_pb2.AlarmRequest.ACTIVATE, rpc_pb2.AlarmRequest.DEACTIVATE})
+_ALARM_TYPES = frozenset({rpc_pb2.NONE, rpc_pb2.NOSPACE, rpc_pb2.CORRUPT})
 
 # etcd's rpctypes for the membership errors (api/v3rpc/rpctypes/error.go).
 _MEMBERSHIP_STATUS: dict[type[Exception], tuple[grpc.StatusCode, str]] = {
