@@ -68,6 +68,7 @@ class GrpcPair:
     # target's server-chosen lease id -> the reference's id for the same grant
     lease_alias: dict[int, int] = field(default_factory=dict)
     channels: tuple[grpc.Channel, grpc.Channel] | None = None
+    member_ids: tuple[int, ...] = ()
 
     def open(self) -> None:
         options = [("grpc.max_send_message_length", 16 << 20)]
@@ -76,6 +77,10 @@ class GrpcPair:
             grpc.insecure_channel(self.target_endpoint, options=options),
         )
         self._stubs = (_stubs(self.channels[0]), _stubs(self.channels[1]))
+        self.member_ids = tuple(
+            stubs["Maintenance"].Status(rpc_pb2.StatusRequest()).header.member_id
+            for stubs in self._stubs
+        )
 
     def close(self) -> None:
         if self.channels is not None:
