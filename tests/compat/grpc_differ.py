@@ -71,7 +71,11 @@ class GrpcPair:
     member_ids: tuple[int, ...] = ()
 
     def open(self) -> None:
-        options = [("grpc.max_send_message_length", 16 << 20)]
+        # Unlimited answers: etcd sends a watcher's catch-up in one response, large values too.
+        options = [
+            ("grpc.max_send_message_length", 16 << 20),
+            ("grpc.max_receive_message_length", -1),
+        ]
         self.channels = (
             grpc.insecure_channel(self.reference_endpoint, options=options),
             grpc.insecure_channel(self.target_endpoint, options=options),
@@ -165,7 +169,13 @@ def show(outcome: Outcome) -> str:
         return f"error {outcome.code.name}: {outcome.details}"
     from google.protobuf import text_format
 
-    return f"{type(outcome).__name__} {{\n{text_format.MessageToString(outcome)}}}"
+    text = text_format.MessageToString(outcome)
+    # Large values: their start and length are enough to tell them apart.
+    lines = [
+        line if len(line) < 300 else f"{line[:200]}... ({len(line)} chars)"
+        for line in text.splitlines()
+    ]
+    return f"{type(outcome).__name__} {{\n" + "\n".join(lines) + "\n}"
 
 
 class WatchStream:
