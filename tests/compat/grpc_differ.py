@@ -15,6 +15,7 @@ so that a test can create watchers during a sequence and read what they saw afte
 
 from __future__ import annotations
 
+import difflib
 import queue
 import threading
 import time
@@ -159,9 +160,16 @@ def assert_same(
             target_ttl.TTL = ref_ttl.TTL  # type: ignore[attr-defined]
     if show(target_n) != show(ref_n):
         raise AssertionError(
-            f"{what}\nthe target differs from etcd:\n"
-            f"etcd:\n{show(ref_n)}\ntarget:\n{show(target_n)}"
+            f"{what}\nthe target differs from etcd:\n{diff(show(ref_n), show(target_n))}"
         )
+
+
+def diff(reference: str, target: str) -> str:
+    """The lines that differ, with some context ("-" etcd, "+" the target)."""
+    lines = difflib.unified_diff(
+        reference.splitlines(), target.splitlines(), "etcd", "target", n=6, lineterm=""
+    )
+    return "\n".join(lines)
 
 
 def show(outcome: Outcome) -> str:

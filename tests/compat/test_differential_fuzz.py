@@ -45,6 +45,7 @@ from tests.compat.grpc_differ import (
     WatchPair,
     WatchStream,
     assert_same,
+    diff,
     normalised,
     show,
     wait_until,
@@ -531,7 +532,7 @@ def _read_watches(session: Session) -> None:
         ref_view, target_view = _watch_views(streams[0], streams[1], timed)
         assert target_view == ref_view, (
             f"{session._context()}\nwatch {what}: the target's stream differs from etcd's\n"
-            f"etcd:\n{ref_view}\ntarget:\n{target_view}"
+            f"{diff(ref_view, target_view)}"
         )
 
 
