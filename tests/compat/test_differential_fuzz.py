@@ -514,6 +514,7 @@ class WatchCancel(Op):
         if not session.watches:
             return
         _, watch, _ = session.watches[self.stream % len(session.watches)]
+        watch.reference.cancel_requested.add(self.watch_id)
         watch.send(
             rpc_pb2.WatchRequest(cancel_request=rpc_pb2.WatchCancelRequest(watch_id=self.watch_id))
         )
@@ -567,7 +568,11 @@ def _read_watches(session: Session) -> None:
 
 
 def _watch_views(reference: WatchStream, target: WatchStream, timed: bool) -> tuple[str, str]:
-    ref_view, target_view = _per_watcher(reference), _per_watcher(target)
+    # What a watcher saw before a cancel request stopped it depends on how far its catch-up
+    # had come, and whether a compaction had cancelled it first: of such a watcher, only its
+    # creation and that it was cancelled are compared.
+    cancelled = reference.cancel_requested | target.cancel_requested
+    ref_view, target_view = _per_watcher(reference, cancelled), _per_watcher(target, cancelled)
     if timed:
         for view, other in ((ref_view, target_view), (target_view, ref_view)):
             for watch_id, lines in view.items():
@@ -577,21 +582,19 @@ def _watch_views(reference: WatchStream, target: WatchStream, timed: bool) -> tu
     return _show_view(reference, ref_view), _show_view(target, target_view)
 
 
-def _per_watcher(stream: WatchStream) -> dict[int, list[str]]:
+def _per_watcher(stream: WatchStream, cancelled: set[int]) -> dict[int, list[str]]:
     """A stream's answers per watcher, without their batching: control answers and events.
 
     The order between watchers of one stream is not kept: etcd sends what each watcher has as
     it comes (a watcher catching up, another one live).
     """
     per_watcher: dict[int, list[str]] = {}
-    responses = stream.snapshot()
-    # What a watcher saw before a cancel request stopped it depends on how far its catch-up
-    # had come: only its control answers are compared.
-    cancelled = {
-        r.watch_id for r in responses if r.canceled and not r.created and not r.compact_revision
-    }
-    for response in responses:
+    for response in stream.snapshot():
         lines = per_watcher.setdefault(response.watch_id, [])
+        if response.watch_id in cancelled and not response.created:
+            if response.canceled and "cancelled" not in lines:
+                lines.append("cancelled")
+            continue
         if response.created or response.canceled or response.compact_revision:
             control = rpc_pb2.WatchResponse()
             control.CopyFrom(response)
@@ -599,8 +602,7 @@ def _per_watcher(stream: WatchStream) -> dict[int, list[str]]:
             if not control.created:
                 control.ClearField("header")
             lines.append(show(normalised(control)))
-        if response.watch_id not in cancelled:
-            lines.extend(show(normalised(event)) for event in response.events)
+        lines.extend(show(normalised(event)) for event in response.events)
     return per_watcher
 
 
@@ -829,7 +831,7 @@ def _run(fresh: FreshPair, ops: list[Op]) -> None:
 
 
 _SETTINGS = settings(
-    max_examples=int(os.environ.get("PETCD_FUZZ_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("PETCD_FUZZ_EXAMPLES", "80")),
     deadline=None,
     derandomize=True,
     database=None,
