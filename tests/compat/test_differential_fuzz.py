@@ -364,10 +364,11 @@ class Large(Op):
         at_limit = abs(self.size - 1_572_864) < 100
         for member_id in session.pair.member_ids:
             size = self.size
-            if at_limit and member_id & 0x8000:
-                # etcd's request ids start with the member id's low 16 bits: with bit 15 set,
-                # an id takes one byte more and the server refuses a byte earlier.
-                size -= 1
+            if at_limit:
+                # etcd's request ids start with the member id's low 16 bits, and the id's
+                # varint counts in the request's size: each server refuses where its own id's
+                # length puts the limit.
+                size -= _request_id_bytes(member_id) - 9
             blob = b"k" * size
             requests.append(
                 rpc_pb2.PutRequest(key=blob, value=b"v")
@@ -379,6 +380,13 @@ class Large(Op):
             # The two servers may hold a byte of difference now: remove it.
             delete = rpc_pb2.DeleteRangeRequest(key=requests[0].key[:1], range_end=b"\xff")
             session.call_same("remove the large key", "KV", "DeleteRange", delete)
+
+
+def _request_id_bytes(member_id: int) -> int:
+    """The varint length of the request ids a member makes (etcd's idutil.Generator: the
+    member id's low 16 bits, then 48 bits of time and counter)."""
+    request_id = (member_id & 0xFFFF) << 48 | (1 << 47)
+    return (request_id.bit_length() + 6) // 7
 
 
 @dataclass(frozen=True)
@@ -536,6 +544,7 @@ def _read_watches(session: Session) -> None:
     if not session.watches:
         return
     session.call_same("put the sentinel", "KV", "Put", rpc_pb2.PutRequest(key=SENTINEL))
+    alias = session.pair.lease_alias
     for what, watch, compactions in session.watches:
         streams = (watch.reference, watch.target)
         for stream in streams:
@@ -555,24 +564,27 @@ def _read_watches(session: Session) -> None:
         timed = session.compactions > compactions
 
         def agree(streams: tuple[WatchStream, WatchStream] = streams, timed: bool = timed) -> bool:
-            views = _watch_views(streams[0], streams[1], timed)
+            views = _watch_views(streams[0], streams[1], timed, alias)
             return views[0] == views[1]
 
         # Give the catch-up loops time to agree.
         wait_until(agree, 2.0)
-        ref_view, target_view = _watch_views(streams[0], streams[1], timed)
+        ref_view, target_view = _watch_views(streams[0], streams[1], timed, alias)
         assert target_view == ref_view, (
             f"{session._context()}\nwatch {what}: the target's stream differs from etcd's\n"
             f"{diff(ref_view, target_view)}"
         )
 
 
-def _watch_views(reference: WatchStream, target: WatchStream, timed: bool) -> tuple[str, str]:
+def _watch_views(
+    reference: WatchStream, target: WatchStream, timed: bool, lease_alias: dict[int, int]
+) -> tuple[str, str]:
     # What a watcher saw before a cancel request stopped it depends on how far its catch-up
     # had come, and whether a compaction had cancelled it first: of such a watcher, only its
     # creation and that it was cancelled are compared.
     cancelled = reference.cancel_requested | target.cancel_requested
-    ref_view, target_view = _per_watcher(reference, cancelled), _per_watcher(target, cancelled)
+    ref_view = _per_watcher(reference, cancelled, {})
+    target_view = _per_watcher(target, cancelled, lease_alias)
     if timed:
         for view, other in ((ref_view, target_view), (target_view, ref_view)):
             for watch_id, lines in view.items():
@@ -582,7 +594,9 @@ def _watch_views(reference: WatchStream, target: WatchStream, timed: bool) -> tu
     return _show_view(reference, ref_view), _show_view(target, target_view)
 
 
-def _per_watcher(stream: WatchStream, cancelled: set[int]) -> dict[int, list[str]]:
+def _per_watcher(
+    stream: WatchStream, cancelled: set[int], lease_alias: dict[int, int]
+) -> dict[int, list[str]]:
     """A stream's answers per watcher, without their batching: control answers and events.
 
     The order between watchers of one stream is not kept: etcd sends what each watcher has as
@@ -602,7 +616,7 @@ def _per_watcher(stream: WatchStream, cancelled: set[int]) -> dict[int, list[str
             if not control.created:
                 control.ClearField("header")
             lines.append(show(normalised(control)))
-        lines.extend(show(normalised(event)) for event in response.events)
+        lines.extend(show(normalised(event, lease_alias)) for event in response.events)
     return per_watcher
 
 
