@@ -130,6 +130,10 @@ class Session:
     # (what, the streams, the number of compactions before the watchers were created)
     watches: list[tuple[str, WatchPair, int]] = field(default_factory=list)
     compactions: int = 0
+    # Revisions compacted to (by any example): a tombstone at such a revision is delivered to a
+    # watcher starting there only until the compaction has removed it from the backend (etcd
+    # reads the backend for a catch-up), a moment that is each server's own.
+    compacted: set[int] = field(default_factory=set)
     steps: list[str] = field(default_factory=list)
 
     def call(
@@ -399,7 +403,9 @@ class Compact(Op):
             revision=self.revision.resolve(session.revision), physical=self.physical
         )
         session.compactions += 1
-        session.call_same(self, "KV", "Compact", request)
+        ref, _ = session.call_same(self, "KV", "Compact", request)
+        if not isinstance(ref, Failed):
+            session.compacted.add(request.revision)
 
 
 @dataclass(frozen=True)
@@ -564,12 +570,14 @@ def _read_watches(session: Session) -> None:
         timed = session.compactions > compactions
 
         def agree(streams: tuple[WatchStream, WatchStream] = streams, timed: bool = timed) -> bool:
-            views = _watch_views(streams[0], streams[1], timed, alias)
+            views = _watch_views(streams[0], streams[1], timed, alias, session.compacted)
             return views[0] == views[1]
 
         # Give the catch-up loops time to agree.
         wait_until(agree, 2.0)
-        ref_view, target_view = _watch_views(streams[0], streams[1], timed, alias)
+        ref_view, target_view = _watch_views(
+            streams[0], streams[1], timed, alias, session.compacted
+        )
         assert target_view == ref_view, (
             f"{session._context()}\nwatch {what}: the target's stream differs from etcd's\n"
             f"{diff(ref_view, target_view)}"
@@ -577,14 +585,18 @@ def _read_watches(session: Session) -> None:
 
 
 def _watch_views(
-    reference: WatchStream, target: WatchStream, timed: bool, lease_alias: dict[int, int]
+    reference: WatchStream,
+    target: WatchStream,
+    timed: bool,
+    lease_alias: dict[int, int],
+    compacted: set[int],
 ) -> tuple[str, str]:
     # What a watcher saw before a cancel request stopped it depends on how far its catch-up
     # had come, and whether a compaction had cancelled it first: of such a watcher, only its
     # creation and that it was cancelled are compared.
     cancelled = reference.cancel_requested | target.cancel_requested
-    ref_view = _per_watcher(reference, cancelled, {})
-    target_view = _per_watcher(target, cancelled, lease_alias)
+    ref_view = _per_watcher(reference, cancelled, {}, compacted)
+    target_view = _per_watcher(target, cancelled, lease_alias, compacted)
     if timed:
         for view, other in ((ref_view, target_view), (target_view, ref_view)):
             for watch_id, lines in view.items():
@@ -595,7 +607,7 @@ def _watch_views(
 
 
 def _per_watcher(
-    stream: WatchStream, cancelled: set[int], lease_alias: dict[int, int]
+    stream: WatchStream, cancelled: set[int], lease_alias: dict[int, int], compacted: set[int]
 ) -> dict[int, list[str]]:
     """A stream's answers per watcher, without their batching: control answers and events.
 
@@ -616,7 +628,11 @@ def _per_watcher(
             if not control.created:
                 control.ClearField("header")
             lines.append(show(normalised(control)))
-        lines.extend(show(normalised(event, lease_alias)) for event in response.events)
+        lines.extend(
+            show(normalised(event, lease_alias))
+            for event in response.events
+            if not (event.type == event.DELETE and event.kv.mod_revision in compacted)
+        )
     return per_watcher
 
 
@@ -767,6 +783,8 @@ class FreshPair:
     servers: tuple[ServerProcess, ServerProcess] | None = None
     pair: GrpcPair | None = None
     dirty: bool = False
+    # every revision these servers were compacted to (see Session.compacted)
+    compacted: set[int] = field(default_factory=set)
 
     def start(self) -> None:
         self.generation += 1
@@ -776,6 +794,7 @@ class FreshPair:
         self.servers = (reference, target)
         reference.start()
         target.start()
+        self.compacted = set()
         self.pair = GrpcPair(reference.endpoint, target.endpoint)
         self.pair.open()
         self.dirty = False
@@ -811,11 +830,15 @@ class FreshPair:
             self.stop()
             self.start()
             return self.session()
+        compacted = self.compacted
         if self.dirty:
             # The failed example may have compacted one server only: compact both alike.
-            pair.call_same("KV", "Compact", rpc_pb2.CompactionRequest(revision=revisions[0]))
+            pair.call_same(
+                "KV", "Compact", rpc_pb2.CompactionRequest(revision=revisions[0], physical=True)
+            )
+            compacted.add(revisions[0])
             self.dirty = False
-        return Session(pair, revisions[0])
+        return Session(pair, revisions[0], compacted=compacted)
 
 
 @pytest.fixture(scope="module", params=_targets())
