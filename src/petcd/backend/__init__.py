@@ -13,6 +13,7 @@ from petcd.backend.backend import (
     MEMBERS,
     MEMBERS_REMOVED,
     META,
+    V2,
     Backend,
     read_consistent_index,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "MEMBERS",
     "MEMBERS_REMOVED",
     "META",
+    "V2",
     "Backend",
     "BackendClosedError",
     "BackendError",

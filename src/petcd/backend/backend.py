@@ -81,6 +81,7 @@ MEMBERS = "members"
 MEMBERS_REMOVED = "members_removed"
 CLUSTER = "cluster"
 ALARM = "alarm"
+V2 = "v2store"  # the v2 tree (--enable-v2), docs/enhancements/0014-v2-api.md
 BUCKETS: tuple[str, ...] = (
     KEY,
     META,
@@ -92,6 +93,7 @@ BUCKETS: tuple[str, ...] = (
     MEMBERS_REMOVED,
     CLUSTER,
     ALARM,
+    V2,
 )
 
 CONSISTENT_INDEX_KEY = b"consistent_index"

@@ -34,8 +34,11 @@ class HttpOnClientPort:
         log: Logger | None = None,
         gateway_calls_max: int = 2**32 - 1,
         gateway: bool = True,
+        v2: bool = False,
     ) -> None:
-        """``gateway``: serve the JSON gateway too (``--enable-grpc-gateway``)."""
+        """``gateway``: serve the JSON gateway too (``--enable-grpc-gateway``); ``v2``: etcd's
+        v2 API (``--enable-v2``)."""
+        self._v2 = v2
         self._member = member
         self._log = log
         self._calls_max = gateway_calls_max
@@ -79,6 +82,7 @@ class HttpOnClientPort:
                     self._member if self._gateway else None,
                     gateway_calls_max=self._calls_max,
                     log=self._log,
+                    v2_member=self._member if self._v2 else None,
                 )
                 runner = make_runner(app)
                 await runner.setup()

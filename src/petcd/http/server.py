@@ -22,6 +22,8 @@ The answers follow etcd 3.5:
   leaves one out (etcd 3.5.17's k8s-style probes).
 - ``GET /version``: ``{"etcdserver":"3.5.x","etcdcluster":"3.5.0"}``.
 - ``GET /metrics``: the Prometheus text format of the member's registry.
+- ``/v2/keys``, ``/v2/members``, ``/v2/machines``, ``/v2/stats/store``: etcd's v2 API
+  (``petcd.http.v2``), on the client URLs only and only with ``--enable-v2``.
 - ``POST /v3/...``: etcd's JSON gateway (``petcd.http.gateway``), on the client HTTP URLs only
   (etcd does not serve it on ``--listen-metrics-urls`` either), its streams included; the app
   runs with aiohttp's ``handler_cancellation``, so that a client that goes away ends its call.
@@ -98,6 +100,7 @@ def make_app(
     *,
     gateway_calls_max: int = 2**32 - 1,
     log: Logger | None = None,
+    v2_member: Any = None,
 ) -> web.Application:
     """The endpoints; with ``gateway_member`` also etcd's JSON gateway (``/v3/...``), at most
     ``gateway_calls_max`` of its calls at once (``--max-concurrent-streams``)."""
@@ -160,6 +163,10 @@ def make_app(
         from petcd.http.gateway import add_routes
 
         add_routes(app, gateway_member, gateway_calls_max, log)
+    if v2_member is not None:  # --enable-v2: etcd's v2 API (petcd.http.v2)
+        from petcd.http import v2
+
+        v2.add_routes(app, v2_member)
     return app
 
 
@@ -183,9 +190,14 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None = None,
         gateway_calls_max: int = 2**32 - 1,
         log: Logger | None = None,
+        v2: bool = False,
     ) -> None:
         app = make_app(
-            source, source if gateway else None, gateway_calls_max=gateway_calls_max, log=log
+            source,
+            source if gateway else None,
+            gateway_calls_max=gateway_calls_max,
+            log=log,
+            v2_member=source if v2 else None,
         )
         self._runner = make_runner(app)
         self._listeners = tuple(listeners)

@@ -44,6 +44,8 @@ share one ``flags`` byte (bit 0 = the first boolean field in etcd's field order)
   that auth revision (``docs/enhancements/0010-auth.md``).
 - AUTH (11): uvarint op (``petcd.auth.AuthOp``), bytes name, bytes role, bytes password hash,
   flags(no_password), uvarint permission type, bytes key, bytes range_end, bytes token.
+- V2 (12): a v2 API request, ``petcd.v2store.V2Request``'s own encoding to the end of the data
+  (``docs/enhancements/0014-v2-api.md``).
 
 Decoding rejects anything malformed with ``EntryFormatError``: a member that cannot read its
 own log must stop, not guess. Nothing here performs I/O.
@@ -67,6 +69,7 @@ from petcd.mvcc.requests import (
     TxnRequest,
 )
 from petcd.server.errors import ServerError
+from petcd.v2store.request import V2FormatError, V2Request
 
 FORMAT_VERSION = 1
 
@@ -87,6 +90,7 @@ class Kind(enum.IntEnum):
     ALARM = 9
     GUARDED = 10
     AUTH = 11
+    V2 = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,7 @@ EntryRequest = (
     | LeaseRevoke
     | LeaseCheckpoints
     | AlarmChange
+    | V2Request
 )
 
 
@@ -448,6 +453,10 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
         _bytes(out, request.range_end)
         _bytes(out, request.token.encode())
         return bytes(out)
+    if isinstance(request, V2Request):
+        out.append(Kind.V2)
+        _uvarint(out, request_id)
+        return bytes(out) + request.encode()
     if isinstance(request, PutRequest):
         out.append(Kind.PUT)
         _uvarint(out, request_id)
@@ -657,6 +666,12 @@ def decode(data: bytes) -> DecodedEntry:
         if inner_kind == Kind.GUARDED:
             raise EntryFormatError("a guarded request is guarded again")
         request = Guarded(auth_revision, _read_body(inner_kind, r))
+    elif kind == Kind.V2:
+        try:
+            request = V2Request.decode(data[r.pos :])
+        except V2FormatError as e:
+            raise EntryFormatError(str(e)) from None
+        r.pos = len(data)
     else:
         request = _read_body(kind, r)
     if r.pos != len(data):

@@ -350,7 +350,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "(e.g. '5m'). 'revision' for revision number based retention.",
         _C,
     ),
-    FlagSpec("enable-v2", Kind.BOOL, "false", "Accept etcd V2 client requests.", _C, D),
+    FlagSpec("enable-v2", Kind.BOOL, "false", "Accept etcd V2 client requests.", _C),
     FlagSpec(
         "v2-deprecation",
         Kind.STRING,

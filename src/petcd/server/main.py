@@ -224,7 +224,11 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     on_client_port: HttpOnClientPort | None = None
     if cfg.client_transport == "native":
         on_client_port = HttpOnClientPort(
-            member, log, cfg.max_concurrent_streams, gateway=cfg.enable_grpc_gateway
+            member,
+            log,
+            cfg.max_concurrent_streams,
+            gateway=cfg.enable_grpc_gateway,
+            v2=cfg.enable_v2,
         )
     try:
         _remove_socket_files(sockets)
@@ -297,6 +301,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                         ssl_context=context,
                         gateway_calls_max=cfg.max_concurrent_streams,
                         log=log,
+                        v2=gateway and cfg.enable_v2,
                     )
                 )
     try:

@@ -211,6 +211,7 @@ from petcd.server.metrics import ServerMetrics
 from petcd.server.request_size import etcd_request_bytes
 from petcd.server.tls import PeerTLS
 from petcd.snap import Snapshotter
+from petcd.v2store.request import V2Request
 from petcd.wal import WAL, WalFatalError, snapshot_markers
 from petcd.wal import exists as wal_exists
 from petcd.wal.fileutil import AsyncFdatasync
@@ -491,6 +492,8 @@ class Member:
         self._tokens = token_provider(cfg.auth_token, cfg.auth_token_ttl, parse_duration_seconds)
         self.auth: AuthStore
         self.gate = AuthGate(self)
+        # The v2 tree (--enable-v2; petcd.server.v2): None unless v2 is on or a tree exists.
+        self._v2: Any = None
 
     # -- open / bootstrap / restart ------------------------------------------------------------
 
@@ -538,6 +541,7 @@ class Member:
         self.auth = AuthStore(self._backend, self._tokens, cfg.bcrypt_cost)
         self.auth.recover()
         self.metrics.auth_revision.set_function(lambda: self.auth.revision)
+        self._open_v2()
         # Responses get the member's header (cluster, member, revision, term) as mvcc builds
         # them: one header and one response object per request instead of two of each.
         self.kv.set_header_source(self._header)
@@ -867,6 +871,8 @@ class Member:
             self._tasks.append(asyncio.create_task(self._auto_compact(), name="petcd-compactor"))
         if self._transport is not None:
             self._tasks.append(asyncio.create_task(self._removal_check(), name="petcd-removed"))
+        if self._v2 is not None:
+            self._start_v2_sync()
         if self.cfg.experimental_corrupt_check_time_s > 0 and self.peer_hash_fetcher is not None:
             check = monitor_kv_hash(
                 MemberHasher(self),
@@ -1656,6 +1662,10 @@ class Member:
         }
         self._db_size_bytes = self._backend.size_bytes()
         self._sync_peers()
+        if self._v2 is not None:
+            self._v2.load(self._backend)
+        else:
+            self._open_v2()
         del cfg
 
     def _on_soft_state(self, lead: MemberId, role: Role) -> None:
@@ -1722,6 +1732,8 @@ class Member:
                 self._conf_voters = self.node.apply_conf_change(cc).voters
                 if e.index > self._consistent_index:
                     self._apply_membership(cc)
+                    if self._v2 is not None:
+                        self._mirror_v2(cc)
                     backend.set_consistent_index(e.index, e.term)
                 self._sync_peer(cc)
                 fut = self._waiters.pop(cc.id, None) if cc.id else None
@@ -1953,7 +1965,12 @@ class Member:
                 self._backend.set_consistent_index(e.index, e.term)
             elif isinstance(req, entry_codec.MemberAttributes):
                 result = self._apply_member_attributes(req)
+                if self._v2 is not None:
+                    named = all(m.name for m in self._members.values())
+                    self._v2.mirror_attributes(req.member_id, req.name, req.client_urls, named)
                 self._backend.set_consistent_index(e.index, e.term)
+            elif isinstance(req, V2Request):
+                result = self._apply_v2(req, e)
             elif isinstance(req, AuthRequest):
                 try:
                     result = self.auth.apply(req, e.index)
@@ -1982,6 +1999,54 @@ class Member:
         else:
             fut.set_result(self._with_header(result, term))
         return True
+
+    # -- the v2 tree (--enable-v2; docs/enhancements/0014-v2-api.md) ---------------------------
+
+    def _open_v2(self) -> None:
+        from petcd.server.v2 import V2Service
+
+        if self.cfg.enable_v2 or V2Service.exists(self._backend):
+            self._v2 = V2Service(self._backend)
+
+    def _start_v2_sync(self) -> None:
+        def is_leader() -> bool:
+            return self._lead == self.id
+
+        task = asyncio.create_task(self._v2.run_sync(is_leader, self._propose), name="petcd-v2")
+        self._tasks.append(task)
+
+    def _apply_v2(self, req: V2Request, e: Entry) -> Any:
+        if self._v2 is None:  # another member's v2 write: keep the same tree as it
+            from petcd.server.v2 import V2Service
+
+            self._v2 = V2Service(self._backend)
+            if self._stopped is not None:
+                self._start_v2_sync()
+        result = self._v2.apply(req)
+        self._backend.set_consistent_index(e.index, e.term)
+        if isinstance(result, Exception):
+            return result
+        return (result, e.index, e.term)
+
+    def _mirror_v2(self, cc: ConfChange) -> None:
+        info = self._members.get(cc.node_id)
+        urls = info.peer_urls if info is not None else ()
+        learner = info is not None and info.is_learner
+        self._v2.mirror_conf_change(cc.type, cc.node_id, urls, learner)
+
+    @property
+    def v2(self) -> Any:
+        """The member's ``petcd.server.v2.V2Service`` (None while v2 is off)."""
+        return self._v2
+
+    async def v2_propose(self, req: V2Request) -> tuple[Any, int, int]:
+        """Propose a v2 request; its (event, raft index, term), or raises ``V2Error``."""
+        result: tuple[Any, int, int] = await self._propose(req)
+        return result
+
+    def v2_raft_position(self) -> tuple[int, int]:
+        """(commit index, term): etcd's X-Raft-Index and X-Raft-Term."""
+        return int(self.node.raft.raft_log.committed), int(self._term())
 
     def _apply_lease(
         self, req: entry_codec.LeaseGrant | entry_codec.LeaseCheckpoints
