@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import html
 import json
 import time
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -98,8 +100,7 @@ def event_json(ev: Event, no_value: bool = False) -> str:
         parts.append('"node":' + node_json(ev.node))
         if ev.prev_node is not None:
             parts.append('"prevNode":' + node_json(ev.prev_node))
-    if ev.refresh:
-        parts.append('"refresh":true')
+    # etcd clones the event before writing it, and its clone drops ``refresh``.
     return "{" + ",".join(parts) + "}\n"
 
 
@@ -116,14 +117,14 @@ def error_json(err: V2Error) -> str:
 
 def _error_response(err: V2Error, headers: dict[str, str]) -> web.Response:
     headers = {**headers, "X-Etcd-Index": str(err.index), **_JSON}
-    return web.Response(text=error_json(err), status=err.status, headers=headers)
+    return web.Response(body=error_json(err).encode(), status=err.status, headers=headers)
 
 
 def _method_not_allowed(allowed: tuple[str, ...]) -> web.Response:
     return web.Response(
         text="Method Not Allowed\n",
         status=405,
-        headers={"Allow": ",".join(allowed), "X-Content-Type-Options": "nosniff"},
+        headers={**_CORS, "Allow": ",".join(allowed), "X-Content-Type-Options": "nosniff"},
         content_type="text/plain",
         charset="utf-8",
     )
@@ -244,6 +245,25 @@ async def _form(request: web.Request) -> MultiDict[str]:
     return form
 
 
+def _unclean(request: web.Request) -> web.Response | None:
+    """Go's ServeMux answers a path that is not clean with a redirect to the clean one."""
+    from petcd.v2store import clean
+
+    path = request.path
+    want = clean(path)
+    if path.endswith("/") and want != "/":
+        want += "/"
+    if want == path:
+        return None
+    target = urllib.parse.quote(want) + (f"?{request.query_string}" if request.query_string else "")
+    body = f'<a href="{html.escape(target)}">Moved Permanently</a>.\n\n'
+    return web.Response(
+        body=body.encode(),
+        status=301,
+        headers={**_CORS, "Location": target, "Content-Type": "text/html; charset=utf-8"},
+    )
+
+
 def _is_created(ev: Event) -> bool:
     return ev.action == "create" or (ev.action == "set" and ev.prev_node is None)
 
@@ -267,6 +287,9 @@ def add_routes(app: web.Application, member: Any) -> None:
         allowed = ("HEAD", "GET", "PUT", "POST", "DELETE")
         if request.method not in allowed:
             return _method_not_allowed(allowed)
+        redirect = _unclean(request)
+        if redirect is not None:
+            return redirect
         headers = base_headers()
         service = member.v2
         try:
@@ -290,7 +313,7 @@ def add_routes(app: web.Application, member: Any) -> None:
         except V2Error as err:
             return _error_response(err, headers)
         return web.Response(
-            text=event_json(ev, req.no_value and ev.action in _VALUE_ACTIONS),
+            body=event_json(ev, req.no_value and ev.action in _VALUE_ACTIONS).encode(),
             status=201 if _is_created(ev) else 200,
             headers={**event_headers(ev.etcd_index), **_JSON},
         )
@@ -323,7 +346,7 @@ def add_routes(app: web.Application, member: Any) -> None:
         allowed = ("GET", "POST", "DELETE", "PUT")
         if request.method not in allowed:
             return _method_not_allowed(allowed)
-        headers = {"X-Etcd-Cluster-Id": f"{member.cluster_id:x}"}
+        headers = {**_CORS, "X-Etcd-Cluster-Id": f"{member.cluster_id:x}"}
         rest = request.path[len("/v2/members") :].lstrip("/")
         try:
             if request.method == "GET":
@@ -388,7 +411,7 @@ def add_routes(app: web.Application, member: Any) -> None:
             return _method_not_allowed(("GET",))
         store = member.v2.store
         body = json.dumps({"watchers": store.hub.count}, separators=(",", ":"))
-        return web.Response(text=body, headers=_JSON)
+        return web.Response(body=body.encode(), headers=_JSON)
 
     app.router.add_route("*", KEYS_PREFIX, keys)
     app.router.add_route("*", KEYS_PREFIX + "/{tail:.*}", keys)
@@ -411,7 +434,7 @@ def _member_json(m: Any) -> str:
 
 
 def _json(body: str, status: int, headers: dict[str, str]) -> web.Response:
-    return web.Response(text=body, status=status, headers={**headers, **_JSON})
+    return web.Response(body=body.encode(), status=status, headers={**headers, **_JSON})
 
 
 def _http_error(status: int, message: str, headers: dict[str, str]) -> web.Response:
