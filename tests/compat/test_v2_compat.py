@@ -170,7 +170,7 @@ SEQUENCE: list[tuple[str, str, dict[str, str] | None, str]] = [
     ("PUT", KEYS + "/nv", {"value": "v", "noValueOnSuccess": "true"}, ""),
     ("PUT", KEYS + "/q", None, "value=fromquery"),
     ("GET", KEYS + "/q", None, ""),
-    ("PUT", KEYS + "/esc", {"value": "<a & b> \u00e9\u2028 \x01\b\f\t\n\""}, ""),
+    ("PUT", KEYS + "/esc", {"value": '<a & b> \u00e9\u2028 \x01\b\f\t\n"'}, ""),
     ("GET", KEYS + "/esc", None, ""),
     ("PUT", KEYS + "/a%20b/c", {"value": "space"}, ""),
     ("GET", KEYS + "/a%20b", None, "recursive=true"),
