@@ -43,7 +43,7 @@ def test_invalid_config_exits_1_with_a_fatal_json_line() -> None:
 
 
 def test_unsupported_flag_is_rejected_clearly() -> None:
-    out = run_petcd("--enable-v2=true")
+    out = run_petcd("--experimental-enable-v2v3=/v2")
     assert out.returncode == 1
     assert "does not support this feature yet" in out.stderr
 

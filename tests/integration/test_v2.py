@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.petcd_proc import PetcdProcess
+from tests.integration.petcd_proc import PetcdProcess, run_petcd
 
 Answer = tuple[int, dict[str, str], Any]
 
@@ -234,3 +234,32 @@ def test_v2_patroni_requests(single: PetcdProcess) -> None:
         p, "PUT", f"{scope}/members/pg0", {"value": "{}", "ttl": "30", "prevExist": "true"}
     )
     assert (status, body["errorCode"]) == (404, 100)
+
+
+def test_v2_and_a_write_only_deprecation_stage_are_refused() -> None:
+    out = run_petcd("--enable-v2", "--v2-deprecation=write-only")
+    assert out.returncode == 1
+    assert "--enable-v2 and --v2-deprecation=write-only are mutually exclusive" in out.stderr
+
+
+def test_v2_content_refused_at_the_write_only_stage(tmp_path: Path) -> None:
+    """etcd's assertNoV2StoreContent: a data dir holding v2 keys does not start with
+    --v2-deprecation=write-only (and starts, with a warning, at the default stage)."""
+    p = PetcdProcess(tmp_path / "data", extra_args=["--enable-v2"])
+    try:
+        p.start()
+        assert v2(p, "PUT", "/v2/keys/foo", {"value": "bar"})[0] == 201
+        p.terminate()  # as etcd's check, it reads what the backend holds at start
+    finally:
+        p.stop()
+    p.extra_args = ["--v2-deprecation=write-only"]
+    p.start(wait=False)
+    assert p.proc is not None and p.proc.wait(timeout=30) == 1
+    assert "detected disallowed custom content in v2store" in p.log_tail()
+    p.extra_args = ["--enable-v2"]
+    try:
+        p.start()
+        assert v2(p, "GET", "/v2/keys/foo")[2]["node"]["value"] == "bar"
+        assert "detected custom v2store content" in p.log_path.read_text()
+    finally:
+        p.stop()

@@ -156,6 +156,7 @@ class Config:
     experimental_compaction_sleep_interval_s: float = 0.01  # 0: the default, as etcd
     enable_grpc_gateway: bool = True
     enable_v2: bool = False  # etcd's v2 API (docs/enhancements/0014-v2-api.md)
+    v2_deprecation: str = "not-yet"  # etcd's --v2-deprecation stage
     raft_write_timeout_s: float = 5.0  # as given: the member raises it to RAFT_TIMEOUT_MIN_S
     experimental_snapshot_catchup_entries: int = 5000
     experimental_enable_lease_checkpoint: bool = False
@@ -803,6 +804,7 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         ),
         enable_grpc_gateway=get_bool("enable-grpc-gateway"),
         enable_v2=get_bool("enable-v2"),
+        v2_deprecation=get("v2-deprecation") or "not-yet",
         raft_write_timeout_s=parse_duration_seconds(get("raft-write-timeout")),
         experimental_snapshot_catchup_entries=get_int("experimental-snapshot-catchup-entries"),
         experimental_enable_lease_checkpoint=get_bool("experimental-enable-lease-checkpoint"),

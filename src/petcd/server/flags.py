@@ -357,7 +357,6 @@ FLAGS: tuple[FlagSpec, ...] = (
         "not-yet",
         "v2store deprecation stage: allowed values: not-yet|write-only|write-only-drop-data|gone",
         _C,
-        IG,
     ),
     # --- Security --------------------------------------------------------------------------
     FlagSpec(

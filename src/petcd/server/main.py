@@ -197,6 +197,14 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     )
     for name, value in cfg.ignored:
         log.warn("flag accepted and ignored by petcd", flag=name, value=value)
+    v2_write_only = cfg.v2_deprecation in ("write-only", "write-only-drop-data", "gone")
+    if cfg.enable_v2:
+        if v2_write_only:
+            error = f"--enable-v2 and --v2-deprecation={cfg.v2_deprecation} are mutually exclusive"
+            log.warn("failed to start etcd", error=error)
+            log.fatal("discovery failed", error=error)
+            return 1
+        log.warn("Flag `enable-v2` is deprecated and will get removed in etcd 3.6.")
     try:
         tls = client_tls(cfg, log)
         if tls is not None:
@@ -275,6 +283,20 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
         await grpc_server.stop(None)
         _remove_socket_files(sockets)
         return 1
+    if member.v2 is not None and member.v2.has_custom_content():
+        if v2_write_only:  # etcd's assertNoV2StoreContent
+            error = (
+                "detected disallowed custom content in v2store for stage "
+                f"--v2-deprecation={cfg.v2_deprecation}"
+            )
+            log.fatal("failed to start the member", error=error)
+            await grpc_server.stop(None)
+            _remove_socket_files(sockets)
+            return 1
+        log.warn(
+            "detected custom v2store content. Etcd v3.5 is the last version allowing to access "
+            "it using API v2. Please remove the content."
+        )
     if not await _corruption_checks(member, cfg, log, restarted, tls):
         await grpc_server.stop(None)
         _remove_socket_files(sockets)

@@ -86,6 +86,11 @@ class V2Service:
             for w in list(ws):
                 w.remove()  # etcd: "watcher is cleared due to etcd recovery"
 
+    def has_custom_content(self) -> bool:
+        """Anything but membership in the tree (etcd's ``IsMetaStoreOnly`` is false)."""
+        root = self.store.root.children or {}
+        return any(n.path != "/0" and n.children for n in root.values())
+
     @staticmethod
     def exists(backend: Backend) -> bool:
         return backend.count(V2) > 0
