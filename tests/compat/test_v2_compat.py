@@ -344,3 +344,19 @@ def test_v2_off_by_default(tmp_path: Path) -> None:
             assert status == 404
         finally:
             server.stop()
+
+
+def test_v2_stats(pair: tuple[V2Server, V2Server]) -> None:
+    """The shapes of /v2/stats/{self,leader,store} (the figures are each server's own)."""
+    etcd, petcd = pair
+    for path in ("/v2/stats/self", "/v2/stats/leader", "/v2/stats/store"):
+        want, got = request(etcd, "GET", path), request(petcd, "GET", path)
+        assert got[0] == want[0] == 200
+        assert got[1]["content-type"] == want[1]["content-type"]
+        w, g = json.loads(want[2]), json.loads(got[2])
+        assert list(g) == list(w), path
+        assert [type(v) for v in g.values()] == [type(v) for v in w.values()], path
+    self_stats = json.loads(request(petcd, "GET", "/v2/stats/self")[2])
+    assert self_stats["state"] == "StateLeader"
+    assert self_stats["leaderInfo"]["leader"] == self_stats["id"]
+    assert list(self_stats["leaderInfo"]) == ["leader", "uptime", "startTime"]

@@ -68,6 +68,28 @@ def rfc3339_nano(ns: int) -> str:
     return stamp + "Z"
 
 
+def go_duration(ns: int) -> str:
+    """Go's time.Duration.String() for a non-negative duration."""
+    if ns < 1000:
+        return f"{ns}ns" if ns else "0s"
+    if ns < 1_000_000:
+        return f"{ns / 1000:g}µs" if ns % 1000 else f"{ns // 1000}µs"
+    if ns < 1_000_000_000:
+        return _frac(ns, 1_000_000) + "ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    out = f"{hours}h" if hours else ""
+    out += f"{minutes}m" if hours or minutes else ""
+    return out + _frac(rest, 1_000_000_000) + "s"
+
+
+def _frac(n: int, unit: int) -> str:
+    whole, part = divmod(n, unit)
+    digits = len(str(unit)) - 1
+    tail = f"{part:0{digits}d}".rstrip("0")
+    return f"{whole}.{tail}" if tail else str(whole)
+
+
 def _trim(key: str) -> str:
     return key[len(STORE_KEYS_PREFIX) :] if key.startswith(STORE_KEYS_PREFIX) else key
 
@@ -410,8 +432,43 @@ def add_routes(app: web.Application, member: Any) -> None:
         if request.method != "GET":
             return _method_not_allowed(("GET",))
         store = member.v2.store
-        body = json.dumps({"watchers": store.hub.count}, separators=(",", ":"))
-        return web.Response(body=body.encode(), headers=_JSON)
+        stats = {**store.stats, "watchers": store.hub.count}
+        return _json(json.dumps(stats, separators=(",", ":")), 200, dict(_CORS))
+
+    started_ns = time.time_ns()
+    leader_seen = [0, started_ns]  # the leader this member last reported, and since when
+
+    async def stats_self(request: web.Request) -> web.StreamResponse:
+        """etcd's ServerStats; the append counters and rates are not measured (0)."""
+        if request.method != "GET":
+            return _method_not_allowed(("GET",))
+        lead, now = int(member.leader), time.time_ns()
+        if lead != leader_seen[0]:
+            leader_seen[:] = [lead, now]
+        body = (
+            f'{{"name":{go_string(member.cfg.name)},"id":"{member.id:x}",'
+            f'"state":"{"StateLeader" if lead == member.id else "StateFollower"}",'
+            f'"startTime":"{rfc3339_nano(started_ns)}",'
+            f'"leaderInfo":{{"leader":"{lead:x}","uptime":"{go_duration(now - leader_seen[1])}",'
+            f'"startTime":"{rfc3339_nano(leader_seen[1])}"}},'
+            '"recvAppendRequestCnt":0,"sendAppendRequestCnt":0}'
+        )
+        return _json(body, 200, dict(_CORS))
+
+    async def stats_leader(request: web.Request) -> web.StreamResponse:
+        """etcd's LeaderStats on the leader (followers' latencies and counts not measured)."""
+        if request.method != "GET":
+            return _method_not_allowed(("GET",))
+        if member.leader != member.id:
+            return _http_error(403, "not current leader", dict(_CORS))
+        _, infos = member.members()
+        zero = (
+            '{"latency":{"current":0,"average":0,"standardDeviation":0,"minimum":0,'
+            '"maximum":0},"counts":{"fail":0,"success":0}}'
+        )
+        followers = ",".join(f'"{m.id:x}":{zero}' for m in infos if m.id != member.id)
+        body = f'{{"leader":"{member.id:x}","followers":{{{followers}}}}}'
+        return _json(body, 200, dict(_CORS))
 
     app.router.add_route("*", KEYS_PREFIX, keys)
     app.router.add_route("*", KEYS_PREFIX + "/{tail:.*}", keys)
@@ -419,6 +476,8 @@ def add_routes(app: web.Application, member: Any) -> None:
     app.router.add_route("*", "/v2/members/{tail:.*}", members)
     app.router.add_route("*", "/v2/machines", machines)
     app.router.add_route("*", "/v2/stats/store", stats_store)
+    app.router.add_route("*", "/v2/stats/self", stats_self)
+    app.router.add_route("*", "/v2/stats/leader", stats_leader)
 
 
 _VALUE_ACTIONS = frozenset(("set", "compareAndSwap", "create", "update"))

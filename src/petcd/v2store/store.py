@@ -312,7 +312,8 @@ class V2Store:
         self.hub = WatcherHub()
         for ns in ("/0", "/1"):
             self._add(self.root, Node(ns, 0, self.root, 0, is_dir=True))
-        self.stats: dict[str, int] = {}
+        # etcd's store stats (/v2/stats/store), in its field order.
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
 
     # -- durability --------------------------------------------------------------------------
 
@@ -674,6 +675,7 @@ class V2Store:
             self._index(index)
             self._remove(n, True, True, functools.partial(self._notify_removed, ev))
             self.hub.notify(ev)
+            self.stats["expireCount"] += 1
             events.append(ev)
         return events
 
@@ -710,3 +712,48 @@ class V2Store:
 
 
 _RECORD = struct.Struct(">BQQq")
+
+STAT_NAMES = (
+    "getsSuccess",
+    "getsFail",
+    "setsSuccess",
+    "setsFail",
+    "deleteSuccess",
+    "deleteFail",
+    "updateSuccess",
+    "updateFail",
+    "createSuccess",
+    "createFail",
+    "compareAndSwapSuccess",
+    "compareAndSwapFail",
+    "compareAndDeleteSuccess",
+    "compareAndDeleteFail",
+    "expireCount",
+)
+_COUNTED = {
+    "get": "gets",
+    "set": "sets",
+    "delete": "delete",
+    "update": "update",
+    "create": "create",
+    "compare_and_swap": "compareAndSwap",
+    "compare_and_delete": "compareAndDelete",
+}
+
+
+def _counting(method: Callable[..., Event], prefix: str) -> Callable[..., Event]:
+    @functools.wraps(method)
+    def counted(self: V2Store, *args: object) -> Event:
+        try:
+            ev = method(self, *args)
+        except V2Error:
+            self.stats[prefix + "Fail"] += 1
+            raise
+        self.stats[prefix + "Success"] += 1
+        return ev
+
+    return counted
+
+
+for _name, _prefix in _COUNTED.items():
+    setattr(V2Store, _name, _counting(getattr(V2Store, _name), _prefix))
