@@ -15,7 +15,9 @@ HTTP statuses; the request checks follow etcd's ``parseKeyRequest`` in order, so
 first failing field names the same error. Headers: ``X-Etcd-Cluster-Id``, ``X-Etcd-Index``,
 ``X-Raft-Index`` (the commit index), ``X-Raft-Term``, and etcd's CORS headers.
 
-v2 auth (``/v2/auth``) is not served (docs/server.md).
+``/v2/stats/self`` and ``/v2/stats/leader`` have etcd's shapes, with the figures petcd does not
+measure (append counts, followers' latencies) at 0. v2 auth (``/v2/auth``) is not served
+(docs/server.md).
 """
 
 from __future__ import annotations
