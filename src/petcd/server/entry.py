@@ -453,10 +453,6 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
         _bytes(out, request.range_end)
         _bytes(out, request.token.encode())
         return bytes(out)
-    if isinstance(request, V2Request):
-        out.append(Kind.V2)
-        _uvarint(out, request_id)
-        return bytes(out) + request.encode()
     if isinstance(request, PutRequest):
         out.append(Kind.PUT)
         _uvarint(out, request_id)
@@ -496,6 +492,10 @@ def encode(request_id: int, request: EntryRequest) -> bytes:
         _uvarint(out, request.action)
         _uvarint(out, request.member_id)
         _uvarint(out, request.alarm)
+    elif isinstance(request, V2Request):
+        out.append(Kind.V2)
+        _uvarint(out, request_id)
+        out += request.encode()
     else:
         out.append(Kind.MEMBER_ATTRIBUTES)
         _uvarint(out, request_id)
@@ -666,12 +666,6 @@ def decode(data: bytes) -> DecodedEntry:
         if inner_kind == Kind.GUARDED:
             raise EntryFormatError("a guarded request is guarded again")
         request = Guarded(auth_revision, _read_body(inner_kind, r))
-    elif kind == Kind.V2:
-        try:
-            request = V2Request.decode(data[r.pos :])
-        except V2FormatError as e:
-            raise EntryFormatError(str(e)) from None
-        r.pos = len(data)
     else:
         request = _read_body(kind, r)
     if r.pos != len(data):
@@ -734,6 +728,12 @@ def _read_body(kind: int, r: _Reader) -> EntryRequest:
         action = r.uvarint()
         mid = r.uvarint()
         request = AlarmChange(action, mid, r.uvarint())
+    elif kind == Kind.V2:  # the rest of the data (0014)
+        try:
+            request = V2Request.decode(r.data[r.pos :])
+        except V2FormatError as e:
+            raise EntryFormatError(str(e)) from None
+        r.pos = len(r.data)
     else:
         raise EntryFormatError(f"unknown entry kind {kind}")
     return request
