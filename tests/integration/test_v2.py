@@ -263,3 +263,30 @@ def test_v2_content_refused_at_the_write_only_stage(tmp_path: Path) -> None:
         assert "detected custom v2store content" in p.log_path.read_text()
     finally:
         p.stop()
+
+
+def test_petcd_serves_as_a_discovery_service(single: PetcdProcess, tmp_path: Path) -> None:
+    """Three petcd members bootstrap through a discovery URL on a petcd with --enable-v2 (the
+    service etcd's v2 discovery protocol needs: prevExist creates, waits on the directory)."""
+    token = "/v2/keys/discovery/6c007a14"
+    assert v2(single, "PUT", f"{token}/_config/size", {"value": "3"})[0] == 201
+    url = f"http://127.0.0.1:{single.client_port}{token}"
+    members = [PetcdProcess(tmp_path / n / "data", name=n) for n in ("d1", "d2", "d3")]
+    for m in members:
+        peer = f"http://127.0.0.1:{m.peer_port}"
+        client = f"http://127.0.0.1:{m.client_port}"
+        m.args = [
+            "--name", m.name, "--data-dir", str(m.data_dir),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--discovery", url, "--enable-v2",
+        ]  # fmt: skip
+    try:
+        _start(members)
+        _, _, listed = v2(members[0], "GET", "/v2/members")
+        assert sorted(m["name"] for m in listed["members"]) == ["d1", "d2", "d3"]
+        _, _, registered = v2(single, "GET", token, query="sorted=true")
+        assert len([n for n in registered["node"]["nodes"] if "_config" not in n["key"]]) == 3
+    finally:
+        for m in members:
+            m.stop()
