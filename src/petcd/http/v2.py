@@ -23,6 +23,7 @@ measure (append counts, followers' latencies) at 0. v2 auth (``/v2/auth``) is no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import html
 import json
@@ -343,7 +344,7 @@ def add_routes(app: web.Application, member: Any) -> None:
         )
 
     async def _watch(request: web.Request, req: KeyRequest, service: Any) -> web.StreamResponse:
-        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=100)
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=100)
 
         def deliver(ev: Event) -> bool:
             try:
@@ -353,11 +354,19 @@ def add_routes(app: web.Application, member: Any) -> None:
             return True
 
         w = service.store.watch(req.path, req.recursive, req.stream, req.wait_index, deliver)
+
+        def closed() -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+        w.on_close = closed
         try:
             resp = web.StreamResponse(status=200, headers={**event_headers(w.start_index), **_JSON})
             await resp.prepare(request)
             while True:
                 ev = await queue.get()
+                if ev is None:  # the tree was replaced (a snapshot): the watch ends
+                    break
                 await resp.write(event_json(ev).encode())
                 if not req.stream:
                     break

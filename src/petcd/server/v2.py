@@ -84,7 +84,7 @@ class V2Service:
         self.store = store
         for ws in list(old.hub.watchers.values()):
             for w in list(ws):
-                w.remove()  # etcd: "watcher is cleared due to etcd recovery"
+                w.close()  # etcd closes them when its store is recovered from a snapshot
 
     def has_custom_content(self) -> bool:
         """Anything but membership in the tree (etcd's ``IsMetaStoreOnly`` is false)."""

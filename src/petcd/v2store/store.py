@@ -164,6 +164,7 @@ class Watcher:
         "deliver",
         "hub",
         "key",
+        "on_close",
         "recursive",
         "removed",
         "since_index",
@@ -188,6 +189,14 @@ class Watcher:
         self.deliver = deliver
         self.removed = False
         self.hub: WatcherHub | None = None
+        self.on_close: Callable[[], None] | None = None  # told when the store drops it
+
+    def close(self) -> None:
+        """Drop the watcher without an event (etcd closes its channel: the tree was
+        replaced by a snapshot's)."""
+        self.remove()
+        if self.on_close is not None:
+            self.on_close()
 
     def _notify(self, ev: Event, original: bool, deleted: bool) -> bool:
         if (self.recursive or original or deleted) and ev.index >= self.since_index:
