@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from petcd.server.config import parse_duration_seconds
-from petcd.server.gateway import _duration_problem
+from petcd.server.gateway import _duration_problem, find_subcommand
+from petcd.server.gateway import check_parent_flags as gateway_parent_flags
 
 _KIB = 1024
 DEFAULT_MAX_SEND_BYTES = 3 * _KIB * _KIB // 2  # etcd: 1.5 MiB
@@ -382,43 +383,11 @@ def parse_start_flags(args: Sequence[str]) -> StartOptions:
 
 
 def find_command(args: Sequence[str]) -> tuple[str, list[str]]:
-    """cobra's lookup below ``grpc-proxy``: ("start", the other args) or ("grpc-proxy", args).
-
-    While looking only ``-h/--help`` is known, so another ``--flag`` without ``=`` owns the
-    next argument as its value (cobra's rule), unless that value is the last argument."""
-    i = 0
-    while i < len(args):
-        s = args[i]
-        if s == "--":
-            break
-        takes_value = (s.startswith("--") and "=" not in s and s[2:] != "help") or (
-            len(s) == 2 and s.startswith("-") and s not in ("-h", "--")
-        )
-        if takes_value:
-            if len(args) - (i + 1) <= 1:
-                break
-            i += 2
-            continue
-        if s and not s.startswith("-"):
-            if s == "start":
-                return "start", [*args[:i], *args[i + 1 :]]
-            return "grpc-proxy", list(args)
-        i += 1
-    return "grpc-proxy", list(args)
+    """cobra's lookup below ``grpc-proxy``: ("start", the other args) or ("grpc-proxy", args)
+    (the gateway's, ``petcd.server.gateway.find_subcommand``)."""
+    return find_subcommand(args, "grpc-proxy")
 
 
 def check_parent_flags(args: Sequence[str]) -> None:
     """``grpc-proxy``'s own flags: only ``-h/--help``."""
-    for s in args:
-        if s == "--":
-            return
-        if s.startswith("--"):
-            name = s[2:].partition("=")[0]
-            if not name or name[0] in "-=":
-                raise ProxyFlagError(f"bad flag syntax: {s}")
-            if name != "help":
-                raise ProxyFlagError(f"unknown flag: --{name}")
-        elif s.startswith("-") and len(s) > 1:
-            for j, ch in enumerate(s[1:], start=1):
-                if ch != "h":
-                    raise ProxyFlagError(f"unknown shorthand flag: {ch!r} in -{s[j:]}")
+    gateway_parent_flags(args, ProxyFlagError)

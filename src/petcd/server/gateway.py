@@ -141,10 +141,11 @@ def _go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _find_command(args: Sequence[str]) -> tuple[str, list[str]]:
-    """cobra's lookup below ``gateway``: ("start", the other args) or ("gateway", args).
+def find_subcommand(args: Sequence[str], parent: str) -> tuple[str, list[str]]:
+    """cobra's lookup below ``parent`` (``gateway``, ``grpc-proxy``): ("start", the other
+    args) or (``parent``, args).
 
-    Only ``gateway``'s own flags (``-h/--help``, a boolean) are known while looking, so any
+    Only the parent's own flag (``-h/--help``, a boolean) is known while looking, so any
     other ``--flag`` without ``=`` is taken to own the next argument as its value."""
     i = 0
     while i < len(args):
@@ -162,26 +163,35 @@ def _find_command(args: Sequence[str]) -> tuple[str, list[str]]:
         if s and not s.startswith("-"):
             if s == "start":
                 return "start", [*args[:i], *args[i + 1 :]]
-            return "gateway", list(args)
+            return parent, list(args)
         i += 1
-    return "gateway", list(args)
+    return parent, list(args)
 
 
-def _parse_gateway_flags(args: Sequence[str]) -> None:
-    """The ``gateway`` command's own flags: only ``-h/--help``; anything else is unknown."""
+def check_parent_flags(args: Sequence[str], error: type[Exception]) -> None:
+    """The parent command's own flags (``gateway``, ``grpc-proxy``): only ``-h/--help``;
+    anything else raises ``error`` with pflag's text."""
     for s in args:
         if s == "--":
             return
         if s.startswith("--"):
             name = s[2:].partition("=")[0]
             if not name or name[0] in "-=":
-                raise GatewayFlagError(f"bad flag syntax: {s}")
+                raise error(f"bad flag syntax: {s}")
             if name != "help":
-                raise GatewayFlagError(f"unknown flag: --{name}")
+                raise error(f"unknown flag: --{name}")
         elif s.startswith("-") and len(s) > 1:
             for j, ch in enumerate(s[1:], start=1):
                 if ch != "h":
-                    raise GatewayFlagError(f"unknown shorthand flag: {ch!r} in -{s[j:]}")
+                    raise error(f"unknown shorthand flag: {ch!r} in -{s[j:]}")
+
+
+def _find_command(args: Sequence[str]) -> tuple[str, list[str]]:
+    return find_subcommand(args, "gateway")
+
+
+def _parse_gateway_flags(args: Sequence[str]) -> None:
+    check_parent_flags(args, GatewayFlagError)
 
 
 _GO_DURATION_UNITS = frozenset(("ns", "us", "\u00b5s", "\u03bcs", "ms", "s", "m", "h"))
