@@ -84,13 +84,17 @@ class Frontend:
         ]
         | None = None,
         secure: list[bool] | None = None,
+        plain_too: list[bool] | None = None,
     ) -> None:
         """``tls``: (certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions of
         "1.2" / "1.3", TLS 1.2 cipher suites by IANA name or [] for the defaults, revocation
         lists in DER or None: a client whose certificate one revokes is refused, host names or
         IP addresses one of which a client certificate must be valid for, or None); a client
         certificate signed by the CA is required when one is given. ``secure``: per
-        listener, whether it serves TLS (default: none). ValueError says what is wrong with
+        listener, whether it serves TLS (default: none); ``plain_too``: per listener, whether a
+        secure one serves plain connections too (etcd's http:// and https:// URLs on one port:
+        a connection whose first byte begins a TLS handshake record is TLS, any other plain).
+        ValueError says what is wrong with
         the material. On a TLS listener ALPN picks the protocol: ``h2`` is HTTP/2; anything
         else (``http/1.1``, none) with ``http1=True`` arrives as an HTTP1 event whose ``fd``
         is one end of a Unix socket pair carrying the decrypted bytes."""

@@ -34,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::authority::AuthorityFix;
 use crate::grpc::{self, Deframer, Parsed};
+use crate::server::Security;
 use crate::shared::{
     lock, CallReg, CallShared, ConnCmd, ConnHandle, Event, MetaValue, Out, Shared, LOW_WATER,
 };
@@ -106,13 +107,24 @@ pub async fn serve<S: Socket>(
     sock: S,
     peer: String,
     shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
+    sec: Security,
 ) {
     sock.prepare();
     let peer: Arc<str> = peer.into();
-    if let Some(acceptor) = tls {
-        serve_tls(sock, peer, shared, acceptor).await;
-        return;
+    if let Some(acceptor) = sec.tls {
+        let tls = if sec.plain_too {
+            let first = tokio::time::timeout(Duration::from_secs(120), begins_tls(&sock));
+            match first.await {
+                Ok(Ok(tls)) => tls,
+                _ => return, // closed, failed or silent for 2 minutes before its first byte
+            }
+        } else {
+            true
+        };
+        if tls {
+            serve_tls(sock, peer, shared, acceptor).await;
+            return;
+        }
     }
     if shared.cfg.http1 {
         let sniffed = tokio::time::timeout(Duration::from_secs(120), starts_with_preface(&sock));
@@ -223,6 +235,18 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Whether the connection's first bytes are HTTP/2's preface, looking without reading.
 /// An HTTP/1 request differs from it by its second byte at the latest ("POST", "PUT").
+/// Whether the connection's first byte begins a TLS record of the handshake (a ClientHello):
+/// content type 22. No plain HTTP/1 or HTTP/2 request begins with it.
+async fn begins_tls<S: Socket>(sock: &S) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    if sock.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(first[0] == TLS_HANDSHAKE)
+}
+
+const TLS_HANDSHAKE: u8 = 0x16;
+
 async fn starts_with_preface<S: Socket>(sock: &S) -> std::io::Result<bool> {
     let mut buf = [0u8; PREFACE.len()];
     loop {

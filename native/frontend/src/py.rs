@@ -11,11 +11,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::grpc;
 use crate::kv;
-use crate::server::{self, Bound as BoundListener, Running};
+use crate::server::{self, Bound as BoundListener, Running, Security};
 use crate::shared::{lock, Config, ConnCmd, Event, MetaValue, Out, Shared};
 use crate::tls;
-
-use tokio_rustls::TlsAcceptor;
 
 /// `tls=`: certificate chain PEM, key PEM, trusted CA PEM or None, TLS versions ("1.2",
 /// "1.3"), TLS 1.2 cipher suites by IANA name (empty: rustls' defaults), and optionally
@@ -34,7 +32,7 @@ type TlsArgs = (
 enum State {
     /// Bound, not serving yet (None after stop_accepting()); each listener with its TLS
     /// acceptor when it is an https one.
-    Bound(Option<Vec<(BoundListener, Option<TlsAcceptor>)>>),
+    Bound(Option<Vec<(BoundListener, Security)>>),
     Running(Running),
     Closed,
 }
@@ -139,7 +137,7 @@ impl Frontend {
     #[new]
     #[pyo3(signature = (listeners, *, max_recv_bytes, max_send_bytes, keepalive_min_time_ms,
                         keepalive_interval_ms, keepalive_timeout_ms, threads = 1,
-                        http1 = false, tls = None, secure = None))]
+                        http1 = false, tls = None, secure = None, plain_too = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -153,10 +151,15 @@ impl Frontend {
         http1: bool,
         tls: Option<TlsArgs>,
         secure: Option<Vec<bool>>,
+        plain_too: Option<Vec<bool>>,
     ) -> PyResult<Self> {
         let secure = secure.unwrap_or_else(|| vec![false; listeners.len()]);
         if secure.len() != listeners.len() {
             return Err(PyValueError::new_err("secure must have one entry per listener"));
+        }
+        let plain_too = plain_too.unwrap_or_else(|| vec![false; listeners.len()]);
+        if plain_too.len() != listeners.len() {
+            return Err(PyValueError::new_err("plain_too must have one entry per listener"));
         }
         let acceptor = match tls {
             Some((cert_pem, key_pem, ca_pem, versions, cipher_suites, crls, hostnames)) => {
@@ -217,8 +220,11 @@ impl Frontend {
         }
         let bound: Vec<_> = bound
             .into_iter()
-            .zip(secure)
-            .map(|(l, s)| (l, if s { acceptor.clone() } else { None }))
+            .zip(secure.into_iter().zip(plain_too))
+            .map(|(l, (s, p))| {
+                let tls = if s { acceptor.clone() } else { None };
+                (l, Security { plain_too: p && tls.is_some(), tls })
+            })
             .collect();
         let cfg = Config {
             max_recv_bytes,

@@ -67,6 +67,17 @@ pub fn bind_unix(path: &str) -> io::Result<StdUnixListener> {
     Ok(l)
 }
 
+/// How a listener serves its connections: plain, TLS, or both. Both is etcd's `http://` and
+/// `https://` client URLs on one port: a connection whose first byte begins a TLS handshake
+/// record (0x16) is served TLS, any other plainly (etcd's cmux tries its plain matchers, HTTP/2
+/// and HTTP/1, first and hands what is left to TLS; a client's first bytes tell them apart the
+/// same way).
+#[derive(Clone)]
+pub struct Security {
+    pub tls: Option<TlsAcceptor>,
+    pub plain_too: bool,
+}
+
 /// A bound listener, not serving yet.
 pub enum Bound {
     Tcp(StdTcpListener),
@@ -83,7 +94,7 @@ pub struct Running {
 impl Running {
     /// Starts the runtime on its own thread(s), all named "petcd-frontend".
     pub fn start(
-        listeners: Vec<(Bound, Option<TlsAcceptor>)>,
+        listeners: Vec<(Bound, Security)>,
         shared: Arc<Shared>,
         threads: usize,
     ) -> io::Result<Running> {
@@ -130,7 +141,7 @@ impl Running {
 }
 
 async fn run(
-    listeners: Vec<(Bound, Option<TlsAcceptor>)>,
+    listeners: Vec<(Bound, Security)>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     shutdown: oneshot::Receiver<()>,
@@ -218,18 +229,18 @@ fn peer_string(addr: SocketAddr) -> String {
 
 async fn accept_loop<L: Accept>(
     l: L,
-    tls: Option<TlsAcceptor>,
+    sec: Security,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    accept_until_stopped(&l, tls.as_ref(), &shared, stop).await;
+    accept_until_stopped(&l, &sec, &shared, stop).await;
     drop(l);
     shared.listening.fetch_sub(1, Ordering::SeqCst);
 }
 
 async fn accept_until_stopped<L: Accept>(
     l: &L,
-    tls: Option<&TlsAcceptor>,
+    sec: &Security,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -240,7 +251,7 @@ async fn accept_until_stopped<L: Accept>(
         tokio::select! {
             r = std::future::poll_fn(|cx| l.poll_accept_stream(cx)) => match r {
                 Ok((sock, peer)) => {
-                    tokio::spawn(conn::serve(sock, peer, shared.clone(), tls.cloned()));
+                    tokio::spawn(conn::serve(sock, peer, shared.clone(), sec.clone()));
                 }
                 Err(e) => {
                     // EMFILE and the like: do not spin.

@@ -523,6 +523,7 @@ class NativeServer:
         submit: bool = True,
         tls: tuple[Any, ...] | None = None,
         secure: Sequence[bool] | None = None,
+        plain_too: Sequence[bool] | None = None,
         registry: Any = None,
     ) -> None:
         cls = load_frontend_class() if frontend_class is None else frontend_class
@@ -530,10 +531,13 @@ class NativeServer:
         # HTTP/1 on its gRPC port); without it they fail the HTTP/2 handshake.
         extra: dict[str, Any] = {} if http1 is None else {"http1": True}
         # ``tls``: the front end's ``tls=`` (``petcd.server.tls.ClientTLS.frontend_args``),
-        # used on the listeners ``secure`` marks.
+        # used on the listeners ``secure`` marks; those ``plain_too`` marks serve plain
+        # connections too (``petcd.grpc.services.merge_schemes``).
         if tls is not None:
             extra["tls"] = tls
             extra["secure"] = list(secure or [True] * len(listeners))
+            if plain_too is not None and any(plain_too):
+                extra["plain_too"] = list(plain_too)
         self._fe: FrontendLike = cls(
             [a if isinstance(a, str) else (a[0], a[1]) for a in listeners],
             max_recv_bytes=max_recv_bytes,

@@ -761,24 +761,30 @@ def make_server(
     marks (all, without it) with TLS; ``ConfigError`` when its files are unusable.
     """
     secure = list(secure) if secure is not None else [tls is not None] * len(listeners)
+    listeners, secure, plain_too = merge_schemes(listeners, secure)
     if transport == "native":
         try:
             server: Any = _native_server(
-                member, listeners, max_request_bytes, log, http1, tls, secure
+                member, listeners, max_request_bytes, log, http1, tls, secure, plain_too
             )
         except ValueError as e:  # the front end's refusal of the TLS material
             raise ConfigError(f"cannot serve client TLS: {e}") from None
     else:
+        both = [a for a, p in zip(listeners, plain_too, strict=True) if p]
+        if both:
+            shown = both[0] if isinstance(both[0], str) else show_address(*both[0])
+            raise ConfigError(
+                f"cannot serve both http and https on {shown} with --client-transport=grpcio "
+                "(grpc.aio cannot tell them apart on one socket); use the native client "
+                "transport (the default) or give them different ports"
+            )
         server = _grpcio_server(member, max_request_bytes, tls is not None and any(secure))
     _add_services(server, member, max_request_bytes, log)
     if transport == "native":
         return server
     for listen, is_secure in zip(listeners, secure, strict=True):
-        if isinstance(listen, str):
-            address = f"unix:{listen}"  # grpc's form of a Unix socket's path
-        else:
-            host, port = listen
-            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # grpc's form of a Unix socket's path
+        address = f"unix:{listen}" if isinstance(listen, str) else show_address(*listen)
         if is_secure and tls is not None:
             bound = server.add_secure_port(address, tls.grpc_credentials())
         else:
@@ -786,6 +792,29 @@ def make_server(
         if bound == 0:
             raise OSError(f"cannot listen on {address}")
     return server
+
+
+def show_address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def merge_schemes(
+    listeners: Sequence[tuple[str, int] | str], secure: Sequence[bool]
+) -> tuple[list[tuple[str, int] | str], list[bool], list[bool]]:
+    """One listener per address: etcd serves an ``http://`` and an ``https://`` client URL of
+    the same host and port (or a ``unix://`` and a ``unixs://`` one of the same path) on one
+    socket, telling a client's TLS from its plain connections by their first bytes. Returns
+    the distinct addresses in first-seen order, whether each serves TLS, and whether a TLS
+    one serves plain connections too."""
+    merged: dict[tuple[str, int] | str, set[bool]] = {}
+    for address, is_secure in zip(listeners, secure, strict=True):
+        merged.setdefault(address, set()).add(is_secure)
+    return (
+        list(merged),
+        [True in schemes for schemes in merged.values()],
+        [len(schemes) == 2 for schemes in merged.values()],
+    )
 
 
 def _native_server(
@@ -796,6 +825,7 @@ def _native_server(
     http1: Callable[[socket.socket], None] | None,
     tls: ClientTLS | None,
     secure: list[bool],
+    plain_too: list[bool],
 ) -> NativeServer:
     return NativeServer(
         listeners,
@@ -815,6 +845,7 @@ def _native_server(
         http1=http1,
         tls=None if tls is None or not any(secure) else tls.frontend_args(),
         secure=secure,
+        plain_too=plain_too,
         registry=member.metrics.registry,
     )
 

@@ -83,6 +83,7 @@ class HttpOnClientPort:
                     gateway_calls_max=self._calls_max,
                     log=self._log,
                     v2_member=self._member if self._v2 else None,
+                    debug_vars=True,  # the client port's
                 )
                 runner = make_runner(app)
                 await runner.setup()

@@ -22,6 +22,8 @@ The answers follow etcd 3.5:
   leaves one out (etcd 3.5.17's k8s-style probes).
 - ``GET /version``: ``{"etcdserver":"3.5.x","etcdcluster":"3.5.0"}``.
 - ``GET /metrics``: the Prometheus text format of the member's registry.
+- ``GET /debug/vars``: etcd's expvar page (``cmdline``, ``file_descriptor_limit``,
+  ``raft.status``; not Go's ``memstats``), on the client URLs only, as etcd.
 - ``/v2/keys``, ``/v2/members``, ``/v2/machines``, ``/v2/stats/store``: etcd's v2 API
   (``petcd.http.v2``), on the client URLs only and only with ``--enable-v2``.
 - ``POST /v3/...``: etcd's JSON gateway (``petcd.http.gateway``), on the client HTTP URLs only
@@ -93,6 +95,10 @@ class HealthSource(Protocol):
 
     def render_metrics(self) -> bytes: ...
 
+    def debug_vars(self) -> str:
+        """etcd's ``/debug/vars`` JSON text."""
+        ...
+
 
 def make_app(
     source: HealthSource,
@@ -101,9 +107,11 @@ def make_app(
     gateway_calls_max: int = 2**32 - 1,
     log: Logger | None = None,
     v2_member: Any = None,
+    debug_vars: bool = False,
 ) -> web.Application:
     """The endpoints; with ``gateway_member`` also etcd's JSON gateway (``/v3/...``), at most
-    ``gateway_calls_max`` of its calls at once (``--max-concurrent-streams``)."""
+    ``gateway_calls_max`` of its calls at once (``--max-concurrent-streams``); with
+    ``debug_vars`` (a client URL's) also ``/debug/vars``."""
 
     async def health(request: web.Request) -> web.Response:
         serializable = request.query.get("serializable", "false") == "true"
@@ -151,6 +159,13 @@ def make_app(
             body=source.render_metrics(), headers={"Content-Type": _CONTENT_TYPE_METRICS}
         )
 
+    async def variables(request: web.Request) -> web.Response:
+        if request.method != "GET":  # etcd's allowMethod: HEAD is refused too
+            return web.Response(text="Method Not Allowed\n", status=405, headers={"Allow": "GET"})
+        return web.Response(
+            text=source.debug_vars(), content_type="application/json", charset="utf-8"
+        )
+
     app = web.Application()
     app.router.add_get("/health", health)
     for root, names in (("/livez", _LIVEZ), ("/readyz", _READYZ)):
@@ -159,6 +174,8 @@ def make_app(
             app.router.add_get(f"{root}/{name}", checks((name,)))
     app.router.add_get("/version", version)
     app.router.add_get("/metrics", metrics)
+    if debug_vars:
+        app.router.add_route("*", "/debug/vars", variables)
     if gateway_member is not None:
         from petcd.http.gateway import add_routes
 
@@ -191,6 +208,7 @@ class HttpServer:
         gateway_calls_max: int = 2**32 - 1,
         log: Logger | None = None,
         v2: bool = False,
+        debug_vars: bool = False,
     ) -> None:
         app = make_app(
             source,
@@ -198,6 +216,7 @@ class HttpServer:
             gateway_calls_max=gateway_calls_max,
             log=log,
             v2_member=source if v2 else None,
+            debug_vars=debug_vars,
         )
         self._runner = make_runner(app)
         self._listeners = tuple(listeners)

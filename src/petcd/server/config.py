@@ -314,6 +314,20 @@ class Config:
                     "client TLS key/cert (--cert-file, --key-file) must be provided for metrics "
                     "secure url"
                 )
+        for flag, urls in (
+            ("--listen-client-http-urls", self.listen_client_http_urls),
+            ("--listen-metrics-urls", self.listen_metrics_urls),
+        ):
+            schemes: dict[tuple[str, int] | str, set[bool]] = {}
+            for u in urls:
+                schemes.setdefault(u.listen_address, set()).add(u.secure)
+            both = [a for a, s in schemes.items() if len(s) == 2]
+            if both:
+                shown = both[0] if isinstance(both[0], str) else f"{both[0][0]}:{both[0][1]}"
+                raise ConfigError(
+                    f"{flag}: petcd cannot serve both http and https on one port ({shown}); "
+                    "give them different ports (--listen-client-urls can share one)"
+                )
         if not self.listen_client_urls:
             raise ConfigError("--listen-client-urls must not be empty")
         names = [n for n, _ in self.initial_cluster]

@@ -324,6 +324,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                         gateway_calls_max=cfg.max_concurrent_streams,
                         log=log,
                         v2=gateway and cfg.enable_v2,
+                        debug_vars=gateway,  # the client URLs', not the metrics URLs'
                     )
                 )
     try:

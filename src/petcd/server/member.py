@@ -2943,6 +2943,33 @@ class Member:
     def active_alarms(self) -> frozenset[str]:
         return frozenset(_alarm_name(a) for _, a in self._alarms)
 
+    def debug_vars(self) -> str:
+        """etcd's ``/debug/vars`` (Go's expvar page): the variables in name order, as etcd
+        writes them. ``cmdline`` (the process's arguments), ``file_descriptor_limit`` (the soft
+        limit on open files) and ``raft.status`` (etcd raft's ``Status`` in its JSON form:
+        ids in hex, the role as ``StateLeader`` ..., the followers' progress on a leader).
+        Go's ``memstats`` (the Go runtime's allocator) has no counterpart in petcd and is left
+        out."""
+        import resource
+
+        st = self.node.status()
+        progress = ",".join(
+            f'"{format_id(id_)}":{{"match":{pr.match},"next":{pr.next},"state":"{pr.state.value}"}}'
+            for id_, pr in st.progress.items()
+        )
+        raft = (
+            f'{{"id":"{format_id(st.id)}","term":{st.term},"vote":"{format_id(st.vote)}",'
+            f'"commit":{st.commit},"lead":"{format_id(st.lead)}","raftState":"{st.role.value}",'
+            f'"applied":{st.applied},"progress":{{{progress}}},'
+            f'"leadtransferee":"{format_id(st.lead_transferee)}"}}'
+        )
+        variables = {
+            "cmdline": json.dumps(sys.argv, separators=(",", ":")),
+            "file_descriptor_limit": str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+            "raft.status": raft,
+        }
+        return "{\n" + ",\n".join(f'"{k}": {v}' for k, v in variables.items()) + "\n}\n"
+
     def render_metrics(self) -> bytes:
         self.metrics.db_total_size_bytes.set(self._backend.size_bytes())
         self.metrics.db_in_use_bytes.set(self._backend.size_in_use_bytes())

@@ -52,9 +52,6 @@ NOT_RUN = {
         "v2 auth (/v2/auth: etcdctl user/role with ETCDCTL_API=2), which petcd does not serve"
     ),
     "UtlCtlV2Backup": "etcdutl backup (etcd's v2 backup of a data dir), which petcdutl lacks",
-    "V2CurlClientBoth": "http and https on one client port",
-    "ConnectionMultiplexing": "reads /debug/vars (expvar), and http and https on one client"
-    " port (its v2 parts, etcdctl v2 and clientv2, pass)",
     "Downgrade|ReleaseUpgrade|MixVersions": "needs binaries of other etcd versions",
     # Ran only since the Auth tests are no longer skipped (the old "Auth" pattern matched it).
     "TestAuthority": "reads the :authority lines of Go's http2 debug log in the server's"

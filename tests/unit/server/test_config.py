@@ -315,6 +315,29 @@ def test_config_file_from_env_and_nested_tls(tmp_path: Path) -> None:
         parse([], {"ETCD_CONFIG_FILE": str(path)})
 
 
+def test_http_and_https_on_one_port() -> None:
+    """etcd 3.5 serves an http and an https client URL of one port on one socket; petcd's
+    client port does too (``merge_schemes``), its separate HTTP listeners cannot."""
+    tls = ["--cert-file=/c.pem", "--key-file=/k.pem"]
+    cfg, _ = run(
+        [
+            "--listen-client-urls=http://127.0.0.1:1,https://127.0.0.1:1",
+            "--advertise-client-urls=http://127.0.0.1:1",
+            *tls,
+        ]
+    )
+    assert [(u.scheme, u.listen_address) for u in cfg.listen_client_urls] == [
+        ("http", ("127.0.0.1", 1)),
+        ("https", ("127.0.0.1", 1)),
+    ]
+    for flag in ("--listen-client-http-urls", "--listen-metrics-urls"):
+        with pytest.raises(ConfigError, match=rf"{flag}: petcd cannot serve both http and https"):
+            parse([f"{flag}=http://127.0.0.1:5,https://localhost:5", *tls], {})
+    # Different ports, or the same scheme twice: fine.
+    run(["--listen-metrics-urls=http://127.0.0.1:5,https://127.0.0.1:6", *tls])
+    run(["--listen-metrics-urls=http://127.0.0.1:5,http://localhost:5"])
+
+
 def test_client_tls_flags() -> None:
     cfg, _ = run(
         [

@@ -36,6 +36,9 @@ class FakeMember:
     def render_metrics(self) -> bytes:
         return self.metrics.render()
 
+    def debug_vars(self) -> str:
+        return '{\n"cmdline": ["petcd"]\n}\n'
+
 
 async def _exercise(member: FakeMember) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
@@ -114,3 +117,27 @@ def test_health_and_version_bodies_are_compact_like_etcd() -> None:
     assert out["/version"][1] == (
         f'{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}'
     )
+
+
+def test_debug_vars_only_where_asked() -> None:
+    """``/debug/vars`` is a client URL's (etcd does not serve it on --listen-metrics-urls);
+    GET only, as etcd's handler (405 with ``Allow: GET`` otherwise, HEAD included)."""
+
+    async def ask(debug_vars: bool) -> list[tuple[int, str, str | None]]:
+        out = []
+        app = make_app(FakeMember(), debug_vars=debug_vars)
+        async with TestClient(TestServer(app)) as client:
+            for method in ("GET", "POST", "HEAD"):
+                resp = await client.request(method, "/debug/vars")
+                out.append((resp.status, await resp.text(), resp.headers.get("Allow")))
+            resp = await client.get("/debug/vars")
+            out.append((resp.status, resp.headers["Content-Type"], None))
+        return out
+
+    assert asyncio.run(ask(True)) == [
+        (200, '{\n"cmdline": ["petcd"]\n}\n', None),
+        (405, "Method Not Allowed\n", "GET"),
+        (405, "", "GET"),
+        (200, "application/json; charset=utf-8", None),
+    ]
+    assert [status for status, _, _ in asyncio.run(ask(False))] == [404, 404, 404, 404]
