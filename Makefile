@@ -50,10 +50,10 @@ proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py
 
 test: $(STAMP) $(APT_STAMP) lint
-	$(BIN)/pytest -m "not long" -q
+	$(BIN)/pytest -m "not long" -q --durations=15
 
 test-long: $(STAMP) $(APT_STAMP)
-	$(BIN)/pytest -m long -q
+	$(BIN)/pytest -m long -q --durations=15
 
 bench: $(STAMP) $(APT_STAMP)
 	$(MAKE) -C bench all
