@@ -1,4 +1,4 @@
-module petcd.dev/tests/terraformetcdv3
+module petcd.dev/tests/terraformetcd
 
 go 1.26.8
 
