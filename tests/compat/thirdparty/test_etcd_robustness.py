@@ -96,16 +96,27 @@ def bin_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _fixtures() -> str:
-    """etcd's test certificates (the module's ``fixtures`` dir) for the peer TLS clusters."""
+    """etcd's test certificates (the module's ``fixtures`` dir) for the peer TLS clusters.
+
+    The module is downloaded first: ``go list -m`` names no directory for a module that is not
+    in the module cache yet (a fresh machine, before ``go test`` fetched it), and a relative
+    ``fixtures`` would fail every peer-TLS cluster."""
+    module = "go.etcd.io/etcd/tests/v3"
+    subprocess.run(
+        [_go(), "mod", "download", module], cwd=MODULE, check=True, capture_output=True, timeout=600
+    )
     module_dir = subprocess.run(
-        [_go(), "list", "-m", "-f", "{{.Dir}}", "go.etcd.io/etcd/tests/v3"],
+        [_go(), "list", "-m", "-f", "{{.Dir}}", module],
         cwd=MODULE,
         check=True,
         capture_output=True,
         text=True,
         timeout=600,
     ).stdout.strip()
-    return str(Path(module_dir) / "fixtures")
+    fixtures = Path(module_dir) / "fixtures"
+    if not module_dir or not (fixtures / "server.crt").exists():
+        pytest.fail(f"etcd's test certificates not found (module dir {module_dir!r})")
+    return str(fixtures)
 
 
 def run_robustness(
