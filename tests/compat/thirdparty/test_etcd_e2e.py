@@ -48,9 +48,6 @@ PETCDUTL_BIN = str(Path(PETCD_BIN).with_name("petcdutl"))
 
 # Regular expression of test names not run (go test -skip), by reason.
 NOT_RUN = {
-    "CtlV2GetRoleUser|CtlV2UserList|CtlV2RoleList|CtlV2AuthWithCommonName|V2CurlIssue5182": (
-        "v2 auth (/v2/auth: etcdctl user/role with ETCDCTL_API=2), which petcd does not serve"
-    ),
     "UtlCtlV2Backup": "etcdutl backup (etcd's v2 backup of a data dir), which petcdutl lacks",
     "V2CurlClientBoth": "http and https on one client port",
     "ConnectionMultiplexing": "reads /debug/vars (expvar), and http and https on one client"
