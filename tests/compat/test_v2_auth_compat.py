@@ -10,15 +10,24 @@ the ``X-Etcd-Index`` of the key requests in between must stay equal too. Normali
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.compat.servers import ETCD_BIN, ETCDCTL_BIN
+from tests.compat.test_tls_compat import TLSServer
 from tests.compat.test_v2_compat import Answer, V2Server, normalise, request
+from tests.tlsfiles import _cert
 
 pytestmark = pytest.mark.compat
 
@@ -293,3 +302,121 @@ def test_v2_auth_etcdctl(pair: Pair) -> None:
     for args in _CTL:
         want, got = _etcdctl(etcd, *args), _etcdctl(petcd, *args)
         assert got == want, args
+
+
+# -- client certificates' common names as users (--client-cert-auth) ---------------------------
+
+
+class V2TLSServer(TLSServer):
+    def command(self) -> list[str]:
+        return [*super().command(), "--enable-v2=true"]
+
+
+def _client_files(directory: Path) -> dict[str, str]:
+    """A CA ("ca"), a server certificate for 127.0.0.1 ("server"), and client certificates
+    named "root" ("client"), "someone" and "nobody", as ``tests.tlsfiles`` makes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("v2auth CA", ca_key, None, ca=True)
+    pem = serialization.Encoding.PEM
+
+    def write(name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        (directory / f"{name}.pem").write_bytes(cert.public_bytes(pem))
+        (directory / f"{name}-key.pem").write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        files[name], files[f"{name}_key"] = (
+            str(directory / f"{name}.pem"),
+            str(directory / f"{name}-key.pem"),
+        )
+
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    files["ca"] = str(directory / "ca.pem")
+    for name, usage in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH),
+        ("someone", ExtendedKeyUsageOID.CLIENT_AUTH),
+        ("nobody", ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = {"server": "127.0.0.1", "client": "root"}.get(name, name)
+        write(name, _cert(subject, key, (ca.subject, ca_key), usage=(usage,)), key)
+    return files
+
+
+@pytest.fixture
+def tls_pair(tmp_path: Path) -> Iterator[tuple[V2TLSServer, V2TLSServer]]:
+    if not (os.path.exists(ETCD_BIN) and os.path.exists(ETCDCTL_BIN)):
+        pytest.skip("real etcd / etcdctl not installed")
+    files = _client_files(tmp_path / "certs")
+    servers: list[V2TLSServer] = []
+    try:
+        for target in ("etcd", "petcd"):
+            srv = V2TLSServer(target, tmp_path / target / "data")
+            srv.files = files
+            srv.start()
+            servers.append(srv)
+        yield servers[0], servers[1]
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def _tls_request(
+    server: V2TLSServer, method: str, path: str, client: str, body: str | None, auth: bool
+) -> tuple[int, str]:
+    f = server.files
+    context = ssl.create_default_context(cafile=f["ca"])
+    context.load_cert_chain(f[client], f[f"{client}_key"])
+    conn = http.client.HTTPSConnection("127.0.0.1", server.client_port, context=context, timeout=20)
+    try:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        if auth:
+            headers.update(ROOT_PW)
+        conn.request(method, path, body=body.encode() if body else None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+ROOT_PW = _basic("root", "pw")
+# (method, path, client certificate, body, basic auth as root)
+TLS_STEPS: list[tuple[str, str, str, str | None, bool]] = [
+    ("PUT", U + "/root", "client", '{"user":"root","password":"pw"}', False),
+    ("PUT", U + "/someone", "client", '{"user":"someone","password":"x"}', False),
+    ("PUT", R + "/pub", "client", '{"role":"pub","permissions":{"kv":{"read":["/pub/*"]}}}', False),
+    ("PUT", U + "/someone", "client", '{"user":"someone","grant":["pub"]}', False),
+    ("PUT", K + "/pub/a", "client", "value=1", False),
+    ("PUT", "/v2/auth/enable", "client", None, False),
+    ("PUT", R + "/guest", "someone", '{"role":"guest","revoke":{"kv":{"read":["/*"]}}}', False),
+    # the certificate's common name "root" is the root user
+    ("PUT", R + "/guest", "client", '{"role":"guest","revoke":{"kv":{"read":["/*"]}}}', False),
+    ("GET", U + "/someone", "client", None, False),
+    ("GET", K + "/pub/a", "someone", None, False),
+    ("PUT", K + "/pub/a", "someone", "value=2", False),
+    ("GET", U, "someone", None, False),
+    ("GET", U, "someone", None, True),  # basic auth comes first
+    ("GET", K + "/pub/a", "nobody", None, False),  # not a user: the guest role (write only)
+    ("PUT", K + "/pub/b", "nobody", "value=3", False),
+    # etcd looks up every certificate of the verified chain: the CA's name is a user too
+    ("PUT", U + "/v2auth%20CA", "client", '{"user":"v2auth CA","password":"x"}', False),
+    ("PUT", U + "/v2auth%20CA", "client", '{"user":"v2auth CA","grant":["pub"]}', False),
+    ("GET", K + "/pub/a", "nobody", None, False),
+    ("GET", K + "/pub/a", "someone", None, False),  # the leaf's name first
+    ("PUT", K + "/pub/c", "nobody", "value=4", False),
+    ("DELETE", "/v2/auth/enable", "someone", None, False),
+    ("DELETE", "/v2/auth/enable", "client", None, False),
+    ("GET", "/v2/auth/enable", "nobody", None, False),
+]
+
+
+def test_v2_auth_client_certificate_common_names(
+    tls_pair: tuple[V2TLSServer, V2TLSServer],
+) -> None:
+    etcd, petcd = tls_pair
+    for method, path, client, body, auth in TLS_STEPS:
+        want = _tls_request(etcd, method, path, client, body, auth)
+        got = _tls_request(petcd, method, path, client, body, auth)
+        assert got == want, (method, path, client)

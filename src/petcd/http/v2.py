@@ -300,7 +300,12 @@ def add_routes(app: web.Application, member: Any) -> None:
     (``petcd.http.v2auth``) included."""
     from petcd.http import v2auth
 
-    access = v2auth.Access(auth_store(member), bool(getattr(member.cfg, "client_cert_auth", False)))
+    cfg = member.cfg
+    access = v2auth.Access(
+        auth_store(member),
+        bool(getattr(cfg, "client_cert_auth", False)),
+        str(getattr(cfg, "trusted_ca_file", "") or ""),
+    )
 
     def base_headers() -> dict[str, str]:
         return {**_CORS, "X-Etcd-Cluster-Id": f"{member.cluster_id:x}"}

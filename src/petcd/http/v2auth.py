@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import posixpath
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
 from petcd.server.v2auth import V2AuthStore
 from petcd.v2store import V2Error
@@ -104,9 +106,12 @@ def _basic_auth(request: web.Request) -> tuple[str, str] | None:
 class Access:
     """etcd's permission checks of v2 requests (``client_auth.go``)."""
 
-    def __init__(self, store: V2AuthStore, client_cert_auth: bool) -> None:
+    def __init__(
+        self, store: V2AuthStore, client_cert_auth: bool, trusted_ca_file: str = ""
+    ) -> None:
         self.store = store
         self.client_cert_auth = client_cert_auth
+        self.trusted_ca_file = trusted_ca_file
 
     async def _from_basic_auth(self, request: web.Request) -> User | None:
         creds = _basic_auth(request)
@@ -121,7 +126,7 @@ class Access:
         return user
 
     def _from_certificate(self, request: web.Request) -> User | None:
-        for name in cert_names(request):
+        for name in cert_names(request, self.trusted_ca_file):
             try:
                 return self.store.get_user(name)
             except (AuthError, V2Error, BadJSON):
@@ -177,33 +182,72 @@ class Access:
         return role.has_key_access(key, write)  # (etcd checks the guest non-recursively)
 
 
-def cert_names(request: web.Request) -> list[str]:
-    """The common names of the request's verified client certificate chain, leaf first.
+def cert_names(request: web.Request, trusted_ca_file: str = "") -> list[str]:
+    """The common names of the request's verified client certificate chain, leaf first, the
+    trusted CA that signed it last (etcd looks every certificate of Go's verified chains up
+    as a user name, in that order).
 
-    Over TLS terminated by aiohttp, from the SSL object; over the native front end's
-    hand-over (``petcd.http.accepted``), from what it recorded for the connection.
+    Over the native front end's TLS, from the certificates it handed over with the
+    connection (``petcd.http.accepted``); over aiohttp's TLS, from the SSL object. The
+    trusted CA that ends the chain comes from ``trusted_ca_file``.
     """
+    from petcd.http.accepted import client_certificates
+
     transport = request.transport
     if transport is None:
         return []
-    names = transport.get_extra_info("petcd_cert_names")
-    if names is not None:
-        return list(names)
+    chain = list(client_certificates(transport) or ())
     obj = transport.get_extra_info("ssl_object")
-    if not isinstance(obj, ssl.SSLObject):
-        return []
-    chain: list[bytes] = []
-    inner = getattr(obj, "_sslobj", None)
-    verified = getattr(inner, "get_verified_chain", None)
-    if verified is not None:
-        try:
-            chain = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in verified()]  # type: ignore[attr-defined]
-        except (ValueError, ssl.SSLError, AttributeError):
-            chain = []
-    if not chain:
+    if not chain and isinstance(obj, ssl.SSLObject):
         leaf = obj.getpeercert(binary_form=True)
         chain = [leaf] if leaf else []
-    return der_common_names(chain)
+    if not chain:
+        return []
+    return der_common_names(complete_chain(chain, trusted_ca_file))
+
+
+_CA_CACHE: dict[str, tuple[float, list[Any]]] = {}
+
+
+def _trusted(path: str) -> list[Any]:
+    from cryptography import x509
+
+    try:
+        mtime = os.stat(path).st_mtime
+        cached = _CA_CACHE.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        with open(path, "rb") as f:
+            cas = x509.load_pem_x509_certificates(f.read())
+    except (OSError, ValueError):
+        return []
+    _CA_CACHE[path] = (mtime, cas)
+    return cas
+
+
+def complete_chain(chain: list[bytes], trusted_ca_file: str) -> list[bytes]:
+    """``chain`` (DER, leaf first, as the client sent it) followed by the trusted CAs that
+    issued its last certificate, up to a self-signed one (the front end verified it)."""
+    if not trusted_ca_file:
+        return chain
+    from cryptography import x509
+
+    try:
+        last = x509.load_der_x509_certificate(chain[-1])
+    except ValueError:
+        return chain
+    cas = _trusted(trusted_ca_file)
+    out = list(chain)
+    while last.issuer != last.subject and len(out) < 16:
+        issuer = next((c for c in cas if c.subject == last.issuer), None)
+        if issuer is None:
+            break
+        der = issuer.public_bytes(serialization.Encoding.DER)
+        if der in out:
+            break
+        out.append(der)
+        last = issuer
+    return out
 
 
 def der_common_names(chain: list[bytes]) -> list[str]:
@@ -398,4 +442,4 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
     app.router.add_route("*", AUTH_PREFIX + "/enable", unclean_first(enable))
 
 
-__all__ = ["Access", "add_routes", "cert_names", "der_common_names", "no_auth"]
+__all__ = ["Access", "add_routes", "cert_names", "complete_chain", "der_common_names", "no_auth"]
