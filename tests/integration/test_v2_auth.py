@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 
 from tests.integration.petcd_proc import PetcdProcess
 from tests.integration.test_v2 import _cluster, _leader, _start, _wait_for
+from tests.ports import free_port
+from tests.tlsfiles import make_tls_files
 
 
 def call(
@@ -122,3 +125,45 @@ def test_v2_auth_replicated_and_durable(cluster: list[PetcdProcess]) -> None:
             f"{m.name} did not see auth disabled",
         )
         assert call(m, "PUT", "/v2/keys/app/x", "value=3")[0] == 200
+
+
+def test_v2_auth_common_name_on_an_https_client_http_url(tmp_path: Path) -> None:
+    """--listen-client-http-urls over TLS (aiohttp's, not the front end's): the client
+    certificate's common name ("root") is the user when there is no Authorization header."""
+    files = make_tls_files(tmp_path / "certs")
+    http_port = free_port()
+    p = PetcdProcess(
+        tmp_path / "data",
+        extra_args=[
+            "--enable-v2",
+            *("--listen-client-http-urls", f"https://127.0.0.1:{http_port}"),
+            *("--cert-file", files["server"], "--key-file", files["server_key"]),
+            *("--client-cert-auth", "--trusted-ca-file", files["ca"]),
+        ],
+    )
+    try:
+        p.start()
+        assert (
+            call(p, "PUT", "/v2/auth/users/root", '{"user":"root","password":"rootpw"}')[0] == 201
+        )
+        assert call(p, "PUT", "/v2/auth/enable")[0] == 200
+        context = ssl.create_default_context(cafile=files["ca"])
+        context.load_cert_chain(files["client"], files["client_key"])
+
+        def https(auth: tuple[str, str] | None) -> int:
+            conn = http.client.HTTPSConnection("127.0.0.1", http_port, context=context, timeout=20)
+            try:
+                headers = {}
+                if auth is not None:
+                    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+                    headers["Authorization"] = f"Basic {token}"
+                conn.request("GET", "/v2/auth/users", headers=headers)
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        assert https(None) == 200  # the certificate's name
+        assert https(("root", "wrong")) == 401  # basic auth, when given, decides
+        assert call(p, "GET", "/v2/auth/users")[0] == 401  # plain http: no certificate
+    finally:
+        p.stop()
