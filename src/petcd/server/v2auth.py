@@ -310,7 +310,10 @@ async def _hash(password: str) -> str:
 
 
 def _checkpw(hashed: str, password: str) -> bool:
+    # Go's bcrypt compares only the first 72 bytes (the Blowfish key schedule's); Python's
+    # refuses a longer password instead.
+    raw = password.encode("utf-8", "surrogateescape")[:72]
     try:
-        return bcrypt.checkpw(password.encode("utf-8", "surrogateescape"), hashed.encode())
+        return bcrypt.checkpw(raw, hashed.encode())
     except ValueError:
         return False
