@@ -441,5 +441,18 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
     app.router.add_route("*", AUTH_PREFIX + "/users/{tail:.*}", unclean_first(users))
     app.router.add_route("*", AUTH_PREFIX + "/enable", unclean_first(enable))
 
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        """Go's ServeMux: an unclean path is redirected, any other is its 404."""
+        return web.Response(
+            text="404 page not found\n",
+            status=404,
+            headers={**_CORS, "X-Content-Type-Options": "nosniff"},
+            content_type="text/plain",
+            charset="utf-8",
+        )
+
+    app.router.add_route("*", AUTH_PREFIX, unclean_first(not_found))
+    app.router.add_route("*", AUTH_PREFIX + "/{tail:.*}", unclean_first(not_found))
+
 
 __all__ = ["Access", "add_routes", "cert_names", "complete_chain", "der_common_names", "no_auth"]
