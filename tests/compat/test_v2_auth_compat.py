@@ -115,6 +115,9 @@ AUTH_OFF: list[Step] = [
     ("PUT", "/v2/auth/", None, "", NONE),
     ("POST", U + "/foo", None, "", NONE),
     ("POST", U, None, "", NONE),
+    ("OPTIONS", U + "/foo", None, "", NONE),  # CORS preflight
+    ("OPTIONS", K + "/foo", None, "", NONE),
+    ("OPTIONS", "/v2/members", None, "", NONE),
     ("PUT", R + "/foo", '{"role":"foo", "permissions": {"kv": {"read": ["/foo/*"]}}}', "", NONE),
     ("PUT", R + "/foo", '{"role":"foo"}', "", NONE),
     ("PUT", R + "/root", '{"role":"root"}', "", NONE),

@@ -30,6 +30,7 @@ import json
 import time
 import urllib.parse
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -496,15 +497,32 @@ def add_routes(app: web.Application, member: Any) -> None:
         body = f'{{"leader":"{member.id:x}","followers":{{{followers}}}}}'
         return _json(body, 200, dict(_CORS))
 
-    app.router.add_route("*", KEYS_PREFIX, keys)
-    app.router.add_route("*", KEYS_PREFIX + "/{tail:.*}", keys)
-    app.router.add_route("*", "/v2/members", members)
-    app.router.add_route("*", "/v2/members/{tail:.*}", members)
-    app.router.add_route("*", "/v2/machines", machines)
-    app.router.add_route("*", "/v2/stats/store", stats_store)
-    app.router.add_route("*", "/v2/stats/self", stats_self)
-    app.router.add_route("*", "/v2/stats/leader", stats_leader)
+    for path, handler in (
+        (KEYS_PREFIX, keys),
+        (KEYS_PREFIX + "/{tail:.*}", keys),
+        ("/v2/members", members),
+        ("/v2/members/{tail:.*}", members),
+        ("/v2/machines", machines),
+        ("/v2/stats/store", stats_store),
+        ("/v2/stats/self", stats_self),
+        ("/v2/stats/leader", stats_leader),
+    ):
+        app.router.add_route("*", path, cors_preflight(handler))
     v2auth.add_routes(app, member, access)
+
+
+def cors_preflight(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """etcd's CORS handler, in front of every v2 route: an OPTIONS request is answered 200
+    with the CORS headers and nothing else."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(headers=_CORS)
+        return await handler(request)
+
+    return serve
 
 
 _AUTH_STORES: weakref.WeakKeyDictionary[Any, V2AuthStore] = weakref.WeakKeyDictionary()

@@ -423,6 +423,8 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
         async def serve(request: web.Request) -> web.StreamResponse:
             from petcd.http.v2 import _unclean
 
+            if request.method == "OPTIONS":  # etcd's CORS handler answers it first
+                return web.Response(headers=_CORS)
             redirect = _unclean(request)
             if redirect is not None:
                 return redirect
