@@ -134,7 +134,7 @@ pub async fn serve<S: Socket>(
                 // HTTP/1 (or anything else but HTTP/2): Python serves it. The peeked bytes
                 // are still in the socket.
                 if let Ok(fd) = sock.into_fd() {
-                    shared.push_events(&mut vec![Event::Http1(fd, peer)]);
+                    shared.push_events(&mut vec![Event::Http1(fd, peer, None)]);
                 }
                 return;
             }
@@ -169,7 +169,9 @@ async fn serve_tls<S: Socket>(sock: S, peer: Arc<str>, shared: Arc<Shared>, acce
     let Ok(mut ours) = tokio::net::UnixStream::from_std(ours) else {
         return;
     };
-    shared.push_events(&mut vec![Event::Http1(theirs.into(), peer)]);
+    let certs = stream.get_ref().1.peer_certificates();
+    let certs = certs.map(|c| c.iter().map(|d| Bytes::copy_from_slice(d.as_ref())).collect());
+    shared.push_events(&mut vec![Event::Http1(theirs.into(), peer, certs)]);
     let mut stream = stream;
     let _ = tokio::io::copy_bidirectional(&mut stream, &mut ours).await;
 }

@@ -299,8 +299,12 @@ impl Frontend {
                 Event::HalfClose(id) => (2u8, id).into_pyobject(py)?.into_any(),
                 Event::Cancel(id) => (3u8, id).into_pyobject(py)?.into_any(),
                 Event::Drained(id) => (4u8, id).into_pyobject(py)?.into_any(),
-                Event::Http1(fd, peer) => {
-                    (8u8, fd.into_raw_fd(), &*peer).into_pyobject(py)?.into_any()
+                Event::Http1(fd, peer, certs) => {
+                    let certs = match certs {
+                        Some(c) => Some(PyTuple::new(py, c.iter().map(|d| PyBytes::new(py, d)))?),
+                        None => None,
+                    };
+                    (8u8, fd.into_raw_fd(), &*peer, certs).into_pyobject(py)?.into_any()
                 }
             };
             out.push(t);

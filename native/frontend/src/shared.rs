@@ -35,8 +35,10 @@ pub enum Event {
     Cancel(u64),
     Drained(u64),
     /// A connection on the gRPC port that is not HTTP/2 (``Config::http1``): Python owns
-    /// the socket from here on; a dropped event closes it.
-    Http1(std::os::fd::OwnedFd, Arc<str>),
+    /// the socket from here on; a dropped event closes it. Behind TLS, the DER certificates
+    /// the client presented and the verifier accepted (leaf first; None without TLS or
+    /// without a client certificate): v2 auth reads their common names.
+    Http1(std::os::fd::OwnedFd, Arc<str>, Option<Vec<Bytes>>),
 }
 
 /// One outgoing item of `send()`, already framed (5-byte prefix included).

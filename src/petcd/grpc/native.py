@@ -69,7 +69,7 @@ from petcd.server.log import Logger
 
 # Event kinds queued by the front end (frontend-api.md).
 _NEW, _MESSAGE, _HALF_CLOSE, _CANCEL, _DRAINED = 0, 1, 2, 3, 4
-_HTTP1 = 8  # a connection that is not HTTP/2: (8, fd, peer)
+_HTTP1 = 8  # a connection that is not HTTP/2: (8, fd, peer, client certificates or None)
 
 _OK = grpc.StatusCode.OK
 _CODE_NUMBER: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.StatusCode}
@@ -519,7 +519,7 @@ class NativeServer:
         log: Logger | None = None,
         frontend_class: Callable[..., FrontendLike] | None = None,
         eager: bool = True,
-        http1: Callable[[socket.socket], None] | None = None,
+        http1: Callable[..., None] | None = None,
         submit: bool = True,
         tls: tuple[Any, ...] | None = None,
         secure: Sequence[bool] | None = None,
@@ -528,7 +528,9 @@ class NativeServer:
     ) -> None:
         cls = load_frontend_class() if frontend_class is None else frontend_class
         # ``http1``: takes the connections on the listeners that are not HTTP/2 (etcd serves
-        # HTTP/1 on its gRPC port); without it they fail the HTTP/2 handshake.
+        # HTTP/1 on its gRPC port); without it they fail the HTTP/2 handshake. Called as
+        # ``http1(sock)``, or ``http1(sock, certs)`` behind TLS with a client certificate
+        # (the DER certificates the client presented, leaf first).
         extra: dict[str, Any] = {} if http1 is None else {"http1": True}
         # ``tls``: the front end's ``tls=`` (``petcd.server.tls.ClientTLS.frontend_args``),
         # used on the listeners ``secure`` marks; those ``plain_too`` marks serve plain
@@ -778,15 +780,18 @@ class NativeServer:
                         call.drain.set_result(None)
                     call.drain = None
             elif kind == _HTTP1:
-                self._accept_http1(ev[1], ev[2])
+                self._accept_http1(ev[1], ev[2], ev[3] if len(ev) > 3 else None)
 
-    def _accept_http1(self, fd: int, peer: str) -> None:
+    def _accept_http1(self, fd: int, peer: str, certs: tuple[bytes, ...] | None) -> None:
         sock = socket.socket(fileno=fd)
         if self._http1 is None or self._stopped:
             sock.close()
             return
         try:
-            self._http1(sock)
+            if certs:
+                self._http1(sock, certs)
+            else:
+                self._http1(sock)
         except Exception as e:
             sock.close()
             if self._log is not None:

@@ -12,6 +12,11 @@ callback to ``HttpOnClientPort.accept``, which lets aiohttp serve it with the ap
 socket handed over is one end of a Unix socket pair carrying the decrypted bytes
 (docs/enhancements/0009-client-tls.md); nothing here differs.
 
+Behind TLS with a client certificate the front end passes the certificates the client
+presented (DER, leaf first) with the socket: ``client_certificates(transport)`` gives them to
+v2 auth (``petcd.http.v2auth``), which takes their common names as users with
+``--client-cert-auth``, as etcd does.
+
 aiohttp costs 0.4 s to import, so it is imported, and its app set up, at the first such
 connection; sockets that arrive meanwhile wait for it. ``stop()`` closes the connections.
 """
@@ -20,9 +25,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import weakref
 from typing import Any
 
 from petcd.server.log import Logger
+
+# The client certificates of the connections handed over behind TLS, by their transport.
+_CERTS: weakref.WeakKeyDictionary[Any, tuple[bytes, ...]] = weakref.WeakKeyDictionary()
+
+
+def client_certificates(transport: Any) -> tuple[bytes, ...] | None:
+    """The DER certificates the client of ``transport`` presented to the native front end
+    (leaf first), or None (no TLS, no certificate, or not a connection handed over)."""
+    if transport is None:
+        return None
+    try:
+        return _CERTS.get(transport)
+    except TypeError:  # not weakly referenceable: not one of ours
+        return None
 
 
 class HttpOnClientPort:
@@ -48,22 +68,28 @@ class HttpOnClientPort:
         self._pending: set[asyncio.Task[None]] = set()
         self._stopped = False
 
-    def accept(self, sock: socket.socket) -> None:
-        """Serve ``sock`` (a connected socket the caller gives up)."""
+    def accept(self, sock: socket.socket, certs: tuple[bytes, ...] | None = None) -> None:
+        """Serve ``sock`` (a connected socket the caller gives up); ``certs``: the client's
+        certificates when the front end terminated TLS and the client presented one."""
         if self._stopped:
             sock.close()
             return
-        task = asyncio.get_running_loop().create_task(self._serve(sock))
+        task = asyncio.get_running_loop().create_task(self._serve(sock, certs))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, certs: tuple[bytes, ...] | None) -> None:
         try:
             factory = await self._factory()
             if self._stopped:
                 sock.close()
                 return
-            await asyncio.get_running_loop().connect_accepted_socket(factory, sock)
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.connect_accepted_socket(factory, sock)
+            if certs:
+                # Before the first request is handled: aiohttp handles one only after the
+                # data's callback, which the loop runs after this task's wake-up.
+                _CERTS[transport] = certs
         except BaseException as e:
             sock.close()
             if self._log is not None and not isinstance(e, asyncio.CancelledError):

@@ -16,8 +16,8 @@ first failing field names the same error. Headers: ``X-Etcd-Cluster-Id``, ``X-Et
 ``X-Raft-Index`` (the commit index), ``X-Raft-Term``, and etcd's CORS headers.
 
 ``/v2/stats/self`` and ``/v2/stats/leader`` have etcd's shapes, with the figures petcd does not
-measure (append counts, followers' latencies) at 0. v2 auth (``/v2/auth``) is not served
-(docs/server.md).
+measure (append counts, followers' latencies) at 0. v2 auth (``/v2/auth``, and the checks of
+``/v2/keys`` and ``/v2/members`` while it is on) is ``petcd.http.v2auth``'s.
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ import html
 import json
 import time
 import urllib.parse
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDict
 
+from petcd.server.v2auth import V2AuthStore
 from petcd.v2store import Event, NodeView, V2Error, V2Request
 from petcd.v2store import errors as codes
 from petcd.v2store.request import Method
@@ -294,7 +297,16 @@ def _is_created(ev: Event) -> bool:
 
 
 def add_routes(app: web.Application, member: Any) -> None:
-    """The v2 routes of ``member`` (a ``petcd.server.member.Member`` with v2 on)."""
+    """The v2 routes of ``member`` (a ``petcd.server.member.Member`` with v2 on), v2 auth
+    (``petcd.http.v2auth``) included."""
+    from petcd.http import v2auth
+
+    cfg = member.cfg
+    access = v2auth.Access(
+        auth_store(member),
+        bool(getattr(cfg, "client_cert_auth", False)),
+        str(getattr(cfg, "trusted_ca_file", "") or ""),
+    )
 
     def base_headers() -> dict[str, str]:
         return {**_CORS, "X-Etcd-Cluster-Id": f"{member.cluster_id:x}"}
@@ -322,6 +334,8 @@ def add_routes(app: web.Application, member: Any) -> None:
             req = KeyRequest(
                 request.method, _clean_join(STORE_KEYS_PREFIX, rel), await _form(request)
             )
+            if not await access.key(request, rel, req.recursive):
+                raise V2Error(codes.UNAUTHORIZED, "Insufficient credentials", 0)
             if request.method in ("GET", "HEAD") and not (request.method == "GET" and req.quorum):
                 if req.wait and request.method == "GET":
                     return await _watch(request, req, service)
@@ -379,6 +393,8 @@ def add_routes(app: web.Application, member: Any) -> None:
         allowed = ("GET", "POST", "DELETE", "PUT")
         if request.method not in allowed:
             return _method_not_allowed(allowed)
+        if not await access.write_root(request):
+            return v2auth.no_auth()
         headers = {**_CORS, "X-Etcd-Cluster-Id": f"{member.cluster_id:x}"}
         rest = request.path[len("/v2/members") :].lstrip("/")
         try:
@@ -481,14 +497,43 @@ def add_routes(app: web.Application, member: Any) -> None:
         body = f'{{"leader":"{member.id:x}","followers":{{{followers}}}}}'
         return _json(body, 200, dict(_CORS))
 
-    app.router.add_route("*", KEYS_PREFIX, keys)
-    app.router.add_route("*", KEYS_PREFIX + "/{tail:.*}", keys)
-    app.router.add_route("*", "/v2/members", members)
-    app.router.add_route("*", "/v2/members/{tail:.*}", members)
-    app.router.add_route("*", "/v2/machines", machines)
-    app.router.add_route("*", "/v2/stats/store", stats_store)
-    app.router.add_route("*", "/v2/stats/self", stats_self)
-    app.router.add_route("*", "/v2/stats/leader", stats_leader)
+    for path, handler in (
+        (KEYS_PREFIX, keys),
+        (KEYS_PREFIX + "/{tail:.*}", keys),
+        ("/v2/members", members),
+        ("/v2/members/{tail:.*}", members),
+        ("/v2/machines", machines),
+        ("/v2/stats/store", stats_store),
+        ("/v2/stats/self", stats_self),
+        ("/v2/stats/leader", stats_leader),
+    ):
+        app.router.add_route("*", path, cors_preflight(handler))
+    v2auth.add_routes(app, member, access)
+
+
+def cors_preflight(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """etcd's CORS handler, in front of every v2 route: an OPTIONS request is answered 200
+    with the CORS headers and nothing else."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(headers=_CORS)
+        return await handler(request)
+
+    return serve
+
+
+_AUTH_STORES: weakref.WeakKeyDictionary[Any, V2AuthStore] = weakref.WeakKeyDictionary()
+
+
+def auth_store(member: Any) -> V2AuthStore:
+    """The member's one v2 auth store (shared by the apps of its listeners)."""
+    store = _AUTH_STORES.get(member)
+    if store is None:
+        store = _AUTH_STORES[member] = V2AuthStore(member)
+    return store
 
 
 _VALUE_ACTIONS = frozenset(("set", "compareAndSwap", "create", "update"))

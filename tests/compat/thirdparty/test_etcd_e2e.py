@@ -48,9 +48,6 @@ PETCDUTL_BIN = str(Path(PETCD_BIN).with_name("petcdutl"))
 
 # Regular expression of test names not run (go test -skip), by reason.
 NOT_RUN = {
-    "CtlV2GetRoleUser|CtlV2UserList|CtlV2RoleList|CtlV2AuthWithCommonName|V2CurlIssue5182": (
-        "v2 auth (/v2/auth: etcdctl user/role with ETCDCTL_API=2), which petcd does not serve"
-    ),
     "UtlCtlV2Backup": "etcdutl backup (etcd's v2 backup of a data dir), which petcdutl lacks",
     "Downgrade|ReleaseUpgrade|MixVersions": "needs binaries of other etcd versions",
     # Ran only since the Auth tests are no longer skipped (the old "Auth" pattern matched it).

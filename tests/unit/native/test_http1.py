@@ -1,5 +1,5 @@
 """HTTP/1 on the front end's port: with ``http1=True`` a connection that does not begin
-with HTTP/2's preface is handed to Python as an HTTP1 event ``(8, fd, peer)``, its bytes
+with HTTP/2's preface is handed to Python as an HTTP1 event ``(8, fd, peer, None)``, its bytes
 unread; HTTP/2 on the same port goes on as before."""
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def test_http1_connection_is_handed_over_unread(serve: Serve) -> None:
     s = serve(echo, http1=True)
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as client:
         client.sendall(REQUEST)
-        [(_, fd, peer)] = _http1_events(s.driver.wait_for(lambda evs: bool(_http1_events(evs))))
+        [(_, fd, peer, certs)] = _http1_events(
+            s.driver.wait_for(lambda evs: bool(_http1_events(evs)))
+        )
         assert peer == f"ipv4:127.0.0.1:{client.getsockname()[1]}"
+        assert certs is None  # (no TLS)
         with socket.socket(fileno=fd) as taken:
             taken.settimeout(10)
             got = b""
