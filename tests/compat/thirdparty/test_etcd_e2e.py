@@ -13,9 +13,9 @@ and not on others) is reported, not failed. Every other failure must be listed i
 ``DIFFERENT`` with its reason.
 
 Not run at all (``NOT_RUN``): tests of what petcd does not have and whose waits never end
-without it (v2 auth and etcdutl's v2 backup, http and https on one client port, /debug/vars,
-other etcd versions). The grpc-proxy tests run (``petcd grpc-proxy``). The v2 keys API tests
-(``TestCtlV2Set`` ..., ``TestV2Curl*``, ``TestV2Deprecation*``) run with ``--enable-v2``: the
+without it (etcdutl's v2 backup, other etcd versions). The grpc-proxy tests run (``petcd
+grpc-proxy``). The v2 keys API tests (``TestCtlV2Set`` ..., ``TestV2Curl*``,
+``TestV2Deprecation*``) and the v2 auth tests run with ``--enable-v2``: the
 bin dir's etcdctl is built from ``etcd_e2e/cmd/etcdctl``, which runs etcd's ctlv2 with
 ``ETCDCTL_API=2`` as etcd 3.5's etcdctl does. The ``...Etcdutl`` variants
 of the snapshot and defragmentation tests run petcdutl and pass; the etcdctl snapshot tests
