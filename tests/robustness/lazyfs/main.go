@@ -433,6 +433,8 @@ var (
 	_ fs.NodeStatxer   = (*lazyNode)(nil)
 	_ fs.NodeUnlinker  = (*lazyNode)(nil)
 	_ fs.NodeRenamer   = (*lazyNode)(nil)
+	_ fs.NodeLookuper  = (*lazyNode)(nil)
+	_ fs.NodeLinker    = (*lazyNode)(nil)
 )
 
 func (n *lazyNode) backingPath() string {
@@ -504,6 +506,23 @@ func (n *lazyNode) Create(ctx context.Context, name string, flags uint32, mode u
 	out.FromStat(&st)
 	overrideSize(&out.Attr)
 	return ch, f, 0, 0
+}
+
+// Lookup and Link answer with attributes too: the kernel takes the size from them.
+func (n *lazyNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	if errno == 0 {
+		overrideSize(&out.Attr)
+	}
+	return ch, errno
+}
+
+func (n *lazyNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ch, errno := n.LoopbackNode.Link(ctx, target, name, out)
+	if errno == 0 {
+		overrideSize(&out.Attr)
+	}
+	return ch, errno
 }
 
 func (n *lazyNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -629,6 +648,8 @@ func main() {
 			DirectMount:       true,
 			DirectMountStrict: true,
 			MaxWrite:          1 << 20,
+			// READDIRPLUS would answer with backing sizes: the kernel must ask Lookup.
+			DisableReadDirPlus: true,
 		},
 	})
 	if err != nil {
@@ -647,14 +668,11 @@ func main() {
 		} else {
 			syncAll(backing)
 		}
-		for i := 0; ; i++ {
-			if err := server.Unmount(); err == nil || i == 50 {
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "lazyfs: unmount:", err)
-				}
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
+		if err := server.Unmount(); err != nil {
+			// Still in use. Exiting closes /dev/fuse: the connection is aborted, nothing
+			// more reaches the backing directory, and the caller unmounts the dead mount.
+			fmt.Fprintln(os.Stderr, "lazyfs: unmount:", err)
+			os.Exit(3)
 		}
 	}()
 	server.Wait()
