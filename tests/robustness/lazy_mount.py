@@ -6,9 +6,11 @@ Theory of operation
 caller owns. A :class:`LazyMount` runs it on a mount point: file data written there but not
 fsynced lives only in the daemon's memory (see the daemon's package comment for the exact
 rules: close and sync_file_range make nothing durable; directory operations are applied at
-once). ``power_loss()`` makes it drop all of that (SIGUSR1), unmounts, and is followed by
-``mount()`` with a fresh daemon, so that the kernel's page cache of the old mount, which still
-holds the lost data, is gone too. Only processes this module started are signalled, by pid.
+once). ``power_off()`` makes it drop all of that (SIGUSR1; SIGUSR2 for a torn power loss,
+where a random half of it reaches the disk first) and fail everything after (EIO), then the
+caller kills the processes using the mount, and ``unmount()`` and ``mount()`` start a fresh
+daemon, so that the kernel's page cache of the old mount, which still holds the lost data, is
+gone too. Only processes this module started are signalled, by pid.
 Whatever happens, ``cleanup()`` leaves no mount behind (a lazy unmount as the last resort).
 """
 
@@ -69,8 +71,14 @@ class LazyMount:
     backing: Path
     mount_point: Path
     log_path: Path
+    # The torn power loss's choices: the n-th daemon started gets seed * 1000 + n.
+    seed: int = 1
+    # How long each fsync takes (a real disk's flush): the window in which a kill finds data
+    # written but not yet durable.
+    fsync_delay_ms: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
-    # What each power loss dropped: the daemon's "dropped files=N bytes=M" lines.
+    mounts: int = 0
+    # What each power loss dropped: the daemon's "power loss: ..." lines.
     drops: list[str] = field(default_factory=list)
 
     def mount(self) -> None:
@@ -80,11 +88,18 @@ class LazyMount:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(self.binary), str(self.backing), str(self.mount_point)],
+                [
+                    str(self.binary),
+                    f"-seed={self.seed * 1000 + self.mounts}",
+                    f"-fsync-delay={self.fsync_delay_ms}ms",
+                    str(self.backing),
+                    str(self.mount_point),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self.mounts += 1
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
         while time.monotonic() < deadline:
             if b"lazyfs: mounted" in self._log_since(offset):
@@ -102,34 +117,57 @@ class LazyMount:
             f.seek(offset)
             return f.read()
 
-    def power_loss(self) -> str:
-        """Drop everything not fsynced and unmount; returns what the daemon says it dropped.
-        Whoever wrote through the mount must be dead already (SIGKILL)."""
+    def power_off(self, torn: bool = False) -> str:
+        """The power loss: everything not fsynced is dropped and from now on every write,
+        fsync and directory change on the mount fails (EIO), so an fsync still in flight cannot
+        complete. Returns what the daemon says it dropped. Kill the processes that use the
+        mount next, then ``unmount()`` and ``mount()`` again (``recycle``).
+        ``torn``: a random half of the unsynced 4 KiB chunks is written first (pages the
+        kernel wrote back before the power went, in any order)."""
         assert self.proc is not None
         offset = self.log_path.stat().st_size
-        os.kill(self.proc.pid, signal.SIGUSR1)
-        try:
-            self.proc.wait(timeout=10)
-        finally:
-            self.cleanup()
-        said = self._log_since(offset).decode(errors="replace")
-        dropped = next((ln for ln in said.splitlines() if "power loss" in ln), said.strip())
+        os.kill(self.proc.pid, signal.SIGUSR2 if torn else signal.SIGUSR1)
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while b"power loss:" not in (said_b := self._log_since(offset)):
+            assert time.monotonic() < deadline, f"lazyfs did not cut the power: {said_b!r}"
+            assert self.proc.poll() is None, f"lazyfs exited: {said_b!r}"
+            time.sleep(0.005)
+        said = said_b.decode(errors="replace")
+        dropped = next(ln for ln in said.splitlines() if "power loss:" in ln)
+        files = [self._name_unsynced(ln) for ln in said.splitlines() if "unsynced ino=" in ln]
+        if files:
+            dropped += " (" + "; ".join(files) + ")"
         self.drops.append(dropped)
         return dropped
 
-    def recycle(self) -> str:
-        """A power loss, then a fresh daemon on the same backing directory."""
-        dropped = self.power_loss()
+    def recycle(self, torn: bool = False) -> str:
+        """A power loss, then a fresh daemon on the same backing directory (for a mount that
+        no process uses)."""
+        dropped = self.power_off(torn)
+        self.unmount()
         self.mount()
         return dropped
 
     def unmount(self) -> None:
-        """A clean shutdown: the daemon writes every unsynced byte, then unmounts."""
+        """Unmount. Before a power loss: a clean shutdown (the daemon writes every unsynced
+        byte first); after one nothing more reaches the disk."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
         self.cleanup()
+
+    def _name_unsynced(self, line: str) -> str:
+        """The daemon's "unsynced ino=N chunks=..." line with the file's path for its inode."""
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        ino = int(fields.pop("ino"))
+        names = [
+            str(p.relative_to(self.backing))
+            for p in self.backing.rglob("*")
+            if not p.is_symlink() and p.is_file() and p.stat().st_ino == ino
+        ]
+        what = " ".join(f"{k}={v}" for k, v in fields.items())
+        return f"{','.join(names) or f'ino {ino} (unlinked)'}: {what}"
 
     def cleanup(self) -> None:
         """No daemon and no mount left, whatever state they are in."""

@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	lazyfs BACKING_DIR MOUNT_POINT
+//	lazyfs [-seed N] [-fsync-delay D] BACKING_DIR MOUNT_POINT
 //
 // Theory of operation
 // -------------------
@@ -28,10 +28,17 @@
 //     renamed into place without an fsync of its data is found empty or stale after a power
 //     loss, which is the common bug.
 //
-// Power loss: SIGUSR1 drops every overlay (printing how many files and bytes were lost),
-// unmounts and exits 0. SIGKILL of the daemon loses the overlays too, but leaves a dead mount
-// behind that the caller must unmount (umount -l). SIGTERM and SIGINT are a clean shutdown:
-// every overlay is written to the backing files first, then the daemon unmounts and exits.
+// Power loss: SIGUSR1 drops every overlay (printing how many files and bytes were lost,
+// and which inodes) and from then on fails every write, fsync and directory change with EIO,
+// so that nothing a process still running does (an fsync in flight, a retry) reaches the disk:
+// the caller cuts the power first, then kills the processes, then unmounts (SIGTERM). SIGUSR2
+// is a torn power loss: before the rest is dropped, a random half of the unsynced 4 KiB chunks
+// (and of the unsynced truncations) is written to the backing files, as the kernel's writeback
+// may have written some dirty pages, in any order, before the power went (LazyFS's torn
+// writes); -seed N makes that choice replayable. SIGKILL of the daemon loses the overlays
+// too, but leaves a dead mount behind that the caller must unmount (umount -l). SIGTERM and
+// SIGINT are a clean shutdown: every overlay is written to the backing files first (none
+// after a power loss), then the daemon unmounts and exits.
 // After a power loss the kernel's page cache of the mount still holds the lost data: the
 // mount must be recycled (unmounted, mounted again by a new daemon) before anything reads it.
 //
@@ -46,12 +53,15 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"math/rand"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -68,6 +78,7 @@ type overlay struct {
 	size     int64            // the logical size
 	validLen int64            // bytes of the backing file not cut off by a truncation since
 	chunks   map[int64][]byte // chunk number -> its whole content (chunkBytes)
+	fd       int              // a descriptor of the backing file (for the torn power loss)
 }
 
 type lazyState struct {
@@ -78,9 +89,14 @@ type lazyState struct {
 	syncedBytes  int64
 	droppedFiles int64
 	droppedBytes int64
+	tornBytes    int64 // unsynced bytes a torn power loss wrote to the backing files
 }
 
 var state = &lazyState{overlays: map[uint64]*overlay{}}
+
+// poweredOff: after a power loss nothing reaches the backing directory any more (writes,
+// fsyncs, creations, renames and unlinks fail with EIO) until the daemon exits.
+var poweredOff atomic.Bool
 
 func (s *lazyState) get(ino uint64) *overlay {
 	s.mu.Lock()
@@ -92,6 +108,9 @@ func (s *lazyState) get(ino uint64) *overlay {
 func (s *lazyState) getOrCreate(ino uint64, fd int) (*overlay, syscall.Errno) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if poweredOff.Load() {
+		return nil, syscall.EIO
+	}
 	if o := s.overlays[ino]; o != nil {
 		return o, 0
 	}
@@ -99,28 +118,90 @@ func (s *lazyState) getOrCreate(ino uint64, fd int) (*overlay, syscall.Errno) {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	o := &overlay{size: st.Size, validLen: st.Size, chunks: map[int64][]byte{}}
+	own, err := syscall.Dup(fd)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	syscall.CloseOnExec(own)
+	o := &overlay{size: st.Size, validLen: st.Size, chunks: map[int64][]byte{}, fd: own}
 	s.overlays[ino] = o
 	return o, 0
+}
+
+// remove forgets the overlay of ino if it is o (s.mu held).
+func (s *lazyState) remove(ino uint64, o *overlay) {
+	if s.overlays[ino] == o {
+		delete(s.overlays, ino)
+		syscall.Close(o.fd)
+	}
 }
 
 func (s *lazyState) forget(ino uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.overlays, ino)
+	if o := s.overlays[ino]; o != nil {
+		s.remove(ino, o)
+	}
 }
 
-// dropAll is the power loss: every unsynced byte is gone.
-func (s *lazyState) dropAll() {
+// powerLoss drops every unsynced byte, except, when torn, a random half of the unsynced
+// chunks (and truncations), which reach the backing file first, as a kernel's writeback of
+// some dirty pages before the power went would: a torn, out-of-order write.
+func (s *lazyState) powerLoss(torn bool, rng *rand.Rand) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ino, o := range s.overlays {
+	poweredOff.Store(true)
+	inos := make([]uint64, 0, len(s.overlays))
+	for ino := range s.overlays {
+		inos = append(inos, ino)
+	}
+	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] }) // seeded: replayable
+	for _, ino := range inos {
+		o := s.overlays[ino]
 		o.mu.Lock()
 		s.droppedFiles++
-		s.droppedBytes += int64(len(o.chunks)) * chunkBytes
+		fmt.Printf("lazyfs: unsynced ino=%d chunks=%d size=%d synced_size=%d\n",
+			ino, len(o.chunks), o.size, o.validLen)
+		for _, c := range sortedChunks(o.chunks) {
+			if torn && rng.Intn(2) == 0 {
+				s.tornBytes += o.writeBackChunk(c)
+			} else {
+				s.droppedBytes += chunkBytes
+			}
+		}
+		if torn && rng.Intn(2) == 0 {
+			var st syscall.Stat_t
+			if syscall.Fstat(o.fd, &st) == nil && st.Size > o.validLen {
+				syscall.Ftruncate(o.fd, o.validLen)
+			}
+		}
 		o.mu.Unlock()
-		delete(s.overlays, ino)
+		s.remove(ino, o)
 	}
+}
+
+// writeBackChunk writes one dirty chunk (clipped to the logical size) to the backing file,
+// extending it if needed; returns the bytes written (o.mu held).
+func (o *overlay) writeBackChunk(c int64) int64 {
+	start := c * chunkBytes
+	if start >= o.size {
+		return 0
+	}
+	data := o.chunks[c][:min(chunkBytes, o.size-start)]
+	n, err := syscall.Pwrite(o.fd, data, start)
+	if err != nil {
+		return 0
+	}
+	return int64(n)
+}
+
+func sortedChunks(chunks map[int64][]byte) []int64 {
+	keys := make([]int64, 0, len(chunks))
+	for c := range chunks {
+		keys = append(keys, c)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	return keys
 }
 
 // readBacking fills buf with the backing file's bytes at off, as zeros past validLen.
@@ -223,6 +304,9 @@ func (o *overlay) truncate(size int64) {
 func (o *overlay) flush(fd int) (int64, syscall.Errno) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if poweredOff.Load() {
+		return 0, syscall.EIO // the power went while this fsync waited for the overlay
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return 0, fs.ToErrno(err)
@@ -235,13 +319,8 @@ func (o *overlay) flush(fd int) (int64, syscall.Errno) {
 	if err := syscall.Ftruncate(fd, o.size); err != nil {
 		return 0, fs.ToErrno(err)
 	}
-	keys := make([]int64, 0, len(o.chunks))
-	for c := range o.chunks {
-		keys = append(keys, c)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
 	var written int64
-	for _, c := range keys {
+	for _, c := range sortedChunks(o.chunks) {
 		start := c * chunkBytes
 		if start >= o.size {
 			continue
@@ -263,6 +342,9 @@ func (o *overlay) flush(fd int) (int64, syscall.Errno) {
 
 // syncFile makes the overlay of ino durable through fd (a descriptor of the backing file).
 func syncFile(ino uint64, fd int) syscall.Errno {
+	if poweredOff.Load() {
+		return syscall.EIO
+	}
 	o := state.get(ino)
 	if o == nil {
 		return 0
@@ -274,8 +356,8 @@ func syncFile(ino uint64, fd int) syscall.Errno {
 	state.mu.Lock()
 	// Forget it only if no write raced in after the flush (it would be in the same overlay).
 	o.mu.Lock()
-	if len(o.chunks) == 0 && o.validLen == o.size && state.overlays[ino] == o {
-		delete(state.overlays, ino)
+	if len(o.chunks) == 0 && o.validLen == o.size {
+		state.remove(ino, o)
 	}
 	o.mu.Unlock()
 	state.synced++
@@ -355,6 +437,9 @@ func (f *lazyFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadRe
 }
 
 func (f *lazyFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if poweredOff.Load() {
+		return 0, syscall.EIO
+	}
 	o, errno := state.getOrCreate(f.ino, f.fd)
 	if errno != 0 {
 		return 0, errno
@@ -371,8 +456,11 @@ func (f *lazyFile) Write(ctx context.Context, data []byte, off int64) (uint32, s
 }
 
 func (f *lazyFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	time.Sleep(fsyncDelay) // a disk's flush takes time: the window for a power loss
 	return syncFile(f.ino, f.fd)
 }
+
+var fsyncDelay time.Duration
 
 func (f *lazyFile) Flush(ctx context.Context) syscall.Errno { return 0 } // close: nothing durable
 
@@ -483,6 +571,9 @@ func (n *lazyNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 }
 
 func (n *lazyNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if poweredOff.Load() {
+		return nil, nil, 0, syscall.EIO
+	}
 	p := filepath.Join(n.backingPath(), name)
 	f, _, errno := openLazy(p, flags|syscall.O_CREAT, mode)
 	if errno != 0 {
@@ -590,6 +681,9 @@ func lastLink(path string) (uint64, bool) {
 }
 
 func (n *lazyNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if poweredOff.Load() {
+		return syscall.EIO
+	}
 	ino, last := lastLink(filepath.Join(n.backingPath(), name))
 	if errno := n.LoopbackNode.Unlink(ctx, name); errno != 0 {
 		return errno
@@ -601,6 +695,9 @@ func (n *lazyNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *lazyNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if poweredOff.Load() {
+		return syscall.EIO
+	}
 	const exchange = 0x2 // RENAME_EXCHANGE: nothing is freed
 	var ino uint64
 	last := false
@@ -617,11 +714,19 @@ func (n *lazyNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 }
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: lazyfs BACKING_DIR MOUNT_POINT")
+	seed := flag.Int64("seed", 1, "the seed of the torn power loss (SIGUSR2)")
+	flag.DurationVar(&fsyncDelay, "fsync-delay", 0, "how long each fsync of a file takes")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: lazyfs [-seed N] [-fsync-delay D] BACKING_DIR MOUNT_POINT")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 2 {
+		flag.Usage()
 		os.Exit(2)
 	}
-	backing, err := filepath.Abs(os.Args[1])
+	rng := rand.New(rand.NewSource(*seed))
+	backing, err := filepath.Abs(flag.Arg(0))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lazyfs:", err)
 		os.Exit(2)
@@ -639,7 +744,7 @@ func main() {
 	rootNode := &lazyNode{fs.LoopbackNode{RootData: root}}
 	root.RootNode = rootNode
 	timeout := time.Second
-	server, err := fs.Mount(os.Args[2], rootNode, &fs.Options{
+	server, err := fs.Mount(flag.Arg(1), rootNode, &fs.Options{
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
 		MountOptions: fuse.MountOptions{
@@ -658,15 +763,21 @@ func main() {
 	}
 	fmt.Println("lazyfs: mounted") // the caller waits for this line
 	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
-		sig := <-signals
-		if sig == syscall.SIGUSR1 {
-			state.dropAll()
-			fmt.Printf("lazyfs: power loss: dropped files=%d bytes=%d\n",
-				state.droppedFiles, state.droppedBytes)
-		} else {
-			syncAll(backing)
+		for sig := range signals {
+			if sig == syscall.SIGUSR1 || sig == syscall.SIGUSR2 {
+				if poweredOff.Load() {
+					continue
+				}
+				torn := sig == syscall.SIGUSR2
+				state.powerLoss(torn, rng)
+				fmt.Printf("lazyfs: power loss: torn=%v seed=%d files=%d dropped_bytes=%d torn_bytes=%d\n",
+					torn, *seed, state.droppedFiles, state.droppedBytes, state.tornBytes)
+				continue
+			}
+			syncAll(backing) // nothing after a power loss: every sync fails
+			break
 		}
 		if err := server.Unmount(); err != nil {
 			// Still in use. Exiting closes /dev/fuse: the connection is aborted, nothing
