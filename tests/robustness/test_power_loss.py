@@ -76,12 +76,14 @@ class Outcome:
     drops: list[str] = field(default_factory=list)
     cycles: int = 0
     seed: int = 0
+    snap_files: list[str] = field(default_factory=list)  # member 0's, at the end
 
     def summary(self) -> str:
         return (
             f"seed {self.seed} (PETCD_POWER_LOSS_SEED): "
             f"{self.cycles} power losses, {len(self.acked)} acknowledged keys, "
-            f"{len(self.lost)} lost, {len(self.refused)} start refusals; lazyfs: {self.drops}"
+            f"{len(self.lost)} lost, {len(self.refused)} start refusals; member 0's snap "
+            f"directory: {self.snap_files}; lazyfs: {self.drops}"
         )
 
 
@@ -97,7 +99,9 @@ def lazyfs_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def lazy_mount(lazyfs_binary: Path, tmp_path: Path) -> Iterator[LazyMount]:
-    m = LazyMount(lazyfs_binary, tmp_path / "disk", tmp_path / "mnt", tmp_path / "lazyfs.log")
+    m = LazyMount(
+        lazyfs_binary, tmp_path / "disk", tmp_path / "mnt", tmp_path / "lazyfs.log", seed=SEED
+    )
     try:
         m.mount()
     except LazyFsUnavailable as e:
@@ -308,7 +312,6 @@ def power_loss_cycles(
     lose."""
     outcome = Outcome(seed=SEED)
     rng = random.Random(SEED)
-    mount.seed = SEED
     mount.fsync_delay_ms = FSYNC_DELAY_MS
     cluster = _cluster_on_mount(base, mount, target, size, extra or [])
     try:
@@ -344,6 +347,8 @@ def power_loss_cycles(
                 break
     finally:
         cluster.stop()
+    snap = mount.backing / cluster.members[0].name / "data" / "member" / "snap"
+    outcome.snap_files = sorted(p.name for p in snap.iterdir()) if snap.is_dir() else []
     return outcome
 
 

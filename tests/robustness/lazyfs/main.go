@@ -42,6 +42,9 @@
 // After a power loss the kernel's page cache of the mount still holds the lost data: the
 // mount must be recycled (unmounted, mounted again by a new daemon) before anything reads it.
 //
+// -fsync-delay D makes every fsync of a file take D (a real disk's flush), which widens the
+// window in which a power loss finds data written but not yet durable.
+//
 // The page cache of the mount stays enabled (no direct I/O), because an mmap of a FUSE file
 // needs it (LMDB and bbolt read their data files through mmap). Writes are write-through
 // (no FUSE writeback cache), so every write(2) reaches this daemon before it returns.
@@ -534,10 +537,13 @@ const syncFlags = syscall.O_SYNC | syscall.O_DSYNC
 func openLazy(path string, flags uint32, mode uint32) (*lazyFile, bool, syscall.Errno) {
 	_, statErr := os.Lstat(path)
 	existed := statErr == nil
-	// O_TRUNC is applied to the overlay, O_APPEND by the kernel (it knows the size); the
-	// backing file is never opened write-only, so that reads of unsynced-free ranges work.
-	bflags := int(flags)&^(syscall.O_TRUNC|syscall.O_APPEND|syscall.O_ACCMODE|fuse.FMODE_EXEC) |
-		syscall.O_RDWR | syscall.O_CLOEXEC
+	// O_TRUNC is applied to the overlay, O_APPEND by the kernel (it knows the size), O_SYNC
+	// and O_DSYNC here (lazyFile.sync); O_DIRECT would make the backing descriptor refuse
+	// unaligned reads. The backing file is never opened write-only: reads of ranges without
+	// unsynced data go to it.
+	drop := syscall.O_TRUNC | syscall.O_APPEND | syscall.O_ACCMODE | syscall.O_DIRECT |
+		syncFlags | fuse.FMODE_EXEC
+	bflags := int(flags)&^drop | syscall.O_RDWR | syscall.O_CLOEXEC
 	fd, err := syscall.Open(path, bflags, mode)
 	if err != nil {
 		return nil, false, fs.ToErrno(err)
