@@ -38,6 +38,7 @@ import grpc
 import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
+from tests.integration.petcd_proc import maintenance_stub
 from tests.robustness.cluster import Cluster
 from tests.robustness.lazy_mount import LazyFsUnavailable, LazyMount, build_lazyfs
 from tests.robustness.workload import _channel, _kv_stub
@@ -77,12 +78,17 @@ class Outcome:
     cycles: int = 0
     seed: int = 0
     snap_files: list[str] = field(default_factory=list)  # member 0's, at the end
+    compactions: int = 0
+    defrags: int = 0
+    maintenance_stops: list[str] = field(default_factory=list)  # why a maintenance client quit
 
     def summary(self) -> str:
         return (
             f"seed {self.seed} (PETCD_POWER_LOSS_SEED): "
             f"{self.cycles} power losses, {len(self.acked)} acknowledged keys, "
-            f"{len(self.lost)} lost, {len(self.refused)} start refusals; member 0's snap "
+            f"{len(self.lost)} lost, {len(self.refused)} start refusals; "
+            f"{self.compactions} compactions, {self.defrags} defrags "
+            f"(maintenance client stopped by: {self.maintenance_stops}); member 0's snap "
             f"directory: {self.snap_files}; lazyfs: {self.drops}"
         )
 
@@ -163,7 +169,9 @@ def test_lazyfs_keeps_unsynced_data_in_memory_until_fsync(lazy_mount: LazyMount)
 class Load:
     """Clients writing keys of their own until stopped or until their member goes away."""
 
-    def __init__(self, endpoints: list[str], cycle: int, value_bytes: int = 64) -> None:
+    def __init__(
+        self, endpoints: list[str], cycle: int, value_bytes: int = 64, maintenance: bool = False
+    ) -> None:
         self.endpoints = endpoints
         self.cycle = cycle
         self.value_bytes = value_bytes
@@ -175,6 +183,12 @@ class Load:
             threading.Thread(target=self._client, args=(c,), name=f"power-loss-client-{c}")
             for c in range(CLIENTS)
         ]
+        # Compactions and defragmentations (a rewrite and rename of the backend file)
+        # alternating with the writes.
+        self.compactions = self.defrags = 0
+        self.maintenance_stop = ""
+        if maintenance:
+            self.threads.append(threading.Thread(target=self._maintain, name="power-loss-maint"))
 
     def _value(self, key: bytes) -> bytes:
         return (key + b"=") * (self.value_bytes // (len(key) + 1) + 1)
@@ -193,6 +207,27 @@ class Load:
                     self.acked.update(acks)
                     self.count.notify_all()
                 i += 1
+
+    def _maintain(self) -> None:
+        with _channel(self.endpoints[0]) as channel:
+            kv = _kv_stub(channel)
+            maint = maintenance_stub(channel)
+            while not self.stop.wait(0.02):
+                try:
+                    rev = kv.Range(
+                        rpc_pb2.RangeRequest(key=b"pl/"), timeout=REQUEST_TIMEOUT_S
+                    ).header.revision
+                    kv.Compact(rpc_pb2.CompactionRequest(revision=rev), timeout=REQUEST_TIMEOUT_S)
+                    self.compactions += 1
+                    if self.stop.wait(0.02):
+                        return
+                    maint.Defragment(rpc_pb2.DefragmentRequest(), timeout=REQUEST_TIMEOUT_S)
+                    self.defrags += 1
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.OUT_OF_RANGE:
+                        continue  # compacted already
+                    self.maintenance_stop = f"{e.code()}: {e.details()}"
+                    return
 
     def _write(self, kv: Any, key: bytes, txn: bool) -> dict[bytes, Ack]:
         if not txn:
@@ -300,6 +335,8 @@ def power_loss_cycles(
     cut_first: bool = False,
     load_only: list[str] | None = None,
     torn: bool = False,
+    maintenance: bool = False,
+    kill_after_acks: tuple[int, ...] = KILL_AFTER_ACKS,
 ) -> Outcome:
     """``cycles`` times: load, SIGKILL every member mid-load, power loss, restart, check.
 
@@ -321,10 +358,10 @@ def power_loss_cycles(
                 _write_until_wal_cut(cluster, mount, outcome)
             if load_only:
                 _restart_with(cluster, load_only)
-            load = Load(cluster.endpoints, cycle)
+            load = Load(cluster.endpoints, cycle, maintenance=maintenance)
             load.start()
             try:
-                load.wait_acked(rng.choice(KILL_AFTER_ACKS))
+                load.wait_acked(rng.choice(kill_after_acks))
                 # Mid-load, the clients still writing: the power goes (an fsync in flight
                 # fails), then the members die.
                 outcome.drops.append(mount.power_off(torn))
@@ -333,6 +370,10 @@ def power_loss_cycles(
                     cluster.kill(i)
                 load.join()
             outcome.acked.update(load.acked)
+            outcome.compactions += load.compactions
+            outcome.defrags += load.defrags
+            if load.maintenance_stop:
+                outcome.maintenance_stops.append(load.maintenance_stop)
             mount.unmount()
             mount.mount()
             outcome.cycles += 1
@@ -408,6 +449,18 @@ def test_acknowledged_writes_survive_power_loss_after_a_wal_cut(
         tmp_path / "members", lazy_mount, target, cycles=2, cut_first=True, torn=True
     )
     _assert_survived(outcome, 2)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_acknowledged_writes_survive_power_loss_during_compactions_and_defrags(
+    target: str, tmp_path: Path, lazy_mount: LazyMount
+) -> None:
+    outcome = power_loss_cycles(
+        tmp_path / "members", lazy_mount, target, cycles=4, torn=True, maintenance=True,
+        kill_after_acks=(300, 500, 700),
+    )  # fmt: skip
+    _assert_survived(outcome, 4)
+    assert outcome.defrags > 0, outcome.summary()
 
 
 def test_acknowledged_writes_survive_power_loss_of_a_whole_3_member_cluster(
