@@ -3,21 +3,24 @@
 kill -9 keeps the kernel's page cache, so a missing fdatasync (of the WAL, of the backend, of a
 snapshot file) never shows under it. Here the members' data directories are on a lazy mount
 (``tests/robustness/lazyfs``, see ``lazy_mount.py``) that keeps every byte not yet fsynced in
-its daemon's memory: a power loss is the members killed with SIGKILL in the middle of a load,
-then the daemon told to drop everything unsynced, the mount recycled (the kernel's cached
-pages go with it) and the members started again. Every write acknowledged before must then be
-there with the revision its answer named, and every member must start (no corruption
-refusal).
+its daemon's memory. A power loss, in the middle of a load: the daemon drops everything
+unsynced (or, torn, lets a random half of the unsynced pages reach the disk first) and fails
+every later write and fsync, so an fsync in flight never completes; then the members are
+killed (SIGKILL), the mount is recycled (the kernel's cached pages go with it) and the members
+start again. Every write acknowledged before must then be there with the revision its answer
+named, every write applied once, and every member must start (no corruption refusal).
 
 The load is puts and txns (each txn writes two keys, guarded by a compare) from several
 concurrent clients, every write to a key of its own, so that a write whose answer never came
-(in flight at the kill) cannot hide or replace an acknowledged one. Cycles run with
-``--snapshot-count`` low (snapshots, WAL markers and snap files under the power loss); one test
-first writes 1 MiB values until the WAL cuts a new 64 MiB segment, so that the power loss
-comes after a cut. The same scenarios run on the real etcd 3.4 as the reference, and once on
-petcd with ``--unsafe-no-fsync`` to show that the lazy mount does lose unsynced data: there
-acknowledged writes must be lost (or the member refuse to start), else this test could not
-fail.
+(in flight at the power loss) cannot hide or replace an acknowledged one. The kill points are
+drawn from ``PETCD_POWER_LOSS_SEED`` (default 1), which a failure names. Scenarios: cycles with
+``--snapshot-count`` low (snapshots, WAL markers and snap files under the power loss); 1 MiB
+values first until the WAL cuts a new 64 MiB segment, so that the power losses come after a
+cut; compactions and defragmentations (the backend file rewritten and renamed) beside the
+writes; a whole 3-member cluster losing power at once. They run on the real etcd 3.4 as the
+reference too, and once on petcd with ``--unsafe-no-fsync`` during the load, to show that the
+lazy mount does lose unsynced data: there acknowledged writes must be lost (or the member
+refuse to start), else this test could not fail.
 
 Directory operations are durable at once on the lazy mount (as in LazyFS), so a missing fsync
 of a directory is not detected here.
@@ -291,10 +294,24 @@ def _cluster_on_mount(
 
 
 def _check(cluster: Cluster, outcome: Outcome) -> None:
-    """Every acknowledged key with its value and revision, asked of the first member up."""
+    """Every acknowledged key with its value and revision, asked of the first member up; and
+    every write applied once: each key was written once (version 1), and two keys share a
+    revision only as the two puts of one txn."""
     endpoint = next(m.endpoint for i, m in enumerate(cluster.members) if cluster.running(i))
     with _channel(endpoint) as channel:
         kv = _kv_stub(channel)
+        every = kv.Range(
+            rpc_pb2.RangeRequest(key=b"pl/", range_end=b"pl0", keys_only=True),
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        by_revision: dict[int, list[bytes]] = {}
+        for x in every.kvs:
+            by_revision.setdefault(x.mod_revision, []).append(x.key)
+            if x.version != 1 or x.create_revision != x.mod_revision:
+                outcome.lost.append(f"{x.key!r} written more than once: {x}")
+        for rev, keys in by_revision.items():
+            if len(keys) > 1 and not (len(keys) == 2 and keys[1] == keys[0] + b"/txn"):
+                outcome.lost.append(f"revision {rev} holds writes of several requests: {keys}")
         for key, ack in sorted(outcome.acked.items()):
             got = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=REQUEST_TIMEOUT_S)
             if [x.value for x in got.kvs] != [ack.value]:
