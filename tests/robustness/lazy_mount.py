@@ -76,6 +76,9 @@ class LazyMount:
     # How long each fsync takes (a real disk's flush): the window in which a kill finds data
     # written but not yet durable.
     fsync_delay_ms: float = 0.0
+    # The names of regular files are durable only after an fsync of their directory (else
+    # directory changes are durable at once, as in LazyFS).
+    lazy_dirs: bool = False
     proc: subprocess.Popen[bytes] | None = None
     mounts: int = 0
     # What each power loss dropped: the daemon's "power loss: ..." lines.
@@ -92,6 +95,7 @@ class LazyMount:
                     str(self.binary),
                     f"-seed={self.seed * 1000 + self.mounts}",
                     f"-fsync-delay={self.fsync_delay_ms}ms",
+                    *(["-lazy-dirs"] if self.lazy_dirs else []),
                     str(self.backing),
                     str(self.mount_point),
                 ],
@@ -137,6 +141,9 @@ class LazyMount:
         files = [self._name_unsynced(ln) for ln in said.splitlines() if "unsynced ino=" in ln]
         if files:
             dropped += " (" + "; ".join(files) + ")"
+        names = [ln.split(": ", 2)[-1] for ln in said.splitlines() if "directory entry lost" in ln]
+        if names:
+            dropped += f" directory entries undone: {names}"
         self.drops.append(dropped)
         return dropped
 

@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	lazyfs [-seed N] [-fsync-delay D] BACKING_DIR MOUNT_POINT
+//	lazyfs [-seed N] [-fsync-delay D] [-lazy-dirs] BACKING_DIR MOUNT_POINT
 //
 // Theory of operation
 // -------------------
@@ -23,7 +23,8 @@
 //     it), not an fsync of another descriptor of another file.
 //   - Directory operations (create, mkdir, rename, unlink, link, symlink) are applied to the
 //     backing directory at once, and so survive a power loss even without an fsync of the
-//     directory, as in LazyFS. A missing directory fsync is therefore NOT detected. A rename
+//     directory, as in LazyFS, unless -lazy-dirs is given: then the names of regular files
+//     are durable only after an fsync of their directory (dirs.go). A rename
 //     carries the file's unsynced overlay along (the overlay belongs to the inode), so a file
 //     renamed into place without an fsync of its data is found empty or stale after a power
 //     loss, which is the common bug.
@@ -526,6 +527,7 @@ var (
 	_ fs.NodeRenamer   = (*lazyNode)(nil)
 	_ fs.NodeLookuper  = (*lazyNode)(nil)
 	_ fs.NodeLinker    = (*lazyNode)(nil)
+	_ fs.NodeFsyncer   = (*lazyNode)(nil)
 )
 
 func (n *lazyNode) backingPath() string {
@@ -580,6 +582,9 @@ func (n *lazyNode) Create(ctx context.Context, name string, flags uint32, mode u
 	if poweredOff.Load() {
 		return nil, nil, 0, syscall.EIO
 	}
+	if errno := dirs.before(n.backingPath()); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	p := filepath.Join(n.backingPath(), name)
 	f, _, errno := openLazy(p, flags|syscall.O_CREAT, mode)
 	if errno != 0 {
@@ -605,6 +610,17 @@ func (n *lazyNode) Create(ctx context.Context, name string, flags uint32, mode u
 	return ch, f, 0, 0
 }
 
+// Fsync: go-fuse asks the node before the handle; a file's fsync goes to its handle.
+func (n *lazyNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if lf, ok := f.(*lazyFile); ok {
+		return lf.Fsync(ctx, flags)
+	}
+	if d, ok := f.(*lazyDir); ok {
+		return d.Fsyncdir(ctx, flags)
+	}
+	return syscall.ENOTSUP
+}
+
 // Lookup and Link answer with attributes too: the kernel takes the size from them.
 func (n *lazyNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
@@ -615,6 +631,12 @@ func (n *lazyNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 }
 
 func (n *lazyNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if poweredOff.Load() {
+		return nil, syscall.EIO
+	}
+	if errno := dirs.before(n.backingPath()); errno != 0 {
+		return nil, errno
+	}
 	ch, errno := n.LoopbackNode.Link(ctx, target, name, out)
 	if errno == 0 {
 		overrideSize(&out.Attr)
@@ -690,6 +712,9 @@ func (n *lazyNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if poweredOff.Load() {
 		return syscall.EIO
 	}
+	if errno := dirs.before(n.backingPath()); errno != 0 {
+		return errno
+	}
 	ino, last := lastLink(filepath.Join(n.backingPath(), name))
 	if errno := n.LoopbackNode.Unlink(ctx, name); errno != 0 {
 		return errno
@@ -707,8 +732,16 @@ func (n *lazyNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 	const exchange = 0x2 // RENAME_EXCHANGE: nothing is freed
 	var ino uint64
 	last := false
-	if np, ok := newParent.(*lazyNode); ok && flags&exchange == 0 {
-		ino, last = lastLink(filepath.Join(np.backingPath(), newName))
+	if errno := dirs.before(n.backingPath()); errno != 0 {
+		return errno
+	}
+	if np, ok := newParent.(*lazyNode); ok {
+		if errno := dirs.before(np.backingPath()); errno != 0 {
+			return errno
+		}
+		if flags&exchange == 0 {
+			ino, last = lastLink(filepath.Join(np.backingPath(), newName))
+		}
 	}
 	if errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
 		return errno
@@ -721,9 +754,11 @@ func (n *lazyNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 
 func main() {
 	seed := flag.Int64("seed", 1, "the seed of the torn power loss (SIGUSR2)")
-	flag.DurationVar(&fsyncDelay, "fsync-delay", 0, "how long each fsync of a file takes")
+	flag.DurationVar(&fsyncDelay, "fsync-delay", 0, "how long each fsync takes")
+	flag.BoolVar(&dirs.enabled, "lazy-dirs", false,
+		"names of regular files are durable only after an fsync of their directory")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: lazyfs [-seed N] [-fsync-delay D] BACKING_DIR MOUNT_POINT")
+		fmt.Fprintln(os.Stderr, "usage: lazyfs [-seed N] [-fsync-delay D] [-lazy-dirs] BACKING_DIR MOUNT_POINT")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -744,6 +779,12 @@ func main() {
 		os.Exit(2)
 	}
 	root.Dev = uint64(st.Dev)
+	if dirs.enabled {
+		if err := dirs.open(backing); err != nil {
+			fmt.Fprintln(os.Stderr, "lazyfs: stash:", err)
+			os.Exit(2)
+		}
+	}
 	root.NewNode = func(r *fs.LoopbackRoot, parent *fs.Inode, name string, st *syscall.Stat_t) fs.InodeEmbedder {
 		return &lazyNode{fs.LoopbackNode{RootData: r}}
 	}
@@ -778,6 +819,9 @@ func main() {
 				}
 				torn := sig == syscall.SIGUSR2
 				state.powerLoss(torn, rng)
+				for _, c := range dirs.powerLoss() {
+					fmt.Printf("lazyfs: directory entry lost: %s\n", c)
+				}
 				fmt.Printf("lazyfs: power loss: torn=%v seed=%d files=%d dropped_bytes=%d torn_bytes=%d\n",
 					torn, *seed, state.droppedFiles, state.droppedBytes, state.tornBytes)
 				continue
@@ -793,5 +837,6 @@ func main() {
 		}
 	}()
 	server.Wait()
+	dirs.close()
 	fmt.Printf("lazyfs: exit: synced=%d synced_bytes=%d\n", state.synced, state.syncedBytes)
 }
