@@ -20,9 +20,11 @@ returned by :meth:`Frontend.take`:
   the handler; anything sent for the call afterwards is ignored.
 * ``(4, call_id)`` DRAINED: after :meth:`Frontend.send` reported the call over 1 MiB
   queued, its queued outgoing bytes fell to 256 KiB or less.
-* ``(8, fd, peer)`` HTTP1 (only with ``http1=True``): a new connection whose first bytes
-  are not HTTP/2's preface. ``fd`` is its socket, now Python's to serve and close, with
-  nothing read from it yet; ``peer`` as in NEW.
+* ``(8, fd, peer, certs)`` HTTP1 (only with ``http1=True``): a new connection whose first
+  bytes are not HTTP/2's preface. ``fd`` is its socket, now Python's to serve and close, with
+  nothing read from it yet; ``peer`` as in NEW; ``certs``: None on a plain connection, else
+  (behind TLS) a tuple of the DER certificates the client presented, leaf first, empty when
+  it presented none.
 
 Differences from frontend-api.md, as implemented:
 

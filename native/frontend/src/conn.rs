@@ -169,8 +169,9 @@ async fn serve_tls<S: Socket>(sock: S, peer: Arc<str>, shared: Arc<Shared>, acce
     let Ok(mut ours) = tokio::net::UnixStream::from_std(ours) else {
         return;
     };
-    let certs = stream.get_ref().1.peer_certificates();
-    let certs = certs.map(|c| c.iter().map(|d| Bytes::copy_from_slice(d.as_ref())).collect());
+    // Some, empty when the client presented none: Python tells TLS connections by it.
+    let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
+    let certs = Some(certs.iter().map(|d| Bytes::copy_from_slice(d.as_ref())).collect());
     shared.push_events(&mut vec![Event::Http1(theirs.into(), peer, certs)]);
     let mut stream = stream;
     let _ = tokio::io::copy_bidirectional(&mut stream, &mut ours).await;

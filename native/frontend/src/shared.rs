@@ -36,8 +36,8 @@ pub enum Event {
     Drained(u64),
     /// A connection on the gRPC port that is not HTTP/2 (``Config::http1``): Python owns
     /// the socket from here on; a dropped event closes it. Behind TLS, the DER certificates
-    /// the client presented and the verifier accepted (leaf first; None without TLS or
-    /// without a client certificate): v2 auth reads their common names.
+    /// the client presented and the verifier accepted (leaf first; empty without a client
+    /// certificate; None without TLS): v2 auth reads their common names.
     Http1(std::os::fd::OwnedFd, Arc<str>, Option<Vec<Bytes>>),
 }
 

@@ -529,8 +529,8 @@ class NativeServer:
         cls = load_frontend_class() if frontend_class is None else frontend_class
         # ``http1``: takes the connections on the listeners that are not HTTP/2 (etcd serves
         # HTTP/1 on its gRPC port); without it they fail the HTTP/2 handshake. Called as
-        # ``http1(sock)``, or ``http1(sock, certs)`` behind TLS with a client certificate
-        # (the DER certificates the client presented, leaf first).
+        # ``http1(sock)``, or ``http1(sock, certs)`` behind TLS (the DER certificates the
+        # client presented, leaf first; empty when it presented none).
         extra: dict[str, Any] = {} if http1 is None else {"http1": True}
         # ``tls``: the front end's ``tls=`` (``petcd.server.tls.ClientTLS.frontend_args``),
         # used on the listeners ``secure`` marks; those ``plain_too`` marks serve plain
@@ -788,7 +788,7 @@ class NativeServer:
             sock.close()
             return
         try:
-            if certs:
+            if certs is not None:
                 self._http1(sock, certs)
             else:
                 self._http1(sock)

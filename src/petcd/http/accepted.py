@@ -12,10 +12,11 @@ callback to ``HttpOnClientPort.accept``, which lets aiohttp serve it with the ap
 socket handed over is one end of a Unix socket pair carrying the decrypted bytes
 (docs/enhancements/0009-client-tls.md); nothing here differs.
 
-Behind TLS with a client certificate the front end passes the certificates the client
-presented (DER, leaf first) with the socket: ``client_certificates(transport)`` gives them to
-v2 auth (``petcd.http.v2auth``), which takes their common names as users with
-``--client-cert-auth``, as etcd does.
+Behind TLS the front end passes the certificates the client presented (DER, leaf first;
+none is an empty tuple) with the socket: ``client_certificates(transport)`` gives them to v2
+auth (``petcd.http.v2auth``), which takes their common names as users with
+``--client-cert-auth``, as etcd does; ``behind_tls(transport)`` says the connection is TLS
+(etcd checks the Host header of plain requests only: ``petcd.http.server``).
 
 aiohttp costs 0.4 s to import, so it is imported, and its app set up, at the first such
 connection; sockets that arrive meanwhile wait for it. ``stop()`` closes the connections.
@@ -30,13 +31,24 @@ from typing import Any
 
 from petcd.server.log import Logger
 
-# The client certificates of the connections handed over behind TLS, by their transport.
+# The client certificates of the connections handed over behind TLS (empty when the client
+# presented none), by their transport.
 _CERTS: weakref.WeakKeyDictionary[Any, tuple[bytes, ...]] = weakref.WeakKeyDictionary()
+
+
+def behind_tls(transport: Any) -> bool:
+    """Whether ``transport`` is TLS: aiohttp's own (``--listen-client-http-urls``) or one the
+    native front end terminated."""
+    if transport is None:
+        return False
+    if transport.get_extra_info("ssl_object") is not None:
+        return True
+    return client_certificates(transport) is not None
 
 
 def client_certificates(transport: Any) -> tuple[bytes, ...] | None:
     """The DER certificates the client of ``transport`` presented to the native front end
-    (leaf first), or None (no TLS, no certificate, or not a connection handed over)."""
+    (leaf first; empty if none), or None (no TLS, or not a connection handed over)."""
     if transport is None:
         return None
     try:
@@ -55,10 +67,13 @@ class HttpOnClientPort:
         gateway_calls_max: int = 2**32 - 1,
         gateway: bool = True,
         v2: bool = False,
+        access: Any = None,
     ) -> None:
         """``gateway``: serve the JSON gateway too (``--enable-grpc-gateway``); ``v2``: etcd's
-        v2 API (``--enable-v2``)."""
+        v2 API (``--enable-v2``); ``access``: etcd's access controller
+        (``petcd.http.server.AccessPolicy``; its default when None)."""
         self._v2 = v2
+        self._access = access
         self._member = member
         self._log = log
         self._calls_max = gateway_calls_max
@@ -69,8 +84,8 @@ class HttpOnClientPort:
         self._stopped = False
 
     def accept(self, sock: socket.socket, certs: tuple[bytes, ...] | None = None) -> None:
-        """Serve ``sock`` (a connected socket the caller gives up); ``certs``: the client's
-        certificates when the front end terminated TLS and the client presented one."""
+        """Serve ``sock`` (a connected socket the caller gives up); ``certs``: when the front
+        end terminated TLS, the client's certificates (empty if it presented none)."""
         if self._stopped:
             sock.close()
             return
@@ -86,7 +101,7 @@ class HttpOnClientPort:
                 return
             loop = asyncio.get_running_loop()
             transport, _ = await loop.connect_accepted_socket(factory, sock)
-            if certs:
+            if certs is not None:
                 # Before the first request is handled: aiohttp handles one only after the
                 # data's callback, which the loop runs after this task's wake-up.
                 _CERTS[transport] = certs
@@ -101,6 +116,7 @@ class HttpOnClientPort:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
             try:
+                from petcd.http.access import AccessPolicy
                 from petcd.http.server import make_app, make_runner
 
                 app = make_app(
@@ -109,7 +125,7 @@ class HttpOnClientPort:
                     gateway_calls_max=self._calls_max,
                     log=self._log,
                     v2_member=self._member if self._v2 else None,
-                    debug_vars=True,  # the client port's
+                    access=self._access or AccessPolicy(),  # the client port's
                 )
                 runner = make_runner(app)
                 await runner.setup()

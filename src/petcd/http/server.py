@@ -24,6 +24,15 @@ The answers follow etcd 3.5:
 - ``GET /metrics``: the Prometheus text format of the member's registry.
 - ``GET /debug/vars``: etcd's expvar page (``cmdline``, ``file_descriptor_limit``,
   ``raft.status``; not Go's ``memstats``), on the client URLs only, as etcd.
+
+On the client URLs (not ``--listen-metrics-urls``) etcd's access controller comes first
+(``AccessPolicy``): a plain (not TLS) request whose Host is not in ``--host-whitelist`` gets
+421 with etcd's DNS-rebinding text; CORS headers go on every answer as ``--cors`` allows;
+``OPTIONS`` on any path is 200. Everywhere, a path nothing serves and a method a route does
+not take are answered with Go's texts (``404 page not found``, ``Method Not Allowed`` and
+its ``Allow`` header; under ``/v3/`` the gateway's ``Not Found``, with no ``Allow``); the
+GET endpoints refuse HEAD as etcd's do, and ``/metrics`` takes any method as etcd's
+Prometheus handler does.
 - ``/v2/keys``, ``/v2/members``, ``/v2/machines``, ``/v2/stats/store``: etcd's v2 API
   (``petcd.http.v2``), on the client URLs only and only with ``--enable-v2``.
 - ``POST /v3/...``: etcd's JSON gateway (``petcd.http.gateway``), on the client HTTP URLs only
@@ -44,6 +53,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
+from petcd.http.access import AccessPolicy
 from petcd.server.log import Logger
 
 _CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -100,6 +110,107 @@ class HealthSource(Protocol):
         ...
 
 
+_TEXT_PLAIN = "text/plain; charset=utf-8"
+_TEXT = {"Content-Type": _TEXT_PLAIN, "X-Content-Type-Options": "nosniff"}
+_CORS_METHODS = "POST, GET, OPTIONS, PUT, DELETE"
+_CORS_HEADERS = "accept, content-type, authorization"
+_CORS_NAMES = (
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Headers",
+)
+
+
+def _go_error(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    """What Go's ``http.Error`` writes."""
+    return web.Response(text=text + "\n", status=status, headers={**_TEXT, **(headers or {})})
+
+
+@web.middleware
+async def _go_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The router's 404 and 405 as Go's mux (and, under ``/v3/``, grpc-gateway) answer them."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if request.path.startswith("/v3/"):
+            return _go_error(404, "Not Found")
+        return _go_error(404, "404 page not found")
+    except web.HTTPMethodNotAllowed as e:
+        if request.path.startswith("/v3/"):
+            return _go_error(405, "Method Not Allowed")
+        return _go_error(405, "Method Not Allowed", {"Allow": ", ".join(sorted(e.allowed_methods))})
+
+
+def _dns_rebinding_text(host: str) -> str:
+    # etcd's errCVE20185702 (CVE-2018-5702), which names the flag to use.
+    return (
+        "\netcd received your request, but the Host header was unrecognized.\n\n"
+        "To fix this, choose one of the following options:\n"
+        "- Enable TLS, then any HTTPS request will be allowed.\n"
+        "- Add the hostname you want to use to the whitelist in settings.\n"
+        f'  - e.g. etcd --host-whitelist "{host}"\n\n'
+        'This requirement has been added to help prevent "DNS Rebinding" attacks '
+        "(CVE-2018-5702).\n"
+    )
+
+
+def _hostname(request: web.Request) -> str:
+    """The Host header without its port (Go's ``net.SplitHostPort``, else as given)."""
+    host = request.headers.get("Host", "")
+    if host.startswith("["):
+        end = host.find("]")
+        if end > 0 and host[end + 1 : end + 2] == ":":
+            return host[1:end]
+        return host
+    name, colon, _ = host.rpartition(":")
+    return name if colon and ":" not in name else host
+
+
+def _access_control(
+    policy: AccessPolicy, log: Logger | None
+) -> Callable[[web.Request, Any], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def access(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        from petcd.http.accepted import behind_tls
+
+        if not behind_tls(request.transport):
+            host = _hostname(request)
+            if not policy.host_allowed(host):
+                if log is not None:
+                    log.warn("rejecting HTTP request to prevent DNS rebinding attacks", host=host)
+                return _go_error(421, _dns_rebinding_text(host))
+        if request.method == "OPTIONS":
+            return web.Response()
+        return await handler(request)
+
+    return access
+
+
+def _cors_headers(
+    policy: AccessPolicy,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        # Set here, before any answer's headers go out (streams included), replacing what a
+        # handler set (the v2 routes write etcd's defaults themselves).
+        for name in _CORS_NAMES:
+            response.headers.popall(name, None)
+        if policy.origin_allowed("*"):
+            origin = "*"
+        else:
+            origin = request.headers.get("Origin", "")
+            if not policy.origin_allowed(origin):
+                return
+        response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+
+    return add
+
+
 def make_app(
     source: HealthSource,
     gateway_member: Any = None,
@@ -107,11 +218,11 @@ def make_app(
     gateway_calls_max: int = 2**32 - 1,
     log: Logger | None = None,
     v2_member: Any = None,
-    debug_vars: bool = False,
+    access: AccessPolicy | None = None,
 ) -> web.Application:
     """The endpoints; with ``gateway_member`` also etcd's JSON gateway (``/v3/...``), at most
-    ``gateway_calls_max`` of its calls at once (``--max-concurrent-streams``); with
-    ``debug_vars`` (a client URL's) also ``/debug/vars``."""
+    ``gateway_calls_max`` of its calls at once (``--max-concurrent-streams``); with ``access``
+    (a client URL's) also ``/debug/vars``, behind etcd's access controller."""
 
     async def health(request: web.Request) -> web.Response:
         serializable = request.query.get("serializable", "false") == "true"
@@ -120,8 +231,9 @@ def make_app(
         body = json.dumps(
             {"health": "false" if reason else "true", "reason": reason}, separators=(",", ":")
         )
+        # etcd writes no Content-Type here: Go's sniffing says text/plain.
         return web.Response(
-            text=body, status=503 if reason else 200, content_type="application/json"
+            text=body, status=503 if reason else 200, headers={"Content-Type": _TEXT_PLAIN}
         )
 
     def checks(
@@ -152,7 +264,7 @@ def make_app(
         body = json.dumps(
             {"etcdserver": ETCD_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION}, separators=(",", ":")
         )
-        return web.Response(text=body, content_type="application/json")
+        return web.Response(body=body.encode(), headers={"Content-Type": "application/json"})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
@@ -160,22 +272,26 @@ def make_app(
         )
 
     async def variables(request: web.Request) -> web.Response:
-        if request.method != "GET":  # etcd's allowMethod: HEAD is refused too
-            return web.Response(text="Method Not Allowed\n", status=405, headers={"Allow": "GET"})
         return web.Response(
             text=source.debug_vars(), content_type="application/json", charset="utf-8"
         )
 
-    app = web.Application()
-    app.router.add_get("/health", health)
+    middlewares: list[Any] = [_go_errors]
+    if access is not None:
+        middlewares.append(_access_control(access, log))
+    app = web.Application(middlewares=middlewares)
+    if access is not None:
+        app.on_response_prepare.append(_cors_headers(access))
+    # GET only, as etcd's handlers (HEAD is refused too: 405 with "Allow: GET").
+    app.router.add_get("/health", health, allow_head=False)
     for root, names in (("/livez", _LIVEZ), ("/readyz", _READYZ)):
-        app.router.add_get(root, checks(names))
+        app.router.add_get(root, checks(names), allow_head=False)
         for name in names:
-            app.router.add_get(f"{root}/{name}", checks((name,)))
-    app.router.add_get("/version", version)
-    app.router.add_get("/metrics", metrics)
-    if debug_vars:
-        app.router.add_route("*", "/debug/vars", variables)
+            app.router.add_get(f"{root}/{name}", checks((name,)), allow_head=False)
+    app.router.add_get("/version", version, allow_head=False)
+    app.router.add_route("*", "/metrics", metrics)  # etcd's Prometheus handler takes any
+    if access is not None:
+        app.router.add_get("/debug/vars", variables, allow_head=False)
     if gateway_member is not None:
         from petcd.http.gateway import add_routes
 
@@ -208,7 +324,7 @@ class HttpServer:
         gateway_calls_max: int = 2**32 - 1,
         log: Logger | None = None,
         v2: bool = False,
-        debug_vars: bool = False,
+        access: AccessPolicy | None = None,
     ) -> None:
         app = make_app(
             source,
@@ -216,7 +332,7 @@ class HttpServer:
             gateway_calls_max=gateway_calls_max,
             log=log,
             v2_member=source if v2 else None,
-            debug_vars=debug_vars,
+            access=access,
         )
         self._runner = make_runner(app)
         self._listeners = tuple(listeners)

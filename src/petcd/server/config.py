@@ -193,6 +193,8 @@ class Config:
     experimental_bootstrap_defrag_threshold_megabytes: int = 0
     cipher_suites: tuple[str, ...] = ()
     client_cert_allowed_hostname: tuple[str, ...] = ()
+    cors: tuple[str, ...] = ("*",)  # origins; "*" (or none) allows all (petcd.http.server)
+    host_whitelist: tuple[str, ...] = ("*",)  # Host names of plain HTTP requests; "*": all
     peer_cert_allowed_cn: tuple[str, ...] = ()
     peer_cert_allowed_hostname: tuple[str, ...] = ()
     auth_token: str = "simple"  # as given; petcd.auth.token_provider reads it
@@ -550,6 +552,8 @@ def _check_value(spec: FlagSpec, text: str) -> None:
             parse_duration_seconds(text)
     elif kind is Kind.URLS:
         parse_urls(text)
+    elif spec.name == "cors" and text != "*":
+        parse_urls(text)  # etcd: URLs with host:port, or exactly "*"
     elif spec.name == "discovery-fallback" and text not in ("exit", "proxy"):
         raise ValueError("invalid value")
 
@@ -684,6 +688,20 @@ def _from_config_file(path: str) -> dict[str, str]:
 def _strings(text: str) -> tuple[str, ...]:
     """etcd's comma-separated list flags (``flags.StringsFromFlag``)."""
     return tuple(s for s in text.split(",") if s)
+
+
+def _unique_strings(text: str) -> tuple[str, ...]:
+    """etcd's ``--host-whitelist`` (``flags.UniqueStringsValue``): the comma-separated values
+    as a set, an empty one included."""
+    return tuple(dict.fromkeys(text.split(",")))
+
+
+def _cors(text: str) -> tuple[str, ...]:
+    """etcd's ``--cors`` (``flags.UniqueURLsWithExceptions``): exactly ``*``, or URLs with
+    host:port, each kept as a client's ``Origin`` header names it (scheme://host:port)."""
+    if text == "*":
+        return ("*",)
+    return tuple(dict.fromkeys(str(u) for u in parse_urls(text)))
 
 
 def _go_strings(items: tuple[str, ...]) -> str:
@@ -854,6 +872,8 @@ def _build(values: Mapping[str, str], warnings: list[str]) -> Config:
         client_crl_file=get("client-crl-file"),
         peer_crl_file=get("peer-crl-file"),
         client_cert_allowed_hostname=_strings(get("client-cert-allowed-hostname")),
+        cors=_cors(get("cors")),
+        host_whitelist=_unique_strings(get("host-whitelist")),
         peer_cert_allowed_cn=cns,
         peer_cert_allowed_hostname=hostnames,
         auth_token=_auth_token(get("auth-token")),

@@ -559,7 +559,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, "
         "(empty or * means allow all).",
         _SEC,
-        IG,
+        S,
     ),
     FlagSpec(
         "host-whitelist",
@@ -568,7 +568,7 @@ FLAGS: tuple[FlagSpec, ...] = (
         "Acceptable hostnames from HTTP client requests, if server is not secure "
         "(empty or * means allow all).",
         _SEC,
-        IG,
+        S,
     ),
     FlagSpec(
         "tls-min-version",

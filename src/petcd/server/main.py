@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION, __version__
 from petcd.http.accepted import HttpOnClientPort
+from petcd.http.access import AccessPolicy
 from petcd.server.config import Action, Config, parse
 from petcd.server.discovery import DUPLICATE_ID, DUPLICATE_NAME, FULL_CLUSTER, DiscoveryError
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
@@ -237,6 +238,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             cfg.max_concurrent_streams,
             gateway=cfg.enable_grpc_gateway,
             v2=cfg.enable_v2,
+            access=AccessPolicy.of(cfg.cors, cfg.host_whitelist),
         )
     try:
         _remove_socket_files(sockets)
@@ -324,7 +326,8 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                         gateway_calls_max=cfg.max_concurrent_streams,
                         log=log,
                         v2=gateway and cfg.enable_v2,
-                        debug_vars=gateway,  # the client URLs', not the metrics URLs'
+                        # the client URLs' (not the metrics URLs'): /debug/vars, CORS ...
+                        access=AccessPolicy.of(cfg.cors, cfg.host_whitelist) if gateway else None,
                     )
                 )
     try:

@@ -315,6 +315,22 @@ def test_config_file_from_env_and_nested_tls(tmp_path: Path) -> None:
         parse([], {"ETCD_CONFIG_FILE": str(path)})
 
 
+def test_cors_and_host_whitelist() -> None:
+    """etcd's access controller flags: ``--cors`` is ``*`` or origin URLs with host:port
+    (etcd's UniqueURLs, the same refusal text), ``--host-whitelist`` any names."""
+    cfg, _ = run([])
+    assert (cfg.cors, cfg.host_whitelist) == (("*",), ("*",))
+    cfg, _ = run(
+        ["--cors=http://a.example:8080,https://b:1,http://a.example:8080", "--host-whitelist=x,y"]
+    )
+    assert cfg.cors == ("http://a.example:8080", "https://b:1")
+    assert cfg.host_whitelist == ("x", "y")
+    with pytest.raises(FlagError, match=r'flag -cors: URL address does not have the form "host'):
+        parse(["--cors=http://a.example"], {})
+    cfg, _ = run([], {"ETCD_CORS": "http://c:2", "ETCD_HOST_WHITELIST": "z"})
+    assert (cfg.cors, cfg.host_whitelist) == (("http://c:2",), ("z",))
+
+
 def test_http_and_https_on_one_port() -> None:
     """etcd 3.5 serves an http and an https client URL of one port on one socket; petcd's
     client port does too (``merge_schemes``), its separate HTTP listeners cannot."""

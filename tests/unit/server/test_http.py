@@ -8,6 +8,7 @@ import json
 from aiohttp.test_utils import TestClient, TestServer
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
+from petcd.http.access import AccessPolicy
 from petcd.http.server import make_app
 from petcd.server.errors import NoLeaderError
 from petcd.server.metrics import ServerMetrics
@@ -123,9 +124,9 @@ def test_debug_vars_only_where_asked() -> None:
     """``/debug/vars`` is a client URL's (etcd does not serve it on --listen-metrics-urls);
     GET only, as etcd's handler (405 with ``Allow: GET`` otherwise, HEAD included)."""
 
-    async def ask(debug_vars: bool) -> list[tuple[int, str, str | None]]:
+    async def ask(client_url: bool) -> list[tuple[int, str, str | None]]:
         out = []
-        app = make_app(FakeMember(), debug_vars=debug_vars)
+        app = make_app(FakeMember(), access=AccessPolicy() if client_url else None)
         async with TestClient(TestServer(app)) as client:
             for method in ("GET", "POST", "HEAD"):
                 resp = await client.request(method, "/debug/vars")
