@@ -107,6 +107,10 @@ def run_e2e(bin_dir: Path, only: Iterable[str] = ()) -> dict[str, str]:
         argv += ["-skip", "|".join(NOT_RUN)]
     argv += ["-args", f"-bin-dir={bin_dir}"]
     done = subprocess.run(argv, cwd=MODULE, capture_output=True, text=True, timeout=4200)
+    # Kept for reading a failure afterwards (go test -json: each test's output lines).
+    (bin_dir.parent / f"go-test-{bin_dir.name}{'-rerun' if names else ''}.jsonl").write_text(
+        done.stdout
+    )
     results: dict[str, str] = {}
     for line in done.stdout.splitlines():
         try:
@@ -148,6 +152,22 @@ def _listed(test: str) -> bool:
     return any("/".join(parts[:i]) in DIFFERENT for i in range(1, len(parts) + 1))
 
 
+def _output_tail(jsonl: Path, tests: Iterable[str], lines: int = 40) -> str:
+    """The last ``lines`` output lines of each of ``tests`` in a ``go test -json`` file."""
+    wanted = set(tests)
+    out: dict[str, list[str]] = {t: [] for t in wanted}
+    for line in jsonl.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        test = ev.get("Test", "")
+        top = test.split("/")[0]
+        if ev.get("Action") == "output" and (test in wanted or top in wanted):
+            out[test if test in wanted else top].append(ev.get("Output", ""))
+    return "".join(f"--- {t} (last {lines} lines):\n" + "".join(o[-lines:]) for t, o in out.items())
+
+
 def _failed_leaves(results: dict[str, str]) -> set[str]:
     """Failed tests without subtests: a test failing through its subtests is not counted."""
     parents = {t.rsplit("/", 1)[0] for t in results if "/" in t}
@@ -167,6 +187,8 @@ def test_etcd_e2e_suite_passes_on_petcd(bin_dirs: dict[str, Path]) -> None:
         print(f"timing-bound tests that failed this time (TIMING): {slow}")
     assert len(passed) > 120, sorted(passed)  # the suite did run
     unexpected = sorted(suspects - machine)
+    if unexpected:
+        print(_output_tail(bin_dirs["petcd"].parent / "go-test-petcd.jsonl", unexpected))
     assert not unexpected, f"e2e tests failing on petcd, passing on etcd 3.5.17: {unexpected}"
     stale = sorted(t for t in DIFFERENT if on_petcd.get(t) == "pass")
     assert not stale, f"listed in DIFFERENT but pass now: {stale}"
