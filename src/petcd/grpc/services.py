@@ -69,9 +69,10 @@ from petcd.mvcc.requests import (
 )
 from petcd.server import errors as server_errors
 from petcd.server.authz import AuthGate, Credentials
-from petcd.server.config import Config
+from petcd.server.config import Config, merge_schemes
 from petcd.server.corrupt import go_duration
 from petcd.server.errors import ConfigError
+from petcd.server.gateway import join_host_port
 from petcd.server.log import Logger, humanize_bytes, humanize_time_ago
 from petcd.server.member import MemberInfo, StatusInfo
 from petcd.server.metrics import ServerMetrics
@@ -772,7 +773,7 @@ def make_server(
     else:
         both = [a for a, p in zip(listeners, plain_too, strict=True) if p]
         if both:
-            shown = both[0] if isinstance(both[0], str) else show_address(*both[0])
+            shown = both[0] if isinstance(both[0], str) else join_host_port(*both[0])
             raise ConfigError(
                 f"cannot serve both http and https on {shown} with --client-transport=grpcio "
                 "(grpc.aio cannot tell them apart on one socket); use the native client "
@@ -784,7 +785,7 @@ def make_server(
         return server
     for listen, is_secure in zip(listeners, secure, strict=True):
         # grpc's form of a Unix socket's path
-        address = f"unix:{listen}" if isinstance(listen, str) else show_address(*listen)
+        address = f"unix:{listen}" if isinstance(listen, str) else join_host_port(*listen)
         if is_secure and tls is not None:
             bound = server.add_secure_port(address, tls.grpc_credentials())
         else:
@@ -792,29 +793,6 @@ def make_server(
         if bound == 0:
             raise OSError(f"cannot listen on {address}")
     return server
-
-
-def show_address(host: str, port: int) -> str:
-    """``host:port``, an IPv6 literal in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def merge_schemes(
-    listeners: Sequence[tuple[str, int] | str], secure: Sequence[bool]
-) -> tuple[list[tuple[str, int] | str], list[bool], list[bool]]:
-    """One listener per address: etcd serves an ``http://`` and an ``https://`` client URL of
-    the same host and port (or a ``unix://`` and a ``unixs://`` one of the same path) on one
-    socket, telling a client's TLS from its plain connections by their first bytes. Returns
-    the distinct addresses in first-seen order, whether each serves TLS, and whether a TLS
-    one serves plain connections too."""
-    merged: dict[tuple[str, int] | str, set[bool]] = {}
-    for address, is_secure in zip(listeners, secure, strict=True):
-        merged.setdefault(address, set()).add(is_secure)
-    return (
-        list(merged),
-        [True in schemes for schemes in merged.values()],
-        [len(schemes) == 2 for schemes in merged.values()],
-    )
 
 
 def _native_server(

@@ -53,7 +53,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
+from petcd.http.accepted import behind_tls
 from petcd.http.access import AccessPolicy
+from petcd.server.gateway import split_host_port
 from petcd.server.log import Logger
 
 _CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -157,15 +159,11 @@ def _dns_rebinding_text(host: str) -> str:
 
 
 def _hostname(request: web.Request) -> str:
-    """The Host header without its port (Go's ``net.SplitHostPort``, else as given)."""
+    """etcd's ``httputil.GetHostname``: the Host header without its port, or as given when it
+    has none (Go's ``net.SplitHostPort`` fails then)."""
     host = request.headers.get("Host", "")
-    if host.startswith("["):
-        end = host.find("]")
-        if end > 0 and host[end + 1 : end + 2] == ":":
-            return host[1:end]
-        return host
-    name, colon, _ = host.rpartition(":")
-    return name if colon and ":" not in name else host
+    split = split_host_port(host)
+    return host if split is None else split[0]
 
 
 def _access_control(
@@ -175,8 +173,6 @@ def _access_control(
     async def access(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        from petcd.http.accepted import behind_tls
-
         if not behind_tls(request.transport):
             host = _hostname(request)
             if not policy.host_allowed(host):

@@ -320,10 +320,10 @@ class Config:
             ("--listen-client-http-urls", self.listen_client_http_urls),
             ("--listen-metrics-urls", self.listen_metrics_urls),
         ):
-            schemes: dict[tuple[str, int] | str, set[bool]] = {}
-            for u in urls:
-                schemes.setdefault(u.listen_address, set()).add(u.secure)
-            both = [a for a, s in schemes.items() if len(s) == 2]
+            addresses, _, plain_too = merge_schemes(
+                [u.listen_address for u in urls], [u.secure for u in urls]
+            )
+            both = [a for a, p in zip(addresses, plain_too, strict=True) if p]
             if both:
                 shown = both[0] if isinstance(both[0], str) else f"{both[0][0]}:{both[0][1]}"
                 raise ConfigError(
@@ -482,6 +482,24 @@ def parse_url(text: str) -> Url:
     if parts.path not in ("", "/"):
         raise ValueError(f"URL must not contain a path: {text}")
     return Url(parts.scheme, parts.hostname, port)
+
+
+def merge_schemes(
+    listeners: Sequence[tuple[str, int] | str], secure: Sequence[bool]
+) -> tuple[list[tuple[str, int] | str], list[bool], list[bool]]:
+    """One listener per address: etcd serves an ``http://`` and an ``https://`` client URL of
+    the same host and port (or a ``unix://`` and a ``unixs://`` one of the same path) on one
+    socket, telling a client's TLS from its plain connections by their first bytes. Returns
+    the distinct addresses in first-seen order, whether each serves TLS, and whether a TLS
+    one serves plain connections too."""
+    merged: dict[tuple[str, int] | str, set[bool]] = {}
+    for address, is_secure in zip(listeners, secure, strict=True):
+        merged.setdefault(address, set()).add(is_secure)
+    return (
+        list(merged),
+        [True in schemes for schemes in merged.values()],
+        [len(schemes) == 2 for schemes in merged.values()],
+    )
 
 
 def parse_urls(text: str) -> tuple[Url, ...]:
