@@ -1,11 +1,12 @@
 """Throw-away TLS material for the tests, made with ``cryptography``.
 
 ``make_tls_files(directory)`` writes a CA, a server certificate for 127.0.0.1 and
-localhost signed by it, a client certificate signed by it, and a client certificate signed
-by a second CA the servers do not trust, and a peer certificate (server and client
-authentication, for members' peer URLs) from each CA; it returns their paths by name ("ca",
-"server", "server_key", "client", "client_key", "stranger", "stranger_key", "peer",
-"peer_key", "peer_stranger", "peer_stranger_key"), a client certificate the CA revoked
+localhost signed by it, a client certificate signed by it (common name "root"), one without a
+common name, a client certificate signed by a second CA the servers do not trust, and a peer
+certificate (server and client authentication, for members' peer URLs) from each CA; it
+returns their paths by name ("ca", "server", "server_key", "client", "client_key",
+"client_no_cn", "client_no_cn_key", "stranger", "stranger_key", "peer", "peer_key",
+"peer_stranger", "peer_stranger_key"), a client certificate the CA revoked
 ("revoked", "revoked_key") and the CA's revocation list naming it ("crl", PEM; "crl_der",
 DER). ECDSA P-256 keys in PKCS#8, valid from five minutes ago for a day.
 """
@@ -31,7 +32,7 @@ def _cert(
     usage: tuple[x509.ObjectIdentifier, ...] = (),
     names: tuple[str, ...] = ("127.0.0.1", "localhost"),
 ) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)] if subject else [])
     issuer_name, signer = issuer if issuer else (name, key)
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -119,6 +120,7 @@ def make_tls_files(directory: Path) -> dict[str, str]:
     for name, usage, issuer in (
         ("server", (ExtendedKeyUsageOID.SERVER_AUTH,), None),
         ("client", (ExtendedKeyUsageOID.CLIENT_AUTH,), None),
+        ("client_no_cn", (ExtendedKeyUsageOID.CLIENT_AUTH,), None),
         ("stranger", (ExtendedKeyUsageOID.CLIENT_AUTH,), "other"),
         ("peer", both, None),
         ("peer_stranger", both, "other"),
@@ -132,6 +134,7 @@ def make_tls_files(directory: Path) -> dict[str, str]:
             other = _cert("another CA", other_key, None, ca=True)
             signer = (other.subject, other_key)
         subject = "127.0.0.1" if name in ("server", "peer", "peer_stranger") else "root"
+        subject = "" if name == "client_no_cn" else subject
         cert = _cert(subject, key, signer, usage=usage)
         write(name, cert.public_bytes(pem))
         write(f"{name}_key", key_bytes(key))

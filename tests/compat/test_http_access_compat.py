@@ -14,7 +14,9 @@ bodies of the refusals must be the same.
 from __future__ import annotations
 
 import http.client
+import json
 import ssl
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.compat.procs import Proc, wait_leader
-from tests.compat.servers import ETCD_BIN, PETCD_BIN, available_targets
+from tests.compat.servers import ETCD_BIN, ETCDCTL_BIN, PETCD_BIN, available_targets
 from tests.ports import free_port
 from tests.tlsfiles import make_tls_files
 
@@ -53,6 +55,7 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("POST", "/metrics", {}, None),
     ("GET", "/v3/kv/range", {}, None),
     ("POST", "/v3/kv/range", {"Origin": "http://a.example:8080"}, b'{"key":"YQ=="}'),
+    ("GET", "/version", {"Host": "evil.example", "Origin": "http://a.example:8080"}, None),
 ]
 # Bodies compared as they are: the refusals (the rest carry versions, ids, metrics).
 COMPARED_BODIES = {404, 405, 421}
@@ -142,6 +145,8 @@ def test_access_control_and_go_errors_as_etcd(tmp_path: Path, extra: list[str]) 
         assert b"--host-whitelist" in petcd[1][5]
         assert petcd[5][4]["Access-Control-Allow-Origin"] == "http://a.example:8080"
         assert petcd[6][4]["Access-Control-Allow-Origin"] is None
+        assert statuses[17] == 421  # refused before any CORS header is written
+        assert petcd[17][4]["Access-Control-Allow-Origin"] is None
     else:
         assert statuses[:5] == [200] * 5
         assert petcd[6][4]["Access-Control-Allow-Origin"] == "*"
@@ -181,3 +186,82 @@ def test_host_whitelist_is_for_plain_requests_only(tmp_path: Path) -> None:
         finally:
             proc.stop()
     assert seen["petcd"] == seen["etcd"] == [200, 200]
+
+
+@pytest.mark.skipif(TARGETS != ["etcd", "petcd"], reason="needs etcd and petcd")
+def test_gateway_refuses_client_common_names_with_auth_on(tmp_path: Path) -> None:
+    """With ``--client-cert-auth`` and auth on, a JSON gateway request (``/v3/``,
+    ``/v3beta/``) over TLS whose client certificate has a common name is refused with 400
+    (the gateway authenticates by token only), before any CORS header; other paths, and a
+    certificate without a common name, go on."""
+    files = make_tls_files(tmp_path / "certs")
+    # The peer certificate (server and client use): etcd's gateway presents the server's
+    # certificate to the member's own gRPC port, which --client-cert-auth verifies.
+    extra = ["--cert-file", files["peer"], "--key-file", files["peer_key"]]
+    extra += ["--client-cert-auth", "--trusted-ca-file", files["ca"]]
+    extra += ["--cors=http://a.example:8080"]
+    origin = {"Origin": "http://a.example:8080", "Accept": "*/*"}
+    body = b'{"key":"YQ=="}'
+    asked: list[tuple[str, str, str, bytes | None]] = [
+        ("client", "POST", "/v3/kv/range", body),
+        ("client", "POST", "/v3beta/kv/range", body),
+        ("client", "OPTIONS", "/v3/kv/range", None),
+        ("client", "GET", "/health", None),
+        ("client", "GET", "/v3/nothing", None),
+        ("client_no_cn", "POST", "/v3/kv/range", body),
+    ]
+
+    def ask(port: int, client: str, method: str, path: str, data: bytes | None) -> Any:
+        context = ssl.create_default_context(cafile=files["ca"])
+        context.load_cert_chain(files[client], files[f"{client}_key"])
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        try:
+            conn.request(method, path, body=data, headers=origin)
+            resp = conn.getresponse()
+            text = resp.read()
+            cors = resp.getheader("Access-Control-Allow-Origin")
+            if resp.status < 400:
+                return resp.status, cors, None
+            # the gateway's JSON errors: etcd 3.4 and 3.5 order their fields differently
+            return resp.status, cors, json.loads(text) if text.startswith(b"{") else text
+        finally:
+            conn.close()
+
+    def ctl(port: int, *args: str) -> None:
+        argv = [ETCDCTL_BIN, "--endpoints", f"https://127.0.0.1:{port}", "--cacert", files["ca"]]
+        argv += ["--cert", files["client"], "--key", files["client_key"], *args]
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+    seen: dict[str, list[Any]] = {}
+    for target in TARGETS:
+        (tmp_path / target).mkdir()
+        proc, port = _start(target, tmp_path / target, extra, scheme="https")
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # up once it answers over TLS and has a leader
+                try:
+                    if ask(port, "client", "GET", "/health", None)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, proc.log_text()[-2000:]
+                time.sleep(0.2)
+            before = [ask(port, *a) for a in asked]
+            ctl(port, "user", "add", "root:secret")
+            ctl(port, "auth", "enable")
+            seen[target] = before + [ask(port, *a) for a in asked]
+        finally:
+            proc.stop()
+    assert seen["petcd"] == seen["etcd"]
+    refused = (
+        400,
+        None,
+        b"CommonName of client sending a request against gateway will be ignored and not"
+        b" used as expected\n",
+    )
+    statuses = [answer[0] for answer in seen["petcd"]]
+    assert statuses[:6] == [200, 200, 200, 200, 404, 200]  # auth off: nothing refused
+    assert seen["petcd"][6:9] == [refused] * 3
+    assert statuses[9:] == [200, 400, 400]
+    empty = "etcdserver: user name is empty"  # no token, and the name is not taken
+    assert seen["petcd"][11][2] == {"error": empty, "message": empty, "code": 3}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import weakref
 from typing import Any
 
@@ -55,6 +56,19 @@ def client_certificates(transport: Any) -> tuple[bytes, ...] | None:
         return _CERTS.get(transport)
     except TypeError:  # not weakly referenceable: not one of ours
         return None
+
+
+def presented_chain(transport: Any) -> list[bytes]:
+    """The DER certificates the client of ``transport`` presented over TLS, leaf first: all
+    of them through the native front end, the leaf alone through aiohttp's TLS (Python's
+    ``ssl`` gives no more); empty without TLS or a client certificate."""
+    chain = list(client_certificates(transport) or ())
+    if not chain and transport is not None:
+        obj = transport.get_extra_info("ssl_object")
+        if isinstance(obj, ssl.SSLObject):
+            leaf = obj.getpeercert(binary_form=True)
+            chain = [leaf] if leaf else []
+    return chain
 
 
 class HttpOnClientPort:

@@ -27,7 +27,9 @@ The answers follow etcd 3.5:
 
 On the client URLs (not ``--listen-metrics-urls``) etcd's access controller comes first
 (``AccessPolicy``): a plain (not TLS) request whose Host is not in ``--host-whitelist`` gets
-421 with etcd's DNS-rebinding text; CORS headers go on every answer as ``--cors`` allows;
+421 with etcd's DNS-rebinding text; with ``--client-cert-auth`` and auth on, a JSON gateway
+request over TLS whose client certificate has a common name gets 400 (the gateway would
+ignore the name); CORS headers go on every answer as ``--cors`` allows;
 ``OPTIONS`` on any path is 200. Everywhere, a path nothing serves and a method a route does
 not take are answered with Go's texts (``404 page not found``, ``Method Not Allowed`` and
 its ``Allow`` header; under ``/v3/`` the gateway's ``Not Found``, with no ``Allow``); the
@@ -53,12 +55,17 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
-from petcd.http.accepted import behind_tls
+from petcd.http.accepted import behind_tls, presented_chain
 from petcd.http.access import AccessPolicy
 from petcd.server.gateway import split_host_port
 from petcd.server.log import Logger
 
 _CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+_REFUSED = "petcd.access_refused"  # request key: the access controller refused it
+_GATEWAY_COMMON_NAME = (
+    "CommonName of client sending a request against gateway will be ignored and not used as"
+    " expected"
+)
 
 
 async def _corruption(source: HealthSource) -> str:
@@ -166,9 +173,22 @@ def _hostname(request: web.Request) -> str:
     return host if split is None else split[0]
 
 
+def _gateway_common_name(request: web.Request) -> str | None:
+    """The common name of the client certificate of a JSON gateway request (``/v3/``, or
+    etcd's older ``/v3beta/``), or None."""
+    if not request.path.startswith(("/v3/", "/v3beta/")):
+        return None
+    from petcd.grpc.interceptors import common_name
+
+    chain = presented_chain(request.transport)
+    return common_name(chain[0]) if chain else None
+
+
 def _access_control(
-    policy: AccessPolicy, log: Logger | None
+    policy: AccessPolicy, log: Logger | None, gateway_member: Any
 ) -> Callable[[web.Request, Any], Awaitable[web.StreamResponse]]:
+    check_names = policy.client_cert_auth and gateway_member is not None
+
     @web.middleware
     async def access(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -178,7 +198,12 @@ def _access_control(
             if not policy.host_allowed(host):
                 if log is not None:
                     log.warn("rejecting HTTP request to prevent DNS rebinding attacks", host=host)
+                request[_REFUSED] = True
                 return _go_error(421, _dns_rebinding_text(host))
+        elif check_names and gateway_member.auth_enabled and _gateway_common_name(request):
+            # The gateway authenticates by token alone: the certificate's name would be ignored.
+            request[_REFUSED] = True
+            return _go_error(400, _GATEWAY_COMMON_NAME)
         if request.method == "OPTIONS":
             return web.Response()
         return await handler(request)
@@ -194,6 +219,8 @@ def _cors_headers(
         # handler set (the v2 routes write etcd's defaults themselves).
         for name in _CORS_NAMES:
             response.headers.popall(name, None)
+        if request.get(_REFUSED):  # etcd refuses before it writes them
+            return
         if policy.origin_allowed("*"):
             origin = "*"
         else:
@@ -274,7 +301,7 @@ def make_app(
 
     middlewares: list[Any] = [_go_errors]
     if access is not None:
-        middlewares.append(_access_control(access, log))
+        middlewares.append(_access_control(access, log, gateway_member))
     app = web.Application(middlewares=middlewares)
     if access is not None:
         app.on_response_prepare.append(_cors_headers(access))

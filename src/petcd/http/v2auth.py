@@ -27,7 +27,6 @@ import base64
 import binascii
 import os
 import posixpath
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -191,16 +190,9 @@ def cert_names(request: web.Request, trusted_ca_file: str = "") -> list[str]:
     connection (``petcd.http.accepted``); over aiohttp's TLS, from the SSL object. The
     trusted CA that ends the chain comes from ``trusted_ca_file``.
     """
-    from petcd.http.accepted import client_certificates
+    from petcd.http.accepted import presented_chain
 
-    transport = request.transport
-    if transport is None:
-        return []
-    chain = list(client_certificates(transport) or ())
-    obj = transport.get_extra_info("ssl_object")
-    if not chain and isinstance(obj, ssl.SSLObject):
-        leaf = obj.getpeercert(binary_form=True)
-        chain = [leaf] if leaf else []
+    chain = presented_chain(request.transport)
     if not chain:
         return []
     return der_common_names(complete_chain(chain, trusted_ca_file))

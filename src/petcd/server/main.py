@@ -231,6 +231,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     # etcd serves HTTP/1 (health, version, metrics, the JSON gateway) on its client port too;
     # the native front end hands such connections over (grpc.aio cannot share its sockets).
     on_client_port: HttpOnClientPort | None = None
+    access = AccessPolicy.of(cfg.cors, cfg.host_whitelist, cfg.client_cert_auth)
     if cfg.client_transport == "native":
         on_client_port = HttpOnClientPort(
             member,
@@ -238,7 +239,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
             cfg.max_concurrent_streams,
             gateway=cfg.enable_grpc_gateway,
             v2=cfg.enable_v2,
-            access=AccessPolicy.of(cfg.cors, cfg.host_whitelist),
+            access=access,
         )
     try:
         _remove_socket_files(sockets)
@@ -327,7 +328,7 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
                         log=log,
                         v2=gateway and cfg.enable_v2,
                         # the client URLs' (not the metrics URLs'): /debug/vars, CORS ...
-                        access=AccessPolicy.of(cfg.cors, cfg.host_whitelist) if gateway else None,
+                        access=access if gateway else None,
                     )
                 )
     try:
