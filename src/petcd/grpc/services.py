@@ -72,7 +72,7 @@ from petcd.server.authz import AuthGate, Credentials
 from petcd.server.config import Config, merge_schemes
 from petcd.server.corrupt import go_duration
 from petcd.server.errors import ConfigError
-from petcd.server.gateway import join_host_port
+from petcd.server.hostport import join_host_port
 from petcd.server.log import Logger, humanize_bytes, humanize_time_ago
 from petcd.server.member import MemberInfo, StatusInfo
 from petcd.server.metrics import ServerMetrics

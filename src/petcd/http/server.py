@@ -57,7 +57,7 @@ from aiohttp import web
 from petcd import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from petcd.http.accepted import behind_tls, presented_chain
 from petcd.http.access import AccessPolicy
-from petcd.server.gateway import split_host_port
+from petcd.server.hostport import split_host_port
 from petcd.server.log import Logger
 
 _CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"

@@ -38,6 +38,7 @@ import yaml
 
 from petcd.server.errors import ConfigError, FlagError, UnsupportedFeatureError
 from petcd.server.flags import FLAGS, FLAGS_BY_NAME, FlagSpec, Kind, Support
+from petcd.server.hostport import join_host_port
 from petcd.server.tls import check_files, cipher_suites, tls_versions
 
 # etcd: embed.maxElectionMs
@@ -80,8 +81,7 @@ class Url:
     def __str__(self) -> str:
         if self.is_unix:
             return f"{self.scheme}://{self.socket}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{join_host_port(self.host, self.port)}"
 
     @property
     def is_unix(self) -> bool:
@@ -299,8 +299,7 @@ class Config:
         )
         for u in self.listen_peer_urls:
             if u.secure and not (self.peer_cert_file or self.peer_auto_tls):
-                host = f"[{u.host}]" if ":" in u.host else u.host
-                address = u.socket if u.is_unix else f"{host}:{u.port}"
+                address = u.socket if u.is_unix else join_host_port(u.host, u.port)
                 raise ConfigError(
                     f"cannot listen on TLS for {address}: KeyFile and CertFile are not presented"
                 )

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from petcd.server.config import parse_duration_seconds
 from petcd.server.corrupt import go_duration
+from petcd.server.hostport import join_host_port, split_host_port
 from petcd.server.log import Logger
 
 _DEFAULT_LISTEN_ADDR = "127.0.0.1:23790"
@@ -304,26 +305,6 @@ def parse_start_flags(args: Sequence[str]) -> StartOptions:
 
 
 # --- addresses -------------------------------------------------------------------------------
-
-
-def split_host_port(addr: str) -> tuple[str, str] | None:
-    """Go's ``net.SplitHostPort``: ``("host", "port")``, IPv6 in brackets; None if malformed."""
-    if addr.startswith("["):
-        end = addr.find("]")
-        if end < 0 or addr[end + 1 : end + 2] != ":":
-            return None
-        host, port = addr[1:end], addr[end + 2 :]
-        if "[" in host or "]" in port or "[" in port:
-            return None
-        return host, port
-    host, colon, port = addr.rpartition(":")
-    if not colon or ":" in host or "[" in addr or "]" in addr:
-        return None
-    return host, port
-
-
-def join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _strip_scheme(endpoint: str) -> str:

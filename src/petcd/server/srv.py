@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from petcd.server.errors import ConfigError
+from petcd.server.hostport import join_host_port
 from petcd.server.log import Logger
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def _first_nameserver(resolver: dns.resolver.Resolver) -> str:
     servers = [str(n) for n in resolver.nameservers]
     if not servers:
         return "[::1]:53"
-    return f"[{servers[0]}]:53" if ":" in servers[0] else f"{servers[0]}:53"
+    return join_host_port(servers[0], 53)
 
 
 def resolve_tcp(host: str, port: int) -> str:
@@ -94,11 +95,7 @@ def resolve_tcp(host: str, port: int) -> str:
         raise SrvError(f"lookup {host}: {e}") from None
     infos.sort(key=lambda i: i[0] != socket.AF_INET)
     ip = str(infos[0][4][0])
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _join_host(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(ip, port)
 
 
 def get_cluster(
@@ -122,7 +119,7 @@ def get_cluster(
         except SrvError as e:
             last = e
             continue
-        url = f"{scheme}://{_join_host(r.target, r.port)}"
+        url = f"{scheme}://{join_host_port(r.target, r.port)}"
         if addr in own:
             if own[addr] != scheme:
                 last = SrvError(
@@ -182,7 +179,7 @@ def client_endpoints(domain: str, service_suffix: str) -> list[str]:
         except SrvError as e:
             errors.append(str(e))
             continue
-        urls += [f"{scheme}://{_join_host(r.target, r.port)}" for r in records]
+        urls += [f"{scheme}://{join_host_port(r.target, r.port)}" for r in records]
     if len(errors) == 2:
         raise SrvError(f"dns lookup errors: {errors[0]} and {errors[1]}")
     return urls

@@ -10,8 +10,8 @@ from petcd.server.gateway import (
     RoundRobin,
     _find_command,
     parse_start_flags,
-    split_host_port,
 )
+from petcd.server.hostport import split_host_port
 
 
 @pytest.mark.parametrize(
