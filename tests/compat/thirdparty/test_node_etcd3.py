@@ -20,8 +20,10 @@ server with that certificate on an https client URL (no client certificates). Th
 once against a fresh real etcd and once against a fresh petcd; its files clean up after
 themselves (keys deleted, authentication turned off again), so one server serves the whole run.
 A reporter of ours (``node_etcd3/outcomes-reporter.js``: mocha's spec log, and each test's
-outcome as JSON) gives the per-test outcomes. What must hold: every test passing against etcd
-passes against petcd, except those in ``DIFFERENT`` with the reason (and those still differ).
+outcome as JSON) gives the per-test outcomes; a failed run keeps both, ``<target>.log`` and
+``<target>.json``, in the test's temporary directory. What must hold: every test passing
+against etcd passes against petcd, except those in ``DIFFERENT`` with the reason (and those
+still differ).
 
 Failing against etcd too, so reported by mocha and not held against petcd: two tests expect the
 native grpc's "failed to connect to all addresses" text for an unreachable host (grpc-js says
@@ -105,13 +107,15 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     """(the npm project with etcd3 and its test packages installed, the TLS files)."""
     project = tmp_path_factory.mktemp("node-etcd3") / "project"
     shutil.copytree(PROJECT, project)
-    subprocess.run(
+    done = subprocess.run(
         [_tool("npm"), "install", "--no-audit", "--no-fund", "--ignore-scripts", "--install-links"],
         cwd=project,
-        check=True,
+        check=False,
         timeout=600,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lock = json.loads((project / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/etcd3"]["integrity"] == ETCD3_INTEGRITY
     files = make_tls_files(project / "tls")
