@@ -33,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::authority::AuthorityFix;
-use crate::grpc::{self, Deframer, Parsed};
+use crate::grpc::{self, Deframer, Framed, Parsed};
 use crate::server::Security;
 use crate::shared::{
     lock, CallReg, CallShared, ConnCmd, ConnHandle, Event, MetaValue, Out, Shared, LOW_WATER,
@@ -346,17 +346,20 @@ impl Stream {
         true
     }
 
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: Framed) {
         if self.trailers.is_some() || self.done {
             return;
         }
         if self.open_send() {
-            self.backlog_bytes += frame.len();
-            self.backlog.push_back(frame);
+            self.backlog_bytes += frame.wire_len();
+            self.backlog.push_back(frame.head);
+            if !frame.body.is_empty() {
+                self.backlog.push_back(frame.body);
+            }
         }
     }
 
-    fn finish(&mut self, msg: Option<Bytes>, code: u32, details: &str) {
+    fn finish(&mut self, msg: Option<Framed>, code: u32, details: &str) {
         if self.trailers.is_some() || self.done {
             return;
         }

@@ -21,6 +21,42 @@ pub fn frame(msg: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// An outgoing message with its gRPC prefix, in one or two pieces: `head` holds the prefix,
+/// and the message too when it was copied in (`frame`); a large message is kept apart in
+/// `body` as it was handed over, without a copy (`Framed::around`).
+#[derive(Debug, Clone, Default)]
+pub struct Framed {
+    pub head: Bytes,
+    pub body: Bytes,
+}
+
+impl Framed {
+    /// The prefix alone, before `body`.
+    pub fn around(body: Bytes) -> Framed {
+        let mut head = BytesMut::with_capacity(5);
+        head.put_u8(0);
+        head.put_u32(body.len() as u32);
+        Framed { head: head.freeze(), body }
+    }
+
+    /// Wire bytes, prefix included.
+    pub fn wire_len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// The message's own size (the prefix left out).
+    pub fn message_len(&self) -> usize {
+        self.wire_len() - 5
+    }
+}
+
+impl From<Bytes> for Framed {
+    /// An already framed message (prefix included).
+    fn from(head: Bytes) -> Framed {
+        Framed { head, body: Bytes::new() }
+    }
+}
+
 /// What the reassembly of a request stream produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {

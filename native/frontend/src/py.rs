@@ -122,12 +122,45 @@ impl Interned {
     }
 }
 
-fn message_bytes(obj: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
+/// Messages from this size on are sent from the Python object itself, not from a copy.
+const SHARED_MESSAGE_MIN: usize = 64 << 10;
+
+/// A Python `bytes` object as the owner of the memory a `Bytes` points into: the object is
+/// immutable and alive as long as this owner is, so its buffer may be read from any thread.
+/// The last reference is dropped on a runtime thread, without the GIL: PyO3 then defers the
+/// decrement to the next time Python calls in (`take`, `send`).
+struct PyBytesOwner {
+    _obj: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is never written (Python bytes are immutable) and lives as long as
+// `_obj`, whose reference PyO3 may release from any thread (deferred without the GIL).
+unsafe impl Send for PyBytesOwner {}
+unsafe impl Sync for PyBytesOwner {}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the Send impl: valid and unchanged for the owner's whole life.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+fn message_bytes(obj: &Bound<'_, PyAny>) -> PyResult<grpc::Framed> {
     if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(grpc::frame(b.as_bytes()));
+        let data = b.as_bytes();
+        if data.len() >= SHARED_MESSAGE_MIN {
+            // Megabyte answers (big ranges) would otherwise be copied here, on the event
+            // loop's thread, holding the GIL.
+            let (ptr, len) = (data.as_ptr(), data.len());
+            let owner = PyBytesOwner { _obj: b.clone().unbind(), ptr, len };
+            return Ok(grpc::Framed::around(bytes::Bytes::from_owner(owner)));
+        }
+        return Ok(grpc::frame(data).into());
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(grpc::frame(&b.to_vec()));
+        return Ok(grpc::frame(&b.to_vec()).into());
     }
     Err(PyTypeError::new_err("a message must be bytes"))
 }

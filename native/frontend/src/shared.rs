@@ -43,8 +43,8 @@ pub enum Event {
 
 /// One outgoing item of `send()`, already framed (5-byte prefix included).
 pub enum Out {
-    Msg(u64, Bytes),
-    Finish(u64, Option<Bytes>, u32, String),
+    Msg(u64, grpc::Framed),
+    Finish(u64, Option<grpc::Framed>, u32, String),
 }
 
 impl Out {
@@ -197,8 +197,8 @@ impl Shared {
                 let id = item.id();
                 let Some(reg) = calls.get(&id) else { continue };
                 let size = match &item {
-                    Out::Msg(_, f) => Some(f.len() - 5),
-                    Out::Finish(_, Some(f), ..) => Some(f.len() - 5),
+                    Out::Msg(_, f) => Some(f.message_len()),
+                    Out::Finish(_, Some(f), ..) => Some(f.message_len()),
                     Out::Finish(_, None, ..) => None,
                 };
                 let conn = reg.conn.clone();

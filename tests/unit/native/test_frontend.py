@@ -6,6 +6,7 @@ import queue
 import re
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -292,6 +293,35 @@ def test_backpressure_over_1mib_then_drained(serve: Serve) -> None:
         assert got == [chunk] * n
         assert s.fe.send([(cid, None, 0, "")]) == []
         assert list(responses) == []
+
+
+def test_large_messages_are_sent_from_the_bytes_object_itself(serve: Serve) -> None:
+    """A message of 64 KiB or more is not copied on the event loop's thread: the front end
+    holds the bytes object until the message is out, then lets it go (the reference is
+    released on the next call into the front end)."""
+    s = serve()
+    big = bytes(range(256)) * (12 * 1024)  # 3 MiB, over the client's first windows
+    small = b"s" * 1000
+    alone = sys.getrefcount(big), sys.getrefcount(small)
+    with s.channel(**{"grpc.http2.bdp_probe": 0}) as ch:
+        call = ch.unary_stream("/t.S/S", request_serializer=None, response_deserializer=None)
+        responses = call(b"go", timeout=60)
+        evs = s.driver.wait_for(lambda evs: any(e[0] == 2 for e in evs))
+        (new,) = [e for e in evs if e[0] == 0]
+        cid = new[1]
+        s.fe.send([(cid, small), (cid, big)])
+        time.sleep(0.3)  # the client reads nothing yet: most of big is still queued
+        assert sys.getrefcount(small) == alone[1]  # copied
+        assert sys.getrefcount(big) == alone[0] + 1  # held, not copied
+        assert next(responses) == small
+        assert next(responses) == big
+        assert s.fe.send([(cid, None, 0, "")]) == []
+        assert list(responses) == []
+    deadline = time.monotonic() + 10
+    while sys.getrefcount(big) != alone[0]:
+        assert time.monotonic() < deadline, "the front end kept the message"
+        s.fe.send([])  # a call into the front end releases what its threads let go
+        time.sleep(0.05)
 
 
 def test_bind_failure_names_the_address() -> None:
