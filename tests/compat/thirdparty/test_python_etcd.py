@@ -31,7 +31,9 @@ helper uses) and pynose (``nose.tools.nottest``; nose itself no longer imports).
 tests (``src/etcd/tests/unit``, mocks) need no server and are not run.
 
 Every test that passes against etcd must pass against petcd, except those listed in
-``DIFFERENT`` with the reason. Failing against both: its six auth tests (written for etcd
+``DIFFERENT`` with the reason; with ``PETCD_ETCD35_BIN_DIR`` naming a directory that holds
+etcd 3.5.17's ``etcd``, those run against it too and must fail there as well (they are 3.5's
+changes). Failing against both: its six auth tests (written for etcd
 2.1's v2 auth answers: a user list of names, where etcd 2.2 and later, 3.4 and petcd send
 user objects).
 """
@@ -60,6 +62,8 @@ SUITES = ("src/etcd/tests/integration", "src/etcd/tests/test_auth.py")
 # The suite's literal ports: clients 6001-6003 (and 6004, 9999: nobody there), peers 8001-8003.
 PORTS = (6001, 6002, 6003, 6004, 8001, 8002, 8003, 9999)
 LOCK = Path("/tmp/petcd-python-etcd-ports.lock")
+# etcd 3.5.17's etcd (built from the Go module proxy), when set: the DIFFERENT tests run there too.
+ETCD35_DIR = os.environ.get("PETCD_ETCD35_BIN_DIR", "")
 
 # Test -> why it fails against petcd but passes against etcd 3.4.
 DIFFERENT: dict[str, str] = {
@@ -102,10 +106,12 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _server_dir(base: Path, kind: str) -> Path:
-    """A directory holding the ``etcd`` the suite runs: etcd 3.4 or petcd, wrapped."""
+    """A directory holding the ``etcd`` the suite runs: etcd 3.4, etcd 3.5 or petcd, wrapped."""
     base.mkdir(parents=True)
     if kind == "etcd":
         command = ETCD_BIN
+    elif kind == "etcd35":
+        command = os.path.join(ETCD35_DIR, "etcd")
     else:
         python = REPO / ".venv" / "bin" / "python"
         command = f"env PYTHONPATH={REPO / 'src'} {python} -m petcd.server.main"
@@ -125,7 +131,7 @@ def test_python_etcd_suite_passes_on_petcd_where_it_passes_on_etcd(
     conf.write_text(_OPENSSL_CONF)
     results = {}
     with pysuite.fixed_ports(LOCK, PORTS):
-        for kind in ("etcd", "petcd"):
+        for kind in ("etcd", "petcd", "etcd35") if ETCD35_DIR else ("etcd", "petcd"):
             bin_dir = _server_dir(tmp_path / kind, kind)
             env = {
                 "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
@@ -133,6 +139,8 @@ def test_python_etcd_suite_passes_on_petcd_where_it_passes_on_etcd(
                 # The helper makes each member's data directory in TMPDIR (it removes them).
                 "TMPDIR": str(tmp_path / kind),
             }
-            log = tmp_path / f"{kind}.log"
-            results[kind] = pysuite.run(python, source, env, *SUITES, log=log)
-    pysuite.compare(results, DIFFERENT, least=20)
+            tests = SUITES if kind != "etcd35" else tuple(DIFFERENT)
+            results[kind] = pysuite.run(python, source, env, *tests, log=tmp_path / f"{kind}.log")
+    pysuite.compare({kind: results[kind] for kind in ("etcd", "petcd")}, DIFFERENT, least=20)
+    for test in DIFFERENT if ETCD35_DIR else ():  # as etcd 3.5 does: it fails there too
+        assert results["etcd35"].get(test) == "FAILED", (test, results["etcd35"])
