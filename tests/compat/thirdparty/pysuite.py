@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def run(
 ) -> dict[str, str]:
     """Test id -> PASSED / FAILED / ERROR / SKIPPED for one run of the suite in ``source``
     (``env`` added to this process's environment; the real etcdctl first on PATH). With
-    ``log``, the run's whole output is written there."""
+    ``log``, the run's whole output is written there. The suite runs in a process group of its
+    own, killed when it is over: servers a suite starts itself and leaves behind (killed by
+    the timeout, say) go with it."""
     full = {
         **os.environ,
         "PATH": f"{Path(ETCDCTL_BIN).parent}:{os.environ.get('PATH', '')}",
@@ -60,15 +63,22 @@ def run(
         **env,
     }
     full.pop("PYTHONPATH", None)
-    done = subprocess.run(
+    suite = subprocess.Popen(
         [str(python), "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *args],
         cwd=source,
         env=full,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = suite.communicate(timeout=900)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(suite.pid, signal.SIGKILL)
+        suite.wait()
+    done = subprocess.CompletedProcess(suite.args, suite.returncode, stdout, stderr)
     if log is not None:
         log.write_text(done.stdout + done.stderr)
     outcomes: dict[str, str] = {}
