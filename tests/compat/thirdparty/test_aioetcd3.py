@@ -159,4 +159,4 @@ def test_aioetcd3_suite_passes_on_petcd_where_it_passes_on_etcd(
             finally:
                 for member in members:
                     member.stop()
-    pysuite.compare(results, DIFFERENT, least=10)
+    pysuite.compare(results, DIFFERENT, least=17)

@@ -67,4 +67,4 @@ def test_etcetra_suite_passes_on_petcd_where_it_passes_on_etcd(
             results[kind] = pysuite.run(python, source, env, "tests", log=log)
         finally:
             server.stop()
-    pysuite.compare(results, DIFFERENT, least=8)
+    pysuite.compare(results, DIFFERENT, least=9)
