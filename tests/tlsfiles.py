@@ -8,7 +8,9 @@ returns their paths by name ("ca", "server", "server_key", "client", "client_key
 "client_no_cn", "client_no_cn_key", "stranger", "stranger_key", "peer", "peer_key",
 "peer_stranger", "peer_stranger_key"), a client certificate the CA revoked
 ("revoked", "revoked_key") and the CA's revocation list naming it ("crl", PEM; "crl_der",
-DER). ECDSA P-256 keys in PKCS#8, valid from five minutes ago for a day.
+DER). ``make_client_files(directory, names)`` writes a CA, a server certificate and a client
+certificate for each common name in ``names`` (a user name, for etcd's certificate auth).
+ECDSA P-256 keys in PKCS#8, valid from five minutes ago for a day.
 """
 
 from __future__ import annotations
@@ -95,6 +97,32 @@ def make_peer_files(directory: Path, names: tuple[str, ...]) -> dict[str, str]:
         path = directory / f"{name.replace('_', '-')}.pem"
         path.write_bytes(data)
         paths[name] = str(path)
+    return paths
+
+
+def make_client_files(directory: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """A CA ("ca"), a server certificate for 127.0.0.1 and localhost ("server", "server_key")
+    and a client certificate whose common name is ``name`` ("client-<name>",
+    "client-<name>_key") for every name in ``names``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("petcd test CA", ca_key, None, ca=True)
+    paths = {"ca": str(directory / "ca.pem")}
+    Path(paths["ca"]).write_bytes(ca.public_bytes(pem))
+    made = [("server", "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH)]
+    made += [(f"client-{name}", name, ExtendedKeyUsageOID.CLIENT_AUTH) for name in names]
+    for file, subject, usage in made:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(subject, key, (ca.subject, ca_key), usage=(usage,))
+        paths[file], paths[f"{file}_key"] = (
+            str(directory / f"{file}.pem"),
+            str(directory / f"{file}-key.pem"),
+        )
+        Path(paths[file]).write_bytes(cert.public_bytes(pem))
+        Path(paths[f"{file}_key"]).write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
     return paths
 
 
