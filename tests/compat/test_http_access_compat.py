@@ -18,6 +18,7 @@ import json
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,19 @@ def _start(target: str, tmp: Path, extra: list[str], scheme: str = "http") -> tu
     proc = Proc(argv, tmp / f"{target}.log")
     proc.start()
     return proc, port
+
+
+def _wait_up(proc: Proc, answers: Callable[[], bool]) -> None:
+    """Until ``answers()`` is true (a refused or broken connection counts as not yet)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if answers():
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, proc.log_text()[-2000:]
+        time.sleep(0.2)
 
 
 def _ask(port: int) -> list[Any]:
@@ -174,14 +188,7 @@ def test_host_whitelist_is_for_plain_requests_only(tmp_path: Path) -> None:
         (tmp_path / target).mkdir()
         proc, port = _start(target, tmp_path / target, extra, scheme="https")
         try:
-            deadline = time.monotonic() + 30
-            while True:  # up once it answers over TLS
-                try:
-                    status(port, "localhost")
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, proc.log_text()[-2000:]
-                    time.sleep(0.2)
+            _wait_up(proc, lambda p=port: status(p, "localhost") > 0)
             seen[target] = [status(port, host) for host in ("evil.example", "localhost")]
         finally:
             proc.stop()
@@ -237,15 +244,7 @@ def test_gateway_refuses_client_common_names_with_auth_on(tmp_path: Path) -> Non
         (tmp_path / target).mkdir()
         proc, port = _start(target, tmp_path / target, extra, scheme="https")
         try:
-            deadline = time.monotonic() + 30
-            while True:  # up once it answers over TLS and has a leader
-                try:
-                    if ask(port, "client", "GET", "/health", None)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, proc.log_text()[-2000:]
-                time.sleep(0.2)
+            _wait_up(proc, lambda p=port: ask(p, "client", "GET", "/health", None)[0] == 200)
             before = [ask(port, *a) for a in asked]
             ctl(port, "user", "add", "root:secret")
             ctl(port, "auth", "enable")

@@ -273,17 +273,22 @@ def test_large_request_and_response(serve: Serve) -> None:
             assert raw_unary(ch)(big_req, timeout=30) == big_resp
 
 
+def _server_stream(s: Served, ch: grpc.Channel) -> tuple[Iterator[bytes], int]:
+    """A server-streaming call from ``ch`` once its request is in: (its answers, call id)."""
+    call = ch.unary_stream("/t.S/S", request_serializer=None, response_deserializer=None)
+    responses = call(b"go", timeout=60)
+    evs = s.driver.wait_for(lambda evs: any(e[0] == 2 for e in evs))
+    (new,) = [e for e in evs if e[0] == 0]
+    return responses, new[1]
+
+
 def test_backpressure_over_1mib_then_drained(serve: Serve) -> None:
     s = serve()
     chunk = b"z" * 65536
     n = 48  # 3 MiB
     # No BDP probing: the client's window stays small until the application reads.
     with s.channel(**{"grpc.http2.bdp_probe": 0}) as ch:
-        call = ch.unary_stream("/t.S/S", request_serializer=None, response_deserializer=None)
-        responses = call(b"go", timeout=60)
-        evs = s.driver.wait_for(lambda evs: any(e[0] == 2 for e in evs))
-        (new,) = [e for e in evs if e[0] == 0]
-        cid = new[1]
+        responses, cid = _server_stream(s, ch)
         over = s.fe.send([(cid, chunk) for _ in range(n)])
         assert over == [cid]
         time.sleep(0.5)
@@ -304,11 +309,7 @@ def test_large_messages_are_sent_from_the_bytes_object_itself(serve: Serve) -> N
     small = b"s" * 1000
     alone = sys.getrefcount(big), sys.getrefcount(small)
     with s.channel(**{"grpc.http2.bdp_probe": 0}) as ch:
-        call = ch.unary_stream("/t.S/S", request_serializer=None, response_deserializer=None)
-        responses = call(b"go", timeout=60)
-        evs = s.driver.wait_for(lambda evs: any(e[0] == 2 for e in evs))
-        (new,) = [e for e in evs if e[0] == 0]
-        cid = new[1]
+        responses, cid = _server_stream(s, ch)
         s.fe.send([(cid, small), (cid, big)])
         time.sleep(0.3)  # the client reads nothing yet: most of big is still queued
         assert sys.getrefcount(small) == alone[1]  # copied
