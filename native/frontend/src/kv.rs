@@ -28,10 +28,48 @@ pub struct Header {
 
 fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Where an encoding goes: a growing `Vec`, or a buffer of the exact size (`Fill`).
+pub trait Sink {
+    fn push(&mut self, b: u8);
+    fn extend(&mut self, b: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b);
+    }
+    fn extend(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+/// A buffer filled from its start (panics past its end: `Planned::len` sized it).
+pub struct Fill<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Fill<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Fill { buf, at: 0 }
+    }
+}
+
+impl Sink for Fill<'_> {
+    fn push(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+    fn extend(&mut self, b: &[u8]) {
+        self.buf[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+}
+
+fn put_varint<S: Sink>(out: &mut S, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -48,7 +86,7 @@ fn scalar_len(v: u64) -> usize {
     }
 }
 
-fn put_scalar(out: &mut Vec<u8>, tag: u8, v: u64) {
+fn put_scalar<S: Sink>(out: &mut S, tag: u8, v: u64) {
     if v != 0 {
         out.push(tag);
         put_varint(out, v);
@@ -64,11 +102,11 @@ fn bytes_len(n: usize) -> usize {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
+fn put_bytes<S: Sink>(out: &mut S, tag: u8, b: &[u8]) {
     if !b.is_empty() {
         out.push(tag);
         put_varint(out, b.len() as u64);
-        out.extend_from_slice(b);
+        out.extend(b);
     }
 }
 
@@ -122,14 +160,25 @@ fn header_len(h: &Header) -> usize {
         + scalar_len(h.raft_term)
 }
 
-/// The encoded `RangeResponse`: `header`, one KeyValue per record (in order), `more` and
-/// `count`. Fails, naming the problem, on a record that is not a KeyValue record.
-pub fn range_response(
-    header: &Header,
-    records: &[&[u8]],
+/// A `RangeResponse` checked and measured, ready to be written: `plan`, then `write`.
+pub struct Planned<'a> {
+    header: Header,
+    hlen: usize,
+    kvs: Vec<(Parts<'a>, usize)>,
     more: bool,
     count: i64,
-) -> Result<Vec<u8>, String> {
+    total: usize,
+}
+
+/// Checks `records` (each must be a KeyValue record; the error names the problem) and
+/// measures the `RangeResponse` of `header`, one KeyValue per record (in order), `more` and
+/// `count`.
+pub fn plan<'a>(
+    header: &Header,
+    records: &[&'a [u8]],
+    more: bool,
+    count: i64,
+) -> Result<Planned<'a>, String> {
     let mut kvs = Vec::with_capacity(records.len());
     let hlen = header_len(header);
     let mut total = 1 + varint_len(hlen as u64) + hlen;
@@ -140,28 +189,56 @@ pub fn range_response(
         kvs.push((p, n));
     }
     total += if more { 2 } else { 0 } + scalar_len(count as u64);
-    let mut out = Vec::with_capacity(total);
-    out.push(0x0a);
-    put_varint(&mut out, hlen as u64);
-    put_scalar(&mut out, 0x08, header.cluster_id);
-    put_scalar(&mut out, 0x10, header.member_id);
-    put_scalar(&mut out, 0x18, header.revision as u64);
-    put_scalar(&mut out, 0x20, header.raft_term);
-    for (p, n) in &kvs {
-        out.push(0x12);
-        put_varint(&mut out, *n as u64);
-        put_bytes(&mut out, 0x0a, p.key);
-        put_scalar(&mut out, 0x10, p.ints[0]);
-        put_scalar(&mut out, 0x18, p.ints[1]);
-        put_scalar(&mut out, 0x20, p.ints[2]);
-        put_bytes(&mut out, 0x2a, p.value);
-        put_scalar(&mut out, 0x30, p.ints[3]);
+    Ok(Planned { header: *header, hlen, kvs, more, count, total })
+}
+
+impl Planned<'_> {
+    /// The encoding's size in bytes.
+    pub fn len(&self) -> usize {
+        self.total
     }
-    if more {
-        out.extend_from_slice(&[0x18, 0x01]);
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
     }
-    put_scalar(&mut out, 0x20, count as u64);
-    debug_assert_eq!(out.len(), total);
+
+    /// Writes the encoding (`len()` bytes) to `out`.
+    pub fn write<S: Sink>(&self, out: &mut S) {
+        let header = &self.header;
+        out.push(0x0a);
+        put_varint(out, self.hlen as u64);
+        put_scalar(out, 0x08, header.cluster_id);
+        put_scalar(out, 0x10, header.member_id);
+        put_scalar(out, 0x18, header.revision as u64);
+        put_scalar(out, 0x20, header.raft_term);
+        for (p, n) in &self.kvs {
+            out.push(0x12);
+            put_varint(out, *n as u64);
+            put_bytes(out, 0x0a, p.key);
+            put_scalar(out, 0x10, p.ints[0]);
+            put_scalar(out, 0x18, p.ints[1]);
+            put_scalar(out, 0x20, p.ints[2]);
+            put_bytes(out, 0x2a, p.value);
+            put_scalar(out, 0x30, p.ints[3]);
+        }
+        if self.more {
+            out.extend(&[0x18, 0x01]);
+        }
+        put_scalar(out, 0x20, self.count as u64);
+    }
+}
+
+/// The encoded `RangeResponse` (`plan`, then `write` into a `Vec`).
+pub fn range_response(
+    header: &Header,
+    records: &[&[u8]],
+    more: bool,
+    count: i64,
+) -> Result<Vec<u8>, String> {
+    let planned = plan(header, records, more, count)?;
+    let mut out = Vec::with_capacity(planned.len());
+    planned.write(&mut out);
+    debug_assert_eq!(out.len(), planned.len());
     Ok(out)
 }
 
@@ -216,6 +293,17 @@ mod tests {
         let got = range_response(&Header::default(), &[&r], false, 0).unwrap();
         assert_eq!(got.len(), 2 + 2 + 1 + 10);
         assert_eq!(&got[4..], &[0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    }
+
+    #[test]
+    fn filling_a_buffer_of_the_planned_size_writes_the_same_bytes() {
+        let records = [record(2, 3, 1, 0, b"k", b"v"), record(0, 0, 0, -1, b"", &[7u8; 300])];
+        let views: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        let h = Header { cluster_id: 1, member_id: 9, revision: 5, raft_term: 2 };
+        let planned = plan(&h, &views, true, 2).unwrap();
+        let mut buf = vec![0u8; planned.len()];
+        planned.write(&mut Fill::new(&mut buf));
+        assert_eq!(buf, range_response(&h, &views, true, 2).unwrap());
     }
 
     #[test]

@@ -442,12 +442,20 @@ fn range_response<'py>(
         views.push(b.as_bytes());
     }
     let header = kv::Header { cluster_id, member_id, revision, raft_term };
-    // The copying runs without the GIL (the records are immutable bytes that `items` keeps
-    // alive): a large Range encoded in a worker thread leaves the event loop free meanwhile.
-    let out = py
-        .detach(|| kv::range_response(&header, &views, more, count))
-        .map_err(PyValueError::new_err)?;
-    Ok(PyBytes::new(py, &out))
+    let planned = kv::plan(&header, &views, more, count).map_err(PyValueError::new_err)?;
+    let len = planned.len();
+    // The answer is written straight into a new bytes object, and without the GIL (the
+    // records are immutable bytes that `items` keeps alive; no other thread can see the new
+    // object yet): a large Range encoded in a worker thread leaves the event loop free
+    // meanwhile, and its megabytes are copied once.
+    // SAFETY: a NULL source asks CPython for an uninitialized bytes object of `len` bytes.
+    let obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as pyo3::ffi::Py_ssize_t) };
+    // SAFETY: `obj` is a new reference (or NULL with an exception set, which fails here).
+    let out = unsafe { Bound::from_owned_ptr_or_err(py, obj)? }.cast_into::<PyBytes>()?;
+    // SAFETY: the object's buffer holds `len` bytes, and nothing else refers to it yet.
+    let buf = unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(obj).cast::<u8>(), len) };
+    py.detach(|| planned.write(&mut kv::Fill::new(buf)));
+    Ok(out)
 }
 
 /// The IANA names of the TLS 1.2 cipher suites the front end can offer.
