@@ -95,6 +95,8 @@ BARE_TRANSPORT = {"bare": "native", "bare-grpcio": "grpcio"}
 _STD = ["--key-size", "8", "--val-size", "256", "--key-space-size", "100000"]
 _MANY = ["--clients", "100", "--conns", "10"]
 _ONE = ["--clients", "1", "--conns", "1"]
+# range-5mb: etcd's e2e read load (10 clients on one connection, 100 keys of 50,000 bytes).
+_BIG = ["--clients", "10", "--conns", "1", "--key-size", "8", "--val-size", "50000"]
 _WATCH = ["watch", "--conns", "10", "--streams", "10", "--key-size", "8", "--val-size", "256"]
 
 
@@ -179,6 +181,26 @@ WORKLOADS: dict[str, Workload] = {
             ("--range-limit", "100", "--range-past-rev"),
             "range-page at a revision that is not the newest (the revision before one more "
             "put): a later page of a listing while others write",
+        ),
+        Workload(
+            "range-5mb",
+            (
+                "range",
+                *_BIG,
+                "--key-space-size",
+                "100",
+                "--range-keys",
+                "100",
+                "--consistency",
+                "l",
+            ),
+            "linearizable Range of all 100 keys of 50,000 bytes (5 MB answers), 10 clients on "
+            "one connection, as etcd's e2e TestWatchDelay* tests read; keys 0-99 put first. "
+            "Its keys overlap the listing workloads': run it without them",
+            total_scale=0.01,
+            needs_full_server=True,
+            setup=("load", *_BIG),
+            setup_total=100,
         ),
         Workload(
             "watch",
@@ -768,6 +790,9 @@ def run_matrix(args: argparse.Namespace) -> int:
     for w in workloads:
         if w not in WORKLOADS:
             raise SystemExit(f"unknown workload {w!r}; known: {', '.join(WORKLOADS)}")
+    listing = [w for w in workloads if WORKLOADS[w].setup_total == _LISTING_KEYS]
+    if "range-5mb" in workloads and listing:
+        raise SystemExit(f"range-5mb puts 50,000-byte values on keys {listing} read: run it alone")
     targets += [t for t in args.extra_targets if t not in targets]
     alts = list(args.alt_petcd)
     targets += [t for t in alts if t not in targets]
