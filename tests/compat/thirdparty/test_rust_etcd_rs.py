@@ -27,7 +27,7 @@ with etcd 3.4 as the members and with petcd. The crate's CI runs them with ``car
 --retries 5``: a test that fails is run again alone, ``RETRIES`` more times at most, against
 either server alike (a pass on a retry is printed). What must hold: every test passing against
 etcd passes against petcd, except those in ``DIFFERENT`` with the reason (none). 13 of 13 pass
-against both, none needing a retry in the runs so far. About 6 minutes: the build 1.5, etcd 3
+against both, none needing a retry in the runs so far. 6 to 8 minutes: the build 1.5, etcd 3
 (a member that gets SIGTERM while it leads first hands its leadership over, which takes up to
 etcd's request timeout, 7 s, when its peers stop with it: every teardown), petcd 1.5.
 """
