@@ -8,7 +8,8 @@ returns their paths by name ("ca", "server", "server_key", "client", "client_key
 "client_no_cn", "client_no_cn_key", "stranger", "stranger_key", "peer", "peer_key",
 "peer_stranger", "peer_stranger_key"), a client certificate the CA revoked
 ("revoked", "revoked_key") and the CA's revocation list naming it ("crl", PEM; "crl_der",
-DER). ``make_client_files(directory, names)`` writes a CA, a server certificate and a client
+DER). ``make_member_files(directory, members)`` writes a CA and a certificate per member of
+a cluster. ``make_client_files(directory, names)`` writes a CA, a server certificate and a client
 certificate for each common name in ``names`` (a user name, for etcd's certificate auth).
 ECDSA P-256 keys in PKCS#8, valid from five minutes ago for a day.
 """
@@ -98,6 +99,25 @@ def make_peer_files(directory: Path, names: tuple[str, ...]) -> dict[str, str]:
         path.write_bytes(data)
         paths[name] = str(path)
     return paths
+
+
+def make_member_files(directory: Path, members: dict[str, tuple[str, ...]]) -> None:
+    """A CA ("ca.pem") and, for each member, a certificate ("<member>.pem", "<member>-key.pem")
+    naming the member's host names and IP addresses, for server and client authentication (a
+    member's client and peer URLs, and a client that presents it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("petcd test CA", ca_key, None, ca=True)
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    usage = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    for member, names in members.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(member, key, (ca.subject, ca_key), usage=usage, names=names)
+        (directory / f"{member}.pem").write_bytes(cert.public_bytes(pem))
+        (directory / f"{member}-key.pem").write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
 
 
 def make_client_files(directory: Path, names: tuple[str, ...]) -> dict[str, str]:

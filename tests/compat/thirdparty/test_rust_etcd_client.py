@@ -14,71 +14,39 @@ cluster) are not run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
 import subprocess
-import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.compat.servers import ETCD_BIN, ServerProcess
+from tests.compat.thirdparty import rustcrate
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(3600)]
 
-CRATE = "etcd-client-0.14.1"
-CRATE_URL = f"https://static.crates.io/crates/etcd-client/{CRATE}.crate"
+CRATE_VERSION = "0.14.1"
 CRATE_SHA256 = "fc0452bcc559431b16f472b7ab86e2f9ccd5f3c2da3795afbd6b773665e047fe"
 TEST_TARGETS = ("client", "namespace")
 
 DIFFERENT: dict[str, str] = {}
 
 
-def _cargo() -> str:
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    if not os.path.exists(cargo):
-        pytest.fail("cargo is needed to build etcd-client's tests (not found)")
-    return cargo
-
-
-def _protoc_wrapper(directory: Path) -> Path:
-    """An executable ``protoc``: grpcio-tools' compiler with its well-known types."""
-    import grpc_tools
-
-    include = Path(grpc_tools.__file__).parent / "_proto"
-    wrapper = directory / "protoc"
-    wrapper.write_text(
-        f'#!/bin/sh\nexec "{sys.executable}" -m grpc_tools.protoc -I"{include}" "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return wrapper
-
-
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict[str, str]]:
     """(the unpacked crate with its tests built, the port they dial, cargo's environment)."""
     base = tmp_path_factory.mktemp("etcd-client")
-    with urllib.request.urlopen(CRATE_URL, timeout=120) as answer:
-        data = answer.read()
-    assert hashlib.sha256(data).hexdigest() == CRATE_SHA256, "the crate's release changed"
-    archive = base / f"{CRATE}.crate"
-    archive.write_bytes(data)
-    with tarfile.open(archive) as tar:
-        tar.extractall(base, filter="data")
-    source = base / CRATE
+    source = rustcrate.unpack(base, "etcd-client", CRATE_VERSION, CRATE_SHA256)
     port = free_port()
     for name in ("testing.rs", "client.rs"):
         path = source / "tests" / name
         text = path.read_text()
         assert '"localhost:2379"' in text or name == "client.rs", name
         path.write_text(text.replace('"localhost:2379"', f'"127.0.0.1:{port}"'))
-    env = {**os.environ, "PROTOC": str(_protoc_wrapper(base))}
-    argv = [_cargo(), "test", "--no-run", "--quiet"]
+    env = {**os.environ, "PROTOC": str(rustcrate.protoc_wrapper(base))}
+    argv = [rustcrate.cargo(), "test", "--no-run", "--quiet"]
     for target in TEST_TARGETS:
         argv += ["--test", target]
     subprocess.run(argv, cwd=source, env=env, check=True, timeout=2400)
@@ -90,7 +58,7 @@ def run_suite(source: Path, env: dict[str, str]) -> dict[str, str]:
     outcomes: dict[str, str] = {}
     for target in TEST_TARGETS:
         done = subprocess.run(
-            [_cargo(), "test", "--test", target, "--", "--test-threads=1"],
+            [rustcrate.cargo(), "test", "--test", target, "--", "--test-threads=1"],
             cwd=source,
             env=env,
             capture_output=True,
