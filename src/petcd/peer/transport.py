@@ -69,6 +69,7 @@ import os
 import random
 import ssl
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -236,6 +237,9 @@ class PeerStats:
     """Counters of one peer, for tests, metrics and ``petcdctl endpoint status``-like views."""
 
     connected: bool = False
+    # time.monotonic() of the current connection's start (0 while not connected): etcd's
+    # ActiveSince, which picks the transferee of a leader that stops.
+    active_since: float = 0.0
     connects: int = 0
     sent_messages: int = 0
     sent_batches: int = 0
@@ -462,6 +466,11 @@ class PeerTransport:
         """Counters of what ``member_id`` sent us (zeros if nothing yet)."""
         return self._inbound_stats.get(member_id) or InboundStats()
 
+    def active_since(self, member_id: MemberId) -> float:
+        """``time.monotonic()`` of the start of the connection to ``member_id`` (0: none)."""
+        p = self._peers.get(member_id)
+        return 0.0 if p is None else p.stats.active_since
+
     def is_connected(self, member_id: MemberId) -> bool:
         p = self._peers.get(member_id)
         return p is not None and p.stats.connected
@@ -589,6 +598,7 @@ class PeerTransport:
             p.writer.close()
             p.writer = None
         p.stats.connected = False
+        p.stats.active_since = 0.0
         p.accepting = False
         p.queue.clear()
 
@@ -712,6 +722,7 @@ class PeerTransport:
             p.broken = False
             p.accepting = True
             p.stats.connected = True
+            p.stats.active_since = time.monotonic()
             p.stats.connects += 1
             self.log.info(
                 "peer became active",
@@ -743,6 +754,7 @@ class PeerTransport:
                     p.writer = None
                 if p.generation == gen:
                     p.stats.connected = False
+                    p.stats.active_since = 0.0
                     p.accepting = False
             self._state(p, gen, "disconnected")
             if p.generation != gen:

@@ -49,6 +49,7 @@ from petcd.server.config import Action, Config, parse
 from petcd.server.discovery import DUPLICATE_ID, DUPLICATE_NAME, FULL_CLUSTER, DiscoveryError
 from petcd.server.errors import ConfigError, FlagError, MemberRemovedError
 from petcd.server.flags import usage
+from petcd.server.ids import format_id
 from petcd.server.log import Logger, open_outputs
 from petcd.server.srv import SrvBootstrapError
 from petcd.server.tls import ClientTLS, client_tls, peer_tls, warn_plain_tls
@@ -418,6 +419,14 @@ async def _serve(cfg: Config, log: Logger, received: list[int]) -> int:
     for h in http:
         await h.stop()
     _remove_socket_files(sockets)
+    if member.fatal_error is None:
+        # etcd's Stop: a leader hands over first, so that the cluster elects no new leader.
+        try:
+            await member.transfer_leadership()
+        except Exception as e:
+            log.warn(
+                "leadership transfer failed", local_member_id=format_id(member.id), error=str(e)
+            )
     with contextlib.suppress(Exception):
         await member.stop()
     log.info("closed etcd server", name=cfg.name, data_dir=cfg.data_dir)
@@ -449,7 +458,6 @@ def _convert_etcd_data_dir(cfg: Config, log: Logger) -> bool:
         or os.path.isdir(os.path.join(data_dir, ".member.petcd-convert"))
     ):
         return True  # petcd's data dir, or none yet: the usual case, nothing more is loaded
-    from petcd.server.ids import format_id
     from petcd.utl import etcd_datadir  # loads the importer, the converters
 
     if etcd_datadir.interrupted(data_dir):

@@ -2732,6 +2732,37 @@ class Member:
         )
         return self._header(self.kv.current_revision)
 
+    async def transfer_leadership(self) -> None:
+        """etcd's TransferLeadership, run when a member stops gracefully: a leader among
+        several voters hands leadership to the voter it has been connected to longest, so
+        that the others need not wait out an election timeout. Raises (the caller logs and
+        stops anyway) when no voter is connected or the transfer times out."""
+        local, lead = format_id(self.id), format_id(self._lead)
+        if self._lead != self.id:
+            self.log.info(
+                "skipped leadership transfer; local server is not leader",
+                local_member_id=local,
+                current_leader_member_id=lead,
+            )
+            return
+        if len(self._conf_voters) < 2:
+            self.log.info(
+                "skipped leadership transfer for single voting member cluster",
+                local_member_id=local,
+                current_leader_member_id=lead,
+            )
+            return
+        transport = self._transport
+        since = {
+            m: transport.active_since(m) if transport is not None else 0.0
+            for m in self._conf_voters
+            if m != self.id
+        }
+        connected = [m for m in sorted(since) if since[m] > 0]
+        if not connected:
+            raise UnhealthyClusterError()
+        await self.move_leader(min(connected, key=lambda m: since[m]))
+
     async def move_leader(self, target: int) -> None:
         """etcd's MoveLeader: only the leader may hand leadership to another voter."""
         if self._lead != self.id:
