@@ -220,7 +220,9 @@ class Backend:
         self._ci_dirty = False
         self.commits = 0
         self._leases = 0
-        self._leases_cv = threading.Condition(threading.Lock())
+        # Re-entrant: a lease dropped unreleased is released by the garbage collector, which
+        # may run inside any allocation, also one made while this thread holds it.
+        self._leases_cv = threading.Condition(threading.RLock())
         self._open()
 
     # -- lifecycle ---------------------------------------------------------------------------
