@@ -148,7 +148,7 @@ def range_response(
     member_id: int,
     revision: int,
     raft_term: int,
-    records: list[bytes],
+    records: list[bytes | memoryview],
     more: bool,
     count: int,
 ) -> bytes:
@@ -157,7 +157,9 @@ def range_response(
 
     A record is petcd's stored KeyValue (``petcd.mvcc.kvstore.encode_kv``: five big-endian
     int64 create_revision, mod_revision, version, lease and key length, then the key and the
-    value). ValueError names a record that is not one; TypeError if a record is not bytes.
+    value), as ``bytes`` or a read-only contiguous buffer (a memoryview into the backend's
+    map, ``Backend.get_many_pinned``). ValueError names a record that is not one; TypeError if
+    a record is neither.
     See docs/enhancements/0006-range-encoding.md.
     """
 

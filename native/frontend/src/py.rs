@@ -5,6 +5,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::IntoRawFd;
 use std::sync::{Arc, Mutex};
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
@@ -420,7 +421,9 @@ impl Drop for Frontend {
     }
 }
 
-/// etcd's RangeResponse bytes from petcd's stored KeyValue records (src/kv.rs).
+/// etcd's RangeResponse bytes from petcd's stored KeyValue records (src/kv.rs). A record is
+/// a `bytes` object or a read-only, contiguous buffer (a memoryview into the backend's
+/// memory map, which the caller keeps valid until this returns).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn range_response<'py>(
@@ -434,20 +437,38 @@ fn range_response<'py>(
     count: i64,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let items: Vec<Bound<'py, PyAny>> = records.iter().collect();
-    let mut views: Vec<&[u8]> = Vec::with_capacity(items.len());
+    let mut buffers: Vec<PyBuffer<u8>> = Vec::new();
+    let mut spans: Vec<(*const u8, usize)> = Vec::with_capacity(items.len());
     for item in &items {
-        let b = item
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err("range_response() records must be bytes"))?;
-        views.push(b.as_bytes());
+        if let Ok(b) = item.cast::<PyBytes>() {
+            let s = b.as_bytes();
+            spans.push((s.as_ptr(), s.len()));
+            continue;
+        }
+        let buf = PyBuffer::<u8>::get(item)
+            .ok()
+            .filter(|b| b.readonly() && b.is_c_contiguous())
+            .ok_or_else(|| {
+                PyTypeError::new_err("range_response() records must be bytes or read-only buffers")
+            })?;
+        spans.push((buf.buf_ptr() as *const u8, buf.len_bytes()));
+        buffers.push(buf);
     }
+    // SAFETY: each span is a bytes object's contents (`items` keeps it alive) or a read-only
+    // contiguous buffer held by `buffers` until the end of this function; neither changes
+    // while they are held.
+    let views: Vec<&[u8]> = spans
+        .iter()
+        .map(|&(ptr, len)| if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(ptr, len) } })
+        .collect();
     let header = kv::Header { cluster_id, member_id, revision, raft_term };
     let planned = kv::plan(&header, &views, more, count).map_err(PyValueError::new_err)?;
     let len = planned.len();
     // The answer is written straight into a new bytes object, and without the GIL (the
-    // records are immutable bytes that `items` keeps alive; no other thread can see the new
-    // object yet): a large Range encoded in a worker thread leaves the event loop free
-    // meanwhile, and its megabytes are copied once.
+    // records are immutable bytes that `items` keeps alive, or read-only buffers that
+    // `buffers` holds; no other thread can see the new object yet): a large Range encoded
+    // in a worker thread leaves the event loop free meanwhile, and its megabytes are copied
+    // once.
     // SAFETY: a NULL source asks CPython for an uninitialized bytes object of `len` bytes.
     let obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as pyo3::ffi::Py_ssize_t) };
     // SAFETY: `obj` is a new reference (or NULL with an exception set, which fails here).
@@ -455,6 +476,8 @@ fn range_response<'py>(
     // SAFETY: the object's buffer holds `len` bytes, and nothing else refers to it yet.
     let buf = unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(obj).cast::<u8>(), len) };
     py.detach(|| planned.write(&mut kv::Fill::new(buf)));
+    drop(views);
+    drop(buffers);
     Ok(out)
 }
 

@@ -15,6 +15,7 @@ from petcd.backend.backend import (
     META,
     V2,
     Backend,
+    ReadLease,
     read_consistent_index,
 )
 from petcd.backend.errors import (
@@ -42,6 +43,7 @@ __all__ = [
     "BackendClosedError",
     "BackendError",
     "DatabaseSpaceExceededError",
+    "ReadLease",
     "UnknownBucketError",
     "read_consistent_index",
 ]

@@ -44,6 +44,14 @@ only inside the commit (LMDB binds a write transaction to the thread that began 
 ``copy_to`` copies from its own read transaction, so writers are not blocked while a
 snapshot streams out.
 
+Pinned reads: ``get_many_pinned`` returns large values as read-only memoryviews into LMDB's
+memory map instead of copies, under a ``ReadLease``: its own read transaction, which keeps
+the pages it read from being reused by later commits until ``release()``. Whoever holds the
+views (the native Range encoder, in a worker thread) copies each value once, straight into
+the answer, and neither the copy nor its memory costs the event loop anything. Closing the
+file (``close``, ``defrag``, ``replace_with``) first waits for the leases to be released, so
+that no view outlives the map.
+
 Invariants
 ----------
 - The overlay is empty after ``commit()`` returns normally.
@@ -54,13 +62,14 @@ Invariants
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import shutil
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import lmdb
 
@@ -103,6 +112,42 @@ _Detached = tuple[Any, dict[str, dict[bytes, bytes | None]], int, bool]
 
 MAP_SIZE_BYTES_DEFAULT = 8 * 1024 * 1024 * 1024
 _MAX_DBS = 16
+# get_many_pinned: values from this size on come as views (below it, a memoryview costs the
+# loop thread more than the copy it saves: 0.6 us against 0.3 us for a 300-byte bytes).
+PINNED_VALUE_MIN_BYTES = 4096
+# Leases at most at once (each holds one of LMDB's 126 reader slots); past it, copies.
+PINNED_LEASES_MAX = 16
+# close() waits this long for leases still held; then it closes anyway (a lease not released
+# by then was dropped without release(), so nobody reads through its views).
+_LEASE_WAIT_S = 10.0
+
+
+class ReadLease:
+    """Keeps the memoryviews of one ``get_many_pinned`` valid: a read transaction of its own.
+    ``release()`` (idempotent; also on garbage collection) ends the views (they raise
+    ValueError from then on) and the transaction."""
+
+    __slots__ = ("_backend", "_txn", "_views")
+
+    def __init__(self, backend: Backend, txn: Any, views: list[memoryview]) -> None:
+        self._backend: Backend | None = backend
+        self._txn = txn
+        self._views = views
+
+    def release(self, *_: object) -> None:
+        """Ends the lease (the ignored arguments let it be a future's done-callback)."""
+        backend, self._backend = self._backend, None
+        if backend is None:
+            return
+        for v in self._views:
+            with contextlib.suppress(BufferError):  # still exported: readable, as the map is
+                v.release()
+        self._views = []
+        self._txn.abort()
+        backend._lease_released()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def _open_env(path: str, map_size_bytes: int, *, sync: bool = True) -> lmdb.Environment:
@@ -174,6 +219,10 @@ class Backend:
         self._ci: tuple[Index, Term] = (Index(0), Term(0))
         self._ci_dirty = False
         self.commits = 0
+        self._leases = 0
+        # Re-entrant: a lease dropped unreleased is released by the garbage collector, which
+        # may run inside any allocation, also one made while this thread holds it.
+        self._leases_cv = threading.Condition(threading.RLock())
         self._open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -195,6 +244,8 @@ class Backend:
             self._ci = (Index(index), Term(term))
 
     def _close_env(self) -> None:
+        with self._leases_cv:
+            self._leases_cv.wait_for(lambda: self._leases == 0, _LEASE_WAIT_S)
         if self._rtxn is not None:
             self._rtxn.abort()
             self._rtxn = None
@@ -435,6 +486,53 @@ class Backend:
                 overlay[k] if k in overlay else pending[k] if k in pending else stored.get(k)
                 for k in keys
             ]
+
+    def get_many_pinned(
+        self, bucket: str, keys: Sequence[bytes]
+    ) -> tuple[list[bytes | memoryview | None], ReadLease | None]:
+        """``get_many``, but when the stored values are large (the first one read from LMDB
+        has ``PINNED_VALUE_MIN_BYTES`` or more), those read from LMDB come as read-only
+        memoryviews into its map, valid until the returned lease is released (see the module
+        docstring). Values of the batch not yet on disk stay bytes. Without a lease (small
+        values, or ``PINNED_LEASES_MAX`` leases held), exactly ``get_many``'s answer."""
+        with self._lock:
+            if len(keys) < 2 or self._leases >= PINNED_LEASES_MAX:
+                return self._get_many_copied(bucket, keys), None
+            overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
+            committing = self._committing
+            pending = committing[bucket] if committing is not None else {}
+            stored = [k for k in keys if k not in overlay and k not in pending]
+            if not stored:
+                return self._get_many_copied(bucket, keys), None
+            db = self._dbs[bucket]
+            txn = self._require_env().begin(buffers=True)
+            probe = txn.get(stored[0], db=db)
+            if probe is None or len(probe) < PINNED_VALUE_MIN_BYTES:
+                txn.abort()
+                return self._get_many_copied(bucket, keys), None
+            pairs: list[tuple[memoryview, memoryview]] = txn.cursor(db=db).getmulti(stored)
+            if len(pairs) == len(stored):  # all there: in the order asked
+                found = dict(zip(stored, [v for _, v in pairs], strict=True))
+            else:
+                found = {bytes(k): v for k, v in pairs}
+            with self._leases_cv:
+                self._leases += 1
+            lease = ReadLease(self, txn, [mv for pair in pairs for mv in pair])
+            values: list[bytes | memoryview | None] = [
+                overlay[k] if k in overlay else pending[k] if k in pending else found.get(k)
+                for k in keys
+            ]
+            return values, lease
+
+    def _get_many_copied(
+        self, bucket: str, keys: Sequence[bytes]
+    ) -> list[bytes | memoryview | None]:
+        return cast(list[bytes | memoryview | None], self.get_many(bucket, keys))
+
+    def _lease_released(self) -> None:
+        with self._leases_cv:
+            self._leases -= 1
+            self._leases_cv.notify_all()
 
     def _changed(
         self, bucket: str, start: bytes, end: bytes | None

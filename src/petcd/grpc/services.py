@@ -22,13 +22,14 @@ answers ``UNIMPLEMENTED`` (grpc's default for a servicer method that is not over
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import hashlib
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 import grpc
 
@@ -36,6 +37,7 @@ from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from petcd.api.v3electionpb import v3election_pb2_grpc
 from petcd.api.v3lockpb import v3lock_pb2_grpc
 from petcd.auth import errors as auth_errors
+from petcd.backend import ReadLease
 from petcd.grpc import convert
 from petcd.grpc.auth import AuthService
 from petcd.grpc.election import ElectionService
@@ -83,6 +85,18 @@ if TYPE_CHECKING:
 
 # A Range answer with at least this many bytes of records is encoded in a worker thread.
 BIG_RANGE_BYTES = 1 << 20
+_range_encoder_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _range_encoders() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that encode big Range answers (a pool of their own: a lease's release
+    hangs on each one's future)."""
+    global _range_encoder_pool
+    if _range_encoder_pool is None:
+        _range_encoder_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="petcd-range"
+        )
+    return _range_encoder_pool
 
 
 class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
@@ -95,6 +109,10 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     async def range_records(
         self, req: RangeRequest, creds: Credentials | None = None
     ) -> tuple[RangeResponse, list[bytes] | None]: ...
+
+    async def range_records_pinned(
+        self, req: RangeRequest, creds: Credentials | None = None
+    ) -> tuple[RangeResponse, list[bytes | memoryview] | None, ReadLease | None]: ...
 
     async def range_one(
         self, key: bytes, serializable: bool
@@ -254,28 +272,40 @@ class KVService(rpc_pb2_grpc.KVServicer):
         )
 
     async def Range(self, request: Any, context: Any) -> Any:
+        lease: ReadLease | None = None
         try:
             creds = CALL_CREDENTIALS.get()
             serializable = self._one_key(request) if creds is None else None
             if serializable is not None:
                 return self._one_key_bytes(*await self._member.range_one(request.key, serializable))
-            resp, records = await self._member.range_records(convert.range_request(request), creds)
-            if self.raw:
-                if (
-                    records is not None
-                    and self._encode_range is not None
-                    and sum(map(len, records)) >= BIG_RANGE_BYTES
-                ):
-                    # Megabytes to copy: in a worker thread, without the GIL (the native
-                    # encoder lets it go), so that the loop keeps applying writes and sending
-                    # watch events meanwhile instead of queueing them behind big answers.
-                    return await asyncio.to_thread(self._range_bytes, resp, records)
-                return self._range_bytes(resp, records)
-            return convert.range_response_pb(resp, records)
+            req = convert.range_request(request)
+            if not self.raw:
+                resp, copied = await self._member.range_records(req, creds)
+                return convert.range_response_pb(resp, copied)
+            if self._encode_range is None:
+                return self._range_bytes(*await self._member.range_records(req, creds))
+            resp, records, lease = await self._member.range_records_pinned(req, creds)
+            if records is not None and sum(map(len, records)) >= BIG_RANGE_BYTES:
+                # Megabytes to copy: in a worker thread, without the GIL (the native encoder
+                # lets it go), so that the loop keeps applying writes and sending watch
+                # events meanwhile instead of queueing them behind big answers. Large
+                # records are views into the backend's map (no copy on the loop at all);
+                # their lease ends when the encoding does, or when it is cancelled unstarted.
+                done = _range_encoders().submit(self._range_bytes, resp, records)
+                if lease is not None:
+                    done.add_done_callback(lease.release)
+                    lease = None
+                return await asyncio.wrap_future(done)
+            return self._range_bytes(resp, records)
         except Exception as e:
             await _abort(context, e, self._log, "Range")
+        finally:
+            if lease is not None:
+                lease.release()
 
-    def _range_bytes(self, resp: RangeResponse, records: list[bytes] | None) -> bytes:
+    def _range_bytes(
+        self, resp: RangeResponse, records: Sequence[bytes | memoryview] | None
+    ) -> bytes:
         """The encoded RangeResponse: a plain Range's stored records go to the native encoder
         as they are (docs/enhancements/0006-range-encoding.md), anything else through
         protobuf."""
@@ -285,7 +315,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
             return encode(
                 h.cluster_id, h.member_id, h.revision, h.raft_term, records, resp.more, resp.count
             )
-        data: bytes = convert.range_response_pb(resp, records).SerializeToString()
+        copied = cast(list[bytes] | None, records)  # no encoder: range_records' bytes
+        data: bytes = convert.range_response_pb(resp, copied).SerializeToString()
         return data
 
     def _put_bytes(self, resp: PutResponse) -> bytes:

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from petcd.backend import BUCKETS, CONSISTENT_INDEX_KEY, KEY, META, V2, Backend
+from petcd.backend import BUCKETS, CONSISTENT_INDEX_KEY, KEY, META, V2, Backend, ReadLease
 from petcd.mvcc import crc32c
 from petcd.mvcc.errors import (
     CompactedError,
@@ -656,11 +656,25 @@ class KVStore:
         ``add_records`` or the native encoder: (the response without kvs, the records).
         Anything else: (``range(req)``, None). A page of 100 keys takes about a third less CPU
         this way with ``add_records``."""
+        resp, records, lease = self._range_records(req, False)
+        assert lease is None
+        return resp, cast(list[bytes] | None, records)
+
+    def range_records_pinned(
+        self, req: RangeRequest
+    ) -> tuple[RangeResponse, list[bytes | memoryview] | None, ReadLease | None]:
+        """``range_records``, with large records as memoryviews into the backend's map under
+        a lease (``Backend.get_many_pinned``): the caller releases it once it has read them."""
+        return self._range_records(req, True)
+
+    def _range_records(
+        self, req: RangeRequest, pinned: bool
+    ) -> tuple[RangeResponse, list[bytes | memoryview] | None, ReadLease | None]:
         if _one_key_now(req):
             hdr, raw = self.range_one(req.key)
             if raw is None:
-                return RangeResponse(hdr, (), False, 0), []
-            return RangeResponse(hdr, (), False, 1), [raw]
+                return RangeResponse(hdr, (), False, 0), [], None
+            return RangeResponse(hdr, (), False, 1), [raw], None
         if (
             req.keys_only
             or req.count_only
@@ -671,7 +685,7 @@ class KVStore:
             or req.sort_target != SortTarget.KEY
             or req.sort_order not in (SortOrder.NONE, SortOrder.ASCEND)
         ):
-            return self.range(req), None
+            return self.range(req), None, None
         _check_range(req)
         self.ranges += 1
         cur = self._current_rev
@@ -681,14 +695,27 @@ class KVStore:
         if limit > 0 and len(pairs) > limit:
             del pairs[limit:]
             more = True
+        lease: ReadLease | None = None
+        records: list[bytes | memoryview | None]
         if len(pairs) <= 1:  # one LMDB get costs a fifth of a getmulti of one key
             records = [self._backend.get(KEY, rev_key(p)) for _, p in pairs]
+        elif pinned:
+            records, lease = self._backend.get_many_pinned(KEY, [rev_key(p) for _, p in pairs])
         else:
-            records = self._backend.get_many(KEY, [rev_key(p) for _, p in pairs])
+            records = cast(
+                list[bytes | memoryview | None],
+                self._backend.get_many(KEY, [rev_key(p) for _, p in pairs]),
+            )
         if None in records:
+            if lease is not None:
+                lease.release()
             missing = pairs[records.index(None)][1]
             raise AssertionError(f"revision {missing >> SUB_BITS} not in backend")
-        return RangeResponse(self._header(cur), (), more, total), cast(list[bytes], records)
+        return (
+            RangeResponse(self._header(cur), (), more, total),
+            cast(list[bytes | memoryview], records),
+            lease,
+        )
 
     def _range_pairs(
         self, r: RangeRequest, cur: int, limit: int

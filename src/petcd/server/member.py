@@ -106,7 +106,7 @@ from typing import Any, TypeVar
 from petcd import ETCD_VERSION
 from petcd.auth import AuthRequest, AuthStore, token_provider
 from petcd.auth.errors import AuthError
-from petcd.backend import ALARM, LEASE, MEMBERS, MEMBERS_REMOVED, Backend
+from petcd.backend import ALARM, LEASE, MEMBERS, MEMBERS_REMOVED, Backend, ReadLease
 from petcd.lease import (
     CHECKPOINT_BATCH_MAX,
     LESSOR_TICK_SECONDS,
@@ -223,6 +223,8 @@ _T = TypeVar("_T")
 # What a proposal's requester waits on: a coroutine's future (``_propose``) or an ``Answer``
 # (``submit``).
 _Waiter = asyncio.Future[Any] | Answer
+# range_records_pinned's answer: the response, its records, the lease of their views.
+_PinnedRange = tuple[RangeResponse, list[bytes | memoryview] | None, ReadLease | None]
 # When proposals come one at a time (one client, or clients far apart), a Ready's WAL batch is
 # fdatasync'ed on the loop thread itself: handing it to a worker thread and back costs two
 # cross-thread wake-ups, each of which waits for the scheduler on a busy machine
@@ -2365,6 +2367,31 @@ class Member:
             await self._read_barrier()
         resp, records = self.kv.range_records(req)
         return self._range_header(resp), records
+
+    async def range_records_pinned(
+        self, req: RangeRequest, creds: Credentials | None = None
+    ) -> _PinnedRange:
+        """``range_records``, with large records as memoryviews under a lease
+        (``KVStore.range_records_pinned``) that the caller releases once it has read them."""
+        validate_request(req, self.cfg.max_txn_ops)
+        if creds is not None:
+            got: list[ReadLease | None] = [None]
+
+            async def run() -> _PinnedRange:
+                result = await self.range_records_pinned(req)
+                got[0] = result[2]
+                return result
+
+            try:
+                return await self.gate.read(creds, req, run)
+            except BaseException:
+                if got[0] is not None:  # read, then refused (the auth revision moved)
+                    got[0].release()
+                raise
+        if not req.serializable:
+            await self._read_barrier()
+        resp, records, lease = self.kv.range_records_pinned(req)
+        return self._range_header(resp), records, lease
 
     def _range_header(self, resp: RangeResponse) -> RangeResponse:
         h = self._header(resp.header.revision)

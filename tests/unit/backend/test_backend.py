@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from petcd.backend import (
     UnknownBucketError,
     read_consistent_index,
 )
+from petcd.backend.backend import PINNED_LEASES_MAX, PINNED_VALUE_MIN_BYTES
 from petcd.raft.types import Index, Term
 
 
@@ -104,6 +106,80 @@ def test_get_many_reads_what_get_reads_committed_committing_or_pending(tmp_path:
     assert b.get_many(KEY, keys) == want
     assert b.get_many(KEY, []) == []
     b.close()
+
+
+def test_get_many_pinned_reads_what_get_many_reads_large_values_as_views(
+    tmp_path: Path,
+) -> None:
+    b = open_backend(tmp_path)
+    big = {k: k * PINNED_VALUE_MIN_BYTES for k in (b"a", b"c", b"e")}
+    for k, v in big.items():
+        b.put(KEY, k, v)
+    b.put(KEY, b"s", b"small")
+    b.commit()
+    b.put(KEY, b"c", b"pending")  # not on disk yet: bytes, from the batch
+    keys = [b"a", b"b", b"c", b"e", b"s", b"a"]
+    values, lease = b.get_many_pinned(KEY, keys)
+    assert lease is not None
+    assert [v if v is None else bytes(v) for v in values] == b.get_many(KEY, keys)
+    assert [type(v).__name__ for v in values] == [
+        "memoryview",
+        "NoneType",
+        "bytes",
+        "memoryview",
+        "memoryview",
+        "memoryview",
+    ]
+    b.put(KEY, b"a", b"new")  # later writes and commits leave the views as they were
+    b.commit()
+    assert bytes(values[0]) == big[b"a"]  # type: ignore[arg-type]
+    lease.release()
+    lease.release()  # idempotent
+    with pytest.raises(ValueError):
+        bytes(values[0])  # type: ignore[arg-type]  # released: no read into a reused page
+    # Small values (the first one read from the file decides), one key, or nothing on disk:
+    # copies, no lease.
+    for ks in ([b"s", b"e"], [b"e"], [b"c", b"c"], []):
+        values, lease = b.get_many_pinned(KEY, ks)
+        assert lease is None
+        assert values == b.get_many(KEY, ks)
+    b.close()
+
+
+def test_pinned_leases_are_bounded_and_closing_waits_for_them(tmp_path: Path) -> None:
+    b = open_backend(tmp_path)
+    for k in (b"a", b"b"):
+        b.put(KEY, k, k * PINNED_VALUE_MIN_BYTES)
+    b.commit()
+    leases = []
+    for _ in range(PINNED_LEASES_MAX):
+        values, lease = b.get_many_pinned(KEY, [b"a", b"b"])
+        assert lease is not None and isinstance(values[0], memoryview)
+        leases.append((values, lease))
+    values, lease = b.get_many_pinned(KEY, [b"a", b"b"])  # one too many: copies
+    assert lease is None and values == [
+        b"a" * PINNED_VALUE_MIN_BYTES,
+        b"b" * PINNED_VALUE_MIN_BYTES,
+    ]
+    del leases[1:]  # dropped without release(): garbage collection ends them
+    values, lease = b.get_many_pinned(KEY, [b"a", b"b"])
+    assert lease is not None
+    lease.release()
+    held_values, held = leases.pop()
+    read: list[bytes] = []
+
+    def reader() -> None:  # still reading when close() begins; close() waits for it
+        time.sleep(0.3)
+        read.append(bytes(held_values[1]))  # type: ignore[arg-type]
+        held.release()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    started = time.monotonic()
+    b.close()
+    assert time.monotonic() - started >= 0.25
+    t.join()
+    assert read == [b"b" * PINNED_VALUE_MIN_BYTES]
 
 
 def test_iterate_is_a_snapshot(tmp_path: Path) -> None:

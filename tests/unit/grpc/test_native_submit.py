@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -476,6 +477,59 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
             code(grpc.StatusCode.OUT_OF_RANGE),
             "etcdserver: mvcc: required revision is a future revision",
         )
+
+    run(tmp_path, True, body)
+
+
+def test_large_records_reach_the_encoder_as_views_into_the_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Range of large values on disk hands the native encoder memoryviews into LMDB's map
+    (``Backend.get_many_pinned``): the loop copies none of them; a big answer is encoded in
+    a range thread, a small one at once, and either way the lease ends with the encoding."""
+    from petcd._frontend import range_response
+    from petcd.grpc import convert
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def recording(*args: Any) -> bytes:
+        seen.append((threading.current_thread().name, [type(r).__name__ for r in args[4]]))
+        return range_response(*args)
+
+    monkeypatch.setattr("petcd.grpc.services._native_range_encoder", lambda: recording)
+    # Scaled down to the test's request size limit (4 KiB).
+    monkeypatch.setattr("petcd.backend.backend.PINNED_VALUE_MIN_BYTES", 1000)
+    monkeypatch.setattr("petcd.grpc.services.BIG_RANGE_BYTES", 8000)
+
+    async def body(env: Env) -> None:
+        for i in range(3):  # 3 x 3,000 bytes on disk: past BIG_RANGE_BYTES
+            env.fe.inject(*unary(100 + i, PUT, put(b"big/%d" % i, bytes([65 + i]) * 3000)))
+            assert (await env.answer(100 + i))[1] == OK
+        for i in range(2):  # 2 x 1,500 bytes on disk
+            env.fe.inject(*unary(200 + i, PUT, put(b"mid/%d" % i, bytes([97 + i]) * 1500)))
+            assert (await env.answer(200 + i))[1] == OK
+        backend = env.member._backend
+        backend.commit()
+        env.fe.inject(*unary(300, PUT, put(b"big/3", b"in the batch, not on disk")))
+        assert (await env.answer(300))[1] == OK
+        requests = [
+            rpc_pb2.RangeRequest(key=b"big/", range_end=b"big0"),
+            rpc_pb2.RangeRequest(key=b"mid/", range_end=b"mid0"),
+        ]
+        seen.clear()  # the puts' answers (a header alone) came from the encoder too
+        for n, req in enumerate(requests, 1):
+            env.fe.inject(*unary(n, RANGE, req))
+            message, status, details = await env.answer(n)
+            assert (status, details) == (OK, "")
+            expected = convert.range_response_pb(
+                await env.member.range(convert.range_request(req))
+            ).SerializeToString()
+            assert message == expected, req
+            assert backend._leases == 0
+        [(big_thread, big_types), (mid_thread, mid_types)] = seen
+        assert big_thread.startswith("petcd-range") and mid_thread == "MainThread"
+        assert big_types == ["memoryview"] * 3 + ["bytes"]
+        assert mid_types == ["memoryview"] * 2
 
     run(tmp_path, True, body)
 
