@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,44 @@ def test_the_leaders_appended_shortcut_never_misattributes(tmp_path: Path) -> No
             await m.stop()
 
     asyncio.run(run())
+
+
+def test_a_pinned_range_refused_after_its_read_releases_its_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``range_records_pinned`` with credentials reads through the auth gate; when the gate
+    refuses after the read (the auth revision moved meanwhile), the views' lease is released
+    there, not left to hold its read transaction (and to hold up closing the file)."""
+    from petcd.auth import errors as auth_errors
+    from petcd.backend.backend import PINNED_VALUE_MIN_BYTES
+    from petcd.server.authz import Credentials
+
+    async def body() -> None:
+        m = await start_solo(tmp_path)
+        try:
+            for i in range(3):
+                await m.put(PutRequest(b"k%d" % i, b"v" * PINNED_VALUE_MIN_BYTES, lease=0))
+            m._backend.commit()
+            req = RangeRequest(b"k", b"l")
+            _, records, lease = await m.range_records_pinned(req)
+            assert lease is not None and records is not None
+            assert [type(r) for r in records] == [memoryview] * 3
+            assert m._backend._leases == 1
+            lease.release()
+            assert m._backend._leases == 0
+
+            async def stale(
+                creds: object, r: object, run: Callable[[], Awaitable[object]]
+            ) -> object:
+                await run()
+                raise auth_errors.AuthOldRevisionError()
+
+            monkeypatch.setattr(m.gate, "read", stale)
+            with pytest.raises(auth_errors.AuthOldRevisionError) as refused:
+                await m.range_records_pinned(req, Credentials(token="t"))
+            # released, not merely dropped: the refusal's traceback still holds the frames
+            assert refused.traceback and m._backend._leases == 0
+        finally:
+            await m.stop()
+
+    asyncio.run(body())
