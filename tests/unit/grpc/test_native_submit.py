@@ -421,6 +421,20 @@ def test_many_concurrent_writes_each_get_their_own_answer(tmp_path: Path, submit
 RANGE = "/etcdserverpb.KV/Range"
 
 
+async def answers_as_member_ranges(env: Env, call_id: int, req: Any) -> None:
+    """Range ``req`` as call ``call_id`` is answered with protobuf's encoding of the member's
+    own answer."""
+    from petcd.grpc import convert
+
+    env.fe.inject(*unary(call_id, RANGE, req))
+    message, status, details = await env.answer(call_id)
+    assert (status, details) == (OK, "")
+    expected = convert.range_response_pb(
+        await env.member.range(convert.range_request(req))
+    ).SerializeToString()
+    assert message == expected, req
+
+
 @pytest.mark.parametrize("native", [True, False], ids=["native-encoder", "protobuf"])
 def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
     tmp_path: Path, native: bool, monkeypatch: pytest.MonkeyPatch
@@ -430,7 +444,6 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
     # the bytes must be protobuf's own encoding of the member's answer.
     if not native:
         monkeypatch.setattr("petcd.grpc.services._native_range_encoder", lambda: None)
-    from petcd.grpc import convert
 
     async def body(env: Env) -> None:
         for i, (k, v) in enumerate([(b"a", b"1"), (b"b", b"x" * 300), (b"c", b""), (b"a", b"2")]):
@@ -462,13 +475,7 @@ def test_range_answers_protobuf_s_bytes_of_the_member_s_response(
             rpc_pb2.RangeRequest(key=b"a", range_end=b"\x00", count_only=True),  # not plain
         ]
         for n, req in enumerate(requests, 1):
-            env.fe.inject(*unary(n, RANGE, req))
-            message, status, details = await env.answer(n)
-            assert (status, details) == (OK, "")
-            expected = convert.range_response_pb(
-                await env.member.range(convert.range_request(req))
-            ).SerializeToString()
-            assert message == expected, req
+            await answers_as_member_ranges(env, n, req)
         if native:
             assert one_keys == [b"a", b"zz", b"a", long_key]
         env.fe.inject(*unary(50, RANGE, rpc_pb2.RangeRequest(key=b"a", revision=99)))
@@ -488,7 +495,6 @@ def test_large_records_reach_the_encoder_as_views_into_the_backend(
     (``Backend.get_many_pinned``): the loop copies none of them; a big answer is encoded in
     a range thread, a small one at once, and either way the lease ends with the encoding."""
     from petcd._frontend import range_response
-    from petcd.grpc import convert
 
     seen: list[tuple[str, list[str]]] = []
 
@@ -518,13 +524,7 @@ def test_large_records_reach_the_encoder_as_views_into_the_backend(
         ]
         seen.clear()  # the puts' answers (a header alone) came from the encoder too
         for n, req in enumerate(requests, 1):
-            env.fe.inject(*unary(n, RANGE, req))
-            message, status, details = await env.answer(n)
-            assert (status, details) == (OK, "")
-            expected = convert.range_response_pb(
-                await env.member.range(convert.range_request(req))
-            ).SerializeToString()
-            assert message == expected, req
+            await answers_as_member_ranges(env, n, req)
             assert backend._leases == 0
         [(big_thread, big_types), (mid_thread, mid_types)] = seen
         assert big_thread.startswith("petcd-range") and mid_thread == "MainThread"
