@@ -501,15 +501,16 @@ class Backend:
             overlay = self._overlay[bucket] if bucket in self._overlay else self._unknown(bucket)
             committing = self._committing
             pending = committing[bucket] if committing is not None else {}
-            stored = [k for k in keys if k not in overlay and k not in pending]
-            if not stored:
+            first = next((k for k in keys if k not in overlay and k not in pending), None)
+            if first is None:
                 return self._get_many_copied(bucket, keys), None
             db = self._dbs[bucket]
             txn = self._require_env().begin(buffers=True)
-            probe = txn.get(stored[0], db=db)
+            probe = txn.get(first, db=db)
             if probe is None or len(probe) < PINNED_VALUE_MIN_BYTES:
                 txn.abort()
                 return self._get_many_copied(bucket, keys), None
+            stored = [k for k in keys if k not in overlay and k not in pending]
             pairs: list[tuple[memoryview, memoryview]] = txn.cursor(db=db).getmulti(stored)
             if len(pairs) == len(stored):  # all there: in the order asked
                 found = dict(zip(stored, [v for _, v in pairs], strict=True))

@@ -107,11 +107,7 @@ class KVMember(WatchMember, LeaseMember, GuardedMember, Protocol):
     async def range(self, req: RangeRequest, creds: Credentials | None = None) -> RangeResponse: ...
 
     async def range_records(
-        self, req: RangeRequest, creds: Credentials | None = None
-    ) -> tuple[RangeResponse, list[bytes] | None]: ...
-
-    async def range_records_pinned(
-        self, req: RangeRequest, creds: Credentials | None = None
+        self, req: RangeRequest, creds: Credentials | None = None, *, pinned: bool = False
     ) -> tuple[RangeResponse, list[bytes | memoryview] | None, ReadLease | None]: ...
 
     async def range_one(
@@ -279,13 +275,11 @@ class KVService(rpc_pb2_grpc.KVServicer):
             if serializable is not None:
                 return self._one_key_bytes(*await self._member.range_one(request.key, serializable))
             req = convert.range_request(request)
+            pinned = self.raw and self._encode_range is not None
+            resp, records, lease = await self._member.range_records(req, creds, pinned=pinned)
             if not self.raw:
-                resp, copied = await self._member.range_records(req, creds)
-                return convert.range_response_pb(resp, copied)
-            if self._encode_range is None:
-                return self._range_bytes(*await self._member.range_records(req, creds))
-            resp, records, lease = await self._member.range_records_pinned(req, creds)
-            if records is not None and sum(map(len, records)) >= BIG_RANGE_BYTES:
+                return convert.range_response_pb(resp, cast(list[bytes] | None, records))
+            if pinned and records is not None and sum(map(len, records)) >= BIG_RANGE_BYTES:
                 # Megabytes to copy: in a worker thread, without the GIL (the native encoder
                 # lets it go), so that the loop keeps applying writes and sending watch
                 # events meanwhile instead of queueing them behind big answers. Large

@@ -101,7 +101,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from petcd import ETCD_VERSION
 from petcd.auth import AuthRequest, AuthStore, token_provider
@@ -223,7 +223,7 @@ _T = TypeVar("_T")
 # What a proposal's requester waits on: a coroutine's future (``_propose``) or an ``Answer``
 # (``submit``).
 _Waiter = asyncio.Future[Any] | Answer
-# range_records_pinned's answer: the response, its records, the lease of their views.
+# range_records' answer: the response, its records, the lease of their views (or None).
 _PinnedRange = tuple[RangeResponse, list[bytes | memoryview] | None, ReadLease | None]
 # When proposals come one at a time (one client, or clients far apart), a Ready's WAL batch is
 # fdatasync'ed on the loop thread itself: handing it to a worker thread and back costs two
@@ -2356,29 +2356,19 @@ class Member:
         return self._header(hdr.revision), raw
 
     async def range_records(
-        self, req: RangeRequest, creds: Credentials | None = None
-    ) -> tuple[RangeResponse, list[bytes] | None]:
-        """``range``, with a plain listing's KeyValues left as stored records
-        (``KVStore.range_records``: the response has no kvs then, ``add_records`` reads them)."""
-        validate_request(req, self.cfg.max_txn_ops)
-        if creds is not None:
-            return await self.gate.read(creds, req, lambda: self.range_records(req))
-        if not req.serializable:
-            await self._read_barrier()
-        resp, records = self.kv.range_records(req)
-        return self._range_header(resp), records
-
-    async def range_records_pinned(
-        self, req: RangeRequest, creds: Credentials | None = None
+        self, req: RangeRequest, creds: Credentials | None = None, *, pinned: bool = False
     ) -> _PinnedRange:
-        """``range_records``, with large records as memoryviews under a lease
-        (``KVStore.range_records_pinned``) that the caller releases once it has read them."""
+        """``range``, with a plain listing's KeyValues left as stored records
+        (``KVStore.range_records``: the response has no kvs then, the native encoder or
+        ``add_records`` reads them); with ``pinned``, large records are memoryviews under a
+        lease (``KVStore.range_records_pinned``) that the caller releases once it has read
+        them. The lease is None when there is none to release."""
         validate_request(req, self.cfg.max_txn_ops)
         if creds is not None:
             got: list[ReadLease | None] = [None]
 
             async def run() -> _PinnedRange:
-                result = await self.range_records_pinned(req)
+                result = await self.range_records(req, pinned=pinned)
                 got[0] = result[2]
                 return result
 
@@ -2390,7 +2380,11 @@ class Member:
                 raise
         if not req.serializable:
             await self._read_barrier()
-        resp, records, lease = self.kv.range_records_pinned(req)
+        if pinned:
+            resp, records, lease = self.kv.range_records_pinned(req)
+        else:
+            resp, copied = self.kv.range_records(req)
+            records, lease = cast(list[bytes | memoryview] | None, copied), None
         return self._range_header(resp), records, lease
 
     def _range_header(self, resp: RangeResponse) -> RangeResponse:

@@ -159,7 +159,7 @@ def test_the_leaders_appended_shortcut_never_misattributes(tmp_path: Path) -> No
 def test_a_pinned_range_refused_after_its_read_releases_its_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``range_records_pinned`` with credentials reads through the auth gate; when the gate
+    """``range_records(pinned=True)`` with credentials reads through the auth gate; when the gate
     refuses after the read (the auth revision moved meanwhile), the views' lease is released
     there, not left to hold its read transaction (and to hold up closing the file)."""
     from petcd.auth import errors as auth_errors
@@ -173,7 +173,7 @@ def test_a_pinned_range_refused_after_its_read_releases_its_lease(
                 await m.put(PutRequest(b"k%d" % i, b"v" * PINNED_VALUE_MIN_BYTES, lease=0))
             m._backend.commit()
             req = RangeRequest(b"k", b"l")
-            _, records, lease = await m.range_records_pinned(req)
+            _, records, lease = await m.range_records(req, pinned=True)
             assert lease is not None and records is not None
             assert [type(r) for r in records] == [memoryview] * 3
             assert m._backend._leases == 1
@@ -188,7 +188,7 @@ def test_a_pinned_range_refused_after_its_read_releases_its_lease(
 
             monkeypatch.setattr(m.gate, "read", stale)
             with pytest.raises(auth_errors.AuthOldRevisionError) as refused:
-                await m.range_records_pinned(req, Credentials(token="t"))
+                await m.range_records(req, Credentials(token="t"), pinned=True)
             # released, not merely dropped: the refusal's traceback still holds the frames
             assert refused.traceback and m._backend._leases == 0
         finally:
