@@ -12,7 +12,7 @@ response for protobuf, and ASCII tables for the endpoint commands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,3 +326,22 @@ def make_printer(inv: Invocation) -> Printer:
         "table": TablePrinter,
     }
     return kinds[inv.output_format()](inv)
+
+
+def print_response(
+    inv: Invocation, resp: Any, simple: Callable[[], None], *, fields: bool = True
+) -> None:
+    """Print ``resp`` as etcdctl prints the responses of most commands: ``simple`` writes the
+    simple format; json is Go's JSON of the response, protobuf its bytes; fields is the
+    header (with ``fields``; without, as table, not supported)."""
+    printer = make_printer(inv)
+    if isinstance(printer, SimplePrinter):
+        simple()
+    elif isinstance(printer, JsonPrinter):
+        inv.out(go_json(resp) + "\n")
+    elif isinstance(printer, ProtobufPrinter):
+        inv.out(resp.SerializeToString())
+    elif isinstance(printer, FieldsPrinter) and fields:
+        printer.hdr(resp)
+    else:
+        printer.unsupported()
