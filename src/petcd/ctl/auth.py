@@ -49,6 +49,20 @@ def _no_args(inv: Invocation, message: str) -> None:
         raise ExitError(EXIT_BAD_ARGS, message)
 
 
+def _one_arg(inv: Invocation, message: str) -> str:
+    """The one argument (a user or role name); ``message`` if there is not exactly one."""
+    if len(inv.args) != 1:
+        raise ExitError(EXIT_BAD_ARGS, message)
+    return inv.args[0]
+
+
+def _two_args(inv: Invocation, message: str) -> tuple[str, str]:
+    """The user and the role name; ``message`` if there are not exactly two arguments."""
+    if len(inv.args) != 2:
+        raise ExitError(EXIT_BAD_ARGS, message)
+    return inv.args[0], inv.args[1]
+
+
 # ---------------------------------------------------------------- auth
 
 
@@ -116,9 +130,7 @@ def _read_password(inv: Invocation, name: str) -> str:
 
 
 def user_add_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user add command requires user name as its argument")
-    arg = inv.args[0]
+    arg = _one_arg(inv, "user add command requires user name as its argument")
     no_password = bool(inv.values["no-password"])
     password = ""
     if no_password:
@@ -140,17 +152,13 @@ def user_add_command(inv: Invocation) -> None:
 
 
 def user_delete_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user delete command requires user name as its argument")
-    name = inv.args[0]
+    name = _one_arg(inv, "user delete command requires user name as its argument")
     resp = _call(inv, "UserDelete", rpc_pb2.AuthUserDeleteRequest(name=name))
     print_response(inv, resp, lambda: inv.out(f"User {name} deleted\n"))
 
 
 def user_get_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user get command requires user name as its argument")
-    name = inv.args[0]
+    name = _one_arg(inv, "user get command requires user name as its argument")
     resp = _call(inv, "UserGet", rpc_pb2.AuthUserGetRequest(name=name))
     if inv.values["detail"]:
         inv.out(f"User: {name}\n")
@@ -173,9 +181,7 @@ def user_list_command(inv: Invocation) -> None:
 
 
 def user_passwd_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user passwd command requires user name as its argument")
-    name = inv.args[0]
+    name = _one_arg(inv, "user passwd command requires user name as its argument")
     password = _read_password(inv, name)
     request = rpc_pb2.AuthUserChangePasswordRequest(name=name, password=password)
     resp = _call(inv, "UserChangePassword", request)
@@ -183,21 +189,15 @@ def user_passwd_command(inv: Invocation) -> None:
 
 
 def user_grant_role_command(inv: Invocation) -> None:
-    if len(inv.args) != 2:
-        raise ExitError(
-            EXIT_BAD_ARGS, "user grant command requires user name and role name as its argument"
-        )
-    user, role = inv.args
+    user, role = _two_args(
+        inv, "user grant command requires user name and role name as its argument"
+    )
     resp = _call(inv, "UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest(user=user, role=role))
     print_response(inv, resp, lambda: inv.out(f"Role {role} is granted to user {user}\n"))
 
 
 def user_revoke_role_command(inv: Invocation) -> None:
-    if len(inv.args) != 2:
-        raise ExitError(
-            EXIT_BAD_ARGS, "user revoke-role requires user name and role name as its argument"
-        )
-    user, role = inv.args
+    user, role = _two_args(inv, "user revoke-role requires user name and role name as its argument")
     resp = _call(inv, "UserRevokeRole", rpc_pb2.AuthUserRevokeRoleRequest(name=user, role=role))
     print_response(inv, resp, lambda: inv.out(f"Role {role} is revoked from user {user}\n"))
 
@@ -242,25 +242,19 @@ def print_role(inv: Invocation, role: str, resp: Any) -> None:
 
 
 def role_add_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "role add command requires role name as its argument")
-    role = inv.args[0]
+    role = _one_arg(inv, "role add command requires role name as its argument")
     resp = _call(inv, "RoleAdd", rpc_pb2.AuthRoleAddRequest(name=role))
     print_response(inv, resp, lambda: inv.out(f"Role {role} created\n"))
 
 
 def role_delete_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "role delete command requires role name as its argument")
-    role = inv.args[0]
+    role = _one_arg(inv, "role delete command requires role name as its argument")
     resp = _call(inv, "RoleDelete", rpc_pb2.AuthRoleDeleteRequest(role=role))
     print_response(inv, resp, lambda: inv.out(f"Role {role} deleted\n"))
 
 
 def role_get_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "role get command requires role name as its argument")
-    role = inv.args[0]
+    role = _one_arg(inv, "role get command requires role name as its argument")
     print_role(inv, role, _call(inv, "RoleGet", rpc_pb2.AuthRoleGetRequest(role=role)))
 
 
