@@ -110,6 +110,20 @@ class Printer:
     def txn(self, resp: Any) -> None:
         self.unsupported()
 
+    def _txn_op(self, op: Any) -> bool:
+        """One ResponseOp of a Txn, printed as its delete, put or get response; False for an
+        op of another kind (nothing printed)."""
+        which = op.WhichOneof("response")
+        if which == "response_delete_range":
+            self.delete(op.response_delete_range)
+        elif which == "response_put":
+            self.put(op.response_put)
+        elif which == "response_range":
+            self.get(op.response_range)
+        else:
+            return False
+        return True
+
     def endpoint_health(self, items: Sequence[EndpointHealth]) -> None:
         self.unsupported()
 
@@ -151,14 +165,7 @@ class SimplePrinter(Printer):
         self.inv.out("SUCCESS\n" if resp.succeeded else "FAILURE\n")
         for op in resp.responses:
             self.inv.out("\n")
-            which = op.WhichOneof("response")
-            if which == "response_delete_range":
-                self.delete(op.response_delete_range)
-            elif which == "response_put":
-                self.put(op.response_put)
-            elif which == "response_range":
-                self.get(op.response_range)
-            else:
+            if not self._txn_op(op):
                 self.inv.out(f"unexpected response {op}\n")
 
     def endpoint_health(self, items: Sequence[EndpointHealth]) -> None:
@@ -253,13 +260,7 @@ class FieldsPrinter(Printer):
         self.hdr(resp)
         self.line("Succeeded", resp.succeeded)
         for op in resp.responses:
-            which = op.WhichOneof("response")
-            if which == "response_delete_range":
-                self.delete(op.response_delete_range)
-            elif which == "response_put":
-                self.put(op.response_put)
-            elif which == "response_range":
-                self.get(op.response_range)
+            self._txn_op(op)
 
     def endpoint_health(self, items: Sequence[EndpointHealth]) -> None:
         for h in items:
