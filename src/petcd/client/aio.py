@@ -1,14 +1,15 @@
 """An asyncio etcd v3 client over ``grpc.aio``.
 
 Theory of operation: :class:`AsyncClient` is the asyncio twin of
-:class:`petcd.client.Client`: the same constructor, the same methods (as
-coroutines), the same requests (built by :mod:`petcd.client.requests`), the
-same failover over the endpoint list, the same token authentication and the
-same errors. It adds the streaming APIs that only make sense with an event
-loop: :meth:`AsyncClient.watch` (an async iterator of WatchResponses over one
-Watch stream) and :meth:`AsyncClient.lease_keep_alive` (a stream of renewals).
-All channels belong to the event loop that first used the client; close the
-client (``async with``) on that loop.
+:class:`petcd.client.Client`: the same constructor, channels and failover
+order over the endpoint list (both are a :class:`petcd.client.client.ClientBase`),
+the same methods (as coroutines), the same requests (built by
+:mod:`petcd.client.requests`), the same token authentication and the same
+errors. It adds the streaming APIs that only make sense with an event loop:
+:meth:`AsyncClient.watch` (an async iterator of WatchResponses over one Watch
+stream) and :meth:`AsyncClient.lease_keep_alive` (a stream of renewals). All
+channels belong to the event loop that first used the client; close the client
+(``async with``) on that loop.
 """
 
 from __future__ import annotations
@@ -20,96 +21,18 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from petcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from petcd.api.etcdserverpb import rpc_pb2
 from petcd.client import requests as rq
-from petcd.client.client import (
-    AUTH_NOT_ENABLED,
-    DEFAULT_COMMAND_TIMEOUT_S,
-    DEFAULT_DIAL_TIMEOUT_S,
-    MAX_RECEIVE_BYTES,
-    FragmentAssembler,
-    TLSConfig,
-    channel_options,
-    normalize_endpoint,
-)
+from petcd.client.client import AUTH_NOT_ENABLED, ClientBase, FragmentAssembler, Stubs
 from petcd.client.errors import ClientError, EtcdServerError, UnavailableError, from_rpc_error
 
 
-class _AioStubs:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.channel = channel
-        self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
-        self.watch: Any = rpc_pb2_grpc.WatchStub(channel)  # type: ignore[no-untyped-call]
-        self.lease: Any = rpc_pb2_grpc.LeaseStub(channel)  # type: ignore[no-untyped-call]
-        self.cluster: Any = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
-        self.maintenance: Any = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
-        self.auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
-
-
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio etcd v3 client (KV, Watch, Lease, Maintenance, Cluster)."""
 
-    def __init__(
-        self,
-        endpoints: Sequence[str],
-        dial_timeout_s: float = DEFAULT_DIAL_TIMEOUT_S,
-        command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
-        *,
-        tls: TLSConfig | None = None,
-        insecure_transport: bool = True,
-        keepalive_time_s: float = 2.0,
-        keepalive_timeout_s: float = 6.0,
-        username: str | None = None,
-        password: str | None = None,
-    ) -> None:
-        if not endpoints:
-            raise ValueError("at least one endpoint is required")
-        self.endpoints = list(endpoints)
-        self.dial_timeout_s = dial_timeout_s
-        self.command_timeout_s = command_timeout_s
-        self._tls = tls
-        self._insecure_transport = insecure_transport
-        self._options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-            ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
-            ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
-        self._username = username
-        self._password = password or ""
-        self._token: str | None = None
-        self._stubs: dict[str, _AioStubs] = {}
-        self._current = 0
+    _grpc = grpc.aio
 
     # ------------------------------------------------------------ plumbing
-
-    def _channel_for(self, endpoint: str) -> _AioStubs:
-        stubs = self._stubs.get(endpoint)
-        if stubs is None:
-            target, is_tls = normalize_endpoint(endpoint)
-            if is_tls or self._tls is not None or not self._insecure_transport:
-                tls = self._tls or TLSConfig()
-
-                def read(path: str | None) -> bytes | None:
-                    if path is None:
-                        return None
-                    with open(path, "rb") as f:
-                        return f.read()
-
-                creds = grpc.ssl_channel_credentials(
-                    read(tls.ca_file), read(tls.key_file), read(tls.cert_file)
-                )
-                options = channel_options(endpoint, self._options, self._tls)
-                channel = grpc.aio.secure_channel(target, creds, options)
-            else:
-                channel = grpc.aio.insecure_channel(target, self._options)
-            stubs = _AioStubs(channel)
-            self._stubs[endpoint] = stubs
-        return stubs
-
-    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
-        return (("token", self._token),) if self._token else None
 
     async def authenticate(self, *, timeout_s: float | None = None) -> str:
         """Get a token for the configured user (done on the first call otherwise)."""
@@ -128,7 +51,7 @@ class AsyncClient:
 
     async def _call(
         self,
-        pick: Callable[[_AioStubs], Any],
+        pick: Callable[[Stubs], Any],
         request: Any,
         *,
         endpoint: str | None = None,
@@ -147,19 +70,13 @@ class AsyncClient:
 
     async def _call_once(
         self,
-        pick: Callable[[_AioStubs], Any],
+        pick: Callable[[Stubs], Any],
         request: Any,
         endpoint: str | None,
         timeout_s: float | None,
     ) -> Any:
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
-        if endpoint is not None:
-            order = [endpoint]
-        else:
-            order = [
-                self.endpoints[(self._current + i) % len(self.endpoints)]
-                for i in range(len(self.endpoints))
-            ]
+        order = self._failover_order(endpoint)
         last: ClientError | None = None
         for i, ep in enumerate(order):
             method = pick(self._channel_for(ep))
@@ -278,7 +195,7 @@ class AsyncClient:
         request = rpc_pb2.LeaseLeasesRequest()
         return await self._call(lambda s: s.lease.LeaseLeases, request, timeout_s=timeout_s)
 
-    async def _stream_call(self, pick: Callable[[_AioStubs], Any], requests: Any) -> Any:
+    async def _stream_call(self, pick: Callable[[Stubs], Any], requests: Any) -> Any:
         if self._username is not None and self._token is None:
             await self.authenticate()
         stubs = self._channel_for(self.endpoints[self._current])

@@ -91,8 +91,10 @@ def channel_options(
     return [*options, ("grpc.ssl_target_name_override", name)]
 
 
-class _Stubs:
-    def __init__(self, channel: grpc.Channel) -> None:
+class Stubs:
+    """The service stubs of one channel (a ``grpc`` or a ``grpc.aio`` one)."""
+
+    def __init__(self, channel: Any) -> None:
         self.channel = channel
         # The generated stubs are untyped; their methods are typed through _call.
         self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
@@ -103,13 +105,12 @@ class _Stubs:
         self.cluster: Any = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
 
 
-class Client:
-    """A synchronous etcd v3 client (KV, Maintenance, Cluster).
+class ClientBase:
+    """What :class:`Client` and :class:`petcd.client.AsyncClient` share: the endpoint list and
+    the current endpoint, one channel per endpoint (opened by ``_grpc``: the ``grpc`` module,
+    or ``grpc.aio``, which open channels alike), the user and its token."""
 
-    >>> with Client(["127.0.0.1:2379"]) as client:  # doctest: +SKIP
-    ...     client.put(b"k", b"v")
-    ...     client.get(b"k").kvs[0].value
-    """
+    _grpc: Any = grpc
 
     def __init__(
         self,
@@ -141,23 +142,21 @@ class Client:
         self._username = username
         self._password = password or ""
         self._token: str | None = None
-        self._stubs: dict[str, _Stubs] = {}
+        self._stubs: dict[str, Stubs] = {}
         self._current = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _stubs: the sync client is called from threads
 
-    # ------------------------------------------------------------ plumbing
-
-    def _channel_for(self, endpoint: str) -> _Stubs:
+    def _channel_for(self, endpoint: str) -> Stubs:
         with self._lock:
             stubs = self._stubs.get(endpoint)
             if stubs is None:
                 target, is_tls = normalize_endpoint(endpoint)
                 if is_tls or self._tls is not None or not self._insecure_transport:
                     options = channel_options(endpoint, self._options, self._tls)
-                    channel = grpc.secure_channel(target, self._credentials(), options)
+                    channel = self._grpc.secure_channel(target, self._credentials(), options)
                 else:
-                    channel = grpc.insecure_channel(target, self._options)
-                stubs = _Stubs(channel)
+                    channel = self._grpc.insecure_channel(target, self._options)
+                stubs = Stubs(channel)
                 self._stubs[endpoint] = stubs
             return stubs
 
@@ -175,6 +174,30 @@ class Client:
             private_key=read(tls.key_file),
             certificate_chain=read(tls.cert_file),
         )
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("token", self._token),) if self._token else None
+
+    def _failover_order(self, endpoint: str | None) -> list[str]:
+        """The endpoints a call tries in turn: ``endpoint`` alone if given, else all of them,
+        the current one first."""
+        if endpoint is not None:
+            return [endpoint]
+        start = self._current
+        return [
+            self.endpoints[(start + i) % len(self.endpoints)] for i in range(len(self.endpoints))
+        ]
+
+
+class Client(ClientBase):
+    """A synchronous etcd v3 client (KV, Maintenance, Cluster).
+
+    >>> with Client(["127.0.0.1:2379"]) as client:  # doctest: +SKIP
+    ...     client.put(b"k", b"v")
+    ...     client.get(b"k").kvs[0].value
+    """
+
+    # ------------------------------------------------------------ plumbing
 
     def authenticate(self, *, timeout_s: float | None = None) -> str:
         """Get a token for the configured user (done on the first call otherwise).
@@ -199,7 +222,7 @@ class Client:
 
     def _call(
         self,
-        pick: Callable[[_Stubs], Callable[..., T]],
+        pick: Callable[[Stubs], Callable[..., T]],
         request: Any,
         *,
         endpoint: str | None = None,
@@ -220,21 +243,14 @@ class Client:
 
     def _call_once(
         self,
-        pick: Callable[[_Stubs], Callable[..., T]],
+        pick: Callable[[Stubs], Callable[..., T]],
         request: Any,
         endpoint: str | None,
         timeout_s: float | None,
     ) -> T:
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
-        metadata = (("token", self._token),) if self._token else None
-        if endpoint is not None:
-            order = [endpoint]
-        else:
-            start = self._current
-            order = [
-                self.endpoints[(start + i) % len(self.endpoints)]
-                for i in range(len(self.endpoints))
-            ]
+        metadata = self._metadata()
+        order = self._failover_order(endpoint)
         last: ClientError | None = None
         for i, ep in enumerate(order):
             method = pick(self._channel_for(ep))
@@ -433,7 +449,7 @@ class Client:
         """Stream a backend snapshot from one member; yields the blob pieces."""
         if self._username is not None and self._token is None:
             self.authenticate()
-        metadata = (("token", self._token),) if self._token else None
+        metadata = self._metadata()
         stubs = self._channel_for(endpoint or self.endpoints[self._current])
         responses = stubs.maintenance.Snapshot(
             rpc_pb2.SnapshotRequest(), timeout=timeout_s, metadata=metadata, wait_for_ready=True
@@ -497,7 +513,7 @@ class Client:
     def lease_keep_alive_once(self, lease_id: int, *, timeout_s: float | None = None) -> Any:
         """Renew a lease once (one round trip on a LeaseKeepAlive stream)."""
 
-        def once(stubs: _Stubs) -> Callable[..., Any]:
+        def once(stubs: Stubs) -> Callable[..., Any]:
             def call(request: Any, **kwargs: Any) -> Any:
                 responses = stubs.lease.LeaseKeepAlive(iter([request]), **kwargs)
                 try:
@@ -518,7 +534,7 @@ class Client:
         """
         if self._username is not None and self._token is None:
             self.authenticate()
-        metadata = (("token", self._token),) if self._token else None
+        metadata = self._metadata()
         stubs = self._channel_for(self.endpoints[self._current])
         answers: queue.Queue[float] = queue.Queue()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable
 from typing import Any
 
 from petcd.api.authpb import auth_pb2
@@ -30,6 +29,7 @@ from petcd.ctl.printer import (
     ProtobufPrinter,
     SimplePrinter,
     make_printer,
+    print_response,
 )
 
 _PERM_NAMES = {0: "READ", 1: "WRITE", 2: "READWRITE"}
@@ -44,24 +44,23 @@ def _call(inv: Invocation, method: str, request: Any) -> Any:
         raise ExitError(EXIT_ERROR, str(exc)) from None
 
 
-def _print(inv: Invocation, resp: Any, simple: Callable[[], None], fields: bool = True) -> None:
-    """Simple output via ``simple``; JSON/protobuf of the response; fields = header."""
-    printer = make_printer(inv)
-    if isinstance(printer, SimplePrinter):
-        simple()
-    elif isinstance(printer, JsonPrinter):
-        inv.out(go_json(resp) + "\n")
-    elif isinstance(printer, ProtobufPrinter):
-        inv.out(resp.SerializeToString())
-    elif isinstance(printer, FieldsPrinter) and fields:
-        printer.hdr(resp)
-    else:
-        printer.unsupported()
-
-
 def _no_args(inv: Invocation, message: str) -> None:
     if inv.args:
         raise ExitError(EXIT_BAD_ARGS, message)
+
+
+def _one_arg(inv: Invocation, message: str) -> str:
+    """The one argument (a user or role name); ``message`` if there is not exactly one."""
+    if len(inv.args) != 1:
+        raise ExitError(EXIT_BAD_ARGS, message)
+    return inv.args[0]
+
+
+def _two_args(inv: Invocation, message: str) -> tuple[str, str]:
+    """The user and the role name; ``message`` if there are not exactly two arguments."""
+    if len(inv.args) != 2:
+        raise ExitError(EXIT_BAD_ARGS, message)
+    return inv.args[0], inv.args[1]
 
 
 # ---------------------------------------------------------------- auth
@@ -103,7 +102,7 @@ def auth_status_command(inv: Invocation) -> None:
         inv.out(f"Authentication Status: {'true' if resp.enabled else 'false'}\n")
         inv.out(f"AuthRevision: {resp.authRevision}\n")
 
-    _print(inv, resp, simple, fields=False)
+    print_response(inv, resp, simple, fields=False)
 
 
 # ---------------------------------------------------------------- user
@@ -131,9 +130,7 @@ def _read_password(inv: Invocation, name: str) -> str:
 
 
 def user_add_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user add command requires user name as its argument")
-    arg = inv.args[0]
+    arg = _one_arg(inv, "user add command requires user name as its argument")
     no_password = bool(inv.values["no-password"])
     password = ""
     if no_password:
@@ -151,21 +148,17 @@ def user_add_command(inv: Invocation) -> None:
         name=user, password=password, options=auth_pb2.UserAddOptions(no_password=no_password)
     )
     resp = _call(inv, "UserAdd", request)
-    _print(inv, resp, lambda: inv.out(f"User {user} created\n"))
+    print_response(inv, resp, lambda: inv.out(f"User {user} created\n"))
 
 
 def user_delete_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user delete command requires user name as its argument")
-    name = inv.args[0]
+    name = _one_arg(inv, "user delete command requires user name as its argument")
     resp = _call(inv, "UserDelete", rpc_pb2.AuthUserDeleteRequest(name=name))
-    _print(inv, resp, lambda: inv.out(f"User {name} deleted\n"))
+    print_response(inv, resp, lambda: inv.out(f"User {name} deleted\n"))
 
 
 def user_get_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user get command requires user name as its argument")
-    name = inv.args[0]
+    name = _one_arg(inv, "user get command requires user name as its argument")
     resp = _call(inv, "UserGet", rpc_pb2.AuthUserGetRequest(name=name))
     if inv.values["detail"]:
         inv.out(f"User: {name}\n")
@@ -178,43 +171,35 @@ def user_get_command(inv: Invocation) -> None:
     def simple() -> None:
         inv.out(f"User: {name}\nRoles:" + "".join(f" {r}" for r in resp.roles) + "\n")
 
-    _print(inv, resp, simple, fields=False)
+    print_response(inv, resp, simple, fields=False)
 
 
 def user_list_command(inv: Invocation) -> None:
     _no_args(inv, "user list command requires no arguments")
     resp = _call(inv, "UserList", rpc_pb2.AuthUserListRequest())
-    _print(inv, resp, lambda: inv.out("".join(f"{u}\n" for u in resp.users)), fields=False)
+    print_response(inv, resp, lambda: inv.out("".join(f"{u}\n" for u in resp.users)), fields=False)
 
 
 def user_passwd_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "user passwd command requires user name as its argument")
-    name = inv.args[0]
+    name = _one_arg(inv, "user passwd command requires user name as its argument")
     password = _read_password(inv, name)
     request = rpc_pb2.AuthUserChangePasswordRequest(name=name, password=password)
     resp = _call(inv, "UserChangePassword", request)
-    _print(inv, resp, lambda: inv.out("Password updated\n"))
+    print_response(inv, resp, lambda: inv.out("Password updated\n"))
 
 
 def user_grant_role_command(inv: Invocation) -> None:
-    if len(inv.args) != 2:
-        raise ExitError(
-            EXIT_BAD_ARGS, "user grant command requires user name and role name as its argument"
-        )
-    user, role = inv.args
+    user, role = _two_args(
+        inv, "user grant command requires user name and role name as its argument"
+    )
     resp = _call(inv, "UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest(user=user, role=role))
-    _print(inv, resp, lambda: inv.out(f"Role {role} is granted to user {user}\n"))
+    print_response(inv, resp, lambda: inv.out(f"Role {role} is granted to user {user}\n"))
 
 
 def user_revoke_role_command(inv: Invocation) -> None:
-    if len(inv.args) != 2:
-        raise ExitError(
-            EXIT_BAD_ARGS, "user revoke-role requires user name and role name as its argument"
-        )
-    user, role = inv.args
+    user, role = _two_args(inv, "user revoke-role requires user name and role name as its argument")
     resp = _call(inv, "UserRevokeRole", rpc_pb2.AuthUserRevokeRoleRequest(name=user, role=role))
-    _print(inv, resp, lambda: inv.out(f"Role {role} is revoked from user {user}\n"))
+    print_response(inv, resp, lambda: inv.out(f"Role {role} is revoked from user {user}\n"))
 
 
 # ---------------------------------------------------------------- role
@@ -257,25 +242,19 @@ def print_role(inv: Invocation, role: str, resp: Any) -> None:
 
 
 def role_add_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "role add command requires role name as its argument")
-    role = inv.args[0]
+    role = _one_arg(inv, "role add command requires role name as its argument")
     resp = _call(inv, "RoleAdd", rpc_pb2.AuthRoleAddRequest(name=role))
-    _print(inv, resp, lambda: inv.out(f"Role {role} created\n"))
+    print_response(inv, resp, lambda: inv.out(f"Role {role} created\n"))
 
 
 def role_delete_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "role delete command requires role name as its argument")
-    role = inv.args[0]
+    role = _one_arg(inv, "role delete command requires role name as its argument")
     resp = _call(inv, "RoleDelete", rpc_pb2.AuthRoleDeleteRequest(role=role))
-    _print(inv, resp, lambda: inv.out(f"Role {role} deleted\n"))
+    print_response(inv, resp, lambda: inv.out(f"Role {role} deleted\n"))
 
 
 def role_get_command(inv: Invocation) -> None:
-    if len(inv.args) != 1:
-        raise ExitError(EXIT_BAD_ARGS, "role get command requires role name as its argument")
-    role = inv.args[0]
+    role = _one_arg(inv, "role get command requires role name as its argument")
     print_role(inv, role, _call(inv, "RoleGet", rpc_pb2.AuthRoleGetRequest(role=role)))
 
 
@@ -287,7 +266,7 @@ def role_list_command(inv: Invocation) -> None:
         printer.hdr(resp)
         inv.out('"Roles" :' + "".join(f" {go_quote(r)}" for r in resp.roles) + "\n")
         return
-    _print(inv, resp, lambda: inv.out("".join(f"{r}\n" for r in resp.roles)))
+    print_response(inv, resp, lambda: inv.out("".join(f"{r}\n" for r in resp.roles)))
 
 
 def _perm_range(inv: Invocation, args: list[str]) -> tuple[bytes, bytes]:
@@ -328,7 +307,7 @@ def role_grant_command(inv: Invocation) -> None:
     resp = _call(
         inv, "RoleGrantPermission", rpc_pb2.AuthRoleGrantPermissionRequest(name=role, perm=perm)
     )
-    _print(inv, resp, lambda: inv.out(f"Role {role} updated\n"))
+    print_response(inv, resp, lambda: inv.out(f"Role {role} updated\n"))
 
 
 def role_revoke_command(inv: Invocation) -> None:
@@ -352,7 +331,7 @@ def role_revoke_command(inv: Invocation) -> None:
         else:
             inv.out(f"Permission of range [{key_text}, <open ended> is revoked from role {role}\n")
 
-    _print(inv, resp, simple)
+    print_response(inv, resp, simple)
 
 
 def commands() -> list[Command]:

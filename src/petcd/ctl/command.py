@@ -196,6 +196,17 @@ class Command:
         matches = [c for c in self.subcommands if c.name.startswith(name)]
         return matches[0] if len(matches) == 1 and name else None
 
+    def help_target(self, words: Sequence[str]) -> Command:
+        """The command ``help <words>`` shows (cobra's default help command): the one the
+        words name below this one, as far as they name one."""
+        target = self
+        for word in words:
+            nxt = target.find_subcommand(word)
+            if nxt is None:
+                break
+            target = nxt
+        return target
+
 
 def levenshtein(a: str, b: str) -> int:
     """Edit distance, case-insensitive (cobra's ``ld(s, t, true)``)."""

@@ -33,6 +33,21 @@ def _printable(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "LMNPS"
 
 
+# The characters strconv.Quote escapes by name (the quote, the backslash, the C escapes);
+# every other one it escapes is written by its code.
+_QUOTE_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
 def go_quote_bytes(data: bytes) -> str:
     """``strconv.Quote(string(data))``: Go's ``%q`` of a byte string."""
     out = ['"']
@@ -41,26 +56,10 @@ def go_quote_bytes(data: bytes) -> str:
         code = ord(ch)
         if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte
             out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
+        elif ch in _QUOTE_ESCAPES:  # (none of them is printable but the quote and backslash)
+            out.append(_QUOTE_ESCAPES[ch])
         elif _printable(ch):
             out.append(ch)
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\v":
-            out.append("\\v")
         elif code < 0x20 or code == 0x7F:
             out.append(f"\\x{code:02x}")
         elif code < 0x10000:
@@ -139,6 +138,10 @@ def go_unquote_prefix(text: str) -> tuple[str, str] | None:
 # ---------------------------------------------------------------- encoding/json
 
 
+# The characters encoding/json escapes by name; other control characters get ``\u00XX``.
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def json_string(text: str) -> str:
     """A JSON string literal as Go's encoding/json writes it (HTML-safe escaping)."""
     out = ['"']
@@ -146,16 +149,8 @@ def json_string(text: str) -> str:
         code = ord(ch)
         if 0xDC80 <= code <= 0xDCFF or 0xD800 <= code <= 0xDFFF:
             out.append("\\ufffd")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
+        elif ch in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[ch])
         elif code < 0x20 or ch in "<>&" or code in (0x2028, 0x2029):
             out.append(f"\\u{code:04x}")
         else:

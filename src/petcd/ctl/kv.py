@@ -116,6 +116,30 @@ def _client_error(exc: ClientError) -> ExitError:
 # ---------------------------------------------------------------- request builders
 
 
+def _key_range(args: list[str], v: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The key and range end of get and del: ``<key> [range_end]``, ``--prefix`` or
+    ``--from-key`` (with an empty key: every key)."""
+    key = os.fsencode(args[0])
+    range_end = b""
+    if len(args) > 1:
+        if v["prefix"] or v["from-key"]:
+            raise _bad_args(
+                "too many arguments, only accept one argument when `--prefix` or `--from-key` "
+                "is set"
+            )
+        range_end = os.fsencode(args[1])
+    if v["prefix"]:
+        if not key:
+            key, range_end = b"\x00", b"\x00"
+        else:
+            range_end = prefix_range_end(key)
+    if v["from-key"]:
+        if not key:
+            key = b"\x00"
+        range_end = b"\x00"
+    return key, range_end
+
+
 def get_request(args: list[str], v: dict[str, Any]) -> Any:
     """etcdctl's getGetOp: validate and build the RangeRequest."""
     if not args:
@@ -133,15 +157,7 @@ def get_request(args: list[str], v: dict[str, Any]) -> Any:
         serializable = True
     elif v["consistency"] != "l":
         raise ExitError(EXIT_BAD_FEATURE, f"unknown consistency flag {go_quote(v['consistency'])}")
-    key = os.fsencode(args[0])
-    range_end = b""
-    if len(args) > 1:
-        if v["prefix"] or v["from-key"]:
-            raise _bad_args(
-                "too many arguments, only accept one argument when `--prefix` or `--from-key` "
-                "is set"
-            )
-        range_end = os.fsencode(args[1])
+    key, range_end = _key_range(args, v)
     order = _SORT_ORDERS.get(str(v["order"]).upper())
     if order is None:
         raise ExitError(EXIT_BAD_FEATURE, f"bad sort order {v['order']}")
@@ -150,15 +166,6 @@ def get_request(args: list[str], v: dict[str, Any]) -> Any:
         raise ExitError(EXIT_BAD_FEATURE, f"bad sort target {v['sort-by']}")
     if target == 0 and order == 1:
         order = 0  # clientv3.WithSort: the server already returns keys in ascending order
-    if v["prefix"]:
-        if not key:
-            key, range_end = b"\x00", b"\x00"
-        else:
-            range_end = prefix_range_end(key)
-    if v["from-key"]:
-        if not key:
-            key = b"\x00"
-        range_end = b"\x00"
     return rpc_pb2.RangeRequest(
         key=key,
         range_end=range_end,
@@ -220,26 +227,9 @@ def delete_request(args: list[str], v: dict[str, Any], warn: Any) -> Any:
         )
     if v["prefix"] and v["from-key"]:
         raise _bad_args("`--prefix` and `--from-key` cannot be set at the same time, choose one")
-    key = os.fsencode(args[0])
-    range_end = b""
-    if len(args) > 1:
-        if v["prefix"] or v["from-key"]:
-            raise _bad_args(
-                "too many arguments, only accept one argument when `--prefix` or `--from-key` "
-                "is set"
-            )
-        range_end = os.fsencode(args[1])
-        if not v["range"]:
-            warn(DEL_RANGE_WARNING)
-    if v["prefix"]:
-        if not key:
-            key, range_end = b"\x00", b"\x00"
-        else:
-            range_end = prefix_range_end(key)
-    if v["from-key"]:
-        if not key:
-            key = b"\x00"
-        range_end = b"\x00"
+    key, range_end = _key_range(args, v)
+    if len(args) > 1 and not v["range"]:
+        warn(DEL_RANGE_WARNING)
     return rpc_pb2.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=v["prev-kv"])
 
 

@@ -26,6 +26,7 @@ from petcd.ctl.printer import (
     ProtobufPrinter,
     SimplePrinter,
     make_printer,
+    print_response,
 )
 
 
@@ -110,17 +111,7 @@ def revoke_command(inv: Invocation) -> None:
         resp = client.lease_revoke(lease_id)
     except ClientError as exc:
         raise ExitError(EXIT_ERROR, f"failed to revoke lease ({exc})") from None
-    printer = make_printer(inv)
-    if isinstance(printer, SimplePrinter):
-        inv.out(f"lease {_lease_hex(lease_id)} revoked\n")
-    elif isinstance(printer, JsonPrinter):
-        inv.out(go_json(resp) + "\n")
-    elif isinstance(printer, FieldsPrinter):
-        printer.hdr(resp)
-    elif isinstance(printer, ProtobufPrinter):
-        inv.out(resp.SerializeToString())
-    else:
-        printer.unsupported()
+    print_response(inv, resp, lambda: inv.out(f"lease {_lease_hex(lease_id)} revoked\n"))
 
 
 def timetolive_command(inv: Invocation) -> None:

@@ -120,13 +120,7 @@ def run(
         error(message)
         return EXIT_ERROR
     if command.name == "help" and command.parent is root:
-        target = root
-        for word in parsed.args:
-            nxt = target.find_subcommand(word)
-            if nxt is None:
-                break
-            target = nxt
-        stdout.write(_usage(target).encode())
+        stdout.write(_usage(root.help_target(parsed.args)).encode())
         return 0
     if parsed.help_requested or command.run is None:
         stdout.write(_usage(command).encode())

@@ -39,6 +39,7 @@ from petcd.ctl.printer import (
     ProtobufPrinter,
     SimplePrinter,
     make_printer,
+    print_response,
 )
 
 _ALARM_TYPES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
@@ -153,15 +154,12 @@ def move_leader_command(inv: Invocation) -> None:
         resp = client.move_leader(target, leader_ep)
     except ClientError as exc:
         raise ExitError(EXIT_ERROR, str(exc)) from None
-    printer = make_printer(inv)
-    if isinstance(printer, SimplePrinter):
-        inv.out(f"Leadership transferred from {leader_id:x} to {target:x}\n")
-    elif isinstance(printer, JsonPrinter):
-        inv.out(go_json(resp) + "\n")
-    elif isinstance(printer, ProtobufPrinter):
-        inv.out(resp.SerializeToString())
-    else:
-        printer.unsupported()
+    print_response(
+        inv,
+        resp,
+        lambda: inv.out(f"Leadership transferred from {leader_id:x} to {target:x}\n"),
+        fields=False,
+    )
 
 
 def snapshot_save_command(inv: Invocation) -> None:

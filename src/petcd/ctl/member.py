@@ -28,6 +28,7 @@ from petcd.ctl.printer import (
     SimplePrinter,
     TablePrinter,
     make_printer,
+    print_response,
 )
 
 MEMBER_HEADER = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"]
@@ -115,15 +116,10 @@ def list_command(inv: Invocation) -> None:
 
 
 def _print_change(inv: Invocation, resp: Any, verb: str, member_id: int) -> None:
-    printer = make_printer(inv)
-    if isinstance(printer, SimplePrinter):
+    def simple() -> None:
         inv.out(f"Member {member_id:16x} {verb} cluster {resp.header.cluster_id:16x}\n")
-    elif isinstance(printer, JsonPrinter):
-        inv.out(go_json(resp) + "\n")
-    elif isinstance(printer, ProtobufPrinter):
-        inv.out(resp.SerializeToString())
-    else:
-        printer.unsupported()
+
+    print_response(inv, resp, simple, fields=False)
 
 
 def add_command(inv: Invocation) -> None:

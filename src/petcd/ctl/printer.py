@@ -12,7 +12,7 @@ response for protobuf, and ASCII tables for the endpoint commands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +110,20 @@ class Printer:
     def txn(self, resp: Any) -> None:
         self.unsupported()
 
+    def _txn_op(self, op: Any) -> bool:
+        """One ResponseOp of a Txn, printed as its delete, put or get response; False for an
+        op of another kind (nothing printed)."""
+        which = op.WhichOneof("response")
+        if which == "response_delete_range":
+            self.delete(op.response_delete_range)
+        elif which == "response_put":
+            self.put(op.response_put)
+        elif which == "response_range":
+            self.get(op.response_range)
+        else:
+            return False
+        return True
+
     def endpoint_health(self, items: Sequence[EndpointHealth]) -> None:
         self.unsupported()
 
@@ -151,14 +165,7 @@ class SimplePrinter(Printer):
         self.inv.out("SUCCESS\n" if resp.succeeded else "FAILURE\n")
         for op in resp.responses:
             self.inv.out("\n")
-            which = op.WhichOneof("response")
-            if which == "response_delete_range":
-                self.delete(op.response_delete_range)
-            elif which == "response_put":
-                self.put(op.response_put)
-            elif which == "response_range":
-                self.get(op.response_range)
-            else:
+            if not self._txn_op(op):
                 self.inv.out(f"unexpected response {op}\n")
 
     def endpoint_health(self, items: Sequence[EndpointHealth]) -> None:
@@ -253,13 +260,7 @@ class FieldsPrinter(Printer):
         self.hdr(resp)
         self.line("Succeeded", resp.succeeded)
         for op in resp.responses:
-            which = op.WhichOneof("response")
-            if which == "response_delete_range":
-                self.delete(op.response_delete_range)
-            elif which == "response_put":
-                self.put(op.response_put)
-            elif which == "response_range":
-                self.get(op.response_range)
+            self._txn_op(op)
 
     def endpoint_health(self, items: Sequence[EndpointHealth]) -> None:
         for h in items:
@@ -326,3 +327,22 @@ def make_printer(inv: Invocation) -> Printer:
         "table": TablePrinter,
     }
     return kinds[inv.output_format()](inv)
+
+
+def print_response(
+    inv: Invocation, resp: Any, simple: Callable[[], None], *, fields: bool = True
+) -> None:
+    """Print ``resp`` as etcdctl prints the responses of most commands: ``simple`` writes the
+    simple format; json is Go's JSON of the response, protobuf its bytes; fields is the
+    header (with ``fields``; without, as table, not supported)."""
+    printer = make_printer(inv)
+    if isinstance(printer, SimplePrinter):
+        simple()
+    elif isinstance(printer, JsonPrinter):
+        inv.out(go_json(resp) + "\n")
+    elif isinstance(printer, ProtobufPrinter):
+        inv.out(resp.SerializeToString())
+    elif isinstance(printer, FieldsPrinter) and fields:
+        printer.hdr(resp)
+    else:
+        printer.unsupported()

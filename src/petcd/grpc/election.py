@@ -33,6 +33,7 @@ import asyncio
 from typing import Any
 
 from petcd.api.v3electionpb import v3election_pb2, v3election_pb2_grpc
+from petcd.client.requests import prefix_range_end
 from petcd.grpc import convert
 from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.lock import (
@@ -42,7 +43,6 @@ from petcd.grpc.lock import (
     WatchQueue,
     abort,
     create_revision_is,
-    prefix_end,
     session_lease,
     top_create,
     wait_deletes,
@@ -233,7 +233,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
 async def _first_put(
     member: ConcurrencyMember, prefix: bytes, revision: int
 ) -> tuple[ResponseHeader, KeyValue]:
-    q = WatchQueue(member, prefix, prefix_end(prefix), revision)
+    q = WatchQueue(member, prefix, prefix_range_end(prefix), revision)
     try:
         while True:
             wr = await q.next()

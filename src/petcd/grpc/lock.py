@@ -39,6 +39,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 
 from petcd.api.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
+from petcd.client.requests import prefix_range_end
 from petcd.grpc import convert
 from petcd.grpc.interceptors import CALL_CREDENTIALS
 from petcd.grpc.status import is_expected, status_for
@@ -104,16 +105,6 @@ class ConcurrencyMember(WatchMember, Protocol):
 # --- requests ---------------------------------------------------------------------------------
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """The range end that covers every key starting with ``prefix`` (etcd's WithPrefix)."""
-    b = bytearray(prefix)
-    for i in range(len(b) - 1, -1, -1):
-        if b[i] < 0xFF:
-            b[i] += 1
-            return bytes(b[: i + 1])
-    return b"\x00"
-
-
 def waiter_key(prefix: bytes, lease: int) -> bytes:
     """``prefix`` + the lease id as Go's ``%x`` prints an int64 (lower case, ``-`` if < 0)."""
     return prefix + (b"%x" % lease)
@@ -123,7 +114,7 @@ def top_create(prefix: bytes, order: SortOrder, max_create_revision: int = 0) ->
     """The first (ASCEND) or last (DESCEND) created key under ``prefix`` (withTop)."""
     return RangeRequest(
         key=prefix,
-        range_end=prefix_end(prefix),
+        range_end=prefix_range_end(prefix),
         limit=1,
         sort_order=order,
         sort_target=SortTarget.CREATE,

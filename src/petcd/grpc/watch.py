@@ -288,7 +288,8 @@ class _Stream:
                 self.progress_pending = True
 
     def refuse(self, reason: str) -> None:
-        """A create request that auth refused: etcd's canceled "created" response."""
+        """A create request refused (by auth, for an empty range, for a watch id in use):
+        etcd's canceled "created" response."""
         header = convert.header_pb(self.member.watch_header())
         self.sink.control(
             rpc_pb2.WatchResponse(
@@ -301,15 +302,7 @@ class _Stream:
         wid = cr.watch_id
         if cr.range_end not in (b"", b"\x00") and cr.key >= cr.range_end:
             # etcd checks the range before the id: nothing is registered, no id is taken.
-            self.sink.control(
-                rpc_pb2.WatchResponse(
-                    header=header,
-                    watch_id=-1,
-                    created=True,
-                    canceled=True,
-                    cancel_reason=ERR_EMPTY_RANGE,
-                )
-            )
+            self.refuse(ERR_EMPTY_RANGE)
             return
         if wid == 0:
             while self.next_id in self.watchers:
@@ -317,15 +310,7 @@ class _Stream:
             wid = self.next_id
             self.next_id += 1
         elif wid in self.watchers:
-            self.sink.control(
-                rpc_pb2.WatchResponse(
-                    header=header,
-                    watch_id=-1,
-                    created=True,
-                    canceled=True,
-                    cancel_reason=ERR_DUPLICATE_ID,
-                )
-            )
+            self.refuse(ERR_DUPLICATE_ID)
             return
         w = self.member.watch(
             cr.key,

@@ -274,16 +274,34 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
     def answer(body: str, status: int = 200) -> web.Response:
         return web.Response(body=(body + "\n").encode(), status=status, headers=ok_headers())
 
-    def _pieces(request: web.Request) -> list[str]:
-        sub = posixpath.normpath(request.path[len(AUTH_PREFIX) :] or ".")
-        return sub.split("/")
+    async def root_only(request: web.Request, allowed: tuple[str, ...]) -> web.Response | None:
+        """The answer that refuses ``request``: a method not ``allowed``, or (auth on) no user
+        with the root role; None if it may go on."""
+        refused = _allow(request.method, allowed)
+        if refused is None and not await access.root(request):
+            refused = no_auth()
+        return refused
+
+    def by_name(
+        base: Handler, named: Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+    ) -> Handler:
+        """``/users`` (``/roles``) to ``base``, ``/users/<name>`` to ``named``; a deeper path
+        is a bad request."""
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            pieces = posixpath.normpath(request.path[len(AUTH_PREFIX) :] or ".").split("/")
+            if len(pieces) == 2:
+                return await base(request)
+            if len(pieces) != 3:
+                return _message(400, "Invalid path")
+            return await named(request, pieces[2])
+
+        return serve
 
     async def base_roles(request: web.Request) -> web.StreamResponse:
-        refused = _allow(request.method, ("GET",))
+        refused = await root_only(request, ("GET",))
         if refused is not None:
             return refused
-        if not await access.root(request):
-            return no_auth()
         try:
             roles = [store.get_role(name) for name in store.all_roles()]
         except (AuthError, V2Error) as e:
@@ -291,11 +309,9 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
         return answer('{"roles":[' + ",".join(role_json(r) for r in roles) + "]}")
 
     async def base_users(request: web.Request) -> web.StreamResponse:
-        refused = _allow(request.method, ("GET",))
+        refused = await root_only(request, ("GET",))
         if refused is not None:
             return refused
-        if not await access.root(request):
-            return no_auth()
         try:
             entries = []
             for name in store.all_users():
@@ -312,20 +328,10 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
         users = "[" + ",".join(entries) + "]" if entries else "null"
         return answer('{"users":' + users + "}")
 
-    async def roles(request: web.Request) -> web.StreamResponse:
-        pieces = _pieces(request)
-        if len(pieces) == 2:
-            return await base_roles(request)
-        if len(pieces) != 3:
-            return _message(400, "Invalid path")
-        return await for_role(request, pieces[2])
-
     async def for_role(request: web.Request, name: str) -> web.StreamResponse:
-        refused = _allow(request.method, ("GET", "PUT", "DELETE"))
+        refused = await root_only(request, ("GET", "PUT", "DELETE"))
         if refused is not None:
             return refused
-        if not await access.root(request):
-            return no_auth()
         try:
             if request.method == "GET":
                 return answer(role_json(store.get_role(name)))
@@ -349,20 +355,10 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
         except (AuthError, V2Error, BadJSON, ValueError) as e:
             return _error(e, cid())
 
-    async def users(request: web.Request) -> web.StreamResponse:
-        pieces = _pieces(request)
-        if len(pieces) == 2:
-            return await base_users(request)
-        if len(pieces) != 3:
-            return _message(400, "Invalid path")
-        return await for_user(request, pieces[2])
-
     async def for_user(request: web.Request, name: str) -> web.StreamResponse:
-        refused = _allow(request.method, ("GET", "PUT", "DELETE"))
+        refused = await root_only(request, ("GET", "PUT", "DELETE"))
         if refused is not None:
             return refused
-        if not await access.root(request):
-            return no_auth()
         try:
             if request.method == "GET":
                 user = store.get_user(name)
@@ -430,9 +426,13 @@ def add_routes(app: web.Application, member: Any, access: Access) -> None:
         return serve
 
     app.router.add_route("*", AUTH_PREFIX + "/roles", unclean_first(base_roles))
-    app.router.add_route("*", AUTH_PREFIX + "/roles/{tail:.*}", unclean_first(roles))
+    app.router.add_route(
+        "*", AUTH_PREFIX + "/roles/{tail:.*}", unclean_first(by_name(base_roles, for_role))
+    )
     app.router.add_route("*", AUTH_PREFIX + "/users", unclean_first(base_users))
-    app.router.add_route("*", AUTH_PREFIX + "/users/{tail:.*}", unclean_first(users))
+    app.router.add_route(
+        "*", AUTH_PREFIX + "/users/{tail:.*}", unclean_first(by_name(base_users, for_user))
+    )
     app.router.add_route("*", AUTH_PREFIX + "/enable", unclean_first(enable))
 
     async def not_found(request: web.Request) -> web.StreamResponse:

@@ -12,13 +12,14 @@ with the program named ``petcd``. Nothing here opens a socket or reads a file.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from petcd.server.config import parse_duration_seconds
-from petcd.server.gateway import _duration_problem, find_subcommand
+from petcd.server.gateway import _duration_problem, find_subcommand, parse_flags
 from petcd.server.gateway import check_parent_flags as gateway_parent_flags
 
 _KIB = 1024
@@ -221,6 +222,7 @@ _FLAGS = (
     ),
 )
 FLAGS = {f.name: f for f in _FLAGS}
+_IS_BOOL = {name: flag.kind is Kind.BOOL for name, flag in FLAGS.items()}  # for parse_flags
 
 
 def _start_usage() -> str:
@@ -352,33 +354,11 @@ def parse_start_flags(args: Sequence[str]) -> StartOptions:
     """pflag's parse: flags interspersed with (ignored) arguments, ``--name=value`` or
     ``--name value``, booleans bare or ``=value``, ``--`` ends the flags."""
     opts = StartOptions()
-    i = 0
-    while i < len(args):
-        s = args[i]
-        i += 1
-        if s == "--":
-            break
-        if s.startswith("--"):
-            name, eq, value = s[2:].partition("=")
-            if not name or name[0] in "-=":
-                raise ProxyFlagError(f"bad flag syntax: {s}")
-            flag = FLAGS.get(name)
-            if flag is None:
-                raise ProxyFlagError(f"unknown flag: --{name}")
-            if flag.kind is Kind.BOOL:
-                _set(opts, name, value if eq else "true")
-                continue
-            if not eq:
-                if i >= len(args):
-                    raise ProxyFlagError(f"flag needs an argument: {s}")
-                value = args[i]
-                i += 1
-            _set(opts, name, value)
-        elif s.startswith("-") and len(s) > 1:
-            for j, ch in enumerate(s[1:], start=1):
-                if ch != "h":
-                    raise ProxyFlagError(f"unknown shorthand flag: {ch!r} in -{s[j:]}")
-                opts.help = True
+
+    def set_help() -> None:
+        opts.help = True
+
+    parse_flags(args, _IS_BOOL, functools.partial(_set, opts), set_help, ProxyFlagError)
     return opts
 
 

@@ -19,25 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 from petcd.api.etcdserverpb import rpc_pb2
+from petcd.client.requests import prefix_range_end
 
 
 class EmptyKeyError(Exception):
     """The empty key outside of a range: etcd's ``ErrEmptyKey``."""
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """The first key after every key that starts with ``prefix``."""
-    b = bytearray(prefix)
-    for i in range(len(b) - 1, -1, -1):
-        if b[i] < 0xFF:
-            b[i] += 1
-            return bytes(b[: i + 1])
-    return b"\0"
-
-
 def prefix_interval(prefix: bytes, key: bytes, end: bytes) -> tuple[bytes, bytes]:
     if end == b"\0":
-        return prefix + key, prefix_end(prefix)
+        return prefix + key, prefix_range_end(prefix)
     return prefix + key, (prefix + end if end else b"")
 
 

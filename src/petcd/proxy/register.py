@@ -28,7 +28,7 @@ import grpc
 import grpc.aio
 
 from petcd.api.etcdserverpb import rpc_pb2
-from petcd.proxy.namespace import prefix_end
+from petcd.client.requests import prefix_range_end
 from petcd.proxy.service import Registry
 from petcd.proxy.upstream import Upstream
 from petcd.server.log import Logger
@@ -124,7 +124,7 @@ async def watch_registry(
 ) -> None:
     """Keeps ``registry.members`` equal to the registered proxies."""
     start = namespace + f"{prefix}/".encode()
-    end = prefix_end(start)
+    end = prefix_range_end(start)
     while True:
         try:
             got = await _call(

@@ -411,15 +411,12 @@ class Raft:
         li = log.last_index()
         term = self.term
         ents = [Entry(term, Index(li + 1 + i), e.type, e.data) for i, e in enumerate(ents)]
-        if count_size and self.max_uncommitted_size > 0:
-            size = sum(len(e.data) for e in ents)
-            if (
-                self.uncommitted_size > 0
-                and size > 0
-                and self.uncommitted_size + size > self.max_uncommitted_size
-            ):
-                return False
-            self.uncommitted_size += size
+        if (
+            count_size
+            and self.max_uncommitted_size > 0
+            and not self._increase_uncommitted_size(sum(len(e.data) for e in ents))
+        ):
+            return False
         li = log.append(ents)
         self.prs[self.id].maybe_update(li)
         self._maybe_commit()
@@ -432,18 +429,26 @@ class Raft:
         term = self.term
         normal = EntryType.NORMAL
         ents = [Entry(term, Index(base + i), normal, d) for i, d in enumerate(datas)]
-        if self.max_uncommitted_size > 0:
-            size = sum(len(d) for d in datas)
-            if (
-                self.uncommitted_size > 0
-                and size > 0
-                and self.uncommitted_size + size > self.max_uncommitted_size
-            ):
-                return False
-            self.uncommitted_size += size
+        if self.max_uncommitted_size > 0 and not self._increase_uncommitted_size(
+            sum(len(d) for d in datas)
+        ):
+            return False
         li = log.append(ents)
         self.prs[self.id].maybe_update(li)
         self._maybe_commit()
+        return True
+
+    def _increase_uncommitted_size(self, size: int) -> bool:
+        """etcd's increaseUncommittedSize: count ``size`` more bytes of uncommitted proposals,
+        or refuse them (False) past ``max_uncommitted_size``; an empty proposal, or any while
+        nothing is uncommitted, is always let in (so one large proposal cannot stall)."""
+        if (
+            self.uncommitted_size > 0
+            and size > 0
+            and self.uncommitted_size + size > self.max_uncommitted_size
+        ):
+            return False
+        self.uncommitted_size += size
         return True
 
     def reduce_uncommitted_size(self, ents: Sequence[Entry]) -> None:

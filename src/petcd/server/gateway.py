@@ -38,12 +38,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import json
 import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,6 +104,11 @@ _START_VALUE_FLAGS = frozenset(
     )
 )
 _START_BOOL_FLAGS = frozenset(("insecure-discovery", "help"))
+# name -> whether the flag is a boolean (parse_flags)
+_START_FLAGS = {
+    **dict.fromkeys(_START_VALUE_FLAGS, False),
+    **dict.fromkeys(_START_BOOL_FLAGS, True),
+}
 _GO_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
 _GO_FALSE = frozenset(("0", "f", "F", "FALSE", "false", "False"))
 
@@ -275,6 +281,26 @@ def parse_start_flags(args: Sequence[str]) -> StartOptions:
     are ignored), ``--name=value`` or ``--name value``, booleans bare or ``=value``, ``--``
     ends the flags."""
     opts = StartOptions()
+
+    def set_help() -> None:
+        opts.help = True
+
+    parse_flags(args, _START_FLAGS, functools.partial(_set_flag, opts), set_help, GatewayFlagError)
+    return opts
+
+
+def parse_flags(
+    args: Sequence[str],
+    flags: Mapping[str, bool],
+    set_flag: Callable[[str, str], None],
+    set_help: Callable[[], None],
+    error: type[Exception],
+) -> None:
+    """pflag's parse of the flags of ``start`` (``gateway``'s, ``grpc-proxy``'s): interspersed
+    with other arguments (which are ignored), ``--name=value`` or ``--name value``, booleans
+    bare or ``=value``, ``--`` ends the flags, ``-h`` (``set_help``) the only shorthand.
+    ``flags`` maps each flag's name to whether it is a boolean; ``set_flag(name, value)`` gets
+    the flags given, in order; anything else raises ``error`` with pflag's text."""
     i = 0
     while i < len(args):
         s = args[i]
@@ -284,24 +310,23 @@ def parse_start_flags(args: Sequence[str]) -> StartOptions:
         if s.startswith("--"):
             name, eq, value = s[2:].partition("=")
             if not name or name[0] in "-=":
-                raise GatewayFlagError(f"bad flag syntax: {s}")
-            if name in _START_BOOL_FLAGS:
-                _set_flag(opts, name, value if eq else "true")
-            elif name in _START_VALUE_FLAGS:
-                if not eq:
-                    if i >= len(args):
-                        raise GatewayFlagError(f"flag needs an argument: {s}")
-                    value = args[i]
-                    i += 1
-                _set_flag(opts, name, value)
-            else:
-                raise GatewayFlagError(f"unknown flag: --{name}")
+                raise error(f"bad flag syntax: {s}")
+            is_bool = flags.get(name)
+            if is_bool is None:
+                raise error(f"unknown flag: --{name}")
+            if is_bool:
+                value = value if eq else "true"
+            elif not eq:
+                if i >= len(args):
+                    raise error(f"flag needs an argument: {s}")
+                value = args[i]
+                i += 1
+            set_flag(name, value)
         elif s.startswith("-") and len(s) > 1:
             for j, ch in enumerate(s[1:], start=1):
                 if ch != "h":
-                    raise GatewayFlagError(f"unknown shorthand flag: {ch!r} in -{s[j:]}")
-                opts.help = True
-    return opts
+                    raise error(f"unknown shorthand flag: {ch!r} in -{s[j:]}")
+                set_help()
 
 
 # --- addresses -------------------------------------------------------------------------------

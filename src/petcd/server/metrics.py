@@ -17,7 +17,7 @@ whose process metrics read ``/proc/self`` (a few small files, once per scrape).
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -42,98 +42,86 @@ class ServerMetrics:
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... under
         # the names etcd's Go process collector uses: `etcdctl check datascale` reads the RSS.
         ProcessCollector(registry=r)
-        self.has_leader = Gauge(
-            "etcd_server_has_leader",
-            "Whether or not a leader exists. 1 is existence, 0 is not.",
-            registry=r,
+
+        def gauge(name: str, text: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(name, text, labels, registry=r)
+
+        def counter(name: str, text: str) -> Counter:
+            return Counter(name, text, registry=r)
+
+        def disk_histogram(name: str, text: str) -> Histogram:
+            return Histogram(name, text, buckets=_DISK_BUCKETS, registry=r)
+
+        self.has_leader = gauge(
+            "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."
         )
-        self.is_leader = Gauge(
-            "etcd_server_is_leader",
-            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            registry=r,
+        self.is_leader = gauge(
+            "etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."
         )
-        self.leader_changes = Counter(
-            "etcd_server_leader_changes_seen", "The number of leader changes seen.", registry=r
+        self.leader_changes = counter(
+            "etcd_server_leader_changes_seen", "The number of leader changes seen."
         )
-        self.proposals_committed = Gauge(
+        self.proposals_committed = gauge(
             "etcd_server_proposals_committed_total",
             "The total number of consensus proposals committed.",
-            registry=r,
         )
-        self.proposals_applied = Gauge(
+        self.proposals_applied = gauge(
             "etcd_server_proposals_applied_total",
             "The total number of consensus proposals applied.",
-            registry=r,
         )
-        self.proposals_pending = Gauge(
-            "etcd_server_proposals_pending",
-            "The current number of pending proposals to commit.",
-            registry=r,
+        self.proposals_pending = gauge(
+            "etcd_server_proposals_pending", "The current number of pending proposals to commit."
         )
-        self.proposals_failed = Counter(
-            "etcd_server_proposals_failed", "The total number of failed proposals seen.", registry=r
+        self.proposals_failed = counter(
+            "etcd_server_proposals_failed", "The total number of failed proposals seen."
         )
-        self.slow_read_indexes = Counter(
+        self.slow_read_indexes = counter(
             "etcd_server_slow_read_indexes",
             "The total number of pending read indexes not in sync with leader's or timed out "
             "read index requests.",
-            registry=r,
         )
-        self.server_id = Gauge(
+        self.server_id = gauge(
             "etcd_server_id",
             "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
             ["server_id"],
-            registry=r,
         )
-        self.server_version = Gauge(
+        self.server_version = gauge(
             "etcd_server_version",
             "Which version is running. 1 for 'server_version' label with current version.",
             ["server_version"],
-            registry=r,
         )
         self.server_version.labels(ETCD_VERSION).set(1)
-        self.cluster_version = Gauge(
+        self.cluster_version = gauge(
             "etcd_cluster_version",
             "Which version is running. 1 for 'cluster_version' label with current cluster version",
             ["cluster_version"],
-            registry=r,
         )
         # etcd labels it with the major.minor only (version.Cluster: "3.5").
         self.cluster_version.labels(ETCD_CLUSTER_VERSION.rsplit(".", 1)[0]).set(1)
-        self.go_info = Gauge(
-            "petcd_python_info", "Python runtime version.", ["version"], registry=r
-        )
+        self.go_info = gauge("petcd_python_info", "Python runtime version.", ["version"])
         self.go_info.labels(platform.python_version()).set(1)
-        self.wal_fsync_seconds = Histogram(
+        self.wal_fsync_seconds = disk_histogram(
             "etcd_disk_wal_fsync_duration_seconds",
             "The latency distributions of fsync called by WAL.",
-            buckets=_DISK_BUCKETS,
-            registry=r,
         )
-        self.backend_commit_seconds = Histogram(
+        self.backend_commit_seconds = disk_histogram(
             "etcd_disk_backend_commit_duration_seconds",
             "The latency distributions of commit called by backend.",
-            buckets=_DISK_BUCKETS,
-            registry=r,
         )
-        self.db_total_size_bytes = Gauge(
+        self.db_total_size_bytes = gauge(
             "etcd_mvcc_db_total_size_in_bytes",
             "Total size of the underlying database physically allocated in bytes.",
-            registry=r,
         )
-        self.db_in_use_bytes = Gauge(
+        self.db_in_use_bytes = gauge(
             "etcd_mvcc_db_total_size_in_use_in_bytes",
             "Total size of the underlying database logically in use in bytes.",
-            registry=r,
         )
-        self.auth_revision = Gauge(
-            "etcd_debugging_auth_revision", "The current revision of auth store.", registry=r
+        self.auth_revision = gauge(
+            "etcd_debugging_auth_revision", "The current revision of auth store."
         )
-        self.snapshot_save_seconds = Histogram(
+        self.snapshot_save_seconds = disk_histogram(
             "etcd_debugging_snap_save_total_duration_seconds",
             "The total latency distributions of save called by snapshot.",
-            buckets=_DISK_BUCKETS,
-            registry=r,
         )
 
         self._mvcc: Callable[[], tuple[int, int, int, int, int]] | None = None

@@ -22,9 +22,11 @@ auth on every request does not cost a bcrypt each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import bcrypt
@@ -124,25 +126,15 @@ class V2AuthStore:
         return self._names("/users") or []
 
     async def _get_user(self, name: str, quorum: bool) -> User:
-        try:
+        with _tree_error(codes.KEY_NOT_FOUND, 404, f"User {name} does not exist."):
             ev = await self._request("/users/" + name, quorum)
-        except V2Error as e:
-            if e.code == codes.KEY_NOT_FOUND:
-                raise auth_error(404, f"User {name} does not exist.") from None
-            raise
-        user = decode_user(ev.node.value or "")
-        return with_root_role(user) if user.user == ROOT_USER else user
+        return _user(ev)
 
     def get_user(self, name: str) -> User:
         """The user as this member's tree has it (no raft round)."""
-        try:
+        with _tree_error(codes.KEY_NOT_FOUND, 404, f"User {name} does not exist."):
             ev = self._local("/users/" + name)
-        except V2Error as e:
-            if e.code == codes.KEY_NOT_FOUND:
-                raise auth_error(404, f"User {name} does not exist.") from None
-            raise
-        user = decode_user(ev.node.value or "")
-        return with_root_role(user) if user.user == ROOT_USER else user
+        return _user(ev)
 
     async def create_user(self, user: User) -> User:
         if user.user == ROOT_USER:
@@ -150,12 +142,8 @@ class V2AuthStore:
         if not user.password:
             raise auth_error(400, f"Cannot create user {user.user} with an empty password")
         hashed = User(user.user, await _hash(user.password), user.roles, user.grant, user.revoke)
-        try:
+        with _tree_error(codes.NODE_EXIST, 409, f"User {user.user} already exists."):
             await self._set("/users/" + user.user, user_json(hashed), prev_exist=False)
-        except V2Error as e:
-            if e.code == codes.NODE_EXIST:
-                raise auth_error(409, f"User {user.user} already exists.") from None
-            raise
         self._log("created a user", user_name=user.user)
         return hashed
 
@@ -181,12 +169,8 @@ class V2AuthStore:
     async def delete_user(self, name: str) -> None:
         if self.auth_enabled() and name == ROOT_USER:
             raise auth_error(403, "Cannot delete root user while auth is enabled.")
-        try:
+        with _tree_error(codes.KEY_NOT_FOUND, 404, f"User {name} does not exist"):
             await self._delete("/users/" + name)
-        except V2Error as e:
-            if e.code == codes.KEY_NOT_FOUND:
-                raise auth_error(404, f"User {name} does not exist") from None
-            raise
         self._log("deleted a user", user_name=name)
 
     # -- roles ---------------------------------------------------------------------------------
@@ -197,45 +181,29 @@ class V2AuthStore:
     async def _get_role(self, name: str, quorum: bool) -> Role:
         if name == ROOT_ROLE:
             return ROOT_ROLE_VALUE
-        try:
+        with _tree_error(codes.KEY_NOT_FOUND, 404, f"Role {name} does not exist."):
             ev = await self._request("/roles/" + name, quorum)
-        except V2Error as e:
-            if e.code == codes.KEY_NOT_FOUND:
-                raise auth_error(404, f"Role {name} does not exist.") from None
-            raise
         return decode_role(ev.node.value or "")
 
     def get_role(self, name: str) -> Role:
         if name == ROOT_ROLE:
             return ROOT_ROLE_VALUE
-        try:
+        with _tree_error(codes.KEY_NOT_FOUND, 404, f"Role {name} does not exist."):
             ev = self._local("/roles/" + name)
-        except V2Error as e:
-            if e.code == codes.KEY_NOT_FOUND:
-                raise auth_error(404, f"Role {name} does not exist.") from None
-            raise
         return decode_role(ev.node.value or "")
 
     async def create_role(self, role: Role) -> None:
         if role.role == ROOT_ROLE:
             raise auth_error(403, f"Cannot modify role {role.role}: is root role.")
-        try:
+        with _tree_error(codes.NODE_EXIST, 409, f"Role {role.role} already exists."):
             await self._set("/roles/" + role.role, role_json(role), prev_exist=False)
-        except V2Error as e:
-            if e.code == codes.NODE_EXIST:
-                raise auth_error(409, f"Role {role.role} already exists.") from None
-            raise
         self._log("created a new role", role_name=role.role)
 
     async def delete_role(self, name: str) -> None:
         if name == ROOT_ROLE:
             raise auth_error(403, f"Cannot modify role {name}: is root role.")
-        try:
+        with _tree_error(codes.KEY_NOT_FOUND, 404, f"Role {name} doesn't exist."):
             await self._delete("/roles/" + name)
-        except V2Error as e:
-            if e.code == codes.KEY_NOT_FOUND:
-                raise auth_error(404, f"Role {name} doesn't exist.") from None
-            raise
         self._log("delete a new role", role_name=name)  # etcd's words
 
     async def update_role(self, role: Role) -> Role:
@@ -303,6 +271,24 @@ class V2AuthStore:
         log = getattr(self._member, "log", None)
         if log is not None:
             log.info(msg, **fields)
+
+
+@contextlib.contextmanager
+def _tree_error(code: int, status: int, message: str) -> Iterator[None]:
+    """Turns the tree's error ``code`` (no such node, the node exists) into the auth error
+    ``status`` with etcd's ``message``; any other error goes through as it is."""
+    try:
+        yield
+    except V2Error as e:
+        if e.code == code:
+            raise auth_error(status, message) from None
+        raise
+
+
+def _user(ev: Any) -> User:
+    """The user stored in the node of ``ev`` (``root`` always has the root role)."""
+    user = decode_user(ev.node.value or "")
+    return with_root_role(user) if user.user == ROOT_USER else user
 
 
 async def _hash(password: str) -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -258,31 +259,30 @@ def _lease(k: bytes, v: bytes) -> LeaseRecord:
     return record
 
 
-def _user(k: bytes, v: bytes) -> bytes:
+def _auth_record(bucket: bytes, k: bytes, v: bytes, message: Any) -> tuple[Any, str]:
+    """The ``authpb`` ``message`` (User, Role) stored at ``k`` and its name: the key, which
+    must be the message's own name and UTF-8."""
+    kind = message.__name__
     try:
-        u = auth_pb2.User.FromString(v)
+        record = message.FromString(v)
     except DecodeError as e:
-        raise _bad(b"authUsers", k, f"not an authpb.User ({e})") from None
-    if u.name != k:
-        raise _bad(b"authUsers", k, f"holds user {u.name!r}")
+        raise _bad(bucket, k, f"not an authpb.{kind} ({e})") from None
+    if record.name != k:
+        raise _bad(bucket, k, f"holds {kind.lower()} {record.name!r}")
     try:
         name = k.decode()
     except UnicodeDecodeError:
-        raise _bad(b"authUsers", k, "name is not UTF-8") from None
+        raise _bad(bucket, k, "name is not UTF-8") from None
+    return record, name
+
+
+def _user(k: bytes, v: bytes) -> bytes:
+    u, name = _auth_record(b"authUsers", k, v, auth_pb2.User)
     return User(name, u.password, sorted(u.roles), u.options.no_password).encode()
 
 
 def _role(k: bytes, v: bytes) -> bytes:
-    try:
-        r = auth_pb2.Role.FromString(v)
-    except DecodeError as e:
-        raise _bad(b"authRoles", k, f"not an authpb.Role ({e})") from None
-    if r.name != k:
-        raise _bad(b"authRoles", k, f"holds role {r.name!r}")
-    try:
-        name = k.decode()
-    except UnicodeDecodeError:
-        raise _bad(b"authRoles", k, "name is not UTF-8") from None
+    r, name = _auth_record(b"authRoles", k, v, auth_pb2.Role)
     perms = [Permission(int(p.permType), p.key, p.range_end) for p in r.keyPermission]
     return Role(name, perms).encode()
 

@@ -546,13 +546,7 @@ def run(
         )
         return EXIT_ERROR
     if command.name == "help" and command.parent is root:
-        target = root
-        for word in parsed.args:
-            nxt = target.find_subcommand(word)
-            if nxt is None:
-                break
-            target = nxt
-        stdout.write(usage(target).encode())
+        stdout.write(usage(root.help_target(parsed.args)).encode())
         return 0
     if parsed.help_requested or command.run is None:
         stdout.write(usage(command).encode())

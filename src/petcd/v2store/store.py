@@ -469,8 +469,11 @@ class V2Store:
 
     # -- operations --------------------------------------------------------------------------
 
-    def get(self, node_path: str, recursive: bool, sorted_: bool, now_ns: int) -> Event:
-        n = self._get(node_path)
+    def _shown(
+        self, node_path: str, n: Node, recursive: bool, sorted_: bool, now_ns: int
+    ) -> NodeView:
+        """``n`` as a GET of ``node_path`` shows it: its value, or its children (their own
+        children too with ``recursive``)."""
         view = NodeView(node_path, modified=n.modified, created=n.created)
         if n.children is not None:
             view.dir = True
@@ -478,6 +481,11 @@ class V2Store:
         else:
             view.value = n.value
         self._expiration(n, view, now_ns)
+        return view
+
+    def get(self, node_path: str, recursive: bool, sorted_: bool, now_ns: int) -> Event:
+        n = self._get(node_path)
+        view = self._shown(node_path, n, recursive, sorted_, now_ns)
         return Event(GET, view, etcd_index=self.current_index)
 
     def _create(
@@ -548,15 +556,7 @@ class V2Store:
         if refresh:
             assert n is not None
             value = n.value
-        prev = None
-        if n is not None:
-            prev = NodeView(node_path, modified=n.modified, created=n.created)
-            if n.children is not None:
-                prev.dir = True
-                prev.nodes = n.child_views(False, False, now_ns)
-            else:
-                prev.value = n.value
-            self._expiration(n, prev, now_ns)
+        prev = None if n is None else self._shown(node_path, n, False, False, now_ns)
         ev = self._create(node_path, dir_, value, False, True, expire_ns, SET, now_ns)
         ev.etcd_index = self.current_index
         if prev is not None:

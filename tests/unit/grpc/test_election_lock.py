@@ -18,12 +18,12 @@ import pytest
 from petcd.api.v3electionpb import v3election_pb2
 from petcd.api.v3lockpb import v3lock_pb2
 from petcd.backend import Backend
+from petcd.client.requests import prefix_range_end
 from petcd.grpc.election import ElectionService
 from petcd.grpc.lock import (
     SINK_CAPACITY,
     LockService,
     WatchQueue,
-    prefix_end,
     wait_delete,
     waiter_key,
 )
@@ -168,7 +168,7 @@ class StoreMember:
         pass
 
     def keys(self, prefix: bytes) -> list[bytes]:
-        resp = self.store.range(RangeRequest(key=prefix, range_end=prefix_end(prefix)))
+        resp = self.store.range(RangeRequest(key=prefix, range_end=prefix_range_end(prefix)))
         return [kv.key for kv in resp.kvs]
 
 
@@ -209,9 +209,9 @@ async def settle() -> None:
 
 
 def test_prefix_end_and_waiter_key() -> None:
-    assert prefix_end(b"lock/") == b"lock0"
-    assert prefix_end(b"a\xff") == b"b"
-    assert prefix_end(b"\xff\xff") == b"\x00"
+    assert prefix_range_end(b"lock/") == b"lock0"
+    assert prefix_range_end(b"a\xff") == b"b"
+    assert prefix_range_end(b"\xff\xff") == b"\x00"
     assert waiter_key(b"n/", 0x694DA21DEDBF4008) == b"n/694da21dedbf4008"
     assert waiter_key(b"n/", -1) == b"n/-1"
 

@@ -12,6 +12,7 @@ import pytest
 
 from petcd.api.etcdserverpb import rpc_pb2
 from petcd.api.mvccpb import kv_pb2
+from petcd.client.requests import prefix_range_end
 from petcd.proxy.flags import (
     START_USAGE,
     ProxyFlagError,
@@ -19,7 +20,7 @@ from petcd.proxy.flags import (
     parse_start_flags,
 )
 from petcd.proxy.main import check_args, main
-from petcd.proxy.namespace import EmptyKeyError, Namespace, prefix_end
+from petcd.proxy.namespace import EmptyKeyError, Namespace
 
 
 def test_help_has_etcd_35_flags_and_layout() -> None:
@@ -144,9 +145,9 @@ def test_discovery_srv_gives_the_endpoints(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_prefix_end() -> None:
-    assert prefix_end(b"ns/") == b"ns0"
-    assert prefix_end(b"a\xff") == b"b"
-    assert prefix_end(b"\xff\xff") == b"\0"
+    assert prefix_range_end(b"ns/") == b"ns0"
+    assert prefix_range_end(b"a\xff") == b"b"
+    assert prefix_range_end(b"\xff\xff") == b"\0"
 
 
 def test_namespace_requests_and_responses() -> None:
