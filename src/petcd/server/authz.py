@@ -15,9 +15,11 @@ started, and ``None`` otherwise (then nothing is checked: that is the fast path,
   carrying user names or re-checking at apply. A write proposed without a guard (auth was off)
   and applied after auth was enabled fails with "user name is empty", as etcd's applier does for
   a request without a user (``Member._apply_request``).
-- **Reads** (Range, read-only Txn, LeaseTimeToLive with keys) are checked before the read and
-  fail with "revision of auth store is old" if the auth store moved during the read (etcd's
-  ``doSerialize``).
+- **Reads** (Range, LeaseTimeToLive with keys) are checked before the read and fail with
+  "revision of auth store is old" if the auth store moved during the read (etcd's
+  ``doSerialize``). A linearizable Range is checked after its read index, as etcd's Range
+  (``Member.range``): an auth change committed before the read is what the check sees. A Txn,
+  read-only too, is proposed as a write is.
 - **Admin** calls (Maintenance Defragment, Snapshot, Hash, HashKV; every auth change and list;
   AuthStatus with auth on) need a user with the ``root`` role. UserGet of oneself and RoleGet
   of one's own role need no admin.

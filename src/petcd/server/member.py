@@ -2327,12 +2327,18 @@ class Member:
             raise RequestTimeoutError() from None
 
     async def range(self, req: RangeRequest, creds: Credentials | None = None) -> RangeResponse:
-        """A Range; with ``creds`` (auth was on when the call came), checked first."""
+        """A Range; with ``creds`` (auth was on when the call came), checked after the read
+        index (as etcd's Range: linearizableReadNotify, then doSerialize), so that an auth
+        change committed before the read is what the check sees."""
         validate_request(req, self.cfg.max_txn_ops)
-        if creds is not None:
-            return await self.gate.read(creds, req, lambda: self.range(req))
         if not req.serializable:
             await self._read_barrier()
+        if creds is not None:
+
+            async def run() -> RangeResponse:
+                return self._range_header(self.kv.range(req))
+
+            return await self.gate.read(creds, req, run)
         return self._range_header(self.kv.range(req))
 
     async def range_one(
@@ -2364,22 +2370,25 @@ class Member:
         lease (``KVStore.range_records_pinned``) that the caller releases once it has read
         them. The lease is None when there is none to release."""
         validate_request(req, self.cfg.max_txn_ops)
-        if creds is not None:
-            got: list[ReadLease | None] = [None]
-
-            async def run() -> _PinnedRange:
-                result = await self.range_records(req, pinned=pinned)
-                got[0] = result[2]
-                return result
-
-            try:
-                return await self.gate.read(creds, req, run)
-            except BaseException:
-                if got[0] is not None:  # read, then refused (the auth revision moved)
-                    got[0].release()
-                raise
-        if not req.serializable:
+        if not req.serializable:  # before the auth check, as ``range``
             await self._read_barrier()
+        if creds is None:
+            return self._records_now(req, pinned)
+        got: list[ReadLease | None] = [None]
+
+        async def run() -> _PinnedRange:
+            result = self._records_now(req, pinned)
+            got[0] = result[2]
+            return result
+
+        try:
+            return await self.gate.read(creds, req, run)
+        except BaseException:
+            if got[0] is not None:  # read, then refused (the auth revision moved)
+                got[0].release()
+            raise
+
+    def _records_now(self, req: RangeRequest, pinned: bool) -> _PinnedRange:
         if pinned:
             resp, records, lease = self.kv.range_records_pinned(req)
         else:

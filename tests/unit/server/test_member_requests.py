@@ -195,3 +195,67 @@ def test_a_pinned_range_refused_after_its_read_releases_its_lease(
             await m.stop()
 
     asyncio.run(body())
+
+
+def test_a_linearizable_range_is_checked_against_the_auth_state_at_its_read_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd's Range waits for its read index and only then checks the caller's permissions
+    (linearizableReadNotify, then doSerialize): a revocation committed while the read waits
+    is what the check sees, so the answer is "permission denied", not "revision of auth
+    store is old" (which petcd gave when it checked first and read after the wait). The
+    revocation is applied inside the read index wait here, as it is when it commits on
+    another member while this one's read index round is out."""
+    from petcd.auth import errors as auth_errors
+    from petcd.auth.store import READ, AuthOp, AuthRequest
+    from petcd.server.authz import Credentials
+
+    async def body() -> None:
+        m = await start_solo(tmp_path)
+        try:
+            await m.put(PutRequest(b"secret", b"s3", lease=0))
+            for req in [
+                AuthRequest(AuthOp.USER_ADD, "root", no_password=True),
+                AuthRequest(AuthOp.ROLE_ADD, "root"),
+                AuthRequest(AuthOp.USER_GRANT_ROLE, "root", role="root"),
+                AuthRequest(AuthOp.USER_ADD, "alice", no_password=True),
+                AuthRequest(AuthOp.ROLE_ADD, "reader"),
+                AuthRequest(AuthOp.ROLE_GRANT_PERMISSION, "reader", perm_type=READ, key=b"secret"),
+                AuthRequest(AuthOp.USER_GRANT_ROLE, "alice", role="reader"),
+                AuthRequest(AuthOp.ENABLE),
+            ]:
+                await m.gate.change(None, req)
+            root = Credentials(common_name="root")
+            alice = Credentials(common_name="alice")
+            req = RangeRequest(b"secret")
+            got = await m.range(req, alice)
+            assert [kv.value for kv in got.kvs] == [b"s3"]
+
+            orig = m._read_barrier
+            revocations = []
+
+            async def barrier() -> None:
+                revoke = AuthRequest(AuthOp.ROLE_REVOKE_PERMISSION, "reader", key=b"secret")
+                revocations.append(await m.gate.change(root, revoke))
+                await orig()
+
+            monkeypatch.setattr(m, "_read_barrier", barrier)
+            with pytest.raises(auth_errors.PermissionDeniedError):
+                await m.range(req, alice)
+            for pinned in (False, True):
+                grant = AuthRequest(
+                    AuthOp.ROLE_GRANT_PERMISSION, "reader", perm_type=READ, key=b"secret"
+                )
+                await m.gate.change(root, grant)
+                with pytest.raises(auth_errors.PermissionDeniedError):
+                    await m.range_records(req, alice, pinned=pinned)
+            assert len(revocations) == 3
+            # A serializable Range has no read index to wait for: checked at once.
+            await m.gate.change(root, grant)
+            got = await m.range(RangeRequest(b"secret", serializable=True), alice)
+            assert [kv.value for kv in got.kvs] == [b"s3"]
+            assert len(revocations) == 3
+        finally:
+            await m.stop()
+
+    asyncio.run(body())
