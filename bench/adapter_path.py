@@ -16,7 +16,7 @@ requests/s and CPU time per request (all threads), for each variant, rounds inte
 only, never a pass/fail.
 
     .venv/bin/python bench/adapter_path.py [--requests N] [--clients N] [--rounds N]
-        [--workload put|txn-put|txn-update|range|delete] [--member real|fake]
+        [--workload put|txn-put|txn-update|range|range-l|delete] [--member real|fake]
         [--only submit|coroutine]
 """
 
@@ -59,8 +59,8 @@ def _payload(workload: str, i: int) -> tuple[str, bytes]:
     if workload == "txn-put":
         put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=_VALUE))
         return "/etcdserverpb.KV/Txn", rpc_pb2.TxnRequest(success=[put]).SerializeToString()
-    if workload == "range":  # a serializable Range of one key (absent: nothing is put)
-        req = rpc_pb2.RangeRequest(key=key, serializable=True)
+    if workload in ("range", "range-l"):  # a Range of one key (absent: nothing is put)
+        req = rpc_pb2.RangeRequest(key=key, serializable=workload == "range")
         return "/etcdserverpb.KV/Range", req.SerializeToString()
     if workload == "txn-update":  # Kubernetes' shape; the compare always holds here
         cmp = rpc_pb2.Compare(
@@ -246,7 +246,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument(
-        "--workload", choices=("put", "txn-put", "txn-update", "range", "delete"), default="put"
+        "--workload",
+        choices=("put", "txn-put", "txn-update", "range", "range-l", "delete"),
+        default="put",
     )
     p.add_argument(
         "--member", choices=("real", "fake"), default="real", help="fake: the adapter alone"

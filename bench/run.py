@@ -830,6 +830,7 @@ def run_matrix(args: argparse.Namespace) -> int:
             "extra_targets": args.extra_targets,
             "alt_petcd": args.alt_petcd,
             "tls": args.tls,
+            "restart_each_round": args.restart_each_round,
         },
         "targets": {},
         "runs": [],
@@ -841,29 +842,52 @@ def run_matrix(args: argparse.Namespace) -> int:
             from tests.tlsfiles import make_tls_files
 
             TLS_FILES.update(make_tls_files(work / "certs"))
-        try:
-            for t in targets:
+
+        def start_targets(rnd: int, names: Sequence[str]) -> None:
+            """Start these targets afresh: data and logs under ``work`` (with
+            --restart-each-round, under a directory of the round's own)."""
+            rwork = work / f"round{rnd}" if args.restart_each_round else work
+            rwork.mkdir(exist_ok=True)
+            for t in names:
                 srv: Server | ClusterServer
                 if args.cluster > 1:
-                    srv = make_cluster(t, args, work)
+                    srv = make_cluster(t, args, rwork)
                     log(f"starting {t}, {args.cluster} members: {' '.join(srv.argv[0])} ...")
                 else:
-                    srv = make_server(t, args, work, work / f"{t}.data")
+                    srv = make_server(t, args, rwork, rwork / f"{t}.data")
                     log(f"starting {t}: {' '.join(srv.argv)}")
                 try:
                     srv.start(args.start_timeout)
                 except (RuntimeError, OSError) as e:
                     log(f"  {t} is n/a: {e}")
-                    report["targets"][t] = {"available": False, "reason": str(e)}
+                    if rnd == 1:
+                        report["targets"][t] = {"available": False, "reason": str(e)}
+                    else:
+                        report["targets"][t].setdefault("restart_failed", []).append(str(e))
                     srv.stop()
                     continue
                 servers[t] = srv
-                report["targets"][t] = {
-                    "available": True,
-                    "argv": srv.argv,
-                    "startup_s": round(srv.startup_s, 3),
-                }
+                if rnd == 1:
+                    report["targets"][t] = {
+                        "available": True,
+                        "argv": srv.argv,
+                        "startup_s": round(srv.startup_s, 3),
+                    }
+                else:
+                    report["targets"][t].setdefault("restart_startup_s", []).append(
+                        round(srv.startup_s, 3)
+                    )
                 log(f"  {t} serving on {srv.endpoint} after {srv.startup_s:.2f}s")
+
+        def stop_targets(rnd: int) -> None:
+            for srv in servers.values():
+                srv.stop()
+            servers.clear()
+            if not args.keep:
+                shutil.rmtree(work / f"round{rnd}", ignore_errors=True)
+
+        try:
+            start_targets(1, targets)
             full_servers = {"etcd", "petcd", "petcd-grpcio", *alts, *args.extra_serves_watch}
             # Even rounds take the targets in the reverse order, so that neither side of an
             # A/B always runs first (right after its set-up, or after the other's load): one
@@ -876,7 +900,16 @@ def run_matrix(args: argparse.Namespace) -> int:
                 if t in servers and (t in full_servers or not WORKLOADS[w].needs_full_server)
             ]
             set_up: set[tuple[str, str]] = set()  # (workload, target) whose setup ran
+            current_round = 1
             for n, (rnd, w, t) in enumerate(plan, 1):
+                if rnd != current_round and args.restart_each_round:
+                    # Fresh processes and data for each round: a difference that belongs to
+                    # one process (its memory layout, its hash seed) then averages out.
+                    log(f"round {rnd}: restarting every target with fresh data")
+                    stop_targets(current_round)
+                    start_targets(rnd, [t for t in targets if report["targets"][t]["available"]])
+                    set_up.clear()
+                current_round = rnd
                 if t in servers and WORKLOADS[w].setup and (w, t) not in set_up:
                     set_up.add((w, t))
                     try:
@@ -1257,6 +1290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="NAME",
         help="run the watch workload against this --extra target too",
+    )
+    p.add_argument(
+        "--restart-each-round",
+        action="store_true",
+        help="stop every target after each round and start it again on fresh data (its "
+        "workloads' set-ups run again): differences between two processes of one tree "
+        "(memory layout, hash seed) then average out over the rounds instead of staying with "
+        "one side of an A/B",
     )
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     p.add_argument(
