@@ -25,7 +25,7 @@ class _Draws:
     def __init__(self, *draws: int) -> None:
         self._draws = list(draws)
 
-    def randint(self, low: int, high: int) -> int:
+    def randrange(self, start: int, stop: int, step: int = 1) -> int:
         return self._draws.pop(0)
 
 
@@ -49,3 +49,19 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_xdist_workers_draw_from_disjoint_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``make test``'s xdist workers, worker N of M hands out only the ports that are N
+    modulo M above the range's start: two workers never give out the same port."""
+    seen: dict[str, set[int]] = {}
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        got = {ports.free_port() for _ in range(40)}
+        assert {(p - ports._PORTS_LOW) % 3 for p in got} == {int(worker[2:])}
+        seen[worker] = got
+    assert not (seen["gw0"] & seen["gw1"]) and not (seen["gw1"] & seen["gw2"])
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    assert ports._shard() == (0, 1)
