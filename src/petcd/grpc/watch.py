@@ -298,7 +298,6 @@ class _Stream:
         )
 
     def _create(self, cr: Any) -> None:
-        header = convert.header_pb(self.member.watch_header())
         wid = cr.watch_id
         if cr.range_end not in (b"", b"\x00") and cr.key >= cr.range_end:
             # etcd checks the range before the id: nothing is registered, no id is taken.
@@ -312,6 +311,7 @@ class _Stream:
         elif wid in self.watchers:
             self.refuse(ERR_DUPLICATE_ID)
             return
+        header = convert.header_pb(self.member.watch_header())  # taken before registering
         w = self.member.watch(
             cr.key,
             cr.range_end,
